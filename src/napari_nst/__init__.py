@@ -1,0 +1,19 @@
+"""napari-nst: neural style transfer (Gatys et al. 2015) for napari, Python and the shell.
+
+Importing this package is cheap: it imports neither Qt, napari nor torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["iter_stylize", "stylize", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("stylize", "iter_stylize"):
+        from .core import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'napari_nst' has no attribute {name!r}")

@@ -1,0 +1,11 @@
+"""The headless engine: no Qt, no napari. Torch is imported by ``engine`` and ``vgg`` only."""
+
+from .api import iter_stylize, prepare, stylize
+from .errors import DeviceMemoryError, EngineProcessError, ImageError, NonFiniteLossError, OptionError, WeightsError
+from .images import to_rgb_float
+from .options import Options
+from .records import Progress
+
+__all__ = [
+    "DeviceMemoryError", "EngineProcessError", "ImageError", "NonFiniteLossError", "OptionError", "Options",
+    "Progress", "WeightsError", "iter_stylize", "prepare", "stylize", "to_rgb_float"]

@@ -1,0 +1,79 @@
+"""The Python API: ``stylize`` and ``iter_stylize``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, Union
+
+import numpy as np
+
+from .images import ArrayLike, to_rgb_float
+from .options import Options
+
+ImageInput = Union[ArrayLike, str, "os.PathLike[str]"]
+
+
+def _load(image: ImageInput, name: str, limits: Any) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        from .io import read_image
+
+        image = read_image(image)
+    return to_rgb_float(image, limits=limits, name=name)
+
+
+def prepare(content: ImageInput, style: ImageInput, **options: Any) -> tuple[np.ndarray, np.ndarray, Options]:
+    """Validate everything before any work: the images as float32 RGB and the options."""
+    opts = Options.from_kwargs(**options)
+    c = _load(content, "content", opts.content_limits)
+    s = _load(style, "style", opts.style_limits)
+    if isinstance(opts.init, np.ndarray):
+        to_rgb_float(opts.init, name="init")  # fail early on a bad init array
+    return c, s, opts
+
+
+def iter_stylize(content: ImageInput, style: ImageInput, **options: Any) -> Iterator[Any]:
+    """Run Gatys style transfer, yielding a progress record per objective evaluation.
+
+    Parameters
+    ----------
+    content, style : array or path
+        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` arrays of any integer or float dtype (mapped to
+        [0, 1] as documented in :mod:`napari_nst.core.images`), or image file paths. Never modified.
+    **options
+        See :class:`napari_nst.core.options.Options` (size, steps, content_weight, style_weight, ...).
+
+    Yields
+    ------
+    napari_nst.core.engine.Progress
+        ``step`` (1-based), ``total``, ``losses`` (``content``, ``style``, ``total`` ...), ``image``
+        (float32 (H, W, 3) in [0, 1], or None on records skipped by ``preview_every``).
+        Closing the generator stops the run within one evaluation and frees device memory.
+
+    Raises (at the first ``next``)
+    ------------------------------
+    ValueError
+        Bad images or options (``ImageError``, ``OptionError``, ``WeightsError``), with a message
+        that says what to change.
+    """
+    c, s, opts = prepare(content, style, **options)
+    return _run(c, s, opts)
+
+
+def _run(c: np.ndarray, s: np.ndarray, opts: Options) -> Iterator[Any]:
+    from .engine import run
+
+    yield from run(c, s, opts)
+
+
+def stylize(content: ImageInput, style: ImageInput, **options: Any) -> np.ndarray:
+    """The whole run, blocking: the pastiche as float32 ``(H, W, 3)`` in [0, 1].
+
+    Same arguments as :func:`iter_stylize`.
+    """
+    image = None
+    for rec in iter_stylize(content, style, **options):
+        if rec.image is not None:
+            image = rec.image
+    assert image is not None  # the last record always carries the image
+    return image

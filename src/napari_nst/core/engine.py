@@ -1,0 +1,259 @@
+"""The optimisation loop: a generator that yields one :class:`Progress` per objective evaluation.
+
+The widget, the command line and the Python API all drive :func:`run`. Closing the generator
+stops the work within one evaluation and frees the device memory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import DeviceMemoryError, NonFiniteLossError, OptionError
+from .images import resized_shape, to_rgb_float
+from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
+from .options import Options
+from .records import Progress
+from .vgg import VGGFeatures, build_vgg, check_layers, min_side
+
+#: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight)
+STYLE_BALANCE = 1e4
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: cuda, then mps, then cpu. A device that is not there raises OptionError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise OptionError(f"device {name!r} asked for, but CUDA is not available here; use device='auto' or 'cpu'")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise OptionError("device 'mps' asked for, but Apple MPS is not available here; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The dtype the network runs in (None = float32). Losses stay float32 either way."""
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if _cpu_has_fast_bf16() else None
+    return None
+
+
+def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) float32 -> (1, 3, H, W) on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) -> new float32 (H, W, 3) array in [0, 1] on the host."""
+    return t.detach()[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy().copy()
+
+
+def resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (1, 3, H, W), antialiased when shrinking."""
+    if tuple(t.shape[-2:]) == tuple(shape):
+        return t
+    shrink = shape[0] < t.shape[-2] or shape[1] < t.shape[-1]
+    return F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=shrink).clamp(0, 1)
+
+
+def level_shapes(shape: tuple[int, int], size: int, scales: int) -> list[tuple[int, int]]:
+    """Working shapes, coarse to fine; the last has long edge ``size``."""
+    return [resized_shape(shape, max(1, round(size / 2 ** (scales - 1 - k)))) for k in range(scales)]
+
+
+def split_steps(steps: int, scales: int) -> list[int]:
+    """Evaluations per level: the finest level gets half, each coarser level half of the rest."""
+    if scales == 1:
+        return [steps]
+    shares = [2.0 ** -(scales - k) for k in range(scales)]  # e.g. 1/8, 1/4, 1/2 (+ remainder)
+    shares[0] += 1.0 - sum(shares)
+    counts = [max(1, math.floor(steps * s)) for s in shares]
+    counts[-1] += steps - sum(counts)
+    if counts[-1] < 1:
+        raise OptionError(f"steps={steps} is too few for scales={scales}; give at least {scales} steps")
+    return counts
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _targets(
+    net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, opts: Options, dtype: Optional[torch.dtype]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
+    """Content features, style Gram matrices and the pastiche's (N_l, M_l), without autograd."""
+    with torch.no_grad(), _autocast(content.device, dtype):
+        cf = net(content)
+        sf = net(style)
+    nm = {n: (cf[n].shape[1], cf[n].shape[2] * cf[n].shape[3]) for n in opts.style_layers}
+    return (
+        {n: cf[n].float() for n in opts.content_layers},
+        {n: gram(sf[n]) for n in opts.style_layers},
+        nm,
+    )
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_weights(
+    opts: Options, content_t: dict[str, torch.Tensor], grams: dict[str, torch.Tensor],
+    layer_w: dict[str, float], nm: dict[str, tuple[int, int]],
+) -> tuple[float, float]:
+    """``a`` and ``b``: the options' values, or the automatic ones (see :class:`Options`)."""
+    a = opts.content_weight
+    if a is None:
+        a = 1.0 / max(sum(content_loss(torch.zeros_like(t), t).item() for t in content_t.values()), 1e-30)
+    b = opts.style_weight
+    if b is None:
+        # L_style(0): the style loss of an image whose Gram matrices are all zero
+        ref = sum(w * gram_loss(torch.zeros_like(grams[n]), grams[n], *nm[n]).item() for n, w in layer_w.items())
+        b = STYLE_BALANCE / max(ref, 1e-30)
+    return a, b
+
+
+def _make_optimizer(opts: Options, x: torch.Tensor) -> torch.optim.Optimizer:
+    if opts.optimizer == "adam":
+        # Departure from the paper (an option): Gatys et al. use L-BFGS.
+        return torch.optim.Adam([x], lr=0.02)
+    # one evaluation per .step(): torch keeps the L-BFGS history between calls
+    return torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=1, history_size=100,
+                             tolerance_grad=0.0, tolerance_change=0.0)
+
+
+def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progress]:
+    """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style``; yield per evaluation."""
+    device = pick_device(opts.device)
+    dtype = autocast_dtype(opts.precision, device)
+    layers = list(dict.fromkeys([*opts.content_layers, *opts.style_layers]))
+    check_layers(opts.model, opts.content_layers, "content layer")
+    check_layers(opts.model, opts.style_layers, "style layer")
+    shapes = level_shapes(content.shape[:2], opts.size, opts.scales)
+    need = min_side(opts.model, layers)
+    if min(shapes[0]) < need:
+        raise OptionError(
+            f"the {'coarsest level' if opts.scales > 1 else 'output'} would be {shapes[0][0]}x{shapes[0][1]} px; "
+            f"{opts.model} up to {layers[-1] if len(layers) == 1 else 'these layers'} needs at least {need} px on "
+            f"each side: increase size (now {opts.size}){', use fewer scales' if opts.scales > 1 else ''} or crop "
+            f"the content to a less elongated shape"
+        )
+    counts = split_steps(opts.steps, opts.scales)
+    if opts.style_layer_weights is None:
+        layer_w = {n: 1.0 / len(opts.style_layers) for n in opts.style_layers}
+    else:
+        layer_w = dict(zip(opts.style_layers, opts.style_layer_weights))
+    gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
+    net = build_vgg(opts.model, layers, weights=opts.weights, pooling=opts.pooling).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    yield from _loop(net, content, style, opts, device, dtype, shapes, counts, layer_w, gen)
+
+
+def _first_image(content_full: torch.Tensor, opts: Options, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    if isinstance(opts.init, np.ndarray):
+        init = to_rgb_float(opts.init, name="init")
+        return resize(to_tensor(init, content_full.device), shape)
+    if opts.init == "noise":
+        return torch.rand(1, 3, *shape, generator=gen).to(content_full.device)
+    return resize(content_full, shape)
+
+
+def _loop(
+    net: VGGFeatures, content: np.ndarray, style: np.ndarray, opts: Options, device: torch.device,
+    dtype: Optional[torch.dtype], shapes: list[tuple[int, int]], counts: list[int], layer_w: dict[str, float],
+    gen: torch.Generator,
+) -> Iterator[Progress]:
+    t0 = time.perf_counter()
+    content_full = to_tensor(content, device)
+    style_full = to_tensor(style, device)
+    step, total, last_good = 0, sum(counts), None
+    x = _first_image(content_full, opts, shapes[0], gen)
+    try:
+        for level, (shape, count) in enumerate(zip(shapes, counts), start=1):
+            c = resize(content_full, shape)
+            s = resize(style_full, resized_shape(style.shape[:2], max(1, round(max(shape) * opts.style_scale))))
+            content_t, grams, nm = _targets(net, c, s, opts, dtype)
+            a, b = resolve_weights(opts, content_t, grams, layer_w, nm)
+            terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], layer_w, b)]
+            if opts.tv_weight > 0:
+                terms.append(TVTerm(opts.tv_weight))
+            weights = {t.name: float(t.weight) for t in terms}
+            x = resize(x.detach(), shape).contiguous().requires_grad_(True)
+            optimizer = _make_optimizer(opts, x)
+            for i in range(count):
+                step += 1
+                want_image = step == total or i == count - 1 or step % opts.preview_every == 0
+                losses, image = _evaluate_and_step(net, terms, x, optimizer, device, dtype, want_image)
+                if not math.isfinite(losses["total"]):
+                    raise NonFiniteLossError(
+                        f"the objective became {losses['total']} at step {step} (weights {weights}); "
+                        "lower style_weight/content_weight or use precision='float32'. "
+                        "The last finite pastiche is kept.",
+                        to_numpy(last_good) if last_good is not None else None,
+                    )
+                last_good = image if image is not None else last_good
+                yield Progress(
+                    step=step, total=total, losses=losses,
+                    image=to_numpy(image) if image is not None else None,
+                    level=level, levels=len(shapes), shape=shape,
+                    elapsed=time.perf_counter() - t0, weights=weights, device=str(device),
+                    last_of_level=i == count - 1,
+                )
+    finally:
+        del x, content_full, style_full, last_good
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _evaluate_and_step(
+    net: VGGFeatures, terms: list[Any], x: torch.Tensor, optimizer: torch.optim.Optimizer,
+    device: torch.device, dtype: Optional[torch.dtype], want_image: bool,
+) -> tuple[dict[str, float], Optional[torch.Tensor]]:
+    """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
+    out: dict[str, Any] = {}
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            x.clamp_(0.0, 1.0)  # the pastiche is an image: project onto [0, 1] before evaluating
+        with _autocast(device, dtype):
+            feats = net(x.contiguous(memory_format=torch.channels_last))
+        total, parts = evaluate(terms, feats, x)
+        total.backward()
+        out["parts"], out["total"] = parts, total.detach()
+        out["image"] = x.detach().clone() if want_image else None
+        return total
+
+    optimizer.step(closure)
+    losses = {k: float(v.detach()) for k, v in out["parts"].items()}
+    losses["total"] = float(out["total"])
+    return losses, out["image"]

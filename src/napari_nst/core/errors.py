@@ -1,0 +1,48 @@
+"""The engine's exceptions (no torch here, so another process can unpickle them).
+
+Every one is a ``ValueError`` or ``MemoryError`` whose message says what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used."""
+
+
+class OptionError(ValueError, TypeError):
+    """An unknown option or a bad option value."""
+
+
+class WeightsError(ValueError):
+    """Network weights that cannot be found, read or used."""
+
+
+class NonFiniteLossError(ValueError):
+    """The objective became NaN or infinite; ``last_image`` is the last finite pastiche (or None)."""
+
+    def __init__(self, message: str, last_image: Optional[np.ndarray] = None) -> None:
+        super().__init__(message)
+        self.last_image = last_image
+
+    def __reduce__(self):  # keep last_image across processes
+        return (type(self), (str(self), self.last_image))
+
+
+class DeviceMemoryError(MemoryError):
+    """The run does not fit the device's memory; ``suggested_size`` should fit."""
+
+    def __init__(self, message: str, suggested_size: int = 0) -> None:
+        super().__init__(message)
+        self.suggested_size = suggested_size
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.suggested_size))
+
+
+class EngineProcessError(RuntimeError):
+    """The engine's process ended without a result (crashed or was killed)."""

@@ -1,0 +1,32 @@
+"""The progress record the engine yields (no torch here: it crosses process boundaries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class Progress:
+    """One objective evaluation.
+
+    ``losses`` holds the unweighted ``content``, ``style`` (and ``tv`` when used) terms and the
+    weighted ``total``, all of the image this record carries, evaluated at ``shape``.
+    ``image`` is float32 ``(H, W, 3)`` in [0, 1] at that working shape (coarse-to-fine levels are
+    smaller than the output), or None on records skipped by ``preview_every``. The last record
+    always carries an image. ``weights`` are the resolved ``a``, ``b`` (and tv) of this level.
+    """
+
+    step: int
+    total: int
+    losses: dict[str, float]
+    image: Optional[np.ndarray]
+    level: int = 1
+    levels: int = 1
+    shape: tuple[int, int] = (0, 0)
+    elapsed: float = 0.0
+    weights: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    last_of_level: bool = False

@@ -1,0 +1,234 @@
+"""The VGG feature extractor: torchvision's VGG16/VGG19 convolutions, named layers, weights.
+
+Layer names (``conv1_1``, ``relu4_2``, ``pool3`` ...) are derived from torchvision's
+``features`` indices, as pystiche does. The network is cut after the last layer in use,
+frozen, in eval mode, and takes RGB in [0, 1]: the ImageNet normalisation is inside.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import WeightsError
+
+MODELS = ("vgg16", "vgg19")
+POOLINGS = ("max", "avg")
+WEIGHTS_ENV = "NAPARI_NST_WEIGHTS"
+
+# torchvision's VGG configurations: numbers are conv output channels, "M" a 2x2 pooling
+_CFGS: dict[str, list[Any]] = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"],
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def layer_names(model: str) -> list[str]:
+    """Names of ``torchvision.models.<model>().features`` children, in order."""
+    names, block, i = [], 1, 0
+    for v in _CFGS[model]:
+        if v == "M":
+            names.append(f"pool{block}")
+            block, i = block + 1, 0
+        else:
+            i += 1
+            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
+    return names
+
+
+def check_layers(model: str, layers: list[str] | tuple[str, ...], what: str) -> None:
+    """Raise ValueError naming the valid layers if any of ``layers`` is unknown."""
+    valid = layer_names(model)
+    bad = [name for name in layers if name not in valid]
+    if bad:
+        raise ValueError(
+            f"unknown {what} {bad} for {model}; valid names are: {', '.join(valid)}"
+        )
+
+
+def min_side(model: str, layers: list[str] | tuple[str, ...]) -> int:
+    """Shortest image side (px) for which every layer in ``layers`` has at least 1x1 pixels."""
+    names = layer_names(model)
+    last = max(names.index(n) for n in layers)
+    pools = sum(1 for n in names[: last + 1] if n.startswith("pool"))
+    return 2**pools
+
+
+class VGGFeatures(nn.Module):
+    """VGG ``features`` up to the last requested layer; returns ``{name: activation}``.
+
+    Input: ``(B, 3, H, W)`` RGB in [0, 1]. Frozen (``requires_grad=False``), eval mode.
+    """
+
+    def __init__(self, model: str, layers: list[str], pooling: str = "max") -> None:
+        super().__init__()
+        names = layer_names(model)
+        self.wanted = {names.index(n): n for n in layers}
+        last = max(self.wanted)
+        mods: list[nn.Module] = []
+        in_ch = 3
+        for v in _CFGS[model]:
+            if v == "M":
+                # Departure from torchvision (an option, pooling="avg"): Gatys et al. use average
+                # pooling for nicer gradients; "max" keeps torchvision's network as trained.
+                mods.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+            else:
+                mods += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU(inplace=True)]
+                in_ch = v
+        for idx, name in self.wanted.items():
+            # a conv output we keep must not be overwritten by the in-place ReLU after it
+            if name.startswith("conv") and idx + 1 < len(mods):
+                mods[idx + 1] = nn.ReLU(inplace=False)
+        self.layers = nn.Sequential(*mods[: last + 1])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        for idx, layer in enumerate(self.layers):
+            x = layer(x)
+            if idx in self.wanted:
+                out[self.wanted[idx]] = x
+        return out
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _features_only(state: Any, source: str) -> dict[str, torch.Tensor]:
+    """``features.N.weight``-style keys from a full or features-only state dict."""
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise WeightsError(f"{source} does not hold a VGG state dict (got {type(state).__name__})")
+    out = {}
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            continue
+        if key.startswith("features."):
+            out[key[len("features."):]] = value
+        elif key.split(".", 1)[0].isdigit():
+            out[key] = value
+    if not out:
+        some = ", ".join(list(map(str, state))[:4])
+        raise WeightsError(
+            f"{source} has no VGG convolution weights (keys like 'features.0.weight'); "
+            f"its keys start with: {some}"
+        )
+    return out
+
+
+def _guess_model(features: dict[str, torch.Tensor]) -> str | None:
+    convs = sum(1 for k, v in features.items() if k.endswith(".weight") and v.ndim == 4)
+    return {13: "vgg16", 16: "vgg19"}.get(convs)
+
+
+def _fit(net: VGGFeatures, features: dict[str, torch.Tensor], model: str, source: str) -> None:
+    own = net.layers.state_dict()
+    guess = _guess_model(features)
+    hint = f"; it looks like {guess} weights: pass model={guess!r}" if guess and guess != model else ""
+    for key, param in own.items():
+        if key not in features:
+            raise WeightsError(f"{source} does not fit {model}: it lacks features.{key}{hint}")
+        if tuple(features[key].shape) != tuple(param.shape):
+            raise WeightsError(
+                f"{source} does not fit {model}: features.{key} has shape "
+                f"{tuple(features[key].shape)}, expected {tuple(param.shape)}{hint}"
+            )
+        if not torch.isfinite(features[key]).all():
+            raise WeightsError(f"{source} is corrupt: features.{key} has NaN or infinite values")
+    net.layers.load_state_dict({k: features[k] for k in own}, strict=True)
+
+
+def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a weights file safely (``weights_only=True``); return its ``features.*`` tensors."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise WeightsError(f"no weights file at {str(p)!r}; check the path")
+    if p.is_dir():
+        raise WeightsError(f"{str(p)!r} is a directory; pass the weights file (.pth) inside it")
+    if p.stat().st_size == 0:
+        raise WeightsError(f"the weights file {str(p)!r} is empty")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        msg = str(exc)
+        if "weights_only" in msg or "Unsupported global" in msg or "UnpicklingError" in type(exc).__name__:
+            raise WeightsError(
+                f"refused to load {str(p)!r}: it holds Python objects, not only tensors "
+                "(napari-nst loads plain state dicts with weights_only=True, so code in a pickle never runs)"
+            ) from None
+        raise WeightsError(
+            f"cannot read {str(p)!r} as a PyTorch weights file (truncated or corrupt?): "
+            f"{type(exc).__name__}: {msg.splitlines()[0] if msg else ''}"
+        ) from None
+    return _features_only(state, f"the weights file {str(p)!r}")
+
+
+def _torchvision_weights(model: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights through its own API and cache (downloads once)."""
+    import torchvision.models as tvm
+
+    enum = {"vgg16": tvm.VGG16_Weights, "vgg19": tvm.VGG19_Weights}[model].IMAGENET1K_V1
+    url = enum.url
+    filename = url.rsplit("/", 1)[-1]
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    try:
+        state = enum.get_state_dict(progress=True)
+    except Exception as exc:  # URLError, HTTPError, OSError, socket errors ...
+        raise WeightsError(
+            f"could not get torchvision's {model} ImageNet weights ({type(exc).__name__}: {exc}). "
+            f"torchvision wanted the file {filename} from {url} and caches it at {cache}. "
+            f"Offline? Copy that file there, or pass a local weights file: weights='path/to/{filename}' "
+            f"(Python), --weights PATH (command line), the Weights field (napari widget), "
+            f"or set the environment variable {WEIGHTS_ENV}=PATH"
+        ) from None
+    return _features_only(state, f"torchvision's {model} weights")
+
+
+@lru_cache(maxsize=1)
+def _cached_features(model: str, weights: str | None, stamp: tuple[int, int]) -> dict[str, torch.Tensor]:
+    # ``stamp`` (mtime, size) makes a rewritten file a new cache entry
+    return load_weights_file(weights) if weights else _torchvision_weights(model)
+
+
+def build_vgg(
+    model: str,
+    layers: list[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    pooling: str = "max",
+) -> VGGFeatures:
+    """A frozen :class:`VGGFeatures` with ``weights`` loaded.
+
+    ``weights``: None uses ``$NAPARI_NST_WEIGHTS`` if set, else torchvision's ImageNet weights
+    (downloaded once into torch's cache); a path loads a full torchvision VGG state dict or one
+    with only the ``features.*`` keys. The last file read is cached in memory.
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {MODELS}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    check_layers(model, layers, "layer")
+    if weights is None and os.environ.get(WEIGHTS_ENV):
+        weights = os.environ[WEIGHTS_ENV]
+    key = str(Path(weights).expanduser().resolve()) if weights else None
+    stamp = (0, 0)
+    if key and os.path.isfile(key):
+        st = os.stat(key)
+        stamp = (st.st_mtime_ns, st.st_size)
+    features = _cached_features(model if key is None else "", key, stamp)
+    net = VGGFeatures(model, layers, pooling)
+    source = f"the weights file {key!r}" if key else f"torchvision's {model} weights"
+    _fit(net, features, model, source)
+    return net
