@@ -24,7 +24,7 @@ from .records import Progress
 from .vgg import VGGFeatures, build_vgg, check_layers, min_side
 
 #: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight)
-STYLE_BALANCE = 1e4
+STYLE_BALANCE = 50.0
 
 
 # --------------------------------------------------------------------------- helpers

@@ -44,5 +44,8 @@ class DeviceMemoryError(MemoryError):
         return (type(self), (str(self), self.suggested_size))
 
 
-class EngineProcessError(RuntimeError):
-    """The engine's process ended without a result (crashed or was killed)."""
+class EngineProcessError(ChildProcessError):
+    """The engine's process ended without a result (crashed or was killed).
+
+    An OSError, not a RuntimeError: napari's thread workers swallow RuntimeErrors.
+    """

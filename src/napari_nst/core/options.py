@@ -38,7 +38,7 @@ class Options:
         ``a`` in ``a * L_content + b * L_style``. None: automatic, ``a = 1 / (1/2 ||P||^2)`` where
         P are the content features, so that ``a * L_content`` is the relative content error.
     style_weight : float or None
-        ``b``. None: automatic, ``b = 1e4 / L_style(0)`` where ``L_style(0)`` is the style loss of
+        ``b``. None: automatic, ``b = 50 / L_style(0)`` where ``L_style(0)`` is the style loss of
         an image whose Gram matrices are zero, so that ``b * L_style`` is a relative Gram error.
         The automatic values are network- and size-independent; they are reported in every
         progress record (``weights``).

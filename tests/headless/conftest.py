@@ -1,0 +1,81 @@
+"""Fixtures for the headless tests: offline weights and small images.
+
+No test downloads anything: weights are seeded random VGG weights written to a temporary file,
+or the real trained VGG16 convolutions in ../shared/weights/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+HED_WEIGHTS = SHARED / "weights" / "vgg16-hed-features.pth"
+IMAGES = SHARED / "images"
+
+
+def _random_state(model: str, seed: int = 0) -> dict:
+    import torch
+
+    from napari_nst.core.vgg import VGGFeatures, layer_names
+
+    torch.manual_seed(seed)
+    net = VGGFeatures(model, [layer_names(model)[-1]])
+    return {f"features.{k}": v.clone() for k, v in net.layers.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def vgg16_random(tmp_path_factory) -> Path:
+    """Seeded random vgg16 weights, ``features.*`` keys only."""
+    import torch
+
+    path = tmp_path_factory.mktemp("weights") / "vgg16-random-features.pth"
+    torch.save(_random_state("vgg16"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def vgg19_random_full(tmp_path_factory) -> Path:
+    """Seeded random vgg19 weights with ``features.*`` and (small, fake) ``classifier.*`` keys."""
+    import torch
+
+    state = _random_state("vgg19", seed=1)
+    state["classifier.0.weight"] = torch.zeros(4, 4)
+    state["classifier.0.bias"] = torch.zeros(4)
+    path = tmp_path_factory.mktemp("weights") / "vgg19-random-full.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def hed_weights() -> Path:
+    if not HED_WEIGHTS.exists():
+        pytest.skip(f"{HED_WEIGHTS} is not there")
+    return HED_WEIGHTS
+
+
+@pytest.fixture
+def content() -> np.ndarray:
+    """A 40x56 uint8 RGB picture with structure (gradients and a square)."""
+    y, x = np.mgrid[0:40, 0:56]
+    img = np.stack([x * 4, y * 6, (x + y) * 2], axis=-1).astype(np.uint8)
+    img[10:25, 15:35] = (250, 30, 30)
+    return img
+
+
+@pytest.fixture
+def style() -> np.ndarray:
+    """A 48x48 uint8 RGB stripe texture."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:48, 0:48]
+    stripes = ((np.sin((x + 2 * y) / 3.0) + 1) * 120).astype(np.uint8)
+    return np.stack([stripes, 255 - stripes, rng.integers(0, 255, (48, 48), dtype=np.uint8)], axis=-1)
+
+
+@pytest.fixture
+def fast(vgg16_random) -> dict:
+    """Options for a quick run on random vgg16 weights."""
+    return dict(size=32, steps=4, model="vgg16", weights=str(vgg16_random), device="cpu")
