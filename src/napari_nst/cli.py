@@ -78,14 +78,13 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _stylize(args: argparse.Namespace) -> int:
     from .core.api import iter_stylize
     from .core.errors import NonFiniteLossError
-    from .core.io import read_image, write_image
+    from .core.io import output_format, read_image, write_image
 
     out = Path(args.output)
     for given in (args.content, args.style):
         if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
             raise ValueError(f"the output {str(out)!r} is one of the input images; choose another file name")
-    if not out.parent.exists():
-        raise ValueError(f"the output folder {str(out.parent)!r} does not exist")
+    output_format(out)  # a bad extension or folder fails now, not after the whole run
     content, style = read_image(args.content), read_image(args.style)
     records = iter_stylize(content, style, **_options(args))  # validates before any work
     bar = _progress_bar(args)

@@ -79,3 +79,14 @@ def style() -> np.ndarray:
 def fast(vgg16_random) -> dict:
     """Options for a quick run on random vgg16 weights."""
     return dict(size=32, steps=4, model="vgg16", weights=str(vgg16_random), device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    """No test may download weights: a real download attempt fails the test loudly."""
+    import torch.hub
+
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"a test tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)

@@ -22,11 +22,49 @@ def _load(image: ImageInput, name: str, limits: Any) -> np.ndarray:
     return to_rgb_float(image, limits=limits, name=name)
 
 
+def _check_weights_path(weights: Any) -> None:
+    """Fail early (no torch needed) on a weights path that cannot be a file."""
+    from pathlib import Path
+
+    from .errors import WeightsError
+
+    if weights is None:
+        return
+    p = Path(weights).expanduser()
+    if not p.exists():
+        raise WeightsError(f"no weights file at {str(p)!r}; check the path")
+    if p.is_dir():
+        raise WeightsError(f"{str(p)!r} is a directory; pass the weights file (.pth) inside it")
+
+
+def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape: tuple[int, int]) -> None:
+    """The style image is resized to ``style_scale`` x the working size's long edge at every level;
+    at the coarsest level it must still be big enough for the network (else torch fails deep inside
+    a pooling layer)."""
+    from .errors import OptionError
+    from .images import resized_shape
+    from .layers import min_side
+
+    coarse = resized_shape(content_shape, max(1, round(opts.size / 2 ** (opts.scales - 1))))
+    h, w = resized_shape(style_shape, max(1, round(max(coarse) * opts.style_scale)))
+    need = min_side(opts.model, opts.layers)
+    if min(h, w) < need:
+        where = "at the coarsest level" if opts.scales > 1 else "at this size"
+        raise OptionError(
+            f"the style image would be {h}x{w} px {where}, but {opts.model} up to {opts.layers[-1]} needs at "
+            f"least {need} px on each side: increase style_scale (now {opts.style_scale:g}) or size (now "
+            f"{opts.size}), or crop the style image to a less elongated shape"
+        )
+
+
 def prepare(content: ImageInput, style: ImageInput, **options: Any) -> tuple[np.ndarray, np.ndarray, Options]:
     """Validate everything before any work: the images as float32 RGB and the options."""
     opts = Options.from_kwargs(**options)
     c = _load(content, "content", opts.content_limits)
+    opts.check_size(c.shape[:2])
+    _check_weights_path(opts.weights)
     s = _load(style, "style", opts.style_limits)
+    _check_style_size(opts, c.shape[:2], s.shape[:2])
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")  # fail early on a bad init array
     return c, s, opts

@@ -66,9 +66,12 @@ def _check_array(arr: np.ndarray, name: str) -> None:
             f"the {name} image has shape {arr.shape}; expected (H, W), (H, W, 3) or (H, W, 4)"
         )
     if arr.ndim > 3 or (arr.ndim == 3 and arr.shape[-1] > 4):
+        hint = "pass a single 2-D slice of a stack"
+        if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4):
+            hint = f"channels first? use numpy.moveaxis({name}, 0, -1); or {hint}"
         raise ImageError(
             f"the {name} image has shape {arr.shape}, which is not one 2-D image: expected "
-            f"(H, W), (H, W, 3) or (H, W, 4); pass a single 2-D slice of a stack"
+            f"(H, W), (H, W, 3) or (H, W, 4); {hint}"
         )
     h, w = arr.shape[:2]
     if min(h, w) < MIN_INPUT_SIDE:
@@ -87,9 +90,7 @@ def _check_array(arr: np.ndarray, name: str) -> None:
 def _scale_values(arr: np.ndarray, limits: Limits | None) -> np.ndarray:
     """Values -> float in [0, 1] (float64 for wide integer ranges, else float32)."""
     if limits is not None:
-        lo, hi = limits
-        out = (arr.astype(np.float64) - lo) / (hi - lo)
-        return np.clip(out, 0.0, 1.0)
+        return _rescale(arr, *limits)
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / np.float32(255)
     if arr.dtype.kind == "f":
@@ -100,8 +101,23 @@ def _scale_values(arr: np.ndarray, limits: Limits | None) -> np.ndarray:
         lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         return np.zeros(arr.shape, np.float32)
-    # float64 so that wide uint64/int64 or float64 ranges keep their precision
-    out = (arr.astype(np.float64) - lo) / (hi - lo)
+    return _rescale(arr, lo, hi)
+
+
+def _rescale(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``(x - lo) / (hi - lo)`` clipped to [0, 1], in float64 (wide integer ranges keep precision).
+
+    A span wider than float64's range (e.g. -1e308 .. 1e308) would overflow to inf and give NaN
+    (inf / inf); everything is then halved first. Values far outside tiny limits overflow to
+    +-inf, which the clip maps to 0 or 1.
+    """
+    x = arr.astype(np.float64)
+    span = hi - lo
+    if not np.isfinite(span):
+        x *= 0.5
+        lo, span = lo * 0.5, hi * 0.5 - lo * 0.5
+    with np.errstate(over="ignore"):
+        out = (x - lo) / span
     return np.clip(out, 0.0, 1.0)
 
 
@@ -109,7 +125,7 @@ def _alpha(alpha: np.ndarray) -> np.ndarray:
     """Alpha channel -> [0, 1]: integers by their dtype's maximum, floats clipped."""
     if alpha.dtype.kind in "ui":
         return np.clip(alpha.astype(np.float64) / np.iinfo(alpha.dtype).max, 0.0, 1.0)
-    return np.clip(alpha.astype(np.float32), 0.0, 1.0)
+    return np.clip(alpha, 0.0, 1.0).astype(np.float32)  # clip first: float64 1e300 would overflow float32
 
 
 def to_rgb_float(image: ArrayLike, *, limits: Limits | None = None, name: str = "input") -> np.ndarray:
@@ -126,7 +142,10 @@ def to_rgb_float(image: ArrayLike, *, limits: Limits | None = None, name: str = 
     name : str
         Used in error messages ("content", "style").
     """
-    arr = np.asarray(image)
+    try:
+        arr = np.asarray(image)
+    except (ValueError, TypeError) as exc:  # ragged nested lists, ...
+        raise ImageError(f"the {name} image is not an array of numbers ({exc}); pass a numpy array") from None
     _check_array(arr, name)
     limits = validate_limits(limits, name)
     if arr.ndim == 3 and arr.shape[-1] in (2, 4):

@@ -68,8 +68,34 @@ def _read_pillow(p: Path) -> np.ndarray:
             return np.asarray(im).copy()
     except ImageError:
         raise
-    except Exception as exc:  # UnidentifiedImageError, truncated files, decompression bombs ...
+    except Image.DecompressionBombError as exc:  # Pillow's own check, on the header, before decoding
+        raise ImageError(
+            f"{str(p)!r} is too large to read safely: {exc} Downscale or crop it first "
+            "(the engine works at a few thousand pixels at most)"
+        ) from None
+    except Exception as exc:  # UnidentifiedImageError, truncated files ...
         raise ImageError(f"cannot read {str(p)!r} as an image (not an image, truncated or corrupt?): {exc}") from None
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """The format ``write_image`` will use for ``path`` ("TIFF", "PNG", ...); checks before any work.
+
+    Raises :class:`ImageError` if the extension is not one we can write or the folder is missing.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ImageError(f"the output {str(p)!r} is a directory; give a file name such as {str(p / 'out.png')!r}")
+    if not p.parent.exists():
+        raise ImageError(f"the output folder {str(p.parent)!r} does not exist; create it first")
+    suffix = p.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return "TIFF"
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(f"cannot write {suffix or 'files without an extension'!s} ({str(p)!r}); use .png, .jpg or .tif")
+    return fmt
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
@@ -78,21 +104,16 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
     Written to a temporary file first and renamed, so an interrupted save never leaves half a file.
     """
     p = Path(path).expanduser()
-    if p.parent and not p.parent.exists():
-        raise ImageError(f"the folder {str(p.parent)!r} does not exist")
+    fmt = output_format(p)
     tmp = p.with_name(f".{p.name}.part")
-    suffix = p.suffix.lower()
     try:
-        if suffix in (".tif", ".tiff"):
+        if fmt == "TIFF":
             import tifffile
 
             tifffile.imwrite(tmp, (np.clip(image, 0, 1) * 65535 + 0.5).astype(np.uint16), photometric="rgb")
         else:
             from PIL import Image
 
-            fmt = Image.registered_extensions().get(suffix)
-            if fmt is None:
-                raise ImageError(f"unknown image format {suffix!r} for {str(p)!r}; use .png, .jpg or .tif")
             Image.fromarray(to_uint8(image)).save(tmp, format=fmt)
         os.replace(tmp, p)
     finally:

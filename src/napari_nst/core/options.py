@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .errors import OptionError
+from .layers import check_layers, min_side
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -118,6 +119,27 @@ class Options:
         opts.validate()
         return opts
 
+    @property
+    def layers(self) -> list[str]:
+        """Content and style layers, without repeats."""
+        return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+    def check_size(self, shape: tuple[int, int]) -> None:
+        """Raise OptionError if the coarsest working image is too small for the network."""
+        from .images import resized_shape
+
+        long_edge = max(1, round(self.size / 2 ** (self.scales - 1)))
+        h, w = resized_shape(shape, long_edge)
+        need = min_side(self.model, self.layers)
+        if min(h, w) < need:
+            where = "the coarsest level" if self.scales > 1 else "the output"
+            raise OptionError(
+                f"{where} would be {h}x{w} px, but {self.model} up to {self.layers[-1]} needs at least "
+                f"{need} px on each side: increase size (now {self.size})"
+                + (f" or use fewer scales (now {self.scales})" if self.scales > 1 else "")
+                + " or crop the content to a less elongated shape"
+            )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly settings (an init array is summarised by its shape)."""
         d = asdict(self)
@@ -132,6 +154,8 @@ class Options:
         self.size = _int(self.size, "size", 1, MAX_SIZE)
         self.steps = _int(self.steps, "steps", 1, 10_000_000)
         self.scales = _int(self.scales, "scales", 1, 8)
+        if self.steps < self.scales:
+            raise OptionError(f"steps={self.steps} is too few for scales={self.scales}; give at least one step per scale")
         self.preview_every = _int(self.preview_every, "preview_every", 1, 10_000_000)
         for name in ("content_weight", "style_weight"):
             if getattr(self, name) is not None:
@@ -151,6 +175,8 @@ class Options:
                 )
             self.style_layer_weights = w
         _choice(self.model, "model", ("vgg16", "vgg19"))
+        check_layers(self.model, self.content_layers, "content layer")
+        check_layers(self.model, self.style_layers, "style layer")
         _choice(self.pooling, "pooling", ("max", "avg"))
         _choice(self.optimizer, "optimizer", OPTIMIZERS)
         _choice(self.precision, "precision", PRECISIONS)

@@ -8,6 +8,7 @@ frozen, in eval mode, and takes RGB in [0, 1]: the ImageNet normalisation is ins
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,50 +17,14 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
+from .layers import _CFGS, check_layers, layer_names, min_side  # noqa: F401 (re-exported)
 
 MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
 WEIGHTS_ENV = "NAPARI_NST_WEIGHTS"
 
-# torchvision's VGG configurations: numbers are conv output channels, "M" a 2x2 pooling
-_CFGS: dict[str, list[Any]] = {
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-              512, 512, 512, 512, "M"],
-}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def layer_names(model: str) -> list[str]:
-    """Names of ``torchvision.models.<model>().features`` children, in order."""
-    names, block, i = [], 1, 0
-    for v in _CFGS[model]:
-        if v == "M":
-            names.append(f"pool{block}")
-            block, i = block + 1, 0
-        else:
-            i += 1
-            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
-    return names
-
-
-def check_layers(model: str, layers: list[str] | tuple[str, ...], what: str) -> None:
-    """Raise ValueError naming the valid layers if any of ``layers`` is unknown."""
-    valid = layer_names(model)
-    bad = [name for name in layers if name not in valid]
-    if bad:
-        raise ValueError(
-            f"unknown {what} {bad} for {model}; valid names are: {', '.join(valid)}"
-        )
-
-
-def min_side(model: str, layers: list[str] | tuple[str, ...]) -> int:
-    """Shortest image side (px) for which every layer in ``layers`` has at least 1x1 pixels."""
-    names = layer_names(model)
-    last = max(names.index(n) for n in layers)
-    pools = sum(1 for n in names[: last + 1] if n.startswith("pool"))
-    return 2**pools
 
 
 class VGGFeatures(nn.Module):
@@ -160,19 +125,36 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if p.stat().st_size == 0:
         raise WeightsError(f"the weights file {str(p)!r} is empty")
     try:
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+    except OSError as exc:  # permissions, a FIFO, ...
+        raise WeightsError(f"cannot open the weights file {str(p)!r}: {exc.strerror or exc}") from None
+    try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         msg = str(exc)
-        if "weights_only" in msg or "Unsupported global" in msg or "UnpicklingError" in type(exc).__name__:
+        if head != b"PK" and not head.startswith(b"\x80"):  # neither torch.save's zip nor a pickle
             raise WeightsError(
-                f"refused to load {str(p)!r}: it holds Python objects, not only tensors "
-                "(napari-nst loads plain state dicts with weights_only=True, so code in a pickle never runs)"
+                f"{str(p)!r} is not a PyTorch weights file (expected a .pth state dict written by "
+                "torch.save); check the path"
+            ) from None
+        if "weights_only" in msg or "Unsupported global" in msg or "UnpicklingError" in type(exc).__name__:
+            found = re.search(r"GLOBAL ([\w.]+)", msg)
+            what = f" ({found.group(1)})" if found else ""
+            raise WeightsError(
+                f"refused to load {str(p)!r}: it holds Python objects{what}, not only tensors "
+                "(napari-nst loads plain state dicts with weights_only=True, so code in a pickle never runs). "
+                "If you trust its source, re-save only its tensors: torch.save(model.state_dict(), path)"
             ) from None
         raise WeightsError(
             f"cannot read {str(p)!r} as a PyTorch weights file (truncated or corrupt?): "
-            f"{type(exc).__name__}: {msg.splitlines()[0] if msg else ''}"
+            f"{type(exc).__name__}: {_first_sentence(msg)}"
         ) from None
     return _features_only(state, f"the weights file {str(p)!r}")
+
+
+def _first_sentence(msg: str) -> str:
+    return re.split(r"(?<=[.!])\s", msg.strip(), maxsplit=1)[0] if msg.strip() else ""
 
 
 def _torchvision_weights(model: str) -> dict[str, torch.Tensor]:
@@ -184,7 +166,8 @@ def _torchvision_weights(model: str) -> dict[str, torch.Tensor]:
     filename = url.rsplit("/", 1)[-1]
     cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
     try:
-        state = enum.get_state_dict(progress=True)
+        # what enum.get_state_dict() does, through torch.hub's public function and cache
+        state = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True)
     except Exception as exc:  # URLError, HTTPError, OSError, socket errors ...
         raise WeightsError(
             f"could not get torchvision's {model} ImageNet weights ({type(exc).__name__}: {exc}). "

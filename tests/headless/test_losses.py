@@ -1,0 +1,90 @@
+"""The seed's formulas, computed by hand with numpy on small tensors and compared."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nst.core.losses import (
+    ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss, style_loss, tv_loss,
+)
+
+rng = np.random.default_rng(42)
+
+
+def _feats(n: int, h: int, w: int) -> np.ndarray:
+    return rng.normal(size=(1, n, h, w)).astype(np.float64)
+
+
+def test_gram_is_F_Ft():
+    f = _feats(3, 4, 5)
+    flat = f.reshape(3, 20)
+    np.testing.assert_allclose(gram(torch.tensor(f)).numpy(), flat @ flat.T, rtol=1e-5)
+
+
+def test_content_loss_by_hand():
+    f, p = _feats(4, 3, 3), _feats(4, 3, 3)
+    expected = 0.5 * ((f - p) ** 2).sum()
+    assert content_loss(torch.tensor(f), torch.tensor(p)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_gram_loss_by_hand():
+    n, h, w = 5, 3, 4
+    f, s = _feats(n, h, w).reshape(n, -1), _feats(n, h, w).reshape(n, -1)
+    g, a = f @ f.T, s @ s.T
+    m = h * w
+    expected = ((g - a) ** 2).sum() / (4 * n**2 * m**2)
+    got = gram_loss(torch.tensor(g, dtype=torch.float32), torch.tensor(a, dtype=torch.float32), n, m)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_style_loss_weighted_sum_by_hand():
+    layers = {"relu1_1": (3, 6, 6), "relu2_1": (4, 3, 3)}
+    weights = {"relu1_1": 0.3, "relu2_1": 0.7}
+    feats, targets, expected = {}, {}, 0.0
+    for name, (n, h, w) in layers.items():
+        f, s = _feats(n, h, w), _feats(n, h, w)
+        fg, sg = f.reshape(n, -1) @ f.reshape(n, -1).T, s.reshape(n, -1) @ s.reshape(n, -1).T
+        expected += weights[name] * ((fg - sg) ** 2).sum() / (4 * n**2 * (h * w) ** 2)
+        feats[name] = torch.tensor(f, dtype=torch.float32)
+        targets[name] = torch.tensor(sg, dtype=torch.float32)
+    assert style_loss(feats, targets, weights).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_total_is_a_content_plus_b_style():
+    f = {"relu4_2": torch.tensor(_feats(2, 3, 3), dtype=torch.float32),
+         "relu1_1": torch.tensor(_feats(2, 4, 4), dtype=torch.float32)}
+    p = {"relu4_2": torch.zeros(1, 2, 3, 3)}
+    a_target = {"relu1_1": torch.eye(2)}
+    terms = [ContentTerm(p, 0.25), StyleTerm([StyleTarget(a_target)], {"relu1_1": 1.0}, 8.0)]
+    image = torch.rand(1, 3, 4, 4)
+    total, parts = evaluate(terms, f, image)
+    assert parts["content"].item() == pytest.approx(content_loss(f["relu4_2"], p["relu4_2"]).item())
+    assert parts["style"].item() == pytest.approx(style_loss(f, a_target, {"relu1_1": 1.0}).item())
+    assert total.item() == pytest.approx(0.25 * parts["content"].item() + 8.0 * parts["style"].item(), rel=1e-6)
+    total2, parts2 = evaluate([*terms, TVTerm(2.0)], f, image)
+    assert total2.item() == pytest.approx(total.item() + 2.0 * tv_loss(image).item(), rel=1e-6)
+
+
+def test_blend_of_style_targets():
+    f = {"relu1_1": torch.tensor(_feats(2, 4, 4), dtype=torch.float32)}
+    t1, t2 = {"relu1_1": torch.eye(2)}, {"relu1_1": torch.ones(2, 2)}
+    lw = {"relu1_1": 1.0}
+    term = StyleTerm([StyleTarget(t1, 0.75), StyleTarget(t2, 0.25)], lw, 1.0)
+    expected = 0.75 * style_loss(f, t1, lw) + 0.25 * style_loss(f, t2, lw)
+    assert term(f, torch.zeros(1)).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_tv_zero_on_constant_and_positive_on_edges():
+    assert tv_loss(torch.full((1, 3, 5, 5), 0.3)).item() == 0
+    img = torch.zeros(1, 3, 4, 4)
+    img[..., 2:] = 1
+    # one vertical edge: 4 rows x 1 column of unit steps out of 4x3 horizontal pairs
+    assert tv_loss(img).item() == pytest.approx(4 / 12)
+
+
+def test_bfloat16_features_give_float32_losses():
+    f = torch.tensor(_feats(3, 4, 4), dtype=torch.bfloat16)
+    assert gram(f).dtype == torch.float32
+    assert content_loss(f, f.float()).dtype == torch.float32

@@ -1,0 +1,147 @@
+"""Layer names, the truncated frozen network, and weight loading (offline, download faked)."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from napari_nst.core import vgg
+from napari_nst.core.errors import WeightsError
+
+
+def test_layer_names_follow_torchvision_indices():
+    for model in ("vgg16", "vgg19"):
+        names = vgg.layer_names(model)
+        tv = getattr(torchvision.models, model)().features
+        assert len(names) == len(tv)
+        for name, layer in zip(names, tv):
+            kind = {"conv": torch.nn.Conv2d, "relu": torch.nn.ReLU, "pool": torch.nn.MaxPool2d}[name[:4]]
+            assert isinstance(layer, kind), name
+    names19 = vgg.layer_names("vgg19")
+    assert names19.index("relu4_2") == 22 and names19.index("relu5_1") == 29
+
+
+def test_network_cut_frozen_and_normalised(vgg16_random):
+    net = vgg.build_vgg("vgg16", ["relu2_1", "relu3_1"], weights=vgg16_random)
+    assert len(net.layers) == vgg.layer_names("vgg16").index("relu3_1") + 1
+    assert not net.training
+    assert all(not p.requires_grad for p in net.parameters())
+    out = net(torch.rand(1, 3, 32, 32))
+    assert set(out) == {"relu2_1", "relu3_1"} and out["relu3_1"].shape == (1, 256, 8, 8)
+    # the ImageNet normalisation is inside: the first conv sees (x - mean) / std
+    x = torch.rand(1, 3, 8, 8)
+    conv = net.layers[0]
+    manual = torch.relu(conv((x - net.mean) / net.std))
+    ref = vgg.build_vgg("vgg16", ["relu1_1"], weights=vgg16_random)(x)["relu1_1"]
+    torch.testing.assert_close(ref, manual)
+
+
+def test_avg_pooling_option(vgg16_random):
+    net = vgg.build_vgg("vgg16", ["relu3_1"], weights=vgg16_random, pooling="avg")
+    assert any(isinstance(m, torch.nn.AvgPool2d) for m in net.layers)
+
+
+def test_kept_conv_output_not_clobbered_by_inplace_relu(vgg16_random):
+    net = vgg.build_vgg("vgg16", ["conv1_1", "relu1_1"], weights=vgg16_random)
+    out = net(torch.rand(1, 3, 8, 8) - 0.5)
+    assert (out["conv1_1"] < 0).any() and (out["relu1_1"] >= 0).all()
+
+
+def test_features_only_and_full_state_dicts_load_the_same(vgg16_random, tmp_path):
+    feats = torch.load(vgg16_random, weights_only=True)
+    full = dict(feats)
+    full.update({"classifier.0.weight": torch.zeros(2, 2), "classifier.0.bias": torch.zeros(2)})
+    path = tmp_path / "full.pth"
+    torch.save(full, path)
+    x = torch.rand(1, 3, 16, 16)
+    a = vgg.build_vgg("vgg16", ["relu3_1"], weights=vgg16_random)(x)["relu3_1"]
+    b = vgg.build_vgg("vgg16", ["relu3_1"], weights=path)(x)["relu3_1"]
+    torch.testing.assert_close(a, b)
+
+
+def test_real_hed_weights_load(hed_weights):
+    net = vgg.build_vgg("vgg16", ["relu5_1"], weights=hed_weights)
+    out = net(torch.rand(1, 3, 32, 32))["relu5_1"]
+    assert out.shape == (1, 512, 2, 2) and torch.isfinite(out).all()
+
+
+def test_wrong_architecture_names_the_fix(vgg16_random):
+    with pytest.raises(WeightsError, match="model='vgg16'"):
+        vgg.build_vgg("vgg19", ["relu5_1"], weights=vgg16_random)
+
+
+def test_unknown_layer_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names are: conv1_1"):
+        vgg.build_vgg("vgg16", ["relu9_9"], weights=None)
+
+
+def test_env_var_supplies_weights(monkeypatch, vgg16_random):
+    monkeypatch.setenv(vgg.WEIGHTS_ENV, str(vgg16_random))
+
+    def no_download(*a, **k):
+        raise AssertionError("must not download when the environment variable is set")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    assert vgg.build_vgg("vgg16", ["relu1_1"]).layers[0].weight.shape == (64, 3, 3, 3)
+
+
+def test_offline_error_names_file_url_and_fixes(monkeypatch):
+    monkeypatch.delenv(vgg.WEIGHTS_ENV, raising=False)
+    vgg._cached_features.cache_clear()
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsError) as info:
+        vgg.build_vgg("vgg19", ["relu1_1"], weights=None)
+    msg = str(info.value)
+    url = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
+    assert calls == [url]
+    for part in (url, url.rsplit("/", 1)[-1], "weights=", "--weights", vgg.WEIGHTS_ENV):
+        assert part in msg
+
+
+def test_download_path_uses_torchvision_api(monkeypatch, vgg16_random):
+    """With the download faked, weights=None loads what torchvision's API returns."""
+    monkeypatch.delenv(vgg.WEIGHTS_ENV, raising=False)
+    vgg._cached_features.cache_clear()
+    fake = torch.load(vgg16_random, weights_only=True)
+    seen = {}
+
+    def fake_download(url, model_dir=None, progress=True, **kwargs):
+        seen["url"], seen["progress"] = url, progress
+        return fake
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    net = vgg.build_vgg("vgg16", ["relu1_1"], weights=None)
+    assert seen == {"url": torchvision.models.VGG16_Weights.IMAGENET1K_V1.url, "progress": True}
+    torch.testing.assert_close(net.layers[0].weight, fake["features.0.weight"])
+    vgg._cached_features.cache_clear()
+
+
+@pytest.mark.parametrize("content, match", [(b"", "empty"), (b"not a zip file at all", "not a PyTorch weights file")])
+def test_broken_files(tmp_path, content, match):
+    p = tmp_path / "w.pth"
+    p.write_bytes(content)
+    with pytest.raises(WeightsError, match=match):
+        vgg.build_vgg("vgg16", ["relu1_1"], weights=p)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(WeightsError, match="no weights file"):
+        vgg.build_vgg("vgg16", ["relu1_1"], weights=tmp_path / "nope.pth")
+    with pytest.raises(WeightsError, match="directory"):
+        vgg.build_vgg("vgg16", ["relu1_1"], weights=tmp_path)
+
+
+def test_not_a_vgg_state_dict(tmp_path):
+    p = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(3)}, p)
+    with pytest.raises(WeightsError, match="no VGG convolution weights"):
+        vgg.build_vgg("vgg16", ["relu1_1"], weights=p)
