@@ -1,0 +1,174 @@
+"""napari Image layers <-> what the engine needs. Pure functions: numpy and napari's models, no Qt.
+
+Two jobs, both property-testable without a viewer:
+
+- :func:`layer_to_rgb`: the image a layer shows *now* (current slice, contrast limits, gamma,
+  colormap) as a new float32 ``(H, W, 3)`` array in [0, 1];
+- :func:`pastiche_placement`: the ``scale``/``translate`` (and rotate/shear/affine) that put a
+  pastiche of any working size exactly over the content it was made from, in world coordinates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+
+from .core.images import to_rgb_float
+
+
+def displayed_axes(layer_ndim: int, world_ndim: int, displayed: Optional[Sequence[int]] = None) -> tuple[int, int]:
+    """The layer's axes (0-based, in the layer) shown as rows and columns of the canvas.
+
+    ``displayed`` are world axes (``viewer.dims.displayed``, 2 or 3 of them; with 3 the last two
+    are taken). World axes are right-aligned with a layer's axes, as in napari. Without
+    ``displayed``, the layer's last two axes. An axis the layer lacks falls back to that default.
+    """
+    if displayed is None or len(displayed) < 2:
+        return layer_ndim - 2, layer_ndim - 1
+    offset = world_ndim - layer_ndim
+    a, b = (int(d) - offset for d in list(displayed)[-2:])
+    if not (0 <= a < layer_ndim and 0 <= b < layer_ndim) or a == b:
+        return layer_ndim - 2, layer_ndim - 1
+    return a, b
+
+
+def _level(layer: Any, axes: tuple[int, int], min_long_edge: Optional[int]) -> int:
+    """The multiscale level to read: the coarsest whose long displayed edge is >= min_long_edge."""
+    if not getattr(layer, "multiscale", False):
+        return 0
+    levels = list(layer.data)
+    if not min_long_edge:
+        return 0
+    for k in range(len(levels) - 1, -1, -1):
+        shape = levels[k].shape
+        if max(shape[axes[0]], shape[axes[1]]) >= min_long_edge:
+            return k
+    return 0
+
+
+def layer_to_rgb(
+    layer: Any,
+    point: Optional[Sequence[float]] = None,
+    displayed: Optional[Sequence[int]] = None,
+    *,
+    name: str = "input",
+    min_long_edge: Optional[int] = None,
+) -> tuple[np.ndarray, Optional[str]]:
+    """The 2-D image ``layer`` shows now, as the engine wants it.
+
+    Contract
+    --------
+    - ``layer``: a napari ``Image`` layer (anything with ``data``, ``ndim``, ``rgb``,
+      ``contrast_limits``, ``gamma``, ``colormap``, ``multiscale``, ``world_to_data``, ``name``).
+      Neither the layer nor its data are modified; the result never shares memory with them.
+    - ``point``: ``viewer.dims.point`` (world coordinates, one per world axis); ``displayed``:
+      ``viewer.dims.displayed``. Both optional: without them, a layer with more than two
+      non-channel axes is read at index 0 of the leading axes. A layer with exactly two
+      non-channel axes ignores both (whole image).
+    - Returns ``(rgb, note)``: ``rgb`` is a new C-contiguous float32 ``(H, W, 3)`` array with
+      values in [0, 1], where ``(H, W)`` are the sizes of the displayed axes (rows, columns as on
+      the canvas) of the chosen resolution level; ``note`` is None, or a sentence for the user
+      saying which slice / resolution level was used.
+    - Values: ``(x - lo) / (hi - lo)`` with ``(lo, hi) = layer.contrast_limits``, clipped to
+      [0, 1], then ``** layer.gamma``. RGB(A) layers: applied to the colour channels, alpha is
+      composited over black (napari's canvas). Single-channel layers: the layer's colormap is
+      applied (gray = the value three times), so the engine sees the colours the user sees.
+    - ``min_long_edge``: for a multiscale layer, read the coarsest level whose long displayed
+      edge has at least this many pixels (level 0 if none has); ignored otherwise.
+    - Raises :class:`napari_nst.core.errors.ImageError` (a ValueError) with an actionable message
+      for data the engine cannot use (NaN/inf, bool, too small, equal contrast limits ...).
+    """
+    label = f"the {name} layer {layer.name!r}"
+    nd = int(layer.ndim)  # non-channel axes
+    rgb = bool(getattr(layer, "rgb", False))
+    notes: list[str] = []
+    world_ndim = len(point) if point is not None else nd
+    axes = displayed_axes(nd, world_ndim, displayed) if nd > 2 else (0, 1)
+    level = _level(layer, axes, min_long_edge)
+    data = layer.data[level] if getattr(layer, "multiscale", False) else layer.data
+    if level:
+        notes.append(f"{label} is multiscale; using resolution level {level}")
+    index: list[Any] = [slice(None)] * nd
+    if nd > 2:
+        if point is not None:
+            try:
+                pos = np.asarray(layer.world_to_data(list(point)), dtype=float)[-nd:]
+            except Exception:
+                pos = np.zeros(nd)
+        else:
+            pos = np.zeros(nd)
+        factors = np.ones(nd)
+        if level:
+            factors = np.asarray(layer.downsample_factors[level], dtype=float)[-nd:]
+        where = []
+        for ax in range(nd):
+            if ax in axes:
+                continue
+            size = data.shape[ax]
+            i = int(np.clip(np.round(pos[ax] / factors[ax]), 0, size - 1)) if np.isfinite(pos[ax]) else 0
+            index[ax] = i
+            where.append(f"axis {ax} = {i}")
+        notes.append(
+            f"{label} has {nd} dimensions; using the 2-D slice shown now ({', '.join(where)})"
+        )
+    arr = np.asarray(data[tuple(index)])  # dask/zarr -> numpy, only this slice
+    if nd > 2 and axes[0] > axes[1]:  # the canvas shows them transposed
+        arr = np.swapaxes(arr, 0, 1)
+    limits = tuple(float(v) for v in layer.contrast_limits)
+    gamma = float(getattr(layer, "gamma", 1.0) or 1.0)
+    if rgb:
+        out = to_rgb_float(arr, limits=limits, name=name)
+        if gamma != 1.0:
+            out = np.power(out, gamma, dtype=np.float32)
+    else:
+        if arr.ndim != 2:
+            arr = np.squeeze(arr)
+        value = to_rgb_float(arr, limits=limits, name=name)[..., 0]
+        if gamma != 1.0:
+            value = np.power(value, gamma, dtype=np.float32)
+        cmap = getattr(layer, "colormap", None)
+        if cmap is None or getattr(cmap, "name", "gray") == "gray":
+            out = np.repeat(value[..., None], 3, axis=-1)
+        else:
+            rgba = np.asarray(cmap.map(value.ravel()), dtype=np.float32).reshape(*value.shape, 4)
+            out = rgba[..., :3] * rgba[..., 3:]
+            notes.append(f"{label} is shown with the colormap {cmap.name!r}; the engine sees those colours")
+    out = np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+    return out, ("; ".join(notes) + ".") if notes else None
+
+
+def pastiche_placement(
+    layer: Any,
+    axes: tuple[int, int],
+    full_shape: tuple[int, int],
+    working_shape: tuple[int, int],
+) -> dict[str, Any]:
+    """Image-layer keyword arguments that place a ``working_shape`` pastiche over ``layer``.
+
+    ``full_shape`` is the size (rows, columns) of the content slice at full resolution (level 0)
+    along ``axes``; ``working_shape`` the pastiche's size. The pastiche covers exactly the same
+    world rectangle as the content slice: pixel edges meet pixel edges. With ``f = full / working``
+    per axis, pastiche pixel ``p`` maps to content pixel ``f * p + (f - 1) / 2``; that map is
+    composed with the content's own data-to-world transform. For a 2-D content layer shown as is,
+    its rotate, shear and affine are carried over; otherwise the scale and translate of ``axes``.
+    """
+    f = np.array(full_shape, dtype=float) / np.array(working_shape, dtype=float)
+    shift = (f - 1.0) / 2.0
+    scale = np.asarray(layer.scale, dtype=float)
+    translate = np.asarray(layer.translate, dtype=float)
+    ax = list(axes)
+    if int(layer.ndim) == 2 and ax == [0, 1]:
+        from napari.utils.transforms import Affine
+
+        linear = Affine(scale=scale, rotate=layer.rotate, shear=layer.shear).linear_matrix
+        return {
+            "scale": tuple(scale * f),
+            "translate": tuple(translate + linear @ shift),
+            "rotate": np.asarray(layer.rotate),
+            "shear": np.asarray(layer.shear),
+            "affine": np.asarray(layer.affine.affine_matrix),
+        }
+    s = scale[ax]
+    return {"scale": tuple(s * f), "translate": tuple(translate[ax] + s * shift)}

@@ -1,0 +1,43 @@
+"""Helpers shared by the napari widget tests (imported by name: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+RUN_TIMEOUT = 180_000  # ms; the child process imports torch (slow on a loaded 2-core machine)
+
+
+def digest(array) -> str:
+    a = np.ascontiguousarray(np.asarray(array))
+    return hashlib.sha256(a.tobytes() + str((a.shape, a.dtype)).encode()).hexdigest()
+
+
+def open_widget(viewer):
+    """The widget as a user opens it: Plugins > Style Transfer."""
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-nst", "Style Transfer")
+    return widget
+
+
+def tiny(widget, weights, steps=6, size=32):
+    """Settings for a quick run: shallow layers of vgg16, a few steps, on the CPU."""
+    widget.size.value = size
+    widget.steps.value = steps
+    widget.model.value = "vgg16"
+    widget.weights.value = str(weights)
+    widget.device.value = "cpu"
+    widget.content_layers.value = "relu2_2"
+    widget.style_layers.value = "relu1_1, relu2_1"
+
+
+def world_extent(layer):
+    """World coordinates of the outer corners of a 2-D layer's first and last pixels."""
+    h, w = layer.data.shape[:2]
+    lo = layer.data_to_world((-0.5, -0.5))
+    hi = layer.data_to_world((h - 0.5, w - 0.5))
+    return np.array([lo, hi], dtype=float)
+
+
+def errors(notifications):
+    return [m for sev, m in notifications if "error" in sev.lower()]

@@ -1,0 +1,148 @@
+"""Real runs of the Style Transfer widget (tiny images, a few steps, the engine in a child process)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from nst_helpers import RUN_TIMEOUT, digest, errors, open_widget, tiny, world_extent
+
+pytestmark = pytest.mark.gui
+
+def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg16_weights, notifications,
+                                         monkeypatch):
+    import napari_nst._widget as w
+
+    monkeypatch.setattr(w, "MIN_IMAGE_INTERVAL", 0.0)  # an image with every record: many updates
+    viewer = make_napari_viewer()  # the user's order: napari first, then the widget
+    content, style = images
+    c = viewer.add_image(content, name="cells", scale=(0.5, 0.25), translate=(10.0, -3.0),
+                         contrast_limits=(5000, 50000))
+    s = viewer.add_image(style, name="paint", rgb=True)
+    before = digest(c.data), digest(s.data), tuple(c.contrast_limits), c.scale.tolist()
+    widget = open_widget(viewer)
+    widget.content.value, widget.style.value = c, s
+    tiny(widget, vgg16_weights, steps=24)
+
+    seen_layers = []
+    changes = []
+
+    def on_insert(event):
+        seen_layers.append(event.value)
+        event.value.events.data.connect(lambda e: changes.append(1))
+
+    viewer.layers.events.inserted.connect(on_insert)
+    widget.run.clicked.emit()
+    assert widget.worker is not None
+    assert widget.run.text == "Stop"
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT)
+
+    assert widget.run.text == "Run"
+    assert len(seen_layers) == 1, notifications
+    out = seen_layers[0]
+    assert out.name == "cells × paint"
+    assert out.rgb and out.data.dtype == np.float32 and out.data.shape[-1] == 3
+    assert 0.0 <= out.data.min() and out.data.max() <= 1.0
+    assert tuple(out.contrast_limits) == (0.0, 1.0)
+    assert max(out.data.shape[:2]) == 32
+    np.testing.assert_allclose(world_extent(out), world_extent(c), atol=1e-9)
+    assert len(changes) >= 2, "the pastiche layer's data changed fewer than twice after it was added"
+    meta = out.metadata["napari_nst"]
+    assert meta["status"] == "finished"
+    assert meta["step"] == meta["total"] == 24
+    assert set(meta["losses"]) >= {"content", "style", "total"}
+    assert meta["device"] == "cpu" and meta["elapsed"] > 0
+    assert meta["settings"]["model"] == "vgg16" and meta["settings"]["size"] == 32
+    assert (digest(c.data), digest(s.data), tuple(c.contrast_limits), c.scale.tolist()) == before
+    assert not [n for n in notifications if "ERROR" in n[0].upper()]
+    assert "torch" not in sys.modules
+
+
+def test_stop_keeps_last_pastiche_and_ends_child(make_napari_viewer, qtbot, images, vgg16_weights, notifications):
+    viewer = make_napari_viewer()
+    content, style = images
+    c = viewer.add_image(content, name="content")
+    s = viewer.add_image(style, name="style", rgb=True)
+    widget = open_widget(viewer)
+    widget.content.value, widget.style.value = c, s
+    tiny(widget, vgg16_weights, steps=100_000, size=64)
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 3, timeout=RUN_TIMEOUT)
+    run = widget._run
+    qtbot.waitUntil(lambda: run.last is not None and run.last.step >= 3, timeout=RUN_TIMEOUT)
+    widget.run.clicked.emit()  # Stop
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    out = viewer.layers[-1]
+    assert widget.run.text == "Run" and widget.run.enabled
+    assert out.metadata["napari_nst"]["status"] == "stopped"
+    step = out.metadata["napari_nst"]["step"]
+    assert 3 <= step < 100_000
+    assert out.data.shape[-1] == 3 and np.isfinite(out.data).all()
+    assert run.proc.returncode is not None  # the child is gone
+    assert "Stopped" in widget.status.value
+    assert not errors(notifications)
+    assert "torch" not in sys.modules
+
+
+def test_continue_starts_from_the_pastiche(make_napari_viewer, qtbot, images, vgg16_weights, notifications):
+    viewer = make_napari_viewer()
+    content, style = images
+    c = viewer.add_image(content, name="content")
+    s = viewer.add_image(style, name="style", rgb=True)
+    widget = open_widget(viewer)
+    widget.content.value, widget.style.value = c, s
+    tiny(widget, vgg16_weights, steps=4)
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT)
+    first = viewer.layers[-1]
+    first_data = first.data.copy()
+    widget.continue_run.clicked.emit()
+    assert widget.worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT)
+    second = viewer.layers[-1]
+    assert second is not first and second.name.endswith("(continued)")
+    meta = second.metadata["napari_nst"]
+    assert meta["status"] == "finished" and meta["settings"]["init"] == f"layer: {first.name}"
+    np.testing.assert_array_equal(first.data, first_data)  # the earlier pastiche is kept as it was
+    assert not errors(notifications)
+
+
+def test_closing_viewer_during_run_kills_engine(make_napari_viewer, qtbot, images, vgg16_weights):
+    viewer = make_napari_viewer()
+    content, style = images
+    c = viewer.add_image(content, name="content")
+    s = viewer.add_image(style, name="style", rgb=True)
+    widget = open_widget(viewer)
+    widget.content.value, widget.style.value = c, s
+    tiny(widget, vgg16_weights, steps=100_000, size=64)
+    widget.run.clicked.emit()
+    run = widget._run
+    qtbot.waitUntil(lambda: run.last is not None, timeout=RUN_TIMEOUT)
+    proc = run.proc._proc
+    viewer.close()
+    qtbot.waitUntil(lambda: proc.poll() is not None, timeout=30_000)
+    assert widget.worker is None or qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000) is None
+
+
+def test_offline_without_weights_says_how_to_fix(make_napari_viewer, qtbot, images, notifications, monkeypatch,
+                                                   tmp_path):
+    # no cached torchvision weights and no network (a proxy that refuses every connection)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    viewer = make_napari_viewer()
+    content, style = images
+    c = viewer.add_image(content, name="content")
+    s = viewer.add_image(style, name="style", rgb=True)
+    widget = open_widget(viewer)
+    widget.content.value, widget.style.value = c, s
+    widget.size.value, widget.steps.value, widget.device.value = 32, 2, "cpu"
+    assert widget.weights.value is None  # empty = torchvision's weights
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT)
+    msgs = errors(notifications)
+    assert len(msgs) == 1, notifications
+    assert "weights" in msgs[0].lower() and "NAPARI_NST_WEIGHTS" in msgs[0] and "Weights field" in msgs[0]
+    assert widget.run.text == "Run" and len(viewer.layers) == 2
