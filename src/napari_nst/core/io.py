@@ -39,7 +39,8 @@ def _read_tiff(p: Path) -> np.ndarray:
         with tifffile.TiffFile(p) as tif:
             page = tif.pages[0]
             if int(np.prod(page.shape[:2])) > MAX_PIXELS:
-                raise ImageError(f"{str(p)!r} is {page.shape[0]}x{page.shape[1]} px; the limit is {MAX_PIXELS} pixels")
+                raise ImageError(f"{str(p)!r} is {page.shape[0]}x{page.shape[1]} px, more than the {MAX_PIXELS} "
+                                 "pixels napari-nst reads; downscale or crop it first")
             arr = page.asarray()
     except ImageError:
         raise
@@ -56,7 +57,8 @@ def _read_pillow(p: Path) -> np.ndarray:
     try:
         with Image.open(p) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{str(p)!r} is {im.height}x{im.width} px; the limit is {MAX_PIXELS} pixels")
+                raise ImageError(f"{str(p)!r} is {im.height}x{im.width} px, more than the {MAX_PIXELS} "
+                                 "pixels napari-nst reads; downscale or crop it first")
             im = ImageOps.exif_transpose(im)  # honour the camera's rotation
             if im.mode in ("I;16", "I;16B", "I;16L"):
                 return np.asarray(im, dtype=np.uint16)
