@@ -70,6 +70,15 @@ def _kill_live_processes() -> None:  # pragma: no cover - runs at exit
         proc.cancel()
 
 
+def _real(obj: Any) -> Any:
+    """The object behind napari's PublicOnlyProxy (plugins get a proxied viewer)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and _real(a) is _real(b)
+
+
 def _tip(name: str, extra: str = "") -> str:
     text = _DOCS.get(name, "")
     return (text + (" " if text and extra else "") + extra).strip()
@@ -178,6 +187,8 @@ class StyleTransferWidget(Container):
         self._touched: set[str] = set()
         self._programmatic = 0
         self._closed = False
+        self._busy = False
+        self._result: Any = None
         self._gpu: Optional[bool] = None if quick_device_guess() is None else False
         self._gpu_names: list[str] = []
         self._last_pastiche: Any = None
@@ -193,12 +204,12 @@ class StyleTransferWidget(Container):
 
     def _build(self) -> None:
         self.content = ComboBox(
-            name="content", label="Content", choices=self._image_choices, nullable=True,
+            name="content", label="Content", choices=self._image_choices,
             tooltip="The image whose content (shapes, layout) the pastiche keeps: an Image layer, read as "
                     "shown (contrast limits, current slice).",
         )
         self.style = ComboBox(
-            name="style", label="Style", choices=self._image_choices, nullable=True,
+            name="style", label="Style", choices=self._image_choices,
             tooltip="The image whose style (colours, textures, brush strokes) is painted onto the content.",
         )
         self.size = SpinBox(
@@ -333,11 +344,10 @@ class StyleTransferWidget(Container):
 
     def reset_choices(self, *args: Any) -> None:
         """Refresh the layer pickers (napari calls this when layers are added, removed, renamed)."""
-        before = (self.content.value, self.style.value)
         super().reset_choices(*args)
         c, s = self.content.value, self.style.value
-        if c is not None and c is s and (before[1] is not s or before[0] is not c):
-            others = [lay for lay in self._image_layers() if lay is not c]
+        if _same(c, s):
+            others = [lay for lay in self._image_layers() if not _same(lay, c)]
             if others:
                 # a new layer set both pickers to the same image: pick another one for the style
                 self.style.value = others[0]
@@ -550,7 +560,7 @@ class StyleTransferWidget(Container):
                 "or load the samples: File > Open Sample > Neural Style Transfer."
             )
             return False
-        if content is style:
+        if _same(content, style):
             self._error(f"Content and style are the same layer ({content.name!r}); pick a different image as "
                         "the style (e.g. a painting).")
             return False
@@ -591,7 +601,7 @@ class StyleTransferWidget(Container):
         )
         self._run = run
         self._box[:] = [run]
-        self._pending = self._pending_image = None
+        self._pending = self._pending_image = self._result = None
         self.plot.clear(opts["steps"])
         self._update_status_text("Starting the engine (loading torch and the network) ...")
 
@@ -681,6 +691,8 @@ class StyleTransferWidget(Container):
                 self._info(note)
             return
         rec: Progress = item
+        if run.outcome != "running":
+            return  # already finished on this side
         if run.first_record_at is None:
             run.first_record_at = time.perf_counter()
         self._track_rate(run, rec)
@@ -720,19 +732,27 @@ class StyleTransferWidget(Container):
         run = self._run
         if run is None or self._closed:
             return
-        img_rec, rec = self._pending_image, self._pending
-        self._pending_image = self._pending = None
-        if img_rec is not None and run.outcome == "running" and not run.stop_reason:
-            self._show_image(run, img_rec.image, img_rec.shape)
-            run.updates += 1
-        if rec is not None:
-            run.last = rec
-            if run.pbar is not None:
-                run.pbar.update(max(0, rec.step - run.pbar.n))
-            self._update_status(run, rec)
-            if run.layer is not None and run.layer in self._viewer.layers:
-                run.layer.metadata = self._metadata(run)
-        self.plot.update()
+        if self._busy:  # re-entered (napari's progress bar processes events): try again shortly
+            self._start_timer()
+            return
+        self._busy = True
+        try:
+            img_rec, rec = self._pending_image, self._pending
+            self._pending_image = self._pending = None
+            if img_rec is not None and run.outcome == "running" and not run.stop_reason:
+                self._show_image(run, img_rec.image, img_rec.shape)
+                run.updates += 1
+            if rec is not None and run.outcome == "running":
+                run.last = rec
+                self._update_status(run, rec)
+                if run.layer is not None and run.layer in self._viewer.layers:
+                    run.layer.metadata = self._metadata(run)
+            self.plot.update()
+        finally:
+            self._busy = False
+        # last: napari's progress bar calls QApplication.processEvents() on every change
+        if rec is not None and run.pbar is not None and run.outcome == "running":
+            run.pbar.update(max(0, rec.step - run.pbar.n))
 
     def _show_image(self, run: _Run, image: np.ndarray, shape: tuple[int, int]) -> None:
         shape = tuple(int(v) for v in (shape if shape and shape[0] else image.shape[:2]))
@@ -798,41 +818,66 @@ class StyleTransferWidget(Container):
         self.status.value = text
 
     def _on_returned(self, result: Any) -> None:
-        run = self._run
-        if run is None:
-            return
-        outcome, exc = result if isinstance(result, tuple) else ("finished", None)
-        self._flush()
-        if self._closed:
-            return
-        if outcome == "failed":
-            run.outcome, run.error = "failed", exc
-            self._handle_failure(run, exc)
-        elif outcome == "stopped" or run.stop_requested:
-            run.outcome = "stopped"
-        else:
-            run.outcome = "finished"
-        rec = run.last
-        if run.layer is not None and run.layer in self._viewer.layers:
-            run.layer.metadata = self._metadata(run)
-        if run.outcome == "finished" and rec is not None:
-            w = ", ".join(f"{k} {_fmt_loss(v)}" for k, v in rec.weights.items())
-            self._update_status_text(
-                f"Done: {rec.step} steps in {_fmt_time(rec.elapsed)} on {rec.device}.\nWeights used: {w}"
-            )
-        elif run.outcome == "stopped":
-            why = f" ({run.stop_reason})" if run.stop_reason else ""
-            kept = "; the pastiche so far is kept" if run.layer is not None else ""
-            step = f" at step {rec.step}/{rec.total}" if rec is not None else ""
-            self._update_status_text(f"Stopped{step}{why}{kept}.")
-            if run.stop_reason:
-                self._warn(f"Style transfer stopped: {run.stop_reason}.")
+        if self._run is not None:
+            self._result = result
 
     def _on_errored(self, exc: BaseException) -> None:  # a bug in _work itself
+        if self._run is not None:
+            self._result = ("failed", exc)
+
+    def _on_finished(self, *_: Any) -> None:
+        self._finalize()
+
+    def _finalize(self) -> None:
+        """The worker has finished: last image, outcome, metadata, messages, idle again."""
         run = self._run
-        if run is not None and not self._closed:
-            run.outcome, run.error = "failed", exc
-            self._handle_failure(run, exc)
+        if run is None:
+            self.worker = None
+            return
+        if self._busy:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(10, self._finalize)
+            return
+        if run.proc is not None:
+            run.proc.cancel()  # no-op when it ended; never leave a child behind
+        if self._closed:
+            self.worker = None
+            return
+        self._flush()
+        self._busy = True
+        try:
+            outcome, exc = self._result if isinstance(self._result, tuple) else ("finished", None)
+            self._result = None
+            if outcome == "failed":
+                run.outcome, run.error = "failed", exc
+                self._handle_failure(run, exc)
+            elif outcome == "stopped" or run.stop_requested:
+                run.outcome = "stopped"
+            else:
+                run.outcome = "finished"
+            rec = run.last
+            if run.layer is not None and run.layer in self._viewer.layers:
+                run.layer.metadata = self._metadata(run)
+            if run.outcome == "finished" and rec is not None:
+                w = ", ".join(f"{k} {_fmt_loss(v)}" for k, v in rec.weights.items())
+                self._update_status_text(
+                    f"Done: {rec.step} steps in {_fmt_time(rec.elapsed)} on {rec.device}.\nWeights used: {w}"
+                )
+            elif run.outcome == "stopped":
+                why = f" ({run.stop_reason})" if run.stop_reason else ""
+                step = f" at step {rec.step}/{rec.total}" if rec is not None else ""
+                kept = "; the pastiche so far is kept" if run.layer is not None and run.layer in self._viewer.layers else ""
+                self._update_status_text(f"Stopped{step}{why}{kept}.")
+            self.worker = None
+            self._set_idle()
+        finally:
+            self._busy = False
+        pbar, run.pbar = run.pbar, None
+        if pbar is not None:
+            pbar.close()
+        if run.outcome == "stopped" and run.stop_reason:
+            self._warn(f"Style transfer stopped: {run.stop_reason}.")
 
     def _handle_failure(self, run: _Run, exc: BaseException) -> None:
         msg = " ".join(str(exc).split()) or type(exc).__name__
@@ -859,30 +904,18 @@ class StyleTransferWidget(Container):
         self._update_status_text("Failed: " + text)
         self._error(text)
 
-    def _on_finished(self, *_: Any) -> None:
-        run = self._run
-        if run is not None:
-            if run.pbar is not None:
-                run.pbar.close()
-                run.pbar = None
-            if run.proc is not None:
-                run.proc.cancel()  # no-op when it ended; never leave a child behind
-        self.worker = None
-        if not self._closed:
-            self._set_idle()
-
     def _on_layer_removed(self, event: Any) -> None:
         run = self._run
         layer = getattr(event, "value", None)
         if run is None or self.worker is None or layer is None:
             return
-        if layer is run.layer:
+        if _same(layer, run.layer):
             self.stop(reason=f"the pastiche layer {layer.name!r} was deleted")
-        elif layer is run.content:
-            self.stop(reason=f"the content layer {layer.name!r} was deleted; the pastiche so far is kept")
-        elif layer is run.style:
-            self.stop(reason=f"the style layer {layer.name!r} was deleted; the pastiche so far is kept")
-        elif layer is run.init_layer and run.first_record_at is None:
+        elif _same(layer, run.content):
+            self.stop(reason=f"the content layer {layer.name!r} was deleted")
+        elif _same(layer, run.style):
+            self.stop(reason=f"the style layer {layer.name!r} was deleted")
+        elif _same(layer, run.init_layer) and run.first_record_at is None:
             self.stop(reason=f"the layer {layer.name!r} to start from was deleted")
 
     # ------------------------------------------------------------------ state & messages

@@ -7,6 +7,7 @@ Every test reproduces the user's order: the viewer exists first, then the widget
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -75,25 +76,23 @@ def notifications(monkeypatch):
 class FakeEngine:
     """Stands in for EngineProcess in tests of the widget's own logic (no child process, no torch).
 
-    Yields ``steps`` records whose image is the content darkened step by step, waiting for
-    ``release`` between records when ``gate`` is set; then raises ``fail`` if given.
+    Yields ``steps`` records whose image is the content darkened step by step, sleeping ``delay``
+    seconds before each; then raises ``fail`` if given.
     """
 
     instances: list = []
 
-    def __init__(self, content, style, *, min_interval=0.0, nice=0, fail=None, gate=None, **options):
+    def __init__(self, content, style, *, min_interval=0.0, nice=0, fail=None, delay=0.0, **options):
         from napari_nst.core.api import prepare
 
         self.content, self.style, self.opts = prepare(content, style, **options)
         self.options = options
-        self.fail, self.gate = fail, gate
+        self.fail, self.delay = fail, delay
         self.cancelled = False
         FakeEngine.instances.append(self)
 
     def cancel(self):
         self.cancelled = True
-        if self.gate is not None:
-            self.gate.set()
 
     def __iter__(self):
         from napari_nst.core.images import resized_shape
@@ -107,8 +106,8 @@ class FakeEngine:
         for step in range(1, n + 1):
             if self.cancelled:
                 return
-            if self.gate is not None:
-                self.gate.wait(30)
+            if self.delay:
+                time.sleep(self.delay)
                 if self.cancelled:
                     return
             yield Progress(step=step, total=n, losses={"content": 1.0 / step, "style": 2.0 / step, "total": 3.0 / step},
