@@ -48,6 +48,14 @@ def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape
     coarse = resized_shape(content_shape, max(1, round(opts.size / 2 ** (opts.scales - 1))))
     h, w = resized_shape(style_shape, max(1, round(max(coarse) * opts.style_scale)))
     need = min_side(opts.model, opts.layers)
+    from .options import MAX_SIZE
+
+    big = resized_shape(style_shape, max(1, round(opts.size * opts.style_scale)))
+    if max(big) > MAX_SIZE:
+        raise OptionError(
+            f"style_scale={opts.style_scale:g} would make the style image {big[0]}x{big[1]} px; the limit is "
+            f"{MAX_SIZE} px on the long edge: lower style_scale"
+        )
     if min(h, w) < need:
         where = "at the coarsest level" if opts.scales > 1 else "at this size"
         raise OptionError(

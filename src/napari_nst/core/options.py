@@ -218,7 +218,12 @@ def _float(v: Any, name: str, positive: bool = False) -> float:
     if not np.isfinite(f) or f < 0 or (positive and f == 0):
         need = "a finite number > 0" if positive else "a finite number >= 0"
         raise OptionError(f"{name} must be {need}, got {v!r}")
+    if f > _FLOAT32_MAX:  # the objective is float32: a larger factor can only give inf or NaN
+        raise OptionError(f"{name} must be at most {_FLOAT32_MAX:.4g} (the largest float32), got {v!r}")
     return f
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _seq(v: Any, name: str) -> tuple[Any, ...]:
