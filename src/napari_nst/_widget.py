@@ -147,6 +147,7 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)
     first_record_at: Optional[float] = None
     pbar: Any = None
+    pbar_at: float = 0.0
     level: int = 0
     # ETA: seconds per evaluation at the current level, smoothed
     rate: Optional[float] = None
@@ -189,6 +190,8 @@ class StyleTransferWidget(Container):
         self._closed = False
         self._busy = False
         self._result: Any = None
+        self._draw_cost: Optional[float] = None
+        self._next_flush = 0.0
         self._gpu: Optional[bool] = None if quick_device_guess() is None else False
         self._gpu_names: list[str] = []
         self._last_pastiche: Any = None
@@ -708,14 +711,22 @@ class StyleTransferWidget(Container):
         return getattr(self, "_timer", None) is not None and self._timer.isActive()
 
     def _start_timer(self) -> None:
+        """Flush soon, but leave the display time to draw the last update (adaptive throttle)."""
         from qtpy.QtCore import QTimer
 
         if getattr(self, "_timer", None) is None:
             self._timer = QTimer(self.native)
             self._timer.setSingleShot(True)
-            self._timer.setInterval(int(UPDATE_INTERVAL * 1000))
             self._timer.timeout.connect(self._flush)
-        self._timer.start()
+        wait = max(UPDATE_INTERVAL, self._next_flush - time.perf_counter())
+        self._timer.start(int(wait * 1000))
+
+    def _measure_draw(self, t0: float) -> None:
+        """Called by a 0-ms timer after an update: the time napari took to apply and draw it."""
+        cost = time.perf_counter() - t0
+        self._draw_cost = cost if self._draw_cost is None else 0.7 * self._draw_cost + 0.3 * cost
+        # spend at most about a third of the main thread on showing the pastiche
+        self._next_flush = time.perf_counter() + 2.0 * self._draw_cost
 
     def _track_rate(self, run: _Run, rec: Progress) -> None:
         now = time.perf_counter()
@@ -740,8 +751,12 @@ class StyleTransferWidget(Container):
             img_rec, rec = self._pending_image, self._pending
             self._pending_image = self._pending = None
             if img_rec is not None and run.outcome == "running" and not run.stop_reason:
+                from qtpy.QtCore import QTimer
+
+                t0 = time.perf_counter()
                 self._show_image(run, img_rec.image, img_rec.shape)
                 run.updates += 1
+                QTimer.singleShot(0, partial(self._measure_draw, t0))
             if rec is not None and run.outcome == "running":
                 run.last = rec
                 self._update_status(run, rec)
@@ -750,9 +765,12 @@ class StyleTransferWidget(Container):
             self.plot.update()
         finally:
             self._busy = False
-        # last: napari's progress bar calls QApplication.processEvents() on every change
+        # last, and not too often: napari's progress bar calls QApplication.processEvents() on every change
         if rec is not None and run.pbar is not None and run.outcome == "running":
-            run.pbar.update(max(0, rec.step - run.pbar.n))
+            now = time.perf_counter()
+            if rec.step - run.pbar.n >= max(1, rec.total // 100) or now - run.pbar_at > 0.5:
+                run.pbar_at = now
+                run.pbar.update(max(0, rec.step - run.pbar.n))
 
     def _show_image(self, run: _Run, image: np.ndarray, shape: tuple[int, int]) -> None:
         shape = tuple(int(v) for v in (shape if shape and shape[0] else image.shape[:2]))
