@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--model", default="vgg16")
     ap.add_argument("--size", type=int, default=0, help="0 = the widget's default for this machine")
     ap.add_argument("--steps", type=int, default=0, help="0 = the widget's default for this machine")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="CPU priority offset of the engine process (default: the widget's, ENGINE_NICE)")
     ap.add_argument("--tick", type=float, default=5.0, help="timer interval, ms")
     ap.add_argument("--baseline", type=float, default=5.0, help="seconds of interaction without a run")
     ap.add_argument("--no-interaction", action="store_true", help="do not zoom / change contrast")
@@ -70,7 +72,10 @@ def main() -> int:
     args = ap.parse_args()
 
     disp = _display()
-    os.environ.setdefault("NAPARI_NST_CONFIG_DIR", str(Path("/tmp") / "napari-nst-bench-config"))
+    import tempfile
+
+    # fresh settings: the widget's machine defaults, never the user's remembered values
+    os.environ["NAPARI_NST_CONFIG_DIR"] = tempfile.mkdtemp(prefix="napari-nst-bench-")
     try:
         return _run(args)
     finally:
@@ -83,7 +88,11 @@ def _run(args) -> int:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
+    import napari_nst._widget as widget_module
     from napari_nst.core.io import read_image
+
+    if args.nice is not None:
+        widget_module.ENGINE_NICE = args.nice
 
     viewer = napari.Viewer(title="napari-nst", show=True)
     win = viewer.window._qt_window
@@ -123,6 +132,7 @@ def _run(args) -> int:
     def gaps(t: list[float]) -> list[float]:
         return [b - a for a, b in zip(t, t[1:])]
 
+    load_before = [round(x, 1) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     # baseline: the same interaction, no run
     timer.start()
     poker.start()
@@ -170,7 +180,8 @@ def _run(args) -> int:
         "run_seconds": t_total, "first_image_after_s": first_image,
         "baseline_gaps": _stats(base), "run_gaps": _stats(run_gaps),
         "update_intervals": _stats(gaps(updates)), "flush_cost": _stats(apply_ms),
-        "updates": len(updates), "tick_ms": args.tick, "interaction": not args.no_interaction,
+        "updates": len(updates), "tick_ms": args.tick, "nice": widget_module.ENGINE_NICE,
+        "load_before": load_before, "interaction": not args.no_interaction,
     }
     if args.screenshot:
         c.contrast_limits = (lo0, hi0)
@@ -201,7 +212,8 @@ def _markdown(r: dict) -> str:
         f"Run: {r['model']}, size {r['size']} (working {r['working_shape']}), {r['steps']} steps, "
         f"{r['seconds_per_step']:.2f} s/step, {r['run_seconds']:.0f} s in all, first image after "
         f"{r['first_image_after_s']:.1f} s, {r['updates']} visible updates; {r['machine']}; "
-        f"interaction: {r['interaction']}.",
+        f"interaction: {r['interaction']}; engine nice {r['nice']}; load average before "
+        f"{r['load_before']}.",
         "",
         "| measure | n | median ms | p99 ms | max ms | > 50 ms | > 100 ms |",
         "|---|---|---|---|---|---|---|",

@@ -289,10 +289,10 @@ class StyleTransferWidget(Container):
         self.continue_run = PushButton(name="continue_run", text="Continue",
                                        tooltip="Start a new run from the last pastiche (or from the pastiche layer "
                                                "selected in the layer list), with the settings above.")
-        buttons = Container(name="buttons", layout="horizontal", labels=False,
+        buttons = Container(name="buttons", label="", layout="horizontal", labels=False,
                             widgets=[self.run, self.continue_run])
         buttons.margins = (0, 0, 0, 0)
-        self.status = Label(name="status", value="", tooltip="Progress of the current or last run")
+        self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
         self.status.native.setWordWrap(True)
         self.extend([
             self.content, self.style, self.size, self.steps, self.style_weight, self.content_weight,
@@ -777,7 +777,7 @@ class StyleTransferWidget(Container):
         if run.layer is None:
             place = pastiche_placement(run.snapshot, run.axes, run.full_shape, shape)
             run.layer = self._viewer.add_image(
-                image, name=run.layer_name, rgb=True, contrast_limits=(0.0, 1.0),
+                image, name=run.layer_name, rgb=True, contrast_limits=(0.0, 1.0), interpolation2d="linear",
                 metadata=self._metadata(run), **place,
             )
             self._last_pastiche = run.layer
