@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import logging
 import math
-import os
 import threading
 import time
 import weakref
@@ -37,7 +36,7 @@ from ._layers import displayed_axes, layer_to_rgb, pastiche_placement
 from ._settings import load_settings, option_docs, probe_devices, quick_device_guess, save_settings
 from .core.errors import DeviceMemoryError, EngineProcessError, NonFiniteLossError, WeightsError
 from .core.images import resized_shape
-from .core.options import DEVICES, INITS, MAX_SIZE, OPTIMIZERS, PRECISIONS, Options
+from .core.options import DEVICES, MAX_SIZE, OPTIMIZERS, PRECISIONS, Options
 from .core.records import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
