@@ -296,12 +296,14 @@ class StyleTransferWidget(Container):
         self.extend([
             self.content, self.style, self.size, self.steps, self.style_weight, self.content_weight,
             self.model, self.weights, self.device, self.seed, self.show_advanced, *self._advanced,
-            buttons, self.status,
         ])
         from ._lossplot import LossPlot
 
+        # full width, without a label column: buttons, status text, loss curve
+        self._buttons = buttons
         self.plot = LossPlot()
-        self.native.layout().addWidget(self.plot)
+        for w in (buttons.native, self.status.native, self.plot):
+            self.native.layout().addWidget(w)
         self._show_advanced(False)
 
         self.run.changed.connect(self._on_run_clicked)
