@@ -27,6 +27,13 @@ from napari_nst.core.api import iter_stylize, prepare, stylize
 from napari_nst.core.errors import ImageError, OptionError
 from napari_nst.core.images import MIN_INPUT_SIDE, resized_shape, to_rgb_float
 
+
+@pytest.fixture
+def fast(fast):
+    """The shared quick options, single scale: these tests are about faults, not coarse-to-fine levels."""
+    return {**fast, "scales": 1}
+
+
 #: dtypes a napari Image layer can hold
 DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
           np.float16, np.float32, np.float64]
@@ -273,7 +280,8 @@ def test_prepare_valid_or_actionable_error(content, style, c_limits, s_limits):
     small = (not why_c and too_small_for(content.shape, 32, 16)) or (
         not why_s and too_small_for(style.shape, 32, 16))
     try:
-        c, s, opts = prepare(content, style, size=32, steps=2, content_limits=c_limits, style_limits=s_limits)
+        c, s, opts = prepare(content, style, size=32, steps=2, scales=1, content_limits=c_limits,
+                             style_limits=s_limits)
     except OptionError as exc:
         assert small, f"refused valid inputs: {exc}"
         assert "increase" in str(exc) and "crop" in str(exc)
@@ -333,7 +341,7 @@ def small_images(draw) -> np.ndarray:
 def test_stylize_end_to_end_on_odd_arrays(fast, content, style, preview_every):
     """Real (tiny) runs: constant, huge-range, 2-channel ... images give a finite pastiche or an OptionError."""
     before = fingerprint(content), fingerprint(style)
-    opts = dict(fast, steps=2, preview_every=preview_every)
+    opts = dict(fast, steps=2, scales=1, preview_every=preview_every)
     expected = resized_shape(content.shape[:2], opts["size"])
     # vgg16 up to relu5_1 pools 4 times: 16 px; the style is resized to the output's long edge
     too_small = min(expected) < 16 or too_small_for(style.shape, max(expected), 16)

@@ -30,6 +30,12 @@ from napari_nst.core.remote import EngineProcess
 from napari_nst.core.vgg import VGGFeatures
 
 
+@pytest.fixture
+def fast(fast):
+    """The shared quick options, single scale: these tests are about faults, not coarse-to-fine levels."""
+    return {**fast, "scales": 1}
+
+
 class StyleTermSpy:
     """Wraps ``StyleTerm.__call__``: counts objective evaluations, keeps a weakref to the image
     evaluated, and from evaluation ``poison_at`` on multiplies the style term by ``poison``."""
@@ -71,7 +77,7 @@ def test_non_finite_mid_run_keeps_the_last_finite_pastiche(content, style, fast,
     spy = StyleTermSpy(monkeypatch, poison_at=4, poison=poison)
     records = []
     with pytest.raises(NonFiniteLossError) as info:
-        for rec in iter_stylize(content, style, **{**fast, "steps": 10}):
+        for rec in iter_stylize(content, style, **{**fast, "steps": 10, "scales": 1}):
             records.append(rec)
     assert [r.step for r in records] == [1, 2, 3]
     msg = str(info.value)
@@ -89,7 +95,7 @@ def test_non_finite_with_sparse_previews_keeps_the_last_shown(content, style, fa
     StyleTermSpy(monkeypatch, poison_at=6)
     records = []
     with pytest.raises(NonFiniteLossError) as info:
-        for rec in iter_stylize(content, style, **{**fast, "steps": 10, "preview_every": 2}):
+        for rec in iter_stylize(content, style, **{**fast, "steps": 10, "scales": 1, "preview_every": 2}):
             records.append(rec)
     shown = [r for r in records if r.image is not None]
     assert [r.step for r in shown] == [2, 4]
@@ -127,7 +133,7 @@ def test_non_finite_in_the_child_process(content, style, fast, monkeypatch, tmp_
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("NST_TEST_POISON_AT", "3")
     records = []
-    proc = EngineProcess(content, style, **{**fast, "steps": 10})
+    proc = EngineProcess(content, style, **{**fast, "steps": 10, "scales": 1})
     with pytest.raises(NonFiniteLossError, match="step 3") as info:
         for rec in proc:
             records.append(rec)
@@ -143,8 +149,8 @@ def test_cli_saves_the_partial_pastiche(tmp_path, content, style, fast, monkeypa
     Image.fromarray(content).save(cp)
     Image.fromarray(style).save(sp)
     StyleTermSpy(monkeypatch, poison_at=3)
-    code = main(["stylize", str(cp), str(sp), "-o", str(out), "--size", "32", "--steps", "10", "--model", "vgg16",
-                 "--weights", fast["weights"], "--device", "cpu", "--quiet", "--save-every", "1"])
+    code = main(["stylize", str(cp), str(sp), "-o", str(out), "--size", "32", "--scales", "1", "--steps", "10",
+                 "--model", "vgg16", "--weights", fast["weights"], "--device", "cpu", "--quiet", "--save-every", "1"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("napari-nst: error: the objective became") and "\n" not in err
     partial = tmp_path / "out-partial.png"

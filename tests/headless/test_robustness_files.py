@@ -26,6 +26,13 @@ from napari_nst.core.api import stylize
 from napari_nst.core.errors import ImageError, WeightsError
 from napari_nst.core.io import read_image
 
+
+@pytest.fixture
+def fast(fast):
+    """The shared quick options, single scale: these tests are about faults, not coarse-to-fine levels."""
+    return {**fast, "scales": 1}
+
+
 ODD_DIR = "dir with spaces ünïcødé 图像"
 ODD_NAME = "wéights ✓ (copy).pth"
 
@@ -93,12 +100,12 @@ def test_the_payload_is_live(tmp_path, vgg16_random):
 def test_pickled_code_refused_through_api_and_cli(tmp_path, vgg16_random, content, style, capsys):
     (path, marker), *_ = _evil_files(tmp_path, vgg16_random)
     with pytest.raises(WeightsError, match="refused"):
-        stylize(content, style, size=32, steps=1, model="vgg16", weights=str(path), device="cpu")
+        stylize(content, style, size=32, steps=1, scales=1, model="vgg16", weights=str(path), device="cpu")
     cp, sp, out = tmp_path / "c.png", tmp_path / "s.png", tmp_path / "o.png"
     Image.fromarray(content).save(cp)
     Image.fromarray(style).save(sp)
-    code = main(["stylize", str(cp), str(sp), "-o", str(out), "--size", "32", "--steps", "1", "--model", "vgg16",
-                 "--weights", str(path), "--device", "cpu", "--quiet"])
+    code = main(["stylize", str(cp), str(sp), "-o", str(out), "--size", "32", "--scales", "1", "--steps", "1",
+                 "--model", "vgg16", "--weights", str(path), "--device", "cpu", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("napari-nst: error: refused") and "\n" not in err
     assert not marker.exists() and not out.exists()
@@ -182,7 +189,7 @@ def test_weights_path_with_spaces_and_non_ascii_works(tmp_path, vgg16_random):
 def test_missing_weights_path_with_non_ascii_is_named(tmp_path, content, style):
     missing = tmp_path / ODD_DIR / ODD_NAME
     with pytest.raises(WeightsError, match="no weights file") as info:
-        stylize(content, style, size=32, steps=1, model="vgg16", weights=str(missing), device="cpu")
+        stylize(content, style, size=32, steps=1, scales=1, model="vgg16", weights=str(missing), device="cpu")
     assert ODD_NAME in str(info.value)
 
 
@@ -369,7 +376,7 @@ def good_files(tmp_path, style):
 
 
 def _cli(content: Path, style: Path, out: Path, weights: str, *extra: str) -> int:
-    return main(["stylize", str(content), str(style), "-o", str(out), "--size", "32", "--steps", "1",
+    return main(["stylize", str(content), str(style), "-o", str(out), "--size", "32", "--scales", "1", "--steps", "1",
                  "--model", "vgg16", "--weights", weights, "--device", "cpu", "--quiet", *extra])
 
 
