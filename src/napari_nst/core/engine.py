@@ -26,6 +26,9 @@ from .vgg import VGGFeatures, build_vgg, check_layers, min_side
 #: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight)
 STYLE_BALANCE = 50.0
 
+#: L-BFGS memory (pairs of image-sized vectors kept; see docs/performance.md)
+LBFGS_HISTORY = 20
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -88,6 +91,15 @@ def level_shapes(shape: tuple[int, int], size: int, scales: int) -> list[tuple[i
     return [resized_shape(shape, max(1, round(size / 2 ** (scales - 1 - k)))) for k in range(scales)]
 
 
+def effective_levels(shape: tuple[int, int], size: int, scales: int, steps: int, need: int) -> int:
+    """Coarse-to-fine levels actually used: at most ``scales``, no more than ``steps``, and only
+    levels whose shorter side is at least ``need`` px (the network's minimum); at least 1."""
+    levels = max(1, min(scales, steps))
+    while levels > 1 and min(level_shapes(shape, size, levels)[0]) < need:
+        levels -= 1
+    return levels
+
+
 def split_steps(steps: int, scales: int) -> list[int]:
     """Evaluations per level: the finest level gets half, each coarser level half of the rest."""
     if scales == 1:
@@ -101,14 +113,116 @@ def split_steps(steps: int, scales: int) -> list[int]:
     return counts
 
 
+# --------------------------------------------------------------------------- memory
+
+#: Bytes per input pixel the network's forward + backward keeps at its peak (saved activations,
+#: their gradients, the float32 copies the Gram matrices take), up to relu5_1, measured as peak
+#: resident memory on the CPU at 256 and 512 px (benchmarks/bench_cpu.py, docs/performance.md).
+ACTIVATION_BYTES_PER_PX = {
+    ("vgg16", "float32"): 2900, ("vgg16", "bfloat16"): 2700,
+    ("vgg19", "float32"): 3300, ("vgg19", "bfloat16"): 3100,
+}
+#: the network's weights, their bfloat16 copies, the style image's pass and allocator slack
+FIXED_BYTES = 320 * 2**20
+#: fraction of the free memory a run may plan to use
+MEMORY_HEADROOM = 0.85
+
+
+def estimate_memory(shape: tuple[int, int], model: str = "vgg19", dtype: Optional[torch.dtype] = None,
+                    optimizer: str = "lbfgs", history: int = LBFGS_HISTORY, device_type: str = "cpu") -> int:
+    """Bytes a run at working ``shape`` (H, W) needs on its device beyond what is already in use.
+
+    A linear model of the measurements: ``FIXED_BYTES`` + pixels x (network bytes per pixel +
+    optimiser state: L-BFGS keeps ``2 * history`` image-sized vectors, Adam two).
+    """
+    px = int(shape[0]) * int(shape[1])
+    key = (model if model in ("vgg16", "vgg19") else "vgg19", "bfloat16" if dtype is not None else "float32")
+    act = ACTIVATION_BYTES_PER_PX[key]
+    if device_type == "cuda":
+        act = int(act * 1.25)  # cuDNN workspaces
+    vectors = (2 * history + 6) if optimizer == "lbfgs" else 6
+    return FIXED_BYTES + px * (act + vectors * 3 * 4)
+
+
+def available_memory(device: torch.device) -> Optional[int]:
+    """Free bytes on ``device`` (None when unknown: then no check is made)."""
+    try:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            idx = device.index if device.index is not None else torch.cuda.current_device()
+            cached = torch.cuda.memory_reserved(idx) - torch.cuda.memory_allocated(idx)
+            return int(free + cached)
+        if device.type == "mps":
+            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+        try:
+            import psutil
+
+            return int(psutil.virtual_memory().available)
+        except ImportError:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+    except Exception:
+        return None
+    return None
+
+
+def largest_fitting_size(content_shape: tuple[int, int], available: int, model: str = "vgg19",
+                         dtype: Optional[torch.dtype] = None, optimizer: str = "lbfgs",
+                         history: int = LBFGS_HISTORY, device_type: str = "cpu") -> int:
+    """The largest long edge (px) whose run fits ``available * MEMORY_HEADROOM`` bytes (0: none)."""
+    budget = available * MEMORY_HEADROOM
+    lo, hi = 0, max(content_shape) * 64 + 64
+    while lo < hi:  # the estimate grows with the size: bisect
+        mid = (lo + hi + 1) // 2
+        need = estimate_memory(resized_shape(content_shape, mid), model, dtype, optimizer, history, device_type)
+        lo, hi = (mid, hi) if need <= budget else (lo, mid - 1)
+    return lo
+
+
+def check_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: Options, device: torch.device,
+                 dtype: Optional[torch.dtype], available: Optional[int] = None) -> int:
+    """Raise :class:`DeviceMemoryError` at once if a run at working ``shape`` will not fit.
+
+    ``available``: free bytes (default: asked of the device). Returns the estimated bytes.
+    """
+    history = int(opts.extra.get("history_size", LBFGS_HISTORY))
+    need = estimate_memory(shape, opts.model, dtype, opts.optimizer, history, device.type)
+    if available is None:
+        available = available_memory(device)
+    if available is None or need <= available * MEMORY_HEADROOM:
+        return need
+    fit = largest_fitting_size(content_shape, available, opts.model, dtype, opts.optimizer, history, device.type)
+    raise DeviceMemoryError(
+        f"a {shape[0]}x{shape[1]} px run needs about {need / 2**30:.1f} GiB on {device}, but only "
+        f"{available / 2**30:.1f} GiB is free; use size={fit} or less"
+        + (", or precision='bfloat16'" if dtype is None and device.type != "mps" else "")
+        + (" or device='cpu'" if device.type != "cpu" else ""),
+        fit,
+    )
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in msg or "can't allocate memory" in msg or "cannot allocate memory" in msg
+        or isinstance(exc, MemoryError)
+    )
+
+
 # --------------------------------------------------------------------------- the loop
 
 
 def _targets(
-    net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, opts: Options, dtype: Optional[torch.dtype]
+    net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, opts: Options
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
     """Content features, style Gram matrices and the pastiche's (N_l, M_l), without autograd."""
-    with torch.no_grad(), _autocast(content.device, dtype):
+    # The targets are computed once per level, so they cost nothing to compute in float32: the
+    # objective is then exactly the float32 one, whatever precision the evaluations run in.
+    with torch.no_grad():
         cf = net(content)
         sf = net(style)
     nm = {n: (cf[n].shape[1], cf[n].shape[2] * cf[n].shape[3]) for n in opts.style_layers}
@@ -146,7 +260,8 @@ def _make_optimizer(opts: Options, x: torch.Tensor) -> torch.optim.Optimizer:
         # Departure from the paper (an option): Gatys et al. use L-BFGS.
         return torch.optim.Adam([x], lr=0.02)
     # one evaluation per .step(): torch keeps the L-BFGS history between calls
-    return torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=1, history_size=100,
+    history = int(opts.extra.get("history_size", LBFGS_HISTORY))
+    return torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=1, history_size=history,
                              tolerance_grad=0.0, tolerance_change=0.0)
 
 
@@ -157,16 +272,17 @@ def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progr
     layers = list(dict.fromkeys([*opts.content_layers, *opts.style_layers]))
     check_layers(opts.model, opts.content_layers, "content layer")
     check_layers(opts.model, opts.style_layers, "style layer")
-    shapes = level_shapes(content.shape[:2], opts.size, opts.scales)
     need = min_side(opts.model, layers)
+    levels = effective_levels(content.shape[:2], opts.size, opts.scales, opts.steps, need)
+    shapes = level_shapes(content.shape[:2], opts.size, levels)
     if min(shapes[0]) < need:
         raise OptionError(
-            f"the {'coarsest level' if opts.scales > 1 else 'output'} would be {shapes[0][0]}x{shapes[0][1]} px; "
+            f"the output would be {shapes[0][0]}x{shapes[0][1]} px; "
             f"{opts.model} up to {layers[-1] if len(layers) == 1 else 'these layers'} needs at least {need} px on "
-            f"each side: increase size (now {opts.size}){', use fewer scales' if opts.scales > 1 else ''} or crop "
-            f"the content to a less elongated shape"
+            f"each side: increase size (now {opts.size}) or crop the content to a less elongated shape"
         )
-    counts = split_steps(opts.steps, opts.scales)
+    counts = split_steps(opts.steps, levels)
+    check_memory(content.shape[:2], shapes[-1], opts, device, dtype)
     if opts.style_layer_weights is None:
         layer_w = {n: 1.0 / len(opts.style_layers) for n in opts.style_layers}
     else:
@@ -197,11 +313,13 @@ def _loop(
     style_full = to_tensor(style, device)
     step, total, last_good = 0, sum(counts), None
     x = _first_image(content_full, opts, shapes[0], gen)
+    oom = None
+    cl = bool(opts.extra.get("channels_last", True))  # off only to measure what it buys
     try:
         for level, (shape, count) in enumerate(zip(shapes, counts), start=1):
             c = resize(content_full, shape)
             s = resize(style_full, resized_shape(style.shape[:2], max(1, round(max(shape) * opts.style_scale))))
-            content_t, grams, nm = _targets(net, c, s, opts, dtype)
+            content_t, grams, nm = _targets(net, c, s, opts)
             a, b = resolve_weights(opts, content_t, grams, layer_w, nm)
             terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], layer_w, b)]
             if opts.tv_weight > 0:
@@ -212,7 +330,7 @@ def _loop(
             for i in range(count):
                 step += 1
                 want_image = step == total or i == count - 1 or step % opts.preview_every == 0
-                losses, image = _evaluate_and_step(net, terms, x, optimizer, device, dtype, want_image)
+                losses, image = _evaluate_and_step(net, terms, x, optimizer, device, dtype, want_image, cl)
                 if not math.isfinite(losses["total"]):
                     raise NonFiniteLossError(
                         f"the objective became {losses['total']} at step {step} (weights {weights}); "
@@ -228,15 +346,43 @@ def _loop(
                     elapsed=time.perf_counter() - t0, weights=weights, device=str(device),
                     last_of_level=i == count - 1,
                 )
+    except DeviceMemoryError:
+        raise
+    except (RuntimeError, MemoryError) as exc:
+        if not _is_oom(exc):
+            raise
+        oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
+        c = s = content_t = grams = terms = optimizer = None  # noqa: F841 (free the level's tensors)
         del x, content_full, style_full, last_good
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if oom is None:
+        return
+    # out of memory half-way (the estimate was too low, or something else took the memory):
+    # everything of this run is freed now; suggest a size that fits what is free at this moment
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    shape = shapes[-1]
+    avail = available_memory(device)
+    history = int(opts.extra.get("history_size", LBFGS_HISTORY))
+    fit = largest_fitting_size(content.shape[:2], avail, opts.model, dtype, opts.optimizer, history,
+                               device.type) if avail is not None else 0
+    if fit >= opts.size or fit == 0:
+        fit = max(1, int(opts.size * 0.7))
+    raise DeviceMemoryError(
+        f"ran out of memory on {device} at {shape[0]}x{shape[1]} px ({oom}); use size={fit} or less"
+        + (", or precision='bfloat16'" if dtype is None and device.type != "mps" else ""),
+        fit,
+    )
 
 
 def _evaluate_and_step(
     net: VGGFeatures, terms: list[Any], x: torch.Tensor, optimizer: torch.optim.Optimizer,
-    device: torch.device, dtype: Optional[torch.dtype], want_image: bool,
+    device: torch.device, dtype: Optional[torch.dtype], want_image: bool, channels_last: bool = True,
 ) -> tuple[dict[str, float], Optional[torch.Tensor]]:
     """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
     out: dict[str, Any] = {}
@@ -246,7 +392,7 @@ def _evaluate_and_step(
         with torch.no_grad():
             x.clamp_(0.0, 1.0)  # the pastiche is an image: project onto [0, 1] before evaluating
         with _autocast(device, dtype):
-            feats = net(x.contiguous(memory_format=torch.channels_last))
+            feats = net(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
         total, parts = evaluate(terms, feats, x)
         total.backward()
         out["parts"], out["total"] = parts, total.detach()

@@ -63,13 +63,17 @@ class Options:
     init : str or array
         ``content``, ``noise``, or an image array to start from (e.g. an earlier pastiche).
     scales : int
-        Coarse-to-fine levels, each twice the size of the one before; 1 = single scale.
+        Coarse-to-fine levels, each twice the size of the one before; 1 = single scale. At most
+        this many: levels smaller than the network's minimum, or more levels than ``steps``, are
+        dropped. The default 2 (a half-size level first) is part of the fast path: see
+        docs/performance.md.
     style_scale : float
         The style image is resized to ``size * style_scale`` on its long edge.
     device : str
         ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
     precision : str
-        ``auto`` (bfloat16 network where the device runs it fast, losses always float32),
+        ``auto`` (bfloat16 network where the device runs it fast; targets, Gram matrices and
+        losses always float32),
         ``float32`` or ``bfloat16``.
     seed : int or None
         Seed for the noise initialisation and anything random; fixed = repeatable on the CPU.
@@ -92,7 +96,7 @@ class Options:
     pooling: str = "max"
     optimizer: str = "lbfgs"
     init: Union[str, np.ndarray] = "content"
-    scales: int = 1
+    scales: int = 2
     style_scale: float = 1.0
     device: str = "auto"
     precision: str = "auto"
@@ -128,11 +132,15 @@ class Options:
         """Raise OptionError if the coarsest working image is too small for the network."""
         from .images import resized_shape
 
-        long_edge = max(1, round(self.size / 2 ** (self.scales - 1)))
-        h, w = resized_shape(shape, long_edge)
         need = min_side(self.model, self.layers)
+        # the levels engine.effective_levels uses: coarse levels too small for the network are dropped
+        levels = max(1, min(self.scales, self.steps))
+        while levels > 1 and min(resized_shape(shape, max(1, round(self.size / 2 ** (levels - 1))))) < need:
+            levels -= 1
+        long_edge = max(1, round(self.size / 2 ** (levels - 1)))
+        h, w = resized_shape(shape, long_edge)
         if min(h, w) < need:
-            where = "the coarsest level" if self.scales > 1 else "the output"
+            where = "the coarsest level" if levels > 1 else "the output"
             raise OptionError(
                 f"{where} would be {h}x{w} px, but {self.model} up to {self.layers[-1]} needs at least "
                 f"{need} px on each side: increase size (now {self.size})"
@@ -154,8 +162,6 @@ class Options:
         self.size = _int(self.size, "size", 1, MAX_SIZE)
         self.steps = _int(self.steps, "steps", 1, 10_000_000)
         self.scales = _int(self.scales, "scales", 1, 8)
-        if self.steps < self.scales:
-            raise OptionError(f"steps={self.steps} is too few for scales={self.scales}; give at least one step per scale")
         self.preview_every = _int(self.preview_every, "preview_every", 1, 10_000_000)
         for name in ("content_weight", "style_weight"):
             if getattr(self, name) is not None:

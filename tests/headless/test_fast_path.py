@@ -1,0 +1,77 @@
+"""The defaults that the widget and the command line use are the fast path (no timings here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nst.core import engine
+from napari_nst.core.options import Options
+
+
+def test_defaults_are_the_fast_path():
+    o = Options()
+    assert o.precision == "auto"
+    assert o.scales >= 2, "coarse-to-fine is part of the fast path"
+    assert o.optimizer == "lbfgs"
+    assert engine.LBFGS_HISTORY <= 20, "a long L-BFGS history costs memory without paying"
+    assert "history_size" not in o.extra and "channels_last" not in o.extra
+
+
+def test_auto_precision_is_bf16_where_the_cpu_runs_it_fast():
+    dtype = engine.autocast_dtype("auto", torch.device("cpu"))
+    if engine._cpu_has_fast_bf16():
+        assert dtype is torch.bfloat16
+    else:
+        assert dtype is None
+    assert engine.autocast_dtype("float32", torch.device("cpu")) is None
+
+
+def test_cli_defaults_follow_options():
+    from napari_nst import cli
+
+    o = Options()
+    assert cli._DEFAULTS.scales == o.scales and cli._DEFAULTS.precision == o.precision
+    assert cli._DEFAULTS.steps == o.steps
+
+
+def test_default_run_uses_channels_last_autocast_and_levels(monkeypatch, fast, content, style):
+    seen = []
+    original = engine.VGGFeatures.forward
+
+    def spy(self, x):
+        if x.requires_grad:  # an objective evaluation, not a target
+            seen.append((x.is_contiguous(memory_format=torch.channels_last), torch.is_autocast_enabled("cpu")))
+        return original(self, x)
+
+    monkeypatch.setattr(engine.VGGFeatures, "forward", spy)
+    opts = {k: v for k, v in fast.items()}
+    opts.update(size=64, steps=6)  # big enough for two levels of vgg16
+    from napari_nst import iter_stylize
+
+    recs = list(iter_stylize(content, style, **opts))
+    assert [r.step for r in recs] == list(range(1, 7)) and recs[-1].image is not None
+    assert recs[-1].levels >= 2, "the default runs coarse-to-fine"
+    assert len(seen) == 6
+    assert all(cl for cl, _ in seen)
+    assert all(ac for _, ac in seen) == (engine.autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16)
+
+
+def test_targets_are_float32_whatever_the_precision(fast, content, style):
+    """The objective is the float32 one: bf16 and float32 runs start from the same objective value."""
+    from napari_nst import iter_stylize
+
+    first = {}
+    for prec in ("auto", "float32"):
+        rec = next(iter(iter_stylize(content, style, **{**fast, "precision": prec, "scales": 1})))
+        first[prec] = rec.weights
+    assert first["auto"] == pytest.approx(first["float32"], rel=1e-6)
+
+
+def test_tiny_runs_drop_levels_instead_of_failing(fast, content, style):
+    from napari_nst import iter_stylize
+
+    recs = list(iter_stylize(content, style, **{**fast, "size": 24, "steps": 1, "scales": 3}))
+    assert len(recs) == 1 and recs[0].levels == 1 and recs[0].image is not None
+    assert np.isfinite(recs[0].losses["total"])
