@@ -133,9 +133,12 @@ class EngineProcess:
             if proc.poll() is None:
                 proc.kill()
             self.returncode = proc.wait()
-            for stream in (proc.stdin, proc.stdout):
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None and not stream.closed:
-                    stream.close()
+                    try:
+                        stream.close()
+                    except OSError:  # the drain thread may be reading it
+                        pass
 
 
 def iter_stylize_process(content: ImageInput, style: ImageInput, **options: Any) -> Iterator[Progress]:
