@@ -40,10 +40,7 @@ def _check_weights_path(weights: Any) -> None:
 def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape: tuple[int, int]) -> None:
     """The style image is resized to ``style_scale`` x the working size's long edge at every level;
     at the coarsest level the engine uses it must still be big enough for the network (else torch
-    fails deep inside a pooling layer).
-
-    The levels mirror ``engine.effective_levels`` (torch-free here): at most ``scales``, no more than
-    ``steps``, coarse levels too small for the network's minimum dropped.
+    fails deep inside a pooling layer). The levels are ``Options.level_shapes``, as the engine uses them.
     """
     from .errors import OptionError
     from .images import resized_shape
@@ -51,14 +48,8 @@ def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape
     from .options import MAX_SIZE
 
     need = min_side(opts.model, opts.layers)
-
-    def coarsest(levels: int) -> tuple[int, int]:
-        return resized_shape(content_shape, max(1, round(opts.size / 2 ** (levels - 1))))
-
-    levels = max(1, min(opts.scales, opts.steps))
-    while levels > 1 and min(coarsest(levels)) < need:
-        levels -= 1
-    h, w = resized_shape(style_shape, max(1, round(max(coarsest(levels)) * opts.style_scale)))
+    shapes = opts.level_shapes(content_shape)
+    h, w = resized_shape(style_shape, max(1, round(max(shapes[0]) * opts.style_scale)))
 
     big = resized_shape(style_shape, max(1, round(opts.size * opts.style_scale)))
     if max(big) > MAX_SIZE:
@@ -67,7 +58,7 @@ def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape
             f"{MAX_SIZE} px on the long edge: lower style_scale"
         )
     if min(h, w) < need:
-        where = "at the coarsest level" if levels > 1 else "at this size"
+        where = "at the coarsest level" if len(shapes) > 1 else "at this size"
         raise OptionError(
             f"the style image would be {h}x{w} px {where}, but {opts.model} up to {opts.layers[-1]} needs at "
             f"least {need} px on each side: increase style_scale (now {opts.style_scale:g}) or size (now "

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .errors import DeviceMemoryError, NonFiniteLossError, OptionError
 from .images import resized_shape, to_rgb_float
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
-from .options import Options
+from .options import Options, effective_levels, level_shapes  # noqa: F401 (re-exported)
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg, check_layers, min_side
 
@@ -84,20 +84,6 @@ def resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         return t
     shrink = shape[0] < t.shape[-2] or shape[1] < t.shape[-1]
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=shrink).clamp(0, 1)
-
-
-def level_shapes(shape: tuple[int, int], size: int, scales: int) -> list[tuple[int, int]]:
-    """Working shapes, coarse to fine; the last has long edge ``size``."""
-    return [resized_shape(shape, max(1, round(size / 2 ** (scales - 1 - k)))) for k in range(scales)]
-
-
-def effective_levels(shape: tuple[int, int], size: int, scales: int, steps: int, need: int) -> int:
-    """Coarse-to-fine levels actually used: at most ``scales``, no more than ``steps``, and only
-    levels whose shorter side is at least ``need`` px (the network's minimum); at least 1."""
-    levels = max(1, min(scales, steps))
-    while levels > 1 and min(level_shapes(shape, size, levels)[0]) < need:
-        levels -= 1
-    return levels
 
 
 def split_steps(steps: int, scales: int) -> list[int]:

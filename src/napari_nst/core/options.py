@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .errors import OptionError
+from .images import resized_shape
 from .layers import check_layers, min_side
 
 CONTENT_LAYERS = ("relu4_2",)
@@ -128,19 +129,18 @@ class Options:
         """Content and style layers, without repeats."""
         return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
 
+    def level_shapes(self, shape: tuple[int, int]) -> list[tuple[int, int]]:
+        """Working shapes of the coarse-to-fine levels the engine uses for a content of ``shape``."""
+        need = min_side(self.model, self.layers)
+        return level_shapes(shape, self.size, effective_levels(shape, self.size, self.scales, self.steps, need))
+
     def check_size(self, shape: tuple[int, int]) -> None:
         """Raise OptionError if the coarsest working image is too small for the network."""
-        from .images import resized_shape
-
         need = min_side(self.model, self.layers)
-        # the levels engine.effective_levels uses: coarse levels too small for the network are dropped
-        levels = max(1, min(self.scales, self.steps))
-        while levels > 1 and min(resized_shape(shape, max(1, round(self.size / 2 ** (levels - 1))))) < need:
-            levels -= 1
-        long_edge = max(1, round(self.size / 2 ** (levels - 1)))
-        h, w = resized_shape(shape, long_edge)
+        shapes = self.level_shapes(shape)
+        h, w = shapes[0]
         if min(h, w) < need:
-            where = "the coarsest level" if levels > 1 else "the output"
+            where = "the coarsest level" if len(shapes) > 1 else "the output"
             raise OptionError(
                 f"{where} would be {h}x{w} px, but {self.model} up to {self.layers[-1]} needs at least "
                 f"{need} px on each side: increase size (now {self.size})"
@@ -201,6 +201,20 @@ class Options:
             if not isinstance(self.weights, (str, os.PathLike)):
                 raise OptionError(f"weights must be None or a file path, got {type(self.weights).__name__}")
             self.weights = os.fspath(self.weights) or None
+
+
+def level_shapes(shape: tuple[int, int], size: int, scales: int) -> list[tuple[int, int]]:
+    """Working shapes, coarse to fine, each level twice the one before; the last has long edge ``size``."""
+    return [resized_shape(shape, max(1, round(size / 2 ** (scales - 1 - k)))) for k in range(scales)]
+
+
+def effective_levels(shape: tuple[int, int], size: int, scales: int, steps: int, need: int) -> int:
+    """Coarse-to-fine levels actually used: at most ``scales``, no more than ``steps``, and only
+    levels whose shorter side is at least ``need`` px (the network's minimum); at least 1."""
+    levels = max(1, min(scales, steps))
+    while levels > 1 and min(level_shapes(shape, size, levels)[0]) < need:
+        levels -= 1
+    return levels
 
 
 def _int(v: Any, name: str, lo: int, hi: int) -> int:
