@@ -74,8 +74,10 @@ def setup(size: int, device: str = "cpu", content: str = CONTENT, style: str = S
     s = to_rgb_float(read_image(style), name="style")
     shape = resized_shape(c.shape[:2], size)
     net = build_vgg(MODEL, LAYERS, weights=weights, pooling="max").to(dev)
-    ct = engine.resize(engine.to_tensor(c, dev), shape)
-    st = engine.resize(engine.to_tensor(s, dev), resized_shape(s.shape[:2], size))
+    # contiguous: at full size resize() returns the permuted (strided) tensor, and torch's L-BFGS
+    # needs a gradient it can .view(-1)
+    ct = engine.resize(engine.to_tensor(c, dev), shape).contiguous()
+    st = engine.resize(engine.to_tensor(s, dev), resized_shape(s.shape[:2], size)).contiguous()
     with torch.no_grad():
         cf, sf = net(ct), net(st)
     p = {n: cf[n].float() for n in CONTENT_LAYERS}

@@ -324,6 +324,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
     }
     t0 = time.time()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for part in parts:
         print(f"[{part}]", flush=True)
         if part == "per-eval":
@@ -338,13 +340,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             res[part] = part_scaling([int(s) for s in args.sizes.split(",")], args.scaling_steps)
         else:
             raise SystemExit(f"unknown part {part!r}")
-    res["seconds"] = time.time() - t0
-    res["load_average_end"] = os.getloadavg()[0]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=float))
-    md = markdown(res)
-    out.with_suffix(".md").write_text(md + "\n")
+        res["seconds"] = time.time() - t0
+        res["load_average_end"] = os.getloadavg()[0]
+        # written after every part, so that a later part's failure keeps the earlier results
+        out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=float))
+        md = markdown(res)
+        out.with_suffix(".md").write_text(md + "\n")
     print(md)
     return 0
 
