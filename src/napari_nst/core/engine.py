@@ -102,8 +102,9 @@ def split_steps(steps: int, scales: int) -> list[int]:
 # --------------------------------------------------------------------------- memory
 
 #: Bytes per input pixel the network's forward + backward keeps at its peak (saved activations,
-#: their gradients, the float32 copies the Gram matrices take), up to relu5_1, measured as peak
-#: resident memory on the CPU at 256 and 512 px (benchmarks/bench_cpu.py, docs/performance.md).
+#: their gradients, the float32 copies the Gram matrices take), up to relu5_1: the growth of a
+#: 4-evaluation run's peak resident memory (VmHWM) from 256 to 512 px on the CPU (vgg16: 2.8 KB/px
+#: float32, 2.6 KB/px bf16), rounded up; vgg19 ~15 % more (docs/performance.md).
 ACTIVATION_BYTES_PER_PX = {
     ("vgg16", "float32"): 2900, ("vgg16", "bfloat16"): 2700,
     ("vgg19", "float32"): 3300, ("vgg19", "bfloat16"): 3100,
