@@ -237,6 +237,7 @@ def test_cancel_kills_the_child_in_the_middle_of_an_evaluation(content, style, f
     me = psutil.Process()
     children = {c.pid for c in me.children(recursive=True)}  # e.g. pytest-xvfb's Xvfb
     threads = threading.active_count()
+    before = set(threading.enumerate())
     proc = EngineProcess(content, style, **{**fast, "size": 64, "steps": 100_000})
     steps = []
     for rec in proc:
@@ -248,9 +249,8 @@ def test_cancel_kills_the_child_in_the_middle_of_an_evaluation(content, style, f
     assert proc.returncode == -signal.SIGKILL  # killed, not finished
     assert not _pid_alive(pid), "the child process is still there"
     assert {c.pid for c in me.children(recursive=True)} == children
-    for t in threading.enumerate():  # the cancel thread and the child's stderr reader end with the child
-        if t is not threading.current_thread() and t.daemon:
-            t.join(timeout=30)
+    for t in set(threading.enumerate()) - before:  # the cancel thread and the stderr reader end with the child
+        t.join(timeout=30)
     assert threading.active_count() <= threads, "a thread was left behind"
 
 
