@@ -302,6 +302,7 @@ def _loop(
     x = _first_image(content_full, opts, shapes[0], gen)
     oom = None
     cl = bool(opts.extra.get("channels_last", True))  # off only to measure what it buys
+    cg = opts.extra.get("clamp", "graph") == "graph"  # "inplace" only to measure what it buys
     try:
         for level, (shape, count) in enumerate(zip(shapes, counts), start=1):
             c = resize(content_full, shape)
@@ -317,7 +318,7 @@ def _loop(
             for i in range(count):
                 step += 1
                 want_image = step == total or i == count - 1 or step % opts.preview_every == 0
-                losses, image = _evaluate_and_step(net, terms, x, optimizer, device, dtype, want_image, cl)
+                losses, image = _evaluate_and_step(net, terms, x, optimizer, device, dtype, want_image, cl, cg)
                 if not math.isfinite(losses["total"]):
                     raise NonFiniteLossError(
                         f"the objective became {losses['total']} at step {step} (weights {weights}); "
@@ -370,20 +371,28 @@ def _loop(
 def _evaluate_and_step(
     net: VGGFeatures, terms: list[Any], x: torch.Tensor, optimizer: torch.optim.Optimizer,
     device: torch.device, dtype: Optional[torch.dtype], want_image: bool, channels_last: bool = True,
+    clamp_in_graph: bool = True,
 ) -> tuple[dict[str, float], Optional[torch.Tensor]]:
     """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
     out: dict[str, Any] = {}
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            x.clamp_(0.0, 1.0)  # the pastiche is an image: project onto [0, 1] before evaluating
+        if clamp_in_graph:
+            # The pastiche is G = clamp(x, 0, 1), inside the graph: the objective is a fixed function
+            # of the optimised x, so L-BFGS's curvature pairs stay consistent (an in-place clamp moves
+            # x behind the optimiser's back). Same objective, evaluated on the image G we report.
+            g = x.clamp(0.0, 1.0)
+        else:
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)  # the textbook's way: project x onto [0, 1] before evaluating
+            g = x
         with _autocast(device, dtype):
-            feats = net(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
-        total, parts = evaluate(terms, feats, x)
+            feats = net(g.contiguous(memory_format=torch.channels_last) if channels_last else g)
+        total, parts = evaluate(terms, feats, g)
         total.backward()
         out["parts"], out["total"] = parts, total.detach()
-        out["image"] = x.detach().clone() if want_image else None
+        out["image"] = g.detach().clone() if want_image else None
         return total
 
     optimizer.step(closure)

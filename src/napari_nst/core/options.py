@@ -97,7 +97,7 @@ class Options:
     pooling: str = "max"
     optimizer: str = "lbfgs"
     init: Union[str, np.ndarray] = "content"
-    scales: int = 2
+    scales: int = 1
     style_scale: float = 1.0
     device: str = "auto"
     precision: str = "auto"
