@@ -20,6 +20,17 @@ def open_widget(viewer):
     return widget
 
 
+def viewer_with_widget(make_napari_viewer, images):
+    """The user's order: a viewer, a content and a style layer, then the widget with both picked."""
+    viewer = make_napari_viewer()
+    content, style = images
+    c = viewer.add_image(content, name="content")
+    s = viewer.add_image(style, name="style", rgb=True)
+    widget = open_widget(viewer)
+    widget.content.value, widget.style.value = c, s
+    return viewer, widget, c, s
+
+
 def tiny(widget, weights, steps=6, size=32):
     """Settings for a quick run: shallow layers of vgg16, a few steps, on the CPU."""
     widget.size.value = size

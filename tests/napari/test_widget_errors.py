@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from nst_helpers import digest, errors, open_widget
+from nst_helpers import digest, errors, open_widget, viewer_with_widget
 
 from napari_nst.core.errors import DeviceMemoryError, EngineProcessError, NonFiniteLossError
 from napari_nst.core.images import resized_shape
@@ -19,12 +19,7 @@ pytestmark = pytest.mark.gui
 
 
 def setup(make_napari_viewer, images, **kw):
-    viewer = make_napari_viewer()
-    content, style = images
-    c = viewer.add_image(content, name="content")
-    s = viewer.add_image(style, name="style", rgb=True)
-    widget = open_widget(viewer)
-    widget.content.value, widget.style.value = c, s
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
     widget.size.value, widget.steps.value = kw.get("size", 32), kw.get("steps", 5)
     return viewer, widget, c, s
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from nst_helpers import RUN_TIMEOUT, digest, errors, open_widget, tiny, world_extent
+from nst_helpers import RUN_TIMEOUT, digest, errors, open_widget, tiny, viewer_with_widget, world_extent
 
 pytestmark = pytest.mark.gui
 
@@ -66,12 +66,7 @@ def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg
 
 
 def test_stop_keeps_last_pastiche_and_ends_child(make_napari_viewer, qtbot, images, vgg16_weights, notifications):
-    viewer = make_napari_viewer()
-    content, style = images
-    c = viewer.add_image(content, name="content")
-    s = viewer.add_image(style, name="style", rgb=True)
-    widget = open_widget(viewer)
-    widget.content.value, widget.style.value = c, s
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
     tiny(widget, vgg16_weights, steps=100_000, size=64)
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: len(viewer.layers) == 3, timeout=RUN_TIMEOUT)
@@ -92,12 +87,7 @@ def test_stop_keeps_last_pastiche_and_ends_child(make_napari_viewer, qtbot, imag
 
 
 def test_continue_starts_from_the_pastiche(make_napari_viewer, qtbot, images, vgg16_weights, notifications):
-    viewer = make_napari_viewer()
-    content, style = images
-    c = viewer.add_image(content, name="content")
-    s = viewer.add_image(style, name="style", rgb=True)
-    widget = open_widget(viewer)
-    widget.content.value, widget.style.value = c, s
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
     tiny(widget, vgg16_weights, steps=4)
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT)
@@ -115,12 +105,7 @@ def test_continue_starts_from_the_pastiche(make_napari_viewer, qtbot, images, vg
 
 
 def test_closing_viewer_during_run_kills_engine(make_napari_viewer, qtbot, images, vgg16_weights):
-    viewer = make_napari_viewer()
-    content, style = images
-    c = viewer.add_image(content, name="content")
-    s = viewer.add_image(style, name="style", rgb=True)
-    widget = open_widget(viewer)
-    widget.content.value, widget.style.value = c, s
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
     tiny(widget, vgg16_weights, steps=100_000, size=64)
     widget.run.clicked.emit()
     run = widget._run
@@ -137,12 +122,7 @@ def test_offline_without_weights_says_how_to_fix(make_napari_viewer, qtbot, imag
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
-    viewer = make_napari_viewer()
-    content, style = images
-    c = viewer.add_image(content, name="content")
-    s = viewer.add_image(style, name="style", rgb=True)
-    widget = open_widget(viewer)
-    widget.content.value, widget.style.value = c, s
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
     widget.size.value, widget.steps.value, widget.device.value = 32, 2, "cpu"
     assert widget.weights.value is None  # empty = torchvision's weights
     widget.run.clicked.emit()
