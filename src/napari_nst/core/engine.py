@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from .errors import DeviceMemoryError, NonFiniteLossError, OptionError
 from .images import resized_shape, to_rgb_float
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
-from .options import Options, effective_levels, level_shapes  # noqa: F401 (re-exported)
+from .options import Options
 from .records import Progress
-from .vgg import VGGFeatures, build_vgg, check_layers, min_side
+from .vgg import VGGFeatures, build_vgg
 
 #: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight)
 STYLE_BALANCE = 50.0
@@ -256,18 +256,10 @@ def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progr
     """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style``; yield per evaluation."""
     device = pick_device(opts.device)
     dtype = autocast_dtype(opts.precision, device)
-    layers = list(dict.fromkeys([*opts.content_layers, *opts.style_layers]))
-    check_layers(opts.model, opts.content_layers, "content layer")
-    check_layers(opts.model, opts.style_layers, "style layer")
-    need = min_side(opts.model, layers)
-    levels = effective_levels(content.shape[:2], opts.size, opts.scales, opts.steps, need)
-    shapes = level_shapes(content.shape[:2], opts.size, levels)
-    if min(shapes[0]) < need:
-        raise OptionError(
-            f"the output would be {shapes[0][0]}x{shapes[0][1]} px; "
-            f"{opts.model} up to {layers[-1] if len(layers) == 1 else 'these layers'} needs at least {need} px on "
-            f"each side: increase size (now {opts.size}) or crop the content to a less elongated shape"
-        )
+    layers = opts.layers
+    opts.check_size(content.shape[:2])  # layer names were checked by Options.validate
+    shapes = opts.level_shapes(content.shape[:2])
+    levels = len(shapes)
     counts = split_steps(opts.steps, levels)
     check_memory(content.shape[:2], shapes[-1], opts, device, dtype)
     if opts.style_layer_weights is None:

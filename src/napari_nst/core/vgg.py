@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .layers import _CFGS, check_layers, layer_names, min_side  # noqa: F401 (re-exported)
+from .layers import _CFGS, check_layers, layer_names
 
 MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
