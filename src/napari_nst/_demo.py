@@ -40,8 +40,22 @@ def setup_demo(viewer: Any) -> Any:
     return widget
 
 
+def _no_display() -> bool:
+    """Linux without an X or Wayland display: Qt would abort with a cryptic message."""
+    import sys
+
+    return sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    )
+
+
 def run_demo(run: bool = False) -> int:
     """Open napari with the demo set up; press Run at once if ``run``. Returns the exit status."""
+    if _no_display():
+        raise RuntimeError(
+            "no display to open napari on (DISPLAY is not set); on a machine without a screen run "
+            "'xvfb-run -a napari-nst demo', or use 'napari-nst stylize' instead"
+        )
     import napari
 
     viewer = napari.Viewer(title="napari-nst demo")

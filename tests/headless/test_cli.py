@@ -94,3 +94,12 @@ def test_console_script_installed(files, tmp_path, fast):
     assert out.exists() and "saved" in res.stdout
     bad = subprocess.run([*cmd, "stylize", str(cp), str(sp)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "-o/--output" in bad.stderr
+
+
+def test_demo_without_a_display_says_what_to_do(monkeypatch, capsys):
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert "no display" in err and "xvfb-run -a napari-nst demo" in err
