@@ -131,3 +131,10 @@ def test_unknown_option_is_also_a_type_error(content, style):
 def test_elongated_content_too_small_for_the_network(style, fast):
     with pytest.raises(ValueError, match="at least 16 px"):
         _records(np.zeros((8, 400), np.uint8), style, **{**fast, "size": 64})
+
+
+def test_black_content_still_moves(style, fast):
+    """Saturated pixels must keep taking part: a black content image gets painted."""
+    recs = _records(np.zeros((40, 56, 3), np.uint8), style, **{**fast, "steps": 8})
+    assert recs[-1].losses["total"] < 0.9 * recs[0].losses["total"]
+    assert recs[-1].image.max() > 0

@@ -294,7 +294,7 @@ def _loop(
     x = _first_image(content_full, opts, shapes[0], gen)
     oom = None
     cl = bool(opts.extra.get("channels_last", True))  # off only to measure what it buys
-    cg = opts.extra.get("clamp", "graph") == "graph"  # "inplace" only to measure what it buys
+    cg = opts.extra.get("clamp", "inplace") == "graph"  # "graph" only to measure it: it can strand saturated pixels
     try:
         for level, (shape, count) in enumerate(zip(shapes, counts), start=1):
             c = resize(content_full, shape)
@@ -363,7 +363,7 @@ def _loop(
 def _evaluate_and_step(
     net: VGGFeatures, terms: list[Any], x: torch.Tensor, optimizer: torch.optim.Optimizer,
     device: torch.device, dtype: Optional[torch.dtype], want_image: bool, channels_last: bool = True,
-    clamp_in_graph: bool = True,
+    clamp_in_graph: bool = False,
 ) -> tuple[dict[str, float], Optional[torch.Tensor]]:
     """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
     out: dict[str, Any] = {}
@@ -371,9 +371,8 @@ def _evaluate_and_step(
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         if clamp_in_graph:
-            # The pastiche is G = clamp(x, 0, 1), inside the graph: the objective is a fixed function
-            # of the optimised x, so L-BFGS's curvature pairs stay consistent (an in-place clamp moves
-            # x behind the optimiser's back). Same objective, evaluated on the image G we report.
+            # G = clamp(x, 0, 1) inside the graph (measurement only): consistent curvature pairs, but
+            # a pixel pushed past 0 or 1 gets no gradient and stays there (a black content never moves)
             g = x.clamp(0.0, 1.0)
         else:
             with torch.no_grad():
