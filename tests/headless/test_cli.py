@@ -103,3 +103,13 @@ def test_demo_without_a_display_says_what_to_do(monkeypatch, capsys):
     assert main(["demo"]) == 1
     err = capsys.readouterr().err
     assert "no display" in err and "xvfb-run -a napari-nst demo" in err
+
+
+def test_a_tiff_stack_is_refused_not_cut_to_its_first_page(tmp_path, files, fast, capsys):
+    import tifffile
+
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.zeros((5, 32, 32), np.uint16))
+    _, sp = files
+    assert main(["stylize", str(stack), str(sp), "-o", str(tmp_path / "o.png"), *_args(fast)]) == 1
+    assert "is a stack of shape (5, 32, 32)" in capsys.readouterr().err

@@ -38,6 +38,13 @@ def _read_tiff(p: Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(p) as tif:
             page = tif.pages[0]
+            series = tif.series[0] if tif.series else None
+            if series is not None and len(series.shape) > len(page.shape):
+                # a stack (z, t, ...): reading only the first page would silently stylise one slice
+                raise ImageError(
+                    f"{str(p)!r} is a stack of shape {tuple(series.shape)}, not one 2-D image; save the "
+                    "slice you want as its own file (in napari: select it and File > Save Selected Layers)"
+                )
             if int(np.prod(page.shape[:2])) > MAX_PIXELS:
                 raise ImageError(f"{str(p)!r} is {page.shape[0]}x{page.shape[1]} px, more than the {MAX_PIXELS} "
                                  "pixels napari-nst reads; downscale or crop it first")
