@@ -88,3 +88,81 @@ def test_bfloat16_features_give_float32_losses():
     f = torch.tensor(_feats(3, 4, 4), dtype=torch.bfloat16)
     assert gram(f).dtype == torch.float32
     assert content_loss(f, f.float()).dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- the low-precision Gram
+
+
+def _plain_gram(features: torch.Tensor) -> torch.Tensor:
+    """The seed's formula, through plain autograd (keeps the float32 copy)."""
+    f = features.reshape(features.shape[-3], -1).float()
+    return f @ f.T
+
+
+def _gram_pair(shape, dtype, channels_last=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(shape, generator=g).relu().to(dtype)
+    if channels_last:
+        f = f.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(shape[-3], shape[-3], generator=g)
+    a, b = f.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    ga, gb = _plain_gram(a), gram(b)
+    (ga * w).sum().backward()
+    (gb * w).sum().backward()
+    return ga, gb, a.grad, b.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, channels_last", [((1, 16, 12, 10), False), ((1, 16, 12, 10), True),
+                                                  ((16, 12, 10), False), ((1, 3, 5, 7), True)])
+def test_gram_values_and_gradients_equal_the_plain_formula(dtype, shape, channels_last):
+    ga, gb, da, db = _gram_pair(shape, dtype, channels_last)
+    assert gb.dtype == torch.float32 and db.dtype == dtype and db.shape == da.shape
+    assert torch.equal(ga, gb)  # the same float32 forward, bit for bit
+    if dtype == torch.float32:
+        assert torch.equal(da, db)  # float32 features take the plain path
+    else:
+        # (dG + dG^T) F against dG F + (F^T dG)^T: equal up to float32 rounding, then rounded to bf16
+        torch.testing.assert_close(db.float(), da.float(), rtol=1e-2, atol=1e-2 * da.float().abs().max().item())
+
+
+def test_gram_backward_in_slices_equals_one_slice(monkeypatch):
+    from napari_nst.core import losses
+
+    _, _, _, whole = _gram_pair((1, 8, 9, 7), torch.bfloat16, True, seed=3)
+    monkeypatch.setattr(losses, "_GRAM_CHUNK_ELEMENTS", 8 * 5)  # 5 positions per slice, a ragged last one
+    _, _, _, sliced = _gram_pair((1, 8, 9, 7), torch.bfloat16, True, seed=3)
+    assert torch.equal(whole, sliced)
+
+
+def test_bfloat16_gram_keeps_no_float32_copy_for_backward():
+    f = torch.rand(1, 32, 24, 16).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+    def saved_bytes(fn):
+        x = f.clone().requires_grad_(True)
+        storages: dict[int, int] = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn(x).sum().backward()
+        return sum(storages.values()), storages
+
+    lean, kept = saved_bytes(gram)
+    plain, _ = saved_bytes(_plain_gram)
+    assert lean == f.numel() * 2  # the bf16 features themselves, nothing else
+    assert plain == f.numel() * 4  # the float32 copy
+    assert len(kept) == 1
+
+
+def test_gram_is_float32_under_autocast():
+    f = torch.rand(1, 8, 6, 6, requires_grad=True)
+    bf = f.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = gram(bf)
+        g.sum().backward()
+    assert g.dtype == torch.float32
+    torch.testing.assert_close(g, _plain_gram(bf.detach()))
+    assert f.grad is not None and torch.isfinite(f.grad).all()

@@ -15,17 +15,64 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix ``G = F F^T`` of ``(1, N, H, W)`` or ``(N, H, W)`` features, in float32.
 
     Unnormalised, as in the paper: ``G_ij = sum_k F_ik F_jk`` over the ``M = H * W`` positions.
+    Features in another dtype (bfloat16 from autocast) are multiplied as float32 copies; the
+    copies are not kept for backward (see :class:`_LowPrecisionGram`). A channels_last feature
+    map is read in place (its ``(N, M)`` view needs no copy).
     """
-    f = features.reshape(features.shape[-3], -1).float()
+    f = features.reshape(features.shape[-3], -1)
+    if f.dtype != torch.float32 and torch.is_grad_enabled() and f.requires_grad:
+        return _LowPrecisionGram.apply(f)
+    f = f.float()
     return f @ f.T
+
+
+class _LowPrecisionGram(torch.autograd.Function):
+    """``G = F F^T`` in float32 of ``(N, M)`` features held in a lower precision (bfloat16).
+
+    The same forward as ``f = F.float(); f @ f.T``, so the same float32 ``G``, but it keeps only
+    ``F`` itself for backward (which the network keeps anyway: it is a ReLU's output and the next
+    convolution's input), not the float32 copy, which autograd would keep at twice ``F``'s bytes
+    (48 MiB for relu1_1 at 512x384). Backward recomputes the copy:
+    ``dL/dF = (dL/dG + dL/dG^T) F``, in float32, rounded once to ``F``'s dtype as autograd's
+    cast would; it equals autograd's ``dL/dG F + (F^T dL/dG)^T`` up to float32 rounding.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, f: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(f)
+        with torch.autocast(f.device.type, enabled=False):  # float32 even if called under autocast
+            f32 = f.float()
+            return f32 @ f32.T
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (f,) = ctx.saved_tensors
+        # (M, N) rows are contiguous for a channels_last map: one float32 slice at a time, so the
+        # float32 copy of F and the float32 gradient are never whole (G's gradient is symmetric
+        # up to rounding; (g + g^T) is exactly symmetric, so (F^T S) = (S F)^T)
+        s = grad.float() + grad.float().T
+        out = torch.empty_like(f)
+        ft, ot = f.T, out.T
+        step = max(1, _GRAM_CHUNK_ELEMENTS // max(1, f.shape[0]))
+        with torch.autocast(f.device.type, enabled=False):
+            for a in range(0, ft.shape[0], step):
+                ot[a:a + step] = ft[a:a + step].float() @ s
+        return out
+
+
+#: float32 elements per slice in :class:`_LowPrecisionGram`'s backward (4 MiB)
+_GRAM_CHUNK_ELEMENTS = 2**20
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
