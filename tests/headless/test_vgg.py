@@ -145,3 +145,79 @@ def test_not_a_vgg_state_dict(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3)}, p)
     with pytest.raises(WeightsError, match="no VGG convolution weights"):
         vgg.build_vgg("vgg16", ["relu1_1"], weights=p)
+
+
+# --------------------------------------------------------------------------- max pooling without indices
+
+
+def _pool_pair(x: torch.Tensor, seed: int = 0):
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = torch.nn.MaxPool2d(2, 2)(a), vgg.MaxPool2x2()(b)
+    gy = torch.randn(ya.shape, generator=torch.Generator().manual_seed(seed)).to(x.dtype)
+    ya.backward(gy)
+    yb.backward(gy)
+    return ya, yb, a.grad, b.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(1, 8, 9, 11), (1, 64, 16, 16), (2, 5, 7, 6), (1, 3, 3, 5)])
+def test_maxpool_without_indices_equals_torch_exactly(dtype, channels_last, shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    for x in (torch.randint(0, 3, shape, generator=g).to(dtype),  # many ties in every window
+              torch.randn(shape, generator=g).relu().to(dtype)):  # ReLU zeros, bf16 rounding ties
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ya, yb, ga, gb = _pool_pair(x)
+        assert torch.equal(ya, yb)
+        assert gb.dtype == ga.dtype and gb.shape == ga.shape
+        assert torch.equal(ga, gb)  # the same input gets each output's gradient (first maximum on ties)
+        if channels_last:
+            assert gb.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_maxpool_keeps_no_indices_for_backward():
+    x = torch.rand(1, 16, 32, 32).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+    def saved(pool):
+        a = x.clone().requires_grad_(True)
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+            y = pool(a.relu())  # the ReLU keeps its output, the pool's input, anyway
+        y.sum().backward()
+        return {t.untyped_storage().data_ptr(): t for t in kept}, y
+
+    torch_kept, _ = saved(torch.nn.MaxPool2d(2, 2))
+    lean_kept, y = saved(vgg.MaxPool2x2())
+    assert any(t.dtype == torch.int64 for t in torch_kept.values())
+    assert all(t.dtype == torch.bfloat16 for t in lean_kept.values())
+    # the ReLU's output (the pool's input) and the pool's output, which the next conv keeps anyway
+    assert sum(t.untyped_storage().nbytes() for t in lean_kept.values()) == (x.numel() + y.numel()) * 2
+
+
+def test_maxpool_without_grad_is_plain_max_pool():
+    x = torch.rand(1, 4, 6, 6)
+    with torch.no_grad():
+        y = vgg.MaxPool2x2()(x.requires_grad_(True))
+    assert y.grad_fn is None and torch.equal(y, torch.nn.functional.max_pool2d(x, 2, 2))
+
+
+def test_network_gradient_equals_torchs_max_pooling(vgg16_random):
+    """The whole network, float32 and bf16 autocast + channels_last: the image's gradient through
+    the index-free pooling is torch's, bit for bit."""
+    lean = vgg.build_vgg("vgg16", ["relu2_1", "relu3_1"], weights=vgg16_random)
+    ref = vgg.build_vgg("vgg16", ["relu2_1", "relu3_1"], weights=vgg16_random)
+    assert sum(isinstance(m, vgg.MaxPool2x2) for m in lean.layers) == 2
+    for i, m in enumerate(ref.layers):
+        if isinstance(m, torch.nn.MaxPool2d):
+            ref.layers[i] = torch.nn.MaxPool2d(2, 2)
+    x = torch.rand(1, 3, 37, 30, generator=torch.Generator().manual_seed(0))
+    for dtype in (None, torch.bfloat16):
+        grads = []
+        for net in (ref, lean):
+            xi = x.clone().requires_grad_(True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+                out = net(xi.contiguous(memory_format=torch.channels_last) if dtype else xi)
+            sum(o.float().pow(2).mean() for o in out.values()).backward()
+            grads.append(xi.grad)
+        assert torch.equal(grads[0], grads[1])

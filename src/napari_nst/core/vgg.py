@@ -11,10 +11,12 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .errors import WeightsError
 from .layers import _CFGS, check_layers, layer_names
@@ -25,6 +27,59 @@ WEIGHTS_ENV = "NAPARI_NST_WEIGHTS"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _MaxPool2x2Fn(torch.autograd.Function):
+    """2x2, stride-2 max pooling whose backward keeps no indices.
+
+    ``nn.MaxPool2d`` keeps an int64 index per output value for backward: 8 bytes per output, as
+    many bytes as its whole bfloat16 input (pool1 at 512x384: 24 MiB, all four pools 45 MiB).
+    This keeps the input and the output instead, which the network keeps anyway (the input is
+    the in-place ReLU's output, the output the next convolution's input), and finds each
+    window's maximum again in backward: the first of the window's four values (row by row) that
+    equals it, which is the one torch's CPU and CUDA kernels pick on ties. So the gradient is
+    torch's, exactly: each output's gradient goes to one input, the others get 0.
+    (A NaN input is the one case that differs: torch routes the NaN output's gradient to it, this
+    routes it nowhere; the loss is NaN then anyway.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = F.max_pool2d(x, 2, 2)
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, y = ctx.saved_tensors
+        gx = torch.zeros_like(x)  # keeps x's memory format; rows/columns pooling drops stay 0
+        ho, wo = y.shape[-2:]
+        zero = gy.new_zeros(())
+        taken: Optional[torch.Tensor] = None
+        for di in (0, 1):
+            for dj in (0, 1):
+                hit = x[..., di:2 * ho:2, dj:2 * wo:2] == y
+                if taken is None:
+                    taken = hit
+                else:
+                    hit &= ~taken
+                    taken |= hit
+                gx[..., di:2 * ho:2, dj:2 * wo:2] = torch.where(hit, gy, zero)
+        return gx
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2, 2)`` with the same output and gradient, without int64 indices kept for
+    backward (see :class:`_MaxPool2x2Fn`)."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MaxPool2x2Fn.apply(x)
+        return F.max_pool2d(x, 2, 2)
 
 
 class VGGFeatures(nn.Module):
@@ -44,7 +99,7 @@ class VGGFeatures(nn.Module):
             if v == "M":
                 # Departure from torchvision (an option, pooling="avg"): Gatys et al. use average
                 # pooling for nicer gradients; "max" keeps torchvision's network as trained.
-                mods.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+                mods.append(MaxPool2x2() if pooling == "max" else nn.AvgPool2d(2, 2))
             else:
                 mods += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU(inplace=True)]
                 in_ch = v
