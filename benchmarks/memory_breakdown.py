@@ -49,8 +49,10 @@ DEFAULT: dict[str, Any] = {
     "history": 20,
     "backward": True,  # False: forward only, under no_grad
     "second_net": True,  # engine.run builds its own network beside baseline.setup's
+    "share_weights": True,  # False: each network holds its own copy of the weights (before vgg.py shared them)
     "env": {},  # environment of the child (malloc tunables)
     "mallopt": {},  # mallopt(param, value) in-process before the run (M_MMAP_THRESHOLD = -3, ...)
+    "trace": False,  # keep every sample of the first evaluation (--trace prints them)
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -65,10 +67,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "contiguous": {"channels_last": False},
     "fp32": {"precision": "fp32", "channels_last": False},
     "one-net": {"second_net": False},
+    "unshared-weights": {"share_weights": False},
     "history-1": {"history": 1},
     "checkpoint-block1": {"checkpoint": 4},
     "arena-max-1": {"env": {"MALLOC_ARENA_MAX": "1"}},
     "mmap-threshold-1MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(MiB)}},
+    "mmap-threshold-4MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(4 * MiB)}},
+    "mmap-threshold-16MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(16 * MiB)}},
     "mallopt-mmap-1MiB": {"mallopt": {"-3": MiB}},
     "trim-threshold-0": {"env": {"MALLOC_TRIM_THRESHOLD_": "0"}},
     "baseline": {"mode": "baseline"},
@@ -121,6 +126,15 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
         return int(libc.mallinfo2().uordblks + libc.mallinfo2().hblkhd) if libc is not None else 0
 
     res: dict[str, Any] = {"rss_import": _status("VmRSS"), "heap_import": heap()}
+    if not knobs["share_weights"]:
+        _fit = vgg._fit
+
+        def fit_copy(net, *a, **k):  # what vgg._fit did before: the network's own copy
+            _fit(net, *a, **k)
+            for p in net.parameters():
+                p.data = p.data.clone()
+
+        vgg._fit = fit_copy
     prob = B.setup(size)
     res["rss_setup"], res["heap_setup"], res["hwm_setup"] = _status("VmRSS"), heap(), _status("VmHWM")
     mode = knobs["mode"]
@@ -204,6 +218,8 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
 
     def sample(where: str) -> None:
         h = heap()
+        if knobs.get("trace"):
+            stats.setdefault("trace", []).append((where, h, _status("VmRSS")))
         if h > stats["heap_peak"]:
             stats["heap_peak"], stats["heap_peak_at"] = h, where
         r = _status("VmRSS")
@@ -302,8 +318,8 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
 # --------------------------------------------------------------------------- parent
 
 
-def run_variant(name: str, size: int, evals: int) -> dict[str, Any]:
-    knobs = {**DEFAULT, **VARIANTS[name]}
+def run_variant(name: str, size: int, evals: int, trace: bool = False) -> dict[str, Any]:
+    knobs = {**DEFAULT, **VARIANTS[name], "trace": trace}
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **knobs["env"])
     code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import memory_breakdown as M; "
             f"print('RESULT ' + json.dumps(M.child({knobs!r}, {size}, {evals})))")
@@ -321,6 +337,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="processes per variant (VmHWM varies run to run)")
     ap.add_argument("--variants", default="all", help="comma-separated names (see --list) or all")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--trace", action="store_true", help="print the heap and VmRSS after every layer and node")
     ap.add_argument("--out", help="also write the table and details (markdown) here")
     args = ap.parse_args(argv)
     if args.list:
@@ -337,7 +354,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("\n".join(head), flush=True)
     rows, details = list(head), []
     for name in names:
-        rs = [run_variant(name, args.size, args.evals) for _ in range(args.repeats)]
+        rs = [run_variant(name, args.size, args.evals, args.trace) for _ in range(args.repeats)]
+        for where, h, rss in rs[0].get("trace", []):
+            print(f"    {h / MiB:7.1f} {rss / MiB:7.1f}  {where}")
         hw = sorted(r["hwm"] / MiB for r in rs)
         r = rs[0]
         hwm = f"{hw[0]:.0f}" if len(hw) == 1 else f"{hw[0]:.0f}-{hw[-1]:.0f}"

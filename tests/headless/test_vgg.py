@@ -221,3 +221,32 @@ def test_network_gradient_equals_torchs_max_pooling(vgg16_random):
             sum(o.float().pow(2).mean() for o in out.values()).backward()
             grads.append(xi.grad)
         assert torch.equal(grads[0], grads[1])
+
+
+# --------------------------------------------------------------------------- one copy of the weights
+
+
+def test_networks_share_the_cached_weights(vgg16_random):
+    a = vgg.build_vgg("vgg16", ["relu5_1"], weights=vgg16_random)
+    b = vgg.build_vgg("vgg16", ["relu2_1"], weights=vgg16_random)
+    cached = vgg.load_weights_file(vgg16_random)
+    for (key, pa), pb in zip(a.layers.state_dict().items(), b.layers.state_dict().values()):
+        assert pa.data_ptr() == pb.data_ptr(), key  # one copy, not one per network
+        torch.testing.assert_close(pa, cached[key])
+    assert all(isinstance(p, torch.nn.Parameter) and not p.requires_grad for p in a.parameters())
+    before = {k: v.clone() for k, v in a.layers.state_dict().items()}
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = a(x.contiguous(memory_format=torch.channels_last))
+    sum(o.float().sum() for o in out.values()).backward()
+    for k, v in a.layers.state_dict().items():
+        assert torch.equal(v, before[k]) and v.grad is None  # a run leaves them as they were
+
+
+def test_half_precision_weights_are_converted_not_shared(vgg16_random, tmp_path):
+    half = {k: v.half() for k, v in torch.load(vgg16_random, weights_only=True).items()}
+    path = tmp_path / "half.pth"
+    torch.save(half, path)
+    net = vgg.build_vgg("vgg16", ["relu1_1"], weights=path)
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    torch.testing.assert_close(net.layers[0].weight, half["features.0.weight"].float())
