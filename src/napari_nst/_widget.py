@@ -174,7 +174,7 @@ class StyleTransferWidget(Container):
     _PERSIST = (
         "size", "steps", "style_weight", "content_weight", "model", "weights", "device", "seed",
         "content_layers", "style_layers", "style_layer_weights", "pooling", "optimizer", "init", "scales",
-        "style_scale", "tv_weight", "precision", "show_advanced",
+        "pyramid", "style_scale", "tv_weight", "precision", "show_advanced",
     )
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -271,6 +271,8 @@ class StyleTransferWidget(Container):
                                                   "(the Continue button does that)."))
         self.scales = SpinBox(name="scales", label="Scales", min=1, max=8, value=_DEFAULTS.scales,
                               tooltip=_tip("scales"))
+        self.pyramid = SpinBox(name="pyramid", label="Pyramid", min=0, max=12, value=_DEFAULTS.pyramid,
+                               tooltip=_tip("pyramid"))
         self.style_scale = FloatSpinBox(name="style_scale", label="Style scale", min=0.05, max=8.0, step=0.05,
                                         value=_DEFAULTS.style_scale, tooltip=_tip("style_scale"))
         self.tv_weight = LineEdit(name="tv_weight", label="TV weight", value=f"{_DEFAULTS.tv_weight:g}",
@@ -281,7 +283,7 @@ class StyleTransferWidget(Container):
                                          tooltip="Forget the remembered settings and use the defaults for this machine.")
         self._advanced = (
             self.content_layers, self.style_layers, self.style_layer_weights, self.pooling, self.optimizer,
-            self.init, self.scales, self.style_scale, self.tv_weight, self.precision, self.reset_defaults,
+            self.init, self.scales, self.pyramid, self.style_scale, self.tv_weight, self.precision, self.reset_defaults,
         )
         self.run = PushButton(name="run", text="Run", tooltip="Start painting (Stop ends the run and keeps the "
                                                              "pastiche so far).")
@@ -432,6 +434,7 @@ class StyleTransferWidget(Container):
             self.optimizer.value = _DEFAULTS.optimizer
             self.init.value = "content"
             self.scales.value = _DEFAULTS.scales
+            self.pyramid.value = _DEFAULTS.pyramid
             self.style_scale.value = _DEFAULTS.style_scale
             self.tv_weight.value = f"{_DEFAULTS.tv_weight:g}"
             self.precision.value = _DEFAULTS.precision
@@ -519,7 +522,7 @@ class StyleTransferWidget(Container):
             style_layer_weights=lw, model=self.model.value,
             weights=str(weights) if weights and str(weights) not in ("", ".") else None,
             pooling=self.pooling.value, optimizer=self.optimizer.value, init=self.init.value,
-            scales=int(self.scales.value), style_scale=float(self.style_scale.value),
+            scales=int(self.scales.value), pyramid=int(self.pyramid.value), style_scale=float(self.style_scale.value),
             device=self.device.value, precision=self.precision.value, seed=None if seed < 0 else seed,
         )
 

@@ -47,6 +47,8 @@ def _add_stylize(sub: Any) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer)
     p.add_argument("--init", default=_DEFAULTS.init, help=f"{' or '.join(INITS)}, or an image file to start from")
     p.add_argument("--scales", type=int, default=_DEFAULTS.scales, help="coarse-to-fine levels (1 = single scale)")
+    p.add_argument("--pyramid", type=int, default=_DEFAULTS.pyramid,
+                   help="coarser layers the optimiser moves the image through (0 = the pixels, as in the paper)")
     p.add_argument("--style-scale", type=float, default=_DEFAULTS.style_scale, help="style image size relative to the output")
     p.add_argument("--device", default=_DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision)
@@ -67,7 +69,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, model=args.model, weights=args.weights,
         pooling=args.pooling, optimizer=args.optimizer, init=init, scales=args.scales,
-        style_scale=args.style_scale, device=args.device, precision=args.precision, seed=args.seed,
+        pyramid=args.pyramid, style_scale=args.style_scale, device=args.device, precision=args.precision, seed=args.seed,
     )
     if args.save_every < 0:
         raise ValueError("--save-every must be 0 (off) or a positive number of evaluations")

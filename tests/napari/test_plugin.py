@@ -59,7 +59,7 @@ def test_every_control_has_a_tooltip(make_napari_viewer):
     widget = open_widget(viewer)
     named = ["content", "style", "size", "steps", "style_weight", "content_weight", "model", "weights", "device",
              "seed", "run", "content_layers", "style_layers", "style_layer_weights", "pooling", "optimizer", "init",
-             "scales", "style_scale", "tv_weight", "precision", "continue_run", "show_advanced"]
+             "scales", "pyramid", "style_scale", "tv_weight", "precision", "continue_run", "show_advanced"]
     for name in named:
         tip = getattr(widget, name).tooltip
         assert tip and len(tip) > 10, name

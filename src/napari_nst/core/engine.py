@@ -20,6 +20,8 @@ from .errors import DeviceMemoryError, NonFiniteLossError, OptionError
 from .images import resized_shape, to_rgb_float
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
 from .options import Options
+from .lbfgs import LBFGS
+from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg
 
@@ -28,6 +30,12 @@ STYLE_BALANCE = 50.0
 
 #: L-BFGS memory (pairs of image-sized vectors kept; see docs/performance.md)
 LBFGS_HISTORY = 20
+
+#: the largest change of any pixel one L-BFGS step may make (image units, [0, 1]; see lbfgs.py)
+LBFGS_MAX_CHANGE = 0.25
+
+#: weight of each coarser pyramid layer relative to the one below it (``Options.pyramid``)
+PYRAMID_GAMMA = 0.5
 
 
 # --------------------------------------------------------------------------- helpers
@@ -120,15 +128,17 @@ def estimate_memory(shape: tuple[int, int], model: str = "vgg19", dtype: Optiona
     """Bytes a run at working ``shape`` (H, W) needs on its device beyond what is already in use.
 
     A linear model of the measurements: ``FIXED_BYTES`` + pixels x (network bytes per pixel +
-    optimiser state: L-BFGS keeps ``2 * history`` image-sized vectors, Adam two).
+    optimiser state: L-BFGS keeps ``2 * history + 4`` image-sized vectors, Adam two).
     """
     px = int(shape[0]) * int(shape[1])
     key = (model if model in ("vgg16", "vgg19") else "vgg19", "bfloat16" if dtype is not None else "float32")
     act = ACTIVATION_BYTES_PER_PX[key]
     if device_type == "cuda":
         act = int(act * 1.25)  # cuDNN workspaces
-    vectors = (2 * history + 6) if optimizer == "lbfgs" else 6
-    return FIXED_BYTES + px * (act + vectors * 3 * 4)
+    # L-BFGS: the pairs + the current and previous point and gradient, the direction and slack;
+    # each vector is up to 4/3 of the image (the pyramid's coarser layers: Options.pyramid)
+    vectors = (2 * history + 8) if optimizer == "lbfgs" else 6
+    return FIXED_BYTES + px * (act + int(vectors * 4 / 3 * 3 * 4))
 
 
 def available_memory(device: torch.device) -> Optional[int]:
@@ -242,14 +252,18 @@ def resolve_weights(
     return a, b
 
 
-def _make_optimizer(opts: Options, x: torch.Tensor) -> torch.optim.Optimizer:
+def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
+    """The optimiser: ``step(closure)`` evaluates the objective once and moves ``var``."""
     if opts.optimizer == "adam":
         # Departure from the paper (an option): Gatys et al. use L-BFGS.
-        return torch.optim.Adam([x], lr=0.02)
-    # one evaluation per .step(): torch keeps the L-BFGS history between calls
+        return torch.optim.Adam(var.params, lr=0.02)
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
-    return torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=1, history_size=history,
-                             tolerance_grad=0.0, tolerance_change=0.0)
+    if opts.extra.get("lbfgs") == "torch":  # torch's L-BFGS, only to measure what ours buys
+        return torch.optim.LBFGS(var.params, lr=1.0, max_iter=1, max_eval=1, history_size=history,
+                                 tolerance_grad=0.0, tolerance_change=0.0)
+    max_change = opts.extra.get("max_change", LBFGS_MAX_CHANGE)
+    return LBFGS(var.params, history, max_change=None if max_change is None else float(max_change),
+                 image_change=var.change)
 
 
 def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progress]:
@@ -305,12 +319,12 @@ def _loop(
             if opts.tv_weight > 0:
                 terms.append(TVTerm(opts.tv_weight))
             weights = {t.name: float(t.weight) for t in terms}
-            x = resize(x.detach(), shape).contiguous().requires_grad_(True)
-            optimizer = _make_optimizer(opts, x)
+            var = PyramidImage(resize(x.detach(), shape), opts.pyramid, float(opts.extra.get("pyramid_gamma", PYRAMID_GAMMA)))
+            optimizer = _make_optimizer(opts, var)
             for i in range(count):
                 step += 1
                 want_image = step == total or i == count - 1 or step % opts.preview_every == 0
-                losses, image = _evaluate_and_step(net, terms, x, optimizer, device, dtype, want_image, cl, cg)
+                losses, image = _evaluate_and_step(net, terms, var, optimizer, device, dtype, want_image, cl, cg)
                 if not math.isfinite(losses["total"]):
                     raise NonFiniteLossError(
                         f"the objective became {losses['total']} at step {step} (weights {weights}); "
@@ -326,6 +340,7 @@ def _loop(
                     elapsed=time.perf_counter() - t0, weights=weights, device=str(device),
                     last_of_level=i == count - 1,
                 )
+            x = var.detached()  # the next level starts from this level's result
     except DeviceMemoryError:
         raise
     except (RuntimeError, MemoryError) as exc:
@@ -333,7 +348,7 @@ def _loop(
             raise
         oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
-        c = s = content_t = grams = terms = optimizer = None  # noqa: F841 (free the level's tensors)
+        c = s = content_t = grams = terms = optimizer = var = None  # noqa: F841 (free the level's tensors)
         del x, content_full, style_full, last_good
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -361,7 +376,7 @@ def _loop(
 
 
 def _evaluate_and_step(
-    net: VGGFeatures, terms: list[Any], x: torch.Tensor, optimizer: torch.optim.Optimizer,
+    net: VGGFeatures, terms: list[Any], var: PyramidImage, optimizer: Any,
     device: torch.device, dtype: Optional[torch.dtype], want_image: bool, channels_last: bool = True,
     clamp_in_graph: bool = False,
 ) -> tuple[dict[str, float], Optional[torch.Tensor]]:
@@ -373,11 +388,10 @@ def _evaluate_and_step(
         if clamp_in_graph:
             # G = clamp(x, 0, 1) inside the graph (measurement only): consistent curvature pairs, but
             # a pixel pushed past 0 or 1 gets no gradient and stays there (a black content never moves)
-            g = x.clamp(0.0, 1.0)
+            g = var.image().clamp(0.0, 1.0)
         else:
-            with torch.no_grad():
-                x.clamp_(0.0, 1.0)  # the textbook's way: project x onto [0, 1] before evaluating
-            g = x
+            var.project_()  # the textbook's way: project G onto [0, 1] before evaluating
+            g = var.image()
         with _autocast(device, dtype):
             feats = net(g.contiguous(memory_format=torch.channels_last) if channels_last else g)
         total, parts = evaluate(terms, feats, g)

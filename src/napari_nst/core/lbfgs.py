@@ -1,0 +1,119 @@
+"""L-BFGS with one objective evaluation per step, for a variable projected onto [0, 1] between steps.
+
+torch's ``LBFGS(max_iter=1)`` (the textbook's optimiser) builds its curvature pairs from the step
+it *proposed* (``s = t * d``), but the textbook then clamps the image before the next evaluation,
+so the pair describes a move that did not happen. Here ``s`` is the move between the two points
+that were actually evaluated (after the projection), so every pair is consistent. The rest is
+textbook L-BFGS (Nocedal & Wright, algorithm 7.4: two-loop recursion, ``H0 = s.y / y.y``, no line
+search, unit step), with safeguards (departures from torch's optimiser, not from the paper,
+which does not specify L-BFGS's details):
+
+* ``max_change``: a step that would move some pixel of the image by more than this is shortened
+  to that (a trust region in image units; the image lives in [0, 1], so larger moves overshoot);
+* a step that made the objective worse (or not finite) is undone half way: the next evaluation is
+  half way back towards the last better point, which stays the reference, and the curvature pairs
+  are dropped (a backtracking line search, one evaluation at a time). Without this, and without
+  the trust region, L-BFGS on a pyramid-parametrised image was seen to diverge (objective x1000);
+* a pair with ``s.y <= 1e-10`` (no positive curvature) is not stored, as in torch.
+
+The first step is torch's: ``-g * min(1, 1 / sum|g|)``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import torch
+
+
+class LBFGS:
+    """Minimise ``closure()`` over ``params``; :meth:`step` evaluates it exactly once.
+
+    ``closure`` zeroes the gradients, projects the variable if it wants to, evaluates the
+    objective, calls ``backward`` and returns the loss. ``image_change(deltas)`` (optional) maps a
+    step in ``params`` to the largest absolute change it makes to the image; used with
+    ``max_change``.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], history: int = 20, max_change: Optional[float] = None,
+                 image_change: Optional[Callable[[list[torch.Tensor]], float]] = None) -> None:
+        self.params = list(params)
+        self.history = int(history)
+        self.max_change = max_change
+        self.image_change = image_change
+        self.pairs: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=max(1, self.history))
+        self._x_prev: Optional[torch.Tensor] = None
+        self._g_prev: Optional[torch.Tensor] = None
+        self._f_prev = float("inf")
+        self.steps_shortened = 0
+        self.steps_back = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def _flat(self, grads: bool) -> torch.Tensor:
+        parts = []
+        for p in self.params:
+            t = p.grad if grads else p.detach()
+            parts.append(torch.zeros_like(p).reshape(-1) if t is None else t.reshape(-1))
+        return torch.cat(parts).float()
+
+    def _direction(self, g: torch.Tensor) -> torch.Tensor:
+        if not self.pairs:
+            return -g * min(1.0, 1.0 / max(float(g.abs().sum()), 1e-30))
+        q = -g  # new tensor
+        alphas = []
+        for s, y, rho in reversed(self.pairs):
+            a = rho * float(s @ q)
+            q.add_(y, alpha=-a)
+            alphas.append(a)
+        s, y, _ = self.pairs[-1]
+        q.mul_(float(s @ y) / float(y @ y))
+        for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
+            b = rho * float(y @ q)
+            q.add_(s, alpha=a - b)
+        return q
+
+    def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        out, i = [], 0
+        for p in self.params:
+            n = p.numel()
+            out.append(flat[i:i + n].view_as(p))
+            i += n
+        return out
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+        with torch.enable_grad():
+            loss = closure()
+        f = float(loss)
+        x, g = self._flat(False), self._flat(True)
+        if self._x_prev is not None and self.history > 0:
+            s, y = x - self._x_prev, g - self._g_prev
+            ys = float(y @ s)
+            if ys > 1e-10:
+                self.pairs.append((s, y, 1.0 / ys))
+        if self._x_prev is not None and not f <= self._f_prev:
+            # the step made things worse (or not finite): go back half way towards the last
+            # better point, which stays the reference (a backtracking line search, one evaluation
+            # at a time)
+            d = (self._x_prev - x).mul_(0.5)
+            self.steps_back += 1
+            self.pairs.clear()  # the curvature model misled: start it again
+        else:
+            d = self._direction(g)
+            if self.max_change is not None and self.image_change is not None:
+                change = self.image_change(self._split(d))
+                if change > self.max_change:
+                    d.mul_(self.max_change / change)
+                    self.steps_shortened += 1
+            self._x_prev, self._g_prev, self._f_prev = x, g, f
+        for p, dp in zip(self.params, self._split(d)):
+            p.add_(dp.to(p.dtype))
+        return loss

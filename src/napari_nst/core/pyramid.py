@@ -1,0 +1,79 @@
+"""The variable the optimiser moves: the pastiche's pixels, or a Laplacian-style pyramid of them.
+
+Departure from the paper (an option, ``Options.pyramid``; 0 = the paper's way): Gatys et al.
+optimise the pixels of G directly. Here G can instead be the sum of ``levels + 1`` layers, each
+upsampled (bilinear) to the full size::
+
+    G = z_0 + gamma * up(z_1) + gamma^2 * up(z_2) + ...      z_k at 1/2^k of the size
+
+The objective is unchanged (it is a function of G only, and every G is reachable through z_0);
+only the optimiser's coordinates change. A gradient step in z moves low frequencies further than
+a step in the pixels (a multigrid-like preconditioner: the gradient of z_k sums 4^k pixels'
+gradients), which is where L-BFGS without a line search is slowest on this objective
+(docs/performance.md measures it). At the start z_0 is the initial image and the other layers are
+zero, so G starts exactly where the pixel parametrisation starts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class PyramidImage:
+    """The pastiche ``G`` as a pyramid of ``levels`` coarser layers on top of the pixels."""
+
+    def __init__(self, image: torch.Tensor, levels: int = 0, gamma: float = 0.5) -> None:
+        if levels < 0:
+            raise ValueError(f"levels must be >= 0, got {levels}")
+        h, w = image.shape[-2:]
+        self.shape = (int(h), int(w))
+        self.gamma = float(gamma)
+        self.layers = [image.detach().clone().contiguous().requires_grad_(True)]
+        for k in range(1, levels + 1):
+            hk, wk = -(-h // 2**k), -(-w // 2**k)  # ceil: never empty
+            self.layers.append(torch.zeros(1, image.shape[1], hk, wk, device=image.device).requires_grad_(True))
+            if hk == 1 and wk == 1:
+                break  # a 1x1 layer is the last one that adds anything
+
+    @property
+    def levels(self) -> int:
+        """Coarser layers in use (0: the pixels themselves)."""
+        return len(self.layers) - 1
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """The tensors the optimiser moves."""
+        return self.layers
+
+    def image(self) -> torch.Tensor:
+        """``G`` (differentiable with respect to the layers)."""
+        return self.compose(self.layers)
+
+    def compose(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        """The image that ``layers`` (shaped like :attr:`params`) stand for; linear in them."""
+        if len(layers) == 1:
+            return layers[0]
+        g = layers[0]
+        for k, z in enumerate(layers[1:], start=1):
+            g = g + self.gamma**k * F.interpolate(z, size=self.shape, mode="bilinear", align_corners=False)
+        return g
+
+    @torch.no_grad()
+    def change(self, deltas: list[torch.Tensor]) -> float:
+        """The largest absolute change a step ``deltas`` in the layers makes to the image."""
+        return float(self.compose(deltas).abs().max())
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Make ``G`` lie in [0, 1] (the textbook clamp before each evaluation), through ``z_0``."""
+        if not self.levels:
+            self.layers[0].clamp_(0.0, 1.0)
+            return
+        g = self.image()
+        self.layers[0].add_(g.clamp(0.0, 1.0) - g)
+
+    @torch.no_grad()
+    def detached(self) -> torch.Tensor:
+        """A copy of ``G`` clamped to [0, 1], outside the graph."""
+        return self.image().detach().clamp(0.0, 1.0)
