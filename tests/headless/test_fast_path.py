@@ -20,6 +20,20 @@ def test_defaults_are_the_fast_path():
     assert o.optimizer == "lbfgs"
     assert engine.LBFGS_HISTORY <= 20, "a long L-BFGS history costs memory without paying"
     assert "history_size" not in o.extra and "channels_last" not in o.extra
+    # the optimiser: our L-BFGS through a pyramid (docs/performance.md, target 2), not torch's on pixels
+    assert o.pyramid >= 3 and "lbfgs" not in o.extra and "max_change" not in o.extra
+
+
+def test_default_optimiser_is_ours_through_the_pyramid():
+    from napari_nst.core.lbfgs import LBFGS
+    from napari_nst.core.pyramid import PyramidImage
+
+    o = Options()
+    var = PyramidImage(torch.rand(1, 3, 64, 48), o.pyramid, engine.PYRAMID_GAMMA)
+    opt = engine._make_optimizer(o, var)
+    assert isinstance(opt, LBFGS) and opt.history == engine.LBFGS_HISTORY
+    assert opt.max_change == engine.LBFGS_MAX_CHANGE and opt.image_change == var.change
+    assert var.levels == o.pyramid and opt.params == var.params
 
 
 def test_auto_precision_is_bf16_where_the_cpu_runs_it_fast():
@@ -36,7 +50,7 @@ def test_cli_defaults_follow_options():
 
     o = Options()
     assert cli._DEFAULTS.scales == o.scales and cli._DEFAULTS.precision == o.precision
-    assert cli._DEFAULTS.steps == o.steps
+    assert cli._DEFAULTS.steps == o.steps and cli._DEFAULTS.pyramid == o.pyramid
 
 
 def test_default_run_uses_channels_last_autocast_and_levels(monkeypatch, fast, content, style):

@@ -60,7 +60,8 @@ class Options:
     pooling : str
         ``max`` (torchvision's network) or ``avg`` (the paper's recommendation).
     optimizer : str
-        ``lbfgs`` or ``adam``.
+        ``lbfgs`` (the paper's; one evaluation per step, with a trust region and backtracking so
+        that it cannot diverge) or ``adam``.
     init : str or array
         ``content``, ``noise``, or an image array to start from (e.g. an earlier pastiche).
     scales : int
