@@ -43,7 +43,7 @@ class LBFGS:
         self.history = int(history)
         self.max_change = max_change
         self.image_change = image_change
-        self.pairs: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=max(1, self.history))
+        self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=max(1, self.history))
         self._x_prev: Optional[torch.Tensor] = None
         self._g_prev: Optional[torch.Tensor] = None
         self._f_prev = float("inf")
@@ -67,17 +67,17 @@ class LBFGS:
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         if not self.pairs:
             return -g * min(1.0, 1.0 / max(float(g.abs().sum()), 1e-30))
+        # two-loop recursion; scalars stay tensors so that a GPU is not synchronised per pair
         q = -g  # new tensor
         alphas = []
         for s, y, rho in reversed(self.pairs):
-            a = rho * float(s @ q)
-            q.add_(y, alpha=-a)
+            a = rho * (s @ q)
+            q.sub_(y * a)
             alphas.append(a)
         s, y, _ = self.pairs[-1]
-        q.mul_(float(s @ y) / float(y @ y))
+        q.mul_((s @ y) / (y @ y))
         for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
-            b = rho * float(y @ q)
-            q.add_(s, alpha=a - b)
+            q.add_(s * (a - rho * (y @ q)))
         return q
 
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
@@ -96,8 +96,8 @@ class LBFGS:
         x, g = self._flat(False), self._flat(True)
         if self._x_prev is not None and self.history > 0:
             s, y = x - self._x_prev, g - self._g_prev
-            ys = float(y @ s)
-            if ys > 1e-10:
+            ys = y @ s
+            if float(ys) > 1e-10:
                 self.pairs.append((s, y, 1.0 / ys))
         if self._x_prev is not None and not f <= self._f_prev:
             # the step made things worse (or not finite): go back half way towards the last
