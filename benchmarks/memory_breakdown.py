@@ -1,24 +1,29 @@
 """What napari-nst's peak resident memory is made of, measured variant by variant.
 
-Each variant runs in a fresh subprocess: it loads the benchmark problem exactly as
-``bench_cpu.py --parts memory`` does (``baseline.setup``: torch, the network, the images), builds
-a second network as ``engine.run`` does, and runs an engine-like loop (clamp in place, bf16
-autocast, channels_last, napari-nst's objective terms, ``torch.optim.LBFGS`` with one evaluation
-per step and history 20) for ``--evals`` evaluations. It reports the process's peak resident
-memory (VmHWM), and, from the first evaluation, the bytes autograd saved for backward (unique
-storages seen by ``torch.autograd.graph.saved_tensors_hooks``) and the largest number of bytes
-malloc had handed out (``mallinfo2``: arena + mmapped in use) sampled after the forward pass and
-at every feature map's gradient during backward. VmHWM minus that is allocator slack.
+Each variant runs in a fresh subprocess. It loads the benchmark problem exactly as
+``bench_cpu.py --parts memory`` does (``baseline.setup``: torch, the network, the images), then
+either runs ``engine.run`` itself (``engine*``), the textbook baseline (``baseline*``), or an
+engine-like loop (all other variants): a second network as ``engine.run`` builds, the image
+clamped in place, bf16 autocast, channels_last input, napari-nst's objective terms, and
+``torch.optim.LBFGS`` with one evaluation per step and history 20 (the optimiser the engine had
+when this was written; it stands in for any optimiser that keeps 20 pairs). For ``--evals``
+evaluations it reports the process's peak resident memory (VmHWM) and, from the first evaluation
+of the loop, the bytes autograd saved for backward (unique storages seen by
+``torch.autograd.graph.saved_tensors_hooks``), the largest number of bytes malloc had handed out
+(``mallinfo2``: arena + mmapped in use), sampled after every layer of the forward pass and before
+and after every node of the backward pass, and the largest VmRSS at those samples. The rest of
+VmHWM is allocator slack (freed memory glibc keeps) and the shared libraries' pages.
 
-One knob changes per variant, so the differences are the breakdown::
+One knob changes per variant (``--list``), so the differences are the breakdown::
 
-    python benchmarks/memory_breakdown.py                      # all variants, 512 px, 25 evaluations
-    python benchmarks/memory_breakdown.py --variants default,plain-gram --evals 3
-    python benchmarks/memory_breakdown.py --list
+    python benchmarks/memory_breakdown.py --evals 3 --repeats 2            # the network, every variant
+    python benchmarks/memory_breakdown.py --variants default,seed-network --evals 3
+    python benchmarks/memory_breakdown.py --variants engine,engine-seed-network --evals 110
+    python benchmarks/memory_breakdown.py --variants default --evals 40 --trace   # heap per layer/node/eval
 
-The L-BFGS history reaches its 20 pairs after 21 evaluations: ``--evals 25`` shows all of it;
-``--evals 3`` shows the network alone. ``engine`` runs ``engine.run`` itself, as bench_cpu.py's
-napari-nst side does, to check that the loop here is a faithful stand-in.
+The L-BFGS history reaches its 20 pairs after 21 evaluations: ``--evals 3`` shows the network,
+``--evals 110`` what bench_cpu.py measures. VmHWM varies by a few tens of MiB from run to run
+(where glibc places blocks): ``--repeats`` gives the range.
 """
 
 from __future__ import annotations
@@ -37,46 +42,60 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MiB = 2**20
 
-#: the knobs of the default variant: what engine.run does (bench_cpu's napari-nst side)
+#: the knobs of the default variant: what engine.run does with losses.py and vgg.py as they are
 DEFAULT: dict[str, Any] = {
     "mode": "loop",  # "loop" (below), "engine" (engine.run), "baseline" (baseline.run_baseline), "setup"
     "precision": "bf16",  # or "fp32"
     "channels_last": True,
-    "gram": "default",  # losses.gram as it is now; "plain": f.float() @ f.float().T (the seed's)
-    "pool": "default",  # vgg's pooling as it is now; "torch": nn.MaxPool2d (int64 indices)
-    "autocast_cache": True,  # autocast keeps bf16 copies of the weights
-    "checkpoint": 0,  # recompute the first N layers of the network in backward (0: none)
-    "history": 20,
+    "gram": "default",  # losses.gram as it is; "plain": autograd through f.float() @ f.float().T (the seed's)
+    "pool": "default",  # vgg's pooling as it is; "torch": nn.MaxPool2d (keeps int64 indices)
+    "share_weights": True,  # False: each network its own copy of the weights (vgg.py before it shared them)
+    "autocast_cache": True,  # autocast's cache of bf16 weight copies (only for weights that require grad)
+    "checkpoint": 0,  # recompute the network's first N layers in backward (torch.utils.checkpoint)
     "backward": True,  # False: forward only, under no_grad
     "second_net": True,  # engine.run builds its own network beside baseline.setup's
-    "share_weights": True,  # False: each network holds its own copy of the weights (before vgg.py shared them)
-    "env": {},  # environment of the child (malloc tunables)
+    "history": 20,  # L-BFGS pairs
+    "history_ring": False,  # copy each new L-BFGS pair into one block allocated up front
+    "relu_grad_in_place": False,  # ReLU backward masks the incoming gradient in place (a prototype)
+    "trim_each_eval": False,  # malloc_trim(0) after each evaluation (glibc)
+    "env": {},  # environment of the child (glibc malloc tunables)
     "mallopt": {},  # mallopt(param, value) in-process before the run (M_MMAP_THRESHOLD = -3, ...)
-    "trace": False,  # keep every sample of the first evaluation (--trace prints them)
+    "trace": False,  # keep every sample (--trace prints them)
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "setup": {"mode": "setup"},
+    "setup": {"mode": "setup"},  # torch + network + images + targets, no evaluation
     "engine": {"mode": "engine"},
+    # engine.run with the network and losses as they were before (commit 959efd9)
+    "engine-seed-network": {"mode": "engine", "gram": "plain", "pool": "torch", "share_weights": False},
     "default": {},
-    "forward-only": {"backward": False},
+    "seed-network": {"gram": "plain", "pool": "torch", "share_weights": False},
     "plain-gram": {"gram": "plain"},
     "torch-maxpool": {"pool": "torch"},
-    "seed-losses+torch-maxpool": {"gram": "plain", "pool": "torch"},
+    "unshared-weights": {"share_weights": False},
+    "one-net": {"second_net": False},
+    "forward-only": {"backward": False},
     "no-autocast-cache": {"autocast_cache": False},
     "contiguous": {"channels_last": False},
     "fp32": {"precision": "fp32", "channels_last": False},
-    "one-net": {"second_net": False},
-    "unshared-weights": {"share_weights": False},
+    "checkpoint-block1": {"checkpoint": 5},  # conv1_1 .. pool1
+    "relu-grad-in-place": {"relu_grad_in_place": True},
     "history-1": {"history": 1},
-    "checkpoint-block1": {"checkpoint": 4},
+    "history-ring": {"history_ring": True},
+    "malloc-trim-each-eval": {"trim_each_eval": True},
     "arena-max-1": {"env": {"MALLOC_ARENA_MAX": "1"}},
+    "trim-threshold-0": {"env": {"MALLOC_TRIM_THRESHOLD_": "0"}},
     "mmap-threshold-1MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(MiB)}},
+    "mallopt-mmap-1MiB": {"mallopt": {"-3": MiB}},  # the same, set in-process
     "mmap-threshold-4MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(4 * MiB)}},
     "mmap-threshold-16MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(16 * MiB)}},
-    "mallopt-mmap-1MiB": {"mallopt": {"-3": MiB}},
-    "trim-threshold-0": {"env": {"MALLOC_TRIM_THRESHOLD_": "0"}},
+    "mmap-threshold-20MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(20 * MiB)}},
+    "mmap-20MiB+trim-64MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(20 * MiB),
+                                      "MALLOC_TRIM_THRESHOLD_": str(64 * MiB)}},
     "baseline": {"mode": "baseline"},
+    # baseline.py builds its network with vgg.build_vgg, so it gets vgg.py's savings too; this is
+    # it with torch's max pooling and its own copy of the weights (the textbook network)
+    "baseline-textbook": {"mode": "baseline", "pool": "torch", "share_weights": False},
 }
 
 
@@ -135,9 +154,16 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
                 p.data = p.data.clone()
 
         vgg._fit = fit_copy
+    if knobs["gram"] == "plain":
+        losses.gram = _plain_gram  # style_loss looks gram up at call time
+    if knobs["pool"] == "torch":
+        vgg.MaxPool2x2 = lambda: torch.nn.MaxPool2d(2, 2)  # VGGFeatures looks it up at build time
     prob = B.setup(size)
     res["rss_setup"], res["heap_setup"], res["hwm_setup"] = _status("VmRSS"), heap(), _status("VmHWM")
     mode = knobs["mode"]
+    import resource
+
+    flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     if mode == "baseline":
         B.run_baseline(prob, evals)
     elif mode == "engine":
@@ -149,6 +175,7 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
             pass
     elif mode == "loop":
         res.update(_loop(knobs, prob, evals, torch, engine, losses, vgg, libc))
+    res["minflt_run_per_eval"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0) / max(1, evals)
     res["hwm"] = _status("VmHWM")
     res["rss_end"] = _status("VmRSS")
     return res
@@ -157,17 +184,32 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
 def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any]:
     from napari_nst.core.losses import ContentTerm, StyleTarget, StyleTerm, evaluate
 
-    if knobs["gram"] == "plain":
-        losses.gram = _plain_gram  # style_loss looks gram up at call time
     net = prob.net
     if knobs["second_net"]:
         import baseline as B
 
         net = vgg.build_vgg(B.MODEL, B.LAYERS, weights=B.WEIGHTS, pooling="max")
-    if knobs["pool"] == "torch":
+    if knobs["relu_grad_in_place"]:
+        class _ReluFn(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, t):
+                t.relu_()
+                ctx.mark_dirty(t)
+                ctx.save_for_backward(t)
+                return t
+
+            @staticmethod
+            def backward(ctx, g):
+                (out,) = ctx.saved_tensors
+                return g.masked_fill_(~(out > 0), 0)
+
+        class _Relu(torch.nn.Module):
+            def forward(self, t):
+                return _ReluFn.apply(t)
+
         for i, m in enumerate(net.layers):
-            if isinstance(m, torch.nn.MaxPool2d) or type(m).__name__.endswith("MaxPool2d"):
-                net.layers[i] = torch.nn.MaxPool2d(2, 2)
+            if isinstance(m, torch.nn.ReLU) and m.inplace:
+                net.layers[i] = _Relu()
     dtype = torch.bfloat16 if knobs["precision"] == "bf16" else None
     style_layers = list(prob.nm)
     layer_w = {n: 1.0 / len(style_layers) for n in style_layers}
@@ -250,9 +292,9 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
         if t.dtype == torch.int64:
             return "int64 pool indices"
         if t.dim() == 4 and t.shape[-1] == 3 and t.shape[-2] == 3:
-            return "conv weights"
-        if t.dim() == 2 and t.dtype == torch.float32:
-            return "float32 (N, M) feature copies (Gram)"
+            return f"{str(t.dtype)[6:]} conv weights"
+        if t.dim() == 2 and t.shape[0] != t.shape[1]:
+            return f"{str(t.dtype)[6:]} (N, M) features for a Gram"
         if t.dim() == 4 and t.shape[0] == 1:
             return f"{str(t.dtype)[6:]} activations"
         return "other"
@@ -266,8 +308,8 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
 
         def pack(t):
             if first[0]:
-                st = t.untyped_storage()
-                seen[st.data_ptr()] = (st.nbytes(), kind(t))
+                st = t.untyped_storage()  # a storage counts once, under the name it was first saved as
+                seen.setdefault(st.data_ptr(), (st.nbytes(), kind(t)))
             return t
 
         ac = (torch.autocast("cpu", dtype=dtype, cache_enabled=knobs["autocast_cache"]) if dtype is not None
@@ -302,13 +344,36 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
 
     import resource
 
+    ring = None
+    if knobs["history_ring"]:
+        ring = torch.empty(2 * knobs["history"] + 2, x.numel(), dtype=x.dtype)
+
+    def into_ring() -> None:  # what the engine would do after each optimizer.step()
+        st = opt.state[x]
+        lists = [st.get("old_dirs") or [], st.get("old_stps") or []]
+        used = {t.data_ptr() for lst in lists for t in lst}
+        free = (row for row in ring if row.data_ptr() not in used)
+        for lst in lists:
+            if lst and not (ring.data_ptr() <= lst[-1].data_ptr() < ring.data_ptr() + ring.nbytes):
+                slot = next(free)
+                slot.copy_(lst[-1])
+                lst[-1] = slot
+
     for _ in range(evals):
         if knobs["backward"]:
             opt.step(closure)
+            if ring is not None:
+                into_ring()
+            if knobs["trim_each_eval"]:
+                libc.malloc_trim(0)
         else:
             closure_nograd()
         if _ == 0:
             flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        if knobs.get("trace") and libc is not None:
+            mi = libc.mallinfo2()
+            stats.setdefault("per_eval", []).append(
+                (_ + 1, _status("VmRSS"), _status("VmHWM"), mi.arena, mi.fordblks, mi.hblkhd, heap()))
     flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
     stats["minflt_per_eval"] = flt / max(1, evals - 1)
     stats["heap_end"] = heap()
@@ -328,6 +393,34 @@ def run_variant(name: str, size: int, evals: int, trace: bool = False) -> dict[s
         raise RuntimeError(f"{name}: {p.stderr[-3000:]}")
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
+
+
+def flops(size: int) -> dict[str, float]:
+    """Multiply-adds x 2 of one evaluation on the benchmark problem (vgg16 to relu5_1, frozen
+    weights: the backward pass computes only the gradient of each convolution's input)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(HERE))
+    import baseline as B
+    from napari_nst.core.images import resized_shape
+    from napari_nst.core.io import read_image
+    from napari_nst.core.layers import _CFGS, layer_names
+
+    h, w = resized_shape(read_image(B.CONTENT).shape[:2], size)
+    names = layer_names(B.MODEL)
+    last = max(names.index(n) for n in B.LAYERS)
+    conv, gram, cin, i = [], 0.0, 3, 0
+    for v in _CFGS[B.MODEL]:
+        if i > last:
+            break
+        if v == "M":
+            h, w, i = h // 2, w // 2, i + 1
+            continue
+        conv.append(2.0 * cin * v * 9 * h * w)
+        if names[i + 1] in ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"):
+            gram += 2.0 * v * v * h * w
+        cin, i = v, i + 2
+    fwd = sum(conv) + gram
+    return {"forward": fwd, "backward": sum(conv) + 2 * gram, "block1": conv[0] + conv[1]}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -357,13 +450,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         rs = [run_variant(name, args.size, args.evals, args.trace) for _ in range(args.repeats)]
         for where, h, rss in rs[0].get("trace", []):
             print(f"    {h / MiB:7.1f} {rss / MiB:7.1f}  {where}")
+        if rs[0].get("per_eval"):
+            print("    after evaluation: VmRSS, VmHWM, malloc arena, free in arena, mmapped, in use (MiB)")
+        for row in rs[0].get("per_eval", []):
+            print("    " + " ".join(f"{v / MiB:7.0f}" if i else f"{v:4d}" for i, v in enumerate(row)))
         hw = sorted(r["hwm"] / MiB for r in rs)
         r = rs[0]
         hwm = f"{hw[0]:.0f}" if len(hw) == 1 else f"{hw[0]:.0f}-{hw[-1]:.0f}"
         row = (f"| {name} | {hwm} | {r.get('saved', 0) / MiB:.0f} | {r.get('heap_peak', 0) / MiB:.0f} | "
                f"{r.get('heap_peak_at', '')} | {r.get('heap_before', 0) / MiB:.0f} | "
                f"{r.get('rss_peak', 0) / MiB:.0f} | {r.get('rss_peak_at', '')} | "
-               f"{r.get('minflt_per_eval', 0):.0f} |")
+               f"{r.get('minflt_per_eval', r.get('minflt_run_per_eval', 0)):.0f} |")
         rows.append(row)
         print(row, flush=True)
         d = (f"- {name}: VmRSS after import torch {r['rss_import'] / MiB:.0f}, after setup {r['rss_setup'] / MiB:.0f} "
@@ -374,6 +471,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                                         sorted(r["saved_by_kind"].items(), key=lambda kv: -kv[1]))
         details.append(d)
         print("  " + d, flush=True)
+    fl = flops(args.size)
+    total = fl["forward"] + fl["backward"]
+    note = (f"One evaluation: {total / 1e9:.0f} GFLOP (forward {fl['forward'] / 1e9:.0f}, backward "
+            f"{fl['backward'] / 1e9:.0f}); recomputing conv1_1 and conv1_2 in backward (checkpoint-block1) "
+            f"adds {fl['block1'] / 1e9:.1f} GFLOP, +{100 * fl['block1'] / total:.1f}%.")
+    print(note)
+    details.append(note)
     if args.out:
         Path(args.out).write_text("\n".join(rows + [""] + details) + "\n")
     return 0
