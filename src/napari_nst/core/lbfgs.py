@@ -14,9 +14,11 @@ which does not specify L-BFGS's details):
   half way back towards the last better point, which stays the reference, and the curvature pairs
   are dropped (a backtracking line search, one evaluation at a time). Without this, and without
   the trust region, L-BFGS on a pyramid-parametrised image was seen to diverge (objective x1000);
-* a pair with ``s.y <= 1e-10`` (no positive curvature) is not stored, as in torch.
+* a pair without positive curvature (``s.y <= 1e-8 |s| |y|``) is not stored; torch's test is
+  ``s.y <= 1e-10``, which is scale-dependent and rejected every pair of a float32 run here.
 
-The first step is torch's: ``-g * min(1, 1 / sum|g|)``.
+Without curvature pairs (the first step, after a failure) the step is steepest descent that moves
+the image by ``max_change / 4`` at most (torch's ``-g * min(1, 1 / sum|g|)`` without a trust region).
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ class LBFGS:
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         if not self.pairs:
+            if self.max_change is not None and self.image_change is not None:
+                # steepest descent that moves the image by a quarter of the trust region: torch's
+                # first step (below) is so short that on this objective the curvature it sees is
+                # negative and L-BFGS never gets a pair (seen at 256 px in float32)
+                change = self.image_change(self._split(g))
+                if change > 0:
+                    return g * (-0.25 * self.max_change / change)
             return -g * min(1.0, 1.0 / max(float(g.abs().sum()), 1e-30))
         # two-loop recursion; scalars stay tensors so that a GPU is not synchronised per pair
         q = -g  # new tensor
@@ -97,7 +106,9 @@ class LBFGS:
         if self._x_prev is not None and self.history > 0:
             s, y = x - self._x_prev, g - self._g_prev
             ys = y @ s
-            if float(ys) > 1e-10:
+            # positive curvature, relative to the vectors' sizes: torch's absolute 1e-10 rejects
+            # every pair of a small objective's tiny first step, and L-BFGS never starts
+            if float(ys) > 1e-8 * float(s.norm() * y.norm()):
                 self.pairs.append((s, y, 1.0 / ys))
         if self._x_prev is not None and not f <= self._f_prev:
             # the step made things worse (or not finite): go back half way towards the last
