@@ -37,10 +37,12 @@ class _MaxPool2x2Fn(torch.autograd.Function):
     This keeps the input and the output instead, which the network keeps anyway (the input is
     the in-place ReLU's output, the output the next convolution's input), and finds each
     window's maximum again in backward: the first of the window's four values (row by row) that
-    equals it, which is the one torch's CPU and CUDA kernels pick on ties. So the gradient is
-    torch's, exactly: each output's gradient goes to one input, the others get 0.
-    (A NaN input is the one case that differs: torch routes the NaN output's gradient to it, this
-    routes it nowhere; the loss is NaN then anyway.)
+    equals it, which is the one torch's CPU kernels pick on ties (tested), and its CUDA kernels
+    too (they scan in the same order and keep the first strict maximum). So the gradient is
+    torch's, exactly: each output's gradient goes to one input, the others get 0. (On a device
+    whose kernel breaks ties otherwise, e.g. MPS, the gradient of a tie may go to another of the
+    tied inputs: an equally valid subgradient. A NaN input differs too: torch routes the NaN
+    output's gradient to it, this routes it nowhere; the loss is NaN then anyway.)
     """
 
     @staticmethod
