@@ -152,17 +152,18 @@ def part_reach(size: int, steps: int, variants: list[dict], repeats: int) -> dic
     target = trace[min(steps, len(trace)) - 1][2]
     print(f"  baseline: {steps} evaluations in {base_sec:.1f} s, objective {target:.5g}", flush=True)
     # per-evaluation cost of each working shape relative to the baseline's, measured interleaved
-    cost: dict[tuple[int, int], float] = {}
+    cost: dict[tuple, float] = {}
 
     def level_ratio(shape: tuple[int, int], opts: Options) -> float:
-        if shape not in cost:
+        key = (shape, opts.precision, json.dumps(opts.extra, sort_keys=True))  # not shape alone
+        if key not in cost:
             rs = []
             for _ in range(repeats):
                 tb = _time_baseline(prob, 6)
                 o = nst_options(max(shape), 0 + 8, dict(opts.extra), precision=opts.precision)
                 rs.append(_time_nst(prob, o, 6) / tb)
-            cost[shape] = statistics.median(rs)
-        return cost[shape]
+            cost[key] = statistics.median(rs)
+        return cost[key]
 
     rows = []
     for v in variants:
@@ -191,7 +192,7 @@ def part_reach(size: int, steps: int, variants: list[dict], repeats: int) -> dic
         rows.append(row)
         print(f"  reach {row}", flush=True)
     return {"size": size, "baseline_steps": steps, "baseline_objective": target, "baseline_wall": base_sec,
-            "level_cost_ratios": {f"{k[0]}x{k[1]}": v for k, v in cost.items()}, "rows": rows}
+            "level_cost_ratios": {f"{k[0][0]}x{k[0][1]} {k[1]} {k[2]}": v for k, v in cost.items()}, "rows": rows}
 
 
 # --------------------------------------------------------------------------- 3./4. memory, scaling

@@ -60,8 +60,8 @@ class Options:
     pooling : str
         ``max`` (torchvision's network) or ``avg`` (the paper's recommendation).
     optimizer : str
-        ``lbfgs`` (the paper's; one evaluation per step, with a trust region and backtracking so
-        that it cannot diverge) or ``adam``.
+        ``lbfgs`` (the paper's; one evaluation per step, with a trust region and backtracking
+        against divergence) or ``adam``.
     init : str or array
         ``content``, ``noise``, or an image array to start from (e.g. an earlier pastiche).
     scales : int
