@@ -67,7 +67,7 @@ class _MaxPool2x2Fn(torch.autograd.Function):
                 else:
                     hit &= ~taken
                     taken |= hit
-                gx[..., di:2 * ho:2, dj:2 * wo:2] = torch.where(hit, gy, zero)
+                torch.where(hit, gy, zero, out=gx[..., di:2 * ho:2, dj:2 * wo:2])  # in place: no temporary
         return gx
 
 
