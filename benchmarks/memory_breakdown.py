@@ -68,6 +68,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "engine": {"mode": "engine"},
     # engine.run with the network and losses as they were before (commit 959efd9)
     "engine-seed-network": {"mode": "engine", "gram": "plain", "pool": "torch", "share_weights": False},
+    "engine-fp32": {"mode": "engine", "precision": "fp32"},
     "default": {},
     "seed-network": {"gram": "plain", "pool": "torch", "share_weights": False},
     "plain-gram": {"gram": "plain"},
@@ -170,7 +171,8 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
         sys.path.insert(0, str(HERE))
         import bench_cpu as C
 
-        o = C.nst_options(size, evals, scales=1, preview_every=10**6)
+        o = C.nst_options(size, evals, scales=1, preview_every=10**6,
+                          precision="float32" if knobs["precision"] == "fp32" else "auto")
         for _ in engine.run(prob.content, prob.style, o):
             pass
     elif mode == "loop":
