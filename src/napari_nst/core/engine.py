@@ -128,7 +128,7 @@ def estimate_memory(shape: tuple[int, int], model: str = "vgg19", dtype: Optiona
     """Bytes a run at working ``shape`` (H, W) needs on its device beyond what is already in use.
 
     A linear model of the measurements: ``FIXED_BYTES`` + pixels x (network bytes per pixel +
-    optimiser state: L-BFGS keeps ``2 * history + 4`` image-sized vectors, Adam two).
+    optimiser state: L-BFGS keeps ``2 * history + 8`` vectors of up to 4/3 the image, Adam two).
     """
     px = int(shape[0]) * int(shape[1])
     key = (model if model in ("vgg16", "vgg19") else "vgg19", "bfloat16" if dtype is not None else "float32")
