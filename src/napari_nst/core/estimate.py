@@ -162,7 +162,10 @@ class ConsoleProgress:
         if line:
             self.bar.write(line, file=self.file)
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in rec.losses.items()}, refresh=False)
-        self.bar.update(rec.step - self.bar.n)
+        if rec.step < rec.total:
+            self.bar.update(rec.step - self.bar.n)
+        else:  # the last evaluation is drawn by close() alone (else twice in a log)
+            self.bar.n = rec.step
 
     def close(self) -> None:
         if self.bar is not None:
