@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def _run(c: np.ndarray, s: np.ndarray, opts: Options) -> Iterator[Any]:
     yield from run(c, s, opts)
 
 
-def stylize(content: ImageInput, style: ImageInput, *, progress: Optional[bool] = None, **options: Any) -> np.ndarray:
+def stylize(content: ImageInput, style: ImageInput, *, progress: bool | None = None, **options: Any) -> np.ndarray:
     """The whole run, blocking: the pastiche as float32 ``(H, W, 3)`` in [0, 1].
 
     Same arguments as :func:`iter_stylize`, and ``progress``: a tqdm bar on stderr with the

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numbers
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any
 
 Shape = tuple[int, int]
 
@@ -36,7 +36,7 @@ def estimate_seconds(
     shape: Shape | Sequence[Shape],
     steps: int | Sequence[int],
     seconds_per_eval: float,
-    measured_shape: Optional[Shape] = None,
+    measured_shape: Shape | None = None,
 ) -> float:
     """Seconds for ``steps`` evaluations at ``shape``, given ``seconds_per_eval`` measured at
     ``measured_shape`` (default: ``shape``; the rate scales with the pixels).
@@ -50,7 +50,7 @@ def estimate_seconds(
         raise ValueError(f"{len(shapes)} shapes but {len(counts)} evaluation counts; give one count per shape")
     ref = measured_shape if measured_shape is not None else shapes[-1]
     rate = seconds_per_megapixel(seconds_per_eval, ref)  # type: ignore[arg-type]
-    return sum(n * rate * megapixels(s) for s, n in zip(shapes, counts))  # type: ignore[arg-type]
+    return sum(n * rate * megapixels(s) for s, n in zip(shapes, counts, strict=True))  # type: ignore[arg-type]
 
 
 def format_seconds(seconds: float) -> str:
@@ -75,8 +75,8 @@ class RunEstimate:
         self.plan = [(tuple(s), int(n)) for s, n in plan]
         self.device = str(device).split(":")[0]
         self.announce_over = float(announce_over)
-        self.rate: Optional[float] = None  # seconds per evaluation per megapixel
-        self._first: Optional[float] = None
+        self.rate: float | None = None  # seconds per evaluation per megapixel
+        self._first: float | None = None
         self._step, self._elapsed, self._evals_measured = 0, 0.0, 0
         self._announced = False
 
@@ -90,13 +90,13 @@ class RunEstimate:
             self._evals_measured = 2
         self._step, self._elapsed = int(step), float(elapsed)
 
-    def total_seconds(self) -> Optional[float]:
+    def total_seconds(self) -> float | None:
         """Expected wall time of the whole run (None before the first evaluation)."""
         if self.rate is None or self._first is None:
             return None
         return self._first + self._seconds_after(1)
 
-    def remaining_seconds(self) -> Optional[float]:
+    def remaining_seconds(self) -> float | None:
         if self.rate is None:
             return None
         return self._seconds_after(self._step)
@@ -110,7 +110,7 @@ class RunEstimate:
             seconds += todo * self.rate * megapixels(shape)
         return seconds
 
-    def announcement(self) -> Optional[str]:
+    def announcement(self) -> str | None:
         """The one up-front line, e.g. ``"about 3 min on cpu (estimated after the first
         evaluations)"``: returned once, as soon as the estimate rests on two evaluations (or the
         run has only one), and only if the run will take longer than ``announce_over`` seconds."""
@@ -141,13 +141,13 @@ class ConsoleProgress:
     without it a multi-level run is estimated as if it were all at its first level's size.
     """
 
-    def __init__(self, file: Any = None, counts: Optional[Callable[[int, int], Sequence[int]]] = None,
-                 announce_over: Optional[float] = None) -> None:
+    def __init__(self, file: Any = None, counts: Callable[[int, int], Sequence[int]] | None = None,
+                 announce_over: float | None = None) -> None:
         self.file = file if file is not None else sys.stderr
         self.counts = counts
         self.announce_over = ANNOUNCE_OVER_S if announce_over is None else float(announce_over)
         self.bar: Any = None
-        self.estimate: Optional[RunEstimate] = None
+        self.estimate: RunEstimate | None = None
 
     def update(self, rec: Any) -> None:
         if self.bar is None:
