@@ -282,7 +282,8 @@ def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progr
     else:
         layer_w = dict(zip(opts.style_layers, opts.style_layer_weights))
     gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
-    net = build_vgg(opts.network, layers, weights=opts.weights, pooling=opts.pooling).to(device)
+    # model None: the network the weights file holds (vgg.resolve_model), else vgg19
+    net = build_vgg(opts.model, layers, weights=opts.weights, pooling=opts.pooling).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     yield from _loop(net, content, style, opts, device, dtype, shapes, counts, layer_w, gen)
