@@ -98,7 +98,7 @@ def stylize(content: ImageInput, style: ImageInput, *, progress: bool | None = N
     if progress is None:
         progress = _is_terminal(sys.stderr)
     image = None
-    with _console_progress(bool(progress)) as bar:
+    with console_progress(bool(progress)) as bar:
         for rec in records:
             if rec.image is not None:
                 image = rec.image
@@ -116,7 +116,9 @@ def _is_terminal(stream: Any) -> bool:
 
 
 @contextmanager
-def _console_progress(show: bool) -> Iterator[Any]:
+def console_progress(show: bool) -> Iterator[Any]:
+    """A :class:`~napari_nst.core.estimate.ConsoleProgress` on stderr (None when ``show`` is False);
+    ``stylize`` and the command line both use it."""
     if not show:
         yield None
         return
