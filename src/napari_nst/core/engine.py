@@ -269,6 +269,7 @@ def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
 def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progress]:
     """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style``; yield per evaluation."""
     device = pick_device(opts.device)
+    opts = opts.for_device(gpu=device.type != "cpu")  # size and steps "by device"
     dtype = autocast_dtype(opts.precision, device)
     layers = opts.layers
     opts.check_size(content.shape[:2])  # layer names were checked by Options.validate
@@ -281,7 +282,7 @@ def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progr
     else:
         layer_w = dict(zip(opts.style_layers, opts.style_layer_weights))
     gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
-    net = build_vgg(opts.model, layers, weights=opts.weights, pooling=opts.pooling).to(device)
+    net = build_vgg(opts.network, layers, weights=opts.weights, pooling=opts.pooling).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     yield from _loop(net, content, style, opts, device, dtype, shapes, counts, layer_w, gen)
@@ -312,7 +313,7 @@ def _loop(
     try:
         for level, (shape, count) in enumerate(zip(shapes, counts), start=1):
             c = resize(content_full, shape)
-            s = resize(style_full, resized_shape(style.shape[:2], max(1, round(max(shape) * opts.style_scale))))
+            s = resize(style_full, opts.style_shape(style.shape[:2], shape))
             content_t, grams, nm = _targets(net, c, s, opts)
             a, b = resolve_weights(opts, content_t, grams, layer_w, nm)
             terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], layer_w, b)]
