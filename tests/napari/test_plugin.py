@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from nst_helpers import open_widget, world_extent
 
-from napari_nst.core.options import Options
+from napari_nst.core.options import CPU_SIZE, CPU_STEPS, GPU_SIZE, Options
 
 pytestmark = pytest.mark.gui
 
@@ -72,21 +72,21 @@ def test_cpu_defaults_and_remembered_settings(make_napari_viewer):
     widget = open_widget(viewer)
     # no GPU on this machine: the quicker CPU defaults; the rest from the engine's Options
     assert widget._gpu is False
-    assert widget.size.value == min(256, Options().size)
-    assert widget.model.value == Options().model and widget.device.value == Options().device
+    assert widget.size.value == CPU_SIZE and widget.steps.value == CPU_STEPS
+    assert widget.options()["model"] == Options().model and widget.device.value == Options().device
     widget.steps.value = 77  # the user changes it ...
     widget.model.value = "vgg16"
     widget.show_advanced.value = True
     # ... a GPU turning up later changes only what the user did not set
     widget._on_probe_done({"cuda": ["Test GPU"], "mps": False})
-    assert widget.size.value == Options().size and widget.steps.value == 77
+    assert widget.size.value == GPU_SIZE and widget.steps.value == 77
     viewer2 = make_napari_viewer()
     widget2 = open_widget(viewer2)  # next session
     assert widget2.steps.value == 77 and widget2.model.value == "vgg16"
     assert widget2.show_advanced.value and not widget2.scales.native.isHidden()
-    assert widget2.size.value == min(256, Options().size)  # never set by the user: machine default
+    assert widget2.size.value == CPU_SIZE  # never set by the user: machine default
     widget2.reset_defaults.clicked.emit()
-    assert widget2.steps.value == min(100, Options().steps) and widget2.model.value == Options().model
+    assert widget2.steps.value == CPU_STEPS and widget2.options()["model"] == Options().model
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -142,4 +142,4 @@ def test_demo_sets_everything_up(make_napari_viewer, monkeypatch, vgg16_weights)
     assert str(widget.weights.value) == str(vgg16_weights)
     if "vgg16" in vgg16_weights.name:
         assert widget.model.value == "vgg16"
-    assert widget.worker is None and widget._touched == set()  # nothing remembered from the demo
+    assert widget.worker is None and widget.settings.touched == set()  # nothing remembered from the demo

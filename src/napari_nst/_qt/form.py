@@ -31,6 +31,8 @@ PLACEHOLDERS = {"auto_float": "auto", "floats": "equal"}
 FILE_FILTERS = {"weights": "PyTorch weights (*.pth *.pt);;All files (*)"}
 #: the widget's own words after a spec's help, where the widget adds a meaning
 EXTRA_TIPS = {"seed": "-1 = random."}
+#: the entry of a choice whose None means something ("from the weights file")
+AUTO = "auto"
 #: text fields: kinds read with Spec.parse
 TEXT_KINDS = ("auto_float", "names", "floats", "float")
 
@@ -64,7 +66,8 @@ def make_field(spec: Spec, init_choices: Callable[..., list[Any]], devices: list
     elif kind in TEXT_KINDS:
         w = LineEdit(value=spec.format(spec.default))
     elif kind == "choice":
-        w = ComboBox(choices=tuple(spec.choices or ()), value=spec.default)
+        choices = ((AUTO,) if spec.nullable else ()) + tuple(spec.choices or ())
+        w = ComboBox(choices=choices, value=AUTO if spec.default is None else spec.default)
     elif kind == "device":
         w = ComboBox(choices=devices, value=spec.default if spec.default in devices else devices[0])
     elif kind == "init":
@@ -108,11 +111,14 @@ class OptionsForm:
         if spec.kind == "path":
             text = str(w.value) if w.value else ""
             return text if text not in ("", ".") else None
+        if spec.kind == "choice" and spec.nullable and w.value == AUTO:
+            return None
         if isinstance(w, LineEdit) and spec.kind in TEXT_KINDS:
             try:
                 return spec.parse(w.value or "")
             except (OptionError, ValueError) as exc:
-                raise OptionError(f"{spec.label}: {exc}") from None
+                msg = str(exc).removeprefix(f"{spec.name}: ")
+                raise OptionError(f"{spec.label}: {msg}") from None
         return w.value
 
     def options(self) -> dict[str, Any]:
@@ -138,5 +144,7 @@ class OptionsForm:
             w.value = None
         elif isinstance(w, LineEdit):
             w.value = spec.format(spec.default)
+        elif spec.kind == "choice" and spec.default is None:
+            w.value = AUTO
         elif spec.default is not None:
             w.value = spec.default

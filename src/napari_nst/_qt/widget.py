@@ -125,7 +125,7 @@ class StyleTransferWidget(Container):
 
     def _apply_machine_defaults(self) -> None:
         """Fields whose default is "by device" (size, steps) that the user did not set."""
-        machine = Options.for_device(self._will_use_gpu())
+        machine = Options().for_device(self._will_use_gpu())
         with self.settings.quiet():
             for name, s in self.form.specs.items():
                 if s.default is None and s.kind == "int" and name not in self.settings.touched:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..core.images import resized_shape
+from ..core.options import Options
 from .inputs import LayerSnapshot, slice_axes, slice_shape
 
 
@@ -36,8 +37,9 @@ class Task:
 
     @property
     def style_long_edge(self) -> int:
-        """The style image's long edge at the finest level (``size * style_scale``), as the engine resizes it."""
-        return max(1, round(int(self.options["size"]) * float(self.options.get("style_scale", 1.0))))
+        """The style image's long edge at the finest level, by the engine's own formula."""
+        opts = Options(style_scale=float(self.options.get("style_scale", 1.0)))
+        return max(opts.style_shape(slice_shape(self.style, self.style_axes), self.final_shape))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from typing import Any, Optional
 import numpy as np
 
 from ..core.errors import EngineProcessError
-from ..core.options import Options
 from ..core.records import Progress
 from .inputs import read_input
 from .plan import Task
@@ -70,17 +69,6 @@ def read_inputs(task: Task) -> Inputs:
     return Inputs(content, style, options, [n for n in (c_note, s_note, i_note) if n])
 
 
-def _engine_options(options: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """Options with the preview throttle, and the process's own ``min_interval``.
-
-    The engine makes a preview image only where one will be shown (``preview_interval``); an
-    engine without that option (before it was declared) gets the old throttle in the child.
-    """
-    if "preview_interval" in Options.names():
-        return {**options, "preview_interval": PREVIEW_INTERVAL}, 0.0
-    return dict(options), PREVIEW_INTERVAL
-
-
 class ProcessRunner:
     """Runs one task at a time in an engine process; :meth:`cancel` from any thread."""
 
@@ -102,9 +90,9 @@ class ProcessRunner:
         """The engine's progress records for ``inputs``; ends quietly when cancelled."""
         from ..core import remote  # looked up now: the tests replace EngineProcess
 
-        options, min_interval = _engine_options(inputs.options)
-        proc = remote.EngineProcess(inputs.content, inputs.style, min_interval=min_interval, nice=ENGINE_NICE,
-                                    **options)
+        # the engine makes a preview image only where one will be shown (no images made to be dropped)
+        options = {**inputs.options, "preview_interval": PREVIEW_INTERVAL}
+        proc = remote.EngineProcess(inputs.content, inputs.style, nice=ENGINE_NICE, **options)
         self.proc = proc
         if self.cancelled:
             proc.cancel()
