@@ -143,3 +143,38 @@ def test_demo_sets_everything_up(make_napari_viewer, monkeypatch, vgg16_weights)
     if "vgg16" in vgg16_weights.name:
         assert widget.model.value == "vgg16"
     assert widget.worker is None and widget.settings.touched == set()  # nothing remembered from the demo
+
+
+def test_every_form_option_has_a_generated_field(make_napari_viewer):
+    from napari_nst.core.options import specs
+
+    widget = open_widget(make_napari_viewer())
+    form = [s for s in specs() if s.form]
+    missing = [s.name for s in form if s.name not in widget.form.fields]
+    assert not missing, f"Options fields with form=True but no field in the widget: {missing}"
+    for s in form:
+        field = getattr(widget, s.name)
+        assert field is widget.form.fields[s.name] and field.label == s.label
+        assert s.help and field.tooltip.startswith(s.help), s.name
+        assert (field in widget.form.advanced()) == s.advanced, s.name
+    assert set(widget.options()) == {s.name for s in form}
+
+
+def test_remembered_settings_are_shown_and_stale_weights_forgotten(make_napari_viewer, tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not really weights")
+    widget = open_widget(make_napari_viewer())
+    assert widget.remembered.value == "" and widget._remembered_row.native.isHidden()
+    widget.steps.value = 40
+    widget.weights.value = str(weights)
+    widget2 = open_widget(make_napari_viewer())  # next session
+    assert widget2.steps.value == 40 and str(widget2.weights.value) == str(weights)
+    assert widget2.remembered.value == "Using remembered settings: Steps, Weights"
+    assert not widget2._remembered_row.native.isHidden()
+    weights.unlink()  # the file is gone: never restored
+    widget3 = open_widget(make_napari_viewer())
+    assert widget3.options()["weights"] is None and widget3.remembered.value == "Using remembered settings: Steps"
+    widget3.forget.clicked.emit()
+    assert widget3.steps.value == CPU_STEPS and widget3.remembered.value == "" and widget3._remembered_row.native.isHidden()
+    widget4 = open_widget(make_napari_viewer())
+    assert widget4.steps.value == CPU_STEPS and widget4.settings.touched == set()
