@@ -94,8 +94,18 @@ def main() -> int:
     return 0
 
 
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write(rows: list[dict], args: argparse.Namespace) -> None:
-    cpu = platform.processor() or platform.machine()
+    cpu = _cpu()
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "layer": f"{W}x{H}",
             "repeat": args.repeat}
     Path(args.out + ".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
