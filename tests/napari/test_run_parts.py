@@ -142,3 +142,16 @@ def test_layer_sink_places_every_level_over_the_content():
     sink.show(task, np.ones((*task.final_shape, 3), np.float32), task.final_shape, meta)
     sink.set_metadata(run_metadata(plan, "stopped"))
     assert len(viewer.layers) == 1 and not sink.alive()  # a deleted pastiche is not brought back
+
+
+def test_run_parts_import_no_qt_napari_or_torch():
+    import subprocess
+
+    code = (
+        "import sys, napari_nst._run.inputs, napari_nst._run.plan, napari_nst._run.runner, napari_nst._run.sink, "
+        "napari_nst._run.state, napari_nst._run.status, napari_nst._settings, napari_nst._devices\n"
+        "print([m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'torch') "
+        "if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -19,7 +19,7 @@ from .._run.plan import RunPlan, plan_2d
 from .._run.sink import META_KEY
 from .._run.state import same_layer
 from ..core.errors import OptionError
-from ..core.options import DEVICES, Options, spec
+from ..core.options import Options, spec
 from . import notify
 from .controller import RunController
 from .form import OptionsForm
@@ -117,7 +117,7 @@ class StyleTransferWidget(Container):
     def _device_choices(self) -> list[str]:
         if self._gpu is False:
             return ["auto", "cpu"]
-        return [*DEVICES, *(f"cuda:{i}" for i in range(1, len(self._gpu_names)))]
+        return [*(spec("device").choices or ()), *(f"cuda:{i}" for i in range(1, len(self._gpu_names)))]
 
     def _will_use_gpu(self) -> bool:
         dev = self.device.value
