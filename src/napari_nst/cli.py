@@ -102,8 +102,7 @@ def _stylize(args: argparse.Namespace) -> int:
                 if args.save_every and rec.step % args.save_every == 0 and rec.step != rec.total:
                     write_image(out.with_name(f"{out.stem}-{rec.step:05d}{out.suffix}"), rec.image)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in rec.losses.items()}, refresh=False)
+                _advance(bar, rec)
     except KeyboardInterrupt:
         if last is not None:
             write_image(out, last)
@@ -123,6 +122,15 @@ def _stylize(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"saved {out} ({last.shape[1]}x{last.shape[0]}; losses {rec.losses}; weights {rec.weights})")
     return 0
+
+
+def _advance(bar: Any, rec: Any) -> None:
+    """One evaluation more on the bar; the last one is drawn by ``close`` alone (else twice in logs)."""
+    bar.set_postfix({k: f"{v:.3g}" for k, v in rec.losses.items()}, refresh=False)
+    if rec.step < rec.total:
+        bar.update(rec.step - bar.n)
+    else:
+        bar.n = rec.step
 
 
 def _progress_bar(total: int) -> Any:
