@@ -45,14 +45,6 @@ def test_auto_precision_is_bf16_where_the_cpu_runs_it_fast():
     assert engine.autocast_dtype("float32", torch.device("cpu")) is None
 
 
-def test_cli_defaults_follow_options():
-    from napari_nst import cli
-
-    o = Options()
-    assert cli._DEFAULTS.scales == o.scales and cli._DEFAULTS.precision == o.precision
-    assert cli._DEFAULTS.steps == o.steps and cli._DEFAULTS.pyramid == o.pyramid
-
-
 def test_default_run_uses_channels_last_autocast_and_levels(monkeypatch, fast, content, style):
     seen = []
     original = engine.VGGFeatures.forward

@@ -37,35 +37,6 @@ def _check_weights_path(weights: Any) -> None:
         raise WeightsError(f"{str(p)!r} is a directory; pass the weights file (.pth) inside it")
 
 
-def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape: tuple[int, int]) -> None:
-    """The style image is resized to ``style_scale`` x the working size's long edge at every level;
-    at the coarsest level the engine uses it must still be big enough for the network (else torch
-    fails deep inside a pooling layer). The levels are ``Options.level_shapes``, as the engine uses them.
-    """
-    from .errors import OptionError
-    from .images import resized_shape
-    from .layers import min_side
-    from .options import MAX_SIZE
-
-    need = min_side(opts.model, opts.layers)
-    shapes = opts.level_shapes(content_shape)
-    h, w = resized_shape(style_shape, max(1, round(max(shapes[0]) * opts.style_scale)))
-
-    big = resized_shape(style_shape, max(1, round(opts.size * opts.style_scale)))
-    if max(big) > MAX_SIZE:
-        raise OptionError(
-            f"style_scale={opts.style_scale:g} would make the style image {big[0]}x{big[1]} px; the limit is "
-            f"{MAX_SIZE} px on the long edge: lower style_scale"
-        )
-    if min(h, w) < need:
-        where = "at the coarsest level" if len(shapes) > 1 else "at this size"
-        raise OptionError(
-            f"the style image would be {h}x{w} px {where}, but {opts.model} up to {opts.layers[-1]} needs at "
-            f"least {need} px on each side: increase style_scale (now {opts.style_scale:g}) or size (now "
-            f"{opts.size}), or crop the style image to a less elongated shape"
-        )
-
-
 def prepare(content: ImageInput, style: ImageInput, **options: Any) -> tuple[np.ndarray, np.ndarray, Options]:
     """Validate everything before any work: the images as float32 RGB and the options."""
     opts = Options.from_kwargs(**options)
@@ -73,7 +44,7 @@ def prepare(content: ImageInput, style: ImageInput, **options: Any) -> tuple[np.
     opts.check_size(c.shape[:2])
     _check_weights_path(opts.weights)
     s = _load(style, "style", opts.style_limits)
-    _check_style_size(opts, c.shape[:2], s.shape[:2])
+    opts.check_style_size(c.shape[:2], s.shape[:2])
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")  # fail early on a bad init array
     return c, s, opts

@@ -174,12 +174,12 @@ def check_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: O
     ``available``: free bytes (default: asked of the device). Returns the estimated bytes.
     """
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
-    need = estimate_memory(shape, opts.model, dtype, opts.optimizer, history, device.type)
+    need = estimate_memory(shape, opts.network, dtype, opts.optimizer, history, device.type)
     if available is None:
         available = available_memory(device)
     if available is None or need <= available * MEMORY_HEADROOM:
         return need
-    fit = largest_fitting_size(content_shape, available, opts.model, dtype, opts.optimizer, history, device.type)
+    fit = largest_fitting_size(content_shape, available, opts.network, dtype, opts.optimizer, history, device.type)
     raise DeviceMemoryError(
         f"a {shape[0]}x{shape[1]} px run needs about {need / 2**30:.1f} GiB on {device}, but only "
         f"{available / 2**30:.1f} GiB is free; use size={fit} or less"
@@ -275,13 +275,6 @@ def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
                  image_change=var.change)
 
 
-def resolve_for_device(opts: Options, device: torch.device) -> Options:
-    """``size``/``steps`` left to the device (None) filled in for ``device`` (Options.for_device)."""
-    if getattr(opts, "size", None) is None or getattr(opts, "steps", None) is None:
-        return opts.for_device(device.type != "cpu")  # type: ignore[attr-defined]
-    return opts
-
-
 def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progress]:
     """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style``; yield per evaluation.
 
@@ -289,7 +282,7 @@ def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progr
     (this is a generator); :func:`napari_nst.iter_stylize` checks the options before that.
     """
     device = pick_device(opts.device)
-    opts = resolve_for_device(opts, device)
+    opts = opts.for_device(gpu=device.type != "cpu")  # size and steps "by device"
     dtype = autocast_dtype(opts.precision, device)
     opts.check_size(content.shape[:2])  # layer names were checked by Options.validate
     shapes = opts.level_shapes(content.shape[:2])
@@ -325,7 +318,7 @@ def _prepare(content: np.ndarray, style: np.ndarray, opts: Options, device: torc
         plan = NetworkPlan(bool(opts.extra["channels_last"]), plan.lean_pool)
     if "lean_pool" in opts.extra:
         plan = NetworkPlan(plan.channels_last, bool(opts.extra["lean_pool"]))
-    net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling).to(device)
+    net = build_vgg(opts.network, opts.layers, weights=opts.weights, pooling=opts.pooling).to(device)
     net.set_lean_pool(plan.lean_pool)
     where = torch.device("cpu") if resize_on_host(device) else device
     return _Run(opts, device, dtype, plan, net, to_tensor(content, where), to_tensor(style, where),
@@ -352,7 +345,7 @@ def _terms(ctx: _Run, shape: tuple[int, int]) -> tuple[list[Any], dict[str, floa
     """The objective's terms at working ``shape`` (targets and weights of this level)."""
     opts = ctx.opts
     c = ctx.resized(ctx.content, shape)
-    s = ctx.resized(ctx.style, resized_shape(ctx.style_shape, max(1, round(max(shape) * opts.style_scale))))
+    s = ctx.resized(ctx.style, opts.style_shape(ctx.style_shape, shape))
     content_t, grams, nm = _targets(ctx.net, c, s, opts)
     a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
     terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
@@ -368,8 +361,7 @@ def _want_image(ctx: _Run, last_of_level: bool) -> bool:
         return True
     if ctx.step % ctx.opts.preview_every:
         return False
-    interval = float(getattr(ctx.opts, "preview_interval", 0.0) or 0.0)
-    return time.perf_counter() - ctx.last_image_at >= interval
+    return time.perf_counter() - ctx.last_image_at >= ctx.opts.preview_interval
 
 
 def _level(ctx: _Run, level: int, shape: tuple[int, int], count: int,
@@ -410,7 +402,7 @@ def _out_of_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts:
     empty_cache(device)  # MPS and CUDA: the cached blocks of the failed run back to the device first
     avail = available_memory(device)
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
-    fit = largest_fitting_size(content_shape, avail, opts.model, dtype, opts.optimizer, history,
+    fit = largest_fitting_size(content_shape, avail, opts.network, dtype, opts.optimizer, history,
                                device.type) if avail is not None else 0
     if fit >= opts.size or fit == 0:
         fit = max(1, int(opts.size * OOM_SIZE_FACTOR))
