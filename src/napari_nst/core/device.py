@@ -109,6 +109,10 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
 # --------------------------------------------------------------------------- layout and pooling
 
 
+#: channels-last input for a float32 network on the CPU (see network_plan)
+CPU_FLOAT32_CHANNELS_LAST = False
+
+
 @dataclass(frozen=True)
 class NetworkPlan:
     """How the network runs on a device: input memory format and max-pooling implementation."""
@@ -141,8 +145,9 @@ def network_plan(device: torch.device, dtype: Optional[torch.dtype]) -> NetworkP
       another order than the index-free backward assumes.
     """
     if device.type == "cpu":
-        fast = dtype is not None
-        return NetworkPlan(channels_last=fast, lean_pool=fast)
+        if dtype is not None:
+            return NetworkPlan(channels_last=True, lean_pool=True)
+        return NetworkPlan(channels_last=CPU_FLOAT32_CHANNELS_LAST, lean_pool=False)
     if device.type == "cuda":
         return NetworkPlan(channels_last=dtype is not None and cuda_capability(device) >= CUDA_NATIVE_BF16,
                            lean_pool=False)

@@ -68,7 +68,7 @@ class PyramidImage:
         two matrix products ``A_h z A_w^T``, whose backward is deterministic (cuBLAS needs
         ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` then, as for any matrix product under that setting).
         """
-        if z.device.type == "cpu" or not torch.are_deterministic_algorithms_enabled():
+        if not matrix_upsampling(z.device):
             return F.interpolate(z, size=self.shape, mode="bilinear", align_corners=False)
         key = (tuple(z.shape[-2:]), z.device, z.dtype)
         if key not in self._matrices:  # built once per layer, not per evaluation
@@ -96,6 +96,12 @@ class PyramidImage:
     def detached(self) -> torch.Tensor:
         """A copy of ``G`` clamped to [0, 1], outside the graph."""
         return self.image().detach().clamp(0.0, 1.0)
+
+
+def matrix_upsampling(device: torch.device) -> bool:
+    """Upsample by matrix products: on a non-CPU device with deterministic algorithms asked for
+    (the CPU's bilinear backward is deterministic already)."""
+    return device.type != "cpu" and torch.are_deterministic_algorithms_enabled()
 
 
 def bilinear_matrix(n_out: int, n_in: int, device: torch.device | None = None,
