@@ -6,16 +6,16 @@ for each of {channels-last input, contiguous} x {index-free max pooling, torch's
 
 * ``bf16``        bfloat16 autocast on this CPU's own instruction set (AVX-512 with avx512_bf16);
 * ``fp32-avx512`` float32 on the same instruction set;
-* ``fp32-avx2``   float32 with ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN dispatches its AVX2 kernels:
-  what a CPU without AVX-512 runs; the variable must be set before torch loads, so each mode
-  runs in its own process).
+* ``fp32-avx2``   float32 with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` (oneDNN and
+  ATen dispatch their AVX2 kernels: what a CPU without AVX-512 runs; the variables must be set
+  before torch loads, so each mode runs in its own process).
 
 Repeats are interleaved over the four combinations (so that a load change on this shared machine
 hits all of them alike); minimum and median of ``--repeats`` are reported, and each combination's
 ratio to "contiguous + torch pool" (median of per-repeat ratios). Results go to
 docs/perf_levers_isa.json and .md::
 
-    nice python benchmarks/levers_isa.py --repeats 5
+    nice python benchmarks/levers_isa.py --repeats 5 --threads 1
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = {"bf16": {}, "fp32-avx512": {}, "fp32-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+#: ``fp32-avx2``: oneDNN (convolutions) and ATen (everything else, e.g. the pool's eq/where) both
+#: limited to AVX2, as on a CPU without AVX-512
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+MODES = {"bf16": {}, "fp32-avx512": {}, "fp32-avx2": AVX2_ENV}
 COMBOS = [("contiguous", "torch pool"), ("contiguous", "index-free pool"),
           ("channels-last", "torch pool"), ("channels-last", "index-free pool")]
 SHAPES = [(192, 256), (256, 341)]
@@ -52,6 +55,7 @@ def measure(mode: str, repeats: int, threads: int = 0) -> dict[str, Any]:
     dtype = torch.bfloat16 if mode == "bf16" else None
     net = B.build_vgg(B.MODEL, B.LAYERS, weights=B.WEIGHTS)
     out: dict[str, Any] = {"mode": mode, "isa_env": os.environ.get("ONEDNN_MAX_CPU_ISA", "(native)"),
+                           "aten_capability": torch.backends.cpu.get_cpu_capability(),
                            "threads": torch.get_num_threads(), "rows": []}
     for shape in SHAPES:
         x0 = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(0))

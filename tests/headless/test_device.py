@@ -20,7 +20,7 @@ CPU, CUDA, CUDA1, MPS = torch.device("cpu"), torch.device("cuda"), torch.device(
 def fake(monkeypatch):
     """``fake(cuda=[(8, 0), ...], mps=bool, cpu_bf16=bool, current=0)``: the machine's capabilities."""
 
-    def set_up(cuda=(), mps=False, cpu_bf16=False, current=0):
+    def set_up(cuda=(), mps=False, cpu_bf16=False, current=0, isa="AVX512"):
         caps = [tuple(c) for c in cuda]
         monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(caps))
         monkeypatch.setattr(torch.cuda, "device_count", lambda: len(caps))
@@ -28,6 +28,7 @@ def fake(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: caps[current if i is None else i])
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: cpu_bf16)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
 
     return set_up
 
@@ -121,8 +122,11 @@ def test_emulated_bf16_is_refused_through_the_engine_too(fake, content, style, f
 @pytest.mark.parametrize("caps, dev, precision, cl, lean", [
     # CPU with avx512_bf16 / AMX: bf16, channels-last and the index-free pool (its memory)
     (dict(cpu_bf16=True), CPU, "auto", True, True),
-    # CPU without fast bf16 (AVX2): float32, torch's pooling (docs/perf_levers_isa.md)
-    (dict(cpu_bf16=False), CPU, "auto", D.CPU_FLOAT32_CHANNELS_LAST, False),
+    # CPU without fast bf16: float32, torch's pooling; channels-last only with AVX-512
+    # (docs/perf_levers_isa.md)
+    (dict(cpu_bf16=False, isa="AVX2"), CPU, "auto", False, False),
+    (dict(cpu_bf16=False, isa="AVX512"), CPU, "auto", True, False),
+    (dict(cpu_bf16=True, isa="AVX512"), CPU, "float32", True, False),
     # Ampere and later: bf16 with channels-last (tensor cores are NHWC-native), torch's pooling
     (dict(cuda=[(8, 0)]), CUDA, "auto", True, False),
     (dict(cuda=[(8, 0)]), CUDA, "float32", False, False),

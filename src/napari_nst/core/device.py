@@ -109,8 +109,12 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
 # --------------------------------------------------------------------------- layout and pooling
 
 
-#: channels-last input for a float32 network on the CPU (see network_plan)
-CPU_FLOAT32_CHANNELS_LAST = False
+def cpu_has_avx512() -> bool:
+    """Whether torch's CPU kernels run AVX-512 here (``ATEN_CPU_CAPABILITY`` can lower it)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    except Exception:
+        return False
 
 
 @dataclass(frozen=True)
@@ -128,13 +132,15 @@ class NetworkPlan:
 def network_plan(device: torch.device, dtype: Optional[torch.dtype]) -> NetworkPlan:
     """Channels-last and the index-free max pooling, each only where measured (or known) to pay.
 
-    * CPU, bfloat16 (AVX-512 with avx512_bf16 / AMX): both. oneDNN's bf16 convolutions are
-      blocked/NHWC kernels; contiguous input is reordered at every layer. Measured on a 2-core EPYC
-      (docs/perf_levers_isa.md, docs/performance.md): channels-last + index-free pool is the
-      fastest of the four combinations in bf16, and the pool keeps no int64 indices (memory).
-    * CPU, float32 (AVX2, or AVX-512 without bf16): contiguous and torch's max_pool2d. The issue's
-      profile on an AVX2 CPU: channels-last input 1.36x, the index-free pool's backward ~10 % of the
-      time in eq/where/mul; docs/perf_levers_isa.md has this machine's AVX2 and AVX-512 float32 rows.
+    * CPU, bfloat16 (AVX-512 with avx512_bf16 / AMX): channels-last and the index-free pool.
+      Measured on a 2-core EPYC (docs/perf_levers_isa.md, one thread, CPU time): channels-last
+      0.82-0.87x of contiguous; the index-free pool costs 5-10 % of an evaluation against torch's
+      max_pool2d but keeps no int64 indices (8 bytes per pooled value: 45 MiB at 512 px in bf16,
+      the bf16 run's 0.55x peak memory in docs/performance.md counts on it).
+    * CPU, float32: torch's max_pool2d (the index-free pool costs 1-9 % in every float32 row, and
+      its memory matters less beside float32 activations). Channels-last only with AVX-512: there
+      0.90-0.94x; under AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2) 0.97-1.01x, and
+      the issue's measurement on a real AVX2 CPU had it slower (1.17x -> 1.36x), so contiguous.
     * CUDA: channels-last only with bfloat16 on compute capability >= 8.0: tensor-core convolutions
       are NHWC-native in cuDNN (NVIDIA's "Deep Learning Performance" guide; PyTorch's channels-last
       tutorial reports its gains with AMP on Volta and later); in float32 on pre-Ampere GPUs there
@@ -147,7 +153,7 @@ def network_plan(device: torch.device, dtype: Optional[torch.dtype]) -> NetworkP
     if device.type == "cpu":
         if dtype is not None:
             return NetworkPlan(channels_last=True, lean_pool=True)
-        return NetworkPlan(channels_last=CPU_FLOAT32_CHANNELS_LAST, lean_pool=False)
+        return NetworkPlan(channels_last=cpu_has_avx512(), lean_pool=False)
     if device.type == "cuda":
         return NetworkPlan(channels_last=dtype is not None and cuda_capability(device) >= CUDA_NATIVE_BF16,
                            lean_pool=False)
