@@ -332,7 +332,18 @@ def _first_image(ctx: _Run) -> torch.Tensor:
         return ctx.resized(to_tensor(init, ctx.content.device), shape)
     if opts.init == "noise":
         return torch.rand(1, 3, *shape, generator=ctx.gen).to(ctx.device)
-    return ctx.resized(ctx.content, shape)
+    c = ctx.resized(ctx.content, shape)
+    if opts.extra.get("init") == "colour":  # measured in docs/performance.md (issue 11), not a default
+        return colour_matched(c, ctx.resized(ctx.style, opts.style_shape(ctx.style_shape, shape)))
+    return c
+
+
+def colour_matched(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """The content with the style's colour statistics (each RGB channel's mean and standard
+    deviation), clamped to [0, 1]: a start nearer the style's Gram matrices than the content."""
+    mc, sc = content.mean((0, 2, 3), keepdim=True), content.std((0, 2, 3), keepdim=True)
+    ms, ss = style.mean((0, 2, 3), keepdim=True), style.std((0, 2, 3), keepdim=True)
+    return ((content - mc) / sc.clamp(min=1e-6) * ss + ms).clamp(0.0, 1.0)
 
 
 def _levels(ctx: _Run) -> Iterator[Progress]:
