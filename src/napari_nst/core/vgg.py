@@ -76,13 +76,16 @@ class _MaxPool2x2Fn(torch.autograd.Function):
 
 class MaxPool2x2(nn.MaxPool2d):
     """``nn.MaxPool2d(2, 2)`` with the same output and gradient, without int64 indices kept for
-    backward (see :class:`_MaxPool2x2Fn`)."""
+    backward (see :class:`_MaxPool2x2Fn`) while ``lean`` is True; torch's ``max_pool2d`` (with
+    indices) when it is False. Which one pays depends on the device and dtype: the engine sets it
+    per run (``VGGFeatures.set_lean_pool``; the choice and its measurements are in device.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lean: bool = True) -> None:
         super().__init__(2, 2)
+        self.lean = lean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        if self.lean and torch.is_grad_enabled() and x.requires_grad:
             return _MaxPool2x2Fn.apply(x)
         return F.max_pool2d(x, 2, 2)
 
@@ -116,6 +119,12 @@ class VGGFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.eval().requires_grad_(False)
+
+    def set_lean_pool(self, lean: bool) -> None:
+        """Max pooling without int64 indices (True) or torch's ``max_pool2d`` (False)."""
+        for m in self.layers:
+            if isinstance(m, MaxPool2x2):
+                m.lean = bool(lean)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
