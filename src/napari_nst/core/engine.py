@@ -25,6 +25,7 @@ from .images import resized_shape, to_rgb_float
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
 from .options import Options
 from .lbfgs import LBFGS
+from .graphed import Objective
 from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg
@@ -242,7 +243,9 @@ def _targets(
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
     if dtype is None:
         return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    # no cast cache: each weight is cast once per evaluation anyway, and a CUDA graph must not
+    # keep casts made during its capture in a cache that is cleared afterwards
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=False)
 
 
 def resolve_weights(
@@ -384,10 +387,11 @@ def _level(ctx: _Run, level: int, shape: tuple[int, int], count: int,
     var = PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma)
     del x
     optimizer = _make_optimizer(ctx.opts, var)
+    objective = _objective(ctx, terms)
     for i in range(count):
         ctx.step += 1
         last = i == count - 1
-        losses, image = _evaluate_and_step(ctx, terms, var, optimizer, _want_image(ctx, last))
+        losses, image = _evaluate_and_step(ctx, objective, var, optimizer, _want_image(ctx, last))
         if not math.isfinite(losses["total"]):
             raise NonFiniteLossError(
                 f"the objective became {losses['total']} at step {ctx.step} (weights {weights}); "
@@ -425,8 +429,20 @@ def _out_of_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts:
     )
 
 
+def _objective(ctx: _Run, terms: list[Any]) -> Objective:
+    """The objective of one level as a function of the image, as a CUDA graph where that pays."""
+
+    def fn(g: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with _autocast(ctx.device, ctx.dtype):
+            feats = ctx.net(g.contiguous(memory_format=torch.channels_last) if ctx.plan.channels_last else g)
+        return evaluate(terms, feats, g)
+
+    graph = ctx.device.type == "cuda" and bool(ctx.opts.extra.get("cuda_graph", True))  # off only to measure it
+    return Objective(fn, graph=graph)
+
+
 def _evaluate_and_step(
-    ctx: _Run, terms: list[Any], var: PyramidImage, optimizer: Any, want_image: bool,
+    ctx: _Run, objective: Objective, var: PyramidImage, optimizer: Any, want_image: bool,
 ) -> tuple[dict[str, float], Optional[torch.Tensor]]:
     """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
     out: dict[str, Any] = {}
@@ -441,18 +457,16 @@ def _evaluate_and_step(
         else:
             var.project_()  # the textbook's way: project G onto [0, 1] before evaluating
             g = var.image()
-        with _autocast(ctx.device, ctx.dtype):
-            feats = ctx.net(g.contiguous(memory_format=torch.channels_last) if ctx.plan.channels_last else g)
-        total, parts = evaluate(terms, feats, g)
-        total.backward()
-        out["parts"], out["total"] = parts, total.detach()
+        total, parts, grad = objective(g)
+        g.backward(grad)  # d total / d G, on through the pyramid to the optimiser's variables
+        out["parts"], out["total"] = parts, total
         out["image"] = g.detach().clone() if want_image else None
         return total
 
     optimizer.step(closure)
     # every scalar of this evaluation in one device-to-host transfer (one synchronisation)
     names = list(out["parts"])
-    values = torch.stack([out["total"].float(), *(out["parts"][n].detach().float() for n in names)]).tolist()
+    values = torch.stack([out["total"].float(), *(out["parts"][n].float() for n in names)]).tolist()
     losses = dict(zip(names, values[1:]))
     losses["total"] = values[0]
     return losses, out["image"]
