@@ -49,9 +49,14 @@ def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg
     assert len(seen_layers) == 1, notifications
     out = seen_layers[0]
     assert out.name == "cells × paint"
-    assert out.rgb and out.data.dtype == np.float32 and out.data.shape[-1] == 3
-    assert 0.0 <= out.data.min() and out.data.max() <= 1.0
-    assert tuple(out.contrast_limits) == (0.0, 1.0)
+    # finished: held as 8-bit RGB (napari's own PNG writer takes it), float32 kept for Continue
+    assert out.rgb and out.data.dtype == np.uint8 and out.data.shape[-1] == 3
+    assert tuple(out.contrast_limits) == (0, 255)
+    from napari_nst._run.sink import full_precision
+
+    exact = full_precision(out)
+    assert exact is not None and exact.dtype == np.float32 and 0.0 <= exact.min() and exact.max() <= 1.0
+    np.testing.assert_array_equal(out.data, np.round(exact * 255).astype(np.uint8))
     assert max(out.data.shape[:2]) == 64
     np.testing.assert_allclose(world_extent(out), world_extent(c), atol=1e-9)
     assert len(changes) >= 2, "the pastiche layer's data changed fewer than twice after it was added"

@@ -199,6 +199,7 @@ class RunController:
         else:
             run.outcome = "stopped" if outcome == "stopped" or run.stop_requested else "finished"
         run.sink.set_metadata(run.metadata())
+        run.sink.finish()  # 8-bit, so that napari's own writers save it as PNG/JPEG
         if run.outcome == "finished" and run.last is not None:
             self._view.show_status(done_text(run.last))
         elif run.outcome == "stopped":

@@ -54,9 +54,13 @@ def _copy_model(model: Any) -> Any:
 
 def snapshot(layer: Any, point: Optional[Sequence[float]] = None) -> LayerSnapshot:
     """The snapshot of ``layer`` at the world ``point`` (``viewer.dims.point``). Main thread only."""
+    from .sink import full_precision
+
+    exact = full_precision(layer)  # a finished pastiche: its float32 image, not the 8-bit one shown
     return LayerSnapshot(
-        name=str(layer.name), data=layer.data, ndim=int(layer.ndim), rgb=bool(layer.rgb),
-        multiscale=bool(layer.multiscale), contrast_limits=tuple(float(v) for v in layer.contrast_limits),
+        name=str(layer.name), data=layer.data if exact is None else exact, ndim=int(layer.ndim),
+        rgb=bool(layer.rgb), multiscale=bool(layer.multiscale),
+        contrast_limits=(0.0, 1.0) if exact is not None else tuple(float(v) for v in layer.contrast_limits),
         gamma=float(layer.gamma), colormap=_copy_model(layer.colormap),
         downsample_factors=np.array(layer.downsample_factors, dtype=float) if layer.multiscale else None,
         scale=np.array(layer.scale, dtype=float), translate=np.array(layer.translate, dtype=float),

@@ -8,6 +8,7 @@ sink that fills one slice per task; :meth:`LayerSink.show` already takes the tas
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Optional
 
 import numpy as np
@@ -19,6 +20,16 @@ from .plan import RunPlan, Task
 
 #: metadata key of pastiche layers
 META_KEY = "napari_nst"
+
+#: finished pastiche layer -> (its 8-bit data, the float32 image it was made from): Continue
+#: starts from the float32 image while the layer still holds that 8-bit array (inputs.snapshot)
+FULL_PRECISION: weakref.WeakKeyDictionary[Any, tuple[np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def full_precision(layer: Any) -> Optional[np.ndarray]:
+    """The float32 pastiche behind a finished pastiche layer, if its data is still what we made."""
+    kept = FULL_PRECISION.get(layer)
+    return kept[1] if kept is not None and kept[0] is layer.data else None
 
 
 def run_metadata(
@@ -85,3 +96,18 @@ class LayerSink:
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         if self.alive():
             self.layer.metadata = metadata
+
+    def finish(self) -> None:
+        """The run is over: hold the pastiche as 8-bit RGB, as it is shown.
+
+        napari's own writers refuse float32 for PNG and JPEG, and *File > Save Selected Layers* to
+        ``.png`` is what users try first; 8 bits is also what the screen shows. The float32 image
+        is kept for Continue (:func:`full_precision`).
+        """
+        if not self.alive() or np.asarray(self.layer.data).dtype.kind != "f":
+            return
+        image = np.asarray(self.layer.data, dtype=np.float32)
+        data = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+        self.layer.data = data
+        self.layer.contrast_limits = (0, 255)
+        FULL_PRECISION[self.layer] = (data, image)
