@@ -91,6 +91,9 @@ class _Child:
         self.key = key
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # the child imports this very package, wherever this process found it
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH", "")] if p])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "napari_nst.core.worker", "--nice", str(int(nice))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
