@@ -124,6 +124,14 @@ def test_closing_the_generator_cancels_the_run(content, style, fast):
     assert cold.returncode is not None  # the child is gone
 
 
+def test_kill_ends_a_warm_child_at_once(content, style, fast):
+    proc = EngineProcess(content, style, **{**fast, "steps": 10_000})
+    for rec in proc:
+        if rec.step == 2:
+            threading.Thread(target=proc.kill).start()
+    assert proc.cancelled and proc.returncode == -signal.SIGKILL and idle_engines() == []
+
+
 def test_throttled_images_keep_the_last(content, style, fast):
     recs = list(EngineProcess(content, style, min_interval=3600, **{**fast, "steps": 4}))
     assert recs[-1].image is not None

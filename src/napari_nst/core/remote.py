@@ -340,6 +340,7 @@ class EngineProcess:
         self._child: Optional[_Child] = None
         self._rid = 0
         self._cancelled = threading.Event()
+        self._killed = False
         #: the child's exit code when it ended with this run (crashed, killed, or not warm); else None
         self.returncode: Optional[int] = None
         #: True when this run was given a warm process that an earlier run had started
@@ -370,6 +371,14 @@ class EngineProcess:
             child.cancel(rid)
         else:
             child.kill()
+
+    def kill(self) -> None:
+        """Stop the run and end its process at once, warm or not (e.g. when napari closes)."""
+        self._killed = True
+        child = self._child
+        if child is not None:
+            child.kill()
+        self._cancelled.set()
 
     def __iter__(self) -> Iterator[Progress]:
         if self._cancelled.is_set():
@@ -426,13 +435,15 @@ class EngineProcess:
 
     def _finish(self, child: _Child, rid: int) -> None:
         """After the iteration (ended, failed, cancelled or closed): keep the child or end it."""
-        if not child.finished(rid):  # cancelled, or the consumer stopped iterating
+        if self._killed:
+            child.kill()
+        elif not child.finished(rid):  # cancelled, or the consumer stopped iterating
             self._cancelled.set()
             if self._warm:
                 child.cancel(rid)
             else:
                 child.kill()
-        if self._warm and child.alive():
+        if self._warm and not self._killed and child.alive():
             _release(child)
         else:
             self.returncode = child.reap()
