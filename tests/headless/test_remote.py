@@ -15,7 +15,13 @@ import pytest
 from napari_nst.core import remote
 from napari_nst.core.api import iter_stylize
 from napari_nst.core.errors import EngineProcessError, ImageError, WeightsError
-from napari_nst.core.remote import EngineProcess, idle_engines, iter_stylize_process, prewarm, shutdown_engines
+from napari_nst.core.remote import (
+    EngineProcess,
+    idle_engines,
+    iter_stylize_process,
+    prewarm,
+    shutdown_engines,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Optional
