@@ -100,24 +100,35 @@ def _time_nst(prob: B.Problem, opts: Options, evals: int, clock: str = "wall") -
 
 
 LEVERS = {
-    # name: (precision, channels_last, history) -- one lever changed at a time from float32
-    "napari-nst float32, contiguous": ("float32", False, None),
-    "+ channels_last (float32)": ("float32", True, None),
-    "+ bf16 autocast (contiguous)": ("bfloat16", False, None),
-    "bf16 autocast + channels_last": ("bfloat16", True, None),
+    # name: (precision, extra) -- one lever changed at a time from float32
+    "napari-nst float32, contiguous": ("float32", {"channels_last": False, "lean_pool": True}),
+    "+ channels_last (float32)": ("float32", {"channels_last": True, "lean_pool": True}),
+    "+ bf16 autocast (contiguous)": ("bfloat16", {"channels_last": False, "lean_pool": True}),
+    "bf16 autocast + channels_last": ("bfloat16", {"channels_last": True, "lean_pool": True}),
+    "napari-nst default (auto)": ("auto", {}),
 }
 
+#: --isa avx2: a CPU without fast bf16 (bf16 there is emulated, 37x: not measured); what ``auto``
+#: picks there (float32, contiguous, torch's pooling) and each of its choices flipped
+LEVERS_AVX2 = {
+    "napari-nst default (auto: float32, contiguous, torch pool)": ("auto", {}),
+    "+ channels_last": ("auto", {"channels_last": True}),
+    "+ index-free pool": ("auto", {"lean_pool": True}),
+}
 
-def part_per_eval(size: int, evals: int, repeats: int, clock: str = "wall") -> dict[str, Any]:
+#: the environment of --isa avx2: oneDNN (convolutions) and ATen (the rest) limited to AVX2
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def part_per_eval(size: int, evals: int, repeats: int, clock: str = "wall",
+                  levers: Optional[dict] = None) -> dict[str, Any]:
+    levers = LEVERS if levers is None else levers
     prob = B.setup(size)
-    times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in LEVERS}}
+    times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in levers}}
     for rep in range(repeats):  # interleave A/B so that load changes hit every variant alike
         times["baseline"].append(_time_baseline(prob, evals, clock))
-        for name, (prec, cl, hist) in LEVERS.items():
-            extra = {"channels_last": cl}
-            if hist:
-                extra["history_size"] = hist
-            times[name].append(_time_nst(prob, nst_options(size, evals, extra, precision=prec), evals, clock))
+        for name, (prec, extra) in levers.items():
+            times[name].append(_time_nst(prob, nst_options(size, evals, dict(extra), precision=prec), evals, clock))
         print(f"  per-eval repeat {rep + 1}: " + ", ".join(f"{k}: {v[-1] * 1000:.0f} ms" for k, v in times.items()),
               flush=True)
     # ratios per repeat (same moment), then median: robust to load drifting between repeats
@@ -203,6 +214,9 @@ sys.path.insert(0, {bench!r})
 import baseline as B, bench_cpu as C
 from napari_nst.core import engine
 side, size, steps = {side!r}, {size}, {steps}
+import torch
+if {threads}:
+    torch.set_num_threads({threads})
 prob = B.setup(size)
 t0 = time.perf_counter()
 if side == "baseline":
@@ -210,7 +224,7 @@ if side == "baseline":
     B.run_baseline(prob, steps, tr)
     ts = [t for _, t, _ in tr]
 else:
-    o = C.nst_options(size, steps, scales=1, preview_every=10**6)
+    o = C.nst_options(size, steps, scales=1, preview_every=10**6, precision={precision!r})
     ts = [r.elapsed for r in engine.run(prob.content, prob.style, o)]
 hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 k = min(2, len(ts) - 1)
@@ -220,8 +234,9 @@ print(json.dumps({{"side": side, "size": size, "shape": list(prob.shape), "steps
 """
 
 
-def child(side: str, size: int, steps: int) -> dict[str, Any]:
-    code = _CHILD.format(bench=str(Path(__file__).resolve().parent), side=side, size=size, steps=steps)
+def child(side: str, size: int, steps: int, precision: str = "auto", threads: int = 0) -> dict[str, Any]:
+    code = _CHILD.format(bench=str(Path(__file__).resolve().parent), side=side, size=size, steps=steps,
+                         precision=precision, threads=threads)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if p.returncode:
@@ -229,19 +244,20 @@ def child(side: str, size: int, steps: int) -> dict[str, Any]:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def part_memory(size: int, steps: int) -> dict[str, Any]:
-    b = child("baseline", size, steps)
-    n = child("napari-nst", size, steps)
+def part_memory(size: int, steps: int, precision: str = "auto", threads: int = 0) -> dict[str, Any]:
+    b = child("baseline", size, steps, precision, threads)
+    n = child("napari-nst", size, steps, precision, threads)
     print(f"  memory {size}px: baseline {b['peak_rss'] / 2**20:.0f} MiB, napari-nst {n['peak_rss'] / 2**20:.0f} MiB",
           flush=True)
-    return {"size": size, "steps": steps, "baseline": b, "napari-nst": n, "ratio": n["peak_rss"] / b["peak_rss"]}
+    return {"size": size, "steps": steps, "precision": precision, "baseline": b, "napari-nst": n,
+            "ratio": n["peak_rss"] / b["peak_rss"]}
 
 
-def part_scaling(sizes: list[int], steps: int) -> dict[str, Any]:
+def part_scaling(sizes: list[int], steps: int, precision: str = "auto", threads: int = 0) -> dict[str, Any]:
     rows = []
     for size in sizes:
-        b = child("baseline", size, steps)
-        n = child("napari-nst", size, steps)
+        b = child("baseline", size, steps, precision, threads)
+        n = child("napari-nst", size, steps, precision, threads)
         rows.append({"size": size, "shape": b["shape"], "baseline": b, "napari-nst": n,
                      "time_ratio": n["s_per_eval"] / b["s_per_eval"], "mem_ratio": n["peak_rss"] / b["peak_rss"]})
         print(f"  scaling {size}px: {rows[-1]['time_ratio']:.2f}x time, {rows[-1]['mem_ratio']:.2f}x memory", flush=True)
@@ -316,12 +332,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--sizes", default="128,256,512,1024")
     ap.add_argument("--scaling-steps", type=int, default=6)
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_results"), help="path without extension")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: rerun under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (a CPU without AVX-512 "
+                         "and fast bf16, on an AVX-512 machine); per-eval then measures LEVERS_AVX2")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--memory-precision", default="auto", help="napari-nst's precision in parts memory/scaling")
     args = ap.parse_args(argv)
+    if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        # the variables must be there before torch loads: run this script again with them
+        env = dict(os.environ, **AVX2_ENV)
+        argv = sys.argv[1:] if argv is None else argv
+        return subprocess.run([sys.executable, __file__, *argv], env=env).returncode
+    if args.threads:
+        torch.set_num_threads(args.threads)
     parts = ["per-eval", "quality", "reach", "memory", "scaling"] if args.parts == "all" else args.parts.split(",")
     torch.manual_seed(0)
     res: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"bf16 fast: {engine._cpu_has_fast_bf16()}, load average at start {os.getloadavg()[0]:.1f}",
+                   f"bf16 fast: {engine._cpu_has_fast_bf16()}, ATen {torch.backends.cpu.get_cpu_capability()}, "
+                   f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(native)')}, "
+                   f"{torch.get_num_threads()} torch threads, load average at start {os.getloadavg()[0]:.1f}",
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
     }
     t0 = time.time()
@@ -330,15 +360,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     for part in parts:
         print(f"[{part}]", flush=True)
         if part == "per-eval":
-            res[part] = part_per_eval(args.size, args.evals, args.repeats, args.clock)
+            res[part] = part_per_eval(args.size, args.evals, args.repeats, args.clock,
+                                      LEVERS_AVX2 if args.isa == "avx2" else None)
         elif part == "quality":
             res[part] = part_quality(args.size, args.quality_steps)
         elif part == "reach":
             res[part] = part_reach(args.size, args.steps, json.loads(args.reach_variants), args.repeats)
         elif part == "memory":
-            res[part] = part_memory(args.mem_size, args.mem_steps)
+            res[part] = part_memory(args.mem_size, args.mem_steps, args.memory_precision, args.threads)
         elif part == "scaling":
-            res[part] = part_scaling([int(s) for s in args.sizes.split(",")], args.scaling_steps)
+            res[part] = part_scaling([int(s) for s in args.sizes.split(",")], args.scaling_steps,
+                                     args.memory_precision, args.threads)
         else:
             raise SystemExit(f"unknown part {part!r}")
         res["seconds"] = time.time() - t0

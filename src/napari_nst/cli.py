@@ -3,84 +3,85 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .core.options import INITS, OPTIMIZERS, PRECISIONS, Options
-
-_DEFAULTS = Options()
-
-
-def _layers(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
+from .core.errors import OptionError
+from .core.options import INITS, MAX_STEPS, Spec, specs
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def _arg_type(sp: Spec) -> Any:
+    """argparse's ``type`` for an option: the option's own text parser."""
+
+    def parse(text: str) -> Any:
+        try:
+            return sp.parse(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = sp.kind  # argparse names the type in its messages
+    return parse
+
+
+def _help(sp: Spec) -> str:
+    """The option's documentation, with its default in words unless the text says it already."""
+    extra = f" Choices: {', '.join(sp.choices)}." if sp.choices and sp.kind != "choice" else ""
+    default = "" if sp.nullable and "None" in sp.help else f" Default: {sp.default_text}."
+    return f"{sp.help}{extra}{default}".replace("%", "%%")
+
+
+_METAVARS = {
+    "int": "N", "seed": "N", "float": "X", "auto_float": "X", "names": "LAYER,...", "floats": "W,...",
+    "path": "FILE", "device": "DEVICE", "init": "INIT", "limits": "LO,HI",
+}
+
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per engine option, generated from :func:`specs` (absent flags keep the defaults)."""
+    group = parser.add_argument_group("style-transfer options (see README's Options table)")
+    for sp in specs():
+        if not sp.cli:
+            continue
+        metavar = "{" + ",".join(sp.choices) + "}" if sp.kind == "choice" and sp.choices else _METAVARS[sp.kind]
+        group.add_argument(sp.flag, dest=sp.name, type=_arg_type(sp), default=argparse.SUPPRESS,
+                           choices=sp.choices if sp.kind == "choice" else None, metavar=metavar, help=_help(sp))
 
 
 def _add_stylize(sub: Any) -> None:
     p = sub.add_parser(
         "stylize", help="stylise an image file with another's style",
         description="Gatys neural style transfer: paint CONTENT in the style of STYLE.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("content", help="content image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
     p.add_argument("style", help="style image file")
     p.add_argument("-o", "--output", required=True, help="output file (.png, .jpg, .tif = 16-bit)")
-    p.add_argument("--size", type=int, default=_DEFAULTS.size, help="long edge of the output, pixels")
-    p.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="objective evaluations")
-    p.add_argument("--content-weight", type=float, default=None, help="a (default: automatic, see README)")
-    p.add_argument("--style-weight", type=float, default=None, help="b (default: automatic, see README)")
-    p.add_argument("--tv-weight", type=float, default=_DEFAULTS.tv_weight, help="total-variation weight (0 = off)")
-    p.add_argument("--content-layers", type=_layers, default=_DEFAULTS.content_layers, help="comma-separated")
-    p.add_argument("--style-layers", type=_layers, default=_DEFAULTS.style_layers, help="comma-separated")
-    p.add_argument("--style-layer-weights", type=_floats, default=None, help="comma-separated w_l (default equal, sum 1)")
-    p.add_argument("--model", choices=("vgg19", "vgg16"), default=_DEFAULTS.model)
-    p.add_argument("--weights", default=None,
-                   help="VGG weights .pth (default: $NAPARI_NST_WEIGHTS, else torchvision's ImageNet weights)")
-    p.add_argument("--pooling", choices=("max", "avg"), default=_DEFAULTS.pooling)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer)
-    p.add_argument("--init", default=_DEFAULTS.init, help=f"{' or '.join(INITS)}, or an image file to start from")
-    p.add_argument("--scales", type=int, default=_DEFAULTS.scales, help="coarse-to-fine levels (1 = single scale)")
-    p.add_argument("--pyramid", type=int, default=_DEFAULTS.pyramid,
-                   help="coarser layers the optimiser moves the image through (0 = the pixels, as in the paper)")
-    p.add_argument("--style-scale", type=float, default=_DEFAULTS.style_scale, help="style image size relative to the output")
-    p.add_argument("--device", default=_DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision)
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     p.add_argument("--save-every", type=int, default=0, metavar="N",
-                   help="also write every N-th evaluation's image as OUT-NNNNN.png")
+                   help="also write every N-th evaluation's image as OUT-NNNNN.png (default: 0, off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_option_flags(p)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line (the others keep Options' defaults)."""
     from .core.io import read_image
 
-    init: Any = args.init
-    if init not in INITS:
-        init = read_image(init)
-    opts = dict(
-        size=args.size, steps=args.steps, content_weight=args.content_weight, style_weight=args.style_weight,
-        tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
-        style_layer_weights=args.style_layer_weights, model=args.model, weights=args.weights,
-        pooling=args.pooling, optimizer=args.optimizer, init=init, scales=args.scales,
-        pyramid=args.pyramid, style_scale=args.style_scale, device=args.device, precision=args.precision, seed=args.seed,
-    )
+    opts = {sp.name: getattr(args, sp.name) for sp in specs() if sp.cli and hasattr(args, sp.name)}
+    if isinstance(opts.get("init"), str) and opts["init"] not in INITS:
+        opts["init"] = read_image(opts["init"])  # an image file to start from
     if args.save_every < 0:
         raise ValueError("--save-every must be 0 (off) or a positive number of evaluations")
-    opts["preview_every"] = args.save_every if args.save_every else args.steps
+    if args.save_every:
+        opts["preview_every"] = args.save_every
+    else:  # only the final image is wanted
+        opts["preview_every"] = opts.get("steps") or MAX_STEPS
     return opts
 
 
 def _stylize(args: argparse.Namespace) -> int:
     from .core.api import iter_stylize
-    from .core.errors import NonFiniteLossError
-    from .core.io import output_format, read_image, write_image
+    from .core.io import output_format, read_image
 
     out = Path(args.output)
     for given in (args.content, args.style):
@@ -89,17 +90,25 @@ def _stylize(args: argparse.Namespace) -> int:
     output_format(out)  # a bad extension or folder fails now, not after the whole run
     content, style = read_image(args.content), read_image(args.style)
     records = iter_stylize(content, style, **_options(args))  # validates before any work
-    bar = _progress_bar(args)
-    last = None
+    return _drive(records, out, args)
+
+
+def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
+    """Run to the end with the progress bar (and its up-front estimate); write the pastiche."""
+    from .core.api import console_progress
+    from .core.errors import NonFiniteLossError
+    from .core.io import write_image
+
+    last = rec = None
     try:
-        for rec in records:
-            if rec.image is not None:
-                last = rec.image
-                if args.save_every and rec.step % args.save_every == 0 and rec.step != rec.total:
-                    write_image(out.with_name(f"{out.stem}-{rec.step:05d}{out.suffix}"), rec.image)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in rec.losses.items()}, refresh=False)
+        with console_progress(not args.quiet) as bar:
+            for rec in records:
+                if rec.image is not None:
+                    last = rec.image
+                    if args.save_every and rec.step % args.save_every == 0 and rec.step != rec.total:
+                        write_image(out.with_name(f"{out.stem}-{rec.step:05d}{out.suffix}"), rec.image)
+                if bar is not None:
+                    bar.update(rec)
     except KeyboardInterrupt:
         if last is not None:
             write_image(out, last)
@@ -111,22 +120,11 @@ def _stylize(args: argparse.Namespace) -> int:
             write_image(partial, exc.last_image)
             raise ValueError(f"{exc} (saved to {partial})") from None
         raise
-    finally:
-        if bar is not None:
-            bar.close()
-    assert last is not None
+    assert last is not None and rec is not None
     write_image(out, last)
     if not args.quiet:
         print(f"saved {out} ({last.shape[1]}x{last.shape[0]}; losses {rec.losses}; weights {rec.weights})")
     return 0
-
-
-def _progress_bar(args: argparse.Namespace) -> Any:
-    if args.quiet:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=args.steps, unit="eval", dynamic_ncols=True, file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -144,8 +142,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse, and answer an unknown flag with the subcommand's usage and the closest flag."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub = _subparsers(parser)[args.command]
+        known = [o for a in sub._actions for o in a.option_strings]
+        hints = []
+        for word in unknown:
+            close = difflib.get_close_matches(word.split("=")[0], known, n=1) if word.startswith("-") else []
+            if close:
+                hints.append(f"did you mean {close[0]!r} for {word!r}?")
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}" + ("; " + "; ".join(hints) if hints else ""))
+    return args
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return _stylize(args) if args.command == "stylize" else _demo(args)
     except (ValueError, MemoryError, RuntimeError, OSError) as exc:

@@ -138,3 +138,33 @@ def test_black_content_still_moves(style, fast):
     recs = _records(np.zeros((40, 56, 3), np.uint8), style, **{**fast, "steps": 8})
     assert recs[-1].losses["total"] < 0.9 * recs[0].losses["total"]
     assert recs[-1].image.max() > 0
+
+
+def test_records_say_what_the_run_chose(content, style, fast):
+    from napari_nst.core import engine
+    import torch
+
+    rec = _records(content, style, **{**fast, "steps": 2})[-1]
+    dtype = engine.autocast_dtype("auto", torch.device("cpu"))
+    assert rec.device == "cpu" and rec.total == 2 and rec.size == fast["size"]
+    assert rec.precision == ("bfloat16" if dtype is torch.bfloat16 else "float32")
+    assert _records(content, style, **{**fast, "steps": 1, "precision": "float32"})[-1].precision == "float32"
+
+
+def test_size_and_steps_by_device(content, style, fast):
+    """size/steps None: the CPU's values (Options.for_device) once the engine chose the CPU."""
+    from napari_nst.core.options import CPU_SIZE, CPU_STEPS
+
+    gen = napari_nst.iter_stylize(content, style, **{**fast, "size": None, "steps": None})
+    rec = next(gen)
+    gen.close()
+    assert rec.total == CPU_STEPS and rec.size == CPU_SIZE
+
+
+def test_preview_interval_and_every_combine(content, style, fast):
+    recs = _records(content, style, **{**fast, "steps": 6, "preview_every": 2, "preview_interval": 0.0})
+    assert [r.image is not None for r in recs] == [False, True, False, True, False, True]
+    recs = _records(content, style, **{**fast, "steps": 6, "preview_every": 1, "preview_interval": 1e6, "scales": 2,
+                                       "size": 64})
+    # the first record shows at once, then only each level's last
+    assert [r.step for r in recs if r.image is not None] == [1] + [r.step for r in recs if r.last_of_level]

@@ -45,15 +45,7 @@ def test_auto_precision_is_bf16_where_the_cpu_runs_it_fast():
     assert engine.autocast_dtype("float32", torch.device("cpu")) is None
 
 
-def test_cli_defaults_follow_options():
-    from napari_nst import cli
-
-    o = Options()
-    assert cli._DEFAULTS.scales == o.scales and cli._DEFAULTS.precision == o.precision
-    assert cli._DEFAULTS.steps == o.steps and cli._DEFAULTS.pyramid == o.pyramid
-
-
-def test_default_run_uses_channels_last_autocast_and_levels(monkeypatch, fast, content, style):
+def test_default_run_uses_the_device_plan_autocast_and_levels(monkeypatch, fast, content, style):
     seen = []
     original = engine.VGGFeatures.forward
 
@@ -71,8 +63,10 @@ def test_default_run_uses_channels_last_autocast_and_levels(monkeypatch, fast, c
     assert [r.step for r in recs] == list(range(1, 7)) and recs[-1].image is not None
     assert recs[-1].levels == 1, "the default runs single-scale"
     assert len(seen) == 6
-    assert all(cl for cl, _ in seen)
-    assert all(ac for _, ac in seen) == (engine.autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16)
+    dtype = engine.autocast_dtype("auto", torch.device("cpu"))
+    plan = engine.network_plan(torch.device("cpu"), dtype)  # pinned per capability in test_device.py
+    assert all(cl == plan.channels_last for cl, _ in seen)
+    assert all(ac for _, ac in seen) == (dtype is torch.bfloat16)
 
 
 def test_targets_are_float32_whatever_the_precision(fast, content, style):

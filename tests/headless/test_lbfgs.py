@@ -146,3 +146,36 @@ def test_starts_where_the_curvature_along_the_gradient_is_negative():
         runs[name] = float((x.detach() - 0.5**0.5).abs().max())
     assert runs["ours"] < 0.05, runs
     assert runs["torch"] > 0.3, runs  # what the first step fixes
+
+
+def test_trust_region_on_the_device_equals_the_host_one():
+    """image_change may return a 0-d tensor (no synchronisation): the same steps as with a float."""
+    import torch
+
+    from napari_nst.core.lbfgs import LBFGS
+
+    target = torch.tensor([0.9, -0.4, 0.3, 2.0])
+    paths, shortened = [], []
+    for as_tensor in (False, True):
+        x = torch.zeros(4, requires_grad=True)
+
+        def change(d, t=as_tensor):
+            m = d[0].abs().max()
+            return m if t else float(m)
+
+        opt = LBFGS([x], history=5, max_change=0.1, image_change=change)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((x - target) ** 2 * torch.tensor([1.0, 3.0, 0.5, 2.0])).sum()
+            loss.backward()
+            return loss
+
+        path = []
+        for _ in range(12):
+            opt.step(closure)
+            path.append(x.detach().clone())
+        paths.append(torch.stack(path))
+        shortened.append(opt.steps_shortened)
+    torch.testing.assert_close(paths[0], paths[1], rtol=1e-6, atol=1e-7)
+    assert shortened[0] == shortened[1] >= 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Union
 
 import numpy as np
@@ -37,35 +39,6 @@ def _check_weights_path(weights: Any) -> None:
         raise WeightsError(f"{str(p)!r} is a directory; pass the weights file (.pth) inside it")
 
 
-def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape: tuple[int, int]) -> None:
-    """The style image is resized to ``style_scale`` x the working size's long edge at every level;
-    at the coarsest level the engine uses it must still be big enough for the network (else torch
-    fails deep inside a pooling layer). The levels are ``Options.level_shapes``, as the engine uses them.
-    """
-    from .errors import OptionError
-    from .images import resized_shape
-    from .layers import min_side
-    from .options import MAX_SIZE
-
-    need = min_side(opts.model, opts.layers)
-    shapes = opts.level_shapes(content_shape)
-    h, w = resized_shape(style_shape, max(1, round(max(shapes[0]) * opts.style_scale)))
-
-    big = resized_shape(style_shape, max(1, round(opts.size * opts.style_scale)))
-    if max(big) > MAX_SIZE:
-        raise OptionError(
-            f"style_scale={opts.style_scale:g} would make the style image {big[0]}x{big[1]} px; the limit is "
-            f"{MAX_SIZE} px on the long edge: lower style_scale"
-        )
-    if min(h, w) < need:
-        where = "at the coarsest level" if len(shapes) > 1 else "at this size"
-        raise OptionError(
-            f"the style image would be {h}x{w} px {where}, but {opts.model} up to {opts.layers[-1]} needs at "
-            f"least {need} px on each side: increase style_scale (now {opts.style_scale:g}) or size (now "
-            f"{opts.size}), or crop the style image to a less elongated shape"
-        )
-
-
 def prepare(content: ImageInput, style: ImageInput, **options: Any) -> tuple[np.ndarray, np.ndarray, Options]:
     """Validate everything before any work: the images as float32 RGB and the options."""
     opts = Options.from_kwargs(**options)
@@ -73,7 +46,7 @@ def prepare(content: ImageInput, style: ImageInput, **options: Any) -> tuple[np.
     opts.check_size(c.shape[:2])
     _check_weights_path(opts.weights)
     s = _load(style, "style", opts.style_limits)
-    _check_style_size(opts, c.shape[:2], s.shape[:2])
+    opts.check_style_size(c.shape[:2], s.shape[:2])
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")  # fail early on a bad init array
     return c, s, opts
@@ -113,14 +86,47 @@ def _run(c: np.ndarray, s: np.ndarray, opts: Options) -> Iterator[Any]:
     yield from run(c, s, opts)
 
 
-def stylize(content: ImageInput, style: ImageInput, **options: Any) -> np.ndarray:
+def stylize(content: ImageInput, style: ImageInput, *, progress: bool | None = None, **options: Any) -> np.ndarray:
     """The whole run, blocking: the pastiche as float32 ``(H, W, 3)`` in [0, 1].
 
-    Same arguments as :func:`iter_stylize`.
+    Same arguments as :func:`iter_stylize`, and ``progress``: a tqdm bar on stderr with the
+    evaluations, losses and time left, preceded, for a run that will take over 30 s, by one line
+    "about N s on cpu (estimated after the first evaluations)". None (default): shown when stderr
+    is a terminal (not in a log file or a pipe); True/False: always/never.
     """
+    records = iter_stylize(content, style, **options)  # validates before any work
+    if progress is None:
+        progress = _is_terminal(sys.stderr)
     image = None
-    for rec in iter_stylize(content, style, **options):
-        if rec.image is not None:
-            image = rec.image
+    with console_progress(bool(progress)) as bar:
+        for rec in records:
+            if rec.image is not None:
+                image = rec.image
+            if bar is not None:
+                bar.update(rec)
     assert image is not None  # the last record always carries the image
     return image
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+@contextmanager
+def console_progress(show: bool) -> Iterator[Any]:
+    """A :class:`~napari_nst.core.estimate.ConsoleProgress` on stderr (None when ``show`` is False);
+    ``stylize`` and the command line both use it."""
+    if not show:
+        yield None
+        return
+    from .engine import split_steps
+    from .estimate import ConsoleProgress
+
+    bar = ConsoleProgress(sys.stderr, counts=split_steps)
+    try:
+        yield bar
+    finally:
+        bar.close()

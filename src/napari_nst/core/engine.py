@@ -6,21 +6,26 @@ stops the work within one evaluation and frees the device memory.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .device import (NetworkPlan, autocast_dtype, cpu_has_fast_bf16, cudnn_benchmark, empty_cache, is_oom,
+                     native_bf16, network_plan, pick_device, resize_on_host)
 from .errors import DeviceMemoryError, NonFiniteLossError, OptionError
 from .images import resized_shape, to_rgb_float
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
 from .options import Options
 from .lbfgs import LBFGS
+from .graphed import Objective
 from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg
@@ -37,43 +42,22 @@ LBFGS_MAX_CHANGE = 0.25
 #: weight of each coarser pyramid layer relative to the one below it (``Options.pyramid``)
 PYRAMID_GAMMA = 0.5
 
+#: Adam's step size (image units per step; ``optimizer="adam"``, a departure from the paper)
+ADAM_LR = 0.02
+
+#: cuDNN's convolution workspaces on top of the activations (a CUDA run's bytes per pixel x this)
+CUDNN_WORKSPACE_FACTOR = 1.25
+
+#: after an out-of-memory half-way, when the free memory says nothing better: suggest this
+#: fraction of the size that failed
+OOM_SIZE_FACTOR = 0.7
+
+# kept under their old names: benchmarks and tests read them from here
+_cpu_has_fast_bf16 = cpu_has_fast_bf16
+_is_oom = is_oom
+
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto``: cuda, then mps, then cpu. A device that is not there raises OptionError."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OptionError(f"device {name!r} asked for, but CUDA is not available here; use device='auto' or 'cpu'")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise OptionError("device 'mps' asked for, but Apple MPS is not available here; use device='auto' or 'cpu'")
-    return torch.device(name)
-
-
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
-
-
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The dtype the network runs in (None = float32). Losses stay float32 either way."""
-    if precision == "float32":
-        return None
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        return torch.bfloat16 if _cpu_has_fast_bf16() else None
-    return None
 
 
 def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -128,13 +112,14 @@ def estimate_memory(shape: tuple[int, int], model: str = "vgg19", dtype: Optiona
     """Bytes a run at working ``shape`` (H, W) needs on its device beyond what is already in use.
 
     A linear model of the measurements: ``FIXED_BYTES`` + pixels x (network bytes per pixel +
-    optimiser state: L-BFGS keeps ``2 * history + 8`` vectors of up to 4/3 the image, Adam two).
+    optimiser state: L-BFGS keeps ``2 * history + 8`` vectors of up to 4/3 the image; Adam six:
+    its two moment vectors, the variable, its gradient and two temporaries of its update).
     """
     px = int(shape[0]) * int(shape[1])
     key = (model if model in ("vgg16", "vgg19") else "vgg19", "bfloat16" if dtype is not None else "float32")
     act = ACTIVATION_BYTES_PER_PX[key]
     if device_type == "cuda":
-        act = int(act * 1.25)  # cuDNN workspaces
+        act = int(act * CUDNN_WORKSPACE_FACTOR)
     # L-BFGS: the pairs + the current and previous point and gradient, the direction and slack;
     # each vector is up to 4/3 of the image (the pyramid's coarser layers: Options.pyramid)
     vectors = (2 * history + 8) if optimizer == "lbfgs" else 6
@@ -178,6 +163,11 @@ def largest_fitting_size(content_shape: tuple[int, int], available: int, model: 
     return lo
 
 
+def _bf16_hint(device: torch.device, dtype: Optional[torch.dtype]) -> str:
+    """Suggest bfloat16 (about 7 % fewer bytes per pixel) only where the device runs it in hardware."""
+    return ", or precision='bfloat16'" if dtype is None and native_bf16(device) else ""
+
+
 def check_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: Options, device: torch.device,
                  dtype: Optional[torch.dtype], available: Optional[int] = None) -> int:
     """Raise :class:`DeviceMemoryError` at once if a run at working ``shape`` will not fit.
@@ -185,32 +175,52 @@ def check_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: O
     ``available``: free bytes (default: asked of the device). Returns the estimated bytes.
     """
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
-    need = estimate_memory(shape, opts.model, dtype, opts.optimizer, history, device.type)
+    need = estimate_memory(shape, opts.network, dtype, opts.optimizer, history, device.type)
     if available is None:
         available = available_memory(device)
     if available is None or need <= available * MEMORY_HEADROOM:
         return need
-    fit = largest_fitting_size(content_shape, available, opts.model, dtype, opts.optimizer, history, device.type)
+    fit = largest_fitting_size(content_shape, available, opts.network, dtype, opts.optimizer, history, device.type)
     raise DeviceMemoryError(
         f"a {shape[0]}x{shape[1]} px run needs about {need / 2**30:.1f} GiB on {device}, but only "
         f"{available / 2**30:.1f} GiB is free; use size={fit} or less"
-        + (", or precision='bfloat16'" if dtype is None and device.type != "mps" else "")
+        + _bf16_hint(device, dtype)
         + (" or device='cpu'" if device.type != "cpu" else ""),
         fit,
     )
 
 
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
-        return True
-    msg = str(exc).lower()
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        "out of memory" in msg or "can't allocate memory" in msg or "cannot allocate memory" in msg
-        or isinstance(exc, MemoryError)
-    )
-
-
 # --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Run:
+    """What one run needs at every level: its options as resolved, device, network, pictures."""
+
+    opts: Options
+    device: torch.device
+    dtype: Optional[torch.dtype]
+    plan: NetworkPlan
+    net: VGGFeatures
+    content: torch.Tensor  # full resolution, (1, 3, H, W); on the host where resizing is (resize_on_host)
+    style: torch.Tensor
+    style_shape: tuple[int, int]
+    shapes: list[tuple[int, int]]
+    counts: list[int]
+    layer_w: dict[str, float]
+    gen: torch.Generator
+    t0: float = field(default_factory=time.perf_counter)
+    step: int = 0
+    last_image_at: float = -math.inf  # perf_counter time of the last record that had an image
+    last_good: Optional[np.ndarray] = None  # the last image recorded (kept for NonFiniteLossError)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def resized(self, t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """``t`` (content, style or an init image) resized to ``shape``, on the run's device."""
+        return resize(t, shape).to(self.device)
 
 
 def _targets(
@@ -233,7 +243,9 @@ def _targets(
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
     if dtype is None:
         return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    # no cast cache: each weight is cast once per evaluation anyway, and a CUDA graph must not
+    # keep casts made during its capture in a cache that is cleared afterwards
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=False)
 
 
 def resolve_weights(
@@ -256,7 +268,7 @@ def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
     """The optimiser: ``step(closure)`` evaluates the objective once and moves ``var``."""
     if opts.optimizer == "adam":
         # Departure from the paper (an option): Gatys et al. use L-BFGS.
-        return torch.optim.Adam(var.params, lr=0.02)
+        return torch.optim.Adam(var.params, lr=ADAM_LR)
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
     if opts.extra.get("lbfgs") == "torch":  # torch's L-BFGS, only to measure what ours buys
         return torch.optim.LBFGS(var.params, lr=1.0, max_iter=1, max_eval=1, history_size=history,
@@ -267,121 +279,174 @@ def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
 
 
 def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progress]:
-    """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style``; yield per evaluation."""
+    """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style``; yield per evaluation.
+
+    Errors in the options, the size or the memory estimate are raised at the first ``next()``
+    (this is a generator); :func:`napari_nst.iter_stylize` checks the options before that.
+    """
     device = pick_device(opts.device)
+    opts = opts.for_device(gpu=device.type != "cpu")  # size and steps "by device"
     dtype = autocast_dtype(opts.precision, device)
-    layers = opts.layers
     opts.check_size(content.shape[:2])  # layer names were checked by Options.validate
     shapes = opts.level_shapes(content.shape[:2])
-    levels = len(shapes)
-    counts = split_steps(opts.steps, levels)
+    counts = split_steps(opts.steps, len(shapes))
     check_memory(content.shape[:2], shapes[-1], opts, device, dtype)
+    ctx: Optional[_Run] = _prepare(content, style, opts, device, dtype, shapes, counts)
+    oom = None
+    try:
+        with cudnn_benchmark(device):
+            yield from _levels(ctx)
+    except DeviceMemoryError:
+        raise
+    except (RuntimeError, MemoryError) as exc:
+        if not is_oom(exc):
+            raise
+        oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        ctx = None  # free the network and the pictures before anything else
+        empty_cache(device)
+    if oom is not None:
+        raise _out_of_memory(content.shape[:2], shapes[-1], opts, device, dtype, oom)
+
+
+def _prepare(content: np.ndarray, style: np.ndarray, opts: Options, device: torch.device,
+             dtype: Optional[torch.dtype], shapes: list[tuple[int, int]], counts: list[int]) -> _Run:
     if opts.style_layer_weights is None:
         layer_w = {n: 1.0 / len(opts.style_layers) for n in opts.style_layers}
     else:
         layer_w = dict(zip(opts.style_layers, opts.style_layer_weights))
     gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
-    net = build_vgg(opts.model, layers, weights=opts.weights, pooling=opts.pooling).to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    yield from _loop(net, content, style, opts, device, dtype, shapes, counts, layer_w, gen)
+    plan = network_plan(device, dtype)
+    if "channels_last" in opts.extra:  # only to measure what it buys
+        plan = NetworkPlan(bool(opts.extra["channels_last"]), plan.lean_pool)
+    if "lean_pool" in opts.extra:
+        plan = NetworkPlan(plan.channels_last, bool(opts.extra["lean_pool"]))
+    # model None: the network the weights file holds (vgg.resolve_model), else vgg19
+    net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling).to(device)
+    net.set_lean_pool(plan.lean_pool)
+    where = torch.device("cpu") if resize_on_host(device) else device
+    return _Run(opts, device, dtype, plan, net, to_tensor(content, where), to_tensor(style, where),
+                style.shape[:2], shapes, counts, layer_w, gen)
 
 
-def _first_image(content_full: torch.Tensor, opts: Options, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+def _first_image(ctx: _Run) -> torch.Tensor:
+    opts, shape = ctx.opts, ctx.shapes[0]
     if isinstance(opts.init, np.ndarray):
         init = to_rgb_float(opts.init, name="init")
-        return resize(to_tensor(init, content_full.device), shape)
+        return ctx.resized(to_tensor(init, ctx.content.device), shape)
     if opts.init == "noise":
-        return torch.rand(1, 3, *shape, generator=gen).to(content_full.device)
-    return resize(content_full, shape)
+        return torch.rand(1, 3, *shape, generator=ctx.gen).to(ctx.device)
+    c = ctx.resized(ctx.content, shape)
+    if opts.extra.get("init") == "colour":  # measured in docs/performance.md (issue 11), not a default
+        return colour_matched(c, ctx.resized(ctx.style, opts.style_shape(ctx.style_shape, shape)))
+    return c
 
 
-def _loop(
-    net: VGGFeatures, content: np.ndarray, style: np.ndarray, opts: Options, device: torch.device,
-    dtype: Optional[torch.dtype], shapes: list[tuple[int, int]], counts: list[int], layer_w: dict[str, float],
-    gen: torch.Generator,
-) -> Iterator[Progress]:
-    t0 = time.perf_counter()
-    content_full = to_tensor(content, device)
-    style_full = to_tensor(style, device)
-    step, total, last_good = 0, sum(counts), None
-    x = _first_image(content_full, opts, shapes[0], gen)
-    oom = None
-    cl = bool(opts.extra.get("channels_last", True))  # off only to measure what it buys
-    cg = opts.extra.get("clamp", "inplace") == "graph"  # "graph" only to measure it: it can strand saturated pixels
-    try:
-        for level, (shape, count) in enumerate(zip(shapes, counts), start=1):
-            c = resize(content_full, shape)
-            s = resize(style_full, resized_shape(style.shape[:2], max(1, round(max(shape) * opts.style_scale))))
-            content_t, grams, nm = _targets(net, c, s, opts)
-            a, b = resolve_weights(opts, content_t, grams, layer_w, nm)
-            terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], layer_w, b)]
-            if opts.tv_weight > 0:
-                terms.append(TVTerm(opts.tv_weight))
-            weights = {t.name: float(t.weight) for t in terms}
-            var = PyramidImage(resize(x.detach(), shape), opts.pyramid, float(opts.extra.get("pyramid_gamma", PYRAMID_GAMMA)))
-            optimizer = _make_optimizer(opts, var)
-            for i in range(count):
-                step += 1
-                want_image = step == total or i == count - 1 or step % opts.preview_every == 0
-                losses, image = _evaluate_and_step(net, terms, var, optimizer, device, dtype, want_image, cl, cg)
-                if not math.isfinite(losses["total"]):
-                    raise NonFiniteLossError(
-                        f"the objective became {losses['total']} at step {step} (weights {weights}); "
-                        "lower style_weight/content_weight or use precision='float32'. "
-                        "The last finite pastiche is kept.",
-                        to_numpy(last_good) if last_good is not None else None,
-                    )
-                last_good = image if image is not None else last_good
-                yield Progress(
-                    step=step, total=total, losses=losses,
-                    image=to_numpy(image) if image is not None else None,
-                    level=level, levels=len(shapes), shape=shape,
-                    elapsed=time.perf_counter() - t0, weights=weights, device=str(device),
-                    last_of_level=i == count - 1,
-                )
-            x = var.detached()  # the next level starts from this level's result
-    except DeviceMemoryError:
-        raise
-    except (RuntimeError, MemoryError) as exc:
-        if not _is_oom(exc):
-            raise
-        oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    finally:
-        c = s = content_t = grams = terms = optimizer = var = None  # noqa: F841 (free the level's tensors)
-        del x, content_full, style_full, last_good
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    if oom is None:
-        return
-    # out of memory half-way (the estimate was too low, or something else took the memory):
-    # everything of this run is freed now; suggest a size that fits what is free at this moment
-    import gc
+def colour_matched(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """The content with the style's colour statistics (each RGB channel's mean and standard
+    deviation), clamped to [0, 1]: a start nearer the style's Gram matrices than the content."""
+    mc, sc = content.mean((0, 2, 3), keepdim=True), content.std((0, 2, 3), keepdim=True)
+    ms, ss = style.mean((0, 2, 3), keepdim=True), style.std((0, 2, 3), keepdim=True)
+    return ((content - mc) / sc.clamp(min=1e-6) * ss + ms).clamp(0.0, 1.0)
 
+
+def _levels(ctx: _Run) -> Iterator[Progress]:
+    x = _first_image(ctx)
+    for level, (shape, count) in enumerate(zip(ctx.shapes, ctx.counts), start=1):
+        x = yield from _level(ctx, level, shape, count, x)  # the next level starts from this one's result
+
+
+def _terms(ctx: _Run, shape: tuple[int, int]) -> tuple[list[Any], dict[str, float]]:
+    """The objective's terms at working ``shape`` (targets and weights of this level)."""
+    opts = ctx.opts
+    c = ctx.resized(ctx.content, shape)
+    s = ctx.resized(ctx.style, opts.style_shape(ctx.style_shape, shape))
+    content_t, grams, nm = _targets(ctx.net, c, s, opts)
+    a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
+    terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
+    if opts.tv_weight > 0:
+        terms.append(TVTerm(opts.tv_weight))
+    return terms, {t.name: float(t.weight) for t in terms}
+
+
+def _want_image(ctx: _Run, last_of_level: bool) -> bool:
+    """Images only where they will be used: the last of each level, and every ``preview_every``-th
+    evaluation once ``preview_interval`` seconds have passed since the last record with one."""
+    if last_of_level:
+        return True
+    if ctx.step % ctx.opts.preview_every:
+        return False
+    return time.perf_counter() - ctx.last_image_at >= ctx.opts.preview_interval
+
+
+def _level(ctx: _Run, level: int, shape: tuple[int, int], count: int,
+           x: torch.Tensor) -> Generator[Progress, None, torch.Tensor]:
+    """One coarse-to-fine level: ``count`` evaluations at ``shape`` starting from ``x``."""
+    terms, weights = _terms(ctx, shape)
+    gamma = float(ctx.opts.extra.get("pyramid_gamma", PYRAMID_GAMMA))
+    var = PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma)
+    del x
+    optimizer = _make_optimizer(ctx.opts, var)
+    objective = _objective(ctx, terms)
+    for i in range(count):
+        ctx.step += 1
+        last = i == count - 1
+        losses, image = _evaluate_and_step(ctx, objective, var, optimizer, _want_image(ctx, last))
+        if not math.isfinite(losses["total"]):
+            raise NonFiniteLossError(
+                f"the objective became {losses['total']} at step {ctx.step} (weights {weights}); "
+                "lower style_weight/content_weight or use precision='float32'. "
+                "The last finite pastiche is kept.",
+                ctx.last_good,
+            )
+        if image is not None:
+            ctx.last_good, ctx.last_image_at = to_numpy(image), time.perf_counter()
+        yield Progress(
+            step=ctx.step, total=ctx.total, losses=losses, image=ctx.last_good if image is not None else None,
+            level=level, levels=len(ctx.shapes), shape=shape, elapsed=time.perf_counter() - ctx.t0,
+            weights=weights, device=str(ctx.device), last_of_level=last,
+            size=max(ctx.shapes[-1]), precision="bfloat16" if ctx.dtype is not None else "float32",
+        )
+    return var.detached()
+
+
+def _out_of_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: Options, device: torch.device,
+                   dtype: Optional[torch.dtype], what: str) -> DeviceMemoryError:
+    """The error for an out-of-memory half-way (the estimate was too low, or something else took
+    the memory): the run's memory is freed by now; suggest a size that fits what is free now."""
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    shape = shapes[-1]
+    empty_cache(device)  # MPS and CUDA: the cached blocks of the failed run back to the device first
     avail = available_memory(device)
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
-    fit = largest_fitting_size(content.shape[:2], avail, opts.model, dtype, opts.optimizer, history,
+    fit = largest_fitting_size(content_shape, avail, opts.network, dtype, opts.optimizer, history,
                                device.type) if avail is not None else 0
     if fit >= opts.size or fit == 0:
-        fit = max(1, int(opts.size * 0.7))
-    raise DeviceMemoryError(
-        f"ran out of memory on {device} at {shape[0]}x{shape[1]} px ({oom}); use size={fit} or less"
-        + (", or precision='bfloat16'" if dtype is None and device.type != "mps" else ""),
+        fit = max(1, int(opts.size * OOM_SIZE_FACTOR))
+    return DeviceMemoryError(
+        f"ran out of memory on {device} at {shape[0]}x{shape[1]} px ({what}); use size={fit} or less"
+        + _bf16_hint(device, dtype),
         fit,
     )
 
 
+def _objective(ctx: _Run, terms: list[Any]) -> Objective:
+    """The objective of one level as a function of the image, as a CUDA graph where that pays."""
+
+    def fn(g: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with _autocast(ctx.device, ctx.dtype):
+            feats = ctx.net(g.contiguous(memory_format=torch.channels_last) if ctx.plan.channels_last else g)
+        return evaluate(terms, feats, g)
+
+    graph = ctx.device.type == "cuda" and bool(ctx.opts.extra.get("cuda_graph", True))  # off only to measure it
+    return Objective(fn, graph=graph)
+
+
 def _evaluate_and_step(
-    net: VGGFeatures, terms: list[Any], var: PyramidImage, optimizer: Any,
-    device: torch.device, dtype: Optional[torch.dtype], want_image: bool, channels_last: bool = True,
-    clamp_in_graph: bool = False,
+    ctx: _Run, objective: Objective, var: PyramidImage, optimizer: Any, want_image: bool,
 ) -> tuple[dict[str, float], Optional[torch.Tensor]]:
     """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
     out: dict[str, Any] = {}
+    clamp_in_graph = ctx.opts.extra.get("clamp", "inplace") == "graph"  # measurement only
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -392,15 +457,16 @@ def _evaluate_and_step(
         else:
             var.project_()  # the textbook's way: project G onto [0, 1] before evaluating
             g = var.image()
-        with _autocast(device, dtype):
-            feats = net(g.contiguous(memory_format=torch.channels_last) if channels_last else g)
-        total, parts = evaluate(terms, feats, g)
-        total.backward()
-        out["parts"], out["total"] = parts, total.detach()
+        total, parts, grad = objective(g)
+        g.backward(grad)  # d total / d G, on through the pyramid to the optimiser's variables
+        out["parts"], out["total"] = parts, total
         out["image"] = g.detach().clone() if want_image else None
         return total
 
     optimizer.step(closure)
-    losses = {k: float(v.detach()) for k, v in out["parts"].items()}
-    losses["total"] = float(out["total"])
+    # every scalar of this evaluation in one device-to-host transfer (one synchronisation)
+    names = list(out["parts"])
+    values = torch.stack([out["total"].float(), *(out["parts"][n].float() for n in names)]).tolist()
+    losses = dict(zip(names, values[1:]))
+    losses["total"] = values[0]
     return losses, out["image"]

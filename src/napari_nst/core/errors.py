@@ -49,3 +49,7 @@ class EngineProcessError(ChildProcessError):
 
     An OSError, not a RuntimeError: napari's thread workers swallow RuntimeErrors.
     """
+
+
+class PrecisionWarning(UserWarning):
+    """A precision asked for that the device only emulates (slow); the message says what to use."""

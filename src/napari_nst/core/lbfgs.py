@@ -35,12 +35,12 @@ class LBFGS:
 
     ``closure`` zeroes the gradients, projects the variable if it wants to, evaluates the
     objective, calls ``backward`` and returns the loss. ``image_change(deltas)`` (optional) maps a
-    step in ``params`` to the largest absolute change it makes to the image; used with
-    ``max_change``.
+    step in ``params`` to the largest absolute change it makes to the image (a float, or a 0-d
+    tensor, which keeps the step free of device synchronisations); used with ``max_change``.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], history: int = 20, max_change: Optional[float] = None,
-                 image_change: Optional[Callable[[list[torch.Tensor]], float]] = None) -> None:
+                 image_change: Optional[Callable[[list[torch.Tensor]], float | torch.Tensor]] = None) -> None:
         self.params = list(params)
         self.history = int(history)
         self.max_change = max_change
@@ -49,7 +49,8 @@ class LBFGS:
         self._x_prev: Optional[torch.Tensor] = None
         self._g_prev: Optional[torch.Tensor] = None
         self._f_prev = float("inf")
-        self.steps_shortened = 0
+        self._shortened_host = 0
+        self._shortened: Optional[torch.Tensor] = None  # counted on the device (see _trust_region)
         self.steps_back = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -73,6 +74,8 @@ class LBFGS:
                 # first step (below) is so short that on this objective the curvature it sees is
                 # negative and L-BFGS never gets a pair (seen at 256 px in float32)
                 change = self.image_change(self._split(g))
+                if isinstance(change, torch.Tensor):  # no synchronisation; g = 0 gives d = 0 either way
+                    return g * (-0.25 * self.max_change / change.clamp(min=1e-30))
                 if change > 0:
                     return g * (-0.25 * self.max_change / change)
             return -g * min(1.0, 1.0 / max(float(g.abs().sum()), 1e-30))
@@ -101,15 +104,19 @@ class LBFGS:
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         with torch.enable_grad():
             loss = closure()
-        f = float(loss)
         x, g = self._flat(False), self._flat(True)
+        scalars = [loss.detach().float().reshape(())]
         if self._x_prev is not None and self.history > 0:
             s, y = x - self._x_prev, g - self._g_prev
             ys = y @ s
-            # positive curvature, relative to the vectors' sizes: torch's absolute 1e-10 rejects
-            # every pair of a small objective's tiny first step, and L-BFGS never starts
-            if float(ys) > 1e-8 * float(s.norm() * y.norm()):
-                self.pairs.append((s, y, 1.0 / ys))
+            scalars += [ys, s.norm() * y.norm()]
+        # the step's scalars in one device-to-host transfer: one synchronisation of a GPU per step
+        values = torch.stack(scalars).tolist()
+        f = values[0]
+        # positive curvature, relative to the vectors' sizes: torch's absolute 1e-10 rejects
+        # every pair of a small objective's tiny first step, and L-BFGS never starts
+        if len(values) == 3 and values[1] > 1e-8 * values[2]:
+            self.pairs.append((s, y, 1.0 / ys))
         if self._x_prev is not None and not f <= self._f_prev:
             # the step made things worse (or not finite): go back half way towards the last
             # better point, which stays the reference (a backtracking line search, one evaluation
@@ -119,12 +126,26 @@ class LBFGS:
             self.pairs.clear()  # the curvature model misled: start it again
         else:
             d = self._direction(g)
-            if self.max_change is not None and self.image_change is not None:
-                change = self.image_change(self._split(d))
-                if change > self.max_change:
-                    d.mul_(self.max_change / change)
-                    self.steps_shortened += 1
+            self._trust_region(d)
             self._x_prev, self._g_prev, self._f_prev = x, g, f
         for p, dp in zip(self.params, self._split(d)):
             p.add_(dp.to(p.dtype))
         return loss
+
+    def _trust_region(self, d: torch.Tensor) -> None:
+        """Shorten ``d`` in place so that no pixel of the image moves by more than ``max_change``."""
+        if self.max_change is None or self.image_change is None:
+            return
+        change = self.image_change(self._split(d))
+        if isinstance(change, torch.Tensor):  # scaled on the device: no synchronisation
+            over = change > self.max_change
+            d.mul_(torch.where(over, self.max_change / change.clamp(min=1e-30), torch.ones_like(change)))
+            self._shortened = over.long() if self._shortened is None else self._shortened + over
+        elif change > self.max_change:
+            d.mul_(self.max_change / change)
+            self._shortened_host += 1
+
+    @property
+    def steps_shortened(self) -> int:
+        """Steps the trust region shortened (reading it synchronises a GPU)."""
+        return self._shortened_host + (int(self._shortened) if self._shortened is not None else 0)

@@ -1,13 +1,16 @@
-"""The engine's options: names, defaults, documentation and validation (no torch here).
+"""The engine's options, each declared once: name, default, documentation, bounds, validation.
 
-The widget and the command line read their defaults and help texts from :class:`Options`.
+Every field of :class:`Options` carries its metadata (:func:`napari_nst.core.spec.option`); the
+command line's flags, the widget's form and README's option table are generated from
+:func:`specs` (no torch here).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import lru_cache
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -15,6 +18,7 @@ import numpy as np
 from .errors import OptionError
 from .images import resized_shape
 from .layers import check_layers, min_side
+from .spec import Spec, docstring_help, option
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -22,95 +26,119 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bfloat16")
+MODELS = ("vgg19", "vgg16")
+POOLINGS = ("max", "avg")
 MAX_SIZE = 16384
+MAX_STEPS = 10_000_000
+MAX_SEED = 2**31 - 1  # a Qt spin box's int range, so the widget offers every seed the API takes
+
+#: size and steps when left at None ("by device"): a run of about a minute on a 2-core CPU,
+#: the paper-like run on a GPU
+CPU_SIZE, CPU_STEPS = 256, 100
+GPU_SIZE, GPU_STEPS = 512, 300
+_SIZE_BY_DEVICE = f"by device: {CPU_SIZE} on a CPU, {GPU_SIZE} on a GPU"
+_STEPS_BY_DEVICE = f"by device: {CPU_STEPS} on a CPU, {GPU_STEPS} on a GPU"
 
 
 @dataclass
 class Options:
-    """Settings of one style-transfer run. Every field is a keyword of ``stylize``.
+    """Settings of one style-transfer run. Every field but ``extra`` is a keyword of ``stylize``.
 
     Attributes
     ----------
-    size : int
-        Long edge of the output in pixels (aspect ratio of the content kept).
-    steps : int
+    size : int or None
+        Long edge of the output in pixels; the content's aspect ratio is kept. None: by device,
+        256 on a CPU (a run of about a minute), 512 on a GPU.
+    steps : int or None
         Objective evaluations (forward + backward passes) in all, over all scales, so that cost
-        compares across optimisers.
-    content_weight : float or None
-        ``a`` in ``a * L_content + b * L_style``. None: automatic, ``a = 1 / (1/2 ||P||^2)`` where
-        P are the content features, so that ``a * L_content`` is the relative content error.
+        compares across optimisers. None: by device, 100 on a CPU, 300 on a GPU.
     style_weight : float or None
-        ``b``. None: automatic, ``b = 50 / L_style(0)`` where ``L_style(0)`` is the style loss of
-        an image whose Gram matrices are zero, so that ``b * L_style`` is a relative Gram error.
-        The automatic values are network- and size-independent; they are reported in every
-        progress record (``weights``).
-    tv_weight : float
-        Weight of a total-variation term (not in the paper; 0 = off).
-    content_layers : tuple of str
-        Layers for ``L_content`` (``relu4_2`` in the paper).
-    style_layers : tuple of str
-        Layers for ``L_style``.
-    style_layer_weights : tuple of float or None
-        ``w_l`` for each style layer; None = equal weights that sum to 1.
-    model : str
-        ``vgg19`` (the paper's) or ``vgg16``.
+        The style term's weight ``b`` in ``a * L_content + b * L_style``. None: automatic,
+        ``b = 50 / L_style(0)`` where ``L_style(0)`` is the style loss of an image whose Gram
+        matrices are zero, so that ``b * L_style`` is a relative Gram error. The automatic values
+        do not depend on the network or the size; every progress record reports them (``weights``).
+    content_weight : float or None
+        The content term's weight ``a``. None: automatic, ``a = 1 / (1/2 ||P||^2)`` where P are
+        the content features, so that ``a * L_content`` is the relative content error.
+    model : str or None
+        The network: ``vgg19`` (the paper's) or ``vgg16``. None: what the weights file holds,
+        else vgg19.
     weights : str or None
-        None: ``$NAPARI_NST_WEIGHTS`` if set, else torchvision's ImageNet weights (downloaded once);
-        or the path of a ``.pth`` state dict (full, or ``features.*`` keys only).
+        The network's weights, a ``.pth`` state dict (full, or ``features.*`` keys only). None:
+        ``$NAPARI_NST_WEIGHTS`` if set, else torchvision's ImageNet weights (downloaded once).
+    device : str
+        Where to run: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+    seed : int or None
+        Seed for the noise initialisation and anything random; fixed = repeatable on the CPU.
+        None: random.
+    content_layers : tuple of str
+        Layers for ``L_content`` (``relu4_2`` in the paper), comma-separated as text.
+    style_layers : tuple of str
+        Layers for ``L_style``, comma-separated as text.
+    style_layer_weights : tuple of float or None
+        The weight ``w_l`` of each style layer. None: equal weights that sum to 1.
     pooling : str
         ``max`` (torchvision's network) or ``avg`` (the paper's recommendation).
     optimizer : str
         ``lbfgs`` (the paper's; one evaluation per step, with a trust region and backtracking
         against divergence) or ``adam``.
     init : str or array
-        ``content``, ``noise``, or an image array to start from (e.g. an earlier pastiche).
+        Where the pastiche starts: ``content``, ``noise``, or an image array such as an earlier
+        pastiche (on the command line, an image file).
     scales : int
         Coarse-to-fine levels, each twice the size of the one before; 1 = single scale. At most
         this many: levels smaller than the network's minimum, or more levels than ``steps``, are
         dropped. Coarse-to-fine did not pay on the CPU benchmark (docs/performance.md), so the
         default is 1.
     pyramid : int
-        The optimiser moves the pastiche through this many coarser layers (each half the size of
-        the one below) added on top of its pixels; 0 = the pixels themselves, as in the paper.
-        Same objective, fewer evaluations to reach a given value (docs/performance.md).
+        Coarser layers (each half the size of the one below) the optimiser moves the pastiche
+        through, added on top of its pixels; 0 = the pixels themselves, as in the paper. Same
+        objective, fewer evaluations to reach a given value (docs/performance.md).
     style_scale : float
         The style image is resized to ``size * style_scale`` on its long edge.
-    device : str
-        ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+    tv_weight : float
+        Weight of a total-variation term (not in the paper; 0 = off).
     precision : str
-        ``auto`` (bfloat16 network where the device runs it fast; targets, Gram matrices and
-        losses always float32),
-        ``float32`` or ``bfloat16``.
-    seed : int or None
-        Seed for the noise initialisation and anything random; fixed = repeatable on the CPU.
+        The network's number format: ``auto`` (bfloat16 where the device runs it fast, else
+        float32), ``float32`` or ``bfloat16``. Targets, Gram matrices and losses are always float32.
     preview_every : int
         Copy the image into every n-th progress record (others carry ``image=None``).
+    preview_interval : float
+        Seconds: copy the image into a record only if at least this long has passed since the
+        last record that had one (0 = no time limit). The last record of each level always
+        carries the image.
     content_limits, style_limits : (lo, hi) or None
-        Values mapped to 0 and 1 (a napari layer's contrast limits); None = by dtype.
+        Values mapped to 0 and 1, such as a napari layer's contrast limits. None: by dtype.
     """
 
-    size: int = 512
-    steps: int = 300
-    content_weight: Optional[float] = None
-    style_weight: Optional[float] = None
-    tv_weight: float = 0.0
-    content_layers: tuple[str, ...] = CONTENT_LAYERS
-    style_layers: tuple[str, ...] = STYLE_LAYERS
-    style_layer_weights: Optional[tuple[float, ...]] = None
-    model: str = "vgg19"
-    weights: Optional[str] = None
-    pooling: str = "max"
-    optimizer: str = "lbfgs"
-    init: Union[str, np.ndarray] = "content"
-    scales: int = 1
-    pyramid: int = 4
-    style_scale: float = 1.0
-    device: str = "auto"
-    precision: str = "auto"
-    seed: Optional[int] = 0
-    preview_every: int = 1
-    content_limits: Optional[tuple[float, float]] = None
-    style_limits: Optional[tuple[float, float]] = None
+    size: Optional[int] = option(None, label="Size (px)", kind="int", lo=1, hi=MAX_SIZE, step=32, none=_SIZE_BY_DEVICE)
+    steps: Optional[int] = option(None, label="Steps", kind="int", lo=1, hi=MAX_STEPS, step=50, none=_STEPS_BY_DEVICE)
+    style_weight: Optional[float] = option(None, label="Style weight", kind="auto_float", lo=0, none="automatic")
+    content_weight: Optional[float] = option(None, label="Content weight", kind="auto_float", lo=0, none="automatic")
+    model: Optional[str] = option(None, label="Network", kind="choice", choices=MODELS,
+                                  none="from the weights file, else vgg19")
+    weights: Optional[str] = option(None, label="Weights", kind="path",
+                                    none="$NAPARI_NST_WEIGHTS, else torchvision's ImageNet weights")
+    device: str = option("auto", label="Device", kind="device", choices=DEVICES)
+    seed: Optional[int] = option(0, label="Seed", kind="seed", lo=0, hi=MAX_SEED, none="random")
+    content_layers: tuple[str, ...] = option(CONTENT_LAYERS, label="Content layers", kind="names", advanced=True)
+    style_layers: tuple[str, ...] = option(STYLE_LAYERS, label="Style layers", kind="names", advanced=True)
+    style_layer_weights: Optional[tuple[float, ...]] = option(None, label="Layer weights", kind="floats", lo=0,
+                                                              advanced=True, none="equal")
+    pooling: str = option("max", label="Pooling", kind="choice", choices=POOLINGS, advanced=True)
+    optimizer: str = option("lbfgs", label="Optimiser", kind="choice", choices=OPTIMIZERS, advanced=True)
+    init: Union[str, np.ndarray] = option("content", label="Start from", kind="init", choices=INITS, advanced=True)
+    scales: int = option(1, label="Scales", kind="int", lo=1, hi=8, advanced=True)
+    pyramid: int = option(4, label="Pyramid", kind="int", lo=0, hi=12, advanced=True)
+    style_scale: float = option(1.0, label="Style scale", kind="float", lo=0.05, hi=8.0, step=0.05, advanced=True)
+    tv_weight: float = option(0.0, label="TV weight", kind="float", lo=0, advanced=True)
+    precision: str = option("auto", label="Precision", kind="choice", choices=PRECISIONS, advanced=True)
+    preview_every: int = option(1, label="Preview every", kind="int", lo=1, hi=MAX_STEPS, form=False, cli=False)
+    preview_interval: float = option(0.0, label="Preview interval (s)", kind="float", lo=0, form=False, cli=False)
+    content_limits: Optional[tuple[float, float]] = option(None, label="Content limits", kind="limits",
+                                                           none="by dtype", form=False)
+    style_limits: Optional[tuple[float, float]] = option(None, label="Style limits", kind="limits",
+                                                         none="by dtype", form=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -135,23 +163,66 @@ class Options:
         """Content and style layers, without repeats."""
         return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
 
+    def for_device(self, gpu: bool) -> Options:
+        """A copy with ``size`` and ``steps`` filled in where they are None ("by device")."""
+        return replace(
+            self,
+            size=self.size if self.size is not None else (GPU_SIZE if gpu else CPU_SIZE),
+            steps=self.steps if self.steps is not None else (GPU_STEPS if gpu else CPU_STEPS),
+        )
+
+    @property
+    def network(self) -> str:
+        """The network the layer checks use: ``model``, or vgg19 while it is still to be read from
+        the weights file (both networks name and pool their layers alike up to relu5_1)."""
+        return self.model or "vgg19"
+
     def level_shapes(self, shape: tuple[int, int]) -> list[tuple[int, int]]:
-        """Working shapes of the coarse-to-fine levels the engine uses for a content of ``shape``."""
-        need = min_side(self.model, self.layers)
-        return level_shapes(shape, self.size, effective_levels(shape, self.size, self.scales, self.steps, need))
+        """Working shapes of the coarse-to-fine levels the engine uses for a content of ``shape``.
+
+        With ``size``/``steps`` still None (by device), the CPU's values: the smaller size, so a
+        check made before the device is known is the stricter one.
+        """
+        size, steps = self.size or CPU_SIZE, self.steps or CPU_STEPS
+        need = min_side(self.network, self.layers)
+        return level_shapes(shape, size, effective_levels(shape, size, self.scales, steps, need))
+
+    def style_shape(self, style_shape: tuple[int, int], level_shape: tuple[int, int]) -> tuple[int, int]:
+        """The style image's working shape at a level of working shape ``level_shape``."""
+        return resized_shape(style_shape, max(1, round(max(level_shape) * self.style_scale)))
 
     def check_size(self, shape: tuple[int, int]) -> None:
         """Raise OptionError if the coarsest working image is too small for the network."""
-        need = min_side(self.model, self.layers)
+        need = min_side(self.network, self.layers)
         shapes = self.level_shapes(shape)
         h, w = shapes[0]
         if min(h, w) < need:
             where = "the coarsest level" if len(shapes) > 1 else "the output"
             raise OptionError(
-                f"{where} would be {h}x{w} px, but {self.model} up to {self.layers[-1]} needs at least "
-                f"{need} px on each side: increase size (now {self.size})"
+                f"{where} would be {h}x{w} px, but {self.network} up to {self.layers[-1]} needs at least "
+                f"{need} px on each side: increase size (now {self.size or CPU_SIZE})"
                 + (f" or use fewer scales (now {self.scales})" if self.scales > 1 else "")
                 + " or crop the content to a less elongated shape"
+            )
+
+    def check_style_size(self, content_shape: tuple[int, int], style_shape: tuple[int, int]) -> None:
+        """Raise OptionError if the style image, resized as the engine resizes it at each level
+        (:meth:`style_shape`), is too large, or too small for the network at the coarsest level."""
+        need = min_side(self.network, self.layers)
+        shapes = self.level_shapes(content_shape)
+        h, w = self.style_shape(style_shape, shapes[0])
+        big = self.style_shape(style_shape, (self.size or GPU_SIZE,) * 2)
+        if max(big) > MAX_SIZE:
+            raise OptionError(
+                f"style_scale={self.style_scale:g} would make the style image {big[0]}x{big[1]} px; the limit is "
+                f"{MAX_SIZE} px on the long edge: lower style_scale"
+            )
+        if min(h, w) < need:
+            where = "at the coarsest level" if len(shapes) > 1 else "at this size"
+            raise OptionError(
+                f"the style image would be {h}x{w} px {where}, but {self.network} up to {self.layers[-1]} needs "
+                f"at least {need} px on each side: increase style_scale (now {self.style_scale:g}) or size (now "
+                f"{self.size or CPU_SIZE}), or crop the style image to a less elongated shape"
             )
 
     def as_dict(self) -> dict[str, Any]:
@@ -165,49 +236,39 @@ class Options:
     # ------------------------------------------------------------------ validation
 
     def validate(self) -> None:
-        self.size = _int(self.size, "size", 1, MAX_SIZE)
-        self.steps = _int(self.steps, "steps", 1, 10_000_000)
-        self.scales = _int(self.scales, "scales", 1, 8)
-        self.pyramid = _int(self.pyramid, "pyramid", 0, 12)
-        self.preview_every = _int(self.preview_every, "preview_every", 1, 10_000_000)
-        for name in ("content_weight", "style_weight"):
-            if getattr(self, name) is not None:
-                setattr(self, name, _float(getattr(self, name), name))
-        self.tv_weight = _float(self.tv_weight, "tv_weight")
-        self.style_scale = _float(self.style_scale, "style_scale", positive=True)
-        if self.seed is not None:
-            self.seed = _int(self.seed, "seed", 0, 2**63 - 1)
-        self.content_layers = _names(self.content_layers, "content_layers")
-        self.style_layers = _names(self.style_layers, "style_layers")
-        if self.style_layer_weights is not None:
-            w = tuple(_float(v, "style_layer_weights") for v in _seq(self.style_layer_weights, "style_layer_weights"))
-            if len(w) != len(self.style_layers):
-                raise OptionError(
-                    f"style_layer_weights has {len(w)} values but style_layers has "
-                    f"{len(self.style_layers)}; give one weight per style layer"
-                )
-            self.style_layer_weights = w
-        _choice(self.model, "model", ("vgg16", "vgg19"))
-        check_layers(self.model, self.content_layers, "content layer")
-        check_layers(self.model, self.style_layers, "style layer")
-        _choice(self.pooling, "pooling", ("max", "avg"))
-        _choice(self.optimizer, "optimizer", OPTIMIZERS)
-        _choice(self.precision, "precision", PRECISIONS)
-        if not isinstance(self.device, str) or not (
-            self.device in DEVICES or self.device.startswith("cuda:")
-        ):
-            raise OptionError(f"device must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
-        if isinstance(self.init, str):
-            _choice(self.init, "init", INITS)
-        elif not isinstance(self.init, np.ndarray):
-            try:
-                self.init = np.asarray(self.init)
-            except Exception:
-                raise OptionError(f"init must be one of {INITS} or an image array") from None
-        if self.weights is not None:
-            if not isinstance(self.weights, (str, os.PathLike)):
-                raise OptionError(f"weights must be None or a file path, got {type(self.weights).__name__}")
-            self.weights = os.fspath(self.weights) or None
+        """Check and normalise every field in place (raises :class:`OptionError` naming the fix)."""
+        for sp in specs():
+            value = getattr(self, sp.name)
+            if value is None and sp.nullable:
+                continue
+            setattr(self, sp.name, _CHECKS[sp.kind](value, sp))
+        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(self.style_layers):
+            raise OptionError(
+                f"style_layer_weights has {len(self.style_layer_weights)} values but style_layers has "
+                f"{len(self.style_layers)}; give one weight per style layer"
+            )
+        check_layers(self.network, self.content_layers, "content layer")
+        check_layers(self.network, self.style_layers, "style layer")
+
+
+@lru_cache(maxsize=None)
+def specs() -> tuple[Spec, ...]:
+    """Every option's :class:`Spec`, in declaration order (the widget's form order)."""
+    docs = docstring_help(Options.__doc__ or "")
+    out = []
+    for f in fields(Options):
+        meta = f.metadata.get("napari_nst")
+        if meta is not None:
+            out.append(Spec(name=f.name, default=f.default, help=docs.get(f.name, ""), **meta))
+    return tuple(out)
+
+
+def spec(name: str) -> Spec:
+    """The :class:`Spec` of option ``name`` (KeyError if there is none)."""
+    for sp in specs():
+        if sp.name == name:
+            return sp
+    raise KeyError(name)
 
 
 def level_shapes(shape: tuple[int, int], size: int, scales: int) -> list[tuple[int, int]]:
@@ -224,30 +285,42 @@ def effective_levels(shape: tuple[int, int], size: int, scales: int, steps: int,
     return levels
 
 
-def _int(v: Any, name: str, lo: int, hi: int) -> int:
+def _int(v: Any, sp: Spec) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         if isinstance(v, (float, np.floating)) and float(v).is_integer():
             v = int(v)
         else:
-            raise OptionError(f"{name} must be an integer, got {v!r}")
-    if not lo <= int(v) <= hi:
-        raise OptionError(f"{name} must be between {lo} and {hi}, got {v}")
-    return int(v)
+            raise OptionError(f"{sp.name} must be an integer, got {v!r}")
+    return int(_in_range(int(v), sp))
 
 
-def _float(v: Any, name: str, positive: bool = False) -> float:
+def _in_range(v: float, sp: Spec) -> float:
+    lo = -np.inf if sp.lo is None else sp.lo
+    hi = np.inf if sp.hi is None else sp.hi
+    if not lo <= v <= hi:
+        fix = f"lower {sp.name}" if v > hi else f"raise {sp.name}"
+        if sp.hi is None:
+            raise OptionError(f"{sp.name} must be a finite number >= {_num(lo)}, got {v!r}")
+        raise OptionError(f"{sp.name} must be between {_num(lo)} and {_num(hi)}, got {_num(v)}: {fix}")
+    return v
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e18 else f"{v:g}"
+
+
+def _float(v: Any, sp: Spec) -> float:
     if isinstance(v, bool):
-        raise OptionError(f"{name} must be a number, got {v!r}")
+        raise OptionError(f"{sp.name} must be a number, got {v!r}")
     try:
         f = float(v)
     except (TypeError, ValueError):
-        raise OptionError(f"{name} must be a number, got {v!r}") from None
-    if not np.isfinite(f) or f < 0 or (positive and f == 0):
-        need = "a finite number > 0" if positive else "a finite number >= 0"
-        raise OptionError(f"{name} must be {need}, got {v!r}")
+        raise OptionError(f"{sp.name} must be a number, got {v!r}") from None
+    if not np.isfinite(f):
+        raise OptionError(f"{sp.name} must be a finite number, got {v!r}")
     if f > _FLOAT32_MAX:  # the objective is float32: a larger factor can only give inf or NaN
-        raise OptionError(f"{name} must be at most {_FLOAT32_MAX:.4g} (the largest float32), got {v!r}")
-    return f
+        raise OptionError(f"{sp.name} must be at most {_FLOAT32_MAX:.4g} (the largest float32), got {v!r}")
+    return _in_range(f, sp)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -262,13 +335,64 @@ def _seq(v: Any, name: str) -> tuple[Any, ...]:
         raise OptionError(f"{name} must be a list, got {v!r}") from None
 
 
-def _names(v: Any, name: str) -> tuple[str, ...]:
-    out = _seq(v, name)
+def _names(v: Any, sp: Spec) -> tuple[str, ...]:
+    out = _seq(v, sp.name)
     if not out or not all(isinstance(s, str) for s in out):
-        raise OptionError(f"{name} must be a non-empty list of layer names like 'relu4_2', got {v!r}")
+        raise OptionError(f"{sp.name} must be a non-empty list of layer names like 'relu4_2', got {v!r}")
     return out
 
 
-def _choice(v: Any, name: str, choices: tuple[str, ...]) -> None:
-    if v not in choices:
-        raise OptionError(f"{name} must be one of {choices}, got {v!r}")
+def _floats(v: Any, sp: Spec) -> tuple[float, ...]:
+    return tuple(_float(x, sp) for x in _seq(v, sp.name))
+
+
+def _choice(v: Any, sp: Spec) -> Any:
+    if v not in (sp.choices or ()):
+        raise OptionError(f"{sp.name} must be one of {sp.choices}, got {v!r}")
+    return v
+
+
+def _device(v: Any, sp: Spec) -> str:
+    if not isinstance(v, str) or not (v in DEVICES or (v.startswith("cuda:") and v[5:].isdigit())):
+        raise OptionError(f"device must be one of {DEVICES} or 'cuda:N', got {v!r}")
+    return v
+
+
+def _init(v: Any, sp: Spec) -> Any:
+    if isinstance(v, str):
+        return _choice(v, sp)
+    if isinstance(v, np.ndarray):
+        return v
+    try:
+        return np.asarray(v)
+    except Exception:
+        raise OptionError(f"init must be one of {INITS} or an image array") from None
+
+
+def _path(v: Any, sp: Spec) -> Optional[str]:
+    if not isinstance(v, (str, os.PathLike)):
+        raise OptionError(f"{sp.name} must be None or a file path, got {type(v).__name__}")
+    return os.fspath(v) or None
+
+
+def _as_is(v: Any, sp: Spec) -> Any:  # limits: checked (with the image) by images.to_rgb_float
+    return v
+
+
+_CHECKS = {
+    "int": _int, "seed": _int, "float": _float, "auto_float": _float, "names": _names, "floats": _floats,
+    "choice": _choice, "device": _device, "init": _init, "path": _path, "limits": _as_is,
+}
+
+
+#: README.md holds the generated option table between these two lines
+README_MARKERS = ("<!-- options table: napari_nst.core.options.readme_table(), checked by tests/headless/test_options_spec.py -->",
+                  "<!-- end of options table -->")
+
+
+def readme_table() -> str:
+    """README's option table, generated from :func:`specs`."""
+    from .spec import markdown_table
+
+    return markdown_table(specs())
+

@@ -29,6 +29,7 @@ class PyramidImage:
         h, w = image.shape[-2:]
         self.shape = (int(h), int(w))
         self.gamma = float(gamma)
+        self._matrices: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.layers = [image.detach().clone().contiguous().requires_grad_(True)]
         for k in range(1, levels + 1):
             hk, wk = -(-h // 2**k), -(-w // 2**k)  # ceil: never empty
@@ -56,13 +57,31 @@ class PyramidImage:
             return layers[0]
         g = layers[0]
         for k, z in enumerate(layers[1:], start=1):
-            g = g + self.gamma**k * F.interpolate(z, size=self.shape, mode="bilinear", align_corners=False)
+            g = g + self.gamma**k * self._up(z)
         return g
 
+    def _up(self, z: torch.Tensor) -> torch.Tensor:
+        """Bilinear upsampling of ``z`` to the image's shape (``align_corners=False``).
+
+        torch's bilinear ``interpolate`` has no deterministic backward on CUDA (it raises when
+        ``torch.use_deterministic_algorithms(True)`` is on); then the same interpolation runs as
+        two matrix products ``A_h z A_w^T``, whose backward is deterministic (cuBLAS needs
+        ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` then, as for any matrix product under that setting).
+        """
+        if not matrix_upsampling(z.device):
+            return F.interpolate(z, size=self.shape, mode="bilinear", align_corners=False)
+        key = (tuple(z.shape[-2:]), z.device, z.dtype)
+        if key not in self._matrices:  # built once per layer, not per evaluation
+            self._matrices[key] = (bilinear_matrix(self.shape[0], z.shape[-2], z.device, z.dtype),
+                                   bilinear_matrix(self.shape[1], z.shape[-1], z.device, z.dtype).T)
+        ah, aw_t = self._matrices[key]
+        return ah @ z @ aw_t
+
     @torch.no_grad()
-    def change(self, deltas: list[torch.Tensor]) -> float:
-        """The largest absolute change a step ``deltas`` in the layers makes to the image."""
-        return float(self.compose(deltas).abs().max())
+    def change(self, deltas: list[torch.Tensor]) -> torch.Tensor:
+        """The largest absolute change a step ``deltas`` in the layers makes to the image (a 0-d
+        tensor on the image's device: reading it is left to the caller, e.g. not at all on a GPU)."""
+        return self.compose(deltas).abs().max()
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -77,3 +96,25 @@ class PyramidImage:
     def detached(self) -> torch.Tensor:
         """A copy of ``G`` clamped to [0, 1], outside the graph."""
         return self.image().detach().clamp(0.0, 1.0)
+
+
+def matrix_upsampling(device: torch.device) -> bool:
+    """Upsample by matrix products: on a non-CPU device with deterministic algorithms asked for
+    (the CPU's bilinear backward is deterministic already)."""
+    return device.type != "cpu" and torch.are_deterministic_algorithms_enabled()
+
+
+def bilinear_matrix(n_out: int, n_in: int, device: torch.device | None = None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The ``(n_out, n_in)`` matrix of 1-D bilinear interpolation with ``align_corners=False``,
+    as torch computes it for an output size (``src = (i + 0.5) * n_in / n_out - 0.5``, clamped at 0)."""
+    i = torch.arange(n_out, dtype=torch.float64)
+    src = ((i + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = src - i0
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    m.index_put_((rows, i0), 1.0 - w1, accumulate=True)
+    m.index_put_((rows, i1), w1, accumulate=True)
+    return m.to(device=device, dtype=dtype)

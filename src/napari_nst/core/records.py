@@ -17,6 +17,8 @@ class Progress:
     ``image`` is float32 ``(H, W, 3)`` in [0, 1] at that working shape (coarse-to-fine levels are
     smaller than the output), or None on records skipped by ``preview_every``. The last record
     always carries an image. ``weights`` are the resolved ``a``, ``b`` (and tv) of this level.
+    ``device``, ``precision`` (the network's: ``float32`` or ``bfloat16``) and ``size`` (the output's
+    long edge) say what the run chose; ``total`` is its number of evaluations.
     """
 
     step: int
@@ -30,3 +32,5 @@ class Progress:
     weights: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     last_of_level: bool = False
+    precision: str = "float32"
+    size: int = 0
