@@ -111,8 +111,18 @@ def one_run(content, style, opts: dict, warm: bool, nice: int) -> dict:
         peak = _status(proc.pid, "VmHWM")
     total = time.perf_counter() - t0
     after = _settled_rss(proc.pid) if warm else float("nan")
-    return dict(first_image=first_image, first_record=first_record, total=total, pid=proc.pid,
-                reused=proc.reused, cpu=cpu, load=os.getloadavg()[0], idle_mib=idle_rss, peak_mib=peak, after_mib=after)
+    return dict(
+        first_image=first_image,
+        first_record=first_record,
+        total=total,
+        pid=proc.pid,
+        reused=proc.reused,
+        cpu=cpu,
+        load=os.getloadavg()[0],
+        idle_mib=idle_rss,
+        peak_mib=peak,
+        after_mib=after,
+    )
 
 
 def in_process(content, style, opts: dict) -> dict:
@@ -129,8 +139,18 @@ def in_process(content, style, opts: dict) -> dict:
             first_image = time.perf_counter() - t0
             cpu = time.process_time() - me0
     nan = float("nan")
-    return dict(first_image=first_image, first_record=nan, total=time.perf_counter() - t0, pid=os.getpid(),
-                reused=loaded, cpu=cpu, load=os.getloadavg()[0], idle_mib=nan, peak_mib=nan, after_mib=nan)
+    return dict(
+        first_image=first_image,
+        first_record=nan,
+        total=time.perf_counter() - t0,
+        pid=os.getpid(),
+        reused=loaded,
+        cpu=cpu,
+        load=os.getloadavg()[0],
+        idle_mib=nan,
+        peak_mib=nan,
+        after_mib=nan,
+    )
 
 
 def cached_networks() -> None:
@@ -154,9 +174,11 @@ def _row(name: str, r: dict) -> str:
     def mib(v: float) -> str:
         return "-" if v != v else f"{v:.0f}"
 
-    return (f"| {name} | {r['first_image']:.2f} | {r['cpu']:.2f} | {r['total']:.2f} | {r['load']:.1f} | "
-            f"{'yes' if r['reused'] else 'no'} | "
-            f"{mib(r['idle_mib'])} | {mib(r['peak_mib'])} | {mib(r['after_mib'])} |")
+    return (
+        f"| {name} | {r['first_image']:.2f} | {r['cpu']:.2f} | {r['total']:.2f} | {r['load']:.1f} | "
+        f"{'yes' if r['reused'] else 'no'} | "
+        f"{mib(r['idle_mib'])} | {mib(r['peak_mib'])} | {mib(r['after_mib'])} |"
+    )
 
 
 def main(argv=None) -> int:
@@ -176,8 +198,10 @@ def main(argv=None) -> int:
     opts = dict(size=a.size, steps=a.steps, model="vgg16", weights=a.weights, device="cpu")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     print(f"# python benchmarks/warm_start.py {' '.join(sys.argv[1:])}")
-    print("| run | Run -> first image (s) | CPU s to it | Run -> end (s) | load | reused | idle RSS MiB "
-          "| peak RSS MiB | RSS after MiB |")
+    print(
+        "| run | Run -> first image (s) | CPU s to it | Run -> end (s) | load | reused | idle RSS MiB "
+        "| peak RSS MiB | RSS after MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     shutdown_engines()
     cold = [one_run(content, style, opts, False, a.nice) for _ in range(a.cold)]
@@ -205,10 +229,12 @@ def main(argv=None) -> int:
     later = [r["first_image"] for r in warm[1:]]
     if later:
         floor = statistics.median(r["first_image"] for r in here[1:])
-        print(f"\nfirst image: own process median {base:.2f} s; warm runs 2..{a.runs}: median "
-              f"{statistics.median(later):.2f} s, max {max(later):.2f} s ({statistics.median(later) / base:.2f}x); "
-              f"engine in this process 2..{a.runs}: median {floor:.2f} s, with a network cache "
-              f"{statistics.median(r['first_image'] for r in cached):.2f} s; prewarmed {pre['first_image']:.2f} s")
+        print(
+            f"\nfirst image: own process median {base:.2f} s; warm runs 2..{a.runs}: median "
+            f"{statistics.median(later):.2f} s, max {max(later):.2f} s ({statistics.median(later) / base:.2f}x); "
+            f"engine in this process 2..{a.runs}: median {floor:.2f} s, with a network cache "
+            f"{statistics.median(r['first_image'] for r in cached):.2f} s; prewarmed {pre['first_image']:.2f} s"
+        )
     print(f"# load after {os.getloadavg()}")
     return 0
 

@@ -36,8 +36,8 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, BinaryIO, Optional
+from collections.abc import Generator, Iterator
+from typing import IO, Any
 
 from .api import ImageInput, prepare
 from .errors import EngineProcessError
@@ -54,14 +54,14 @@ CANCEL_GRACE = 3.0
 KEEP_IDLE = 1
 
 
-def send(stream: BinaryIO, obj: Any) -> None:
+def send(stream: IO[bytes], obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(data)))
     stream.write(data)
     stream.flush()
 
 
-def receive(stream: BinaryIO) -> Any:
+def receive(stream: IO[bytes]) -> Any:
     """The next message, or EOFError when the other side is gone."""
     head = stream.read(_HEADER.size)
     if len(head) < _HEADER.size:
@@ -86,7 +86,7 @@ class _Child:
     after the other. Every message lands in :attr:`messages`; ``("eof", None, None)`` last.
     """
 
-    def __init__(self, key: tuple, nice: int) -> None:
+    def __init__(self, key: tuple[Any, ...], nice: int) -> None:
         self.key = key
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -95,13 +95,16 @@ class _Child:
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH", "")] if p])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "napari_nst.core.worker", "--nice", str(int(nice))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
-        self.messages: queue.Queue[tuple[str, Optional[int], Any]] = queue.Queue()
+        self.messages: queue.Queue[tuple[str, int | None, Any]] = queue.Queue()
         self.stderr: deque[str] = deque(maxlen=40)
         self.ended = 0  # the id of the last request the child has finished
         self.dead = False  # its stdout is closed: it has exited or is about to
-        self.timer: Optional[threading.Timer] = None  # the idle timeout, while in the pool
+        self.timer: threading.Timer | None = None  # the idle timeout, while in the pool
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
         self._cancelling: set[int] = set()
@@ -144,7 +147,7 @@ class _Child:
             self._send((kind, rid, body))
         return rid
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: tuple[Any, ...]) -> None:
         try:
             assert self.proc.stdin is not None
             send(self.proc.stdin, message)
@@ -209,13 +212,13 @@ _POOL_LOCK = threading.Lock()
 _IDLE: list[_Child] = []
 
 
-def _pool_key(nice: int) -> tuple:
+def _pool_key(nice: int) -> tuple[Any, ...]:
     """Children are interchangeable when started the same way: same interpreter, environment
     (thread counts, weights variable, PYTHONPATH ...) and priority (a child cannot raise its own)."""
     return (sys.executable, int(nice), tuple(sorted(os.environ.items())))
 
 
-def _take(key: tuple) -> Optional[_Child]:
+def _take(key: tuple[Any, ...]) -> _Child | None:
     """An idle warm child started with ``key``, taken out of the pool (None if there is none)."""
     with _POOL_LOCK:
         for child in list(_IDLE):
@@ -329,19 +332,25 @@ class EngineProcess:
     """
 
     def __init__(
-        self, content: ImageInput, style: ImageInput, *, min_interval: float = 0.0, nice: int = 0,
-        warm: bool = True, **options: Any,
+        self,
+        content: ImageInput,
+        style: ImageInput,
+        *,
+        min_interval: float = 0.0,
+        nice: int = 0,
+        warm: bool = True,
+        **options: Any,
     ) -> None:
         c, s, opts = prepare(content, style, **options)
         self._request = {"content": c, "style": s, "options": opts, "min_interval": float(min_interval)}
         self._nice = int(nice)
         self._warm = bool(warm)
-        self._child: Optional[_Child] = None
+        self._child: _Child | None = None
         self._rid = 0
         self._cancelled = threading.Event()
         self._killed = False
         #: the child's exit code when it ended with this run (crashed, killed, or not warm); else None
-        self.returncode: Optional[int] = None
+        self.returncode: int | None = None
         #: True when this run was given a warm process that an earlier run had started
         self.reused = False
 
@@ -350,13 +359,13 @@ class EngineProcess:
         return self._cancelled.is_set()
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """The process id of the child doing this run (None before it starts)."""
         child = self._child
         return child.pid if child is not None else None
 
     @property
-    def _proc(self) -> Optional[subprocess.Popen[bytes]]:
+    def _proc(self) -> subprocess.Popen[bytes] | None:
         child = self._child
         return child.proc if child is not None else None
 
@@ -412,7 +421,7 @@ class EngineProcess:
             child.close_input()
         return child
 
-    def _stream(self, child: _Child, rid: int) -> Iterator[Progress]:
+    def _stream(self, child: _Child, rid: int) -> Generator[Progress, None, str]:
         """Yield the run's records; how it ended: done, cancelled, lost (the child died during the
         run) or unstarted (the child died before it took the run)."""
         started = False

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO
 
 from .errors import EngineProcessError
 from .remote import receive, send
@@ -50,7 +50,7 @@ class Inbox:
     """Reads stdin on a thread: requests are queued, cancel messages are noted at once."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self.requests: queue.Queue[Optional[tuple[str, int, Any]]] = queue.Queue()
+        self.requests: queue.Queue[tuple[str, int, Any] | None] = queue.Queue()
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, args=(stream,), daemon=True, name="nst-inbox").start()
@@ -98,14 +98,14 @@ def serve(request: dict[str, Any], out: BinaryIO, rid: int = 0, cancelled: Any =
             if cancelled():
                 break
     finally:
-        records.close()  # the engine frees the run's tensors (its own finally)
+        getattr(records, "close", lambda: None)()  # the engine frees the run's tensors (its own finally)
 
 
 def warm(request: dict[str, Any]) -> None:
     """Load what a run of these options needs first: torch, the device, the network's weights."""
     import torch
 
-    from .engine import pick_device
+    from .device import pick_device
     from .vgg import build_vgg
 
     opts = request["options"]
@@ -155,7 +155,7 @@ def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> None:
         inbox.forget(rid)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
     out = _protocol_stream()
