@@ -133,7 +133,7 @@ def test_non_finite_in_the_child_process(content, style, fast, monkeypatch, tmp_
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("NST_TEST_POISON_AT", "3")
     records = []
-    proc = EngineProcess(content, style, **{**fast, "steps": 10, "scales": 1})
+    proc = EngineProcess(content, style, warm=False, **{**fast, "steps": 10, "scales": 1})
     with pytest.raises(NonFiniteLossError, match="step 3") as info:
         for rec in proc:
             records.append(rec)
@@ -238,7 +238,7 @@ def test_cancel_kills_the_child_in_the_middle_of_an_evaluation(content, style, f
     children = {c.pid for c in me.children(recursive=True)}  # e.g. pytest-xvfb's Xvfb
     threads = threading.active_count()
     before = set(threading.enumerate())
-    proc = EngineProcess(content, style, **{**fast, "size": 64, "steps": 100_000})
+    proc = EngineProcess(content, style, warm=False, **{**fast, "size": 64, "steps": 100_000})
     steps = []
     for rec in proc:
         steps.append(rec.step)
