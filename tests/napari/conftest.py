@@ -31,6 +31,8 @@ def _private_settings(tmp_path, monkeypatch):
     """Never read or write the user's real widget settings; never use a user's weights variable."""
     monkeypatch.setenv("NAPARI_NST_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.delenv("NAPARI_NST_WEIGHTS", raising=False)
+    # no warm engine process per opened widget (tests that want one ask for it)
+    monkeypatch.setenv("NAPARI_NST_PREWARM", "0")
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,10 @@ def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg
     assert "torch" not in sys.modules
 
 
-def test_stop_keeps_last_pastiche_and_ends_child(make_napari_viewer, qtbot, images, vgg16_weights, notifications):
+def test_stop_keeps_last_pastiche_and_the_warm_engine(make_napari_viewer, qtbot, images, vgg16_weights,
+                                                      notifications):
+    from napari_nst.core import remote
+
     viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
     tiny(widget, vgg16_weights, steps=100_000, size=64)
     widget.run.clicked.emit()
@@ -86,7 +89,8 @@ def test_stop_keeps_last_pastiche_and_ends_child(make_napari_viewer, qtbot, imag
     step = out.metadata["napari_nst"]["step"]
     assert 3 <= step < 100_000
     assert out.data.shape[-1] == 3 and np.isfinite(out.data).all()
-    assert run.proc.returncode is not None  # the child is gone
+    # Stop ended the run, not the engine process: it waits, warm, for the next Run
+    assert run.proc.returncode is None and run.proc.pid in remote.idle_engines()
     assert "Stopped" in widget.status.value
     assert not errors(notifications)
     assert "torch" not in sys.modules
@@ -118,7 +122,10 @@ def test_closing_viewer_during_run_kills_engine(make_napari_viewer, qtbot, image
     qtbot.waitUntil(lambda: run.last is not None, timeout=RUN_TIMEOUT)
     proc = run.proc._proc
     viewer.close()
-    qtbot.waitUntil(lambda: proc.poll() is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: proc.poll() is not None, timeout=30_000)  # killed, though warm engines are kept
+    from napari_nst.core import remote
+
+    assert remote.idle_engines() == []  # and no warm engine process is left behind
     assert widget.worker is None or qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000) is None
 
 

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, Optional, Protocol
 
 from .._run.plan import RunPlan
-from .._run.runner import Notes, run_task
+from .._run.runner import Notes, run_task, shutdown
 from .._run.sink import LayerSink
 from .._run.state import RunState
 from .._run.status import done_text, failure_text, progress_text, stopped_text
@@ -88,12 +88,13 @@ class RunController:
 
     def kill(self, *_: Any) -> None:
         if self.run is not None:
-            self.run.stop()
+            self.run.kill()
 
     def close(self) -> None:
-        """The widget goes away: stop the run, touch nothing any more."""
+        """The widget goes away: end the run and the warm engine processes, touch nothing any more."""
         self.closed = True
         self.kill()
+        shutdown()
 
     # ------------------------------------------------------------------ records
 
@@ -216,5 +217,6 @@ def _on_native_destroyed(box: list[RunState], owner: Any, *_: Any) -> None:
     if controller is not None:
         controller.closed = True
     for run in box:
-        run.stop()
+        run.kill()
     box.clear()
+    shutdown()

@@ -24,6 +24,7 @@ from . import notify
 from .controller import RunController
 from .form import OptionsForm
 from .inputs_panel import InputsPanel
+from .._run.runner import prewarm
 from .probe import start_probe
 from .remembered import RememberedSettings
 
@@ -57,6 +58,14 @@ class StyleTransferWidget(Container):
         self._probe = start_probe(self._on_probe_done) if self._gpu is None else None
         self.set_idle()
         self._show_remembered()
+        self._prewarm()
+
+    def _prewarm(self) -> None:
+        """Load torch and the network in a warm engine process now, not when Run is pressed."""
+        try:
+            prewarm(self.form.options())
+        except ValueError:  # a field the user must fix first: the run will say so
+            pass
 
     # ------------------------------------------------------------------ construction
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 PREVIEW_INTERVAL = 0.1
 #: lower CPU priority of the engine process, so that napari stays responsive on a busy CPU
 ENGINE_NICE = 10
+#: environment variable: "0" = do not start a warm engine process when the widget opens
+PREWARM_ENV = "NAPARI_NST_PREWARM"
+#: the options a warm engine process loads ahead of the first run (torch, the device, the weights)
+_PREWARM_OPTIONS = ("model", "weights", "device", "pooling", "precision")
 
 # every live engine process, so that none outlives napari (killed at interpreter exit)
 _LIVE_PROCESSES: set[Any] = set()
@@ -38,7 +43,31 @@ _LIVE_PROCESSES: set[Any] = set()
 @atexit.register
 def _kill_live_processes() -> None:  # pragma: no cover - runs at exit
     for proc in list(_LIVE_PROCESSES):
-        proc.cancel()
+        getattr(proc, "kill", proc.cancel)()
+
+
+def prewarm(options: dict[str, Any]) -> bool:
+    """Start a warm engine process for the widget's current settings, so that the first Run does
+    not wait for torch and the weights; False when switched off (``$NAPARI_NST_PREWARM=0``) or the
+    settings are not valid yet (the run will say why)."""
+    if os.environ.get(PREWARM_ENV, "1") == "0":
+        return False
+    from ..core import remote
+    from ..core.errors import OptionError
+
+    try:
+        remote.prewarm(nice=ENGINE_NICE, **{k: options[k] for k in _PREWARM_OPTIONS if k in options})
+    except (OptionError, OSError) as exc:
+        log.debug("no prewarm: %s", exc)
+        return False
+    return True
+
+
+def shutdown() -> None:
+    """Free the memory of the warm engine processes (napari closes, or the widget goes away)."""
+    from ..core import remote
+
+    remote.shutdown_engines()
 
 
 @dataclass
@@ -81,10 +110,18 @@ class ProcessRunner:
         return self._cancelled.is_set()
 
     def cancel(self) -> None:
+        """End the run within one evaluation; a warm engine process is kept for the next run."""
         self._cancelled.set()
         proc = self.proc
         if proc is not None:
             proc.cancel()
+
+    def kill(self) -> None:
+        """End the run and its engine process at once (the widget or napari goes away)."""
+        self._cancelled.set()
+        proc = self.proc
+        if proc is not None:
+            getattr(proc, "kill", proc.cancel)()
 
     def records(self, inputs: Inputs) -> Iterator[Progress]:
         """The engine's progress records for ``inputs``; ends quietly when cancelled."""

@@ -57,6 +57,11 @@ class RunState:
         self.stop_requested = True
         self.runner.cancel()
 
+    def kill(self) -> None:
+        """Stop, and end the engine process at once (thread-safe)."""
+        self.stop()
+        self.runner.kill()
+
     def add(self, rec: Progress) -> None:
         """A new record: the newest wins, and the newest with an image is kept for display."""
         self.rate.add(rec)
