@@ -107,7 +107,7 @@ def test_a_killed_worker_has_its_item_rerun_elsewhere(client, folder, tmp_path, 
     pids = client.run(os.getpid)
     box: dict = {}
     runner = threading.Thread(target=lambda: box.update(r=napari_nst.batch(
-        folder, tmp_path / "style.png", out, client=client, **{**fast, "steps": 25})))
+        folder, tmp_path / "style.png", out, client=client, **{**fast, "steps": 12})))
     runner.start()
     victim = name = None
     deadline = time.monotonic() + 120
@@ -240,3 +240,13 @@ def test_no_worker_declares_a_gpu(client, content, style, fast):
 def test_local_cluster_shape():
     assert B.local_cluster_shape(cores=2, gpus=0)[2] == {}
     assert B.local_cluster_shape(cores=8, gpus=2) == (1, 1, {"GPU": 1})
+
+
+def test_batch_subcommand_has_every_generated_option_flag():
+    from napari_nst.cli import build_parser
+    from napari_nst.core.options import Options, specs
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    parser = sub.choices["batch"]
+    flags = {a.dest: a.option_strings for a in parser._actions if a.dest in Options.names()}
+    assert flags == {sp.name: [sp.flag] for sp in specs() if sp.cli}

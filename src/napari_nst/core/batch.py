@@ -31,11 +31,11 @@ import shutil
 import subprocess
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +51,7 @@ INSTALL_HINT = 'pip install "napari-nst[distributed]"'
 #: (workers, threads per worker) of the LocalCluster on a CPU-only machine: measured on a 2-core
 #: machine by benchmarks/batch.py (docs/batch_results.md); one worker per this many cores
 CORES_PER_WORKER = 1
-Source = Union[str, np.ndarray]
+Source = str | np.ndarray
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Item:
     source: Source
     name: str
     label: str
-    output: Optional[Path]
+    output: Path | None
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -126,7 +126,8 @@ def plan(sources: list[Source], out_dir: Any, fmt: str) -> list[Item]:
     folder = None if out_dir is None else Path(out_dir).expanduser()
     if folder is not None and folder.exists() and not folder.is_dir():
         raise ValueError(f"the output folder {str(folder)!r} is a file; give a folder (it is created if missing)")
-    items, by_name = [], {}
+    items: list[Item] = []
+    by_name: dict[str, str] = {}
     for k, src in enumerate(sources):
         name = f"item-{k:04d}" if isinstance(src, np.ndarray) else Path(src).stem
         label = f"array #{k} {tuple(src.shape)}" if isinstance(src, np.ndarray) else str(src)
@@ -157,8 +158,8 @@ def _one_style(style: Any) -> Any:
 
 
 def batch(contents: Any, style: Any, out_dir: Any = None, client: Any = None, *, format: str = "png",
-          resume: bool = False, scheduler: Optional[str] = None, workers: Optional[int] = None,
-          threads_per_worker: Optional[int] = None, log: Optional[Callable[[str], None]] = None,
+          resume: bool = False, scheduler: str | None = None, workers: int | None = None,
+          threads_per_worker: int | None = None, log: Callable[[str], None] | None = None,
           **options: Any) -> list[ItemResult]:
     """Stylise every content image with ``style`` and the same options; one result per item, in order.
 
@@ -203,7 +204,7 @@ def batch(contents: Any, style: Any, out_dir: Any = None, client: Any = None, *,
 class _Batch:
     """A validated batch: its items, results and manifest; runs sequentially or on a dask client."""
 
-    def __init__(self, items: list[Item], style: np.ndarray, opts: Options, manifest: Optional[Manifest],
+    def __init__(self, items: list[Item], style: np.ndarray, opts: Options, manifest: Manifest | None,
                  results: list[ItemResult], log: Callable[[str], None]) -> None:
         self.items, self.style, self.opts, self.manifest = items, style, opts, manifest
         self.results, self.log = results, log
@@ -243,10 +244,12 @@ class _Batch:
         """Store a task's result: write its image (atomically), update batch.json, log one line."""
         r, item = self.results[k], self.items[k]
         r.status, r.error, r.worker, r.seconds = tr.status, tr.error, tr.worker, round(tr.seconds, 3)
-        r.weights, r.losses, r.model, r.weights_file, r.device = tr.weights, tr.losses, tr.model, tr.weights_file, tr.device
+        r.weights, r.losses, r.model = tr.weights, tr.losses, tr.model
+        r.weights_file, r.device = tr.weights_file, tr.device
         if tr.status == "done" and item.output is not None:
             from .io import write_image
 
+            assert tr.image is not None  # a done task carries its pastiche
             try:
                 write_image(item.output, tr.image)
                 r.bytes, r.sha256 = file_digest(item.output)
@@ -287,7 +290,7 @@ class _Batch:
             key = f"napari-nst-{self.items[k].name}-{uuid.uuid4().hex[:8]}"
             futures[client.submit(run_item, src, style, self.opts, key=key, resources=resources)] = k
         try:
-            for fut in as_completed(list(futures)):
+            for fut in as_completed(list(futures)):  # type: ignore[no-untyped-call]
                 try:
                     tr = fut.result()
                 except Exception as exc:  # KilledWorker after the scheduler's allowed failures, ...
@@ -301,7 +304,7 @@ class _Batch:
 # ----------------------------------------------------------------------------- the cluster
 
 
-def local_cluster_shape(cores: Optional[int] = None, gpus: Optional[int] = None) -> tuple[int, int, dict[str, float]]:
+def local_cluster_shape(cores: int | None = None, gpus: int | None = None) -> tuple[int, int, dict[str, float]]:
     """(workers, threads per worker, resources per worker) of the LocalCluster for this machine.
 
     With NVIDIA GPUs: one worker with one thread that declares ``GPU=1`` (it uses the first GPU;
@@ -328,7 +331,7 @@ def _gpu_count() -> int:
 
 
 @contextmanager
-def _cluster(client: Any, scheduler: Optional[str], workers: Optional[int], threads: Optional[int],
+def _cluster(client: Any, scheduler: str | None, workers: int | None, threads: int | None,
              log: Callable[[str], None]) -> Iterator[Any]:
     """The client to run on (None: sequentially here), closed afterwards if made here."""
     if client is not None:
@@ -338,7 +341,8 @@ def _cluster(client: Any, scheduler: Optional[str], workers: Optional[int], thre
         from distributed import Client, LocalCluster
     except ImportError:
         if scheduler:
-            raise ValueError(f"a scheduler address needs dask.distributed, which is not installed: {INSTALL_HINT}") from None
+            raise ValueError(f"a scheduler address needs dask.distributed, which is not installed: {INSTALL_HINT}"
+                             ) from None
         note = f"dask.distributed is not installed: running the batch sequentially here ({INSTALL_HINT} for a cluster)"
         warnings.warn(note, stacklevel=4)
         log(note)
@@ -354,8 +358,9 @@ def _cluster(client: Any, scheduler: Optional[str], workers: Optional[int], thre
     n, t, res = local_cluster_shape()
     n, t = workers or n, threads or t
     log(f"starting a LocalCluster: {n} worker(s) x {t} thread(s){' with ' + str(res) if res else ''}")
-    with LocalCluster(n_workers=n, threads_per_worker=t, processes=True, resources=res or None,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
+    with LocalCluster(n_workers=n, threads_per_worker=t, processes=True,  # type: ignore[no-untyped-call]
+                      resources=res or None, dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as c:  # type: ignore[no-untyped-call]
         yield c
 
 
@@ -381,7 +386,7 @@ def _threads_per_host(client: Any) -> dict[str, int]:
     return out
 
 
-def _resources(client: Any, device: str) -> Optional[dict[str, float]]:
+def _resources(client: Any, device: str) -> dict[str, float] | None:
     """``{"GPU": 1}`` for a GPU run (cuda, or auto on a cluster with GPU workers), else None."""
     workers = client.scheduler_info().get("workers", {}).values()
     has_gpu = any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers)

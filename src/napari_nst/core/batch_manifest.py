@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class ItemResult:
     """
 
     content: str
-    output: Optional[str] = None
+    output: str | None = None
     status: str = "pending"
     error: str = ""
     worker: str = ""
@@ -50,7 +50,7 @@ class ItemResult:
     bytes: int = 0
     sha256: str = ""
     skipped: bool = False
-    image: Optional[np.ndarray] = field(default=None, repr=False)
+    image: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -71,7 +71,8 @@ def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
 def fingerprint(opts: Options, style_digest: str, fmt: str) -> dict[str, Any]:
     """What must match for ``--resume`` to keep earlier outputs: options, style, format."""
     d = {k: v for k, v in opts.as_dict().items() if k not in _NOT_FINGERPRINTED}
-    return json.loads(json.dumps({"style_sha256": style_digest, "format": fmt, "options": d}))
+    out: dict[str, Any] = json.loads(json.dumps({"style_sha256": style_digest, "format": fmt, "options": d}))
+    return out
 
 
 class Manifest:
@@ -110,7 +111,8 @@ class Manifest:
                 k for k in set(opts) | set(self.header["options"]) if opts.get(k) != self.header["options"].get(k))
         if changed:
             raise ValueError(f"cannot resume: {str(self.path)!r} was made with other settings (differs in: "
-                             f"{', '.join(changed)}); use the same settings, or another output folder, or drop --resume")
+                             f"{', '.join(changed)}); use the same settings, or another output folder, "
+                             "or drop --resume")
         return {name: e for name, e in entries.items() if _complete(e, self.path.parent / name)}
 
 

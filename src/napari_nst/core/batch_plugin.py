@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 from distributed import WorkerPlugin
 
 from . import batch_task
 
 
-class NetworkPlugin(WorkerPlugin):  # type: ignore[misc]
+class NetworkPlugin(WorkerPlugin):
     """On each worker, at registration and whenever a worker joins or restarts: the network cache
     (:func:`batch_task.install_network_cache`), torch's thread count, and the weights file read once,
     so that neither the first task nor any later one pays for loading the network."""
@@ -19,7 +19,7 @@ class NetworkPlugin(WorkerPlugin):  # type: ignore[misc]
     name = "napari-nst-network"
     idempotent = False  # a new batch's plugin replaces the last one's (other weights or threads)
 
-    def __init__(self, weights: Optional[str], threads_per_host: dict[str, int]) -> None:
+    def __init__(self, weights: str | None, threads_per_host: dict[str, int]) -> None:
         self.weights = weights
         #: dask threads of all workers on each host, so that torch's threads fill the host's cores
         #: without oversubscribing them (dask's nanny sets OMP_NUM_THREADS=1 otherwise)

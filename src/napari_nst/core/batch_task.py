@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,7 @@ _LOCAL = threading.local()
 #: what this process's cache did: networks built, runs served from the cache
 STATS: dict[str, float] = {"builds": 0, "hits": 0, "warmup_s": 0.0}
 #: torch threads per task in this process (set by the worker plugin; None: leave torch's setting)
-TORCH_THREADS: dict[str, Optional[int]] = {"n": None}
+TORCH_THREADS: dict[str, int | None] = {"n": None}
 
 
 @dataclass
@@ -44,7 +44,7 @@ class TaskResult:
     """What one task sends back: the pastiche (float32 (H, W, 3) in [0, 1]) or the error."""
 
     status: str  # "done" or "failed"
-    image: Optional[np.ndarray] = None
+    image: np.ndarray | None = None
     error: str = ""
     worker: str = "local"
     seconds: float = 0.0
@@ -55,7 +55,7 @@ class TaskResult:
     device: str = ""
 
 
-def cached_build_vgg(model: Optional[str], layers: list[str], *, weights: Any = None, pooling: str = "max") -> Any:
+def cached_build_vgg(model: str | None, layers: list[str], *, weights: Any = None, pooling: str = "max") -> Any:
     """``vgg.build_vgg``, built once per process for each key (see the module's docstring)."""
     from . import vgg
 
@@ -76,14 +76,14 @@ def install_network_cache() -> None:
     """Make this process's ``engine.run`` build each network once (for a worker process's life)."""
     from . import engine
 
-    engine.build_vgg = cached_build_vgg  # type: ignore[assignment]
+    engine.build_vgg = cached_build_vgg  # type: ignore[attr-defined]
 
 
 def uninstall_network_cache() -> None:
     """Undo :func:`install_network_cache` and free the cached networks."""
     from . import engine, vgg
 
-    engine.build_vgg = vgg.build_vgg
+    engine.build_vgg = vgg.build_vgg  # type: ignore[attr-defined]
     with _LOCK:
         _NETS.clear()
 
@@ -93,12 +93,12 @@ def network_cache() -> Iterator[None]:
     """The cache for the length of a ``with`` block (a sequential batch in the caller's process)."""
     from . import engine
 
-    before = engine.build_vgg
+    before = engine.build_vgg  # type: ignore[attr-defined]
     install_network_cache()
     try:
         yield
     finally:
-        engine.build_vgg = before  # type: ignore[assignment]
+        engine.build_vgg = before  # type: ignore[attr-defined]
         with _LOCK:
             _NETS.clear()
 
@@ -113,7 +113,7 @@ def worker_address() -> str:
         return "local"
 
 
-def run_item(content: Union[str, np.ndarray], style: np.ndarray, opts: Options) -> TaskResult:
+def run_item(content: str | np.ndarray, style: np.ndarray, opts: Options) -> TaskResult:
     """Stylise one content image (a file path, read here, or an array) with ``style``.
 
     Never raises for a bad item: the error comes back as a ``failed`` result with its message
@@ -133,8 +133,9 @@ def run_item(content: Union[str, np.ndarray], style: np.ndarray, opts: Options) 
             torch.set_num_threads(TORCH_THREADS["n"])  # per thread: OpenMP settings are thread-local
         image, rec = _last_image(c, s, o)
         weights_file = vgg._weights_key(o.weights)[0] or "torchvision"
+        model = vgg.resolve_model(o.model, o.weights)
         return TaskResult("done", image=image, worker=where, seconds=time.perf_counter() - t0,
-                          weights=dict(rec.weights), losses=dict(rec.losses), model=vgg.resolve_model(o.model, o.weights),
+                          weights=dict(rec.weights), losses=dict(rec.losses), model=model,
                           weights_file=weights_file, device=rec.device)
     except Exception as exc:  # one bad item must not end the batch
         msg = " ".join(str(exc).split())
