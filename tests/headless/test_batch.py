@@ -22,13 +22,13 @@ from napari_nst.core import batch as B
 from napari_nst.core.batch_manifest import file_digest
 from napari_nst.core.errors import OptionError
 
-distributed = pytest.importorskip("distributed")
-
 
 @pytest.fixture(scope="module")
 def client():
     """Two worker processes with one thread each (what a LocalCluster of this machine has)."""
     import logging
+
+    distributed = pytest.importorskip("distributed")  # the testing extra brings it
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
