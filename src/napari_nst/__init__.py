@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["iter_stylize", "stylize", "__version__"]
+__all__ = ["batch", "iter_stylize", "stylize", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from .core import api
 
         return getattr(api, name)
+    if name == "batch":
+        from .core import batch
+
+        return batch.batch
     raise AttributeError(f"module 'napari_nst' has no attribute {name!r}")

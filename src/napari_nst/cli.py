@@ -1,4 +1,5 @@
-"""Command line: ``napari-nst stylize CONTENT STYLE -o OUT.png`` and ``napari-nst demo``."""
+"""Command line: ``napari-nst stylize CONTENT STYLE -o OUT.png``, ``napari-nst batch CONTENT... --style STYLE
+-o OUTDIR`` and ``napari-nst demo``."""
 
 from __future__ import annotations
 
@@ -127,6 +128,66 @@ def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_batch(sub: Any) -> None:
+    p = sub.add_parser(
+        "batch", help="stylise many images with one style (on a dask cluster if there is one)",
+        description="Stylise every CONTENT image with STYLE and the same options: OUTDIR/<content stem>.png and "
+                    "OUTDIR/batch.json (one entry per image). Runs on a dask.distributed cluster: --scheduler's, "
+                    "else a LocalCluster on this machine; sequentially here without napari-nst[distributed]. "
+                    "Exit status 0 when every image is done, 1 when any failed (listed). See docs/distributed.md.",
+    )
+    p.add_argument("content", nargs="+", help="content image files, globs (quoted) or folders (their image files)")
+    p.add_argument("--style", nargs="+", required=True, metavar="STYLE",
+                   help="the style image file (exactly one for now; several styles are a feature still to come)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
+    p.add_argument("--format", choices=("png", "tif"), default="png",
+                   help="output files: png (8-bit) or tif (16-bit). Default: png.")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster on this machine)")
+    p.add_argument("--workers", type=int, metavar="N", help="LocalCluster workers; 0 = sequentially in this process "
+                   "(default: by machine, see docs/batch_results.md)")
+    p.add_argument("--threads-per-worker", type=int, metavar="N", help="LocalCluster threads per worker (default: 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip images that OUTDIR/batch.json records as done whose file is unchanged")
+    p.add_argument("--quiet", action="store_true", help="no line per finished image")
+    p.set_defaults(save_every=0)  # only the final image of each run is wanted
+    add_option_flags(p)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .core.batch import batch, paths
+
+    if args.workers is not None and args.workers < 0:
+        raise ValueError("--workers must be 0 (sequentially here) or a positive number")
+    if args.threads_per_worker is not None and args.threads_per_worker < 1:
+        raise ValueError("--threads-per-worker must be a positive number")
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    try:
+        results = batch(args.content, args.style, args.output, format=args.format, resume=args.resume,
+                        scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                        log=log, **_options(args))
+    except KeyboardInterrupt:
+        print(f"napari-nst: stopped; finished images and {Path(args.output) / 'batch.json'} are kept: rerun with "
+              "--resume to continue", file=sys.stderr)
+        return 130
+    failed = paths(results, "failed")
+    done = len(results) - len(failed)
+    skipped = sum(r.skipped for r in results)
+    print(f"napari-nst: {done} of {len(results)} done" + (f" ({skipped} kept from before)" if skipped else "")
+          + f"; {Path(args.output) / 'batch.json'}", file=sys.stderr)
+    if failed:
+        errors = {r.content: r.error for r in results if r.status == "failed"}
+        print(f"napari-nst: {len(failed)} failed:", file=sys.stderr)
+        for name in failed:
+            print(f"  {name}: {errors[name]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -137,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-nst", description="Neural style transfer for napari and the shell.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
+    _add_batch(sub)
     d = sub.add_parser("demo", help="open napari with sample images and the Style Transfer widget")
     d.add_argument("--run", action="store_true", help="press Run at once")
     return parser
@@ -168,7 +230,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse(argv)
     try:
-        return _stylize(args) if args.command == "stylize" else _demo(args)
+        commands = {"stylize": _stylize, "batch": _batch, "demo": _demo}
+        return commands[args.command](args)
     except (ValueError, MemoryError, RuntimeError, OSError) as exc:
         msg = " ".join(str(exc).split())  # one line
         print(f"napari-nst: error: {msg}", file=sys.stderr)
