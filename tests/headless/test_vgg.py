@@ -284,3 +284,16 @@ def test_half_precision_weights_are_converted_not_shared(vgg16_random, tmp_path)
     net = vgg.build_vgg("vgg16", ["relu1_1"], weights=path)
     assert all(p.dtype == torch.float32 for p in net.parameters())
     torch.testing.assert_close(net.layers[0].weight, half["features.0.weight"].float())
+
+
+def test_network_is_built_once_per_weights_read(vgg16_random, tmp_path):
+    layers = ["relu1_1", "relu2_1"]
+    a = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
+    assert vgg.build_vgg("vgg16", layers, weights=vgg16_random) is a  # a warm process reuses it
+    assert vgg.build_vgg("vgg16", layers, weights=vgg16_random, pooling="avg") is not a
+    assert vgg.build_vgg("vgg16", ["relu1_1"], weights=vgg16_random) is not a
+    vgg._cached_features.cache_clear()  # the weights read again: a new network from them
+    b = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
+    assert b is not a
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(a(x)["relu2_1"], b(x)["relu2_1"])

@@ -360,8 +360,28 @@ def build_vgg(
     model = resolve_model(model, key)
     check_layers(model, layers, "layer")
     features = _cached_features(model if key is None else "", key, stamp)
-    net = VGGFeatures(model, layers, pooling)
+    return _network(model, tuple(layers), pooling, features, f"the weights file {key!r}" if key else
+                    f"torchvision's {model} weights")
+
+
+#: (model, layers, pooling) -> (the weights read, the network built from them); see _network
+_NETS: dict[tuple[str, tuple[str, ...], str], tuple[dict[str, torch.Tensor], VGGFeatures]] = {}
+_NETS_KEPT = 2
+
+
+def _network(model: str, layers: tuple[str, ...], pooling: str, features: dict[str, torch.Tensor],
+             source: str) -> VGGFeatures:
+    """One network per (model, layers, pooling) and weights as read (the very same tensors): a
+    warm engine process, a dask worker or a script calling ``stylize`` again builds it once (about
+    0.5 s on a 2-core CPU). Runs only set its pooling variant and move it to their device."""
+    key = (model, layers, pooling)
+    kept = _NETS.get(key)
+    if kept is not None and kept[0] is features:
+        return kept[1]
+    net = VGGFeatures(model, list(layers), pooling)
     net.model = model
-    source = f"the weights file {key!r}" if key else f"torchvision's {model} weights"
     _fit(net, features, model, source)
+    while len(_NETS) >= _NETS_KEPT:
+        _NETS.pop(next(iter(_NETS)))
+    _NETS[key] = (features, net)
     return net
