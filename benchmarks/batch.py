@@ -91,9 +91,9 @@ def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path
 
 
 def _worker_stats() -> dict:
-    from napari_nst.core.batch_task import STATS
+    from napari_nst.core.batch_task import stats
 
-    return dict(STATS)
+    return stats()
 
 
 def _build_network_seconds() -> float:

@@ -47,15 +47,15 @@ def folder(tmp_path, content, style):
 
 
 def _stats():
-    from napari_nst.core.batch_task import STATS
+    from napari_nst.core.batch_task import stats
 
-    return dict(STATS)
+    return stats()
 
 
 def _reset_stats():
-    from napari_nst.core.batch_task import STATS
+    from napari_nst.core.batch_task import reset_stats
 
-    STATS.update(builds=0, hits=0)
+    reset_stats()
 
 
 def _manifest(out):

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .batch_manifest import ItemResult, Manifest, file_digest, fingerprint, from_entry
-from .batch_task import TaskResult, network_cache, run_item
+from .batch_task import TaskResult, run_item
 from .options import Options
 
 logger = logging.getLogger("napari_nst.batch")
@@ -264,12 +264,11 @@ class _Batch:
         self.log(f"{r.status:6s} {item.label}{tail} ({r.seconds:.1f} s{where})")
 
     def run_sequential(self) -> None:
-        """One item after the other in this process (the network built once, for the whole batch)."""
+        """One item after the other in this process (the network built once: vgg.build_vgg's cache)."""
         if self.manifest is not None:
             self.manifest.write()
-        with network_cache():
-            for k in self.todo:
-                self.record(k, run_item(self.items[k].source, self.style, self.opts))
+        for k in self.todo:
+            self.record(k, run_item(self.items[k].source, self.style, self.opts))
 
     def run_dask(self, client: Any) -> None:
         """One task per item on ``client``'s cluster, recorded as each finishes."""

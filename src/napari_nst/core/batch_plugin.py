@@ -12,9 +12,9 @@ from . import batch_task
 
 
 class NetworkPlugin(WorkerPlugin):
-    """On each worker, at registration and whenever a worker joins or restarts: the network cache
-    (:func:`batch_task.install_network_cache`), torch's thread count, and the weights file read once,
-    so that neither the first task nor any later one pays for loading the network."""
+    """On each worker, at registration and whenever a worker joins or restarts: torch's thread count
+    and the weights file read once, so that no task pays for reading it (the network is then built
+    once per worker by ``vgg.build_vgg``'s cache)."""
 
     name = "napari-nst-network"
     idempotent = False  # a new batch's plugin replaces the last one's (other weights or threads)
@@ -29,7 +29,6 @@ class NetworkPlugin(WorkerPlugin):
         host = str(worker.address).rsplit(":", 1)[0]
         busy = self.threads_per_host.get(host, worker.state.nthreads)
         batch_task.TORCH_THREADS["n"] = max(1, (os.cpu_count() or 1) // max(1, busy))
-        batch_task.install_network_cache()
         t0 = time.perf_counter()
         try:
             from . import vgg
@@ -38,6 +37,3 @@ class NetworkPlugin(WorkerPlugin):
         except Exception:  # noqa: S110 (a bad weights file fails each task, with its message)
             pass
         batch_task.STATS["warmup_s"] = time.perf_counter() - t0
-
-    def teardown(self, worker: Any) -> None:
-        batch_task.uninstall_network_cache()

@@ -1,25 +1,17 @@
-"""Worker side of :mod:`napari_nst.core.batch`: the task that stylises one image, and the network cache.
+"""Worker side of :mod:`napari_nst.core.batch`: the task that stylises one image.
 
 This module is imported on dask workers (and, without ``distributed``, in the caller's process for a
 sequential batch). Torch is imported only inside the functions that run the engine.
 
-One network per worker process: ``engine.run`` builds its network with ``build_vgg`` on every run,
-which costs about a second on a 2-core CPU (random initialisation of 13 convolutions, then
-the finiteness check of every weight) even when the weights file is already in memory
-(``vgg._cached_features``). :func:`install_network_cache` makes the worker's ``engine`` use
-:func:`cached_build_vgg` instead, which builds each network once per worker process, keyed by
-(device, model, layers, weights file and its mtime/size, pooling). The network is frozen
-(``requires_grad=False``, eval mode), so concurrent tasks in one worker share it safely.
-(``engine.run`` taking a built network would make this swap unnecessary; engine.py is unchanged.)
+One network per worker process: ``vgg.build_vgg`` keeps the network it built for a weights file
+and layer set, so a worker builds it for its first task only (:func:`stats` counts it). The
+network is frozen (``requires_grad=False``, eval mode), so concurrent tasks in one worker share it.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,14 +19,8 @@ import numpy as np
 
 from .options import Options
 
-#: at most this many networks kept per worker process (a batch uses one)
-MAX_NETWORKS = 2
-
-_NETS: dict[tuple[Any, ...], Any] = {}
-_LOCK = threading.Lock()
-_LOCAL = threading.local()
-#: what this process's cache did: networks built, runs served from the cache
-STATS: dict[str, float] = {"builds": 0, "hits": 0, "warmup_s": 0.0}
+#: the worker plugin's warm-up: seconds to read the weights file into memory
+STATS: dict[str, float] = {"warmup_s": 0.0}
 #: torch threads per task in this process (set by the worker plugin; None: leave torch's setting)
 TORCH_THREADS: dict[str, int | None] = {"n": None}
 
@@ -55,52 +41,17 @@ class TaskResult:
     device: str = ""
 
 
-def cached_build_vgg(model: str | None, layers: list[str], *, weights: Any = None, pooling: str = "max") -> Any:
-    """``vgg.build_vgg``, built once per process for each key (see the module's docstring)."""
+def stats() -> dict[str, float]:
+    """This process's networks built, builds saved by the cache, and warm-up seconds."""
     from . import vgg
 
-    key = (getattr(_LOCAL, "device", None), model, tuple(layers), vgg._weights_key(weights), pooling)
-    with _LOCK:
-        net = _NETS.get(key)
-        if net is None:
-            if len(_NETS) >= MAX_NETWORKS:
-                _NETS.clear()
-            net = _NETS[key] = vgg.build_vgg(model, layers, weights=weights, pooling=pooling)
-            STATS["builds"] += 1
-        else:
-            STATS["hits"] += 1
-    return net
+    return {**vgg.NETWORK_STATS, **STATS}
 
 
-def install_network_cache() -> None:
-    """Make this process's ``engine.run`` build each network once (for a worker process's life)."""
-    from . import engine
+def reset_stats() -> None:
+    from . import vgg
 
-    engine.build_vgg = cached_build_vgg  # type: ignore[attr-defined]
-
-
-def uninstall_network_cache() -> None:
-    """Undo :func:`install_network_cache` and free the cached networks."""
-    from . import engine, vgg
-
-    engine.build_vgg = vgg.build_vgg  # type: ignore[attr-defined]
-    with _LOCK:
-        _NETS.clear()
-
-
-@contextmanager
-def network_cache() -> Iterator[None]:
-    """The cache for the length of a ``with`` block (a sequential batch in the caller's process)."""
-    from . import engine
-
-    before = engine.build_vgg  # type: ignore[attr-defined]
-    install_network_cache()
-    try:
-        yield
-    finally:
-        engine.build_vgg = before  # type: ignore[attr-defined]
-        with _LOCK:
-            _NETS.clear()
+    vgg.NETWORK_STATS.update(builds=0, hits=0)
 
 
 def worker_address() -> str:
@@ -126,7 +77,6 @@ def run_item(content: str | np.ndarray, style: np.ndarray, opts: Options) -> Tas
         from .api import prepare
 
         c, s, o = prepare(content, style, **_kwargs(opts))
-        _LOCAL.device = o.device
         if TORCH_THREADS["n"]:
             import torch
 

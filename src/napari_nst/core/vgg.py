@@ -367,6 +367,8 @@ def build_vgg(
 #: (model, layers, pooling) -> (the weights read, the network built from them); see _network
 _NETS: dict[tuple[str, tuple[str, ...], str], tuple[dict[str, torch.Tensor], VGGFeatures]] = {}
 _NETS_KEPT = 2
+#: networks built and builds saved by the cache, in this process (benchmarks and batch tests read it)
+NETWORK_STATS = {"builds": 0, "hits": 0}
 
 
 def _network(model: str, layers: tuple[str, ...], pooling: str, features: dict[str, torch.Tensor],
@@ -377,7 +379,9 @@ def _network(model: str, layers: tuple[str, ...], pooling: str, features: dict[s
     key = (model, layers, pooling)
     kept = _NETS.get(key)
     if kept is not None and kept[0] is features:
+        NETWORK_STATS["hits"] += 1
         return kept[1]
+    NETWORK_STATS["builds"] += 1
     net = VGGFeatures(model, list(layers), pooling)
     net.model = model
     _fit(net, features, model, source)
