@@ -88,7 +88,7 @@ def _run(args) -> int:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    import napari_nst._widget as widget_module
+    import napari_nst._run.runner as widget_module  # where ENGINE_NICE lives
     from napari_nst.core.io import read_image
 
     if args.nice is not None:
@@ -146,23 +146,23 @@ def _run(args) -> int:
     # the run
     updates: list[float] = []
     apply_ms: list[float] = []
-    orig_flush = widget._flush
+    orig_flush = widget.controller.flush
 
     def timed_flush():
         t0 = time.perf_counter()
         orig_flush()
         apply_ms.append(time.perf_counter() - t0)
 
-    widget._flush = timed_flush
+    widget.controller.flush = timed_flush
     t_start = time.perf_counter()
     widget.start()
     seen = {"layer": None}
     while widget.worker is not None:
         app.processEvents()
         run = widget._run
-        if run is not None and run.layer is not None and seen["layer"] is None:
-            seen["layer"] = run.layer
-            run.layer.events.data.connect(lambda e: updates.append(time.perf_counter()))
+        if run is not None and run.sink.layer is not None and seen["layer"] is None:
+            seen["layer"] = run.sink.layer
+            run.sink.layer.events.data.connect(lambda e: updates.append(time.perf_counter()))
             updates.append(time.perf_counter())
         time.sleep(0.001)
     t_total = time.perf_counter() - t_start

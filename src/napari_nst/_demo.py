@@ -32,7 +32,7 @@ def setup_demo(viewer: Any) -> Any:
     env = os.environ.get(WEIGHTS_ENV)
     if env and Path(env).expanduser().is_file():
         path = Path(env).expanduser()
-        with widget._quiet():  # the demo's choice, not the user's: not remembered
+        with widget.settings.quiet():  # the demo's choice, not the user's: not remembered
             widget.weights.value = str(path)
             model = _model_for(path)
             if model:

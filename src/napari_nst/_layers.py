@@ -1,6 +1,7 @@
 """napari Image layers <-> what the engine needs. Pure functions: numpy and napari's models, no Qt.
 
-Two jobs, both property-testable without a viewer:
+Two jobs, both property-testable without a viewer (the parts of the first one, slice reading and
+display conversion, are also used by :mod:`napari_nst._run.inputs`):
 
 - :func:`layer_to_rgb`: the image a layer shows *now* (current slice, contrast limits, gamma,
   colormap) as a new float32 ``(H, W, 3)`` array in [0, 1];
@@ -34,18 +35,100 @@ def displayed_axes(layer_ndim: int, world_ndim: int, displayed: Optional[Sequenc
     return a, b
 
 
-def _level(layer: Any, axes: tuple[int, int], min_long_edge: Optional[int]) -> int:
+def choose_level(layer: Any, axes: tuple[int, int], min_long_edge: Optional[int]) -> int:
     """The multiscale level to read: the coarsest whose long displayed edge is >= min_long_edge."""
-    if not getattr(layer, "multiscale", False):
+    if not getattr(layer, "multiscale", False) or not min_long_edge:
         return 0
     levels = list(layer.data)
-    if not min_long_edge:
-        return 0
     for k in range(len(levels) - 1, -1, -1):
         shape = levels[k].shape
         if max(shape[axes[0]], shape[axes[1]]) >= min_long_edge:
             return k
     return 0
+
+
+def data_position(layer: Any, point: Optional[Sequence[float]]) -> Optional[np.ndarray]:
+    """``point`` (world coordinates) in the layer's data coordinates, or None.
+
+    Calls the layer's ``world_to_data``: run it on the main thread for a live layer (the layer
+    snapshot of a run stores the result, so that the worker thread never calls into the layer).
+    """
+    if point is None:
+        return None
+    try:
+        return np.asarray(layer.world_to_data(list(point)), dtype=float)[-int(layer.ndim):]
+    except Exception:  # a point napari itself cannot map: read index 0, as without a point
+        return None
+
+
+def _slice_index(
+    shape: tuple[int, ...], axes: tuple[int, int], position: Optional[np.ndarray], factors: np.ndarray
+) -> tuple[list[Any], list[str]]:
+    """Index of the 2-D slice through ``position`` (data coordinates at level 0), and its description."""
+    nd = len(shape)
+    pos = position if position is not None else np.zeros(nd)
+    index: list[Any] = [slice(None)] * nd
+    where = []
+    for ax in range(nd):
+        if ax in axes:
+            continue
+        i = int(np.clip(np.round(pos[ax] / factors[ax]), 0, shape[ax] - 1)) if np.isfinite(pos[ax]) else 0
+        index[ax] = i
+        where.append(f"axis {ax} = {i}")
+    return index, where
+
+
+def read_slice(
+    layer: Any, axes: tuple[int, int], position: Optional[np.ndarray], level: int, label: str
+) -> tuple[np.ndarray, list[str]]:
+    """The raw 2-D slice (rows, columns as on the canvas; channels last) of one resolution level.
+
+    Only this slice is read (a dask/zarr array computes just it); the result is a numpy array that
+    may share memory with the layer's data: never write to it.
+    """
+    nd = int(layer.ndim)
+    multiscale = getattr(layer, "multiscale", False)
+    data = layer.data[level] if multiscale else layer.data
+    notes = [f"{label} is multiscale; using resolution level {level}"] if level else []
+    index: list[Any] = [slice(None)] * nd
+    if nd > 2:
+        factors = np.ones(nd)
+        if level:
+            factors = np.asarray(layer.downsample_factors[level], dtype=float)[-nd:]
+        index, where = _slice_index(tuple(data.shape[:nd]), axes, position, factors)
+        notes.append(f"{label} has {nd} dimensions; using the 2-D slice shown now ({', '.join(where)})")
+    arr = np.asarray(data[tuple(index)])  # dask/zarr -> numpy, only this slice
+    if nd > 2 and axes[0] > axes[1]:  # the canvas shows them transposed
+        arr = np.swapaxes(arr, 0, 1)
+    return arr, notes
+
+
+def display_rgb(arr: np.ndarray, layer: Any, name: str, label: str) -> tuple[np.ndarray, list[str]]:
+    """A raw slice as the canvas shows it: contrast limits, gamma, colormap; float32 (H, W, 3) in [0, 1].
+
+    One conversion: the values are scaled once (``to_rgb_float``, which also refuses data the
+    engine cannot use); a gray single-channel layer keeps that result, another colormap maps
+    its first channel.
+    """
+    limits = tuple(float(v) for v in layer.contrast_limits)
+    gamma = float(getattr(layer, "gamma", 1.0) or 1.0)
+    notes: list[str] = []
+    if not getattr(layer, "rgb", False) and arr.ndim != 2:
+        arr = np.squeeze(arr)
+    out = to_rgb_float(arr, limits=limits, name=name)
+    if gamma != 1.0:
+        out = np.power(out, gamma, dtype=np.float32)
+    cmap = None if getattr(layer, "rgb", False) else getattr(layer, "colormap", None)
+    if cmap is not None and getattr(cmap, "name", "gray") != "gray":
+        value = out[..., 0]
+        rgba = np.asarray(cmap.map(value.ravel()), dtype=np.float32).reshape(*value.shape, 4)
+        out = rgba[..., :3] * rgba[..., 3:]
+        notes.append(f"{label} is shown with the colormap {cmap.name!r}; the engine sees those colours")
+    return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32), notes
+
+
+def join_notes(notes: list[str]) -> Optional[str]:
+    return ("; ".join(notes) + ".") if notes else None
 
 
 def layer_to_rgb(
@@ -63,6 +146,7 @@ def layer_to_rgb(
     - ``layer``: a napari ``Image`` layer (anything with ``data``, ``ndim``, ``rgb``,
       ``contrast_limits``, ``gamma``, ``colormap``, ``multiscale``, ``world_to_data``, ``name``).
       Neither the layer nor its data are modified; the result never shares memory with them.
+      ``world_to_data`` is called here: on the main thread for a live layer.
     - ``point``: ``viewer.dims.point`` (world coordinates, one per world axis); ``displayed``:
       ``viewer.dims.displayed``. Both optional: without them, a layer with more than two
       non-channel axes is read at index 0 of the leading axes. A layer with exactly two
@@ -82,61 +166,12 @@ def layer_to_rgb(
     """
     label = f"the {name} layer {layer.name!r}"
     nd = int(layer.ndim)  # non-channel axes
-    rgb = bool(getattr(layer, "rgb", False))
-    notes: list[str] = []
     world_ndim = len(point) if point is not None else nd
     axes = displayed_axes(nd, world_ndim, displayed) if nd > 2 else (0, 1)
-    level = _level(layer, axes, min_long_edge)
-    data = layer.data[level] if getattr(layer, "multiscale", False) else layer.data
-    if level:
-        notes.append(f"{label} is multiscale; using resolution level {level}")
-    index: list[Any] = [slice(None)] * nd
-    if nd > 2:
-        if point is not None:
-            try:
-                pos = np.asarray(layer.world_to_data(list(point)), dtype=float)[-nd:]
-            except Exception:
-                pos = np.zeros(nd)
-        else:
-            pos = np.zeros(nd)
-        factors = np.ones(nd)
-        if level:
-            factors = np.asarray(layer.downsample_factors[level], dtype=float)[-nd:]
-        where = []
-        for ax in range(nd):
-            if ax in axes:
-                continue
-            size = data.shape[ax]
-            i = int(np.clip(np.round(pos[ax] / factors[ax]), 0, size - 1)) if np.isfinite(pos[ax]) else 0
-            index[ax] = i
-            where.append(f"axis {ax} = {i}")
-        notes.append(
-            f"{label} has {nd} dimensions; using the 2-D slice shown now ({', '.join(where)})"
-        )
-    arr = np.asarray(data[tuple(index)])  # dask/zarr -> numpy, only this slice
-    if nd > 2 and axes[0] > axes[1]:  # the canvas shows them transposed
-        arr = np.swapaxes(arr, 0, 1)
-    limits = tuple(float(v) for v in layer.contrast_limits)
-    gamma = float(getattr(layer, "gamma", 1.0) or 1.0)
-    if rgb:
-        out = to_rgb_float(arr, limits=limits, name=name)
-        if gamma != 1.0:
-            out = np.power(out, gamma, dtype=np.float32)
-    else:
-        if arr.ndim != 2:
-            arr = np.squeeze(arr)
-        value = to_rgb_float(arr, limits=limits, name=name)[..., 0]
-        if gamma != 1.0:
-            value = np.power(value, gamma, dtype=np.float32)
-        cmap = getattr(layer, "colormap", None)
-        if cmap is None or getattr(cmap, "name", "gray") == "gray":
-            out = np.repeat(value[..., None], 3, axis=-1)
-        else:
-            rgba = np.asarray(cmap.map(value.ravel()), dtype=np.float32).reshape(*value.shape, 4)
-            out = rgba[..., :3] * rgba[..., 3:]
-            notes.append(f"{label} is shown with the colormap {cmap.name!r}; the engine sees those colours")
-    out = np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
-    return out, ("; ".join(notes) + ".") if notes else None
+    position = data_position(layer, point) if nd > 2 else None
+    arr, notes = read_slice(layer, axes, position, choose_level(layer, axes, min_long_edge), label)
+    out, more = display_rgb(arr, layer, name, label)
+    return out, join_notes(notes + more)
 
 
 def pastiche_placement(
@@ -147,6 +182,7 @@ def pastiche_placement(
 ) -> dict[str, Any]:
     """Image-layer keyword arguments that place a ``working_shape`` pastiche over ``layer``.
 
+    ``layer``: the content layer or its snapshot (``affine`` an Affine or its matrix).
     ``full_shape`` is the size (rows, columns) of the content slice at full resolution (level 0)
     along ``axes``; ``working_shape`` the pastiche's size. The pastiche covers exactly the same
     world rectangle as the content slice: pixel edges meet pixel edges. With ``f = full / working``
@@ -168,7 +204,7 @@ def pastiche_placement(
             "translate": tuple(translate + linear @ shift),
             "rotate": np.asarray(layer.rotate),
             "shear": np.asarray(layer.shear),
-            "affine": np.asarray(layer.affine.affine_matrix),
+            "affine": np.asarray(getattr(layer.affine, "affine_matrix", layer.affine)),
         }
     s = scale[ax]
     return {"scale": tuple(s * f), "translate": tuple(translate[ax] + s * shift)}

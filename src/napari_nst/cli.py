@@ -81,8 +81,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _stylize(args: argparse.Namespace) -> int:
     from .core.api import iter_stylize
-    from .core.errors import NonFiniteLossError
-    from .core.io import output_format, read_image, write_image
+    from .core.io import output_format, read_image
 
     out = Path(args.output)
     for given in (args.content, args.style):
@@ -91,18 +90,25 @@ def _stylize(args: argparse.Namespace) -> int:
     output_format(out)  # a bad extension or folder fails now, not after the whole run
     content, style = read_image(args.content), read_image(args.style)
     records = iter_stylize(content, style, **_options(args))  # validates before any work
-    bar = None
-    last = None
+    return _drive(records, out, args)
+
+
+def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
+    """Run to the end with the progress bar (and its up-front estimate); write the pastiche."""
+    from .core.api import console_progress
+    from .core.errors import NonFiniteLossError
+    from .core.io import write_image
+
+    last = rec = None
     try:
-        for rec in records:
-            if bar is None and not args.quiet:
-                bar = _progress_bar(rec.total)
-            if rec.image is not None:
-                last = rec.image
-                if args.save_every and rec.step % args.save_every == 0 and rec.step != rec.total:
-                    write_image(out.with_name(f"{out.stem}-{rec.step:05d}{out.suffix}"), rec.image)
-            if bar is not None:
-                _advance(bar, rec)
+        with console_progress(not args.quiet) as bar:
+            for rec in records:
+                if rec.image is not None:
+                    last = rec.image
+                    if args.save_every and rec.step % args.save_every == 0 and rec.step != rec.total:
+                        write_image(out.with_name(f"{out.stem}-{rec.step:05d}{out.suffix}"), rec.image)
+                if bar is not None:
+                    bar.update(rec)
     except KeyboardInterrupt:
         if last is not None:
             write_image(out, last)
@@ -114,29 +120,11 @@ def _stylize(args: argparse.Namespace) -> int:
             write_image(partial, exc.last_image)
             raise ValueError(f"{exc} (saved to {partial})") from None
         raise
-    finally:
-        if bar is not None:
-            bar.close()
-    assert last is not None
+    assert last is not None and rec is not None
     write_image(out, last)
     if not args.quiet:
         print(f"saved {out} ({last.shape[1]}x{last.shape[0]}; losses {rec.losses}; weights {rec.weights})")
     return 0
-
-
-def _advance(bar: Any, rec: Any) -> None:
-    """One evaluation more on the bar; the last one is drawn by ``close`` alone (else twice in logs)."""
-    bar.set_postfix({k: f"{v:.3g}" for k, v in rec.losses.items()}, refresh=False)
-    if rec.step < rec.total:
-        bar.update(rec.step - bar.n)
-    else:
-        bar.n = rec.step
-
-
-def _progress_bar(total: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="eval", dynamic_ncols=True, file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,10 +2,16 @@
 
 No test downloads anything: weights are seeded random VGG weights written to a temporary file,
 or the real trained VGG16 convolutions in ../shared/weights/.
+
+``NAPARI_NST_TEST_PRECISION=float32`` makes this process see a CPU without fast bfloat16 (as an
+AVX2 CPU is), so ``precision="auto"`` runs float32; with ``ONEDNN_MAX_CPU_ISA=AVX2
+ATEN_CPU_CAPABILITY=avx2`` the kernels are AVX2's too (docs/testing.md). Engines in child
+processes (test_remote) see the real CPU, unless ONEDNN_MAX_CPU_ISA is set.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +96,15 @@ def _no_downloads(monkeypatch):
         raise AssertionError(f"a test tried to download {url}")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _simulated_precision(monkeypatch):
+    """``NAPARI_NST_TEST_PRECISION=float32``: the CPU's fast-bf16 check says no, as on AVX2."""
+    wanted = os.environ.get("NAPARI_NST_TEST_PRECISION", "")
+    if wanted not in ("", "auto", "float32"):
+        raise pytest.UsageError(f"NAPARI_NST_TEST_PRECISION must be 'float32' or unset, got {wanted!r}")
+    if wanted == "float32":
+        from napari_nst.core import engine
+
+        monkeypatch.setattr(engine, "_cpu_has_fast_bf16", lambda: False)

@@ -57,3 +57,17 @@ def test_paths_are_accepted(tmp_path, content, style, fast):
 def test_errors_come_before_any_work(content, fast):
     with pytest.raises(ValueError, match="style image"):
         napari_nst.iter_stylize(content, np.zeros((0, 3)), **fast)  # raised at the call, not at next()
+
+
+def test_readme_example_with_the_shared_vgg16_file_and_no_model(hed_weights, content, style, monkeypatch, caplog):
+    """The first run a user tries: weights from the environment, model not given. The file holds
+    VGG16 (13 convolutions), so it is loaded as VGG16 instead of failing as 'not vgg19'."""
+    import logging
+
+    monkeypatch.setenv("NAPARI_NST_WEIGHTS", str(hed_weights))
+    with caplog.at_level(logging.INFO, logger="napari_nst"):
+        out = napari_nst.stylize(content, style, size=32, steps=1, device="cpu")
+    assert out.shape == (23, 32, 3)
+    assert "model: vgg16, detected from the weights file" in caplog.text
+    with pytest.raises(ValueError, match="pass model='vgg16'"):  # an explicit model is still obeyed
+        napari_nst.stylize(content, style, size=32, steps=1, device="cpu", model="vgg19")

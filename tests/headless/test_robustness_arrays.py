@@ -316,7 +316,7 @@ def test_prepare_options_valid_or_option_error(size, steps, style_weight, style_
         assert len(msg) > 20 and any(w in msg for w in ("must", "expected", "at least", "astype", "valid names",
                                                            "nan_to_num", "empty", "lo < hi", "numpy", "dtype"))
     else:
-        assert isinstance(opts.size, int) and 1 <= opts.size <= 16384
+        assert opts.size is None or (isinstance(opts.size, int) and 1 <= opts.size <= 16384)  # None: by device
         assert isinstance(opts.steps, int) and opts.steps >= 1
         assert opts.style_weight is None or (math.isfinite(opts.style_weight) and opts.style_weight >= 0)
         if isinstance(init, np.ndarray):

@@ -73,6 +73,40 @@ def test_wrong_architecture_names_the_fix(vgg16_random):
         vgg.build_vgg("vgg19", ["relu5_1"], weights=vgg16_random)
 
 
+def test_detect_model_from_keys_and_shapes(vgg16_random, vgg19_random_full):
+    v16 = torch.load(vgg16_random, weights_only=True)
+    v19 = torch.load(vgg19_random_full, weights_only=True)  # with classifier.* keys
+    assert vgg.detect_model(v16) == "vgg16" and vgg.detect_model(v19) == "vgg19"
+    # features.* stripped (as load_weights_file returns them) and a checkpoint-style wrapper's inner dict
+    assert vgg.detect_model({k[len("features."):]: v for k, v in v16.items()}) == "vgg16"
+    # both networks share indices 0..14: a file cut there is ambiguous; one reaching index 16/17 is not
+    cut = {k: v for k, v in v19.items() if k.startswith("features.") and int(k.split(".")[1]) <= 14}
+    assert vgg.detect_model(cut) is None
+    assert vgg.detect_model({**cut, "features.16.weight": v19["features.16.weight"]}) == "vgg19"
+    # a shape that fits neither (a conv with 32 channels), nothing conv-like, not a dict
+    odd = {**v16, "features.0.weight": torch.zeros(32, 3, 3, 3)}
+    assert vgg.detect_model(odd) is None
+    assert vgg.detect_model({"fc.weight": torch.zeros(2, 2)}) is None and vgg.detect_model([1, 2]) is None
+
+
+def test_model_none_loads_the_weights_file_as_what_it_is(vgg16_random, vgg19_random_full, monkeypatch):
+    monkeypatch.delenv(vgg.WEIGHTS_ENV, raising=False)
+    assert vgg.build_vgg(None, ["relu5_1"], weights=vgg16_random).model == "vgg16"
+    assert vgg.build_vgg(None, ["relu5_1"], weights=vgg19_random_full).model == "vgg19"
+    assert vgg.resolve_model(None, vgg16_random) == "vgg16" and vgg.resolve_model("vgg19", vgg16_random) == "vgg19"
+    monkeypatch.setenv(vgg.WEIGHTS_ENV, str(vgg16_random))  # the environment variable's file, too
+    assert vgg.resolve_model(None) == "vgg16"
+    monkeypatch.delenv(vgg.WEIGHTS_ENV)
+    assert vgg.resolve_model(None) == "vgg19"  # torchvision's: the paper's network, nothing read
+    # a layer the detected network lacks is named
+    with pytest.raises(ValueError, match="conv5_4.*vgg16"):
+        vgg.build_vgg(None, ["conv5_4"], weights=vgg16_random)
+
+
+def test_shared_hed_file_is_detected_as_vgg16(hed_weights):
+    assert vgg.resolve_model(None, hed_weights) == "vgg16"
+
+
 def test_unknown_layer_lists_valid_names():
     with pytest.raises(ValueError, match="valid names are: conv1_1"):
         vgg.build_vgg("vgg16", ["relu9_9"], weights=None)
@@ -103,7 +137,7 @@ def test_offline_error_names_file_url_and_fixes(monkeypatch):
     msg = str(info.value)
     url = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
     assert calls == [url]
-    for part in (url, url.rsplit("/", 1)[-1], "weights=", "--weights", vgg.WEIGHTS_ENV):
+    for part in (url, url.rsplit("/", 1)[-1], "weights=", "--weights", vgg.WEIGHTS_ENV, "vgg16-hed-features.pth"):
         assert part in msg
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from nst_helpers import open_widget, world_extent
 
-from napari_nst.core.options import Options
+from napari_nst.core.options import CPU_SIZE, CPU_STEPS, GPU_SIZE, Options
 
 pytestmark = pytest.mark.gui
 
@@ -72,21 +72,21 @@ def test_cpu_defaults_and_remembered_settings(make_napari_viewer):
     widget = open_widget(viewer)
     # no GPU on this machine: the quicker CPU defaults; the rest from the engine's Options
     assert widget._gpu is False
-    assert widget.size.value == min(256, Options().size)
-    assert widget.model.value == Options().model and widget.device.value == Options().device
+    assert widget.size.value == CPU_SIZE and widget.steps.value == CPU_STEPS
+    assert widget.options()["model"] == Options().model and widget.device.value == Options().device
     widget.steps.value = 77  # the user changes it ...
     widget.model.value = "vgg16"
     widget.show_advanced.value = True
     # ... a GPU turning up later changes only what the user did not set
     widget._on_probe_done({"cuda": ["Test GPU"], "mps": False})
-    assert widget.size.value == Options().size and widget.steps.value == 77
+    assert widget.size.value == GPU_SIZE and widget.steps.value == 77
     viewer2 = make_napari_viewer()
     widget2 = open_widget(viewer2)  # next session
     assert widget2.steps.value == 77 and widget2.model.value == "vgg16"
     assert widget2.show_advanced.value and not widget2.scales.native.isHidden()
-    assert widget2.size.value == min(256, Options().size)  # never set by the user: machine default
+    assert widget2.size.value == CPU_SIZE  # never set by the user: machine default
     widget2.reset_defaults.clicked.emit()
-    assert widget2.steps.value == min(100, Options().steps) and widget2.model.value == Options().model
+    assert widget2.steps.value == CPU_STEPS and widget2.options()["model"] == Options().model
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -142,4 +142,39 @@ def test_demo_sets_everything_up(make_napari_viewer, monkeypatch, vgg16_weights)
     assert str(widget.weights.value) == str(vgg16_weights)
     if "vgg16" in vgg16_weights.name:
         assert widget.model.value == "vgg16"
-    assert widget.worker is None and widget._touched == set()  # nothing remembered from the demo
+    assert widget.worker is None and widget.settings.touched == set()  # nothing remembered from the demo
+
+
+def test_every_form_option_has_a_generated_field(make_napari_viewer):
+    from napari_nst.core.options import specs
+
+    widget = open_widget(make_napari_viewer())
+    form = [s for s in specs() if s.form]
+    missing = [s.name for s in form if s.name not in widget.form.fields]
+    assert not missing, f"Options fields with form=True but no field in the widget: {missing}"
+    for s in form:
+        field = getattr(widget, s.name)
+        assert field is widget.form.fields[s.name] and field.label == s.label
+        assert s.help and field.tooltip.startswith(s.help), s.name
+        assert (field in widget.form.advanced()) == s.advanced, s.name
+    assert set(widget.options()) == {s.name for s in form}
+
+
+def test_remembered_settings_are_shown_and_stale_weights_forgotten(make_napari_viewer, tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not really weights")
+    widget = open_widget(make_napari_viewer())
+    assert widget.remembered.value == "" and widget._remembered_row.native.isHidden()
+    widget.steps.value = 40
+    widget.weights.value = str(weights)
+    widget2 = open_widget(make_napari_viewer())  # next session
+    assert widget2.steps.value == 40 and str(widget2.weights.value) == str(weights)
+    assert widget2.remembered.value == "Using remembered settings: Steps, Weights"
+    assert not widget2._remembered_row.native.isHidden()
+    weights.unlink()  # the file is gone: never restored
+    widget3 = open_widget(make_napari_viewer())
+    assert widget3.options()["weights"] is None and widget3.remembered.value == "Using remembered settings: Steps"
+    widget3.forget.clicked.emit()
+    assert widget3.steps.value == CPU_STEPS and widget3.remembered.value == "" and widget3._remembered_row.native.isHidden()
+    widget4 = open_widget(make_napari_viewer())
+    assert widget4.steps.value == CPU_STEPS and widget4.settings.touched == set()

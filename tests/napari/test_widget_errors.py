@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from nst_helpers import digest, errors, open_widget, viewer_with_widget
 
+from napari_nst._run.inputs import shrink
 from napari_nst.core.errors import DeviceMemoryError, EngineProcessError, NonFiniteLossError
 from napari_nst.core.images import resized_shape
 
@@ -146,9 +147,10 @@ def test_nd_layer_uses_displayed_slice(make_napari_viewer, qtbot, images, notifi
     infos = [m for sev, m in notifications if "info" in sev.lower()]
     assert any("2-D slice" in m and "axis 0 = 1" in m for m in infos), notifications
     seen = FakeEngine.instances[0].content
-    np.testing.assert_allclose(seen[..., 0], (content // 2) / 65535, atol=1e-6)
-    out = viewer.layers[-1]
     h, w = resized_shape((36, 52), 32)
+    # slice 1, shrunk to the working size before it was sent
+    np.testing.assert_allclose(seen[..., 0], shrink(content // 2, (h, w)) / 65535, atol=1e-6)
+    out = viewer.layers[-1]
     assert out.ndim == 2 and tuple(out.scale) == pytest.approx((2 * 36 / h, 2 * 52 / w))
     assert digest(c.data) == before
     assert "torch" not in sys.modules

@@ -13,13 +13,14 @@ pytestmark = pytest.mark.gui
 
 def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg16_weights, notifications,
                                          monkeypatch):
-    import napari_nst._widget as w
+    from napari_nst._qt import throttle
+    from napari_nst._run import runner
 
     # an image with every record and no display throttle, so that the updates cannot all be
     # coalesced into one on a fast idle machine (the throttle is measured in benchmarks/)
-    monkeypatch.setattr(w, "MIN_IMAGE_INTERVAL", 0.0)
-    monkeypatch.setattr(w, "UPDATE_INTERVAL", 0.0)
-    monkeypatch.setattr(w.StyleTransferWidget, "_measure_draw", lambda self, t0: None)
+    monkeypatch.setattr(runner, "PREVIEW_INTERVAL", 0.0)
+    monkeypatch.setattr(throttle, "UPDATE_INTERVAL", 0.0)
+    monkeypatch.setattr(throttle.UpdateThrottle, "measure", lambda self, t0: None)
     viewer = make_napari_viewer()  # the user's order: napari first, then the widget
     content, style = images
     c = viewer.add_image(content, name="cells", scale=(0.5, 0.25), translate=(10.0, -3.0),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Union
 
 import numpy as np
@@ -84,14 +86,47 @@ def _run(c: np.ndarray, s: np.ndarray, opts: Options) -> Iterator[Any]:
     yield from run(c, s, opts)
 
 
-def stylize(content: ImageInput, style: ImageInput, **options: Any) -> np.ndarray:
+def stylize(content: ImageInput, style: ImageInput, *, progress: bool | None = None, **options: Any) -> np.ndarray:
     """The whole run, blocking: the pastiche as float32 ``(H, W, 3)`` in [0, 1].
 
-    Same arguments as :func:`iter_stylize`.
+    Same arguments as :func:`iter_stylize`, and ``progress``: a tqdm bar on stderr with the
+    evaluations, losses and time left, preceded, for a run that will take over 30 s, by one line
+    "about N s on cpu (estimated after the first evaluations)". None (default): shown when stderr
+    is a terminal (not in a log file or a pipe); True/False: always/never.
     """
+    records = iter_stylize(content, style, **options)  # validates before any work
+    if progress is None:
+        progress = _is_terminal(sys.stderr)
     image = None
-    for rec in iter_stylize(content, style, **options):
-        if rec.image is not None:
-            image = rec.image
+    with console_progress(bool(progress)) as bar:
+        for rec in records:
+            if rec.image is not None:
+                image = rec.image
+            if bar is not None:
+                bar.update(rec)
     assert image is not None  # the last record always carries the image
     return image
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+@contextmanager
+def console_progress(show: bool) -> Iterator[Any]:
+    """A :class:`~napari_nst.core.estimate.ConsoleProgress` on stderr (None when ``show`` is False);
+    ``stylize`` and the command line both use it."""
+    if not show:
+        yield None
+        return
+    from .engine import split_steps
+    from .estimate import ConsoleProgress
+
+    bar = ConsoleProgress(sys.stderr, counts=split_steps)
+    try:
+        yield bar
+    finally:
+        bar.close()

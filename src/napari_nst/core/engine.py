@@ -318,7 +318,8 @@ def _prepare(content: np.ndarray, style: np.ndarray, opts: Options, device: torc
         plan = NetworkPlan(bool(opts.extra["channels_last"]), plan.lean_pool)
     if "lean_pool" in opts.extra:
         plan = NetworkPlan(plan.channels_last, bool(opts.extra["lean_pool"]))
-    net = build_vgg(opts.network, opts.layers, weights=opts.weights, pooling=opts.pooling).to(device)
+    # model None: the network the weights file holds (vgg.resolve_model), else vgg19
+    net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling).to(device)
     net.set_lean_pool(plan.lean_pool)
     where = torch.device("cpu") if resize_on_host(device) else device
     return _Run(opts, device, dtype, plan, net, to_tensor(content, where), to_tensor(style, where),

@@ -7,6 +7,7 @@ frozen, in eval mode, and takes RGB in [0, 1]: the ImageNet normalisation is ins
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from functools import lru_cache
@@ -24,6 +25,8 @@ from .layers import _CFGS, check_layers, layer_names
 MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
 WEIGHTS_ENV = "NAPARI_NST_WEIGHTS"
+
+logger = logging.getLogger("napari_nst")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -159,14 +162,44 @@ def _features_only(state: Any, source: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def _guess_model(features: dict[str, torch.Tensor]) -> str | None:
-    convs = sum(1 for k, v in features.items() if k.endswith(".weight") and v.ndim == 4)
-    return {13: "vgg16", 16: "vgg19"}.get(convs)
+def _conv_shapes(model: str) -> dict[int, tuple[int, int, int, int]]:
+    """``{features index: weight shape}`` of the convolutions of torchvision's ``model``."""
+    out, idx, in_ch = {}, 0, 3
+    for v in _CFGS[model]:
+        if v == "M":
+            idx += 1
+        else:
+            out[idx] = (v, in_ch, 3, 3)
+            idx, in_ch = idx + 2, v  # the conv, then its ReLU
+    return out
+
+
+def detect_model(state_dict: Any) -> str | None:
+    """Which VGG a state dict holds, from its keys and shapes: ``"vgg16"``, ``"vgg19"`` or None.
+
+    Takes a full torchvision state dict, one with ``features.*`` keys only, or the ``N.weight``
+    keys :func:`load_weights_file` returns. A network is detected when every convolution weight
+    in the dict sits at one of that network's ``features`` indices with that layer's shape; None
+    when neither fits, or both do (a file cut before the first layer where they differ, index 16).
+    """
+    if not isinstance(state_dict, dict):
+        return None
+    convs: dict[int, tuple[int, ...]] = {}
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor) or value.ndim != 4:
+            continue
+        parts = key[len("features."):].split(".") if key.startswith("features.") else key.split(".")
+        if len(parts) == 2 and parts[0].isdigit() and parts[1] == "weight":
+            convs[int(parts[0])] = tuple(value.shape)
+    if not convs:
+        return None
+    fits = [m for m in MODELS if all(_conv_shapes(m).get(i) == shape for i, shape in convs.items())]
+    return fits[0] if len(fits) == 1 else None
 
 
 def _fit(net: VGGFeatures, features: dict[str, torch.Tensor], model: str, source: str) -> None:
     own = net.layers.state_dict()
-    guess = _guess_model(features)
+    guess = detect_model(features)
     hint = f"; it looks like {guess} weights: pass model={guess!r}" if guess and guess != model else ""
     for key, param in own.items():
         if key not in features:
@@ -250,7 +283,9 @@ def _torchvision_weights(model: str) -> dict[str, torch.Tensor]:
             f"torchvision wanted the file {filename} from {url} and caches it at {cache}. "
             f"Offline? Copy that file there, or pass a local weights file: weights='path/to/{filename}' "
             f"(Python), --weights PATH (command line), the Weights field (napari widget), "
-            f"or set the environment variable {WEIGHTS_ENV}=PATH"
+            f"or set the environment variable {WEIGHTS_ENV}=PATH. A VGG16 file works too, e.g. the shared "
+            f"vgg16-hed-features.pth: with model left unset the network is read from the file "
+            f"(else pass model='vgg16')"
         ) from None
     return _features_only(state, f"torchvision's {model} weights")
 
@@ -261,8 +296,40 @@ def _cached_features(model: str, weights: str | None, stamp: tuple[int, int]) ->
     return load_weights_file(weights) if weights else _torchvision_weights(model)
 
 
+def _weights_key(weights: str | os.PathLike[str] | None) -> tuple[str | None, tuple[int, int]]:
+    """The resolved path of ``weights`` (or ``$NAPARI_NST_WEIGHTS``; None: torchvision's) and its
+    (mtime, size) stamp for the cache."""
+    if weights is None and os.environ.get(WEIGHTS_ENV):
+        weights = os.environ[WEIGHTS_ENV]
+    key = str(Path(weights).expanduser().resolve()) if weights else None
+    stamp = (0, 0)
+    if key and os.path.isfile(key):
+        st = os.stat(key)
+        stamp = (st.st_mtime_ns, st.st_size)
+    return key, stamp
+
+
+def resolve_model(model: str | None, weights: str | os.PathLike[str] | None = None) -> str:
+    """The network :func:`build_vgg` builds: ``model`` if given; for None the one the weights file
+    holds (:func:`detect_model`), else ``vgg19`` (the paper's; also torchvision's default here).
+
+    Reads the weights file (through the same in-memory cache as :func:`build_vgg`).
+    """
+    if model is not None:
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of {MODELS}")
+        return model
+    key, stamp = _weights_key(weights)
+    if key is None:
+        return "vgg19"
+    found = detect_model(_cached_features("", key, stamp))
+    if found is not None:
+        logger.info("model: %s, detected from the weights file %s", found, key)
+    return found or "vgg19"
+
+
 def build_vgg(
-    model: str,
+    model: str | None,
     layers: list[str],
     *,
     weights: str | os.PathLike[str] | None = None,
@@ -273,24 +340,24 @@ def build_vgg(
     On the CPU its parameters share memory with the weights cache and with every other network
     built from the same file: do not change them in place.
 
+    ``model``: ``vgg16``, ``vgg19``, or None = the network the weights file holds, else ``vgg19``
+    (:func:`resolve_model`); the network built is ``net.model``.
     ``weights``: None uses ``$NAPARI_NST_WEIGHTS`` if set, else torchvision's ImageNet weights
     (downloaded once into torch's cache); a path loads a full torchvision VGG state dict or one
     with only the ``features.*`` keys. The last file read is cached in memory.
     """
-    if model not in MODELS:
+    if model is not None and model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {MODELS}")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    if model is not None:
+        check_layers(model, layers, "layer")  # before reading any file
+    key, stamp = _weights_key(weights)
+    model = resolve_model(model, key)
     check_layers(model, layers, "layer")
-    if weights is None and os.environ.get(WEIGHTS_ENV):
-        weights = os.environ[WEIGHTS_ENV]
-    key = str(Path(weights).expanduser().resolve()) if weights else None
-    stamp = (0, 0)
-    if key and os.path.isfile(key):
-        st = os.stat(key)
-        stamp = (st.st_mtime_ns, st.st_size)
     features = _cached_features(model if key is None else "", key, stamp)
     net = VGGFeatures(model, layers, pooling)
+    net.model = model
     source = f"the weights file {key!r}" if key else f"torchvision's {model} weights"
     _fit(net, features, model, source)
     return net

@@ -1,0 +1,233 @@
+"""Connects a run's worker thread to its sink, the status text, the loss plot and the progress bar.
+
+The worker (napari's ``thread_worker``) runs :func:`napari_nst._run.runner.run_task` and yields
+records; on the main thread they are coalesced (:class:`napari_nst._run.state.RunState`) and the
+newest is shown at most as often as napari can draw it (:class:`UpdateThrottle`). Layers are
+only touched here, on the main thread.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from functools import partial
+from typing import Any, Optional, Protocol
+
+from .._run.plan import RunPlan
+from .._run.runner import Notes, run_task
+from .._run.sink import LayerSink
+from .._run.state import RunState
+from .._run.status import done_text, failure_text, progress_text, stopped_text
+from ..core.errors import NonFiniteLossError
+from ..core.records import Progress
+from . import notify
+from .throttle import UpdateThrottle
+
+#: the progress bar advances at least every this many seconds ...
+PBAR_INTERVAL = 0.5
+#: ... or every 1/PBAR_STEPS of the run (napari's progress bar processes Qt events on every change)
+PBAR_STEPS = 100
+#: while an update is being applied, the end of a run is handled this many milliseconds later
+BUSY_RETRY_MS = 10
+
+
+class RunView(Protocol):
+    """What the controller shows things on (the widget)."""
+
+    plot: Any
+
+    def show_status(self, text: str) -> None: ...
+    def set_running(self) -> None: ...
+    def set_idle(self) -> None: ...
+    def set_stopping(self) -> None: ...
+
+
+class RunController:
+    """Starts, stops and follows one run at a time."""
+
+    def __init__(self, viewer: Any, view: RunView, parent: Any) -> None:
+        self._viewer = viewer
+        self._view = view
+        self.run: Optional[RunState] = None
+        self.worker: Any = None
+        self.last_pastiche: Any = None
+        self.closed = False
+        self._result: Any = None
+        self._busy = False
+        self._pbar: Any = None
+        self._pbar_at = 0.0
+        self._throttle = UpdateThrottle(parent, self._on_timer)
+        # shared with the callback for the native widget's destruction, which must not hold self
+        self._box: list[RunState] = []
+        parent.destroyed.connect(partial(_on_native_destroyed, self._box, weakref.ref(self)))
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    # ------------------------------------------------------------------ start / stop
+
+    def start(self, plan: RunPlan, sources: dict[str, Any]) -> None:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        run = RunState(plan, LayerSink(self._viewer, plan), sources)
+        self.run, self._box[:], self._result = run, [run], None
+        self._view.plot.clear(plan.steps)
+        self._view.show_status("Starting the engine (loading torch and the network) ...")
+        self._pbar = progress(total=plan.steps, desc=f"Style transfer: {plan.output_name}")
+        worker = create_worker(run_task, run.runner, plan.tasks[0], _start_thread=False)
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._finalize)
+        worker.aborted.connect(self.kill)
+        self.worker = worker
+        self._view.set_running()
+        worker.start()
+
+    def stop(self, reason: Optional[str] = None) -> bool:
+        """Ask the run to end within one evaluation; False when none is running."""
+        if self.run is None or self.worker is None:
+            return False
+        self.run.stop(reason)
+        return True
+
+    def kill(self, *_: Any) -> None:
+        if self.run is not None:
+            self.run.stop()
+
+    def close(self) -> None:
+        """The widget goes away: stop the run, touch nothing any more."""
+        self.closed = True
+        self.kill()
+
+    # ------------------------------------------------------------------ records
+
+    def _on_yielded(self, item: Any) -> None:
+        run = self.run
+        if run is None or self.closed or run.outcome != "running":
+            return
+        if isinstance(item, Notes):
+            run.notes = list(item.lines)
+            for note in run.notes:
+                notify.info(note)
+            return
+        rec: Progress = item
+        if run.first_record_at is None:
+            run.first_record_at = time.perf_counter()
+        self._view.plot.add(rec.step, rec.losses.get("total", float("nan")), new_level=rec.level != run.level)
+        run.add(rec)
+        self._throttle.request()
+
+    def _on_timer(self) -> None:
+        self.flush()  # looked up at each call (benchmarks/responsiveness.py times it)
+
+    def flush(self) -> None:
+        """Apply the newest pending record: layer data, placement, status, progress, plot."""
+        run = self.run
+        if run is None or self.closed:
+            return
+        if self._busy:  # re-entered (napari's progress bar processes events): try again shortly
+            self._throttle.schedule()
+            return
+        self._busy = True
+        try:
+            img_rec, rec = run.take()
+            if img_rec is not None and run.outcome == "running" and not run.stop_reason:
+                t0 = time.perf_counter()
+                run.sink.show(run.plan.tasks[0], img_rec.image, img_rec.shape, run.metadata())
+                self.last_pastiche = run.sink.layer
+                self._throttle.drawn_after(t0)
+            if rec is not None and run.outcome == "running":
+                run.last = rec
+                self._view.show_status(progress_text(rec, run.rate))
+                run.sink.set_metadata(run.metadata())
+            self._view.plot.update()
+        finally:
+            self._busy = False
+        if rec is not None and run.outcome == "running":  # last: it processes Qt events
+            self._advance_pbar(rec)
+
+    def _advance_pbar(self, rec: Progress) -> None:
+        pbar, now = self._pbar, time.perf_counter()
+        if pbar is not None and (rec.step - pbar.n >= max(1, rec.total // PBAR_STEPS) or now - self._pbar_at > PBAR_INTERVAL):
+            self._pbar_at = now
+            pbar.update(max(0, rec.step - pbar.n))
+
+    # ------------------------------------------------------------------ the end
+
+    def _on_returned(self, result: Any) -> None:
+        if self.run is not None:
+            self._result = result
+
+    def _on_errored(self, exc: BaseException) -> None:  # a bug in run_task itself
+        if self.run is not None:
+            self._result = ("failed", exc)
+
+    def _finalize(self, *_: Any) -> None:
+        """The worker has finished: last image, outcome, metadata, messages, idle again."""
+        run = self.run
+        if run is None or self.closed:
+            if run is not None:
+                run.runner.cancel()  # never leave a child behind
+            self.worker = None
+            return
+        if self._busy:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(BUSY_RETRY_MS, self._finalize)
+            return
+        run.runner.cancel()  # no-op when it ended
+        self.flush()
+        self._busy = True
+        try:
+            self._conclude(run)
+            self.worker = None
+            self._view.set_idle()
+        finally:
+            self._busy = False
+        pbar, self._pbar = self._pbar, None
+        if pbar is not None:
+            pbar.close()
+        if run.outcome == "stopped" and run.stop_reason:
+            notify.warn(f"Style transfer stopped: {run.stop_reason}.")
+
+    def _conclude(self, run: RunState) -> None:
+        outcome, exc = self._result if isinstance(self._result, tuple) else ("finished", None)
+        self._result = None
+        if outcome == "failed":
+            run.outcome, run.error = "failed", exc
+            self._fail(run, exc)
+        else:
+            run.outcome = "stopped" if outcome == "stopped" or run.stop_requested else "finished"
+        run.sink.set_metadata(run.metadata())
+        if run.outcome == "finished" and run.last is not None:
+            self._view.show_status(done_text(run.last))
+        elif run.outcome == "stopped":
+            self._view.show_status(stopped_text(run.last, run.stop_reason, kept=run.sink.alive()))
+
+    def _fail(self, run: RunState, exc: BaseException) -> None:
+        text = failure_text(exc)
+        if isinstance(exc, NonFiniteLossError) and exc.last_image is not None:
+            if run.sink.layer is None or run.sink.alive():  # keep the last finite image
+                run.sink.show(run.plan.tasks[0], exc.last_image, exc.last_image.shape[:2], run.metadata())
+                self.last_pastiche = run.sink.layer
+        self._view.show_status("Failed: " + text)
+        notify.error(text)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        run, layer = self.run, getattr(event, "value", None)
+        if run is None or self.worker is None or layer is None or self.closed:
+            return
+        reason = run.deleted(layer)
+        if reason:
+            self.stop(reason)
+            self._view.set_stopping()
+
+
+def _on_native_destroyed(box: list[RunState], owner: Any, *_: Any) -> None:
+    """The dock widget is gone (viewer closed): kill its engine process at once, touch no Qt object."""
+    controller = owner()
+    if controller is not None:
+        controller.closed = True
+    for run in box:
+        run.stop()
+    box.clear()

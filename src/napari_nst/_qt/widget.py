@@ -1,0 +1,258 @@
+"""The "Style Transfer" dock widget: composes the pickers, the generated form and a run controller.
+
+Scripts and tests drive it through its sub-widgets by name (``content``, ``style``, one per
+option: ``size``, ``steps``, ``style_weight`` ...; ``run``, ``continue_run``, ``status``) and
+``start()``, ``stop()``, ``options()``; ``worker`` is the running worker or None.
+See docs/architecture.md for the parts and the flow of a run.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any, Optional
+
+from magicgui.widgets import CheckBox, Container, Label, PushButton
+
+from .._devices import quick_device_guess
+from .._run.inputs import snapshot
+from .._run.plan import RunPlan, plan_2d
+from .._run.sink import META_KEY
+from .._run.state import same_layer
+from ..core.errors import OptionError
+from ..core.options import Options, spec
+from . import notify
+from .controller import RunController
+from .form import OptionsForm
+from .inputs_panel import InputsPanel
+from .probe import start_probe
+from .remembered import RememberedSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+RUN_TIP = "Start painting (Stop ends the run and keeps the pastiche so far)."
+
+
+class StyleTransferWidget(Container):
+    """Paint the content image in the style of another, live, in the viewer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._gpu: Optional[bool] = None if quick_device_guess() is None else False
+        self._gpu_names: list[str] = []
+        self.inputs = InputsPanel(viewer)
+        self.content, self.style = self.inputs.content, self.inputs.style
+        self.form = OptionsForm(partial(self.inputs.init_choices, spec("init").choices or ()), self._device_choices())
+        for name, w in self.form.fields.items():
+            setattr(self, name, w)
+        self._build()
+        self.settings = RememberedSettings(self.form, {"show_advanced": self.show_advanced}, self._show_remembered)
+        self.settings.restore()
+        self._show_advanced(self.show_advanced.value)
+        self._apply_machine_defaults()
+        self.controller = RunController(viewer, self, self.native)
+        self.inputs.follow_renames()
+        self.reset_choices()
+        self._probe = start_probe(self._on_probe_done) if self._gpu is None else None
+        self.set_idle()
+        self._show_remembered()
+
+    # ------------------------------------------------------------------ construction
+
+    def _build(self) -> None:
+        self.show_advanced = CheckBox(name="show_advanced", text="Advanced settings", value=False,
+                                      tooltip="Show the network layers, optimiser, initialisation, scales ...")
+        self.reset_defaults = PushButton(name="reset_defaults", text="Reset all settings to defaults",
+                                         tooltip="Forget the remembered settings and use the defaults for this machine.")
+        self._advanced = [*self.form.advanced(), self.reset_defaults]
+        self.run = PushButton(name="run", text="Run", tooltip=RUN_TIP)
+        self.continue_run = PushButton(name="continue_run", text="Continue",
+                                       tooltip="Start a new run from the last pastiche (or from the pastiche layer "
+                                               "selected in the layer list), with the settings above.")
+        self.remembered = Label(name="remembered", value="", tooltip="These fields show values you set earlier "
+                                "(remembered between sessions); Reset forgets them and uses the defaults.")
+        self.forget = PushButton(name="forget", text="Reset", tooltip="Forget the remembered settings.")
+        self._remembered_row = self._row("remembered_row", self.remembered, self.forget)
+        self._buttons = self._row("buttons", self.run, self.continue_run)
+        self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
+        self.status.native.setWordWrap(True)
+        self.remembered.native.setWordWrap(True)
+        self.extend([self.content, self.style, *self.form.basic(), self.show_advanced, *self._advanced])
+        from .._lossplot import LossPlot
+
+        self.plot = LossPlot()  # full width, without a label column: buttons, status text, loss curve
+        for w in (self._remembered_row.native, self._buttons.native, self.status.native, self.plot):
+            self.native.layout().addWidget(w)
+        self._show_advanced(False)
+        self.run.changed.connect(self._on_run_clicked)
+        self.continue_run.changed.connect(self._on_continue_clicked)
+        self.reset_defaults.changed.connect(self._on_reset_defaults)
+        self.forget.changed.connect(self._on_reset_defaults)
+        self.show_advanced.changed.connect(self._show_advanced)
+        self.device.changed.connect(lambda *_: self._apply_machine_defaults())
+
+    @staticmethod
+    def _row(name: str, *widgets: Any) -> Container:
+        row = Container(name=name, label="", layout="horizontal", labels=False, widgets=list(widgets))
+        row.margins = (0, 0, 0, 0)
+        return row
+
+    def _show_advanced(self, show: bool) -> None:
+        for w in self._advanced:
+            w.visible = bool(show)
+
+    def _show_remembered(self) -> None:
+        text = self.settings.summary()
+        self.remembered.value = text
+        self._remembered_row.visible = bool(text)
+
+    # ------------------------------------------------------------------ choices, devices, defaults
+
+    def reset_choices(self, *args: Any) -> None:
+        """Refresh the layer pickers (napari's dock calls this when layers are added, removed, renamed)."""
+        super().reset_choices(*args)
+        self.inputs.after_reset()
+
+    def _device_choices(self) -> list[str]:
+        if self._gpu is False:
+            return ["auto", "cpu"]
+        return [*(spec("device").choices or ()), *(f"cuda:{i}" for i in range(1, len(self._gpu_names)))]
+
+    def _will_use_gpu(self) -> bool:
+        dev = self.device.value
+        return bool(self._gpu) if dev == "auto" else dev != "cpu"
+
+    def _apply_machine_defaults(self) -> None:
+        """Fields whose default is "by device" (size, steps) that the user did not set."""
+        machine = Options().for_device(self._will_use_gpu())
+        with self.settings.quiet():
+            for name, s in self.form.specs.items():
+                if s.default is None and s.kind == "int" and name not in self.settings.touched:
+                    self.form.fields[name].value = getattr(machine, name)
+
+    def _on_probe_done(self, result: dict[str, Any]) -> None:
+        if self.controller.closed:
+            return
+        self._gpu_names = list(result.get("cuda") or [])
+        self._gpu = bool(self._gpu_names or result.get("mps"))
+        with self.settings.quiet():
+            current = self.device.value
+            self.device.choices = self._device_choices()
+            if current in self.device.choices:
+                self.device.value = current
+        names = ", ".join(self._gpu_names) or ("Apple MPS" if result.get("mps") else "none found")
+        self.device.tooltip = f"{spec('device').help} GPUs here: {names}."
+        self._apply_machine_defaults()
+
+    def _on_reset_defaults(self, *_: Any) -> None:
+        with self.settings.quiet():
+            for name in self.form.fields:
+                self.form.reset(name)
+        self.settings.forget()
+        self._apply_machine_defaults()
+
+    # ------------------------------------------------------------------ run / stop
+
+    @property
+    def worker(self) -> Any:
+        return self.controller.worker
+
+    @property
+    def _run(self) -> Any:
+        return self.controller.run
+
+    def options(self) -> dict[str, Any]:
+        """The engine options the fields say (``init`` a string or a layer). Raises OptionError."""
+        return self.form.options()
+
+    def _on_run_clicked(self, *_: Any) -> None:
+        if self.worker is not None:
+            self.stop()
+        else:
+            self.start()
+
+    def _continue_source(self) -> Any:
+        active = self._viewer.layers.selection.active
+        if active is not None and META_KEY in getattr(active, "metadata", {}):
+            return active
+        last = self.controller.last_pastiche
+        if last is not None and last in self._viewer.layers:
+            return last
+        return next((lay for lay in self.inputs.image_layers() if META_KEY in lay.metadata), None)
+
+    def _on_continue_clicked(self, *_: Any) -> None:
+        if self.worker is not None:
+            return
+        src = self._continue_source()
+        if src is None:
+            notify.error("Nothing to continue from: press Run first; Continue starts a new run from the "
+                         "pastiche it made (or from the pastiche layer selected in the layer list).")
+            return
+        self.start(init_layer=src)
+
+    def _checked_layers(self) -> tuple[Any, Any]:
+        """The picked content and style layers; ValueError saying what to pick otherwise."""
+        content, style = self.content.value, self.style.value
+        if content is None or style is None:
+            which = "a content" if content is None else "a style"
+            raise ValueError(f"Pick {which} image in the Style Transfer panel. No image layer? Open one (File > "
+                             "Open), or load the samples: File > Open Sample > Neural Style Transfer.")
+        if same_layer(content, style):
+            raise ValueError(f"Content and style are the same layer ({content.name!r}); pick a different image "
+                             "as the style (e.g. a painting).")
+        for lay, what in ((content, "content"), (style, "style")):
+            if lay not in self._viewer.layers:
+                self.reset_choices()
+                raise ValueError(f"The {what} layer {lay.name!r} is no longer in the viewer; pick another one.")
+        return content, style
+
+    def _plan(self, content: Any, style: Any, init_layer: Any, opts: dict[str, Any]) -> RunPlan:
+        """Snapshots of the layers (main thread) and the plan; the engine validates the options, once."""
+        point, displayed = tuple(self._viewer.dims.point), tuple(self._viewer.dims.displayed)
+        settings = {**Options().as_dict(), **opts}
+        settings["init"] = f"layer: {init_layer.name}" if init_layer is not None else opts["init"]
+        init = snapshot(init_layer, point) if init_layer is not None else None
+        return plan_2d(snapshot(content, point), snapshot(style, point), init, opts, settings, len(point), displayed)
+
+    def start(self, init_layer: Any = None) -> bool:
+        """Start a run (as the Run button does); False (and a notification) if it cannot start."""
+        if self.worker is not None:
+            return False  # one run at a time
+        try:
+            content, style = self._checked_layers()
+            opts = self.options()
+        except (OptionError, ValueError) as exc:
+            notify.error(str(exc))
+            return False
+        if init_layer is None and not isinstance(opts["init"], str):
+            init_layer = opts["init"]
+        if init_layer is not None and init_layer not in self._viewer.layers:
+            notify.error("The layer to start from is no longer in the viewer; pick another one under Start from.")
+            return False
+        opts["init"] = "content" if init_layer is not None else opts["init"]
+        plan = self._plan(content, style, init_layer, opts)
+        self.controller.start(plan, {"content": content, "style": style, "init": init_layer})
+        return True
+
+    def stop(self, reason: Optional[str] = None) -> None:
+        """End the current run within one evaluation; the pastiche so far is kept."""
+        if self.controller.stop(reason):
+            self.set_stopping()
+
+    # ------------------------------------------------------------------ what the controller shows
+
+    def show_status(self, text: str) -> None:
+        self.status.value = text
+
+    def set_running(self) -> None:
+        self.run.text, self.run.enabled, self.continue_run.enabled = "Stop", True, False
+        self.run.tooltip = "Stop the run now; the pastiche so far is kept."
+
+    def set_stopping(self) -> None:
+        self.run.enabled = False  # until the worker has finished
+        self.run.text = "Stopping ..."
+
+    def set_idle(self) -> None:
+        self.run.text, self.run.enabled, self.continue_run.enabled = "Run", True, True
+        self.run.tooltip = RUN_TIP

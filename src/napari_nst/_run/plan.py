@@ -1,0 +1,80 @@
+"""A run plan: one task per output image (no Qt; built on the main thread from snapshots).
+
+A 2-D run is one task: the displayed slice of the content, painted at ``size``. A stack run
+will be one task per slice of the same plan (same inputs, another ``index``), and the sink that
+shows it an nD layer; the runner and the records do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..core.images import resized_shape
+from ..core.options import Options
+from .inputs import LayerSnapshot, slice_axes, slice_shape
+
+
+@dataclass(frozen=True)
+class Task:
+    """One output image: which slice of which inputs, with which engine options."""
+
+    content: LayerSnapshot
+    style: LayerSnapshot
+    init: Optional[LayerSnapshot]
+    options: dict[str, Any]  #: engine keywords (``init`` is a string here; a layer is in ``init``)
+    axes: tuple[int, int]  #: the content's axes shown as rows and columns
+    style_axes: tuple[int, int]
+    init_axes: Optional[tuple[int, int]]
+    full_shape: tuple[int, int]  #: the content slice at full resolution
+    index: tuple[int, ...] = ()  #: where the output goes in the sink (() for a 2-D run)
+
+    @property
+    def final_shape(self) -> tuple[int, int]:
+        """The pastiche's shape at the last (finest) level."""
+        return resized_shape(self.full_shape, int(self.options["size"]))
+
+    @property
+    def style_long_edge(self) -> int:
+        """The style image's long edge at the finest level, by the engine's own formula."""
+        opts = Options(style_scale=float(self.options.get("style_scale", 1.0)))
+        return max(opts.style_shape(slice_shape(self.style, self.style_axes), self.final_shape))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one press of Run (or Continue) does."""
+
+    tasks: tuple[Task, ...]
+    output_name: str
+    settings: dict[str, Any] = field(default_factory=dict)  #: JSON-friendly, for the layer metadata
+
+    @property
+    def steps(self) -> int:
+        return sum(int(t.options["steps"]) for t in self.tasks)
+
+
+def output_name(content: str, style: str, continued: bool) -> str:
+    return f"{content} × {style}" + (" (continued)" if continued else "")
+
+
+def plan_2d(
+    content: LayerSnapshot,
+    style: LayerSnapshot,
+    init: Optional[LayerSnapshot],
+    options: dict[str, Any],
+    settings: dict[str, Any],
+    world_ndim: int,
+    displayed: Sequence[int],
+) -> RunPlan:
+    """One task: the slice of ``content`` shown now, styled by the slice of ``style`` shown now."""
+    axes = slice_axes(content, world_ndim, displayed)
+    task = Task(
+        content=content, style=style, init=init, options=dict(options), axes=axes,
+        style_axes=slice_axes(style, world_ndim, displayed),
+        init_axes=slice_axes(init, world_ndim, displayed) if init is not None else None,
+        full_shape=slice_shape(content, axes),
+    )
+    name = output_name(content.name, style.name, continued=init is not None)
+    return RunPlan(tasks=(task,), output_name=name, settings=dict(settings))

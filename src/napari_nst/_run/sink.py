@@ -1,0 +1,87 @@
+"""Sinks show a run's records in the viewer (no Qt; main thread only: they touch layers).
+
+:class:`LayerSink` is the 2-D sink: one RGB Image layer, created with the first image, placed
+exactly over the content slice it was made from whatever the working size (coarse-to-fine levels
+are smaller), and its ``metadata["napari_nst"]`` kept up to date. A stack run will have an nD
+sink that fills one slice per task; :meth:`LayerSink.show` already takes the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import __version__
+from .._layers import pastiche_placement
+from ..core.records import Progress
+from .plan import RunPlan, Task
+
+#: metadata key of pastiche layers
+META_KEY = "napari_nst"
+
+
+def run_metadata(
+    plan: RunPlan, outcome: str, last: Optional[Progress] = None, notes: Optional[list[str]] = None,
+    stop_reason: Optional[str] = None, error: Optional[BaseException] = None,
+) -> dict[str, Any]:
+    """The pastiche layer's metadata: settings, outcome and the last record's numbers."""
+    task = plan.tasks[0]
+    meta: dict[str, Any] = {
+        "content": task.content.name, "style": task.style.name, "settings": dict(plan.settings),
+        "status": outcome, "napari_nst_version": __version__,
+    }
+    if notes:
+        meta["notes"] = list(notes)
+    if last is not None:
+        meta.update(
+            step=last.step, total=last.total, losses=dict(last.losses), weights=dict(last.weights),
+            device=last.device, elapsed=round(last.elapsed, 3), shape=tuple(last.shape),
+            level=last.level, levels=last.levels,
+        )
+    if stop_reason:
+        meta["stop_reason"] = stop_reason
+    if error is not None:
+        meta["error"] = f"{type(error).__name__}: {error}"
+    return {META_KEY: meta}
+
+
+class LayerSink:
+    """The pastiche of a 2-D run as one Image layer over the content (main thread only)."""
+
+    def __init__(self, viewer: Any, plan: RunPlan) -> None:
+        self._viewer = viewer
+        self._plan = plan
+        self.layer: Any = None
+        self._shape: Optional[tuple[int, int]] = None
+
+    def alive(self) -> bool:
+        """The layer exists and is still in the viewer."""
+        return self.layer is not None and self.layer in self._viewer.layers
+
+    def show(self, task: Task, image: np.ndarray, shape: Optional[tuple[int, int]], metadata: dict[str, Any]) -> None:
+        """Show ``image`` (float32 RGB at working ``shape``); the layer is made on the first call.
+
+        A layer the user deleted is not brought back.
+        """
+        shape = tuple(int(v) for v in (shape if shape and shape[0] else image.shape[:2]))  # type: ignore[assignment]
+        if self.layer is None:
+            place = pastiche_placement(task.content, task.axes, task.full_shape, shape)
+            self.layer = self._viewer.add_image(
+                image, name=self._plan.output_name, rgb=True, contrast_limits=(0.0, 1.0),
+                interpolation2d="linear", metadata=metadata, **place,
+            )
+            self._shape = shape
+            return
+        if not self.alive():
+            return
+        self.layer.data = image
+        if shape != self._shape:  # a finer level: same world extent, smaller pixels
+            place = pastiche_placement(task.content, task.axes, task.full_shape, shape)
+            self.layer.scale = place["scale"]
+            self.layer.translate = place["translate"]
+            self._shape = shape
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        if self.alive():
+            self.layer.metadata = metadata

@@ -1,0 +1,86 @@
+"""Book-keeping of the current run on the main thread (no Qt).
+
+Records arrive faster than napari can draw; :class:`RunState` keeps only the newest record and
+the newest one with an image (coalescing), and knows which layers the run depends on, to stop it
+when one is deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..core.records import Progress
+from .plan import RunPlan
+from .runner import ProcessRunner
+from .sink import LayerSink, run_metadata
+from .status import RateTracker
+
+
+def same_layer(a: Any, b: Any) -> bool:
+    """The same layer, seen through napari's PublicOnlyProxy (plugins get a proxied viewer) or not."""
+    real = lambda obj: getattr(obj, "__wrapped__", obj)  # noqa: E731
+    return a is not None and b is not None and real(a) is real(b)
+
+
+@dataclass
+class RunState:
+    """One run: its plan, runner, sink, the live layers it reads, and how it is going."""
+
+    plan: RunPlan
+    sink: LayerSink
+    sources: dict[str, Any]  #: "content", "style", "init" -> the live layer (or None)
+    runner: ProcessRunner = field(default_factory=ProcessRunner)
+    outcome: str = "running"
+    error: Optional[BaseException] = None
+    notes: list[str] = field(default_factory=list)
+    last: Optional[Progress] = None
+    stop_reason: Optional[str] = None
+    stop_requested: bool = False
+    first_record_at: Optional[float] = None
+    level: int = 0
+    pending: Optional[Progress] = None
+    pending_image: Optional[Progress] = None
+    rate: RateTracker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate = RateTracker(self.plan.tasks[0].final_shape)
+
+    @property
+    def proc(self) -> Any:
+        """The engine process of the current task (None before it started)."""
+        return self.runner.proc
+
+    def stop(self, reason: Optional[str] = None) -> None:
+        """Ask the runner to stop (thread-safe part: the runner's cancel)."""
+        self.stop_reason = self.stop_reason or reason
+        self.stop_requested = True
+        self.runner.cancel()
+
+    def add(self, rec: Progress) -> None:
+        """A new record: the newest wins, and the newest with an image is kept for display."""
+        self.rate.add(rec)
+        self.level = rec.level
+        self.pending = rec
+        if rec.image is not None:
+            self.pending_image = rec
+
+    def take(self) -> tuple[Optional[Progress], Optional[Progress]]:
+        """``(newest record with an image, newest record)`` since the last call."""
+        out = self.pending_image, self.pending
+        self.pending_image = self.pending = None
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return run_metadata(self.plan, self.outcome, self.last, self.notes, self.stop_reason, self.error)
+
+    def deleted(self, layer: Any) -> Optional[str]:
+        """Why the run must stop now that ``layer`` was deleted, or None."""
+        if same_layer(layer, self.sink.layer):
+            return f"the pastiche layer {layer.name!r} was deleted"
+        for key, what in (("content", "content layer"), ("style", "style layer")):
+            if same_layer(layer, self.sources.get(key)):
+                return f"the {what} {layer.name!r} was deleted"
+        if same_layer(layer, self.sources.get("init")) and self.first_record_at is None:
+            return f"the layer {layer.name!r} to start from was deleted"
+        return None
