@@ -12,7 +12,6 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -79,7 +78,7 @@ def native_bf16(device: torch.device) -> bool:
     return False  # MPS: see autocast_dtype
 
 
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype the network runs in (None = float32). Losses stay float32 either way.
 
     ``auto``: bfloat16 only where the chosen device has it in hardware. An explicit ``bfloat16``
@@ -129,7 +128,7 @@ class NetworkPlan:
         return "channels-last" if self.channels_last else "contiguous"
 
 
-def network_plan(device: torch.device, dtype: Optional[torch.dtype]) -> NetworkPlan:
+def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan:
     """Channels-last and the index-free max pooling, each only where measured (or known) to pay.
 
     * CPU, bfloat16 (AVX-512 with avx512_bf16 / AMX): channels-last and the index-free pool.
