@@ -33,21 +33,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline as B  # noqa: E402
-
 from napari_nst.core import engine  # noqa: E402
 from napari_nst.core.options import Options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def nst_options(size: int, steps: int, extra: Optional[dict] = None, **kw: Any) -> Options:
+def nst_options(size: int, steps: int, extra: dict | None = None, **kw: Any) -> Options:
     """napari-nst's defaults (what the widget and CLI use) on the benchmark's network/weights."""
     o = Options(size=size, steps=steps, model=B.MODEL, weights=B.WEIGHTS, device="cpu", **kw)
     o.validate()
@@ -121,7 +119,7 @@ AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def part_per_eval(size: int, evals: int, repeats: int, clock: str = "wall",
-                  levers: Optional[dict] = None) -> dict[str, Any]:
+                  levers: dict | None = None) -> dict[str, Any]:
     levers = LEVERS if levers is None else levers
     prob = B.setup(size)
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in levers}}
@@ -134,7 +132,7 @@ def part_per_eval(size: int, evals: int, repeats: int, clock: str = "wall",
     # ratios per repeat (same moment), then median: robust to load drifting between repeats
     out = {"size": size, "evals": evals, "repeats": repeats, "clock": clock, "shape": list(prob.shape), "rows": []}
     for name, ts in times.items():
-        ratios = [t / b for t, b in zip(ts, times["baseline"])]
+        ratios = [t / b for t, b in zip(ts, times["baseline"], strict=True)]
         out["rows"].append({"variant": name, "ms_per_eval": 1000 * statistics.median(ts),
                             "ratio": statistics.median(ratios)})
     # also the coarse level's cost, for part 2's accounting
@@ -299,7 +297,8 @@ def markdown(res: dict[str, Any]) -> str:
     for key in ("memory",):
         if key in res:
             m = res[key]
-            L += [f"### Peak resident memory at {m['size']} px ({m['steps']} evaluations, own process each)", "",
+            L += [f"### Peak resident memory at {m['size']} px ({m['steps']} evaluations, own process each, "
+                  f"napari-nst precision {m.get('precision', 'auto')})", "",
                   f"baseline {m['baseline']['peak_rss'] / 2**20:.0f} MiB, napari-nst "
                   f"{m['napari-nst']['peak_rss'] / 2**20:.0f} MiB: {m['ratio']:.2f}x", ""]
     if "scaling" in res:
@@ -316,7 +315,7 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="all", help="all or comma-separated: per-eval,quality,reach,memory,scaling")
     ap.add_argument("--size", type=int, default=256)

@@ -34,14 +34,14 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline as B  # noqa: E402
-
 from napari_nst.core import engine  # noqa: E402
 from napari_nst.core.options import Options  # noqa: E402
 
@@ -62,7 +62,7 @@ def reset_peak(dev: torch.device) -> None:
         torch.mps.empty_cache()
 
 
-def peak_bytes(dev: torch.device) -> Optional[int]:
+def peak_bytes(dev: torch.device) -> int | None:
     if dev.type == "cuda":
         return int(torch.cuda.max_memory_allocated(dev))
     if dev.type == "mps":  # no peak counter on MPS: what the driver holds after the run
@@ -106,7 +106,7 @@ def timed(fn: Callable[[], tuple[float, Any]], dev: torch.device) -> dict[str, A
 
 
 def reach(prob: B.Problem, size: int, steps: int, device: str, weights: str, every: int,
-          target: float) -> Optional[int]:
+          target: float) -> int | None:
     """The first evaluation (to ``every``) at which napari-nst's image scores <= ``target``."""
     _, _, shown = run_nst(prob, nst_options(size, steps, device, weights, every))
     for rec in shown:
@@ -174,7 +174,7 @@ def machine(dev: torch.device) -> dict[str, Any]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    def mib(b: Optional[int]) -> str:
+    def mib(b: int | None) -> str:
         return "-" if b is None else f"{b / 2**20:.0f}"
 
     m = res["machine"]
@@ -200,7 +200,7 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
-def parse(argv: Optional[list[str]]) -> argparse.Namespace:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="512,1024,2048")
     ap.add_argument("--steps", type=int, default=500)
@@ -211,7 +211,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--content", default=os.environ.get("NST_CONTENT", B.CONTENT))
     ap.add_argument("--style", default=os.environ.get("NST_STYLE", B.STYLE))
     ap.add_argument("--tf32", choices=("default", "on", "off"), default="default")
-    ap.add_argument("--time-budget", type=float, default=240.0, help="seconds for the timed work (torch import and CUDA start come on top)")
+    ap.add_argument("--time-budget", type=float, default=240.0,
+                    help="seconds for the timed work (torch import and CUDA start come on top)")
     ap.add_argument("--out", default=os.environ.get("OUT", "."), help="output folder (default $OUT or .)")
     ap.add_argument("--dry-run", action="store_true", help="CPU, 64 px, 4 evaluations: checks the script")
     args = ap.parse_args(argv)
@@ -221,7 +222,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     t_start = time.perf_counter()
     torch.backends.cudnn.benchmark = True  # both sides, from the start
@@ -240,7 +241,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     deadline = t_start + args.time_budget
-    for size, rep in zip(sizes, reps):
+    for size, rep in zip(sizes, reps, strict=True):
         if res["rows"]:  # predict this size from the last one (cost grows with the pixels) and the warm-ups
             prev = res["rows"][-1]
             cost = (prev["baseline"]["median_s"] + prev["napari-nst"]["median_s"]) * (size / prev["size"]) ** 2 * 1.3

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 #: ``fp32-avx2``: oneDNN (convolutions) and ATen (everything else, e.g. the pool's eq/where) both
@@ -47,7 +47,6 @@ def measure(mode: str, repeats: int, threads: int = 0) -> dict[str, Any]:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import baseline as B
-
     from napari_nst.core.losses import gram
 
     if threads:
@@ -60,7 +59,7 @@ def measure(mode: str, repeats: int, threads: int = 0) -> dict[str, Any]:
     for shape in SHAPES:
         x0 = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(0))
 
-        def once(layout: str, pool: str) -> float:
+        def once(layout: str, pool: str, x0: torch.Tensor = x0) -> tuple[float, float]:
             net.set_lean_pool(pool == "index-free pool")
             x = x0.clone().requires_grad_(True)
             t, c = time.perf_counter(), time.process_time()
@@ -83,9 +82,9 @@ def measure(mode: str, repeats: int, threads: int = 0) -> dict[str, Any]:
             out["rows"].append({
                 "shape": list(shape), "layout": c[0], "pool": c[1],
                 "min_ms": 1000 * min(wall), "median_ms": 1000 * statistics.median(wall),
-                "ratio": statistics.median(t[0] / b[0] for t, b in zip(times[c], base)),
+                "ratio": statistics.median(t[0] / b[0] for t, b in zip(times[c], base, strict=True)),
                 "cpu_median_ms": 1000 * statistics.median(cpu),
-                "cpu_ratio": statistics.median(t[1] / b[1] for t, b in zip(times[c], base)),
+                "cpu_ratio": statistics.median(t[1] / b[1] for t, b in zip(times[c], base, strict=True)),
             })
         print(f"  {mode} {shape}: " + ", ".join(f"{r['layout']}/{r['pool']} {r['median_ms']:.0f} ms"
                                                  for r in out["rows"][-4:]), file=sys.stderr, flush=True)
@@ -96,7 +95,8 @@ def markdown(res: dict[str, Any]) -> str:
     L = [f"Machine: {res['machine']}", f"Command: `{res['command']}`",
          f"Load average: {res['load_start']:.1f} at start, {res['load_end']:.1f} at the end (2 cores, shared)", "",
          "One forward + backward of VGG16 to relu5_1 with the style Gram matrices; "
-         f"{res['repeats']} interleaved repeats, {res['modes'][0]['threads']} torch thread(s); x = median of per-repeat ratios to contiguous + torch pool, of wall "
+         f"{res['repeats']} interleaved repeats, {res['modes'][0]['threads']} torch thread(s); "
+         "x = median of per-repeat ratios to contiguous + torch pool, of wall "
          "time and of the process's CPU time (all threads; less sensitive to other jobs on the cores).", "",
          "| mode | shape | layout | pool | min ms | median ms | x (wall) | CPU ms | x (CPU) |",
          "|---|---|---|---|---|---|---|---|---|"]
@@ -108,7 +108,7 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--modes", default=",".join(MODES))

@@ -12,7 +12,6 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -79,7 +78,7 @@ def native_bf16(device: torch.device) -> bool:
     return False  # MPS: see autocast_dtype
 
 
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype the network runs in (None = float32). Losses stay float32 either way.
 
     ``auto``: bfloat16 only where the chosen device has it in hardware. An explicit ``bfloat16``
@@ -129,18 +128,19 @@ class NetworkPlan:
         return "channels-last" if self.channels_last else "contiguous"
 
 
-def network_plan(device: torch.device, dtype: Optional[torch.dtype]) -> NetworkPlan:
+def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan:
     """Channels-last and the index-free max pooling, each only where measured (or known) to pay.
 
     * CPU, bfloat16 (AVX-512 with avx512_bf16 / AMX): channels-last and the index-free pool.
-      Measured on a 2-core EPYC (docs/perf_levers_isa.md, one thread, CPU time): channels-last
-      0.82-0.87x of contiguous; the index-free pool costs 5-10 % of an evaluation against torch's
-      max_pool2d but keeps no int64 indices (8 bytes per pooled value: 45 MiB at 512 px in bf16,
-      the bf16 run's 0.55x peak memory in docs/performance.md counts on it).
-    * CPU, float32: torch's max_pool2d (the index-free pool costs 1-9 % in every float32 row, and
+      Measured on a 2-core EPYC (docs/perf_levers_isa.md: one thread, CPU time, 192x256 and
+      256x341 px): channels-last 0.85-0.90x of contiguous; with it the index-free pool costs 0-4 %
+      against torch's max_pool2d but keeps no int64 indices (8 bytes per pooled value: 45 MiB at
+      512 px in bf16, which the bf16 run's 0.55x peak memory in docs/performance.md counts on).
+    * CPU, float32: torch's max_pool2d (the index-free pool costs 4-10 % in every float32 row, and
       its memory matters less beside float32 activations). Channels-last only with AVX-512: there
-      0.90-0.94x; under AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2) 0.97-1.01x, and
-      the issue's measurement on a real AVX2 CPU had it slower (1.17x -> 1.36x), so contiguous.
+      0.97-0.99x (0.90-0.94x in an earlier run); under AVX2 (ONEDNN_MAX_CPU_ISA=AVX2,
+      ATEN_CPU_CAPABILITY=avx2) 0.97-1.03x, and the issue's measurement on a real AVX2 CPU had it
+      slower (1.17x -> 1.36x of torchvision's network), so contiguous there.
     * CUDA: channels-last only with bfloat16 on compute capability >= 8.0: tensor-core convolutions
       are NHWC-native in cuDNN (NVIDIA's "Deep Learning Performance" guide; PyTorch's channels-last
       tutorial reports its gains with AMP on Volta and later); in float32 on pre-Ampere GPUs there

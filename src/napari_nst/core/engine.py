@@ -12,20 +12,30 @@ import time
 from collections.abc import Generator, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .device import (NetworkPlan, autocast_dtype, cpu_has_fast_bf16, cudnn_benchmark, empty_cache, is_oom,
-                     native_bf16, network_plan, pick_device, resize_on_host)
+from .device import (
+    NetworkPlan,
+    autocast_dtype,
+    cpu_has_fast_bf16,
+    cudnn_benchmark,
+    empty_cache,
+    is_oom,
+    native_bf16,
+    network_plan,
+    pick_device,
+    resize_on_host,
+)
 from .errors import DeviceMemoryError, NonFiniteLossError, OptionError
+from .graphed import Objective
 from .images import resized_shape, to_rgb_float
+from .lbfgs import LBFGS
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
 from .options import Options
-from .lbfgs import LBFGS
-from .graphed import Objective
 from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg
@@ -67,7 +77,8 @@ def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) -> new float32 (H, W, 3) array in [0, 1] on the host."""
-    return t.detach()[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy().copy()
+    out: np.ndarray = t.detach()[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy().copy()
+    return out
 
 
 def resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -107,7 +118,7 @@ FIXED_BYTES = 320 * 2**20
 MEMORY_HEADROOM = 0.85
 
 
-def estimate_memory(shape: tuple[int, int], model: str = "vgg19", dtype: Optional[torch.dtype] = None,
+def estimate_memory(shape: tuple[int, int], model: str = "vgg19", dtype: torch.dtype | None = None,
                     optimizer: str = "lbfgs", history: int = LBFGS_HISTORY, device_type: str = "cpu") -> int:
     """Bytes a run at working ``shape`` (H, W) needs on its device beyond what is already in use.
 
@@ -126,7 +137,7 @@ def estimate_memory(shape: tuple[int, int], model: str = "vgg19", dtype: Optiona
     return FIXED_BYTES + px * (act + int(vectors * 4 / 3 * 3 * 4))
 
 
-def available_memory(device: torch.device) -> Optional[int]:
+def available_memory(device: torch.device) -> int | None:
     """Free bytes on ``device`` (None when unknown: then no check is made)."""
     try:
         if device.type == "cuda":
@@ -151,7 +162,7 @@ def available_memory(device: torch.device) -> Optional[int]:
 
 
 def largest_fitting_size(content_shape: tuple[int, int], available: int, model: str = "vgg19",
-                         dtype: Optional[torch.dtype] = None, optimizer: str = "lbfgs",
+                         dtype: torch.dtype | None = None, optimizer: str = "lbfgs",
                          history: int = LBFGS_HISTORY, device_type: str = "cpu") -> int:
     """The largest long edge (px) whose run fits ``available * MEMORY_HEADROOM`` bytes (0: none)."""
     budget = available * MEMORY_HEADROOM
@@ -163,13 +174,13 @@ def largest_fitting_size(content_shape: tuple[int, int], available: int, model: 
     return lo
 
 
-def _bf16_hint(device: torch.device, dtype: Optional[torch.dtype]) -> str:
+def _bf16_hint(device: torch.device, dtype: torch.dtype | None) -> str:
     """Suggest bfloat16 (about 7 % fewer bytes per pixel) only where the device runs it in hardware."""
     return ", or precision='bfloat16'" if dtype is None and native_bf16(device) else ""
 
 
 def check_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: Options, device: torch.device,
-                 dtype: Optional[torch.dtype], available: Optional[int] = None) -> int:
+                 dtype: torch.dtype | None, available: int | None = None) -> int:
     """Raise :class:`DeviceMemoryError` at once if a run at working ``shape`` will not fit.
 
     ``available``: free bytes (default: asked of the device). Returns the estimated bytes.
@@ -199,7 +210,7 @@ class _Run:
 
     opts: Options
     device: torch.device
-    dtype: Optional[torch.dtype]
+    dtype: torch.dtype | None
     plan: NetworkPlan
     net: VGGFeatures
     content: torch.Tensor  # full resolution, (1, 3, H, W); on the host where resizing is (resize_on_host)
@@ -212,7 +223,7 @@ class _Run:
     t0: float = field(default_factory=time.perf_counter)
     step: int = 0
     last_image_at: float = -math.inf  # perf_counter time of the last record that had an image
-    last_good: Optional[np.ndarray] = None  # the last image recorded (kept for NonFiniteLossError)
+    last_good: np.ndarray | None = None  # the last image recorded (kept for NonFiniteLossError)
 
     @property
     def total(self) -> int:
@@ -240,7 +251,7 @@ def _targets(
     )
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     if dtype is None:
         return nullcontext()
     # no cast cache: each weight is cast once per evaluation anyway, and a CUDA graph must not
@@ -286,12 +297,13 @@ def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progr
     """
     device = pick_device(opts.device)
     opts = opts.for_device(gpu=device.type != "cpu")  # size and steps "by device"
+    assert opts.size is not None and opts.steps is not None  # for_device filled them in
     dtype = autocast_dtype(opts.precision, device)
     opts.check_size(content.shape[:2])  # layer names were checked by Options.validate
     shapes = opts.level_shapes(content.shape[:2])
     counts = split_steps(opts.steps, len(shapes))
     check_memory(content.shape[:2], shapes[-1], opts, device, dtype)
-    ctx: Optional[_Run] = _prepare(content, style, opts, device, dtype, shapes, counts)
+    ctx = _prepare(content, style, opts, device, dtype, shapes, counts)
     oom = None
     try:
         with cudnn_benchmark(device):
@@ -303,18 +315,18 @@ def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progr
             raise
         oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
-        ctx = None  # free the network and the pictures before anything else
+        del ctx  # free the network and the pictures before anything else
         empty_cache(device)
     if oom is not None:
-        raise _out_of_memory(content.shape[:2], shapes[-1], opts, device, dtype, oom)
+        raise _out_of_memory(content.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
 
 
 def _prepare(content: np.ndarray, style: np.ndarray, opts: Options, device: torch.device,
-             dtype: Optional[torch.dtype], shapes: list[tuple[int, int]], counts: list[int]) -> _Run:
+             dtype: torch.dtype | None, shapes: list[tuple[int, int]], counts: list[int]) -> _Run:
     if opts.style_layer_weights is None:
         layer_w = {n: 1.0 / len(opts.style_layers) for n in opts.style_layers}
     else:
-        layer_w = dict(zip(opts.style_layers, opts.style_layer_weights))
+        layer_w = dict(zip(opts.style_layers, opts.style_layer_weights, strict=True))
     gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
     plan = network_plan(device, dtype)
     if "channels_last" in opts.extra:  # only to measure what it buys
@@ -352,7 +364,7 @@ def colour_matched(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
 
 def _levels(ctx: _Run) -> Iterator[Progress]:
     x = _first_image(ctx)
-    for level, (shape, count) in enumerate(zip(ctx.shapes, ctx.counts), start=1):
+    for level, (shape, count) in enumerate(zip(ctx.shapes, ctx.counts, strict=True), start=1):
         x = yield from _level(ctx, level, shape, count, x)  # the next level starts from this one's result
 
 
@@ -410,8 +422,8 @@ def _level(ctx: _Run, level: int, shape: tuple[int, int], count: int,
     return var.detached()
 
 
-def _out_of_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: Options, device: torch.device,
-                   dtype: Optional[torch.dtype], what: str) -> DeviceMemoryError:
+def _out_of_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: Options, size: int,
+                   device: torch.device, dtype: torch.dtype | None, what: str) -> DeviceMemoryError:
     """The error for an out-of-memory half-way (the estimate was too low, or something else took
     the memory): the run's memory is freed by now; suggest a size that fits what is free now."""
     gc.collect()
@@ -420,8 +432,8 @@ def _out_of_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts:
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
     fit = largest_fitting_size(content_shape, avail, opts.network, dtype, opts.optimizer, history,
                                device.type) if avail is not None else 0
-    if fit >= opts.size or fit == 0:
-        fit = max(1, int(opts.size * OOM_SIZE_FACTOR))
+    if fit >= size or fit == 0:
+        fit = max(1, int(size * OOM_SIZE_FACTOR))
     return DeviceMemoryError(
         f"ran out of memory on {device} at {shape[0]}x{shape[1]} px ({what}); use size={fit} or less"
         + _bf16_hint(device, dtype),
@@ -443,7 +455,7 @@ def _objective(ctx: _Run, terms: list[Any]) -> Objective:
 
 def _evaluate_and_step(
     ctx: _Run, objective: Objective, var: PyramidImage, optimizer: Any, want_image: bool,
-) -> tuple[dict[str, float], Optional[torch.Tensor]]:
+) -> tuple[dict[str, float], torch.Tensor | None]:
     """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
     out: dict[str, Any] = {}
     clamp_in_graph = ctx.opts.extra.get("clamp", "inplace") == "graph"  # measurement only
@@ -458,7 +470,7 @@ def _evaluate_and_step(
             var.project_()  # the textbook's way: project G onto [0, 1] before evaluating
             g = var.image()
         total, parts, grad = objective(g)
-        g.backward(grad)  # d total / d G, on through the pyramid to the optimiser's variables
+        torch.autograd.backward(g, grad)  # d total / d G, on through the pyramid to the optimiser's variables
         out["parts"], out["total"] = parts, total
         out["image"] = g.detach().clone() if want_image else None
         return total
@@ -467,6 +479,6 @@ def _evaluate_and_step(
     # every scalar of this evaluation in one device-to-host transfer (one synchronisation)
     names = list(out["parts"])
     values = torch.stack([out["total"].float(), *(out["parts"][n].float() for n in names)]).tolist()
-    losses = dict(zip(names, values[1:]))
+    losses = dict(zip(names, values[1:], strict=True))
     losses["total"] = values[0]
     return losses, out["image"]

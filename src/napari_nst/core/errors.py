@@ -5,7 +5,7 @@ Every one is a ``ValueError`` or ``MemoryError`` whose message says what to chan
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +25,11 @@ class WeightsError(ValueError):
 class NonFiniteLossError(ValueError):
     """The objective became NaN or infinite; ``last_image`` is the last finite pastiche (or None)."""
 
-    def __init__(self, message: str, last_image: Optional[np.ndarray] = None) -> None:
+    def __init__(self, message: str, last_image: np.ndarray | None = None) -> None:
         super().__init__(message)
         self.last_image = last_image
 
-    def __reduce__(self):  # keep last_image across processes
+    def __reduce__(self) -> tuple[Any, ...]:  # keep last_image across processes
         return (type(self), (str(self), self.last_image))
 
 
@@ -40,7 +40,7 @@ class DeviceMemoryError(MemoryError):
         super().__init__(message)
         self.suggested_size = suggested_size
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.suggested_size))
 
 

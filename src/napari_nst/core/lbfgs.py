@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Optional
 
 import torch
 
@@ -39,18 +38,18 @@ class LBFGS:
     tensor, which keeps the step free of device synchronisations); used with ``max_change``.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], history: int = 20, max_change: Optional[float] = None,
-                 image_change: Optional[Callable[[list[torch.Tensor]], float | torch.Tensor]] = None) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], history: int = 20, max_change: float | None = None,
+                 image_change: Callable[[list[torch.Tensor]], float | torch.Tensor] | None = None) -> None:
         self.params = list(params)
         self.history = int(history)
         self.max_change = max_change
         self.image_change = image_change
         self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=max(1, self.history))
-        self._x_prev: Optional[torch.Tensor] = None
-        self._g_prev: Optional[torch.Tensor] = None
+        self._x_prev: torch.Tensor | None = None
+        self._g_prev: torch.Tensor | None = None
         self._f_prev = float("inf")
         self._shortened_host = 0
-        self._shortened: Optional[torch.Tensor] = None  # counted on the device (see _trust_region)
+        self._shortened: torch.Tensor | None = None  # counted on the device (see _trust_region)
         self.steps_back = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -88,7 +87,7 @@ class LBFGS:
             alphas.append(a)
         s, y, _ = self.pairs[-1]
         q.mul_((s @ y) / (y @ y))
-        for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
+        for (s, y, rho), a in zip(self.pairs, reversed(alphas), strict=True):
             q.add_(s * (a - rho * (y @ q)))
         return q
 
@@ -106,7 +105,7 @@ class LBFGS:
             loss = closure()
         x, g = self._flat(False), self._flat(True)
         scalars = [loss.detach().float().reshape(())]
-        if self._x_prev is not None and self.history > 0:
+        if self._x_prev is not None and self._g_prev is not None and self.history > 0:
             s, y = x - self._x_prev, g - self._g_prev
             ys = y @ s
             scalars += [ys, s.norm() * y.norm()]
@@ -128,7 +127,7 @@ class LBFGS:
             d = self._direction(g)
             self._trust_region(d)
             self._x_prev, self._g_prev, self._f_prev = x, g, f
-        for p, dp in zip(self.params, self._split(d)):
+        for p, dp in zip(self.params, self._split(d), strict=True):
             p.add_(dp.to(p.dtype))
         return loss
 

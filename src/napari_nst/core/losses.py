@@ -31,7 +31,8 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     """
     f = features.reshape(features.shape[-3], -1)
     if f.dtype != torch.float32 and torch.is_grad_enabled() and f.requires_grad:
-        return _LowPrecisionGram.apply(f)
+        out: torch.Tensor = _LowPrecisionGram.apply(f)
+        return out
     f = f.float()
     return f @ f.T
 
@@ -48,7 +49,7 @@ class _LowPrecisionGram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, f: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, f: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(f)
         with torch.autocast(f.device.type, enabled=False):  # float32 even if called under autocast
             f32 = f.float()
@@ -56,7 +57,7 @@ class _LowPrecisionGram(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (f,) = ctx.saved_tensors
         # (M, N) rows are contiguous for a channels_last map: one float32 slice at a time, so the
         # float32 copy of F and the float32 gradient are never whole (G's gradient is symmetric

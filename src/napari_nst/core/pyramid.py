@@ -29,7 +29,7 @@ class PyramidImage:
         h, w = image.shape[-2:]
         self.shape = (int(h), int(w))
         self.gamma = float(gamma)
-        self._matrices: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._matrices: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self.layers = [image.detach().clone().contiguous().requires_grad_(True)]
         for k in range(1, levels + 1):
             hk, wk = -(-h // 2**k), -(-w // 2**k)  # ceil: never empty

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -24,7 +23,7 @@ class Progress:
     step: int
     total: int
     losses: dict[str, float]
-    image: Optional[np.ndarray]
+    image: np.ndarray | None
     level: int = 1
     levels: int = 1
     shape: tuple[int, int] = (0, 0)

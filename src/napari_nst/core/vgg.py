@@ -12,7 +12,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,19 +49,19 @@ class _MaxPool2x2Fn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         y = F.max_pool2d(x, 2, 2)
         ctx.save_for_backward(x, y)
         return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, gy: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, gy: torch.Tensor) -> torch.Tensor:
         x, y = ctx.saved_tensors
         gx = torch.zeros_like(x)  # keeps x's memory format; rows/columns pooling drops stay 0
         ho, wo = y.shape[-2:]
         zero = gy.new_zeros(())
-        taken: Optional[torch.Tensor] = None
+        taken: torch.Tensor | None = None
         for di in (0, 1):
             for dj in (0, 1):
                 hit = x[..., di:2 * ho:2, dj:2 * wo:2] == y
@@ -86,7 +86,8 @@ class MaxPool2x2(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.lean and torch.is_grad_enabled() and x.requires_grad:
-            return _MaxPool2x2Fn.apply(x)
+            y: torch.Tensor = _MaxPool2x2Fn.apply(x)
+            return y
         return F.max_pool2d(x, 2, 2)
 
 
@@ -128,7 +129,8 @@ class VGGFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        x = (x - mean.to(x.dtype)) / std.to(x.dtype)
         for idx, layer in enumerate(self.layers):
             x = layer(x)
             if idx in self.wanted:
