@@ -43,14 +43,18 @@ def estimate_seconds(
 
     For a coarse-to-fine run pass the levels' shapes and their evaluation counts as two lists.
     """
-    single = isinstance(shape[0], numbers.Integral)
-    shapes = [tuple(shape)] if single else [tuple(s) for s in shape]  # type: ignore[union-attr]
+    shapes: list[Shape] = [_shape(shape)] if isinstance(shape[0], numbers.Integral) else [_shape(s) for s in shape]
     counts = [int(steps)] if isinstance(steps, numbers.Integral) else [int(n) for n in steps]  # type: ignore[union-attr]
     if len(shapes) != len(counts):
         raise ValueError(f"{len(shapes)} shapes but {len(counts)} evaluation counts; give one count per shape")
     ref = measured_shape if measured_shape is not None else shapes[-1]
-    rate = seconds_per_megapixel(seconds_per_eval, ref)  # type: ignore[arg-type]
-    return sum(n * rate * megapixels(s) for s, n in zip(shapes, counts, strict=True))  # type: ignore[arg-type]
+    rate = seconds_per_megapixel(seconds_per_eval, ref)
+    return float(sum(n * rate * megapixels(s) for s, n in zip(shapes, counts, strict=True)))
+
+
+def _shape(s: Any) -> Shape:
+    h, w = s
+    return int(h), int(w)
 
 
 def format_seconds(seconds: float) -> str:
@@ -107,7 +111,7 @@ class RunEstimate:
         for shape, count in self.plan:
             todo = max(0, count - left)
             left = max(0, left - count)
-            seconds += todo * self.rate * megapixels(shape)
+            seconds += todo * self.rate * megapixels(_shape(shape))
         return seconds
 
     def announcement(self) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Optional
 
 import torch
 
@@ -37,9 +36,9 @@ class Objective:
     def __init__(self, fn: ObjectiveFn, graph: bool) -> None:
         self.fn = fn
         self.graph = graph
-        self._cuda_graph: Optional[torch.cuda.CUDAGraph] = None
-        self._x: Optional[torch.Tensor] = None
-        self._out: Optional[tuple[torch.Tensor, Parts, torch.Tensor]] = None
+        self._cuda_graph: torch.cuda.CUDAGraph | None = None
+        self._x: torch.Tensor | None = None
+        self._out: tuple[torch.Tensor, Parts, torch.Tensor] | None = None
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, Parts, torch.Tensor]:
         if not self.graph:
@@ -67,7 +66,7 @@ class Objective:
 
     def _capture(self, image: torch.Tensor) -> None:
         x = image.detach().clone().requires_grad_(True)
-        side = torch.cuda.Stream(device=image.device)
+        side = torch.cuda.Stream(device=image.device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(image.device))
         with torch.cuda.stream(side):
             for _ in range(WARMUP_EVALUATIONS):

@@ -19,7 +19,7 @@ Mapping rules (documented in README.md):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from .errors import ImageError
 #: the shortest side (pixels) an input image may have
 MIN_INPUT_SIDE = 4
 
-ArrayLike = Union[np.ndarray, Sequence]
+ArrayLike = np.ndarray | Sequence[Any]
 Limits = tuple[float, float]
 
 
@@ -92,7 +92,7 @@ def _scale_values(arr: np.ndarray, limits: Limits | None) -> np.ndarray:
     if limits is not None:
         return _rescale(arr, *limits)
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / np.float32(255)
+        return np.asarray(arr.astype(np.float32) / np.float32(255))
     if arr.dtype.kind == "f":
         lo, hi = float(arr.min()), float(arr.max())
         if lo >= 0.0 and hi <= 1.0:
@@ -124,8 +124,8 @@ def _rescale(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def _alpha(alpha: np.ndarray) -> np.ndarray:
     """Alpha channel -> [0, 1]: integers by their dtype's maximum, floats clipped."""
     if alpha.dtype.kind in "ui":
-        return np.clip(alpha.astype(np.float64) / np.iinfo(alpha.dtype).max, 0.0, 1.0)
-    return np.clip(alpha, 0.0, 1.0).astype(np.float32)  # clip first: float64 1e300 would overflow float32
+        return np.asarray(np.clip(alpha.astype(np.float64) / np.iinfo(alpha.dtype).max, 0.0, 1.0))
+    return np.asarray(np.clip(alpha, 0.0, 1.0).astype(np.float32))  # clip first: float64 1e300 would overflow float32
 
 
 def to_rgb_float(image: ArrayLike, *, limits: Limits | None = None, name: str = "input") -> np.ndarray:
@@ -169,5 +169,5 @@ def resized_shape(shape: tuple[int, int], long_edge: int) -> tuple[int, int]:
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """float [0, 1] -> uint8 for saving."""
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.asarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
 

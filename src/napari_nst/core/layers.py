@@ -44,4 +44,4 @@ def min_side(model: str, layers: list[str] | tuple[str, ...]) -> int:
     names = layer_names(model)
     last = max(names.index(n) for n in layers)
     pools = sum(1 for n in names[: last + 1] if n.startswith("pool"))
-    return 2**pools
+    return int(2**pools)

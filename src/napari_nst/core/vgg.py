@@ -99,6 +99,7 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, model: str, layers: list[str], pooling: str = "max") -> None:
         super().__init__()
+        self.model: str = model  #: the network built (vgg16 or vgg19)
         names = layer_names(model)
         self.wanted = {names.index(n): n for n in layers}
         last = max(self.wanted)
@@ -385,7 +386,6 @@ def _network(model: str, layers: tuple[str, ...], pooling: str, features: dict[s
         return kept[1]
     NETWORK_STATS["builds"] += 1
     net = VGGFeatures(model, list(layers), pooling)
-    net.model = model
     _fit(net, features, model, source)
     while len(_NETS) >= _NETS_KEPT:
         _NETS.pop(next(iter(_NETS)))
