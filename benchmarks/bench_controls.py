@@ -1,0 +1,83 @@
+"""Cost of the artistic controls per objective evaluation (issue 13): a plain run against two
+styles blended, two regions with two styles, and luminance mode, at 256 px, on the shared
+Tübingen / Starry Night / The Scream and the shared VGG16 weights. Configurations interleaved,
+median over --repeats runs of --steps evaluations (the first --skip evaluations of each run are
+left out: network set-up, allocator warm-up); ratios against the plain run of the same process.
+
+    nice python benchmarks/bench_controls.py --size 256 --repeats 3 [--precision float32]
+
+Writes docs/controls.json and prints a Markdown table (docs/controls.md quotes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from napari_nst import iter_stylize  # noqa: E402
+from napari_nst.core.io import read_image  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+WEIGHTS = str(SHARED / "weights" / "vgg16-hed-features.pth")
+
+
+def configs(content: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> dict[str, tuple]:
+    labels = np.zeros(content.shape[:2], np.int32)
+    labels[:, content.shape[1] // 2:] = 1
+    third = labels.copy()
+    third[: content.shape[0] // 3] = 2
+    return {
+        "plain": (s1, {}),
+        "two styles blended": ([s1, s2], {"style_blend": (0.7, 0.3)}),
+        "two regions, two styles": ([s1, s2], {"regions": labels, "region_styles": {0: 0, 1: 1}}),
+        "three regions (2 styles + none)": ([s1, s2], {"regions": third, "region_styles": {0: 0, 1: 1, 2: None}}),
+        "luminance": (s1, {"preserve_color": "luminance"}),
+    }
+
+
+def per_eval(content, style, extra, args) -> float:
+    times = [rec.elapsed for rec in iter_stylize(
+        content, style, size=args.size, steps=args.steps, weights=WEIGHTS, device="cpu", seed=0,
+        precision=args.precision, preview_every=args.steps, **extra)]
+    return (times[-1] - times[args.skip - 1]) / (len(times) - args.skip)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--skip", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "controls.json"))
+    args = ap.parse_args()
+    imgs = [read_image(SHARED / "images" / n) for n in ("tubingen.jpg", "starry_night.jpg", "the_scream.jpg")]
+    cfg = configs(*imgs)
+    seconds: dict[str, list[float]] = {k: [] for k in cfg}
+    for _ in range(args.repeats):
+        for name, (style, extra) in cfg.items():
+            seconds[name].append(per_eval(imgs[0], style, extra, args))
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    rows = ["| run | s / evaluation (median) | ratio to plain |", "| --- | --- | --- |"]
+    rows += [f"| {k} | {med[k]:.3f} | {med[k] / med['plain']:.3f} |" for k in cfg]
+    print("\n".join(rows))
+    result = {"size": args.size, "steps": args.steps, "skip": args.skip, "repeats": args.repeats,
+              "precision": args.precision, "cpu": platform.processor() or platform.machine(),
+              "threads": os.cpu_count(), "seconds": seconds, "median": med,
+              "ratio": {k: med[k] / med["plain"] for k in cfg}}
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
