@@ -7,6 +7,10 @@ left out: network set-up, allocator warm-up); ratios against the plain run of th
     nice python benchmarks/bench_controls.py --size 256 --repeats 3 [--precision float32]
 
 Writes docs/controls.json and prints a Markdown table (docs/controls.md quotes it).
+
+    nice python benchmarks/bench_controls.py --pictures [--size 256 --steps 100]
+
+makes README's pictures instead (docs/images/controls-*.png; settings in docs/controls.md).
 """
 
 from __future__ import annotations
@@ -52,8 +56,55 @@ def per_eval(content, style, extra, args) -> float:
     return (times[-1] - times[args.skip - 1]) / (len(times) - args.skip)
 
 
+def pictures(args: argparse.Namespace) -> None:
+    """README's strips: colours kept, two styles blended, two regions with two styles."""
+    from napari_nst import stylize
+    from napari_nst.core.io import write_image
+
+    c, s1, s2 = [read_image(SHARED / "images" / n) for n in ("tubingen.jpg", "starry_night.jpg", "the_scream.jpg")]
+    kw = dict(size=args.size, steps=args.steps, weights=WEIGHTS, device="cpu", seed=0, progress=False)
+    labels = np.zeros(c.shape[:2], np.int32)
+    labels[:, c.shape[1] // 2:] = 1
+    runs = {
+        "plain": stylize(c, s1, **kw),
+        "luminance": stylize(c, s1, preserve_color="luminance", **kw),
+        "histogram": stylize(c, s1, preserve_color="histogram", **kw),
+        "scream": stylize(c, s2, **kw),
+        "blend": stylize(c, [s1, s2], style_blend=(0.5, 0.5), **kw),
+        "regions": stylize(c, [s1, s2], regions=labels, region_styles={0: 0, 1: 1}, **kw),
+    }
+    h, w = runs["plain"].shape[:2]
+    small = {k: _fit(v, (h, w)) for k, v in (("content", c), ("s1", s1), ("s2", s2))}
+    gap = np.ones((h, 4, 3), np.float32)
+    strips = {
+        "colours": ["content", "plain", "luminance", "histogram"],
+        "blend": ["plain", "blend", "scream"],
+        "regions": ["content", "regions"],
+    }
+    for name, keys in strips.items():
+        tiles = [small.get(k, runs.get(k)) for k in keys]
+        strip = np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
+        write_image(ROOT / "docs" / "images" / f"controls-{name}.png", strip)
+
+
+def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An image resized to ``shape`` (centre-cropped to its aspect ratio first), float32 RGB."""
+    from PIL import Image
+
+    from napari_nst.core.images import to_rgb_float
+
+    f = to_rgb_float(img)
+    H, W = f.shape[:2]
+    scale = max(shape[0] / H, shape[1] / W)
+    ch, cw = int(round(shape[0] / scale)), int(round(shape[1] / scale))
+    y0, x0 = (H - ch) // 2, (W - cw) // 2
+    crop = (f[y0:y0 + ch, x0:x0 + cw] * 255).round().astype(np.uint8)
+    return np.asarray(Image.fromarray(crop).resize((shape[1], shape[0]), Image.LANCZOS), np.float32) / 255
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--pictures", action="store_true")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--skip", type=int, default=3)
@@ -61,6 +112,9 @@ def main() -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--out", default=str(ROOT / "docs" / "controls.json"))
     args = ap.parse_args()
+    if args.pictures:
+        pictures(args)
+        return 0
     imgs = [read_image(SHARED / "images" / n) for n in ("tubingen.jpg", "starry_night.jpg", "the_scream.jpg")]
     cfg = configs(*imgs)
     seconds: dict[str, list[float]] = {k: [] for k in cfg}

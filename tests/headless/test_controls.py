@@ -162,7 +162,8 @@ def test_cli_takes_several_styles_regions_and_colours(tmp_path, content, style, 
         paths[name] = tmp_path / name
         Image.fromarray(arr).save(paths[name])
     out = tmp_path / "out.png"
-    common = ["-o", str(out), "--size", "32", "--steps", "2", "--weights", str(vgg16_random), "--device", "cpu", "--quiet"]
+    common = ["-o", str(out), "--size", "32", "--steps", "2", "--weights", str(vgg16_random), "--device", "cpu",
+              "--quiet"]
     args = ["stylize", str(paths["c.png"]), str(paths["s1.png"]), str(paths["s2.png"]), *common,
             "--style-blend", "0.7,0.3", "--regions", str(paths["labels.png"]), "--region-styles", "2:1",
             "--preserve-color", "luminance", "--style-strength", "2"]

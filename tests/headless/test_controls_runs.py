@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,6 @@ import torch
 import napari_nst
 from napari_nst.core.colour import yuv
 from napari_nst.core.io import read_image
-
-from pathlib import Path
 
 IMAGES = Path(__file__).resolve().parents[3] / "shared" / "images"
 

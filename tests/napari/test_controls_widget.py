@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from nst_helpers import RUN_TIMEOUT, digest, errors, open_widget, tiny
 
 pytestmark = pytest.mark.gui
@@ -61,7 +60,7 @@ def test_styles_weights_regions_and_colours_reach_the_engine(make_napari_viewer,
     fake = FakeEngine.instances[-1]
     assert isinstance(fake.style, list) and len(fake.style) == 2
     assert fake.opts.style_blend == (3.0, 1.0) and fake.opts.region_styles == {1: 0, 2: None}
-    assert fake.opts.preserve_color == "luminance" and fake.opts.style_strength == pytest.approx(2.0, rel=0.01)  # the log slider quantises
+    assert fake.opts.preserve_color == "luminance" and fake.opts.style_strength == pytest.approx(2.0, rel=0.01)
     regions = fake.opts.regions
     assert regions.shape == fake.content.shape[:2]  # read at the content's working shape
     assert regions[0, -1] == 1 and regions[-1, 0] == 0 and regions[0, 0] == 2

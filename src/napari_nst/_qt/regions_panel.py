@@ -9,7 +9,7 @@ kept there). Defaults: label 0 (unpainted) blend; label k the k-th style where t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container
@@ -82,11 +82,11 @@ class RegionsPanel:
         if {f"label_{k}" for k in self.present()} != {w.name for w in self.rows}:
             self.refresh()
 
-    def mapping(self) -> Optional[dict[int, Optional[int]]]:
+    def mapping(self) -> dict[int, int | None] | None:
         """``region_styles`` for the engine (None without a Labels layer)."""
         if self.picker.value is None:
             return None
-        out: dict[int, Optional[int]] = {}
+        out: dict[int, int | None] = {}
         for w in self.rows:
             lab = int(w.name.split("_", 1)[1])
             if w.value == NONE:

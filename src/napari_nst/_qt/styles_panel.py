@@ -8,7 +8,7 @@ the engine will use them, normalised to sum 1.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
 
@@ -20,7 +20,7 @@ class StylesPanel:
     """The style rows, their weights and the blend as used."""
 
     def __init__(self, first: ComboBox, choices: Callable[..., list[tuple[str, Any]]],
-                 on_change: Optional[Callable[[], None]] = None) -> None:
+                 on_change: Callable[[], None] | None = None) -> None:
         self._choices = choices
         self._on_change = on_change
         self.pickers: list[ComboBox] = [first]
@@ -42,7 +42,7 @@ class StylesPanel:
         w.changed.connect(lambda *_: self._show_blend())
         return w
 
-    def _row(self, picker: ComboBox, weight: FloatSpinBox, remove: Optional[PushButton]) -> Container:
+    def _row(self, picker: ComboBox, weight: FloatSpinBox, remove: PushButton | None) -> Container:
         k = len(self.pickers) - 1
         widgets = [picker, weight] + ([remove] if remove is not None else [])
         row = Container(name=f"style_row_{k}", layout="horizontal", labels=False, widgets=widgets)
@@ -79,7 +79,7 @@ class StylesPanel:
     def blend(self) -> list[float]:
         return [float(w.value) for w in self.weights]
 
-    def normalised(self) -> Optional[list[float]]:
+    def normalised(self) -> list[float] | None:
         total = sum(self.blend())
         return [w / total for w in self.blend()] if total > 0 else None
 
@@ -98,7 +98,8 @@ class StylesPanel:
             self.style_blend.value = "Blend: all weights are 0"
         else:
             names = [getattr(p.value, "name", "?") for p in self.pickers]
-            self.style_blend.value = "Blend used: " + ", ".join(f"{n} {w:.0%}" for n, w in zip(names, norm))
+            used = ", ".join(f"{n} {w:.0%}" for n, w in zip(names, norm, strict=True))
+            self.style_blend.value = f"Blend used: {used}"
         self.style_blend.visible = len(self.pickers) > 1
         if self._on_change is not None:
             self._on_change()

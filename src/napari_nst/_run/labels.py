@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class LabelsSnapshot:
     d_col: np.ndarray  #: ... and per content column
 
 
-def labels_snapshot(labels: Any, content: Any, point: Optional[Sequence[float]], axes: tuple[int, int]) -> LabelsSnapshot:
+def labels_snapshot(labels: Any, content: Any, point: Sequence[float] | None, axes: tuple[int, int]) -> LabelsSnapshot:
     """The map from the content slice on screen (``axes``, at ``point``) into ``labels``. Main thread."""
     nd = int(content.ndim)
     base = data_position(content, point) if nd > 2 and point is not None else None

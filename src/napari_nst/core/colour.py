@@ -20,8 +20,6 @@ Both are departures from the 2015 objective (options; off by default).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 #: BT.601 luma weights (R, G, B)
@@ -78,7 +76,7 @@ def match_histogram(style: np.ndarray, content: np.ndarray, clip: bool = True) -
 
 
 def prepare_colours(
-    content: np.ndarray, styles: list[np.ndarray], mode: Optional[str]
+    content: np.ndarray, styles: list[np.ndarray], mode: str | None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The content and styles the network is given in colour mode ``mode`` (None: unchanged)."""
     if mode is None:
@@ -90,7 +88,7 @@ def prepare_colours(
     raise ValueError(f"preserve_color must be None, 'luminance' or 'histogram', got {mode!r}")
 
 
-def with_chroma(pastiche: "np.ndarray", content: "np.ndarray") -> "np.ndarray":
+def with_chroma(pastiche: np.ndarray, content: np.ndarray) -> np.ndarray:
     """The pastiche's luminance with the content's chroma (numpy; both (H, W, 3) in [0, 1]):
     ``content + (Y_pastiche - Y_content)``, clipped to [0, 1]."""
     dy = luminance(pastiche) - luminance(content)

@@ -12,7 +12,7 @@ first image) and :meth:`Controls.shown` (each recorded image).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from .options import Options
 from .regions import BLEND, Target, check_mapping, check_regions, check_styled, groups, layer_shape
 
 
-def blend_weights(blend: Optional[tuple[float, ...]], n: int) -> list[float]:
+def blend_weights(blend: tuple[float, ...] | None, n: int) -> list[float]:
     """``style_blend`` normalised to sum 1 (None: equal); ValueError naming the fix."""
     from .errors import OptionError
 
@@ -66,10 +66,10 @@ def blend_grams(grams: list[dict[str, torch.Tensor]], sizes: list[dict[str, int]
     for name in grams[0]:
         m = [s[name] for s in sizes]
         if len(set(m)) == 1:
-            out[name] = sum(w * g[name] for w, g in zip(weights, grams))
+            out[name] = sum(w * g[name] for w, g in zip(weights, grams, strict=True))
         else:
-            mean = sum(w * mi for w, mi in zip(weights, m))
-            out[name] = sum(w * g[name] * (mean / mi) for w, g, mi in zip(weights, grams, m))
+            mean = sum(w * mi for w, mi in zip(weights, m, strict=True))
+            out[name] = sum(w * g[name] * (mean / mi) for w, g, mi in zip(weights, grams, m, strict=True))
     return out  # type: ignore[return-value]
 
 
@@ -81,14 +81,14 @@ class Controls:
     style_shapes: list[tuple[int, int]]
     weights: list[float]  #: style_blend, normalised
     strength: float
-    regions: Optional[np.ndarray] = None  #: int (H, W) at the content's resolution
-    mapping: dict[int, Optional[int]] = field(default_factory=dict)
-    chroma: Optional[torch.Tensor] = None  #: the original content (luminance mode), (1, 3, H, W)
+    regions: np.ndarray | None = None  #: int (H, W) at the content's resolution
+    mapping: dict[int, int | None] = field(default_factory=dict)
+    chroma: torch.Tensor | None = None  #: the original content (luminance mode), (1, 3, H, W)
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def build(cls, content: np.ndarray, style: Any, opts: Options, where: torch.device
-              ) -> tuple[Optional[Controls], np.ndarray, np.ndarray]:
+              ) -> tuple[Controls | None, np.ndarray, np.ndarray]:
         """``(controls or None, content for the network, first style for the network)``."""
         from .engine import to_tensor
 
@@ -131,9 +131,10 @@ class Controls:
         term.weight *= self.strength
         return term
 
-    def _style_grams(self, ctx: Any, shape: tuple[int, int]) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, int]]]:
+    def _style_grams(self, ctx: Any, shape: tuple[int, int]
+                     ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, int]]]:
         grams, sizes = [], []
-        for s, s_shape in zip(self.styles, self.style_shapes):
+        for s, s_shape in zip(self.styles, self.style_shapes, strict=True):
             x = ctx.resized(s, ctx.opts.style_shape(s_shape, shape))
             with torch.no_grad():
                 feats = ctx.net(x)
@@ -159,7 +160,7 @@ class Controls:
     def _normalised_target(self, target: Target, grams: list[dict[str, torch.Tensor]],
                            sizes: list[dict[str, int]], name: str) -> torch.Tensor:
         if target == BLEND:
-            return sum(w * g[name] / s[name] for w, g, s in zip(self.weights, grams, sizes))  # type: ignore[return-value]
+            return sum(w * g[name] / s[name] for w, g, s in zip(self.weights, grams, sizes, strict=True))  # type: ignore[return-value]
         i = int(target)  # type: ignore[arg-type]
         return grams[i][name] / sizes[i][name]
 
@@ -177,7 +178,7 @@ class Controls:
         """A recorded image: in luminance mode the pastiche's luminance with the content's chroma."""
         if self.chroma is None:
             return image
-        key = tuple(image.shape[-2:])
+        key = (int(image.shape[-2]), int(image.shape[-1]))
         if key not in self._cache:
             from .engine import resize
 

@@ -204,14 +204,15 @@ def masked_gram(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     keeps anyway) and the masks are kept for backward (see :class:`_MaskedGram`).
     """
     f = features.reshape(features.shape[-3], -1)
-    return _MaskedGram.apply(f, masks)
+    out: torch.Tensor = _MaskedGram.apply(f, masks)
+    return out
 
 
 class _MaskedGram(torch.autograd.Function):
     """Forward ``(F * m_r) F^T`` in float32; backward ``dL/dF = sum_r ((g_r + g_r^T) F) * m_r``."""
 
     @staticmethod
-    def forward(ctx: Any, f: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, f: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(f, masks)
         with torch.autocast(f.device.type, enabled=False):
             f32 = f.float()
@@ -219,7 +220,7 @@ class _MaskedGram(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         f, masks = ctx.saved_tensors
         with torch.autocast(f.device.type, enabled=False):
             s = grad.float() + grad.float().transpose(1, 2)

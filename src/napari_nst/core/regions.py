@@ -16,7 +16,7 @@ receptive fields (which grow to over 100 px at relu5_1 and would blur small regi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .errors import OptionError
 
 #: a group's target: a style index, the blend of all styles, or None (no style)
 BLEND = "blend"
-Target = Union[int, str, None]
+Target = int | str | None
 
 
 def check_regions(regions: Any, content_shape: tuple[int, int]) -> np.ndarray:
@@ -40,9 +40,9 @@ def check_regions(regions: Any, content_shape: tuple[int, int]) -> np.ndarray:
     return arr
 
 
-def check_mapping(region_styles: Optional[Mapping[int, Optional[int]]], n_styles: int) -> dict[int, Optional[int]]:
+def check_mapping(region_styles: Mapping[int, int | None] | None, n_styles: int) -> dict[int, int | None]:
     """The mapping with integer keys; OptionError for a style index that does not exist."""
-    out: dict[int, Optional[int]] = {}
+    out: dict[int, int | None] = {}
     for label, style in (region_styles or {}).items():
         if style is not None and not (isinstance(style, (int, np.integer)) and 0 <= int(style) < n_styles):
             raise OptionError(f"region_styles maps label {label} to style {style!r}, but there "
@@ -52,7 +52,7 @@ def check_mapping(region_styles: Optional[Mapping[int, Optional[int]]], n_styles
     return out
 
 
-def groups(regions: np.ndarray, mapping: Mapping[int, Optional[int]]) -> dict[Target, np.ndarray]:
+def groups(regions: np.ndarray, mapping: Mapping[int, int | None]) -> dict[Target, np.ndarray]:
     """``{target: boolean (H, W) mask}`` for every target some present label has."""
     labels = np.unique(regions)
     by_target: dict[Target, list[int]] = {}
@@ -61,7 +61,7 @@ def groups(regions: np.ndarray, mapping: Mapping[int, Optional[int]]) -> dict[Ta
     return {t: np.isin(regions, labs) for t, labs in by_target.items()}
 
 
-def check_styled(regions: np.ndarray, mapping: Mapping[int, Optional[int]]) -> None:
+def check_styled(regions: np.ndarray, mapping: Mapping[int, int | None]) -> None:
     """OptionError when every pixel's label is mapped to None (nothing left to style)."""
     if set(groups(regions, mapping)) == {None}:
         raise OptionError("region_styles maps every label present in regions to None, so no pixel gets a style; "
@@ -82,9 +82,9 @@ def layer_shape(layer: str, shape: Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-def parse_mapping(text: str) -> dict[int, Optional[int]]:
+def parse_mapping(text: str) -> dict[int, int | None]:
     """``"1:0,2:none"`` -> ``{1: 0, 2: None}`` (ValueError for anything else)."""
-    out: dict[int, Optional[int]] = {}
+    out: dict[int, int | None] = {}
     for item in (s.strip() for s in str(text).split(",")):
         if not item:
             continue
@@ -96,5 +96,5 @@ def parse_mapping(text: str) -> dict[int, Optional[int]]:
     return out
 
 
-def format_mapping(mapping: Mapping[int, Optional[int]]) -> str:
+def format_mapping(mapping: Mapping[int, int | None]) -> str:
     return ",".join(f"{k}:{'none' if v is None else v}" for k, v in mapping.items())
