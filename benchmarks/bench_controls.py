@@ -1,10 +1,12 @@
-"""Cost of the artistic controls per objective evaluation (issue 13): a plain run against two
-styles blended, two regions with two styles, and luminance mode, at 256 px, on the shared
-Tübingen / Starry Night / The Scream and the shared VGG16 weights. Configurations interleaved,
-median over --repeats runs of --steps evaluations (the first --skip evaluations of each run are
-left out: network set-up, allocator warm-up); ratios against the plain run of the same process.
+"""Cost of the artistic controls per objective evaluation (issue 13): the engine's objective of
+a plain run against two styles blended, two regions with two styles, three regions (two styles
+and one without), and luminance mode, at 256 px, on the shared Tübingen / Starry Night / The
+Scream and the shared VGG16 weights. Each configuration's objective is built by the engine
+(``_prepare``, ``_terms``, ``_objective``); then single evaluations (forward + backward) are
+interleaved A B C ... A B C ..., so that a busy machine slows all alike; medians of wall and
+process CPU time after --skip warm-up rounds; ratios against the plain objective of this process.
 
-    nice python benchmarks/bench_controls.py --size 256 --repeats 3 [--precision float32]
+    nice python benchmarks/bench_controls.py --size 256 --steps 12 [--precision float32]
 
 Writes docs/controls.json and prints a Markdown table (docs/controls.md quotes it).
 
@@ -28,7 +30,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_nst import iter_stylize  # noqa: E402
 from napari_nst.core.io import read_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -49,11 +50,33 @@ def configs(content: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> dict[str, tu
     }
 
 
-def per_eval(content, style, extra, args) -> float:
-    times = [rec.elapsed for rec in iter_stylize(
-        content, style, size=args.size, steps=args.steps, weights=WEIGHTS, device="cpu", seed=0,
-        precision=args.precision, preview_every=args.steps, **extra)]
-    return (times[-1] - times[args.skip - 1]) / (len(times) - args.skip)
+def objective(content, style, extra, args):
+    """The engine's objective of the finest level for one configuration, and its start image."""
+    import torch
+
+    from napari_nst.core import engine
+    from napari_nst.core.api import prepare
+
+    c, s, opts = prepare(content, style, size=args.size, steps=10, weights=WEIGHTS, device="cpu", seed=0,
+                         precision=args.precision, **extra)
+    device = torch.device("cpu")
+    opts = opts.for_device(gpu=False)
+    dtype = engine.autocast_dtype(opts.precision, device)
+    shapes = opts.level_shapes(c.shape[:2])
+    ctx = engine._prepare(c, s, opts, device, dtype, shapes, engine.split_steps(opts.steps, len(shapes)))
+    terms, _ = engine._terms(ctx, shapes[-1])
+    x = engine.resize(engine._first_image(ctx), shapes[-1])
+    return engine._objective(ctx, terms), x
+
+
+def evaluate_once(obj, x) -> tuple[float, float]:
+    """Wall and process CPU seconds of one evaluation (forward + backward of the objective)."""
+    import time
+
+    g = x.clone().requires_grad_(True)
+    t, p = time.perf_counter(), time.process_time()
+    obj(g)
+    return time.perf_counter() - t, time.process_time() - p
 
 
 def pictures(args: argparse.Namespace) -> None:
@@ -106,9 +129,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pictures", action="store_true")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--skip", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=12, help="evaluations measured per configuration "
+                                                          "(--pictures: evaluations per picture)")
+    ap.add_argument("--skip", type=int, default=3, help="warm-up evaluations per configuration, not measured")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--out", default=str(ROOT / "docs" / "controls.json"))
     args = ap.parse_args()
@@ -117,18 +140,27 @@ def main() -> int:
         return 0
     imgs = [read_image(SHARED / "images" / n) for n in ("tubingen.jpg", "starry_night.jpg", "the_scream.jpg")]
     cfg = configs(*imgs)
-    seconds: dict[str, list[float]] = {k: [] for k in cfg}
-    for _ in range(args.repeats):
-        for name, (style, extra) in cfg.items():
-            seconds[name].append(per_eval(imgs[0], style, extra, args))
-    med = {k: statistics.median(v) for k, v in seconds.items()}
-    rows = ["| run | s / evaluation (median) | ratio to plain |", "| --- | --- | --- |"]
-    rows += [f"| {k} | {med[k]:.3f} | {med[k] / med['plain']:.3f} |" for k in cfg]
+    built = {name: objective(imgs[0], style, extra, args) for name, (style, extra) in cfg.items()}
+    wall: dict[str, list[float]] = {k: [] for k in cfg}
+    cpu: dict[str, list[float]] = {k: [] for k in cfg}
+    for i in range(args.skip + args.steps):  # evaluations interleaved: A B C ... A B C ...
+        for name, (obj, x) in built.items():
+            w, p = evaluate_once(obj, x)
+            if i >= args.skip:
+                wall[name].append(w)
+                cpu[name].append(p)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    rows = ["| objective | wall s / evaluation (median) | ratio | CPU s / evaluation (median) | ratio |",
+            "| --- | --- | --- | --- | --- |"]
+    rows += [f"| {k} | {med[k]:.3f} | {med[k] / med['plain']:.3f} | {med_cpu[k]:.3f} | "
+             f"{med_cpu[k] / med_cpu['plain']:.3f} |" for k in cfg]
     print("\n".join(rows))
-    result = {"size": args.size, "steps": args.steps, "skip": args.skip, "repeats": args.repeats,
-              "precision": args.precision, "cpu": platform.processor() or platform.machine(),
-              "threads": os.cpu_count(), "seconds": seconds, "median": med,
-              "ratio": {k: med[k] / med["plain"] for k in cfg}}
+    result = {"size": args.size, "evaluations": args.steps, "skip": args.skip, "precision": args.precision,
+              "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(),
+              "wall": wall, "process_cpu": cpu, "median_wall": med, "median_cpu": med_cpu,
+              "ratio_wall": {k: med[k] / med["plain"] for k in cfg},
+              "ratio_cpu": {k: med_cpu[k] / med_cpu["plain"] for k in cfg}}
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
 
