@@ -10,7 +10,15 @@ import torch
 from napari_nst.core import colour
 from napari_nst.core.controls import blend_grams, blend_weights
 from napari_nst.core.errors import OptionError
-from napari_nst.core.losses import GuidedStyleTerm, RegionTargets, gram, gram_loss, guided_gram_loss, masked_gram
+from napari_nst.core.losses import (
+    GuidedStyleTerm,
+    RegionTargets,
+    gathered_gram,
+    gram,
+    gram_loss,
+    guided_gram_loss,
+    masked_gram,
+)
 from napari_nst.core.options import Options, spec
 from napari_nst.core.regions import BLEND, groups, layer_shape, parse_mapping
 
@@ -42,6 +50,17 @@ def test_masked_gram_splits_the_gram_and_has_the_right_gradient():
     assert torch.allclose(g.sum(0), gram(f), atol=1e-5)
     f2 = f.detach().reshape(3, -1)
     assert torch.allclose(g[0], (f2 * m) @ f2.T, atol=1e-5)
+    # over a mask's non-zero positions only: the same matrix and the same gradient
+    hard = (m > 0.5).float() * m
+    idx = torch.nonzero(hard > 0).flatten()
+    fg = f.detach().clone().requires_grad_(True)
+    g1 = gathered_gram(fg, idx, hard[idx])
+    assert torch.allclose(g1, masked_gram(f.detach(), hard[None])[0], atol=1e-5)
+    wg = torch.randn(3, 3)
+    (g1 * wg).sum().backward()
+    fm = f.detach().clone().requires_grad_(True)
+    (masked_gram(fm, hard[None])[0] * wg).sum().backward()
+    assert torch.allclose(fg.grad, fm.grad, atol=1e-5)
     w = torch.randn(2, 3, 3)
     (g * w).sum().backward()
     ref = f.detach().clone().requires_grad_(True)

@@ -154,7 +154,9 @@ class Controls:
             m = F.adaptive_avg_pool2d(masks[None], hw)[0].reshape(len(styled), -1)
             area = m.sum(1)
             targets = torch.stack([self._normalised_target(t, grams, sizes, name) for t, _ in styled])
-            out[name] = RegionTargets(m.contiguous(), 1.0 / area.clamp(min=1e-6), area / m.shape[1], targets)
+            index = [torch.nonzero(row > 0).flatten() for row in m]  # built once per level, outside the objective
+            out[name] = RegionTargets(m.contiguous(), 1.0 / area.clamp(min=1e-6), area / m.shape[1], targets,
+                                      index, [row[i].contiguous() for row, i in zip(m, index, strict=True)])
         return out
 
     def _normalised_target(self, target: Target, grams: list[dict[str, torch.Tensor]],
