@@ -107,7 +107,17 @@ def pictures(args: argparse.Namespace) -> None:
     for name, keys in strips.items():
         tiles = [small.get(k, runs.get(k)) for k in keys]
         strip = np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
-        write_image(ROOT / "docs" / "images" / f"controls-{name}.png", strip)
+        path = ROOT / "docs" / "images" / f"controls-{name}.png"
+        write_image(path, strip)
+        _palette(path)
+
+
+def _palette(path: Path) -> None:
+    """A 256-colour PNG (dithered): a third of the bytes, for README."""
+    from PIL import Image
+
+    im = Image.open(path).convert("RGB")
+    im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
 
 
 def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
