@@ -117,7 +117,8 @@ def _palette(path: Path) -> None:
     from PIL import Image
 
     im = Image.open(path).convert("RGB")
-    im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+    im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+    im.save(path, optimize=True)
 
 
 def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
