@@ -1,5 +1,5 @@
-"""Command line: ``napari-nst stylize CONTENT STYLE -o OUT.png``, ``napari-nst batch CONTENT... --style STYLE
--o OUTDIR`` and ``napari-nst demo``."""
+"""Command line: ``napari-nst stylize CONTENT STYLE [STYLE ...] -o OUT.png``, ``napari-nst batch CONTENT...
+--style STYLE -o OUTDIR`` and ``napari-nst demo``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def _help(sp: Spec) -> str:
 
 _METAVARS = {
     "int": "N", "seed": "N", "float": "X", "auto_float": "X", "names": "LAYER,...", "floats": "W,...",
-    "path": "FILE", "device": "DEVICE", "init": "INIT", "limits": "LO,HI",
+    "path": "FILE", "device": "DEVICE", "init": "INIT", "limits": "LO,HI", "log_float": "X",
+    "regions": "LABELS_FILE", "mapping": "LABEL:STYLE,...",
 }
 
 
@@ -53,10 +54,13 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
 def _add_stylize(sub: Any) -> None:
     p = sub.add_parser(
         "stylize", help="stylise an image file with another's style",
-        description="Gatys neural style transfer: paint CONTENT in the style of STYLE.",
+        description="Gatys neural style transfer: paint CONTENT in the style of STYLE (several STYLEs: "
+                    "blended, or one per region).",
     )
     p.add_argument("content", help="content image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
-    p.add_argument("style", help="style image file")
+    p.add_argument("style", nargs="+", metavar="STYLE",
+                   help="style image file; several blend their styles (--style-blend) or paint regions "
+                        "(--regions, --region-styles)")
     p.add_argument("-o", "--output", required=True, help="output file (.png, .jpg, .tif = 16-bit)")
     p.add_argument("--save-every", type=int, default=0, metavar="N",
                    help="also write every N-th evaluation's image as OUT-NNNNN.png (default: 0, off)")
@@ -71,6 +75,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts = {sp.name: getattr(args, sp.name) for sp in specs() if sp.cli and hasattr(args, sp.name)}
     if isinstance(opts.get("init"), str) and opts["init"] not in INITS:
         opts["init"] = read_image(opts["init"])  # an image file to start from
+    if opts.get("regions") is not None:
+        opts["regions"] = _read_labels(opts["regions"])
     if args.save_every < 0:
         raise ValueError("--save-every must be 0 (off) or a positive number of evaluations")
     if args.save_every:
@@ -80,17 +86,35 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def _read_labels(path: str) -> Any:
+    """A label image file as an integer (H, W) array (a napari Labels layer saved as PNG or TIFF)."""
+    import numpy as np
+
+    from .core.io import read_image
+
+    arr = read_image(path)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and all(np.array_equal(arr[..., 0], arr[..., k]) for k in (1, 2)):
+        arr = arr[..., 0]  # a gray label image saved as RGB(A)
+    if arr.ndim != 2:
+        raise ValueError(f"--regions {path!r} has shape {arr.shape}; give a single-channel label image (integer "
+                         "labels, e.g. a napari Labels layer saved as PNG or TIFF)")
+    if arr.dtype.kind == "f" and np.array_equal(arr, np.round(arr)):
+        arr = arr.astype(np.int64)
+    return arr
+
+
 def _stylize(args: argparse.Namespace) -> int:
     from .core.api import iter_stylize
     from .core.io import output_format, read_image
 
     out = Path(args.output)
-    for given in (args.content, args.style):
+    for given in (args.content, *args.style):
         if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
             raise ValueError(f"the output {str(out)!r} is one of the input images; choose another file name")
     output_format(out)  # a bad extension or folder fails now, not after the whole run
-    content, style = read_image(args.content), read_image(args.style)
-    records = iter_stylize(content, style, **_options(args))  # validates before any work
+    content = read_image(args.content)
+    styles = [read_image(p) for p in args.style]
+    records = iter_stylize(content, styles if len(styles) > 1 else styles[0], **_options(args))  # validates first
     return _drive(records, out, args)
 
 

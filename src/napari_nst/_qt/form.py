@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Optional
 
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, LogSlider, SpinBox
 from magicgui.widgets.bases import ValueWidget
 
 from ..core.errors import OptionError
@@ -33,6 +33,8 @@ FILE_FILTERS = {"weights": "PyTorch weights (*.pth *.pt);;All files (*)"}
 EXTRA_TIPS = {"seed": "-1 = random."}
 #: the entry of a choice whose None means something ("from the weights file")
 AUTO = "auto"
+#: a nullable choice's entry for None where "auto" would mislead ("Keep colours: off")
+NONE_CHOICES = {"preserve_color": "off"}
 #: text fields: kinds read with Spec.parse
 TEXT_KINDS = ("auto_float", "names", "floats", "float")
 
@@ -66,8 +68,11 @@ def make_field(spec: Spec, init_choices: Callable[..., list[Any]], devices: list
     elif kind in TEXT_KINDS:
         w = LineEdit(value=spec.format(spec.default))
     elif kind == "choice":
-        choices = ((AUTO,) if spec.nullable else ()) + tuple(spec.choices or ())
-        w = ComboBox(choices=choices, value=AUTO if spec.default is None else spec.default)
+        none = NONE_CHOICES.get(spec.name, AUTO)
+        choices = ((none,) if spec.nullable else ()) + tuple(spec.choices or ())
+        w = ComboBox(choices=choices, value=none if spec.default is None else spec.default)
+    elif kind == "log_float":  # a slider on a log scale: the middle of [lo, hi] = 1 when lo * hi = 1
+        w = LogSlider(min=spec.lo, max=spec.hi, base=10, value=spec.default)
     elif kind == "device":
         w = ComboBox(choices=devices, value=spec.default if spec.default in devices else devices[0])
     elif kind == "init":
@@ -111,7 +116,7 @@ class OptionsForm:
         if spec.kind == "path":
             text = str(w.value) if w.value else ""
             return text if text not in ("", ".") else None
-        if spec.kind == "choice" and spec.nullable and w.value == AUTO:
+        if spec.kind == "choice" and spec.nullable and w.value == NONE_CHOICES.get(name, AUTO):
             return None
         if isinstance(w, LineEdit) and spec.kind in TEXT_KINDS:
             try:
@@ -145,6 +150,6 @@ class OptionsForm:
         elif isinstance(w, LineEdit):
             w.value = spec.format(spec.default)
         elif spec.kind == "choice" and spec.default is None:
-            w.value = AUTO
+            w.value = NONE_CHOICES.get(name, AUTO)
         elif spec.default is not None:
             w.value = spec.default

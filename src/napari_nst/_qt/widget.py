@@ -15,7 +15,8 @@ from magicgui.widgets import CheckBox, Container, Label, PushButton
 
 from .._devices import quick_device_guess
 from .._run.inputs import snapshot
-from .._run.plan import RunPlan, plan_2d
+from .._run.labels import labels_snapshot
+from .._run.plan import RunPlan, plan_2d, with_controls
 from .._run.sink import META_KEY
 from .._run.state import same_layer
 from ..core.errors import OptionError
@@ -25,6 +26,8 @@ from .controller import RunController
 from .form import OptionsForm
 from .inputs_panel import InputsPanel
 from .._run.runner import prewarm
+from .regions_panel import RegionsPanel
+from .styles_panel import StylesPanel
 from .probe import start_probe
 from .remembered import RememberedSettings
 
@@ -44,6 +47,7 @@ class StyleTransferWidget(Container):
         self._gpu_names: list[str] = []
         self.inputs = InputsPanel(viewer)
         self.content, self.style = self.inputs.content, self.inputs.style
+        self._controls_panels(viewer)
         self.form = OptionsForm(partial(self.inputs.init_choices, spec("init").choices or ()), self._device_choices())
         for name, w in self.form.fields.items():
             setattr(self, name, w)
@@ -87,7 +91,8 @@ class StyleTransferWidget(Container):
         self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
         self.status.native.setWordWrap(True)
         self.remembered.native.setWordWrap(True)
-        self.extend([self.content, self.style, *self.form.basic(), self.show_advanced, *self._advanced])
+        self.extend([self.content, self.styles, self.regions, self.region_styles, *self.form.basic(),
+                     self.show_advanced, *self._advanced])
         from .._lossplot import LossPlot
 
         self.plot = LossPlot()  # full width, without a label column: buttons, status text, loss curve
@@ -100,6 +105,21 @@ class StyleTransferWidget(Container):
         self.forget.changed.connect(self._on_reset_defaults)
         self.show_advanced.changed.connect(self._show_advanced)
         self.device.changed.connect(lambda *_: self._apply_machine_defaults())
+
+    def _controls_panels(self, viewer: Any) -> None:
+        """Several styles with weights, and regions from a Labels layer (issue 13)."""
+        self.regions_panel: Optional[RegionsPanel] = None
+        self.styles_panel = StylesPanel(self.style, self.inputs.image_choices, self._on_styles_changed)
+        self.regions_panel = RegionsPanel(viewer, lambda: [getattr(p.value, "name", "?") for p in
+                                                           self.styles_panel.pickers])
+        self.styles, self.style_blend = self.styles_panel.container, self.styles_panel.style_blend
+        self.add_style = self.styles_panel.add
+        self.regions, self.region_styles = self.regions_panel.picker, self.regions_panel.rows
+        self.style.changed.connect(lambda *_: self._on_styles_changed())
+
+    def _on_styles_changed(self) -> None:
+        if self.regions_panel is not None:
+            self.regions_panel.refresh()
 
     @staticmethod
     def _row(name: str, *widgets: Any) -> Container:
@@ -173,7 +193,13 @@ class StyleTransferWidget(Container):
 
     def options(self) -> dict[str, Any]:
         """The engine options the fields say (``init`` a string or a layer). Raises OptionError."""
-        return self.form.options()
+        opts = self.form.options()
+        if len(self.styles_panel.pickers) > 1:
+            opts["style_blend"] = tuple(self.styles_panel.blend())
+        mapping = self.regions_panel.mapping() if self.regions_panel is not None else None
+        if mapping is not None:
+            opts["region_styles"] = mapping
+        return opts
 
     def _on_run_clicked(self, *_: Any) -> None:
         if self.worker is not None:
@@ -210,7 +236,13 @@ class StyleTransferWidget(Container):
         if same_layer(content, style):
             raise ValueError(f"Content and style are the same layer ({content.name!r}); pick a different image "
                              "as the style (e.g. a painting).")
-        for lay, what in ((content, "content"), (style, "style")):
+        self.styles_panel.check()
+        if self.regions_panel is not None:
+            self.regions_panel.check()
+        extra = [(lay, "style") for lay in self.styles_panel.layers()[1:]]
+        labels = self.regions.value
+        extra += [(labels, "Labels")] if labels is not None else []
+        for lay, what in ((content, "content"), (style, "style"), *extra):
             if lay not in self._viewer.layers:
                 self.reset_choices()
                 raise ValueError(f"The {what} layer {lay.name!r} is no longer in the viewer; pick another one.")
@@ -222,7 +254,11 @@ class StyleTransferWidget(Container):
         settings = {**Options().as_dict(), **opts}
         settings["init"] = f"layer: {init_layer.name}" if init_layer is not None else opts["init"]
         init = snapshot(init_layer, point) if init_layer is not None else None
-        return plan_2d(snapshot(content, point), snapshot(style, point), init, opts, settings, len(point), displayed)
+        plan = plan_2d(snapshot(content, point), snapshot(style, point), init, opts, settings, len(point), displayed)
+        labels = self.regions.value
+        regions = labels_snapshot(labels, content, point, plan.tasks[0].axes) if labels is not None else None
+        extras = [snapshot(lay, point) for lay in self.styles_panel.layers()[1:]]
+        return with_controls(plan, extras, regions, len(point), displayed)
 
     def start(self, init_layer: Any = None) -> bool:
         """Start a run (as the Run button does); False (and a notification) if it cannot start."""
@@ -241,7 +277,8 @@ class StyleTransferWidget(Container):
             return False
         opts["init"] = "content" if init_layer is not None else opts["init"]
         plan = self._plan(content, style, init_layer, opts)
-        self.controller.start(plan, {"content": content, "style": style, "init": init_layer})
+        self.controller.start(plan, {"content": content, "style": style, "init": init_layer,
+                                     "styles": self.styles_panel.layers()[1:], "regions": self.regions.value})
         return True
 
     def stop(self, reason: Optional[str] = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from ..core.images import resized_shape
 from ..core.options import Options
 from .inputs import LayerSnapshot, slice_axes, slice_shape
+from .labels import LabelsSnapshot
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Task:
     init_axes: Optional[tuple[int, int]]
     full_shape: tuple[int, int]  #: the content slice at full resolution
     index: tuple[int, ...] = ()  #: where the output goes in the sink (() for a 2-D run)
+    extra_styles: tuple[LayerSnapshot, ...] = ()  #: styles 2, 3 ... (blended, or painted in regions)
+    extra_style_axes: tuple[tuple[int, int], ...] = ()
+    regions: Optional[LabelsSnapshot] = None  #: the Labels layer that says which style goes where
 
     @property
     def final_shape(self) -> tuple[int, int]:
@@ -38,8 +42,16 @@ class Task:
     @property
     def style_long_edge(self) -> int:
         """The style image's long edge at the finest level, by the engine's own formula."""
+        return self.long_edge_of(self.style, self.style_axes)
+
+    def long_edge_of(self, style: LayerSnapshot, axes: tuple[int, int]) -> int:
+        """A style image's long edge at the finest level (each style is resized on its own)."""
         opts = Options(style_scale=float(self.options.get("style_scale", 1.0)))
-        return max(opts.style_shape(slice_shape(self.style, self.style_axes), self.final_shape))
+        return max(opts.style_shape(slice_shape(style, axes), self.final_shape))
+
+    @property
+    def style_names(self) -> list[str]:
+        return [self.style.name, *(s.name for s in self.extra_styles)]
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,21 @@ class RunPlan:
 
 def output_name(content: str, style: str, continued: bool) -> str:
     return f"{content} × {style}" + (" (continued)" if continued else "")
+
+
+def with_controls(plan: RunPlan, styles: Sequence[LayerSnapshot], regions: Optional[LabelsSnapshot],
+                  world_ndim: int, displayed: Sequence[int]) -> RunPlan:
+    """``plan`` with more style images and/or a Labels layer of regions (issue 13)."""
+    if not styles and regions is None:
+        return plan
+    from dataclasses import replace
+
+    task = replace(plan.tasks[0], extra_styles=tuple(styles), regions=regions,
+                   extra_style_axes=tuple(slice_axes(s, world_ndim, displayed) for s in styles))
+    name = plan.output_name
+    if styles:
+        name = name.replace(f" × {task.style.name}", " × " + " + ".join(task.style_names), 1)
+    return replace(plan, tasks=(task,), output_name=name)
 
 
 def plan_2d(

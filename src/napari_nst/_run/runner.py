@@ -82,7 +82,7 @@ class Inputs:
     """A task's images, read and converted in the worker thread."""
 
     content: np.ndarray
-    style: np.ndarray
+    style: Any  #: one image, or a list of them (several styles)
     options: dict[str, Any]  #: the task's options, with ``init`` an image where a layer was given
     notes: list[str]
 
@@ -95,7 +95,19 @@ def read_inputs(task: Task) -> Inputs:
     options, i_note = dict(task.options), None
     if task.init is not None and task.init_axes is not None:
         options["init"], i_note = read_input(task.init, task.init_axes, size, "init")
-    return Inputs(content, style, options, [n for n in (c_note, s_note, i_note) if n])
+    notes = [n for n in (c_note, s_note, i_note) if n]
+    if task.extra_styles:  # several styles: the engine takes a list
+        styles = [style]
+        for k, (snap, axes) in enumerate(zip(task.extra_styles, task.extra_style_axes), start=2):
+            img, note = read_input(snap, axes, task.long_edge_of(snap, axes), f"style {k}")
+            styles.append(img)
+            notes += [note] if note else []
+        style = styles  # type: ignore[assignment]
+    if task.regions is not None:
+        from .labels import read_labels
+
+        options["regions"] = read_labels(task.regions, task.full_shape, content.shape[:2])
+    return Inputs(content, style, options, notes)
 
 
 class ProcessRunner:

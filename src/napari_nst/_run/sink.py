@@ -42,6 +42,8 @@ def run_metadata(
         "content": task.content.name, "style": task.style.name, "settings": dict(plan.settings),
         "status": outcome, "napari_nst_version": __version__,
     }
+    if task.extra_styles or task.regions is not None:
+        meta.update(controls_metadata(task))
     if notes:
         meta["notes"] = list(notes)
     if last is not None:
@@ -55,6 +57,25 @@ def run_metadata(
     if error is not None:
         meta["error"] = f"{type(error).__name__}: {error}"
     return {META_KEY: meta}
+
+
+def controls_metadata(task: Task) -> dict[str, Any]:
+    """Several styles and regions, in words: which style layers, their blend, which label got which."""
+    names = task.style_names
+    out: dict[str, Any] = {"styles": names}
+    blend = task.options.get("style_blend")
+    if blend is not None:
+        total = float(sum(blend)) or 1.0
+        out["style_blend"] = {n: round(float(w) / total, 4) for n, w in zip(names, blend)}
+    if task.regions is not None:
+        mapping = task.options.get("region_styles") or {}
+        out["regions"] = {
+            "layer": task.regions.name,
+            "region_styles": {int(k): (names[v] if v is not None and v < len(names) else None)
+                              for k, v in mapping.items()},
+            "other labels": "blend of all styles",
+        }
+    return out
 
 
 class LayerSink:

@@ -86,6 +86,11 @@ class RunState:
         for key, what in (("content", "content layer"), ("style", "style layer")):
             if same_layer(layer, self.sources.get(key)):
                 return f"the {what} {layer.name!r} was deleted"
+        for other in self.sources.get("styles") or ():
+            if same_layer(layer, other):
+                return f"the style layer {layer.name!r} was deleted"
+        if same_layer(layer, self.sources.get("regions")) and self.first_record_at is None:
+            return f"the Labels layer {layer.name!r} of the regions was deleted"
         if same_layer(layer, self.sources.get("init")) and self.first_record_at is None:
             return f"the layer {layer.name!r} to start from was deleted"
         return None

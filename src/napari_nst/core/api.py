@@ -39,20 +39,57 @@ def _check_weights_path(weights: Any) -> None:
         raise WeightsError(f"{str(p)!r} is a directory; pass the weights file (.pth) inside it")
 
 
-def prepare(content: ImageInput, style: ImageInput, **options: Any) -> tuple[np.ndarray, np.ndarray, Options]:
-    """Validate everything before any work: the images as float32 RGB and the options."""
+StyleInput = Union[ImageInput, "list[ImageInput]", "tuple[ImageInput, ...]"]
+
+
+def prepare(content: ImageInput, style: StyleInput, **options: Any) -> tuple[np.ndarray, Any, Options]:
+    """Validate everything before any work: the images as float32 RGB and the options.
+
+    ``style``: one image, or a list of them (returned as a list of arrays).
+    """
     opts = Options.from_kwargs(**options)
     c = _load(content, "content", opts.content_limits)
     opts.check_size(c.shape[:2])
     _check_weights_path(opts.weights)
-    s = _load(style, "style", opts.style_limits)
-    opts.check_style_size(c.shape[:2], s.shape[:2])
+    several = isinstance(style, (list, tuple))
+    styles = list(style) if several else [style]  # type: ignore[arg-type]
+    if not styles:
+        from .errors import OptionError
+
+        raise OptionError("style is an empty list; give at least one style image")
+    loaded = []
+    for i, one in enumerate(styles):
+        s = _load(one, f"style {i}" if several else "style", opts.style_limits)
+        opts.check_style_size(c.shape[:2], s.shape[:2])
+        loaded.append(s)
+    _check_controls(c, len(loaded), opts)
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")  # fail early on a bad init array
-    return c, s, opts
+    return c, (loaded if several else loaded[0]), opts
 
 
-def iter_stylize(content: ImageInput, style: ImageInput, **options: Any) -> Iterator[Any]:
+def _check_controls(c: np.ndarray, n_styles: int, opts: Options) -> None:
+    """style_blend, regions and region_styles against the images (no torch)."""
+    from .regions import check_mapping, check_regions, check_styled
+
+    from .errors import OptionError
+
+    if opts.style_blend is not None:
+        if len(opts.style_blend) != n_styles:
+            raise OptionError(f"style_blend has {len(opts.style_blend)} weights but there "
+                              f"{'is 1 style image' if n_styles == 1 else f'are {n_styles} style images'}; "
+                              "give one weight per style")
+        if sum(opts.style_blend) <= 0:
+            raise OptionError("style_blend's weights are all 0; give at least one a positive weight")
+    mapping = check_mapping(opts.region_styles, n_styles)
+    if opts.regions is not None:
+        opts.regions = check_regions(opts.regions, c.shape[:2])
+        check_styled(opts.regions, mapping)
+    elif opts.region_styles:
+        raise OptionError("region_styles is given but regions is not; give the label image too (regions=...)")
+
+
+def iter_stylize(content: ImageInput, style: StyleInput, **options: Any) -> Iterator[Any]:
     """Run Gatys style transfer, yielding a progress record per objective evaluation.
 
     Parameters
@@ -60,6 +97,8 @@ def iter_stylize(content: ImageInput, style: ImageInput, **options: Any) -> Iter
     content, style : array or path
         ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` arrays of any integer or float dtype (mapped to
         [0, 1] as documented in :mod:`napari_nst.core.images`), or image file paths. Never modified.
+        ``style`` may be a list of images: their Gram targets are blended (``style_blend``), or
+        each paints its own regions (``regions``, ``region_styles``).
     **options
         See :class:`napari_nst.core.options.Options` (size, steps, content_weight, style_weight, ...).
 
@@ -80,13 +119,13 @@ def iter_stylize(content: ImageInput, style: ImageInput, **options: Any) -> Iter
     return _run(c, s, opts)
 
 
-def _run(c: np.ndarray, s: np.ndarray, opts: Options) -> Iterator[Any]:
+def _run(c: np.ndarray, s: Any, opts: Options) -> Iterator[Any]:
     from .engine import run
 
     yield from run(c, s, opts)
 
 
-def stylize(content: ImageInput, style: ImageInput, *, progress: bool | None = None, **options: Any) -> np.ndarray:
+def stylize(content: ImageInput, style: StyleInput, *, progress: bool | None = None, **options: Any) -> np.ndarray:
     """The whole run, blocking: the pastiche as float32 ``(H, W, 3)`` in [0, 1].
 
     Same arguments as :func:`iter_stylize`, and ``progress``: a tqdm bar on stderr with the

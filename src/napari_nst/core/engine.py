@@ -36,6 +36,7 @@ from .images import resized_shape, to_rgb_float
 from .lbfgs import LBFGS
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
 from .options import Options
+from .controls import Controls
 from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg
@@ -224,6 +225,7 @@ class _Run:
     step: int = 0
     last_image_at: float = -math.inf  # perf_counter time of the last record that had an image
     last_good: np.ndarray | None = None  # the last image recorded (kept for NonFiniteLossError)
+    controls: Any = None  # several styles, regions, colours, strength (core/controls.py); None: the paper's
 
     @property
     def total(self) -> int:
@@ -289,8 +291,9 @@ def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
                  image_change=var.change)
 
 
-def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progress]:
-    """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style``; yield per evaluation.
+def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
+    """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style`` (one such image or a
+    list); yield per evaluation.
 
     Errors in the options, the size or the memory estimate are raised at the first ``next()``
     (this is a generator); :func:`napari_nst.iter_stylize` checks the options before that.
@@ -321,8 +324,10 @@ def run(content: np.ndarray, style: np.ndarray, opts: Options) -> Iterator[Progr
         raise _out_of_memory(content.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
 
 
-def _prepare(content: np.ndarray, style: np.ndarray, opts: Options, device: torch.device,
+def _prepare(content: np.ndarray, style: Any, opts: Options, device: torch.device,
              dtype: torch.dtype | None, shapes: list[tuple[int, int]], counts: list[int]) -> _Run:
+    where = torch.device("cpu") if resize_on_host(device) else device
+    controls, content, style = Controls.build(content, style, opts, where)  # None without controls
     if opts.style_layer_weights is None:
         layer_w = {n: 1.0 / len(opts.style_layers) for n in opts.style_layers}
     else:
@@ -336,9 +341,8 @@ def _prepare(content: np.ndarray, style: np.ndarray, opts: Options, device: torc
     # model None: the network the weights file holds (vgg.resolve_model), else vgg19
     net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling).to(device)
     net.set_lean_pool(plan.lean_pool)
-    where = torch.device("cpu") if resize_on_host(device) else device
     return _Run(opts, device, dtype, plan, net, to_tensor(content, where), to_tensor(style, where),
-                style.shape[:2], shapes, counts, layer_w, gen)
+                style.shape[:2], shapes, counts, layer_w, gen, controls=controls)
 
 
 def _first_image(ctx: _Run) -> torch.Tensor:
@@ -364,6 +368,8 @@ def colour_matched(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
 
 def _levels(ctx: _Run) -> Iterator[Progress]:
     x = _first_image(ctx)
+    if ctx.controls is not None:
+        x = ctx.controls.network_image(x, ctx.opts.init)
     for level, (shape, count) in enumerate(zip(ctx.shapes, ctx.counts, strict=True), start=1):
         x = yield from _level(ctx, level, shape, count, x)  # the next level starts from this one's result
 
@@ -376,6 +382,8 @@ def _terms(ctx: _Run, shape: tuple[int, int]) -> tuple[list[Any], dict[str, floa
     content_t, grams, nm = _targets(ctx.net, c, s, opts)
     a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
     terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
+    if ctx.controls is not None:  # several styles, regions, style strength (core/controls.py)
+        terms[1] = ctx.controls.style_term(ctx, shape, terms[1], nm)
     if opts.tv_weight > 0:
         terms.append(TVTerm(opts.tv_weight))
     return terms, {t.name: float(t.weight) for t in terms}
@@ -412,7 +420,8 @@ def _level(ctx: _Run, level: int, shape: tuple[int, int], count: int,
                 ctx.last_good,
             )
         if image is not None:
-            ctx.last_good, ctx.last_image_at = to_numpy(image), time.perf_counter()
+            shown = image if ctx.controls is None else ctx.controls.shown(image)  # luminance: content's chroma
+            ctx.last_good, ctx.last_image_at = to_numpy(shown), time.perf_counter()
         yield Progress(
             step=ctx.step, total=ctx.total, losses=losses, image=ctx.last_good if image is not None else None,
             level=level, levels=len(ctx.shapes), shape=shape, elapsed=time.perf_counter() - ctx.t0,

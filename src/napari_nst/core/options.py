@@ -28,6 +28,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bfloat16")
 MODELS = ("vgg19", "vgg16")
 POOLINGS = ("max", "avg")
+COLOUR_MODES = ("luminance", "histogram")
 MAX_SIZE = 16384
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**31 - 1  # a Qt spin box's int range, so the widget offers every seed the API takes
@@ -109,12 +110,33 @@ class Options:
         carries the image.
     content_limits, style_limits : (lo, hi) or None
         Values mapped to 0 and 1, such as a napari layer's contrast limits. None: by dtype.
+    style_blend : tuple of float or None
+        One weight per style image (``style`` a list), >= 0, normalised to sum 1; the Gram
+        targets are blended ``A_l = sum_i w_i A_l(i)``. None: equal weights.
+    preserve_color : str or None
+        Keep the content's colours: ``luminance`` (the style transferred on luminance only; the
+        pastiche keeps the content's chroma) or ``histogram`` (the style's colours matched to the
+        content's mean and covariance first), as in Gatys and colleagues' 2017 follow-up paper.
+        None: off, the paper's.
+    style_strength : float
+        Multiplies the style weight ``b`` (automatic or given): 1 = the automatic balance,
+        0.1 = much less style, 10 = much more.
+    regions : int array or None
+        A label image of the content's (H, W) (a napari Labels layer's data; on the command line
+        a label image file) whose labels choose the style of each region (see ``region_styles``).
+        None: the style everywhere.
+    region_styles : dict or None
+        Label -> style index (0 = the first style) or None (no style: keep the content there),
+        as text ``1:0,2:none``. Labels not in it, 0 included, get the blend of all styles.
+        None: every label gets the blend.
     """
 
     size: Optional[int] = option(None, label="Size (px)", kind="int", lo=1, hi=MAX_SIZE, step=32, none=_SIZE_BY_DEVICE)
     steps: Optional[int] = option(None, label="Steps", kind="int", lo=1, hi=MAX_STEPS, step=50, none=_STEPS_BY_DEVICE)
-    style_weight: Optional[float] = option(None, label="Style weight", kind="auto_float", lo=0, none="automatic")
-    content_weight: Optional[float] = option(None, label="Content weight", kind="auto_float", lo=0, none="automatic")
+    style_weight: Optional[float] = option(None, label="Style weight", kind="auto_float", lo=0, none="automatic",
+                                           advanced=True)
+    content_weight: Optional[float] = option(None, label="Content weight", kind="auto_float", lo=0, none="automatic",
+                                             advanced=True)
     model: Optional[str] = option(None, label="Network", kind="choice", choices=MODELS,
                                   none="from the weights file, else vgg19")
     weights: Optional[str] = option(None, label="Weights", kind="path",
@@ -139,6 +161,14 @@ class Options:
                                                            none="by dtype", form=False)
     style_limits: Optional[tuple[float, float]] = option(None, label="Style limits", kind="limits",
                                                          none="by dtype", form=False)
+    style_blend: Optional[tuple[float, ...]] = option(None, label="Style blend", kind="floats", lo=0, none="equal",
+                                                      form=False)
+    preserve_color: Optional[str] = option(None, label="Keep colours", kind="choice", choices=COLOUR_MODES,
+                                           none="off (the paper's: the style's colours)")
+    style_strength: float = option(1.0, label="Style strength", kind="log_float", lo=0.1, hi=10.0)
+    regions: Optional[np.ndarray] = option(None, label="Regions", kind="regions", none="no regions", form=False)
+    region_styles: Optional[dict[int, Optional[int]]] = option(None, label="Region styles", kind="mapping",
+                                                               none="the blend everywhere", form=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -231,6 +261,8 @@ class Options:
         d.pop("extra")
         if isinstance(self.init, np.ndarray):
             d["init"] = f"array{tuple(self.init.shape)}"
+        if self.regions is not None:
+            d["regions"] = f"labels{tuple(np.shape(self.regions))}"
         return d
 
     # ------------------------------------------------------------------ validation
@@ -375,6 +407,29 @@ def _path(v: Any, sp: Spec) -> Optional[str]:
     return os.fspath(v) or None
 
 
+def _regions(v: Any, sp: Spec) -> np.ndarray:
+    arr = np.asarray(v)
+    if arr.ndim != 2:
+        raise OptionError(f"regions must be a 2-D label image (H, W) of the content's size, got shape {arr.shape}")
+    return arr  # dtype and shape against the content: regions.check_regions (api.prepare)
+
+
+def _mapping(v: Any, sp: Spec) -> dict[int, Optional[int]]:
+    if isinstance(v, str):
+        v = sp.parse(v)
+    if not isinstance(v, dict):
+        raise OptionError(f"region_styles must be a dict {{label: style index or None}} or text like '1:0,2:none', "
+                          f"got {v!r}")
+    out: dict[int, Optional[int]] = {}
+    for k, s in v.items():
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise OptionError(f"region_styles: labels must be integers, got {k!r}")
+        if s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0):
+            raise OptionError(f"region_styles: label {k} maps to {s!r}; use a style index (0, 1, ...) or None")
+        out[int(k)] = None if s is None else int(s)
+    return out
+
+
 def _as_is(v: Any, sp: Spec) -> Any:  # limits: checked (with the image) by images.to_rgb_float
     return v
 
@@ -382,6 +437,7 @@ def _as_is(v: Any, sp: Spec) -> Any:  # limits: checked (with the image) by imag
 _CHECKS = {
     "int": _int, "seed": _int, "float": _float, "auto_float": _float, "names": _names, "floats": _floats,
     "choice": _choice, "device": _device, "init": _init, "path": _path, "limits": _as_is,
+    "log_float": _float, "regions": _regions, "mapping": _mapping,
 }
 
 

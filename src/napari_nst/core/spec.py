@@ -14,7 +14,8 @@ from typing import Any, Optional
 from .errors import OptionError
 
 #: the kinds of value an option can hold (what the form shows and how text is parsed)
-KINDS = ("int", "float", "auto_float", "names", "floats", "choice", "path", "init", "seed", "limits", "device")
+KINDS = ("int", "float", "auto_float", "names", "floats", "choice", "path", "init", "seed", "limits", "device",
+         "log_float", "regions", "mapping")
 
 _NONE_WORDS = ("", "auto", "none", "default")
 
@@ -86,6 +87,10 @@ class Spec:
         """Value -> text that :meth:`parse` reads back ("" for None)."""
         if value is None:
             return ""
+        if self.kind == "mapping":
+            from .regions import format_mapping
+
+            return format_mapping(value)
         if isinstance(value, (tuple, list)):
             return ", ".join(_fmt_scalar(v) for v in value)
         return _fmt_scalar(value)
@@ -126,16 +131,23 @@ def _limits(t: str) -> tuple[float, float]:
     return vals[0], vals[1]
 
 
+def _mapping(t: str) -> Any:
+    from .regions import parse_mapping
+
+    return parse_mapping(t)
+
+
 _PARSERS = {
     "int": _integer, "seed": _integer, "float": _number, "auto_float": _number, "names": _words,
-    "floats": _numbers, "limits": _limits,
+    "floats": _numbers, "limits": _limits, "log_float": _number, "mapping": _mapping,
 }
 _WHAT = {
     "int": "a whole number", "seed": "a whole number", "float": "a number (e.g. 0.5 or 1e-3)",
     "auto_float": "a number (e.g. 1e5)", "names": "a comma-separated list of layer names",
     "floats": "a comma-separated list of numbers", "limits": "two numbers 'lo, hi'",
     "choice": "a valid choice", "path": "a file path", "init": "content, noise or an image",
-    "device": "a device name",
+    "device": "a device name", "log_float": "a number (e.g. 0.5 or 2)",
+    "regions": "a label image file", "mapping": "a list 'label:style,...' like '1:0,2:none'",
 }
 
 
