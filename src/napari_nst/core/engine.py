@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -213,6 +213,10 @@ class _Run:
     step: int = 0
     last_image_at: float = -math.inf  # perf_counter time of the last record that had an image
     last_good: Optional[np.ndarray] = None  # the last image recorded (kept for NonFiniteLossError)
+    # hooks for a caller that runs many images with one context (core/stack.py): style Gram
+    # matrices memoised by the style's working shape, and extra terms for a level's shape
+    style_grams: Optional[dict[Any, dict[str, torch.Tensor]]] = None
+    extra_terms: Optional[Callable[[tuple[int, int]], list[Any]]] = None
 
     @property
     def total(self) -> int:
@@ -224,20 +228,20 @@ class _Run:
 
 
 def _targets(
-    net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, opts: Options
+    net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, opts: Options,
+    grams: Optional[dict[str, torch.Tensor]] = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
-    """Content features, style Gram matrices and the pastiche's (N_l, M_l), without autograd."""
+    """Content features, style Gram matrices (``grams`` if given) and the pastiche's (N_l, M_l),
+    without autograd."""
     # The targets are computed once per level, so they cost nothing to compute in float32: the
     # objective is then exactly the float32 one, whatever precision the evaluations run in.
     with torch.no_grad():
         cf = net(content)
-        sf = net(style)
+        if grams is None:
+            sf = net(style)
+            grams = {n: gram(sf[n]) for n in opts.style_layers}
     nm = {n: (cf[n].shape[1], cf[n].shape[2] * cf[n].shape[3]) for n in opts.style_layers}
-    return (
-        {n: cf[n].float() for n in opts.content_layers},
-        {n: gram(sf[n]) for n in opts.style_layers},
-        nm,
-    )
+    return {n: cf[n].float() for n in opts.content_layers}, grams, nm
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
@@ -361,11 +365,16 @@ def _terms(ctx: _Run, shape: tuple[int, int]) -> tuple[list[Any], dict[str, floa
     opts = ctx.opts
     c = ctx.resized(ctx.content, shape)
     s = ctx.resized(ctx.style, opts.style_shape(ctx.style_shape, shape))
-    content_t, grams, nm = _targets(ctx.net, c, s, opts)
+    memo = ctx.style_grams
+    content_t, grams, nm = _targets(ctx.net, c, s, opts, None if memo is None else memo.get(tuple(s.shape)))
+    if memo is not None:
+        memo[tuple(s.shape)] = grams
     a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
     terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
     if opts.tv_weight > 0:
         terms.append(TVTerm(opts.tv_weight))
+    if ctx.extra_terms is not None:
+        terms.extend(ctx.extra_terms(shape))
     return terms, {t.name: float(t.weight) for t in terms}
 
 
