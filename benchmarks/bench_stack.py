@@ -126,6 +126,10 @@ def main() -> None:
     ap.add_argument("--frame-steps", type=int, nargs="*", default=[0], help="0 = the default (a third of steps)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="docs/stacks")
+    ap.add_argument("--independent", default="",
+                    help="an .npz of the independent frames (written when missing, read when there): for sweeps; "
+                         "quality ratios are deterministic on the CPU, but cost ratios then compare two runs")
+    ap.add_argument("--strip", default="docs/images/stack-strip.png", help="the strip of frames ('' = none)")
     args = ap.parse_args()
     import torch
 
@@ -140,7 +144,13 @@ def main() -> None:
                 device="cpu", preview_every=10**6)
     result: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                               "args": vars(args), "shape": list(frames.shape), "rows": []}
-    ind, ind_secs = run_independent(frames, style, opts)
+    if args.independent and Path(args.independent).exists():
+        saved = np.load(args.independent)
+        ind, ind_secs = saved["out"], list(saved["secs"])
+    else:
+        ind, ind_secs = run_independent(frames, style, opts)
+        if args.independent:
+            np.savez(args.independent, out=ind, secs=np.array(ind_secs))
     single = float(np.mean(ind_secs))
     result["single_run_s"], result["flow_s_per_frame"] = single, flow_seconds(frames)
     outs = {"independent": ind}
@@ -164,8 +174,9 @@ def main() -> None:
         r["flicker_ratio"] = r["flicker"] / base["flicker"]
         r["stylised_ratio"] = r["stylised"] / base["stylised"]
     Path(args.out + ".json").write_text(json.dumps(result, indent=1))
-    keep = ["independent", "warm", *[n for n, _, _ in variants[1:2]]]
-    strip({k: outs[k] for k in keep}, frames, ROOT / "docs" / "images" / "stack-strip.png")
+    if args.strip:
+        keep = ["independent", "warm", *[n for n, _, _ in variants[1:2]]]
+        strip({k: outs[k] for k in keep}, frames, ROOT / args.strip)
     print(json.dumps(result, indent=1))
 
 

@@ -133,3 +133,15 @@ def test_integer_stacks_use_one_range_for_all_frames():
     src = stack_frames(arr)
     assert src.limits == (0.0, 1000.0)
     assert src[0][1, 1, 0] == pytest.approx(0.1) and src[1][1, 1, 0] == pytest.approx(1.0)
+
+
+def test_stack_in_a_child_process(frames, style, fast):
+    """The widget's way: StackEngineProcess validates without torch and runs run_stack in the child."""
+    from napari_nst.core.remote import StackEngineProcess
+
+    recs = list(StackEngineProcess(frames, style, **fast))
+    finals = _final(recs)
+    assert [r.frame for r in finals] == [0, 1, 2] and finals[-1].image.shape == (23, 32, 3)
+    assert "temporal" in finals[-1].losses
+    out = napari_nst.stylize_stack(frames, style, **fast)
+    np.testing.assert_allclose(finals[-1].image, out[2], atol=1e-5)  # the same engine, the same result

@@ -26,6 +26,7 @@ from .form import OptionsForm
 from .inputs_panel import InputsPanel
 from .probe import start_probe
 from .remembered import RememberedSettings
+from .stack_panel import StackPanel
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -43,6 +44,8 @@ class StyleTransferWidget(Container):
         self._gpu_names: list[str] = []
         self.inputs = InputsPanel(viewer)
         self.content, self.style = self.inputs.content, self.inputs.style
+        self.stack = StackPanel(viewer)  # "This slice" / "All slices along axis k" (stacks)
+        self.slices, self.follow_frame = self.stack.slices, self.stack.follow
         self.form = OptionsForm(partial(self.inputs.init_choices, spec("init").choices or ()), self._device_choices())
         for name, w in self.form.fields.items():
             setattr(self, name, w)
@@ -78,7 +81,11 @@ class StyleTransferWidget(Container):
         self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
         self.status.native.setWordWrap(True)
         self.remembered.native.setWordWrap(True)
-        self.extend([self.content, self.style, *self.form.basic(), self.show_advanced, *self._advanced])
+        self.extend([self.content, self.style, *self.stack.widgets(), *self.form.basic(), self.show_advanced,
+                     *self._advanced])
+        self.content.changed.connect(lambda *_: self.stack.refresh(self.content.value))
+        self._viewer.dims.events.order.connect(lambda *_: self.stack.refresh())
+        self._viewer.dims.events.ndisplay.connect(lambda *_: self.stack.refresh())
         from .._lossplot import LossPlot
 
         self.plot = LossPlot()  # full width, without a label column: buttons, status text, loss curve
@@ -113,6 +120,8 @@ class StyleTransferWidget(Container):
         """Refresh the layer pickers (napari's dock calls this when layers are added, removed, renamed)."""
         super().reset_choices(*args)
         self.inputs.after_reset()
+        if hasattr(self, "stack"):
+            self.stack.refresh(self.content.value)
 
     def _device_choices(self) -> list[str]:
         if self._gpu is False:
@@ -128,7 +137,8 @@ class StyleTransferWidget(Container):
         machine = Options().for_device(self._will_use_gpu())
         with self.settings.quiet():
             for name, s in self.form.specs.items():
-                if s.default is None and s.kind == "int" and name not in self.settings.touched:
+                if s.default is None and s.kind == "int" and name not in self.settings.touched \
+                        and getattr(machine, name) is not None:
                     self.form.fields[name].value = getattr(machine, name)
 
     def _on_probe_done(self, result: dict[str, Any]) -> None:
@@ -231,6 +241,9 @@ class StyleTransferWidget(Container):
             notify.error("The layer to start from is no longer in the viewer; pick another one under Start from.")
             return False
         opts["init"] = "content" if init_layer is not None else opts["init"]
+        if self.stack.unfinished(init_layer) or (init_layer is None and self.stack.axis() is not None):
+            settings = {**Options().as_dict(), **opts, "init": opts["init"]}
+            return self.stack.start(self.controller, content, style, opts, settings, resume=init_layer)
         plan = self._plan(content, style, init_layer, opts)
         self.controller.start(plan, {"content": content, "style": style, "init": init_layer})
         return True

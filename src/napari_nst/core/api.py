@@ -140,7 +140,7 @@ def stack_frames(stack: Any, axis: int = 0, limits: Any = None) -> Any:
     :class:`~napari_nst.core.stack.FrameSource`; raises ``ImageError`` (a ValueError) for a 2-D
     array or one RGB image, an axis out of range, or an empty stack."""
     from .errors import ImageError
-    from .stack import FrameSource
+    from .frames import FrameSource
 
     if isinstance(stack, (list, tuple)) or hasattr(stack, "shapes"):  # images, or a lazy reader (io.py)
         if len(stack) == 0:

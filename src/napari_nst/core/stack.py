@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import numpy as np
@@ -23,6 +23,7 @@ from . import engine
 from .device import autocast_dtype, cudnn_benchmark, empty_cache, is_oom, pick_device, resize_on_host
 from .errors import DeviceMemoryError
 from .flow import OPENCV_NOTE, carry, have_flow
+from .frames import FrameSource, frame_steps_for
 from .losses import TemporalTerm
 from .options import Options
 from .records import Progress
@@ -32,39 +33,13 @@ from .records import Progress
 #: style terms are relative errors of order 1 (engine.STYLE_BALANCE). Measured in docs/stacks.md.
 TEMPORAL_BALANCE = 200.0
 
-#: frames after the first get ``frame_steps`` evaluations; None: this fraction of ``steps``
-FRAME_STEPS_FRACTION = 1 / 3
-
-
 def frame_steps(opts: Options) -> int:
     """Evaluations of each frame after the first (``opts.steps`` must be resolved)."""
-    if opts.frame_steps is not None:
-        return int(opts.frame_steps)
-    return max(1, round(int(opts.steps or 1) * FRAME_STEPS_FRACTION))
+    return frame_steps_for(opts.steps, opts.frame_steps)
 
 
 def temporal_weight(opts: Options) -> float:
     return TEMPORAL_BALANCE if opts.temporal_weight is None else float(opts.temporal_weight)
-
-
-class FrameSource:
-    """Frames of a stack as float RGB (H, W, 3) in [0, 1], read one at a time.
-
-    ``frames``: anything with ``len`` and indexing that gives one 2-D image per index, as
-    :func:`napari_nst.stylize` takes it (a numpy array with the frame axis first, a list, a lazy
-    reader of files). ``limits``: the values mapped to 0 and 1 for every frame (None: by dtype).
-    """
-
-    def __init__(self, frames: Sequence[Any], limits: Optional[tuple[float, float]] = None) -> None:
-        self.frames, self.limits = frames, limits
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        from .images import to_rgb_float
-
-        return to_rgb_float(self.frames[i], limits=self.limits, name=f"frame {i}")
 
 
 @dataclasses.dataclass

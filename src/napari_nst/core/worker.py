@@ -32,12 +32,24 @@ def _picklable(exc: BaseException) -> BaseException:
         return EngineProcessError(f"{type(exc).__name__}: {exc}")
 
 
-def serve(request: dict[str, Any], out: BinaryIO) -> None:
+def _records(request: dict[str, Any]) -> Any:
+    """The engine's records for a request: one image, or a stack (``request["stack"]``)."""
+    if "stack" in request:
+        from .frames import FrameSource
+        from .stack import run_stack
+
+        st = request["stack"]
+        return run_stack(FrameSource(st["frames"], st["limits"]), request["style"], request["options"], st["start"],
+                         st["previous"])
     from .engine import run
 
+    return run(request["content"], request["style"], request["options"])
+
+
+def serve(request: dict[str, Any], out: BinaryIO) -> None:
     min_interval = request.get("min_interval", 0.0)
     last_sent = 0.0
-    for rec in run(request["content"], request["style"], request["options"]):
+    for rec in _records(request):
         if rec.image is not None and min_interval > 0:
             now = time.monotonic()
             if now - last_sent < min_interval and not rec.last_of_level:
