@@ -72,7 +72,8 @@ def run_independent(frames: np.ndarray, style: np.ndarray, opts: dict[str, Any])
     return np.stack(outs), secs
 
 
-def run_stack(frames: np.ndarray, style: np.ndarray, first: np.ndarray, opts: dict[str, Any]) -> tuple[np.ndarray, list[float]]:
+def run_stack(frames: np.ndarray, style: np.ndarray, first: np.ndarray,
+              opts: dict[str, Any]) -> tuple[np.ndarray, list[float]]:
     """Frames 1..N-1 continued from ``first`` (frame 0's pastiche); CPU seconds per frame."""
     import napari_nst
 

@@ -49,7 +49,7 @@ def test_records_say_frame_and_stack_progress(frames, style, fast):
     assert [r.frame for r in finals] == [0, 1, 2] and all(r.image is not None for r in finals)
     assert "temporal" not in finals[0].losses
     assert finals[1].weights["temporal"] == stack_mod.TEMPORAL_BALANCE and "temporal" in finals[2].losses
-    assert all(r.elapsed >= p.elapsed for p, r in zip(recs, recs[1:]))  # since the stack started
+    assert all(r.elapsed >= p.elapsed for p, r in zip(recs[:-1], recs[1:], strict=True))  # since the stack started
 
 
 def test_first_frame_is_a_single_image_run_and_later_frames_start_from_it(frames, style, fast):

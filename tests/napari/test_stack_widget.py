@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-
 from nst_helpers import RUN_TIMEOUT, errors, open_widget, tiny
 
 pytestmark = pytest.mark.gui

@@ -8,13 +8,13 @@ resumes at its first frame not made.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox
 
+from .._run import stack as stack_run
 from .._run.inputs import slice_axes, snapshot
 from .._run.sink import META_KEY
-from .._run import stack as stack_run
 from .._run.stack import StackSink, plan_stack, stack_axes, stack_memory_problem
 from . import notify
 
@@ -42,7 +42,7 @@ class StackPanel:
     def refresh(self, content: Any = None) -> None:
         """Offer the content layer's axes that are not displayed (hidden when there are none)."""
         self._content = content if content is not None else self._content
-        choices: list[tuple[str, Optional[int]]] = [(THIS_SLICE, None)]
+        choices: list[tuple[str, int | None]] = [(THIS_SLICE, None)]
         layer = self._content
         if layer is not None and int(layer.ndim) > 2 and layer in self._viewer.layers:
             snap = snapshot(layer, tuple(self._viewer.dims.point))
@@ -54,11 +54,11 @@ class StackPanel:
         self.offered = len(choices) > 1
         self.slices.visible = self.follow.visible = self.offered
 
-    def axis(self) -> Optional[int]:
+    def axis(self) -> int | None:
         return self.slices.value if self.offered else None
 
     @staticmethod
-    def unfinished(layer: Any) -> Optional[dict[str, Any]]:
+    def unfinished(layer: Any) -> dict[str, Any] | None:
         """A stack pastiche layer's metadata when some of its frames are not made yet."""
         meta = getattr(layer, "metadata", {}).get(META_KEY, {}) if layer is not None else {}
         if "frames" in meta and "stack" in meta.get("settings", {}):

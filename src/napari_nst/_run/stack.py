@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Generator, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from ..core.errors import EngineProcessError
 from ..core.images import resized_shape
 from .inputs import LayerSnapshot, read_input, slice_axes, slice_shape
 from .plan import RunPlan, Task, output_name
-from .runner import ENGINE_NICE, PREVIEW_INTERVAL, _LIVE_PROCESSES, Notes, ProcessRunner
+from .runner import _LIVE_PROCESSES, ENGINE_NICE, PREVIEW_INTERVAL, Notes, ProcessRunner
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def stack_axes(snap: LayerSnapshot, axes: tuple[int, int]) -> list[tuple[int, in
 
 def plan_stack(content: LayerSnapshot, style: LayerSnapshot, options: dict[str, Any], settings: dict[str, Any],
                world_ndim: int, displayed: Sequence[int], axis: int, start: int = 0,
-               previous: Optional[LayerSnapshot] = None) -> RunPlan:
+               previous: LayerSnapshot | None = None) -> RunPlan:
     """One task per slice of ``content`` along ``axis``; ``start``/``previous``: continue a stack
     whose frames before ``start`` are made (``previous`` the pastiche layer holding them)."""
     axes = slice_axes(content, world_ndim, displayed)
@@ -73,21 +73,23 @@ def stack_bytes(plan: RunPlan) -> int:
     return len(plan.tasks) * h * w * (4 + 3) * 4
 
 
-def stack_memory_problem(plan: RunPlan, available: Optional[int]) -> Optional[str]:
+def stack_memory_problem(plan: RunPlan, available: int | None) -> str | None:
     """A sentence saying the stack will not fit, with a size that does; None when it fits."""
     need = stack_bytes(plan)
     if available is None or need <= available * STACK_MEMORY_FRACTION:
         return None
+    budget = available * STACK_MEMORY_FRACTION
     task = plan.tasks[0]
     size = int(task.options["size"])
-    while size > 16 and len(plan.tasks) * np.prod(resized_shape(task.full_shape, size)) * 28 > available * STACK_MEMORY_FRACTION:
+    per_px = need / max(1, len(plan.tasks) * task.final_shape[0] * task.final_shape[1])
+    while size > 16 and len(plan.tasks) * np.prod(resized_shape(task.full_shape, size)) * per_px > budget:
         size = int(size * 0.9)
     return (f"The stack of {len(plan.tasks)} frames at {task.final_shape[1]}×{task.final_shape[0]} px needs about "
             f"{need / 2**30:.1f} GiB in napari, but only {available / 2**30:.1f} GiB is free: set Size to {size} "
             "or less, or stylise this slice only.")
 
 
-def available_memory() -> Optional[int]:
+def available_memory() -> int | None:
     try:
         import psutil
 
@@ -99,7 +101,7 @@ def available_memory() -> Optional[int]:
 # --------------------------------------------------------------------------- worker thread
 
 
-def read_frames(plan: RunPlan) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], list[str]]:
+def read_frames(plan: RunPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
     """Every slice at the working size (N, h, w, 3), the style, the previous frame's pastiche
     (continuing) and notes. Worker thread: reads snapshots only."""
     size = int(plan.tasks[0].options["size"])
@@ -128,7 +130,7 @@ def previous_frame(layer: LayerSnapshot, axis: int, t: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(data[tuple(index)], dtype=np.float32)[..., :3])
 
 
-def run_stack_plan(runner: ProcessRunner, plan: RunPlan) -> Generator[Any, None, tuple[str, Optional[BaseException]]]:
+def run_stack_plan(runner: ProcessRunner, plan: RunPlan) -> Generator[Any, None, tuple[str, BaseException | None]]:
     """Worker-thread side of a stack run (as :func:`napari_nst._run.runner.run_task`)."""
     try:
         frames, style, previous, notes = read_frames(plan)
@@ -141,7 +143,7 @@ def run_stack_plan(runner: ProcessRunner, plan: RunPlan) -> Generator[Any, None,
         return ("failed", exc)
 
 
-def _stack_records(runner: ProcessRunner, frames: np.ndarray, style: np.ndarray, previous: Optional[np.ndarray],
+def _stack_records(runner: ProcessRunner, frames: np.ndarray, style: np.ndarray, previous: np.ndarray | None,
                    plan: RunPlan) -> Any:
     from ..core import remote  # looked up now: the tests replace it
 
@@ -201,7 +203,7 @@ class StackSink:
         self.layer = self._viewer.add_image(data, name=self._plan.output_name, rgb=True, contrast_limits=(0.0, 1.0),
                                             scale=scale, translate=translate, metadata=metadata)
 
-    def show(self, task: Task, image: np.ndarray, shape: Optional[tuple[int, int]], metadata: dict[str, Any]) -> None:
+    def show(self, task: Task, image: np.ndarray, shape: tuple[int, int] | None, metadata: dict[str, Any]) -> None:
         """Put ``image`` (a frame's preview or pastiche, float RGB at the working shape) in its
         frame; previews of a frame show while it is being made."""
         shape = tuple(int(v) for v in image.shape[:2])  # type: ignore[assignment]

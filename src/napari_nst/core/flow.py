@@ -46,7 +46,7 @@ def dis_flow(a: np.ndarray, b: np.ndarray, preset: str = "medium") -> np.ndarray
 
     presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-    dis = cv2.DISOpticalFlow_create(presets[preset])
+    dis = cv2.DISOpticalFlow_create(presets[preset])  # type: ignore[attr-defined]
     return np.asarray(dis.calc(_gray_u8(a), _gray_u8(b), None), dtype=np.float32)
 
 
@@ -81,7 +81,8 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     xs, ys = _grid((h, w))
     tx, ty = xs + backward[..., 0], ys + backward[..., 1]
     bad |= (tx < 0) | (tx > w - 1) | (ty < 0) | (ty > h - 1)
-    return (~bad).astype(np.float32)
+    out: np.ndarray = (~bad).astype(np.float32)
+    return out
 
 
 def carry(previous_pastiche: np.ndarray, previous: np.ndarray, current: np.ndarray,

@@ -3,8 +3,7 @@ napari process validates stacks with these without importing torch)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +12,7 @@ import numpy as np
 FRAME_STEPS_FRACTION = 1 / 3
 
 
-def frame_steps_for(steps: Optional[int], frame_steps: Optional[int]) -> int:
+def frame_steps_for(steps: int | None, frame_steps: int | None) -> int:
     """Evaluations of each frame after the first: ``frame_steps``, else a third of ``steps``."""
     if frame_steps is not None:
         return int(frame_steps)
@@ -28,7 +27,7 @@ class FrameSource:
     reader of files). ``limits``: the values mapped to 0 and 1 for every frame (None: by dtype).
     """
 
-    def __init__(self, frames: Sequence[Any], limits: Optional[tuple[float, float]] = None) -> None:
+    def __init__(self, frames: Any, limits: tuple[float, float] | None = None) -> None:
         self.frames, self.limits = frames, limits
 
     def __len__(self) -> int:

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ class _Carried:
 
 
 def run_stack(frames: FrameSource, style: np.ndarray, opts: Options, start: int = 0,
-              previous: Optional[np.ndarray] = None) -> Iterator[Progress]:
+              previous: np.ndarray | None = None) -> Iterator[Progress]:
     """Stylise ``frames[start:]`` one after the other; yield per evaluation (see Progress.frame).
 
     ``previous``: the pastiche of frame ``start - 1`` (to continue a stopped stack); frame
@@ -64,8 +64,8 @@ def run_stack(frames: FrameSource, style: np.ndarray, opts: Options, start: int 
     opts.check_size(first.shape[:2])
     shapes = opts.level_shapes(first.shape[:2])
     engine.check_memory(first.shape[:2], shapes[-1], opts, device, dtype)
-    base: Optional[engine._Run] = engine._prepare(first, style, opts, device, dtype, shapes,
-                                                  engine.split_steps(opts.steps, len(shapes)))
+    base: engine._Run | None = engine._prepare(first, style, opts, device, dtype, shapes,
+                                                  engine.split_steps(int(opts.steps or 1), len(shapes)))
     assert base is not None
     base.style_grams = {}  # the style's Grams once for the whole stack
     oom = None
@@ -85,7 +85,7 @@ def run_stack(frames: FrameSource, style: np.ndarray, opts: Options, start: int 
         raise engine._out_of_memory(first.shape[:2], shapes[-1], opts, device, dtype, oom)
 
 
-def _frames(base: engine._Run, frames: FrameSource, start: int, previous: Optional[np.ndarray]) -> Iterator[Progress]:
+def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.ndarray | None) -> Iterator[Progress]:
     n, opts, shape = len(frames), base.opts, base.shapes[-1]
     later = frame_steps(opts)
     totals = [later if (t > start or previous is not None) else int(opts.steps or 1) for t in range(start, n)]
@@ -97,7 +97,7 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: Option
     for t, steps in zip(range(start, n), totals, strict=True):
         content = frames[t]
         ctx, note = _frame_context(base, content, steps, carried, flow, t0)
-        last: Optional[np.ndarray] = None
+        last: np.ndarray | None = None
         for rec in engine._levels(ctx):
             if rec.image is not None:
                 last = rec.image
@@ -108,7 +108,7 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: Option
         carried = _Carried(last, _at(content, shape))
 
 
-def _frame_context(base: engine._Run, content: np.ndarray, steps: int, carried: Optional[_Carried], flow: bool,
+def _frame_context(base: engine._Run, content: np.ndarray, steps: int, carried: _Carried | None, flow: bool,
                    t0: float) -> tuple[engine._Run, str]:
     """The run context of one frame: the shared network and Grams, this frame's content, start
     and temporal term."""
