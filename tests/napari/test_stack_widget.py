@@ -171,3 +171,15 @@ def test_real_stack_run_in_the_child_process(make_napari_viewer, qtbot, images, 
     assert np.isfinite(out.data).all() and out.data[..., :3].std() > 0
     assert out.metadata["napari_nst"]["frames_done"] == 3
     assert "torch" not in sys.modules
+
+
+def test_frame_steps_field_is_auto_until_set(make_napari_viewer, images, timelapse, vgg16_weights):
+    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
+    assert widget.options()["frame_steps"] is None and widget.options()["temporal_weight"] is None
+    box = widget.frame_steps.native
+    assert box.specialValueText() == "auto" and box.value() == box.minimum()  # the box reads "auto"
+    widget.frame_steps.value = 7
+    widget.temporal_weight.value = "50"
+    assert widget.options()["frame_steps"] == 7 and widget.options()["temporal_weight"] == 50.0
+    widget.form.reset("frame_steps")
+    assert widget.options()["frame_steps"] is None

@@ -105,17 +105,21 @@ def read_frames(plan: RunPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
     """Every slice at the working size (N, h, w, 3), the style, the previous frame's pastiche
     (continuing) and notes. Worker thread: reads snapshots only."""
     size = int(plan.tasks[0].options["size"])
-    frames, note = [], None
+    frames, content_note = [], None
     for task in plan.tasks:
         img, n = read_input(task.content, task.axes, size, "content")
         frames.append(img)
-        note = note or n
+        content_note = content_note or n
     first = plan.tasks[0]
     style, s_note = read_input(first.style, first.style_axes, first.style_long_edge, "style")
     previous = None
     if plan.previous is not None and plan.start > 0:
         previous = previous_frame(plan.previous, plan.stack_axis or 0, plan.start - 1)
     notes = [f"the content is stylised slice by slice along axis {plan.stack_axis} ({len(frames)} slices)"]
+    # the content's own note names the one slice of frame 0 ("using the 2-D slice shown now"): its
+    # other parts (multiscale level, colormap) hold for every frame
+    if content_note:
+        notes += [p for p in content_note.split("; ") if "2-D slice" not in p]
     return np.stack(frames), style, previous, notes + [n for n in (s_note,) if n]
 
 
