@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["batch", "iter_stylize", "stylize", "__version__"]
+__all__ = ["batch", "iter_stylize", "iter_stylize_stack", "stylize", "stylize_stack", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("stylize", "iter_stylize"):
+    if name in ("stylize", "iter_stylize", "stylize_stack", "iter_stylize_stack"):
         from .core import api
 
         return getattr(api, name)

@@ -212,6 +212,67 @@ def _batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_stylize_stack(sub: Any) -> None:
+    p = sub.add_parser(
+        "stylize-stack", help="stylise every frame of a stack or time-lapse, consistently",
+        description="Stylise each frame of IN (a multi-page TIFF, or a folder of numbered images) in the style of "
+                    "STYLE; frame t starts from frame t-1's pastiche carried along the optical flow "
+                    "(README: Stacks and time-lapses).",
+    )
+    p.add_argument("input", metavar="IN", help="multi-page TIFF (N, H, W[, 3]) or a folder of numbered images")
+    p.add_argument("style", help="style image file")
+    p.add_argument("-o", "--output", required=True,
+                   help="OUT.tif: a multi-page 16-bit TIFF; any other name: a folder of PNG files, one per frame")
+    p.add_argument("--axis", type=int, default=0, help="the TIFF's frame axis (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(save_every=0)
+    add_option_flags(p)
+
+
+def _stylize_stack(args: argparse.Namespace) -> int:
+    from .core.api import iter_stylize_stack
+    from .core.io import FolderFrames, StackWriter, read_stack
+
+    frames = read_stack(args.input)
+    writer = StackWriter(args.output, frames.names if isinstance(frames, FolderFrames) else None)
+    writer.check_inputs(args.input, args.style)
+    records = iter_stylize_stack(frames, args.style, axis=args.axis, **_options(args))  # validates first
+    return _drive_stack(records, writer, args)
+
+
+def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
+    """Write each frame as it is finished; Ctrl-C keeps every finished frame."""
+    bar, rec, note = None, None, ""
+    try:
+        for rec in records:
+            if bar is None and not args.quiet:
+                from tqdm import tqdm
+
+                bar = tqdm(total=rec.stack_total, unit="eval", dynamic_ncols=True, file=sys.stderr)
+            if rec.note and rec.note != note:
+                note = rec.note
+                print(f"napari-nst: note: {note}", file=sys.stderr)
+            if rec.step == rec.total and rec.image is not None:
+                writer.write(rec.frame, rec.image)
+            if bar is not None:
+                bar.set_postfix_str(f"frame {rec.frame + 1}/{rec.frames}", refresh=False)
+                bar.update(rec.stack_step - bar.n)
+    except KeyboardInterrupt:
+        writer.close()
+        print(f"napari-nst: stopped; {writer.written} finished frame(s) saved to {writer.out}", file=sys.stderr)
+        return 130
+    except BaseException:
+        writer.close()  # the finished frames are kept
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    writer.close()
+    if not args.quiet and rec is not None:
+        print(f"saved {writer.written} frames to {writer.out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -223,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
     _add_batch(sub)
+    _add_stylize_stack(sub)
     d = sub.add_parser("demo", help="open napari with sample images and the Style Transfer widget")
     d.add_argument("--run", action="store_true", help="press Run at once")
     return parser
@@ -254,7 +316,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse(argv)
     try:
-        commands = {"stylize": _stylize, "batch": _batch, "demo": _demo}
+        commands = {"stylize": _stylize, "stylize-stack": _stylize_stack, "batch": _batch, "demo": _demo}
         return commands[args.command](args)
     except (ValueError, MemoryError, RuntimeError, OSError) as exc:
         msg = " ".join(str(exc).split())  # one line

@@ -25,11 +25,13 @@ def _seed_gram(features: torch.Tensor) -> torch.Tensor:
 
 def _evaluation(weights, seed_network: bool, monkeypatch, precision: str = "bf16"):
     """Objective, image gradient and {storage: (bytes, dtype, shape)} saved for backward."""
+    vgg._NETS.clear()  # build_vgg keeps the last networks it built: this one is built with patched parts
     with monkeypatch.context() as m:
         if seed_network:
             m.setattr(losses, "gram", _seed_gram)
             m.setattr(vgg, "MaxPool2x2", lambda: torch.nn.MaxPool2d(2, 2))
         net = vgg.build_vgg("vgg16", CONTENT + STYLE, weights=weights)
+        vgg._NETS.clear()  # and must not be handed to later tests
         gen = torch.Generator().manual_seed(0)
         content, style = torch.rand(1, 3, 48, 40, generator=gen), torch.rand(1, 3, 48, 40, generator=gen)
         with torch.no_grad():

@@ -16,6 +16,7 @@ from typing import Any, Optional, Protocol
 from .._run.plan import RunPlan
 from .._run.runner import Notes, run_task, shutdown
 from .._run.sink import LayerSink
+from .._run.stack import run_stack_plan
 from .._run.state import RunState
 from .._run.status import done_text, failure_text, progress_text, stopped_text
 from ..core.errors import NonFiniteLossError
@@ -58,10 +59,10 @@ class RunController:
 
     # ------------------------------------------------------------------ start / stop
 
-    def start(self, plan: RunPlan, sources: dict[str, Any]) -> None:
+    def start(self, plan: RunPlan, sources: dict[str, Any], sink: Any = None) -> None:
         from napari.qt.threading import create_worker
 
-        run = RunState(plan, LayerSink(self._viewer, plan), sources)
+        run = RunState(plan, sink if sink is not None else LayerSink(self._viewer, plan), sources)
         self.run, self._box[:], self._result = run, [run], None
         self._view.plot.clear(plan.steps)
         self._view.show_status("Starting the engine (loading torch and the network) ...")
@@ -69,7 +70,10 @@ class RunController:
         # at about a quarter of a core from its creation on, even after close (measured with
         # time.process_time in an idle viewer: 1 % -> 25 %); the status line and the loss plot
         # below the button show the step, losses and time left.
-        worker = create_worker(run_task, run.runner, plan.tasks[0], _start_thread=False)
+        if plan.stack_axis is None:
+            worker = create_worker(run_task, run.runner, plan.tasks[0], _start_thread=False)
+        else:  # every slice, one engine process (_run/stack.py)
+            worker = create_worker(run_stack_plan, run.runner, plan, _start_thread=False)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
@@ -110,7 +114,8 @@ class RunController:
         rec: Progress = item
         if run.first_record_at is None:
             run.first_record_at = time.perf_counter()
-        self._view.plot.add(rec.step, rec.losses.get("total", float("nan")), new_level=rec.level != run.level)
+        self._view.plot.add(rec.stack_step or rec.step, rec.losses.get("total", float("nan")),
+                            new_level=rec.level != run.level)
         run.add(rec)
         self._throttle.request()
 
@@ -128,9 +133,11 @@ class RunController:
         self._busy = True
         try:
             img_rec, rec = run.take()
+            for done in run.take_finished():  # a stack's finished frames are all shown
+                run.sink.show(run.plan.task_for(done), done.image, done.shape, run.metadata())
             if img_rec is not None and run.outcome == "running" and not run.stop_reason:
                 t0 = time.perf_counter()
-                run.sink.show(run.plan.tasks[0], img_rec.image, img_rec.shape, run.metadata())
+                run.sink.show(run.plan.task_for(img_rec), img_rec.image, img_rec.shape, run.metadata())
                 self.last_pastiche = run.sink.layer
                 self._throttle.drawn_after(t0)
             if rec is not None and run.outcome == "running":

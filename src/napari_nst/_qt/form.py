@@ -42,6 +42,10 @@ TEXT_KINDS = ("auto_float", "names", "floats", "float")
 def _int_box(spec: Spec, value: Any) -> SpinBox:
     lo = int(spec.lo) if spec.lo is not None else 0
     hi = min(int(spec.hi), QT_INT_MAX) if spec.hi is not None else QT_INT_MAX
+    if spec.nullable and not spec.none.startswith("by device"):  # e.g. frame_steps: None shown as "auto"
+        box = SpinBox(min=lo - 1, max=hi, step=int(spec.step or 1), value=value if value is not None else lo - 1)
+        box.native.setSpecialValueText(AUTO)
+        return box
     return SpinBox(min=lo, max=hi, step=int(spec.step or 1), value=value if value is not None else lo)
 
 
@@ -118,6 +122,8 @@ class OptionsForm:
             return text if text not in ("", ".") else None
         if spec.kind == "choice" and spec.nullable and w.value == NONE_CHOICES.get(name, AUTO):
             return None
+        if spec.kind == "int" and spec.nullable and int(w.value) < int(spec.lo or 0):  # "auto"
+            return None
         if isinstance(w, LineEdit) and spec.kind in TEXT_KINDS:
             try:
                 return spec.parse(w.value or "")
@@ -151,5 +157,7 @@ class OptionsForm:
             w.value = spec.format(spec.default)
         elif spec.kind == "choice" and spec.default is None:
             w.value = NONE_CHOICES.get(name, AUTO)
+        elif spec.kind == "int" and spec.default is None and w.min < int(spec.lo or 0):
+            w.value = w.min  # "auto"
         elif spec.default is not None:
             w.value = spec.default

@@ -30,6 +30,7 @@ from .regions_panel import RegionsPanel
 from .styles_panel import StylesPanel
 from .probe import start_probe
 from .remembered import RememberedSettings
+from .stack_panel import StackPanel
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -48,6 +49,8 @@ class StyleTransferWidget(Container):
         self.inputs = InputsPanel(viewer)
         self.content, self.style = self.inputs.content, self.inputs.style
         self._controls_panels(viewer)
+        self.stack = StackPanel(viewer)  # "This slice" / "All slices along axis k" (stacks)
+        self.slices, self.follow_frame = self.stack.slices, self.stack.follow
         self.form = OptionsForm(partial(self.inputs.init_choices, spec("init").choices or ()), self._device_choices())
         for name, w in self.form.fields.items():
             setattr(self, name, w)
@@ -91,8 +94,11 @@ class StyleTransferWidget(Container):
         self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
         self.status.native.setWordWrap(True)
         self.remembered.native.setWordWrap(True)
-        self.extend([self.content, self.styles, self.regions, self.region_styles, *self.form.basic(),
-                     self.show_advanced, *self._advanced])
+        self.extend([self.content, self.styles, self.regions, self.region_styles, *self.stack.widgets(),
+                     *self.form.basic(), self.show_advanced, *self._advanced])
+        self.content.changed.connect(lambda *_: self.stack.refresh(self.content.value))
+        self._viewer.dims.events.order.connect(lambda *_: self.stack.refresh())
+        self._viewer.dims.events.ndisplay.connect(lambda *_: self.stack.refresh())
         from .._lossplot import LossPlot
 
         self.plot = LossPlot()  # full width, without a label column: buttons, status text, loss curve
@@ -142,6 +148,8 @@ class StyleTransferWidget(Container):
         """Refresh the layer pickers (napari's dock calls this when layers are added, removed, renamed)."""
         super().reset_choices(*args)
         self.inputs.after_reset()
+        if hasattr(self, "stack"):
+            self.stack.refresh(self.content.value)
 
     def _device_choices(self) -> list[str]:
         if self._gpu is False:
@@ -157,7 +165,8 @@ class StyleTransferWidget(Container):
         machine = Options().for_device(self._will_use_gpu())
         with self.settings.quiet():
             for name, s in self.form.specs.items():
-                if s.default is None and s.kind == "int" and name not in self.settings.touched:
+                if s.default is None and s.kind == "int" and name not in self.settings.touched \
+                        and getattr(machine, name) is not None:
                     self.form.fields[name].value = getattr(machine, name)
 
     def _on_probe_done(self, result: dict[str, Any]) -> None:
@@ -276,6 +285,9 @@ class StyleTransferWidget(Container):
             notify.error("The layer to start from is no longer in the viewer; pick another one under Start from.")
             return False
         opts["init"] = "content" if init_layer is not None else opts["init"]
+        if self.stack.unfinished(init_layer) or (init_layer is None and self.stack.axis() is not None):
+            settings = {**Options().as_dict(), **opts, "init": opts["init"]}
+            return self.stack.start(self.controller, content, style, opts, settings, resume=init_layer)
         plan = self._plan(content, style, init_layer, opts)
         self.controller.start(plan, {"content": content, "style": style, "init": init_layer,
                                      "styles": self.styles_panel.layers()[1:], "regions": self.regions.value})

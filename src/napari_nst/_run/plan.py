@@ -61,10 +61,17 @@ class RunPlan:
     tasks: tuple[Task, ...]
     output_name: str
     settings: dict[str, Any] = field(default_factory=dict)  #: JSON-friendly, for the layer metadata
+    stack_axis: Optional[int] = None  #: a stack run (_run/stack.py): the content's axis its tasks go along
+    start: int = 0  #: a stack run's first task (Continue)
+    previous: Optional[LayerSnapshot] = None  #: the stack pastiche layer a Continue fills further
 
     @property
     def steps(self) -> int:
-        return sum(int(t.options["steps"]) for t in self.tasks)
+        return sum(int(t.options["steps"]) for t in self.tasks[self.start:])
+
+    def task_for(self, rec: Any) -> Task:
+        """The task a record belongs to (its frame in a stack run)."""
+        return self.tasks[rec.frame] if self.stack_axis is not None else self.tasks[0]
 
 
 def output_name(content: str, style: str, continued: bool) -> str:

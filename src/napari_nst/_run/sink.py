@@ -52,6 +52,8 @@ def run_metadata(
             device=last.device, elapsed=round(last.elapsed, 3), shape=tuple(last.shape),
             level=last.level, levels=last.levels,
         )
+        if last.frames > 1:  # a stack: Continue resumes at the first frame not finished
+            meta.update(frame=last.frame, frames=last.frames, frames_done=last.frame + (last.step == last.total))
     if stop_reason:
         meta["stop_reason"] = stop_reason
     if error is not None:

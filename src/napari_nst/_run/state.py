@@ -28,7 +28,7 @@ class RunState:
     """One run: its plan, runner, sink, the live layers it reads, and how it is going."""
 
     plan: RunPlan
-    sink: LayerSink
+    sink: LayerSink  #: or a _run.stack.StackSink (same calls)
     sources: dict[str, Any]  #: "content", "style", "init" -> the live layer (or None)
     runner: ProcessRunner = field(default_factory=ProcessRunner)
     outcome: str = "running"
@@ -41,6 +41,7 @@ class RunState:
     level: int = 0
     pending: Optional[Progress] = None
     pending_image: Optional[Progress] = None
+    finished: list[Progress] = field(default_factory=list)  #: a stack's finished frames not shown yet
     rate: RateTracker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +70,13 @@ class RunState:
         self.pending = rec
         if rec.image is not None:
             self.pending_image = rec
+            if rec.frames > 1 and rec.step == rec.total:
+                self.finished.append(rec)
+
+    def take_finished(self) -> list[Progress]:
+        """A stack's frames finished since the last call (each is shown, none coalesced away)."""
+        out, self.finished = self.finished, []
+        return out
 
     def take(self) -> tuple[Optional[Progress], Optional[Progress]]:
         """``(newest record with an image, newest record)`` since the last call."""

@@ -42,19 +42,22 @@ class RateTracker:
 
     def add(self, rec: Progress, now: Optional[float] = None) -> None:
         now = time.perf_counter() if now is None else now
+        step = rec.stack_step or rec.step  # a stack counts its evaluations over all frames
         if rec.level != self._level or self._step == 0:
-            self._level, self._step, self._time = rec.level, rec.step, now  # a new level: restart
+            self._level, self._step, self._time = rec.level, step, now  # a new level: restart
             return
-        if rec.step > self._step:
-            r = (now - self._time) / (rec.step - self._step)
-            smooth = self.rate is not None and rec.step - self._step >= 2
+        if step > self._step:
+            r = (now - self._time) / (step - self._step)
+            smooth = self.rate is not None and step - self._step >= 2
             self.rate = RATE_SMOOTHING * self.rate + (1 - RATE_SMOOTHING) * r if smooth else r  # type: ignore[operator]
-            self._step, self._time = rec.step, now
+            self._step, self._time = step, now
 
     def eta(self, rec: Progress) -> float:
         """Seconds left (NaN before a rate is known); later levels are larger: scaled by pixels."""
         if self.rate is None:
             return float("nan")
+        if rec.stack_total:  # the whole stack
+            return (rec.stack_total - rec.stack_step) * self.rate
         left = (rec.total - rec.step) * self.rate
         if rec.level < rec.levels and rec.shape[0]:
             grow = (self.final_shape[0] * self.final_shape[1]) / max(1, rec.shape[0] * rec.shape[1])
@@ -68,17 +71,23 @@ def progress_text(rec: Progress, rate: RateTracker) -> str:
     per_step = f" · {rate.rate:.2g} s/step" if rate.rate else ""
     eta = rate.eta(rec)
     left = f" · about {fmt_time(eta)} left" if math.isfinite(eta) else ""
-    return f"Step {rec.step}/{rec.total}{level} on {rec.device}{per_step}{left}\n{losses}"
+    frame = f"Frame {rec.frame + 1} of {rec.frames} · " if rec.frames > 1 else ""
+    return f"{frame}Step {rec.step}/{rec.total}{level} on {rec.device}{per_step}{left}\n{losses}"
 
 
 def done_text(rec: Progress) -> str:
     w = ", ".join(f"{k} {fmt_loss(v)}" for k, v in rec.weights.items())
+    if rec.frames > 1:
+        return f"Done: {rec.frames} frames, {rec.stack_step} steps in {fmt_time(rec.elapsed)} on {rec.device}.\nWeights used: {w}"
     return f"Done: {rec.step} steps in {fmt_time(rec.elapsed)} on {rec.device}.\nWeights used: {w}"
 
 
 def stopped_text(rec: Optional[Progress], reason: Optional[str], kept: bool) -> str:
     why = f" ({reason})" if reason else ""
     step = f" at step {rec.step}/{rec.total}" if rec is not None else ""
+    if rec is not None and rec.frames > 1:
+        done = rec.frame + (rec.step == rec.total)
+        step = f" at frame {rec.frame + 1} of {rec.frames} ({done} finished; Continue resumes at the next)"
     return f"Stopped{step}{why}" + ("; the pastiche so far is kept" if kept else "") + "."
 
 

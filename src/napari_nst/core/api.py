@@ -169,3 +169,106 @@ def console_progress(show: bool) -> Iterator[Any]:
         yield bar
     finally:
         bar.close()
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def stack_frames(stack: Any, axis: int = 0, limits: Any = None) -> Any:
+    """``stack`` (an array whose ``axis`` runs over frames, or a sequence of 2-D images) as a
+    :class:`~napari_nst.core.stack.FrameSource`; raises ``ImageError`` (a ValueError) for a 2-D
+    array or one RGB image, an axis out of range, or an empty stack."""
+    from .errors import ImageError
+    from .frames import FrameSource
+
+    if isinstance(stack, (list, tuple)) or hasattr(stack, "shapes"):  # images, or a lazy reader (io.py)
+        if len(stack) == 0:
+            raise ImageError("the stack has no frames")
+        shapes = list(stack.shapes) if hasattr(stack, "shapes") else [np.shape(f) for f in stack]
+        sizes = sorted({tuple(sh[:2]) for sh in shapes})
+        if len(sizes) > 1:
+            first = next(i for i, sh in enumerate(shapes) if tuple(sh[:2]) != tuple(shapes[0][:2]))
+            raise ImageError(f"the frames differ in size: frame 0 is {shapes[0][0]}x{shapes[0][1]} px, frame {first} "
+                             f"is {shapes[first][0]}x{shapes[first][1]} px; give frames of one size")
+        return FrameSource(stack, limits)
+    arr = np.asarray(stack)
+    if arr.ndim < 3:
+        raise ImageError(f"a stack needs a frame axis and two image axes; this array has shape {arr.shape}: "
+                         "for one image use napari_nst.stylize")
+    if not -arr.ndim <= int(axis) < arr.ndim:
+        raise ImageError(f"axis={axis} is out of range for a stack of shape {arr.shape}; use 0 to {arr.ndim - 1}")
+    frames = np.moveaxis(arr, int(axis), 0)
+    if frames.ndim == 3 and frames.shape[-1] in (3, 4):  # frames 3 or 4 px wide: an RGB(A) image
+        raise ImageError(f"shape {arr.shape} along axis {axis} is {frames.shape[0]} frames of {frames.shape[1:]}: "
+                         "this looks like one RGB image; use napari_nst.stylize, or put the frame axis first")
+    if frames.shape[0] == 0:
+        raise ImageError(f"the stack of shape {arr.shape} has no frames along axis {axis}")
+    if limits is None and frames.size and not _unit_range(frames):
+        colour = frames[..., :-1] if frames.ndim == 4 and frames.shape[-1] in (2, 4) else frames
+        lo, hi = float(np.min(colour)), float(np.max(colour))  # one range for all frames: no flicker
+        limits = (lo, hi) if hi > lo and np.isfinite(hi - lo) else None
+    return FrameSource(frames, limits)
+
+
+def _unit_range(frames: np.ndarray) -> bool:
+    """Whether each frame maps by its dtype alone (uint8, or floats inside [0, 1])."""
+    if frames.dtype == np.uint8:
+        return True
+    return frames.dtype.kind == "f" and bool(np.nanmin(frames) >= 0.0) and bool(np.nanmax(frames) <= 1.0)
+
+
+def prepare_stack(stack: Any, style: ImageInput, axis: int = 0, **options: Any) -> tuple[Any, np.ndarray, Options]:
+    """Validate a stack run before any work: frames, style and options (ValueError naming the fix)."""
+    opts = Options.from_kwargs(**options)
+    frames = stack_frames(stack, axis, opts.content_limits)
+    first = frames[0]
+    opts.check_size(first.shape[:2])
+    _check_weights_path(opts.weights)
+    s = _load(style, "style", opts.style_limits)
+    opts.check_style_size(first.shape[:2], s.shape[:2])
+    if isinstance(opts.init, np.ndarray):
+        to_rgb_float(opts.init, name="init")
+    return frames, s, opts
+
+
+def iter_stylize_stack(stack: Any, style: ImageInput, axis: int = 0, *, start: int = 0, previous: Any = None,
+                       **options: Any) -> Iterator[Any]:
+    """Stylise every frame of ``stack``, each consistent with the one before; yield per evaluation.
+
+    ``stack``: an array whose ``axis`` runs over frames (or z slices) and whose other axes are one
+    image each as :func:`iter_stylize` takes it ((N, H, W), (N, H, W, 3), (N, H, W, 4), any dtype;
+    integer stacks are mapped with one range for all frames), or a sequence of such images.
+    Records are :class:`~napari_nst.core.records.Progress` with ``frame``/``frames``; a frame's
+    last record (``step == total``) carries its pastiche. Frame t starts from frame t-1's pastiche
+    carried along the optical flow, kept there by the temporal term (``temporal_weight``; 0 =
+    independent frames); later frames get ``frame_steps`` evaluations. ``start``/``previous``:
+    continue a stopped stack at frame ``start`` from the pastiche of frame ``start - 1``.
+    Closing the generator stops at once. Errors in the input raise ValueError at the call.
+    """
+    frames, s, opts = prepare_stack(stack, style, axis, **options)
+    if not 0 <= int(start) < len(frames):
+        raise ValueError(f"start={start} is not a frame of this stack of {len(frames)}; use 0 to {len(frames) - 1}")
+    if int(start) > 0 and previous is None:
+        raise ValueError("start > 0 needs previous=, the pastiche of frame start - 1 (or start at 0)")
+    return _run_stack(frames, s, opts, int(start), previous)
+
+
+def _run_stack(frames: Any, s: np.ndarray, opts: Options, start: int, previous: Any) -> Iterator[Any]:
+    from .stack import run_stack
+
+    yield from run_stack(frames, s, opts, start, previous)
+
+
+def stylize_stack(stack: Any, style: ImageInput, axis: int = 0, **options: Any) -> np.ndarray:
+    """The whole stack, blocking: float32 ``(N, h, w, 3)`` in [0, 1] (frame axis first).
+
+    Same arguments as :func:`iter_stylize_stack`.
+    """
+    out: np.ndarray | None = None
+    for rec in iter_stylize_stack(stack, style, axis, **options):
+        if rec.step == rec.total and rec.image is not None:
+            if out is None:
+                out = np.zeros((rec.frames, *rec.image.shape), np.float32)
+            out[rec.frame] = rec.image
+    assert out is not None
+    return out

@@ -6,10 +6,11 @@ stops the work within one evaluation and frees the device memory.
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,6 +227,10 @@ class _Run:
     last_image_at: float = -math.inf  # perf_counter time of the last record that had an image
     last_good: np.ndarray | None = None  # the last image recorded (kept for NonFiniteLossError)
     controls: Any = None  # several styles, regions, colours, strength (core/controls.py); None: the paper's
+    # hooks for a caller that runs many images with one context (core/stack.py): style Gram
+    # matrices memoised by the style's working shape, and extra terms for a level's shape
+    style_grams: dict[Any, dict[str, torch.Tensor]] | None = None
+    extra_terms: Callable[[tuple[int, int]], list[Any]] | None = None
 
     @property
     def total(self) -> int:
@@ -237,20 +242,20 @@ class _Run:
 
 
 def _targets(
-    net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, opts: Options
+    net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, opts: Options,
+    grams: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
-    """Content features, style Gram matrices and the pastiche's (N_l, M_l), without autograd."""
+    """Content features, style Gram matrices (``grams`` if given) and the pastiche's (N_l, M_l),
+    without autograd."""
     # The targets are computed once per level, so they cost nothing to compute in float32: the
     # objective is then exactly the float32 one, whatever precision the evaluations run in.
     with torch.no_grad():
         cf = net(content)
-        sf = net(style)
+        if grams is None:
+            sf = net(style)
+            grams = {n: gram(sf[n]) for n in opts.style_layers}
     nm = {n: (cf[n].shape[1], cf[n].shape[2] * cf[n].shape[3]) for n in opts.style_layers}
-    return (
-        {n: cf[n].float() for n in opts.content_layers},
-        {n: gram(sf[n]) for n in opts.style_layers},
-        nm,
-    )
+    return {n: cf[n].float() for n in opts.content_layers}, grams, nm
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -339,7 +344,9 @@ def _prepare(content: np.ndarray, style: Any, opts: Options, device: torch.devic
     if "lean_pool" in opts.extra:
         plan = NetworkPlan(plan.channels_last, bool(opts.extra["lean_pool"]))
     # model None: the network the weights file holds (vgg.resolve_model), else vgg19
-    net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling).to(device)
+    net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling)
+    if device.type != "cpu":  # the kept network stays on the CPU: the device's memory goes back after the run
+        net = copy.deepcopy(net).to(device)
     net.set_lean_pool(plan.lean_pool)
     return _Run(opts, device, dtype, plan, net, to_tensor(content, where), to_tensor(style, where),
                 style.shape[:2], shapes, counts, layer_w, gen, controls=controls)
@@ -379,13 +386,18 @@ def _terms(ctx: _Run, shape: tuple[int, int]) -> tuple[list[Any], dict[str, floa
     opts = ctx.opts
     c = ctx.resized(ctx.content, shape)
     s = ctx.resized(ctx.style, opts.style_shape(ctx.style_shape, shape))
-    content_t, grams, nm = _targets(ctx.net, c, s, opts)
+    memo = ctx.style_grams
+    content_t, grams, nm = _targets(ctx.net, c, s, opts, None if memo is None else memo.get(tuple(s.shape)))
+    if memo is not None:
+        memo[tuple(s.shape)] = grams
     a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
     terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
     if ctx.controls is not None:  # several styles, regions, style strength (core/controls.py)
         terms[1] = ctx.controls.style_term(ctx, shape, terms[1], nm)
     if opts.tv_weight > 0:
         terms.append(TVTerm(opts.tv_weight))
+    if ctx.extra_terms is not None:
+        terms.extend(ctx.extra_terms(shape))
     return terms, {t.name: float(t.weight) for t in terms}
 
 

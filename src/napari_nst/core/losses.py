@@ -118,6 +118,15 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     return dx.float().pow(2).mean() + dy.float().pow(2).mean()
 
 
+def temporal_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``1/D * sum_k c_k (x_k - w_k)^2`` (Ruder, Dosovitskiy and Brox 2016, eq. 7): the squared
+    difference to ``target`` (the previous frame's pastiche carried along the flow) where the
+    ``mask`` c (1 where the flow is reliable, else 0; broadcast over the channels) allows it,
+    divided by the number of values D, so that its weight does not depend on the image size.
+    """
+    return (mask * (image.float() - target).pow(2)).mean()
+
+
 # --------------------------------------------------------------------------- terms
 
 
@@ -181,8 +190,26 @@ class TVTerm:
         return tv_loss(image)
 
 
+@dataclass
+class TemporalTerm:
+    """Temporal consistency of a stack's frame (see :func:`temporal_loss`).
+
+    Not in Gatys et al. 2015 (Ruder et al. 2016's short-term term; stacks only, ``temporal_weight``).
+    ``target`` (1, 3, H, W) and ``mask`` (1, 1, H, W) live on the device; no host synchronisation.
+    """
+
+    target: torch.Tensor
+    mask: torch.Tensor
+    weight: float
+    name: str = "temporal"
+    layers: list[str] = field(default_factory=list)
+
+    def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        return temporal_loss(image, self.target, self.mask)
+
+
 def evaluate(
-    terms: Sequence[ContentTerm | StyleTerm | TVTerm],
+    terms: Sequence[ContentTerm | StyleTerm | TVTerm | TemporalTerm],
     features: Mapping[str, torch.Tensor],
     image: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

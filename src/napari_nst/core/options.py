@@ -108,6 +108,14 @@ class Options:
         Seconds: copy the image into a record only if at least this long has passed since the
         last record that had one (0 = no time limit). The last record of each level always
         carries the image.
+    temporal_weight : float or None
+        Stacks only: weight of the temporal term that keeps frame t near frame t-1's pastiche
+        carried along the optical flow (Ruder, Dosovitskiy and Brox 2016: mean squared difference over the pixels
+        where the flow is reliable, so it does not depend on the size). None: automatic
+        (TEMPORAL_BALANCE in core/stack.py, measured in docs/stacks.md); 0 = frames independent.
+    frame_steps : int or None
+        Stacks only: evaluations for each frame after the first, which starts from the previous
+        pastiche carried along the flow. None: about a third of ``steps``.
     content_limits, style_limits : (lo, hi) or None
         Values mapped to 0 and 1, such as a napari layer's contrast limits. None: by dtype.
     style_blend : tuple of float or None
@@ -157,6 +165,10 @@ class Options:
     precision: str = option("auto", label="Precision", kind="choice", choices=PRECISIONS, advanced=True)
     preview_every: int = option(1, label="Preview every", kind="int", lo=1, hi=MAX_STEPS, form=False, cli=False)
     preview_interval: float = option(0.0, label="Preview interval (s)", kind="float", lo=0, form=False, cli=False)
+    temporal_weight: Optional[float] = option(None, label="Temporal weight", kind="auto_float", lo=0,
+                                              advanced=True, none="automatic")
+    frame_steps: Optional[int] = option(None, label="Steps per frame", kind="int", lo=1, hi=MAX_STEPS, step=10,
+                                        advanced=True, none="about a third of steps")
     content_limits: Optional[tuple[float, float]] = option(None, label="Content limits", kind="limits",
                                                            none="by dtype", form=False)
     style_limits: Optional[tuple[float, float]] = option(None, label="Style limits", kind="limits",

@@ -18,6 +18,12 @@ class Progress:
     always carries an image. ``weights`` are the resolved ``a``, ``b`` (and tv) of this level.
     ``device``, ``precision`` (the network's: ``float32`` or ``bfloat16``) and ``size`` (the output's
     long edge) say what the run chose; ``total`` is its number of evaluations.
+
+    In a stack run (:func:`napari_nst.iter_stylize_stack`) ``frame`` is the 0-based frame the
+    record belongs to, of ``frames``; ``step``/``total`` count that frame's evaluations (its last
+    record has ``step == total`` and that frame's pastiche), ``stack_step``/``stack_total`` the
+    whole stack's, and ``elapsed`` is the time since the stack started. A single image is frame 0
+    of 1 with ``stack_step == step``.
     """
 
     step: int
@@ -33,3 +39,8 @@ class Progress:
     last_of_level: bool = False
     precision: str = "float32"
     size: int = 0
+    frame: int = 0
+    frames: int = 1
+    stack_step: int = 0
+    stack_total: int = 0
+    note: str = ""  # a stack run's one-line remark about this frame ("no optical flow: ...")

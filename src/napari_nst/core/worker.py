@@ -46,6 +46,20 @@ def _picklable(exc: BaseException) -> BaseException:
         return EngineProcessError(f"{type(exc).__name__}: {exc}")
 
 
+def _records(request: dict[str, Any]) -> Any:
+    """The engine's records for a request: one image, or a stack (``request["stack"]``)."""
+    if "stack" in request:
+        from .frames import FrameSource
+        from .stack import run_stack
+
+        st = request["stack"]
+        return run_stack(FrameSource(st["frames"], st["limits"]), request["style"], request["options"], st["start"],
+                         st["previous"])
+    from .engine import run
+
+    return run(request["content"], request["style"], request["options"])
+
+
 class Inbox:
     """Reads stdin on a thread: requests are queued, cancel messages are noted at once."""
 
@@ -79,11 +93,9 @@ class Inbox:
 
 def serve(request: dict[str, Any], out: BinaryIO, rid: int = 0, cancelled: Any = lambda: False) -> None:
     """Run the engine on ``request``; send each record; stop between evaluations once ``cancelled()``."""
-    from .engine import run
-
     min_interval = request.get("min_interval", 0.0)
     last_sent = 0.0
-    records = run(request["content"], request["style"], request["options"])
+    records = _records(request)
     try:
         for rec in records:
             if cancelled():
