@@ -24,7 +24,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -108,7 +107,7 @@ def objective(prob: Problem, image: np.ndarray | torch.Tensor) -> float:
         return float(_loss(prob, prob.net(x)))
 
 
-def run_baseline(prob: Problem, steps: int, trace: Optional[list] = None) -> tuple[torch.Tensor, float]:
+def run_baseline(prob: Problem, steps: int, trace: list | None = None) -> tuple[torch.Tensor, float]:
     """The tutorial's loop for ``steps`` evaluations; returns the image and seconds taken.
 
     ``trace`` (if given) receives ``(evaluations, seconds, objective)`` after every evaluation;
@@ -147,7 +146,7 @@ def run_baseline(prob: Problem, steps: int, trace: Optional[list] = None) -> tup
     return x.detach(), seconds
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=300)

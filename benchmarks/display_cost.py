@@ -93,9 +93,9 @@ def main() -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import napari
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from napari_nst.core.io import read_image
 
     content = read_image(SHARED / "images" / "tubingen.jpg")

@@ -6,7 +6,8 @@ shared float32 function of baseline.py gives, with the number of objective evalu
 
     python benchmarks/lbfgs_line_search.py 60 120     (iterations per run)
 """
-import sys, time
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import baseline as B
 from bench_cpu import nst_options
 from napari_nst.core import engine
+
 count = [0]
 orig_eval = engine.evaluate
 def counting(*a, **k):

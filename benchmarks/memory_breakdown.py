@@ -36,7 +36,7 @@ import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -109,7 +109,7 @@ class _MallInfo2(ctypes.Structure):
                  "keepcost")]
 
 
-def _libc() -> Optional[ctypes.CDLL]:
+def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallinfo2.restype = _MallInfo2
@@ -139,7 +139,6 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
 
     sys.path.insert(0, str(HERE))
     import baseline as B  # noqa: E402
-
     from napari_nst.core import engine, losses, vgg  # noqa: E402
 
     def heap() -> int:
@@ -425,7 +424,7 @@ def flops(size: int) -> dict[str, float]:
     return {"forward": fwd, "backward": sum(conv) + 2 * gram, "block1": conv[0] + conv[1]}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--evals", type=int, default=25)

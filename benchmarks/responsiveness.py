@@ -84,10 +84,10 @@ def main() -> int:
 
 
 def _run(args) -> int:
-    import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
+    import napari
     import napari_nst._run.runner as widget_module  # where ENGINE_NICE lives
     from napari_nst.core.io import read_image
 

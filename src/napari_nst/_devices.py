@@ -12,10 +12,10 @@ import platform
 import shutil
 import subprocess
 import sys
-from typing import Any, Optional
+from typing import Any
 
 
-def quick_device_guess() -> Optional[str]:
+def quick_device_guess() -> str | None:
     """``"cpu"`` when there is surely no GPU torch could use, else None (ask torch to be sure).
 
     Cheap: looks for NVIDIA/AMD device files or ``nvidia-smi``; Apple silicon may have MPS.

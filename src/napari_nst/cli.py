@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from .core.errors import OptionError
 from .core.options import INITS, MAX_STEPS, Spec, specs
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse, and answer an unknown flag with the subcommand's usage and the closest flag."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -313,7 +314,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     try:
         commands = {"stylize": _stylize, "stylize-stack": _stylize_stack, "batch": _batch, "demo": _demo}

@@ -141,8 +141,9 @@ def test_black_content_still_moves(style, fast):
 
 
 def test_records_say_what_the_run_chose(content, style, fast):
-    from napari_nst.core import engine
     import torch
+
+    from napari_nst.core import engine
 
     rec = _records(content, style, **{**fast, "steps": 2})[-1]
     dtype = engine.autocast_dtype("auto", torch.device("cpu"))

@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from napari_nst.core.losses import (
-    ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss, style_loss, tv_loss,
+    ContentTerm,
+    StyleTarget,
+    StyleTerm,
+    TVTerm,
+    content_loss,
+    evaluate,
+    gram,
+    gram_loss,
+    style_loss,
+    tv_loss,
 )
 
 rng = np.random.default_rng(42)

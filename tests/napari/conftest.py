@@ -7,8 +7,8 @@ Every test reproduces the user's order: the viewer exists first, then the widget
 from __future__ import annotations
 
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import numpy as np

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from nst_helpers import RUN_TIMEOUT, digest, errors, open_widget, tiny, viewer_with_widget, world_extent
 
 pytestmark = pytest.mark.gui

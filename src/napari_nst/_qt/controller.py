@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import weakref
 from functools import partial
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from .._run.plan import RunPlan
 from .._run.runner import Notes, run_task, shutdown
@@ -45,7 +45,7 @@ class RunController:
     def __init__(self, viewer: Any, view: RunView, parent: Any) -> None:
         self._viewer = viewer
         self._view = view
-        self.run: Optional[RunState] = None
+        self.run: RunState | None = None
         self.worker: Any = None
         self.last_pastiche: Any = None
         self.closed = False
@@ -83,7 +83,7 @@ class RunController:
         self._view.set_running()
         worker.start()
 
-    def stop(self, reason: Optional[str] = None) -> bool:
+    def stop(self, reason: str | None = None) -> bool:
         """Ask the run to end within one evaluation; False when none is running."""
         if self.run is None or self.worker is None:
             return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, LogSlider, SpinBox
 from magicgui.widgets.bases import ValueWidget
@@ -62,7 +62,7 @@ def _seed_box(spec: Spec) -> SpinBox:
     return box
 
 
-def make_field(spec: Spec, init_choices: Callable[..., list[Any]], devices: list[str]) -> Optional[ValueWidget]:
+def make_field(spec: Spec, init_choices: Callable[..., list[Any]], devices: list[str]) -> ValueWidget | None:
     """The widget for one option (None for a kind the form does not know: a test catches that)."""
     kind = spec.kind
     if kind == "int":

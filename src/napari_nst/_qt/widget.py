@@ -9,7 +9,7 @@ See docs/architecture.md for the parts and the flow of a run.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, Container, Label, PushButton
 
@@ -17,6 +17,7 @@ from .._devices import quick_device_guess
 from .._run.inputs import snapshot
 from .._run.labels import labels_snapshot
 from .._run.plan import RunPlan, plan_2d, with_controls
+from .._run.runner import prewarm
 from .._run.sink import META_KEY
 from .._run.state import same_layer
 from ..core.errors import OptionError
@@ -25,12 +26,11 @@ from . import notify
 from .controller import RunController
 from .form import OptionsForm
 from .inputs_panel import InputsPanel
-from .._run.runner import prewarm
-from .regions_panel import RegionsPanel
-from .styles_panel import StylesPanel
 from .probe import start_probe
+from .regions_panel import RegionsPanel
 from .remembered import RememberedSettings
 from .stack_panel import StackPanel
+from .styles_panel import StylesPanel
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -44,7 +44,7 @@ class StyleTransferWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
-        self._gpu: Optional[bool] = None if quick_device_guess() is None else False
+        self._gpu: bool | None = None if quick_device_guess() is None else False
         self._gpu_names: list[str] = []
         self.inputs = InputsPanel(viewer)
         self.content, self.style = self.inputs.content, self.inputs.style
@@ -114,7 +114,7 @@ class StyleTransferWidget(Container):
 
     def _controls_panels(self, viewer: Any) -> None:
         """Several styles with weights, and regions from a Labels layer (issue 13)."""
-        self.regions_panel: Optional[RegionsPanel] = None
+        self.regions_panel: RegionsPanel | None = None
         self.styles_panel = StylesPanel(self.style, self.inputs.image_choices, self._on_styles_changed)
         self.regions_panel = RegionsPanel(viewer, lambda: [getattr(p.value, "name", "?") for p in
                                                            self.styles_panel.pickers])
@@ -293,7 +293,7 @@ class StyleTransferWidget(Container):
                                      "styles": self.styles_panel.layers()[1:], "regions": self.regions.value})
         return True
 
-    def stop(self, reason: Optional[str] = None) -> None:
+    def stop(self, reason: str | None = None) -> None:
         """End the current run within one evaluation; the pastiche so far is kept."""
         if self.controller.stop(reason):
             self.set_stopping()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -37,14 +37,14 @@ class LayerSnapshot:
     contrast_limits: tuple[float, float]
     gamma: float
     colormap: Any  #: a private copy of the layer's napari Colormap (a pure model)
-    downsample_factors: Optional[np.ndarray]
+    downsample_factors: np.ndarray | None
     scale: np.ndarray
     translate: np.ndarray
     rotate: np.ndarray
     shear: np.ndarray
     affine: np.ndarray  #: the affine matrix
     shape: tuple[int, ...]  #: level 0's shape
-    position: Optional[np.ndarray]  #: the dims point in data coordinates (None: index 0)
+    position: np.ndarray | None  #: the dims point in data coordinates (None: index 0)
 
 
 def _copy_model(model: Any) -> Any:
@@ -52,7 +52,7 @@ def _copy_model(model: Any) -> Any:
     return copy(deep=True) if copy is not None else model
 
 
-def snapshot(layer: Any, point: Optional[Sequence[float]] = None) -> LayerSnapshot:
+def snapshot(layer: Any, point: Sequence[float] | None = None) -> LayerSnapshot:
     """The snapshot of ``layer`` at the world ``point`` (``viewer.dims.point``). Main thread only."""
     from .sink import full_precision
 
@@ -125,7 +125,7 @@ def shrink(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def read_input(
     snap: LayerSnapshot, axes: tuple[int, int], long_edge: int, name: str
-) -> tuple[np.ndarray, Optional[str]]:
+) -> tuple[np.ndarray, str | None]:
     """The displayed slice of ``snap`` as float32 RGB, no larger than ``long_edge`` on its long side.
 
     The working shape is that of the full-resolution slice scaled to ``long_edge`` (what the

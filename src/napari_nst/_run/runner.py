@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -153,7 +153,7 @@ class ProcessRunner:
             _LIVE_PROCESSES.discard(proc)
 
 
-def run_task(runner: ProcessRunner, task: Task) -> Generator[Any, None, tuple[str, Optional[BaseException]]]:
+def run_task(runner: ProcessRunner, task: Task) -> Generator[Any, None, tuple[str, BaseException | None]]:
     """Worker-thread side of a run: yields :class:`Notes`, then :class:`Progress` records.
 
     Returns ``(outcome, exception or None)`` with outcome ``finished``, ``stopped`` or ``failed``;

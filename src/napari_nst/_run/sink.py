@@ -9,7 +9,7 @@ sink that fills one slice per task; :meth:`LayerSink.show` already takes the tas
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -26,15 +26,15 @@ META_KEY = "napari_nst"
 FULL_PRECISION: weakref.WeakKeyDictionary[Any, tuple[np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
-def full_precision(layer: Any) -> Optional[np.ndarray]:
+def full_precision(layer: Any) -> np.ndarray | None:
     """The float32 pastiche behind a finished pastiche layer, if its data is still what we made."""
     kept = FULL_PRECISION.get(layer)
     return kept[1] if kept is not None and kept[0] is layer.data else None
 
 
 def run_metadata(
-    plan: RunPlan, outcome: str, last: Optional[Progress] = None, notes: Optional[list[str]] = None,
-    stop_reason: Optional[str] = None, error: Optional[BaseException] = None,
+    plan: RunPlan, outcome: str, last: Progress | None = None, notes: list[str] | None = None,
+    stop_reason: str | None = None, error: BaseException | None = None,
 ) -> dict[str, Any]:
     """The pastiche layer's metadata: settings, outcome and the last record's numbers."""
     task = plan.tasks[0]
@@ -87,13 +87,13 @@ class LayerSink:
         self._viewer = viewer
         self._plan = plan
         self.layer: Any = None
-        self._shape: Optional[tuple[int, int]] = None
+        self._shape: tuple[int, int] | None = None
 
     def alive(self) -> bool:
         """The layer exists and is still in the viewer."""
         return self.layer is not None and self.layer in self._viewer.layers
 
-    def show(self, task: Task, image: np.ndarray, shape: Optional[tuple[int, int]], metadata: dict[str, Any]) -> None:
+    def show(self, task: Task, image: np.ndarray, shape: tuple[int, int] | None, metadata: dict[str, Any]) -> None:
         """Show ``image`` (float32 RGB at working ``shape``); the layer is made on the first call.
 
         A layer the user deleted is not brought back.

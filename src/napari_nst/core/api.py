@@ -70,9 +70,8 @@ def prepare(content: ImageInput, style: StyleInput, **options: Any) -> tuple[np.
 
 def _check_controls(c: np.ndarray, n_styles: int, opts: Options) -> None:
     """style_blend, regions and region_styles against the images (no torch)."""
-    from .regions import check_mapping, check_regions, check_styled
-
     from .errors import OptionError
+    from .regions import check_mapping, check_regions, check_styled
 
     if opts.style_blend is not None:
         if len(opts.style_blend) != n_styles:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .controls import Controls
 from .device import (
     NetworkPlan,
     autocast_dtype,
@@ -37,7 +38,6 @@ from .images import resized_shape, to_rgb_float
 from .lbfgs import LBFGS
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
 from .options import Options
-from .controls import Controls
 from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .errors import OptionError
 
@@ -21,8 +21,8 @@ _NONE_WORDS = ("", "auto", "none", "default")
 
 
 def option(
-    default: Any, *, label: str, kind: str, lo: Optional[float] = None, hi: Optional[float] = None,
-    step: Optional[float] = None, choices: Optional[tuple[str, ...]] = None, none: str = "",
+    default: Any, *, label: str, kind: str, lo: float | None = None, hi: float | None = None,
+    step: float | None = None, choices: tuple[str, ...] | None = None, none: str = "",
     advanced: bool = False, form: bool = True, cli: bool = True,
 ) -> Any:
     """A dataclass field of ``Options`` with its metadata.
@@ -46,10 +46,10 @@ class Spec:
     help: str
     label: str
     kind: str
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    step: Optional[float] = None
-    choices: Optional[tuple[str, ...]] = None
+    lo: float | None = None
+    hi: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
     none: str = ""
     advanced: bool = False
     form: bool = True
