@@ -65,8 +65,9 @@ class Problem:
     device: torch.device
 
 
-def setup(size: int, device: str = "cpu", content: str = CONTENT, style: str = STYLE,
-          weights: str = WEIGHTS) -> Problem:
+def setup(
+    size: int, device: str = "cpu", content: str = CONTENT, style: str = STYLE, weights: str = WEIGHTS
+) -> Problem:
     """Images, network and targets exactly as napari-nst prepares its finest level (float32)."""
     dev = torch.device(device)
     c = to_rgb_float(read_image(content), name="content")
@@ -154,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     prob = setup(args.size, args.device)
     x, sec = run_baseline(prob, args.steps)
-    print(f"baseline {prob.shape}: {args.steps} evaluations in {sec:.2f} s "
-          f"({sec / args.steps * 1000:.1f} ms/eval), objective {objective(prob, x):.5g} (a={prob.a:.4g}, b={prob.b:.4g})")
+    print(
+        f"baseline {prob.shape}: {args.steps} evaluations in {sec:.2f} s "
+        f"({sec / args.steps * 1000:.1f} ms/eval), objective {objective(prob, x):.5g} (a={prob.a:.4g}, b={prob.b:.4g})"
+    )
     return 0
 
 

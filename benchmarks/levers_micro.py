@@ -37,8 +37,12 @@ def main() -> int:
         loss = sum(gram(v).sum() * 1e-9 for v in f.values())
         loss.backward()
 
-    cfgs = {"float32": (None, False), "float32 + channels_last": (None, True),
-            "bf16 autocast": (torch.bfloat16, False), "bf16 autocast + channels_last": (torch.bfloat16, True)}
+    cfgs = {
+        "float32": (None, False),
+        "float32 + channels_last": (None, True),
+        "bf16 autocast": (torch.bfloat16, False),
+        "bf16 autocast + channels_last": (torch.bfloat16, True),
+    }
     wall = {k: [] for k in cfgs}
     cpu = {k: [] for k in cfgs}
     for k, (d, c) in cfgs.items():

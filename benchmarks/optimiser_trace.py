@@ -30,8 +30,9 @@ def trace(prob: B.Problem, size: int, steps: int, variant: dict[str, Any], every
     v = dict(variant)
     extra = v.pop("extra", {})
     opts = C.nst_options(size, steps, extra=extra, preview_every=every, **v)
-    return [(r.step, B.objective(prob, r.image)) for r in engine.run(prob.content, prob.style, opts)
-            if r.image is not None]
+    return [
+        (r.step, B.objective(prob, r.image)) for r in engine.run(prob.content, prob.style, opts) if r.image is not None
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

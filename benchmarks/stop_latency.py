@@ -125,8 +125,19 @@ def main(argv=None) -> int:
                 latency, t_eval = fn(content, style, opts)
                 lat.append(latency)
                 ev.append(t_eval)
-                print(f"size {size:4d} {kind:30s} eval {t_eval * 1e3:8.1f} ms  stop {latency * 1e3:8.1f} ms", flush=True)
-            rows.append((size, kind, statistics.median(ev), statistics.median(lat), max(lat), max(l / e for l, e in zip(lat, ev))))
+                print(
+                    f"size {size:4d} {kind:30s} eval {t_eval * 1e3:8.1f} ms  stop {latency * 1e3:8.1f} ms", flush=True
+                )
+            rows.append(
+                (
+                    size,
+                    kind,
+                    statistics.median(ev),
+                    statistics.median(lat),
+                    max(lat),
+                    max(l / e for l, e in zip(lat, ev)),
+                )
+            )
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     lines = [
         "# Stop latency",
@@ -143,7 +154,9 @@ def main(argv=None) -> int:
         "|---:|---|---:|---:|---:|---:|",
     ]
     for size, kind, ev, lat, lat_max, ratio in rows:
-        lines.append(f"| {size} | {kind} | {ev * 1e3:.0f} ms | {lat * 1e3:.0f} ms | {lat_max * 1e3:.0f} ms | {ratio:.2f} |")
+        lines.append(
+            f"| {size} | {kind} | {ev * 1e3:.0f} ms | {lat * 1e3:.0f} ms | {lat_max * 1e3:.0f} ms | {ratio:.2f} |"
+        )
     lines += [
         "",
         "In-process, the latency is the rest of the evaluation under way (a generator is closed between two",

@@ -50,7 +50,10 @@ def probe_devices(timeout: float = 120.0) -> dict[str, Any]:
         return {"cuda": [], "mps": False, "error": None}
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
         line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""

@@ -56,7 +56,7 @@ def data_position(layer: Any, point: Sequence[float] | None) -> np.ndarray | Non
     if point is None:
         return None
     try:
-        return np.asarray(layer.world_to_data(list(point)), dtype=float)[-int(layer.ndim):]
+        return np.asarray(layer.world_to_data(list(point)), dtype=float)[-int(layer.ndim) :]
     except Exception:  # a point napari itself cannot map: read index 0, as without a point
         return None
 

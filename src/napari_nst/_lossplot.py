@@ -36,8 +36,10 @@ class LossPlot(QWidget):
         self.setMinimumHeight(70)
         self.setMaximumHeight(110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setToolTip("Total loss per objective evaluation, log axis (lines at 0.1, 1, 10 ...); "
-                        "dashed lines: a new, finer level starts")
+        self.setToolTip(
+            "Total loss per objective evaluation, log axis (lines at 0.1, 1, 10 ...); "
+            "dashed lines: a new, finer level starts"
+        )
         self._values: list[tuple[int, float]] = []
         self._levels: list[int] = []
         self._total = 1
@@ -89,8 +91,10 @@ class LossPlot(QWidget):
             lo, hi = lo - 0.5, hi + 0.5
 
         def pt(step: float, y: float) -> QPointF:
-            return QPointF(r.left() + (step - 1) / max(1, self._total - 1) * r.width(),
-                           r.bottom() - (y - lo) / (hi - lo) * r.height())
+            return QPointF(
+                r.left() + (step - 1) / max(1, self._total - 1) * r.width(),
+                r.bottom() - (y - lo) / (hi - lo) * r.height(),
+            )
 
         p.setPen(QPen(grid, 1, Qt.PenStyle.DashLine))
         for s in self._levels:

@@ -140,7 +140,7 @@ def style_sample() -> list[LayerData]:
 
 def pair_sample() -> list[LayerData]:
     """Content and style together, ready for the Style Transfer widget (style hidden)."""
-    (c_data, c_meta, c_type), = content_sample()
-    (s_data, s_meta, s_type), = style_sample()
+    ((c_data, c_meta, c_type),) = content_sample()
+    ((s_data, s_meta, s_type),) = style_sample()
     s_meta = dict(s_meta, visible=False)
     return [(s_data, s_meta, s_type), (c_data, c_meta, c_type)]

@@ -114,8 +114,9 @@ class RunController:
         rec: Progress = item
         if run.first_record_at is None:
             run.first_record_at = time.perf_counter()
-        self._view.plot.add(rec.stack_step or rec.step, rec.losses.get("total", float("nan")),
-                            new_level=rec.level != run.level)
+        self._view.plot.add(
+            rec.stack_step or rec.step, rec.losses.get("total", float("nan")), new_level=rec.level != run.level
+        )
         run.add(rec)
         self._throttle.request()
 

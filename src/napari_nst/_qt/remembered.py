@@ -90,6 +90,6 @@ class RememberedSettings:
         self._changed()
 
     def summary(self) -> str:
-        """"Using remembered settings: Steps, Network" (empty when none are in use)."""
+        """ "Using remembered settings: Steps, Network" (empty when none are in use)."""
         names = [self._form.specs[n].label for n in self._form.fields if n in self.touched]
         return f"Using remembered settings: {', '.join(names)}" if names else ""

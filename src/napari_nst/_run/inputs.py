@@ -58,13 +58,19 @@ def snapshot(layer: Any, point: Sequence[float] | None = None) -> LayerSnapshot:
 
     exact = full_precision(layer)  # a finished pastiche: its float32 image, not the 8-bit one shown
     return LayerSnapshot(
-        name=str(layer.name), data=layer.data if exact is None else exact, ndim=int(layer.ndim),
-        rgb=bool(layer.rgb), multiscale=bool(layer.multiscale),
+        name=str(layer.name),
+        data=layer.data if exact is None else exact,
+        ndim=int(layer.ndim),
+        rgb=bool(layer.rgb),
+        multiscale=bool(layer.multiscale),
         contrast_limits=(0.0, 1.0) if exact is not None else tuple(float(v) for v in layer.contrast_limits),
-        gamma=float(layer.gamma), colormap=_copy_model(layer.colormap),
+        gamma=float(layer.gamma),
+        colormap=_copy_model(layer.colormap),
         downsample_factors=np.array(layer.downsample_factors, dtype=float) if layer.multiscale else None,
-        scale=np.array(layer.scale, dtype=float), translate=np.array(layer.translate, dtype=float),
-        rotate=np.array(layer.rotate, dtype=float), shear=np.array(layer.shear, dtype=float),
+        scale=np.array(layer.scale, dtype=float),
+        translate=np.array(layer.translate, dtype=float),
+        rotate=np.array(layer.rotate, dtype=float),
+        shear=np.array(layer.shear, dtype=float),
         affine=np.array(layer.affine.affine_matrix, dtype=float),
         shape=tuple(int(v) for v in (layer.data[0].shape if layer.multiscale else layer.data.shape)),
         position=data_position(layer, point) if int(layer.ndim) > 2 else None,
@@ -123,9 +129,7 @@ def shrink(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out.astype(arr.dtype)
 
 
-def read_input(
-    snap: LayerSnapshot, axes: tuple[int, int], long_edge: int, name: str
-) -> tuple[np.ndarray, str | None]:
+def read_input(snap: LayerSnapshot, axes: tuple[int, int], long_edge: int, name: str) -> tuple[np.ndarray, str | None]:
     """The displayed slice of ``snap`` as float32 RGB, no larger than ``long_edge`` on its long side.
 
     The working shape is that of the full-resolution slice scaled to ``long_edge`` (what the

@@ -67,7 +67,7 @@ class RunPlan:
 
     @property
     def steps(self) -> int:
-        return sum(int(t.options["steps"]) for t in self.tasks[self.start:])
+        return sum(int(t.options["steps"]) for t in self.tasks[self.start :])
 
     def task_for(self, rec: Any) -> Task:
         """The task a record belongs to (its frame in a stack run)."""
@@ -78,15 +78,24 @@ def output_name(content: str, style: str, continued: bool) -> str:
     return f"{content} × {style}" + (" (continued)" if continued else "")
 
 
-def with_controls(plan: RunPlan, styles: Sequence[LayerSnapshot], regions: LabelsSnapshot | None,
-                  world_ndim: int, displayed: Sequence[int]) -> RunPlan:
+def with_controls(
+    plan: RunPlan,
+    styles: Sequence[LayerSnapshot],
+    regions: LabelsSnapshot | None,
+    world_ndim: int,
+    displayed: Sequence[int],
+) -> RunPlan:
     """``plan`` with more style images and/or a Labels layer of regions (issue 13)."""
     if not styles and regions is None:
         return plan
     from dataclasses import replace
 
-    task = replace(plan.tasks[0], extra_styles=tuple(styles), regions=regions,
-                   extra_style_axes=tuple(slice_axes(s, world_ndim, displayed) for s in styles))
+    task = replace(
+        plan.tasks[0],
+        extra_styles=tuple(styles),
+        regions=regions,
+        extra_style_axes=tuple(slice_axes(s, world_ndim, displayed) for s in styles),
+    )
     name = plan.output_name
     if styles:
         name = name.replace(f" × {task.style.name}", " × " + " + ".join(task.style_names), 1)
@@ -105,7 +114,11 @@ def plan_2d(
     """One task: the slice of ``content`` shown now, styled by the slice of ``style`` shown now."""
     axes = slice_axes(content, world_ndim, displayed)
     task = Task(
-        content=content, style=style, init=init, options=dict(options), axes=axes,
+        content=content,
+        style=style,
+        init=init,
+        options=dict(options),
+        axes=axes,
         style_axes=slice_axes(style, world_ndim, displayed),
         init_axes=slice_axes(init, world_ndim, displayed) if init is not None else None,
         full_shape=slice_shape(content, axes),

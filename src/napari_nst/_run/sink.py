@@ -33,14 +33,21 @@ def full_precision(layer: Any) -> np.ndarray | None:
 
 
 def run_metadata(
-    plan: RunPlan, outcome: str, last: Progress | None = None, notes: list[str] | None = None,
-    stop_reason: str | None = None, error: BaseException | None = None,
+    plan: RunPlan,
+    outcome: str,
+    last: Progress | None = None,
+    notes: list[str] | None = None,
+    stop_reason: str | None = None,
+    error: BaseException | None = None,
 ) -> dict[str, Any]:
     """The pastiche layer's metadata: settings, outcome and the last record's numbers."""
     task = plan.tasks[0]
     meta: dict[str, Any] = {
-        "content": task.content.name, "style": task.style.name, "settings": dict(plan.settings),
-        "status": outcome, "napari_nst_version": __version__,
+        "content": task.content.name,
+        "style": task.style.name,
+        "settings": dict(plan.settings),
+        "status": outcome,
+        "napari_nst_version": __version__,
     }
     if task.extra_styles or task.regions is not None:
         meta.update(controls_metadata(task))
@@ -48,9 +55,15 @@ def run_metadata(
         meta["notes"] = list(notes)
     if last is not None:
         meta.update(
-            step=last.step, total=last.total, losses=dict(last.losses), weights=dict(last.weights),
-            device=last.device, elapsed=round(last.elapsed, 3), shape=tuple(last.shape),
-            level=last.level, levels=last.levels,
+            step=last.step,
+            total=last.total,
+            losses=dict(last.losses),
+            weights=dict(last.weights),
+            device=last.device,
+            elapsed=round(last.elapsed, 3),
+            shape=tuple(last.shape),
+            level=last.level,
+            levels=last.levels,
         )
         if last.frames > 1:  # a stack: Continue resumes at the first frame not finished
             meta.update(frame=last.frame, frames=last.frames, frames_done=last.frame + (last.step == last.total))
@@ -73,8 +86,9 @@ def controls_metadata(task: Task) -> dict[str, Any]:
         mapping = task.options.get("region_styles") or {}
         out["regions"] = {
             "layer": task.regions.name,
-            "region_styles": {int(k): (names[v] if v is not None and v < len(names) else None)
-                              for k, v in mapping.items()},
+            "region_styles": {
+                int(k): (names[v] if v is not None and v < len(names) else None) for k, v in mapping.items()
+            },
             "other labels": "blend of all styles",
         }
     return out
@@ -102,8 +116,13 @@ class LayerSink:
         if self.layer is None:
             place = pastiche_placement(task.content, task.axes, task.full_shape, shape)
             self.layer = self._viewer.add_image(
-                image, name=self._plan.output_name, rgb=True, contrast_limits=(0.0, 1.0),
-                interpolation2d="linear", metadata=metadata, **place,
+                image,
+                name=self._plan.output_name,
+                rgb=True,
+                contrast_limits=(0.0, 1.0),
+                interpolation2d="linear",
+                metadata=metadata,
+                **place,
             )
             self._shape = shape
             return

@@ -98,7 +98,8 @@ def failure_text(exc: BaseException) -> str:
     if isinstance(exc, DeviceMemoryError):
         fit = exc.suggested_size
         return f"Out of memory: {msg}" + (
-            f" Set Size to {fit} (or less) and press Run again, or choose Device cpu." if fit else "")
+            f" Set Size to {fit} (or less) and press Run again, or choose Device cpu." if fit else ""
+        )
     if isinstance(exc, MemoryError):
         return f"Out of memory: {msg}. Lower Size and press Run again."
     if isinstance(exc, (NonFiniteLossError, ValueError)):

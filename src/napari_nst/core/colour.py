@@ -25,11 +25,13 @@ import numpy as np
 #: BT.601 luma weights (R, G, B)
 LUMA = np.array([0.299, 0.587, 0.114])
 #: RGB -> BT.601 YUV (analogue YUV: U = 0.492 (B - Y), V = 0.877 (R - Y))
-RGB_TO_YUV = np.array([
-    LUMA,
-    0.492 * (np.array([0.0, 0.0, 1.0]) - LUMA),
-    0.877 * (np.array([1.0, 0.0, 0.0]) - LUMA),
-])
+RGB_TO_YUV = np.array(
+    [
+        LUMA,
+        0.492 * (np.array([0.0, 0.0, 1.0]) - LUMA),
+        0.877 * (np.array([1.0, 0.0, 0.0]) - LUMA),
+    ]
+)
 #: eigenvalues below this (in [0, 1]^2 units) count as zero (a flat colour channel)
 _EPS = 1e-8
 

@@ -69,7 +69,7 @@ class _LowPrecisionGram(torch.autograd.Function):
         step = max(1, chunk // max(1, f.shape[0]))
         with torch.autocast(f.device.type, enabled=False):
             for a in range(0, ft.shape[0], step):
-                ot[a:a + step] = ft[a:a + step].float() @ s
+                ot[a : a + step] = ft[a : a + step].float() @ s
         return out
 
 
