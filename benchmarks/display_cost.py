@@ -70,7 +70,7 @@ def widget_run(viewer, widget, app, args) -> dict:
             layer.events.data.connect(lambda e: updates.append(time.perf_counter()))
         time.sleep(0.002)
     widget.controller._on_yielded = orig
-    gaps = [b - a for a, b in zip(updates, updates[1:])]
+    gaps = [b - a for a, b in zip(updates, updates[1:], strict=False)]
     thr = widget.controller._throttle
     return {
         "seconds": records[-1] - records[0] if len(records) > 1 else float("nan"),
@@ -123,7 +123,7 @@ def _bench(args: argparse.Namespace) -> int:
     app.processEvents()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     rows = []
-    for i in range(args.repeats):
+    for _ in range(args.repeats):
         e = engine_alone(content, style, args)
         w = widget_run(viewer, widget, app, args)
         rows.append({"engine": e, "widget": w, "ratio": w["seconds"] / e["seconds"]})

@@ -45,7 +45,7 @@ def main() -> int:
     }
     wall = {k: [] for k in cfgs}
     cpu = {k: [] for k in cfgs}
-    for k, (d, c) in cfgs.items():
+    for d, c in cfgs.values():
         step(d, c)
         step(d, c)
     for _ in range(args.repeats):

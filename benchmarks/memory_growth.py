@@ -81,9 +81,10 @@ def main(argv=None) -> int:
     start = rss_mb()
 
     def in_process() -> None:
+        last = None
         for rec in iter_stylize(content, style, **opts):
-            pass
-        assert rec.image is not None
+            last = rec
+        assert last is not None and last.image is not None
 
     results = {}
     print(f"in-process, {args.runs} runs (RSS before: {start:.1f} MB)")

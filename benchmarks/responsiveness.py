@@ -138,7 +138,7 @@ def _run(args) -> int:
     poker.timeout.connect(poke)
 
     def gaps(t: list[float]) -> list[float]:
-        return [b - a for a, b in zip(t, t[1:])]
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
 
     load_before = [round(x, 1) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     # baseline: the same interaction, no run

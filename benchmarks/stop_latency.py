@@ -71,7 +71,7 @@ def _stop_once(make_records, stop, warmup: int = 3):
     warm.wait()  # no polling: this thread must not compete with the run for the GIL
     if len(times) < warmup:
         raise RuntimeError("the run ended before the warm-up")
-    evals = [b - a for a, b in zip(times[1:], times[2:])] or [times[-1] - times[0]]
+    evals = [b - a for a, b in zip(times[1:], times[2:], strict=False)] or [times[-1] - times[0]]
     t_eval = statistics.median(evals)
     # a random moment inside the next evaluation
     time.sleep(random.uniform(0.0, t_eval))
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                     statistics.median(ev),
                     statistics.median(lat),
                     max(lat),
-                    max(l / e for l, e in zip(lat, ev)),
+                    max(lt / e for lt, e in zip(lat, ev, strict=True)),
                 )
             )
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
         "Time from Stop (requested at a random moment inside an objective evaluation, from another thread)",
         "to the run being over, against the time of one evaluation. Written by `benchmarks/stop_latency.py`.",
         "",
-        f"Command: `python benchmarks/stop_latency.py --sizes {' '.join(map(str, args.sizes))} --repeats {args.repeats} "
-        f"--device {args.device}`  ",
+        f"Command: `python benchmarks/stop_latency.py --sizes {' '.join(map(str, args.sizes))} "
+        f"--repeats {args.repeats} --device {args.device}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} when it finished "
         "(shared with other jobs: the absolute times are noisy, the ratio is the point); vgg16, real weights.",
         "",

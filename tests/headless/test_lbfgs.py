@@ -166,7 +166,7 @@ def test_trust_region_on_the_device_equals_the_host_one():
 
         opt = LBFGS([x], history=5, max_change=0.1, image_change=change)
 
-        def closure():
+        def closure(opt=opt, x=x):
             opt.zero_grad()
             loss = ((x - target) ** 2 * torch.tensor([1.0, 3.0, 0.5, 2.0])).sum()
             loss.backward()

@@ -17,7 +17,7 @@ def test_layer_names_follow_torchvision_indices():
         names = vgg.layer_names(model)
         tv = getattr(torchvision.models, model)().features
         assert len(names) == len(tv)
-        for name, layer in zip(names, tv):
+        for name, layer in zip(names, tv, strict=True):
             kind = {"conv": torch.nn.Conv2d, "relu": torch.nn.ReLU, "pool": torch.nn.MaxPool2d}[name[:4]]
             assert isinstance(layer, kind), name
     names19 = vgg.layer_names("vgg19")
@@ -266,7 +266,8 @@ def test_networks_share_the_cached_weights(vgg16_random):
     a = vgg.build_vgg("vgg16", ["relu5_1"], weights=vgg16_random)
     b = vgg.build_vgg("vgg16", ["relu2_1"], weights=vgg16_random)
     cached = vgg.load_weights_file(vgg16_random)
-    for (key, pa), pb in zip(a.layers.state_dict().items(), b.layers.state_dict().values()):
+    # b stops at relu2_1: compare the layers both networks have
+    for (key, pa), pb in zip(a.layers.state_dict().items(), b.layers.state_dict().values(), strict=False):
         assert pa.data_ptr() == pb.data_ptr(), key  # one copy, not one per network
         torch.testing.assert_close(pa, cached[key])
     assert all(isinstance(p, torch.nn.Parameter) and not p.requires_grad for p in a.parameters())

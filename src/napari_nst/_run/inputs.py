@@ -134,7 +134,8 @@ def read_input(snap: LayerSnapshot, axes: tuple[int, int], long_edge: int, name:
 
     The working shape is that of the full-resolution slice scaled to ``long_edge`` (what the
     engine would compute from it), so the engine's own resize to it is the identity. A slice
-    already smaller than that is sent as is (the engine enlarges it). Returns ``(image, note)``: the note a sentence for the user, or None.
+    already smaller than that is sent as is (the engine enlarges it). Returns ``(image, note)``:
+    the note a sentence for the user, or None.
     Raises :class:`napari_nst.core.errors.ImageError` for data the engine cannot use.
     """
     label = f"the {name} layer {snap.name!r}"

@@ -98,7 +98,7 @@ def read_inputs(task: Task) -> Inputs:
     notes = [n for n in (c_note, s_note, i_note) if n]
     if task.extra_styles:  # several styles: the engine takes a list
         styles = [style]
-        for k, (snap, axes) in enumerate(zip(task.extra_styles, task.extra_style_axes), start=2):
+        for k, (snap, axes) in enumerate(zip(task.extra_styles, task.extra_style_axes, strict=True), start=2):
             img, note = read_input(snap, axes, task.long_edge_of(snap, axes), f"style {k}")
             styles.append(img)
             notes += [note] if note else []

@@ -81,7 +81,7 @@ def controls_metadata(task: Task) -> dict[str, Any]:
     blend = task.options.get("style_blend")
     if blend is not None:
         total = float(sum(blend)) or 1.0
-        out["style_blend"] = {n: round(float(w) / total, 4) for n, w in zip(names, blend)}
+        out["style_blend"] = {n: round(float(w) / total, 4) for n, w in zip(names, blend, strict=True)}
     if task.regions is not None:
         mapping = task.options.get("region_styles") or {}
         out["regions"] = {

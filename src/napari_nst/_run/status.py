@@ -77,7 +77,10 @@ def progress_text(rec: Progress, rate: RateTracker) -> str:
 def done_text(rec: Progress) -> str:
     w = ", ".join(f"{k} {fmt_loss(v)}" for k, v in rec.weights.items())
     if rec.frames > 1:
-        return f"Done: {rec.frames} frames, {rec.stack_step} steps in {fmt_time(rec.elapsed)} on {rec.device}.\nWeights used: {w}"
+        return (
+            f"Done: {rec.frames} frames, {rec.stack_step} steps in {fmt_time(rec.elapsed)} on {rec.device}.\n"
+            f"Weights used: {w}"
+        )
     return f"Done: {rec.step} steps in {fmt_time(rec.elapsed)} on {rec.device}.\nWeights used: {w}"
 
 
