@@ -12,7 +12,7 @@ display conversion, are also used by :mod:`napari_nst._run.inputs`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -110,7 +110,7 @@ def display_rgb(arr: np.ndarray, layer: Any, name: str, label: str) -> tuple[np.
     engine cannot use); a gray single-channel layer keeps that result, another colormap maps
     its first channel.
     """
-    limits = tuple(float(v) for v in layer.contrast_limits)
+    limits = cast(tuple[float, float], tuple(float(v) for v in layer.contrast_limits))  # napari: (lo, hi)
     gamma = float(getattr(layer, "gamma", 1.0) or 1.0)
     notes: list[str] = []
     if not getattr(layer, "rgb", False) and arr.ndim != 2:

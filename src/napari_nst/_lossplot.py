@@ -61,7 +61,7 @@ class LossPlot(QWidget):
         first, last = 10 ** self._values[0][1], 10 ** self._values[-1][1]
         return f"loss {readable(first)} → {readable(last)} (log axis)   step {self._values[-1][0]}/{self._total}"
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt's name
         p = QPainter(self)
         try:
             p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -100,7 +100,7 @@ class LossPlot(QWidget):
         for s in self._levels:
             p.drawLine(pt(s, lo), pt(s, hi))
         fm = p.fontMetrics()
-        labels = {k: 10.0**k for k in decade_ticks(lo, hi)}  # lines at powers of ten ...
+        labels: dict[float, float] = {k: 10.0**k for k in decade_ticks(lo, hi)}  # lines at powers of ten ...
         if len(labels) < 2:  # ... and, on a short range, the extremes written out
             labels.update({lo: 10**lo, hi: 10**hi})
         for y, value in sorted(labels.items()):

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import OptionError
-from .core.options import INITS, MAX_STEPS, Spec, specs
+from .core.options import INITS, MAX_STEPS, specs
+from .core.spec import Spec
 
 
 def _arg_type(sp: Spec) -> Any:

@@ -135,8 +135,9 @@ class RunController:
         try:
             img_rec, rec = run.take()
             for done in run.take_finished():  # a stack's finished frames are all shown
+                assert done.image is not None  # a finished frame carries its pastiche
                 run.sink.show(run.plan.task_for(done), done.image, done.shape, run.metadata())
-            if img_rec is not None and run.outcome == "running" and not run.stop_reason:
+            if img_rec is not None and img_rec.image is not None and run.outcome == "running" and not run.stop_reason:
                 t0 = time.perf_counter()
                 run.sink.show(run.plan.task_for(img_rec), img_rec.image, img_rec.shape, run.metadata())
                 self.last_pastiche = run.sink.layer

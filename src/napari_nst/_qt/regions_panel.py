@@ -34,7 +34,7 @@ class RegionsPanel:
             tooltip="A Labels layer whose painted labels choose the style of each region "
             "(read as it lies over the content), or none: the style everywhere.",
         )
-        self.rows = Container(name="region_styles", label="Region styles", labels=True)
+        self.rows: Container[Any] = Container(name="region_styles", label="Region styles", labels=True)
         self.rows.margins = (0, 0, 0, 0)
         self.picker.changed.connect(lambda *_: self.refresh())
         self.refresh()

@@ -29,7 +29,7 @@ class StylesPanel:
         self._on_change = on_change
         self.pickers: list[ComboBox] = [first]
         self.weights: list[FloatSpinBox] = [self._weight(0)]
-        self.container = Container(name="styles", label="Styles", labels=False)
+        self.container: Container[Any] = Container(name="styles", label="Styles", labels=False)
         self.container.margins = (0, 0, 0, 0)
         self.add = PushButton(
             name="add_style",
@@ -56,7 +56,7 @@ class StylesPanel:
         w.changed.connect(lambda *_: self._show_blend())
         return w
 
-    def _row(self, picker: ComboBox, weight: FloatSpinBox, remove: PushButton | None) -> Container:
+    def _row(self, picker: ComboBox, weight: FloatSpinBox, remove: PushButton | None) -> Container[Any]:
         k = len(self.pickers) - 1
         widgets = [picker, weight] + ([remove] if remove is not None else [])
         row = Container(name=f"style_row_{k}", layout="horizontal", labels=False, widgets=widgets)
@@ -84,7 +84,7 @@ class StylesPanel:
         self._show_blend()
         return picker
 
-    def remove_style(self, row: Container) -> None:
+    def remove_style(self, row: Container[Any]) -> None:
         k = next(i for i, w in enumerate(self.container) if w is row)
         self.container.remove(row)
         del self.pickers[k], self.weights[k]

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 RUN_TIP = "Start painting (Stop ends the run and keeps the pastiche so far)."
 
 
-class StyleTransferWidget(Container):
+class StyleTransferWidget(Container[Any]):
     """Paint the content image in the style of another, live, in the viewer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -153,7 +153,7 @@ class StyleTransferWidget(Container):
             self.regions_panel.refresh()
 
     @staticmethod
-    def _row(name: str, *widgets: Any) -> Container:
+    def _row(name: str, *widgets: Any) -> Container[Any]:
         row = Container(name=name, label="", layout="horizontal", labels=False, widgets=list(widgets))
         row.margins = (0, 0, 0, 0)
         return row
@@ -229,7 +229,7 @@ class StyleTransferWidget(Container):
     def _run(self) -> Any:
         return self.controller.run
 
-    def options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:  # type: ignore[override]  # shadows magicgui's Widget.options dict
         """The engine options the fields say (``init`` a string or a layer). Raises OptionError."""
         opts = self.form.options()
         if len(self.styles_panel.pickers) > 1:

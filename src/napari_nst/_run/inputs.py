@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -63,7 +63,9 @@ def snapshot(layer: Any, point: Sequence[float] | None = None) -> LayerSnapshot:
         ndim=int(layer.ndim),
         rgb=bool(layer.rgb),
         multiscale=bool(layer.multiscale),
-        contrast_limits=(0.0, 1.0) if exact is not None else tuple(float(v) for v in layer.contrast_limits),
+        contrast_limits=(0.0, 1.0)
+        if exact is not None
+        else cast(tuple[float, float], tuple(float(v) for v in layer.contrast_limits)),  # napari: (lo, hi)
         gamma=float(layer.gamma),
         colormap=_copy_model(layer.colormap),
         downsample_factors=np.array(layer.downsample_factors, dtype=float) if layer.multiscale else None,
@@ -125,7 +127,7 @@ def shrink(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = _shrink_axis(_shrink_axis(arr, shape[0], 0), shape[1], 1)
     if arr.dtype.kind in "ui":
         info = np.iinfo(arr.dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(arr.dtype)
+        return np.asarray(np.clip(np.rint(out), info.min, info.max).astype(arr.dtype))
     return out.astype(arr.dtype)
 
 

@@ -112,7 +112,8 @@ class LayerSink:
 
         A layer the user deleted is not brought back.
         """
-        shape = tuple(int(v) for v in (shape if shape and shape[0] else image.shape[:2]))  # type: ignore[assignment]
+        hw = shape if shape and shape[0] else image.shape[:2]
+        shape = (int(hw[0]), int(hw[1]))
         if self.layer is None:
             place = pastiche_placement(task.content, task.axes, task.full_shape, shape)
             self.layer = self._viewer.add_image(

@@ -237,7 +237,7 @@ class StackSink:
     def show(self, task: Task, image: np.ndarray, shape: tuple[int, int] | None, metadata: dict[str, Any]) -> None:
         """Put ``image`` (a frame's preview or pastiche, float RGB at the working shape) in its
         frame; previews of a frame show while it is being made."""
-        shape = tuple(int(v) for v in image.shape[:2])  # type: ignore[assignment]
+        shape = (int(image.shape[0]), int(image.shape[1]))
         if self.layer is None:
             self._make(task, shape, metadata)
         elif not self.alive():

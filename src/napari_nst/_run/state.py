@@ -19,7 +19,10 @@ from .status import RateTracker
 
 def same_layer(a: Any, b: Any) -> bool:
     """The same layer, seen through napari's PublicOnlyProxy (plugins get a proxied viewer) or not."""
-    real = lambda obj: getattr(obj, "__wrapped__", obj)  # noqa: E731
+
+    def real(obj: Any) -> Any:
+        return getattr(obj, "__wrapped__", obj)
+
     return a is not None and b is not None and real(a) is real(b)
 
 

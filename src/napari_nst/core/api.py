@@ -145,7 +145,7 @@ def stylize(content: ImageInput, style: StyleInput, *, progress: bool | None = N
             if bar is not None:
                 bar.update(rec)
     assert image is not None  # the last record always carries the image
-    return image
+    return np.asarray(image)
 
 
 def _is_terminal(stream: Any) -> bool:

@@ -398,8 +398,8 @@ def _cluster(
             dashboard_address=None,
             silence_logs=logging.ERROR,
         ) as cluster,
-        Client(cluster) as c,
-    ):  # type: ignore[no-untyped-call]
+        Client(cluster) as c,  # type: ignore[no-untyped-call]
+    ):
         yield c
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageError, to_uint8
+from .errors import ImageError
+from .images import to_uint8
 
 #: refuse files with more pixels than this before decoding them (Pillow reads the header first)
 MAX_PIXELS = 20000 * 20000
@@ -57,7 +58,7 @@ def _read_tiff(p: Path) -> np.ndarray:
         raise ImageError(f"cannot read {str(p)!r} as a TIFF image (truncated or corrupt?): {exc}") from None
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) -> (H, W, C)
-    return arr
+    return np.asarray(arr)
 
 
 def _read_pillow(p: Path) -> np.ndarray:
@@ -78,7 +79,8 @@ def _read_pillow(p: Path) -> np.ndarray:
             if im.mode not in ("L", "LA", "RGB", "RGBA"):
                 # palette, CMYK, YCbCr, 1-bit ...: convert to what the engine reads
                 im = im.convert("RGBA" if "transparency" in im.info or im.mode in ("PA", "RGBa") else "RGB")
-            return np.asarray(im).copy()
+            out: np.ndarray = np.asarray(im).copy()
+            return out
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own check, on the header, before decoding

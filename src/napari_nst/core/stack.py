@@ -85,7 +85,8 @@ def run_stack(
         base = None
         empty_cache(device)
     if oom is not None:
-        raise engine._out_of_memory(first.shape[:2], shapes[-1], opts, device, dtype, oom)
+        assert opts.size is not None  # for_device filled it in
+        raise engine._out_of_memory(first.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
 
 
 def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.ndarray | None) -> Iterator[Progress]:
