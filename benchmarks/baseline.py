@@ -24,7 +24,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -66,8 +65,9 @@ class Problem:
     device: torch.device
 
 
-def setup(size: int, device: str = "cpu", content: str = CONTENT, style: str = STYLE,
-          weights: str = WEIGHTS) -> Problem:
+def setup(
+    size: int, device: str = "cpu", content: str = CONTENT, style: str = STYLE, weights: str = WEIGHTS
+) -> Problem:
     """Images, network and targets exactly as napari-nst prepares its finest level (float32)."""
     dev = torch.device(device)
     c = to_rgb_float(read_image(content), name="content")
@@ -108,7 +108,7 @@ def objective(prob: Problem, image: np.ndarray | torch.Tensor) -> float:
         return float(_loss(prob, prob.net(x)))
 
 
-def run_baseline(prob: Problem, steps: int, trace: Optional[list] = None) -> tuple[torch.Tensor, float]:
+def run_baseline(prob: Problem, steps: int, trace: list | None = None) -> tuple[torch.Tensor, float]:
     """The tutorial's loop for ``steps`` evaluations; returns the image and seconds taken.
 
     ``trace`` (if given) receives ``(evaluations, seconds, objective)`` after every evaluation;
@@ -147,7 +147,7 @@ def run_baseline(prob: Problem, steps: int, trace: Optional[list] = None) -> tup
     return x.detach(), seconds
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=300)
@@ -155,8 +155,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     prob = setup(args.size, args.device)
     x, sec = run_baseline(prob, args.steps)
-    print(f"baseline {prob.shape}: {args.steps} evaluations in {sec:.2f} s "
-          f"({sec / args.steps * 1000:.1f} ms/eval), objective {objective(prob, x):.5g} (a={prob.a:.4g}, b={prob.b:.4g})")
+    print(
+        f"baseline {prob.shape}: {args.steps} evaluations in {sec:.2f} s "
+        f"({sec / args.steps * 1000:.1f} ms/eval), objective {objective(prob, x):.5g} (a={prob.a:.4g}, b={prob.b:.4g})"
+    )
     return 0
 
 

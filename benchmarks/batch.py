@@ -62,8 +62,13 @@ def make_images(folder: Path, n: int, size: int) -> list[Path]:
 
 def cli(*args: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "napari_nst.cli", *args], check=True, env=ENV,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "napari_nst.cli", *args],
+        check=True,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -75,11 +80,26 @@ def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path
     rows = []
     t = sum(cli("stylize", str(p), str(style), "-o", str(tmp / f"loop-{p.name}"), *options(a)) for p in images)
     rows.append({"way": "stylize loop", "seconds": t})
-    for name, workers, threads in [("batch, sequential", 0, 1), ("batch, 1 x 1", 1, 1), ("batch, 1 x 2", 1, 2),
-                                   ("batch, 2 x 1", 2, 1)]:
+    for name, workers, threads in [
+        ("batch, sequential", 0, 1),
+        ("batch, 1 x 1", 1, 1),
+        ("batch, 1 x 2", 1, 2),
+        ("batch, 2 x 1", 2, 1),
+    ]:
         out = tmp / name.replace(", ", "-").replace(" ", "")
-        t = cli("batch", *map(str, images), "--style", str(style), "-o", str(out), "--workers", str(workers),
-                "--threads-per-worker", str(threads), *options(a))
+        t = cli(
+            "batch",
+            *map(str, images),
+            "--style",
+            str(style),
+            "-o",
+            str(out),
+            "--workers",
+            str(workers),
+            "--threads-per-worker",
+            str(threads),
+            *options(a),
+        )
         items = json.loads((out / "batch.json").read_text())["items"]
         assert all(e["status"] == "done" for e in items), items
         rows.append({"way": name, "seconds": t, "item_seconds": sum(e["seconds"] for e in items)})
@@ -112,8 +132,12 @@ def overhead(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) 
     from napari_nst.core.batch import batch
 
     t0 = time.perf_counter()
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         start = time.perf_counter() - t0
         kw = dict(client=client, size=a.size, steps=a.steps, weights=WEIGHTS, device="cpu")
         t1 = time.perf_counter()
@@ -125,10 +149,18 @@ def overhead(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) 
         stats = next(iter(client.run(_worker_stats).values()))  # both batches: one network each, reused
         build = next(iter(client.run(_build_network_seconds).values()))
     per_task = (wall - sum(r.seconds for r in res)) / len(res)
-    return {"cluster_start_s": start, "first_batch_wall_s": first_wall, "first_item_s": first[0].seconds,
-            "batch_wall_s": wall, "items_s": sum(r.seconds for r in res),
-            "per_task_overhead_s": per_task, "weights_read_s": stats["warmup_s"], "network_build_s": build,
-            "builds": stats["builds"], "hits": stats["hits"]}
+    return {
+        "cluster_start_s": start,
+        "first_batch_wall_s": first_wall,
+        "first_item_s": first[0].seconds,
+        "batch_wall_s": wall,
+        "items_s": sum(r.seconds for r in res),
+        "per_task_overhead_s": per_task,
+        "weights_read_s": stats["warmup_s"],
+        "network_build_s": build,
+        "builds": stats["builds"],
+        "hits": stats["hits"],
+    }
 
 
 def run_256(a: argparse.Namespace, style: Path) -> float:
@@ -136,8 +168,12 @@ def run_256(a: argparse.Namespace, style: Path) -> float:
     from napari_nst.core.api import iter_stylize
 
     content = read_image(SHARED / "images" / "tubingen.jpg")
-    times = [rec.elapsed for rec in iter_stylize(content, str(style), size=256, steps=12, weights=WEIGHTS,
-                                                 device="cpu", preview_every=1000)]
+    times = [
+        rec.elapsed
+        for rec in iter_stylize(
+            content, str(style), size=256, steps=12, weights=WEIGHTS, device="cpu", preview_every=1000
+        )
+    ]
     return (times[-1] - times[1]) / (len(times) - 2) * 100
 
 
@@ -145,16 +181,22 @@ def write(a: argparse.Namespace, rows: list[dict], over: dict, s256: float) -> N
     load = os.getloadavg()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     doc = ROOT / "docs"
-    json.dump({"args": vars(a), "rows": rows, "overhead": over, "run_256_s": s256, "load": load},
-              open(doc / "batch_results.json", "w"), indent=1)
+    json.dump(
+        {"args": vars(a), "rows": rows, "overhead": over, "run_256_s": s256, "load": load},
+        open(doc / "batch_results.json", "w"),
+        indent=1,
+    )
     lines = [
-        "# Batch throughput and task overhead", "",
+        "# Batch throughput and task overhead",
+        "",
         f"`python benchmarks/batch.py {' '.join(sys.argv[1:])}`: {a.images} images of {a.size} px, {a.steps} "
         f"evaluations each, style The Starry Night, weights `vgg16-hed-features.pth`, device cpu. "
         f"Machine: {os.cpu_count()} cores, {cpu} (AVX-512 with avx512_bf16), {platform.python_version()}; "
         f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end: the machine is "
-        "shared, so the ratios carry that noise.", "",
-        "## End to end (each a fresh process: start-up, cluster, network load included)", "",
+        "shared, so the ratios carry that noise.",
+        "",
+        "## End to end (each a fresh process: start-up, cluster, network load included)",
+        "",
         "| way | seconds | images/min | time vs stylize loop | sum of item times |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
@@ -163,7 +205,9 @@ def write(a: argparse.Namespace, rows: list[dict], over: dict, s256: float) -> N
         lines.append(f"| {r['way']} | {r['seconds']:.1f} | {r['images_per_min']:.2f} | {r['vs_loop']:.2f}x | {items} |")
     o = over
     lines += [
-        "", "## Overhead of a task (LocalCluster, 1 worker x 1 thread)", "",
+        "",
+        "## Overhead of a task (LocalCluster, 1 worker x 1 thread)",
+        "",
         f"- cluster start (one scheduler, one worker process): {o['cluster_start_s']:.2f} s, once per batch",
         f"- first network load on a worker: weights file read by the plugin {o['weights_read_s']:.2f} s + "
         f"network built for the first task {o['network_build_s']:.2f} s, once per worker "
@@ -177,7 +221,8 @@ def write(a: argparse.Namespace, rows: list[dict], over: dict, s256: float) -> N
         f"{o['items_s']:.1f} s of item time on the worker) / {a.images}",
         f"- a 256 px run of 100 evaluations (the CPU default) takes {s256:.1f} s here, so the per-task overhead is "
         f"{100 * o['per_task_overhead_s'] / s256:.2f} % of it, and the one-off network load "
-        f"{100 * (o['weights_read_s'] + o['network_build_s']) / s256:.1f} %", "",
+        f"{100 * (o['weights_read_s'] + o['network_build_s']) / s256:.1f} %",
+        "",
     ]
     (doc / "batch_results.md").write_text("\n".join(lines))
 

@@ -38,7 +38,7 @@ WEIGHTS = str(SHARED / "weights" / "vgg16-hed-features.pth")
 
 def configs(content: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> dict[str, tuple]:
     labels = np.zeros(content.shape[:2], np.int32)
-    labels[:, content.shape[1] // 2:] = 1
+    labels[:, content.shape[1] // 2 :] = 1
     third = labels.copy()
     third[: content.shape[0] // 3] = 2
     return {
@@ -57,8 +57,17 @@ def objective(content, style, extra, args):
     from napari_nst.core import engine
     from napari_nst.core.api import prepare
 
-    c, s, opts = prepare(content, style, size=args.size, steps=10, weights=WEIGHTS, device="cpu", seed=0,
-                         precision=args.precision, **extra)
+    c, s, opts = prepare(
+        content,
+        style,
+        size=args.size,
+        steps=10,
+        weights=WEIGHTS,
+        device="cpu",
+        seed=0,
+        precision=args.precision,
+        **extra,
+    )
     device = torch.device("cpu")
     opts = opts.for_device(gpu=False)
     dtype = engine.autocast_dtype(opts.precision, device)
@@ -87,7 +96,7 @@ def pictures(args: argparse.Namespace) -> None:
     c, s1, s2 = [read_image(SHARED / "images" / n) for n in ("tubingen.jpg", "starry_night.jpg", "the_scream.jpg")]
     kw = dict(size=args.size, steps=args.steps, weights=WEIGHTS, device="cpu", seed=0, progress=False)
     labels = np.zeros(c.shape[:2], np.int32)
-    labels[:, c.shape[1] // 2:] = 1
+    labels[:, c.shape[1] // 2 :] = 1
     runs = {
         "plain": stylize(c, s1, **kw),
         "luminance": stylize(c, s1, preserve_color="luminance", **kw),
@@ -132,7 +141,7 @@ def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     scale = max(shape[0] / H, shape[1] / W)
     ch, cw = int(round(shape[0] / scale)), int(round(shape[1] / scale))
     y0, x0 = (H - ch) // 2, (W - cw) // 2
-    crop = (f[y0:y0 + ch, x0:x0 + cw] * 255).round().astype(np.uint8)
+    crop = (f[y0 : y0 + ch, x0 : x0 + cw] * 255).round().astype(np.uint8)
     return np.asarray(Image.fromarray(crop).resize((shape[1], shape[0]), Image.LANCZOS), np.float32) / 255
 
 
@@ -140,8 +149,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pictures", action="store_true")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=12, help="evaluations measured per configuration "
-                                                          "(--pictures: evaluations per picture)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=12,
+        help="evaluations measured per configuration (--pictures: evaluations per picture)",
+    )
     ap.add_argument("--skip", type=int, default=3, help="warm-up evaluations per configuration, not measured")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--out", default=str(ROOT / "docs" / "controls.json"))
@@ -162,16 +175,29 @@ def main() -> int:
                 cpu[name].append(p)
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    rows = ["| objective | wall s / evaluation (median) | ratio | CPU s / evaluation (median) | ratio |",
-            "| --- | --- | --- | --- | --- |"]
-    rows += [f"| {k} | {med[k]:.3f} | {med[k] / med['plain']:.3f} | {med_cpu[k]:.3f} | "
-             f"{med_cpu[k] / med_cpu['plain']:.3f} |" for k in cfg]
+    rows = [
+        "| objective | wall s / evaluation (median) | ratio | CPU s / evaluation (median) | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    rows += [
+        f"| {k} | {med[k]:.3f} | {med[k] / med['plain']:.3f} | {med_cpu[k]:.3f} | {med_cpu[k] / med_cpu['plain']:.3f} |"
+        for k in cfg
+    ]
     print("\n".join(rows))
-    result = {"size": args.size, "evaluations": args.steps, "skip": args.skip, "precision": args.precision,
-              "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count(),
-              "wall": wall, "process_cpu": cpu, "median_wall": med, "median_cpu": med_cpu,
-              "ratio_wall": {k: med[k] / med["plain"] for k in cfg},
-              "ratio_cpu": {k: med_cpu[k] / med_cpu["plain"] for k in cfg}}
+    result = {
+        "size": args.size,
+        "evaluations": args.steps,
+        "skip": args.skip,
+        "precision": args.precision,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": os.cpu_count(),
+        "wall": wall,
+        "process_cpu": cpu,
+        "median_wall": med,
+        "median_cpu": med_cpu,
+        "ratio_wall": {k: med[k] / med["plain"] for k in cfg},
+        "ratio_cpu": {k: med_cpu[k] / med_cpu["plain"] for k in cfg},
+    }
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
 

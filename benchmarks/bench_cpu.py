@@ -118,8 +118,9 @@ LEVERS_AVX2 = {
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
-def part_per_eval(size: int, evals: int, repeats: int, clock: str = "wall",
-                  levers: dict | None = None) -> dict[str, Any]:
+def part_per_eval(
+    size: int, evals: int, repeats: int, clock: str = "wall", levers: dict | None = None
+) -> dict[str, Any]:
     levers = LEVERS if levers is None else levers
     prob = B.setup(size)
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in levers}}
@@ -127,14 +128,17 @@ def part_per_eval(size: int, evals: int, repeats: int, clock: str = "wall",
         times["baseline"].append(_time_baseline(prob, evals, clock))
         for name, (prec, extra) in levers.items():
             times[name].append(_time_nst(prob, nst_options(size, evals, dict(extra), precision=prec), evals, clock))
-        print(f"  per-eval repeat {rep + 1}: " + ", ".join(f"{k}: {v[-1] * 1000:.0f} ms" for k, v in times.items()),
-              flush=True)
+        print(
+            f"  per-eval repeat {rep + 1}: " + ", ".join(f"{k}: {v[-1] * 1000:.0f} ms" for k, v in times.items()),
+            flush=True,
+        )
     # ratios per repeat (same moment), then median: robust to load drifting between repeats
     out = {"size": size, "evals": evals, "repeats": repeats, "clock": clock, "shape": list(prob.shape), "rows": []}
     for name, ts in times.items():
         ratios = [t / b for t, b in zip(ts, times["baseline"], strict=True)]
-        out["rows"].append({"variant": name, "ms_per_eval": 1000 * statistics.median(ts),
-                            "ratio": statistics.median(ratios)})
+        out["rows"].append(
+            {"variant": name, "ms_per_eval": 1000 * statistics.median(ts), "ratio": statistics.median(ratios)}
+        )
     # also the coarse level's cost, for part 2's accounting
     return out
 
@@ -186,8 +190,12 @@ def part_reach(size: int, steps: int, variants: list[dict], repeats: int) -> dic
                 hit = (step, elapsed)
                 break
         final = B.objective(prob, r["final"])
-        row: dict[str, Any] = {"variant": {**v, "steps": opts.steps, **extra}, "final_objective": final,
-                               "wall": r["wall"], "reached": hit is not None}
+        row: dict[str, Any] = {
+            "variant": {**v, "steps": opts.steps, **extra},
+            "final_objective": final,
+            "wall": r["wall"],
+            "reached": hit is not None,
+        }
         if hit is not None:
             step, elapsed = hit
             evals_fine = step - sum(lv["evals"] for k, lv in r["levels"].items() if k < len(r["levels"]))
@@ -196,12 +204,23 @@ def part_reach(size: int, steps: int, variants: list[dict], repeats: int) -> dic
             for k, lv in r["levels"].items():
                 n = lv["evals"] if k < len(r["levels"]) else evals_fine
                 ratio += n * level_ratio(tuple(lv["shape"]), opts)
-            row.update(step=step, fine_evals=evals_fine, wall_to_reach=elapsed,
-                       cost_ratio=ratio / steps, wall_ratio=elapsed / base_sec)
+            row.update(
+                step=step,
+                fine_evals=evals_fine,
+                wall_to_reach=elapsed,
+                cost_ratio=ratio / steps,
+                wall_ratio=elapsed / base_sec,
+            )
         rows.append(row)
         print(f"  reach {row}", flush=True)
-    return {"size": size, "baseline_steps": steps, "baseline_objective": target, "baseline_wall": base_sec,
-            "level_cost_ratios": {f"{k[0][0]}x{k[0][1]} {k[1]} {k[2]}": v for k, v in cost.items()}, "rows": rows}
+    return {
+        "size": size,
+        "baseline_steps": steps,
+        "baseline_objective": target,
+        "baseline_wall": base_sec,
+        "level_cost_ratios": {f"{k[0][0]}x{k[0][1]} {k[1]} {k[2]}": v for k, v in cost.items()},
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------- 3./4. memory, scaling
@@ -233,8 +252,14 @@ print(json.dumps({{"side": side, "size": size, "shape": list(prob.shape), "steps
 
 
 def child(side: str, size: int, steps: int, precision: str = "auto", threads: int = 0) -> dict[str, Any]:
-    code = _CHILD.format(bench=str(Path(__file__).resolve().parent), side=side, size=size, steps=steps,
-                         precision=precision, threads=threads)
+    code = _CHILD.format(
+        bench=str(Path(__file__).resolve().parent),
+        side=side,
+        size=size,
+        steps=steps,
+        precision=precision,
+        threads=threads,
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if p.returncode:
@@ -245,10 +270,18 @@ def child(side: str, size: int, steps: int, precision: str = "auto", threads: in
 def part_memory(size: int, steps: int, precision: str = "auto", threads: int = 0) -> dict[str, Any]:
     b = child("baseline", size, steps, precision, threads)
     n = child("napari-nst", size, steps, precision, threads)
-    print(f"  memory {size}px: baseline {b['peak_rss'] / 2**20:.0f} MiB, napari-nst {n['peak_rss'] / 2**20:.0f} MiB",
-          flush=True)
-    return {"size": size, "steps": steps, "precision": precision, "baseline": b, "napari-nst": n,
-            "ratio": n["peak_rss"] / b["peak_rss"]}
+    print(
+        f"  memory {size}px: baseline {b['peak_rss'] / 2**20:.0f} MiB, napari-nst {n['peak_rss'] / 2**20:.0f} MiB",
+        flush=True,
+    )
+    return {
+        "size": size,
+        "steps": steps,
+        "precision": precision,
+        "baseline": b,
+        "napari-nst": n,
+        "ratio": n["peak_rss"] / b["peak_rss"],
+    }
 
 
 def part_scaling(sizes: list[int], steps: int, precision: str = "auto", threads: int = 0) -> dict[str, Any]:
@@ -256,9 +289,19 @@ def part_scaling(sizes: list[int], steps: int, precision: str = "auto", threads:
     for size in sizes:
         b = child("baseline", size, steps, precision, threads)
         n = child("napari-nst", size, steps, precision, threads)
-        rows.append({"size": size, "shape": b["shape"], "baseline": b, "napari-nst": n,
-                     "time_ratio": n["s_per_eval"] / b["s_per_eval"], "mem_ratio": n["peak_rss"] / b["peak_rss"]})
-        print(f"  scaling {size}px: {rows[-1]['time_ratio']:.2f}x time, {rows[-1]['mem_ratio']:.2f}x memory", flush=True)
+        rows.append(
+            {
+                "size": size,
+                "shape": b["shape"],
+                "baseline": b,
+                "napari-nst": n,
+                "time_ratio": n["s_per_eval"] / b["s_per_eval"],
+                "mem_ratio": n["peak_rss"] / b["peak_rss"],
+            }
+        )
+        print(
+            f"  scaling {size}px: {rows[-1]['time_ratio']:.2f}x time, {rows[-1]['mem_ratio']:.2f}x memory", flush=True
+        )
     return {"steps": steps, "rows": rows}
 
 
@@ -269,48 +312,74 @@ def markdown(res: dict[str, Any]) -> str:
     L = [f"Machine: {res['machine']}", f"Command: `{res['command']}`", ""]
     if "per-eval" in res:
         r = res["per-eval"]
-        L += [f"### Time per evaluation, {r['shape'][1]}x{r['shape'][0]} px ({r.get('clock', 'wall')} time, median of "
-              f"{r['repeats']} interleaved repeats of {r['evals']} evaluations; ratio = median of per-repeat ratios)", "", "| variant | ms / eval | x baseline |", "|---|---|---|"]
+        L += [
+            f"### Time per evaluation, {r['shape'][1]}x{r['shape'][0]} px ({r.get('clock', 'wall')} time, median of "
+            f"{r['repeats']} interleaved repeats of {r['evals']} evaluations; ratio = median of per-repeat ratios)",
+            "",
+            "| variant | ms / eval | x baseline |",
+            "|---|---|---|",
+        ]
         L += [f"| {x['variant']} | {x['ms_per_eval']:.0f} | {x['ratio']:.2f} |" for x in r["rows"]]
         L.append("")
     if "quality" in res:
         q = res["quality"]
-        L += [f"### bf16 against float32 ({q['steps']} evaluations, {q['size']} px, defaults otherwise)", "",
-              f"objective bf16 {q['runs']['auto']['objective']:.5g}, float32 {q['runs']['float32']['objective']:.5g}: "
-              f"{100 * q['relative_difference']:+.2f} %", ""]
+        L += [
+            f"### bf16 against float32 ({q['steps']} evaluations, {q['size']} px, defaults otherwise)",
+            "",
+            f"objective bf16 {q['runs']['auto']['objective']:.5g}, float32 {q['runs']['float32']['objective']:.5g}: "
+            f"{100 * q['relative_difference']:+.2f} %",
+            "",
+        ]
     if "reach" in res:
         r = res["reach"]
-        L += [f"### Reaching the baseline's {r['baseline_steps']}-evaluation objective ({r['baseline_objective']:.5g}) "
-              f"at {r['size']} px", "",
-              f"baseline: {r['baseline_wall']:.1f} s wall; per-eval cost of each level vs baseline: "
-              + ", ".join(f"{k}: {v:.2f}x" for k, v in r["level_cost_ratios"].items()), "",
-              "| variant | reached at step | fine-level evals | cost x baseline | wall x baseline | final objective |",
-              "|---|---|---|---|---|---|"]
+        L += [
+            f"### Reaching the baseline's {r['baseline_steps']}-evaluation objective ({r['baseline_objective']:.5g}) "
+            f"at {r['size']} px",
+            "",
+            f"baseline: {r['baseline_wall']:.1f} s wall; per-eval cost of each level vs baseline: "
+            + ", ".join(f"{k}: {v:.2f}x" for k, v in r["level_cost_ratios"].items()),
+            "",
+            "| variant | reached at step | fine-level evals | cost x baseline | wall x baseline | final objective |",
+            "|---|---|---|---|---|---|",
+        ]
         for x in r["rows"]:
             if x["reached"]:
-                L.append(f"| {x['variant']} | {x['step']} | {x['fine_evals']} | {x['cost_ratio']:.2f} | "
-                         f"{x['wall_ratio']:.2f} | {x['final_objective']:.5g} |")
+                L.append(
+                    f"| {x['variant']} | {x['step']} | {x['fine_evals']} | {x['cost_ratio']:.2f} | "
+                    f"{x['wall_ratio']:.2f} | {x['final_objective']:.5g} |"
+                )
             else:
-                L.append(f"| {x['variant']} | not reached | | | {x['wall'] / r['baseline_wall']:.2f} (whole run) | "
-                         f"{x['final_objective']:.5g} |")
+                L.append(
+                    f"| {x['variant']} | not reached | | | {x['wall'] / r['baseline_wall']:.2f} (whole run) | "
+                    f"{x['final_objective']:.5g} |"
+                )
         L.append("")
     for key in ("memory",):
         if key in res:
             m = res[key]
-            L += [f"### Peak resident memory at {m['size']} px ({m['steps']} evaluations, own process each, "
-                  f"napari-nst precision {m.get('precision', 'auto')})", "",
-                  f"baseline {m['baseline']['peak_rss'] / 2**20:.0f} MiB, napari-nst "
-                  f"{m['napari-nst']['peak_rss'] / 2**20:.0f} MiB: {m['ratio']:.2f}x", ""]
+            L += [
+                f"### Peak resident memory at {m['size']} px ({m['steps']} evaluations, own process each, "
+                f"napari-nst precision {m.get('precision', 'auto')})",
+                "",
+                f"baseline {m['baseline']['peak_rss'] / 2**20:.0f} MiB, napari-nst "
+                f"{m['napari-nst']['peak_rss'] / 2**20:.0f} MiB: {m['ratio']:.2f}x",
+                "",
+            ]
     if "scaling" in res:
         s = res["scaling"]
-        L += [f"### Scaling ({s['steps']} evaluations per run, own process each)", "",
-              "| size | shape | baseline s/eval | napari-nst s/eval | x | baseline peak MiB | napari-nst peak MiB | x |",
-              "|---|---|---|---|---|---|---|---|"]
+        L += [
+            f"### Scaling ({s['steps']} evaluations per run, own process each)",
+            "",
+            "| size | shape | baseline s/eval | napari-nst s/eval | x | baseline peak MiB | napari-nst peak MiB | x |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for x in s["rows"]:
             b, n = x["baseline"], x["napari-nst"]
-            L.append(f"| {x['size']} | {x['shape'][1]}x{x['shape'][0]} | {b['s_per_eval']:.3f} | {n['s_per_eval']:.3f} | "
-                     f"{x['time_ratio']:.2f} | {b['peak_rss'] / 2**20:.0f} | {n['peak_rss'] / 2**20:.0f} | "
-                     f"{x['mem_ratio']:.2f} |")
+            L.append(
+                f"| {x['size']} | {x['shape'][1]}x{x['shape'][0]} | {b['s_per_eval']:.3f} | {n['s_per_eval']:.3f} | "
+                f"{x['time_ratio']:.2f} | {b['peak_rss'] / 2**20:.0f} | {n['peak_rss'] / 2**20:.0f} | "
+                f"{x['mem_ratio']:.2f} |"
+            )
         L.append("")
     return "\n".join(L)
 
@@ -324,16 +393,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clock", choices=tuple(CLOCK), default="wall", help="per-eval timing: wall or process CPU time")
     ap.add_argument("--quality-steps", type=int, default=300)
-    ap.add_argument("--reach-variants", default='[{"scales": 1}, {"scales": 2}, {"scales": 3}]',
-                    help="JSON list of option dicts for part 'reach' (\"extra\": engine knobs)")
+    ap.add_argument(
+        "--reach-variants",
+        default='[{"scales": 1}, {"scales": 2}, {"scales": 3}]',
+        help="JSON list of option dicts for part 'reach' (\"extra\": engine knobs)",
+    )
     ap.add_argument("--mem-size", type=int, default=512)
     ap.add_argument("--mem-steps", type=int, default=110, help="> the baseline's L-BFGS history (100)")
     ap.add_argument("--sizes", default="128,256,512,1024")
     ap.add_argument("--scaling-steps", type=int, default=6)
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_results"), help="path without extension")
-    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
-                    help="avx2: rerun under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (a CPU without AVX-512 "
-                         "and fast bf16, on an AVX-512 machine); per-eval then measures LEVERS_AVX2")
+    ap.add_argument(
+        "--isa",
+        choices=("native", "avx2"),
+        default="native",
+        help="avx2: rerun under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (a CPU without AVX-512 "
+        "and fast bf16, on an AVX-512 machine); per-eval then measures LEVERS_AVX2",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--memory-precision", default="auto", help="napari-nst's precision in parts memory/scaling")
     args = ap.parse_args(argv)
@@ -348,9 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     res: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"bf16 fast: {engine._cpu_has_fast_bf16()}, ATen {torch.backends.cpu.get_cpu_capability()}, "
-                   f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(native)')}, "
-                   f"{torch.get_num_threads()} torch threads, load average at start {os.getloadavg()[0]:.1f}",
+        f"bf16 fast: {engine._cpu_has_fast_bf16()}, ATen {torch.backends.cpu.get_cpu_capability()}, "
+        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(native)')}, "
+        f"{torch.get_num_threads()} torch threads, load average at start {os.getloadavg()[0]:.1f}",
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
     }
     t0 = time.time()
@@ -359,8 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         print(f"[{part}]", flush=True)
         if part == "per-eval":
-            res[part] = part_per_eval(args.size, args.evals, args.repeats, args.clock,
-                                      LEVERS_AVX2 if args.isa == "avx2" else None)
+            res[part] = part_per_eval(
+                args.size, args.evals, args.repeats, args.clock, LEVERS_AVX2 if args.isa == "avx2" else None
+            )
         elif part == "quality":
             res[part] = part_quality(args.size, args.quality_steps)
         elif part == "reach":
@@ -368,8 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "memory":
             res[part] = part_memory(args.mem_size, args.mem_steps, args.memory_precision, args.threads)
         elif part == "scaling":
-            res[part] = part_scaling([int(s) for s in args.sizes.split(",")], args.scaling_steps,
-                                     args.memory_precision, args.threads)
+            res[part] = part_scaling(
+                [int(s) for s in args.sizes.split(",")], args.scaling_steps, args.memory_precision, args.threads
+            )
         else:
             raise SystemExit(f"unknown part {part!r}")
         res["seconds"] = time.time() - t0

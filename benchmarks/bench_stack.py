@@ -44,8 +44,12 @@ def sequence(size: int, frames: int, shift: tuple[int, int]) -> np.ndarray:
     scale = (w + abs(shift[0]) * frames + 8) / photo.width * 1.6
     big = np.asarray(photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.LANCZOS))
     y0, x0 = (big.shape[0] - h) // 2 - shift[1] * frames // 2, (big.shape[1] - w) // 2 - shift[0] * frames // 2
-    return np.stack([big[y0 + t * shift[1]:y0 + t * shift[1] + h, x0 + t * shift[0]:x0 + t * shift[0] + w]
-                     for t in range(frames)])
+    return np.stack(
+        [
+            big[y0 + t * shift[1] : y0 + t * shift[1] + h, x0 + t * shift[0] : x0 + t * shift[0] + w]
+            for t in range(frames)
+        ]
+    )
 
 
 def flicker(out: np.ndarray, shift: tuple[int, int]) -> float:
@@ -72,8 +76,9 @@ def run_independent(frames: np.ndarray, style: np.ndarray, opts: dict[str, Any])
     return np.stack(outs), secs
 
 
-def run_stack(frames: np.ndarray, style: np.ndarray, first: np.ndarray,
-              opts: dict[str, Any]) -> tuple[np.ndarray, list[float]]:
+def run_stack(
+    frames: np.ndarray, style: np.ndarray, first: np.ndarray, opts: dict[str, Any]
+) -> tuple[np.ndarray, list[float]]:
     """Frames 1..N-1 continued from ``first`` (frame 0's pastiche); CPU seconds per frame."""
     import napari_nst
 
@@ -109,7 +114,7 @@ def strip(rows: dict[str, np.ndarray], frames: np.ndarray, path: Path) -> None:
     canvas = np.ones((len(names) * (h + 2), label + n * (w + 2), 3), np.float32)
     for r, name in enumerate(names):
         for t in range(n):
-            canvas[r * (h + 2):r * (h + 2) + h, label + t * (w + 2):label + t * (w + 2) + w] = imgs[name][t]
+            canvas[r * (h + 2) : r * (h + 2) + h, label + t * (w + 2) : label + t * (w + 2) + w] = imgs[name][t]
     im = Image.fromarray((np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for r, name in enumerate(names):
@@ -127,9 +132,12 @@ def main() -> None:
     ap.add_argument("--frame-steps", type=int, nargs="*", default=[0], help="0 = the default (a third of steps)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="docs/stacks")
-    ap.add_argument("--independent", default="",
-                    help="an .npz of the independent frames (written when missing, read when there): for sweeps; "
-                         "quality ratios are deterministic on the CPU, but cost ratios then compare two runs")
+    ap.add_argument(
+        "--independent",
+        default="",
+        help="an .npz of the independent frames (written when missing, read when there): for sweeps; "
+        "quality ratios are deterministic on the CPU, but cost ratios then compare two runs",
+    )
     ap.add_argument("--strip", default="docs/images/stack-strip.png", help="the strip of frames ('' = none)")
     args = ap.parse_args()
     import torch
@@ -141,10 +149,20 @@ def main() -> None:
     shift = (args.shift[0], args.shift[1])
     frames = sequence(args.size, args.frames, shift)
     style = read_image(SHARED / "images" / "starry_night.jpg")
-    opts = dict(size=args.size, steps=args.steps, weights=str(SHARED / "weights" / "vgg16-hed-features.pth"),
-                device="cpu", preview_every=10**6)
-    result: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                              "args": vars(args), "shape": list(frames.shape), "rows": []}
+    opts = dict(
+        size=args.size,
+        steps=args.steps,
+        weights=str(SHARED / "weights" / "vgg16-hed-features.pth"),
+        device="cpu",
+        preview_every=10**6,
+    )
+    result: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "args": vars(args),
+        "shape": list(frames.shape),
+        "rows": [],
+    }
     if args.independent and Path(args.independent).exists():
         saved = np.load(args.independent)
         ind, ind_secs = saved["out"], list(saved["secs"])
@@ -158,13 +176,22 @@ def main() -> None:
 
     def row(name: str, out: np.ndarray, secs: list[float], **extra: Any) -> None:
         later = float(np.mean(secs[1:] if name == "independent" else secs))
-        result["rows"].append(dict(method=name, flicker=flicker(out, shift), stylised=stylised(out, frames),
-                                   s_per_frame=later, cost_ratio=later / single, **extra))
+        result["rows"].append(
+            dict(
+                method=name,
+                flicker=flicker(out, shift),
+                stylised=stylised(out, frames),
+                s_per_frame=later,
+                cost_ratio=later / single,
+                **extra,
+            )
+        )
         print(json.dumps(result["rows"][-1]), flush=True)
 
     row("independent", ind, ind_secs)
-    variants = [("warm", 0.0, 0)] + [(f"stack w={w:g}" + (f" fs={fs}" if fs else ""), w, fs)
-                                     for w in args.weights for fs in args.frame_steps]
+    variants = [("warm", 0.0, 0)] + [
+        (f"stack w={w:g}" + (f" fs={fs}" if fs else ""), w, fs) for w in args.weights for fs in args.frame_steps
+    ]
     for name, w, fs in variants:
         o = dict(opts, temporal_weight=w, **({"frame_steps": fs} if fs else {}))
         out, secs = run_stack(frames, style, ind[0], o)

@@ -27,8 +27,13 @@ SHARED = Path(os.environ.get("NAPARI_NST_SHARED", ROOT.parent / "shared"))
 
 
 def _options(args: argparse.Namespace) -> dict:
-    return dict(size=args.size, steps=args.steps, model="vgg16", device="cpu",
-                weights=str(SHARED / "weights" / "vgg16-hed-features.pth"))
+    return dict(
+        size=args.size,
+        steps=args.steps,
+        model="vgg16",
+        device="cpu",
+        weights=str(SHARED / "weights" / "vgg16-hed-features.pth"),
+    )
 
 
 def engine_alone(content, style, args) -> dict:
@@ -36,8 +41,9 @@ def engine_alone(content, style, args) -> dict:
     from napari_nst.core.remote import EngineProcess
 
     times = []
-    proc = EngineProcess(content, style, nice=runner.ENGINE_NICE, preview_interval=runner.PREVIEW_INTERVAL,
-                         **_options(args))
+    proc = EngineProcess(
+        content, style, nice=runner.ENGINE_NICE, preview_interval=runner.PREVIEW_INTERVAL, **_options(args)
+    )
     images = 0
     for rec in proc:
         times.append(time.perf_counter())
@@ -64,11 +70,16 @@ def widget_run(viewer, widget, app, args) -> dict:
             layer.events.data.connect(lambda e: updates.append(time.perf_counter()))
         time.sleep(0.002)
     widget.controller._on_yielded = orig
-    gaps = [b - a for a, b in zip(updates, updates[1:])]
+    gaps = [b - a for a, b in zip(updates, updates[1:], strict=False)]
     thr = widget.controller._throttle
-    return {"seconds": records[-1] - records[0] if len(records) > 1 else float("nan"), "records": len(records),
-            "updates": len(updates), "max_update_gap": max(gaps) if gaps else float("nan"),
-            "interval": thr.interval, "napari_cpu_per_update": thr.draw_cost}
+    return {
+        "seconds": records[-1] - records[0] if len(records) > 1 else float("nan"),
+        "records": len(records),
+        "updates": len(updates),
+        "max_update_gap": max(gaps) if gaps else float("nan"),
+        "interval": thr.interval,
+        "napari_cpu_per_update": thr.draw_cost,
+    }
 
 
 def main() -> int:
@@ -93,9 +104,9 @@ def main() -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import napari
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from napari_nst.core.io import read_image
 
     content = read_image(SHARED / "images" / "tubingen.jpg")
@@ -112,16 +123,21 @@ def _bench(args: argparse.Namespace) -> int:
     app.processEvents()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     rows = []
-    for i in range(args.repeats):
+    for _ in range(args.repeats):
         e = engine_alone(content, style, args)
         w = widget_run(viewer, widget, app, args)
         rows.append({"engine": e, "widget": w, "ratio": w["seconds"] / e["seconds"]})
         print(json.dumps(rows[-1]), flush=True)
         viewer.layers.remove(viewer.layers[-1])
     viewer.close()
-    res = {"machine": f"{os.cpu_count()} CPUs ({_cpu()}), napari under Xvfb with Mesa's software OpenGL",
-           "command": "python benchmarks/display_cost.py " + " ".join(sys.argv[1:]), "size": args.size,
-           "steps": args.steps, "load_before": load, "rows": rows}
+    res = {
+        "machine": f"{os.cpu_count()} CPUs ({_cpu()}), napari under Xvfb with Mesa's software OpenGL",
+        "command": "python benchmarks/display_cost.py " + " ".join(sys.argv[1:]),
+        "size": args.size,
+        "steps": args.steps,
+        "load_before": load,
+        "rows": rows,
+    }
     Path(args.out).write_text(_markdown(res) + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps(res, indent=1))
     print(_markdown(res))
@@ -139,15 +155,21 @@ def _cpu() -> str:
 
 
 def _markdown(res: dict) -> str:
-    lines = [f"Machine: {res['machine']}; load average before: {res['load_before']}",
-             f"Command: `{res['command']}` ({res['size']} px, {res['steps']} evaluations, shared VGG16)", "",
-             "| repeat | engine alone s | widget s | widget / engine | visible updates | largest gap s | "
-             "throttle interval s | napari CPU per update s |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {res['machine']}; load average before: {res['load_before']}",
+        f"Command: `{res['command']}` ({res['size']} px, {res['steps']} evaluations, shared VGG16)",
+        "",
+        "| repeat | engine alone s | widget s | widget / engine | visible updates | largest gap s | "
+        "throttle interval s | napari CPU per update s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(res["rows"], 1):
         w, e = r["widget"], r["engine"]
         cpu = "-" if w["napari_cpu_per_update"] is None else f"{w['napari_cpu_per_update']:.3f}"
-        lines.append(f"| {i} | {e['seconds']:.1f} | {w['seconds']:.1f} | {r['ratio']:.2f} | {w['updates']} | "
-                     f"{w['max_update_gap']:.2f} | {w['interval']:.2f} | {cpu} |")
+        lines.append(
+            f"| {i} | {e['seconds']:.1f} | {w['seconds']:.1f} | {r['ratio']:.2f} | {w['updates']} | "
+            f"{w['max_update_gap']:.2f} | {w['interval']:.2f} | {cpu} |"
+        )
     return "\n".join(lines)
 
 

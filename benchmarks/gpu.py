@@ -105,8 +105,7 @@ def timed(fn: Callable[[], tuple[float, Any]], dev: torch.device) -> dict[str, A
     return {"seconds": sec, "peak_bytes": peak_bytes(dev), "result": result}
 
 
-def reach(prob: B.Problem, size: int, steps: int, device: str, weights: str, every: int,
-          target: float) -> int | None:
+def reach(prob: B.Problem, size: int, steps: int, device: str, weights: str, every: int, target: float) -> int | None:
     """The first evaluation (to ``every``) at which napari-nst's image scores <= ``target``."""
     _, _, shown = run_nst(prob, nst_options(size, steps, device, weights, every))
     for rec in shown:
@@ -115,8 +114,9 @@ def reach(prob: B.Problem, size: int, steps: int, device: str, weights: str, eve
     return None
 
 
-def bench_size(size: int, steps: int, device: str, weights: str, repeats: int, trace_every: int,
-               deadline: float) -> dict[str, Any]:
+def bench_size(
+    size: int, steps: int, device: str, weights: str, repeats: int, trace_every: int, deadline: float
+) -> dict[str, Any]:
     dev = torch.device(device)
     prob = B.setup(size, device, content=ARGS_PATHS["content"], style=ARGS_PATHS["style"], weights=weights)
     row: dict[str, Any] = {"size": size, "shape": list(prob.shape), "steps": steps, "skipped_repeats": 0}
@@ -152,22 +152,35 @@ def bench_size(size: int, steps: int, device: str, weights: str, repeats: int, t
 def _summary(runs: list[dict[str, Any]], objective: float) -> dict[str, Any]:
     secs = [r["seconds"] for r in runs]
     peaks = [r["peak_bytes"] for r in runs if r["peak_bytes"] is not None]
-    return {"min_s": min(secs), "median_s": statistics.median(secs), "all_s": secs,
-            "peak_bytes": max(peaks) if peaks else None, "objective": objective}
+    return {
+        "min_s": min(secs),
+        "median_s": statistics.median(secs),
+        "all_s": secs,
+        "peak_bytes": max(peaks) if peaks else None,
+        "objective": objective,
+    }
 
 
 ARGS_PATHS: dict[str, str] = {}
 
 
 def machine(dev: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"torch": torch.__version__, "device": str(dev), "python": platform.python_version(),
-                            "cudnn.benchmark": torch.backends.cudnn.benchmark,
-                            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-                            "tf32_cudnn": torch.backends.cudnn.allow_tf32}
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": str(dev),
+        "python": platform.python_version(),
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+    }
     if dev.type == "cuda":
-        info.update(name=torch.cuda.get_device_name(dev), capability=list(torch.cuda.get_device_capability(dev)),
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                    memory_gib=round(torch.cuda.get_device_properties(dev).total_memory / 2**30, 1))
+        info.update(
+            name=torch.cuda.get_device_name(dev),
+            capability=list(torch.cuda.get_device_capability(dev)),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            memory_gib=round(torch.cuda.get_device_properties(dev).total_memory / 2**30, 1),
+        )
     else:
         info["name"] = platform.processor() or platform.machine()
     return info
@@ -178,25 +191,35 @@ def markdown(res: dict[str, Any]) -> str:
         return "-" if b is None else f"{b / 2**20:.0f}"
 
     m = res["machine"]
-    L = [f"Machine: {m.get('name')} ({m['device']}, compute capability {m.get('capability', '-')}), torch "
-         f"{m['torch']}, CUDA {m.get('cuda', '-')}, cuDNN {m.get('cudnn', '-')}; cudnn.benchmark "
-         f"{m['cudnn.benchmark']}, TF32 matmul {m['tf32_matmul']}, TF32 cuDNN {m['tf32_cudnn']}",
-         f"Command: `{res['command']}`", f"Wall time of the whole call: {res.get('seconds', 0):.0f} s", "",
-         "| size | shape | evals | baseline s (min / median) | napari-nst s (min / median) | x | precision | "
-         "baseline peak MiB | napari-nst peak MiB | baseline objective | napari-nst objective | reach step | "
-         "reach x |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    L = [
+        f"Machine: {m.get('name')} ({m['device']}, compute capability {m.get('capability', '-')}), torch "
+        f"{m['torch']}, CUDA {m.get('cuda', '-')}, cuDNN {m.get('cudnn', '-')}; cudnn.benchmark "
+        f"{m['cudnn.benchmark']}, TF32 matmul {m['tf32_matmul']}, TF32 cuDNN {m['tf32_cudnn']}",
+        f"Command: `{res['command']}`",
+        f"Wall time of the whole call: {res.get('seconds', 0):.0f} s",
+        "",
+        "| size | shape | evals | baseline s (min / median) | napari-nst s (min / median) | x | precision | "
+        "baseline peak MiB | napari-nst peak MiB | baseline objective | napari-nst objective | reach step | "
+        "reach x |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["rows"]:
         b, n, q = r["baseline"], r["napari-nst"], r["reach"]
-        L.append(f"| {r['size']} | {r['shape'][1]}x{r['shape'][0]} | {r['steps']} | {b['min_s']:.2f} / "
-                 f"{b['median_s']:.2f} | {n['min_s']:.2f} / {n['median_s']:.2f} | {r['time_ratio']:.2f} | "
-                 f"{n['precision']} | {mib(b['peak_bytes'])} | {mib(n['peak_bytes'])} | {b['objective']:.4g} | "
-                 f"{n['objective']:.4g} | {q['step'] or q.get('skipped', 'not reached')} | "
-                 f"{'-' if q['ratio'] is None else format(q['ratio'], '.2f')} |")
+        L.append(
+            f"| {r['size']} | {r['shape'][1]}x{r['shape'][0]} | {r['steps']} | {b['min_s']:.2f} / "
+            f"{b['median_s']:.2f} | {n['min_s']:.2f} / {n['median_s']:.2f} | {r['time_ratio']:.2f} | "
+            f"{n['precision']} | {mib(b['peak_bytes'])} | {mib(n['peak_bytes'])} | {b['objective']:.4g} | "
+            f"{n['objective']:.4g} | {q['step'] or q.get('skipped', 'not reached')} | "
+            f"{'-' if q['ratio'] is None else format(q['ratio'], '.2f')} |"
+        )
     if res.get("skipped_sizes"):
         L += ["", f"Skipped by the time budget: {res['skipped_sizes']} px"]
-    L += ["", "x: napari-nst's median over the baseline's; reach x: napari-nst's cost to reach the baseline's "
-          "final objective (first evaluation at or below it, times napari-nst's per-evaluation time) over the "
-          "baseline's whole run."]
+    L += [
+        "",
+        "x: napari-nst's median over the baseline's; reach x: napari-nst's cost to reach the baseline's "
+        "final objective (first evaluation at or below it, times napari-nst's per-evaluation time) over the "
+        "baseline's whole run.",
+    ]
     return "\n".join(L)
 
 
@@ -211,8 +234,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--content", default=os.environ.get("NST_CONTENT", B.CONTENT))
     ap.add_argument("--style", default=os.environ.get("NST_STYLE", B.STYLE))
     ap.add_argument("--tf32", choices=("default", "on", "off"), default="default")
-    ap.add_argument("--time-budget", type=float, default=240.0,
-                    help="seconds for the timed work (torch import and CUDA start come on top)")
+    ap.add_argument(
+        "--time-budget",
+        type=float,
+        default=240.0,
+        help="seconds for the timed work (torch import and CUDA start come on top)",
+    )
     ap.add_argument("--out", default=os.environ.get("OUT", "."), help="output folder (default $OUT or .)")
     ap.add_argument("--dry-run", action="store_true", help="CPU, 64 px, 4 evaluations: checks the script")
     args = ap.parse_args(argv)
@@ -232,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or str(engine.pick_device("auto"))
     sizes = [int(s) for s in args.sizes.split(",")]
     reps = [int(r) for r in args.repeats.split(",")]
-    reps = (reps + [reps[-1]] * len(sizes))[:len(sizes)]
+    reps = (reps + [reps[-1]] * len(sizes))[: len(sizes)]
     res: dict[str, Any] = {
         "machine": machine(torch.device(device)),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),

@@ -6,7 +6,9 @@ shared float32 function of baseline.py gives, with the number of objective evalu
 
     python benchmarks/lbfgs_line_search.py 60 120     (iterations per run)
 """
-import sys, time
+
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -15,15 +17,32 @@ sys.path.insert(0, str(Path(__file__).parent))
 import baseline as B
 from bench_cpu import nst_options
 from napari_nst.core import engine
+
 count = [0]
 orig_eval = engine.evaluate
+
+
 def counting(*a, **k):
     count[0] += 1
     return orig_eval(*a, **k)
+
+
 engine.evaluate = counting
+
+
 def mk(opts, x):
-    return torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=30, history_size=20, tolerance_grad=0.0,
-                             tolerance_change=0.0, line_search_fn="strong_wolfe")
+    return torch.optim.LBFGS(
+        [x],
+        lr=1.0,
+        max_iter=1,
+        max_eval=30,
+        history_size=20,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
+
+
 engine._make_optimizer = mk
 prob = B.setup(256)
 for steps in [int(s) for s in sys.argv[1:]]:
@@ -32,4 +51,13 @@ for steps in [int(s) for s in sys.argv[1:]]:
     last = None
     for r in engine.run(prob.content, prob.style, nst_options(256, steps)):
         last = r
-    print(steps, "iterations", count[0], "evaluations", round(time.perf_counter()-t, 1), "s objective", B.objective(prob, last.image), flush=True)
+    print(
+        steps,
+        "iterations",
+        count[0],
+        "evaluations",
+        round(time.perf_counter() - t, 1),
+        "s objective",
+        B.objective(prob, last.image),
+        flush=True,
+    )

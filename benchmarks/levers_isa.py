@@ -36,8 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 #: limited to AVX2, as on a CPU without AVX-512
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 MODES = {"bf16": {}, "fp32-avx512": {}, "fp32-avx2": AVX2_ENV}
-COMBOS = [("contiguous", "torch pool"), ("contiguous", "index-free pool"),
-          ("channels-last", "torch pool"), ("channels-last", "index-free pool")]
+COMBOS = [
+    ("contiguous", "torch pool"),
+    ("contiguous", "index-free pool"),
+    ("channels-last", "torch pool"),
+    ("channels-last", "index-free pool"),
+]
 SHAPES = [(192, 256), (256, 341)]
 
 
@@ -53,9 +57,13 @@ def measure(mode: str, repeats: int, threads: int = 0) -> dict[str, Any]:
         torch.set_num_threads(threads)
     dtype = torch.bfloat16 if mode == "bf16" else None
     net = B.build_vgg(B.MODEL, B.LAYERS, weights=B.WEIGHTS)
-    out: dict[str, Any] = {"mode": mode, "isa_env": os.environ.get("ONEDNN_MAX_CPU_ISA", "(native)"),
-                           "aten_capability": torch.backends.cpu.get_cpu_capability(),
-                           "threads": torch.get_num_threads(), "rows": []}
+    out: dict[str, Any] = {
+        "mode": mode,
+        "isa_env": os.environ.get("ONEDNN_MAX_CPU_ISA", "(native)"),
+        "aten_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "rows": [],
+    }
     for shape in SHAPES:
         x0 = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(0))
 
@@ -79,32 +87,48 @@ def measure(mode: str, repeats: int, threads: int = 0) -> dict[str, Any]:
         base = times[COMBOS[0]]
         for c in COMBOS:
             wall, cpu = [t[0] for t in times[c]], [t[1] for t in times[c]]
-            out["rows"].append({
-                "shape": list(shape), "layout": c[0], "pool": c[1],
-                "min_ms": 1000 * min(wall), "median_ms": 1000 * statistics.median(wall),
-                "ratio": statistics.median(t[0] / b[0] for t, b in zip(times[c], base, strict=True)),
-                "cpu_median_ms": 1000 * statistics.median(cpu),
-                "cpu_ratio": statistics.median(t[1] / b[1] for t, b in zip(times[c], base, strict=True)),
-            })
-        print(f"  {mode} {shape}: " + ", ".join(f"{r['layout']}/{r['pool']} {r['median_ms']:.0f} ms"
-                                                 for r in out["rows"][-4:]), file=sys.stderr, flush=True)
+            out["rows"].append(
+                {
+                    "shape": list(shape),
+                    "layout": c[0],
+                    "pool": c[1],
+                    "min_ms": 1000 * min(wall),
+                    "median_ms": 1000 * statistics.median(wall),
+                    "ratio": statistics.median(t[0] / b[0] for t, b in zip(times[c], base, strict=True)),
+                    "cpu_median_ms": 1000 * statistics.median(cpu),
+                    "cpu_ratio": statistics.median(t[1] / b[1] for t, b in zip(times[c], base, strict=True)),
+                }
+            )
+        print(
+            f"  {mode} {shape}: "
+            + ", ".join(f"{r['layout']}/{r['pool']} {r['median_ms']:.0f} ms" for r in out["rows"][-4:]),
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
 def markdown(res: dict[str, Any]) -> str:
-    L = [f"Machine: {res['machine']}", f"Command: `{res['command']}`",
-         f"Load average: {res['load_start']:.1f} at start, {res['load_end']:.1f} at the end (2 cores, shared)", "",
-         "One forward + backward of VGG16 to relu5_1 with the style Gram matrices; "
-         f"{res['repeats']} interleaved repeats, {res['modes'][0]['threads']} torch thread(s); "
-         "x = median of per-repeat ratios to contiguous + torch pool, of wall "
-         "time and of the process's CPU time (all threads; less sensitive to other jobs on the cores).", "",
-         "| mode | shape | layout | pool | min ms | median ms | x (wall) | CPU ms | x (CPU) |",
-         "|---|---|---|---|---|---|---|---|---|"]
+    L = [
+        f"Machine: {res['machine']}",
+        f"Command: `{res['command']}`",
+        f"Load average: {res['load_start']:.1f} at start, {res['load_end']:.1f} at the end (2 cores, shared)",
+        "",
+        "One forward + backward of VGG16 to relu5_1 with the style Gram matrices; "
+        f"{res['repeats']} interleaved repeats, {res['modes'][0]['threads']} torch thread(s); "
+        "x = median of per-repeat ratios to contiguous + torch pool, of wall "
+        "time and of the process's CPU time (all threads; less sensitive to other jobs on the cores).",
+        "",
+        "| mode | shape | layout | pool | min ms | median ms | x (wall) | CPU ms | x (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in res["modes"]:
         for r in m["rows"]:
-            L.append(f"| {m['mode']} | {r['shape'][0]}x{r['shape'][1]} | {r['layout']} | {r['pool']} | "
-                     f"{r['min_ms']:.0f} | {r['median_ms']:.0f} | {r['ratio']:.2f} | {r['cpu_median_ms']:.0f} | "
-                     f"{r['cpu_ratio']:.2f} |")
+            L.append(
+                f"| {m['mode']} | {r['shape'][0]}x{r['shape'][1]} | {r['layout']} | {r['pool']} | "
+                f"{r['min_ms']:.0f} | {r['median_ms']:.0f} | {r['ratio']:.2f} | {r['cpu_median_ms']:.0f} | "
+                f"{r['cpu_ratio']:.2f} |"
+            )
     return "\n".join(L)
 
 
@@ -112,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 is the least "
-                    "disturbed by other jobs on a shared machine")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's default); 1 is the least disturbed by other jobs on a shared machine",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_levers_isa"))
     args = ap.parse_args(argv)
@@ -123,13 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "command": "python benchmarks/levers_isa.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "repeats": args.repeats, "load_start": os.getloadavg()[0], "modes": [],
+        "repeats": args.repeats,
+        "load_start": os.getloadavg()[0],
+        "modes": [],
     }
     for mode in args.modes.split(","):
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **MODES[mode])
-        p = subprocess.run([sys.executable, __file__, "--child", mode, "--repeats", str(args.repeats),
-                            "--threads", str(args.threads)],
-                           stdout=subprocess.PIPE, text=True, env=env, check=True)
+        p = subprocess.run(
+            [sys.executable, __file__, "--child", mode, "--repeats", str(args.repeats), "--threads", str(args.threads)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            check=True,
+        )
         res["modes"].append(json.loads(p.stdout.strip().splitlines()[-1]))
     import torch  # only for the record
 

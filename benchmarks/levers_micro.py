@@ -17,7 +17,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline as B  # noqa: E402
-
 from napari_nst.core.losses import gram  # noqa: E402
 from napari_nst.core.vgg import build_vgg  # noqa: E402
 
@@ -38,11 +37,15 @@ def main() -> int:
         loss = sum(gram(v).sum() * 1e-9 for v in f.values())
         loss.backward()
 
-    cfgs = {"float32": (None, False), "float32 + channels_last": (None, True),
-            "bf16 autocast": (torch.bfloat16, False), "bf16 autocast + channels_last": (torch.bfloat16, True)}
+    cfgs = {
+        "float32": (None, False),
+        "float32 + channels_last": (None, True),
+        "bf16 autocast": (torch.bfloat16, False),
+        "bf16 autocast + channels_last": (torch.bfloat16, True),
+    }
     wall = {k: [] for k in cfgs}
     cpu = {k: [] for k in cfgs}
-    for k, (d, c) in cfgs.items():
+    for d, c in cfgs.values():
         step(d, c)
         step(d, c)
     for _ in range(args.repeats):

@@ -36,7 +36,7 @@ import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -91,8 +91,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mmap-threshold-4MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(4 * MiB)}},
     "mmap-threshold-16MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(16 * MiB)}},
     "mmap-threshold-20MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(20 * MiB)}},
-    "mmap-20MiB+trim-64MiB": {"env": {"MALLOC_MMAP_THRESHOLD_": str(20 * MiB),
-                                      "MALLOC_TRIM_THRESHOLD_": str(64 * MiB)}},
+    "mmap-20MiB+trim-64MiB": {
+        "env": {"MALLOC_MMAP_THRESHOLD_": str(20 * MiB), "MALLOC_TRIM_THRESHOLD_": str(64 * MiB)}
+    },
     "baseline": {"mode": "baseline"},
     # baseline.py builds its network with vgg.build_vgg, so it gets vgg.py's savings too; this is
     # it with torch's max pooling and its own copy of the weights (the textbook network)
@@ -104,12 +105,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
-def _libc() -> Optional[ctypes.CDLL]:
+def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallinfo2.restype = _MallInfo2
@@ -139,7 +152,6 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
 
     sys.path.insert(0, str(HERE))
     import baseline as B  # noqa: E402
-
     from napari_nst.core import engine, losses, vgg  # noqa: E402
 
     def heap() -> int:
@@ -171,8 +183,9 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
         sys.path.insert(0, str(HERE))
         import bench_cpu as C
 
-        o = C.nst_options(size, evals, scales=1, preview_every=10**6,
-                          precision="float32" if knobs["precision"] == "fp32" else "auto")
+        o = C.nst_options(
+            size, evals, scales=1, preview_every=10**6, precision="float32" if knobs["precision"] == "fp32" else "auto"
+        )
         for _ in engine.run(prob.content, prob.style, o):
             pass
     elif mode == "loop":
@@ -192,6 +205,7 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
 
         net = vgg.build_vgg(B.MODEL, B.LAYERS, weights=B.WEIGHTS, pooling="max")
     if knobs["relu_grad_in_place"]:
+
         class _ReluFn(torch.autograd.Function):
             @staticmethod
             def forward(ctx, t):
@@ -217,8 +231,9 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
     layer_w = {n: 1.0 / len(style_layers) for n in style_layers}
     terms = [ContentTerm(prob.p, prob.a), StyleTerm([StyleTarget(prob.grams)], layer_w, prob.b)]
     x = prob.content_t.clone().contiguous().requires_grad_(True)
-    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, max_eval=1, history_size=knobs["history"],
-                            tolerance_grad=0.0, tolerance_change=0.0)
+    opt = torch.optim.LBFGS(
+        [x], lr=1.0, max_iter=1, max_eval=1, history_size=knobs["history"], tolerance_grad=0.0, tolerance_change=0.0
+    )
     k = knobs["checkpoint"]
 
     def forward(g):
@@ -256,8 +271,17 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
         mi = libc.mallinfo2()
         return int(mi.uordblks + mi.hblkhd)
 
-    stats: dict[str, Any] = {"saved": 0, "saved_by_kind": {}, "heap_fwd": 0, "heap_peak": 0, "heap_peak_at": "",
-                             "heap_before": 0, "rss_fwd": 0, "rss_peak": 0, "rss_peak_at": ""}
+    stats: dict[str, Any] = {
+        "saved": 0,
+        "saved_by_kind": {},
+        "heap_fwd": 0,
+        "heap_peak": 0,
+        "heap_peak_at": "",
+        "heap_before": 0,
+        "rss_fwd": 0,
+        "rss_peak": 0,
+        "rss_peak_at": "",
+    }
     first = [True]
 
     def sample(where: str) -> None:
@@ -272,6 +296,7 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
 
     if knobs["backward"]:
         for i, layer in enumerate(net.layers):
+
             def after_layer(m, a, o, i=i) -> None:
                 if first[0]:
                     sample(f"forward {i} {type(m).__name__}")
@@ -314,8 +339,11 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
                 seen.setdefault(st.data_ptr(), (st.nbytes(), kind(t)))
             return t
 
-        ac = (torch.autocast("cpu", dtype=dtype, cache_enabled=knobs["autocast_cache"]) if dtype is not None
-              else nullcontext())
+        ac = (
+            torch.autocast("cpu", dtype=dtype, cache_enabled=knobs["autocast_cache"])
+            if dtype is not None
+            else nullcontext()
+        )
         if first[0]:
             stats["heap_before"] = heap()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ac:
@@ -339,7 +367,7 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
         return total
 
     def closure_nograd():
-        with torch.no_grad(), (torch.autocast("cpu", dtype=dtype) if dtype is not None else nullcontext()):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype) if dtype is not None else nullcontext():
             feats = net(x.contiguous(memory_format=torch.channels_last) if knobs["channels_last"] else x)
             evaluate(terms, feats, x)
         stats["heap_fwd"] = max(stats["heap_fwd"], heap())
@@ -375,7 +403,8 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
         if knobs.get("trace") and libc is not None:
             mi = libc.mallinfo2()
             stats.setdefault("per_eval", []).append(
-                (_ + 1, _status("VmRSS"), _status("VmHWM"), mi.arena, mi.fordblks, mi.hblkhd, heap()))
+                (_ + 1, _status("VmRSS"), _status("VmHWM"), mi.arena, mi.fordblks, mi.hblkhd, heap())
+            )
     flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
     stats["minflt_per_eval"] = flt / max(1, evals - 1)
     stats["heap_end"] = heap()
@@ -388,13 +417,15 @@ def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any
 def run_variant(name: str, size: int, evals: int, trace: bool = False) -> dict[str, Any]:
     knobs = {**DEFAULT, **VARIANTS[name], "trace": trace}
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **knobs["env"])
-    code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import memory_breakdown as M; "
-            f"print('RESULT ' + json.dumps(M.child({knobs!r}, {size}, {evals})))")
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import memory_breakdown as M; "
+        f"print('RESULT ' + json.dumps(M.child({knobs!r}, {size}, {evals})))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if p.returncode:
         raise RuntimeError(f"{name}: {p.stderr[-3000:]}")
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def flops(size: int) -> dict[str, float]:
@@ -425,7 +456,7 @@ def flops(size: int) -> dict[str, float]:
     return {"forward": fwd, "backward": sum(conv) + 2 * gram, "block1": conv[0] + conv[1]}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--evals", type=int, default=25)
@@ -440,12 +471,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{n:28s} {k}")
         return 0
     names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
-    head = [f"Peak resident memory (VmHWM) at {args.size} px, {args.evals} evaluations, one process per run, "
-            f"{args.repeats} run(s) per variant (min-max); live heap = bytes malloc has handed out (mallinfo2), "
-            "sampled after every layer and every backward node of the first evaluation.", "",
-            "| variant | VmHWM MiB | saved for backward MiB | live heap at its peak MiB | peak at | "
-            "heap before the evaluation MiB | largest VmRSS sampled MiB | at | minor faults / eval |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    head = [
+        f"Peak resident memory (VmHWM) at {args.size} px, {args.evals} evaluations, one process per run, "
+        f"{args.repeats} run(s) per variant (min-max); live heap = bytes malloc has handed out (mallinfo2), "
+        "sampled after every layer and every backward node of the first evaluation.",
+        "",
+        "| variant | VmHWM MiB | saved for backward MiB | live heap at its peak MiB | peak at | "
+        "heap before the evaluation MiB | largest VmRSS sampled MiB | at | minor faults / eval |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     print("\n".join(head), flush=True)
     rows, details = list(head), []
     for name in names:
@@ -459,25 +493,32 @@ def main(argv: Optional[list[str]] = None) -> int:
         hw = sorted(r["hwm"] / MiB for r in rs)
         r = rs[0]
         hwm = f"{hw[0]:.0f}" if len(hw) == 1 else f"{hw[0]:.0f}-{hw[-1]:.0f}"
-        row = (f"| {name} | {hwm} | {r.get('saved', 0) / MiB:.0f} | {r.get('heap_peak', 0) / MiB:.0f} | "
-               f"{r.get('heap_peak_at', '')} | {r.get('heap_before', 0) / MiB:.0f} | "
-               f"{r.get('rss_peak', 0) / MiB:.0f} | {r.get('rss_peak_at', '')} | "
-               f"{r.get('minflt_per_eval', r.get('minflt_run_per_eval', 0)):.0f} |")
+        row = (
+            f"| {name} | {hwm} | {r.get('saved', 0) / MiB:.0f} | {r.get('heap_peak', 0) / MiB:.0f} | "
+            f"{r.get('heap_peak_at', '')} | {r.get('heap_before', 0) / MiB:.0f} | "
+            f"{r.get('rss_peak', 0) / MiB:.0f} | {r.get('rss_peak_at', '')} | "
+            f"{r.get('minflt_per_eval', r.get('minflt_run_per_eval', 0)):.0f} |"
+        )
         rows.append(row)
         print(row, flush=True)
-        d = (f"- {name}: VmRSS after import torch {r['rss_import'] / MiB:.0f}, after setup {r['rss_setup'] / MiB:.0f} "
-             f"(VmHWM {r['hwm_setup'] / MiB:.0f}), at the end {r['rss_end'] / MiB:.0f}; heap after import "
-             f"{r['heap_import'] / MiB:.0f}, after setup {r['heap_setup'] / MiB:.0f}")
+        d = (
+            f"- {name}: VmRSS after import torch {r['rss_import'] / MiB:.0f}, after setup {r['rss_setup'] / MiB:.0f} "
+            f"(VmHWM {r['hwm_setup'] / MiB:.0f}), at the end {r['rss_end'] / MiB:.0f}; heap after import "
+            f"{r['heap_import'] / MiB:.0f}, after setup {r['heap_setup'] / MiB:.0f}"
+        )
         if r.get("saved_by_kind"):
-            d += "; saved: " + ", ".join(f"{k} {v / MiB:.1f}" for k, v in
-                                        sorted(r["saved_by_kind"].items(), key=lambda kv: -kv[1]))
+            d += "; saved: " + ", ".join(
+                f"{k} {v / MiB:.1f}" for k, v in sorted(r["saved_by_kind"].items(), key=lambda kv: -kv[1])
+            )
         details.append(d)
         print("  " + d, flush=True)
     fl = flops(args.size)
     total = fl["forward"] + fl["backward"]
-    note = (f"One evaluation: {total / 1e9:.0f} GFLOP (forward {fl['forward'] / 1e9:.0f}, backward "
-            f"{fl['backward'] / 1e9:.0f}); recomputing conv1_1 and conv1_2 in backward (checkpoint-block1) "
-            f"adds {fl['block1'] / 1e9:.1f} GFLOP, +{100 * fl['block1'] / total:.1f}%.")
+    note = (
+        f"One evaluation: {total / 1e9:.0f} GFLOP (forward {fl['forward'] / 1e9:.0f}, backward "
+        f"{fl['backward'] / 1e9:.0f}); recomputing conv1_1 and conv1_2 in backward (checkpoint-block1) "
+        f"adds {fl['block1'] / 1e9:.1f} GFLOP, +{100 * fl['block1'] / total:.1f}%."
+    )
     print(note)
     details.append(note)
     if args.out:

@@ -54,8 +54,15 @@ def summary(rss: list[float]) -> dict[str, float]:
     tail = np.asarray(rss[1:])
     slope = float(np.polyfit(np.arange(len(tail)), tail, 1)[0]) if len(tail) > 1 else 0.0
     floor = min(rss[-5:]) - min(rss[1:6]) if len(rss) > 6 else 0.0
-    return {"first": rss[0], "last": rss[-1], "growth": rss[-1] - rss[1] if len(rss) > 1 else 0.0,
-            "slope": slope, "max": max(rss), "floor": floor, "series": rss}
+    return {
+        "first": rss[0],
+        "last": rss[-1],
+        "growth": rss[-1] - rss[1] if len(rss) > 1 else 0.0,
+        "slope": slope,
+        "max": max(rss),
+        "floor": floor,
+        "series": rss,
+    }
 
 
 def main(argv=None) -> int:
@@ -74,14 +81,16 @@ def main(argv=None) -> int:
     start = rss_mb()
 
     def in_process() -> None:
+        last = None
         for rec in iter_stylize(content, style, **opts):
-            pass
-        assert rec.image is not None
+            last = rec
+        assert last is not None and last.image is not None
 
     results = {}
     print(f"in-process, {args.runs} runs (RSS before: {start:.1f} MB)")
     results["in-process (iter_stylize)"] = summary(series(in_process, args.runs))
     if args.child:
+
         def child() -> None:
             recs = list(EngineProcess(content, style, **opts))
             assert recs[-1].image is not None
@@ -106,14 +115,16 @@ def main(argv=None) -> int:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['first']:.1f} MB | {r['last']:.1f} MB | {r['growth']:+.1f} MB | "
-                     f"{r['floor']:+.1f} MB | {r['slope']:+.2f} MB/run | {r['max']:.1f} MB |")
+        lines.append(
+            f"| {name} | {r['first']:.1f} MB | {r['last']:.1f} MB | {r['growth']:+.1f} MB | "
+            f"{r['floor']:+.1f} MB | {r['slope']:+.2f} MB/run | {r['max']:.1f} MB |"
+        )
     lines += ["", "RSS after each run (MB):", ""]
     for name, r in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{v:.0f}" for v in r["series"]))
     lines += [
         "",
-        "\"floor growth\" = lowest RSS of the last 5 runs minus lowest of runs 2-6: the allocator keeps freed",
+        '"floor growth" = lowest RSS of the last 5 runs minus lowest of runs 2-6: the allocator keeps freed',
         "arenas for a while, so single runs spike by tens of MB and fall back; a leak raises the floor.",
         "",
         "Run 1 carries the one-off costs (weights read and cached, torch's allocator and thread pools).",

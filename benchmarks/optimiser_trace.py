@@ -18,12 +18,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline as B  # noqa: E402
 import bench_cpu as C  # noqa: E402
-
 from napari_nst.core import engine  # noqa: E402
 
 
@@ -31,11 +30,12 @@ def trace(prob: B.Problem, size: int, steps: int, variant: dict[str, Any], every
     v = dict(variant)
     extra = v.pop("extra", {})
     opts = C.nst_options(size, steps, extra=extra, preview_every=every, **v)
-    return [(r.step, B.objective(prob, r.image)) for r in engine.run(prob.content, prob.style, opts)
-            if r.image is not None]
+    return [
+        (r.step, B.objective(prob, r.image)) for r in engine.run(prob.content, prob.style, opts) if r.image is not None
+    ]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=250)

@@ -27,8 +27,14 @@ def run(args: argparse.Namespace, **preview: float) -> dict[str, float]:
 
     c = read_image(SHARED / "images" / "tubingen.jpg").astype("float32") / 255
     s = read_image(SHARED / "images" / "starry_night.jpg").astype("float32") / 255
-    opts = Options.from_kwargs(size=args.size, steps=args.steps, model="vgg16", device=args.device,
-                               weights=str(SHARED / "weights" / "vgg16-hed-features.pth"), **preview)
+    opts = Options.from_kwargs(
+        size=args.size,
+        steps=args.steps,
+        model="vgg16",
+        device=args.device,
+        weights=str(SHARED / "weights" / "vgg16-hed-features.pth"),
+        **preview,
+    )
     images = nbytes = 0
     t0 = time.perf_counter()
     for rec in engine.run(c, s, opts):
@@ -51,9 +57,13 @@ def main() -> int:
         rows.append(("every evaluation (preview_every=1)", run(args, preview_every=1)))
         rows.append(("throttled (preview_interval=0.1)", run(args, preview_interval=0.1)))
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    lines = [f"Command: `python benchmarks/preview_cost.py {' '.join(sys.argv[1:])}` ({args.size} px, "
-             f"{args.steps} evaluations, {args.device}, shared VGG16); load average {load}", "",
-             "| preview | records | images made | MiB copied to the host | wall s |", "|---|---|---|---|---|"]
+    lines = [
+        f"Command: `python benchmarks/preview_cost.py {' '.join(sys.argv[1:])}` ({args.size} px, "
+        f"{args.steps} evaluations, {args.device}, shared VGG16); load average {load}",
+        "",
+        "| preview | records | images made | MiB copied to the host | wall s |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in rows:
         lines.append(f"| {name} | {r['records']} | {r['images']} | {r['bytes'] / 2**20:.1f} | {r['seconds']:.1f} |")
     Path(args.out).write_text("\n".join(lines) + "\n")

@@ -49,8 +49,12 @@ def _stats(values: list[float]) -> dict[str, float]:
         return {}
     v = sorted(values)
     return {
-        "n": len(v), "median_ms": 1000 * statistics.median(v), "p99_ms": 1000 * v[min(len(v) - 1, int(0.99 * len(v)))],
-        "max_ms": 1000 * v[-1], "over_50ms": sum(1 for x in v if x > 0.05), "over_100ms": sum(1 for x in v if x > 0.1),
+        "n": len(v),
+        "median_ms": 1000 * statistics.median(v),
+        "p99_ms": 1000 * v[min(len(v) - 1, int(0.99 * len(v)))],
+        "max_ms": 1000 * v[-1],
+        "over_50ms": sum(1 for x in v if x > 0.05),
+        "over_100ms": sum(1 for x in v if x > 0.1),
     }
 
 
@@ -62,8 +66,12 @@ def main() -> int:
     ap.add_argument("--model", default="vgg16")
     ap.add_argument("--size", type=int, default=0, help="0 = the widget's default for this machine")
     ap.add_argument("--steps", type=int, default=0, help="0 = the widget's default for this machine")
-    ap.add_argument("--nice", type=int, default=None,
-                    help="CPU priority offset of the engine process (default: the widget's, ENGINE_NICE)")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=None,
+        help="CPU priority offset of the engine process (default: the widget's, ENGINE_NICE)",
+    )
     ap.add_argument("--tick", type=float, default=5.0, help="timer interval, ms")
     ap.add_argument("--baseline", type=float, default=5.0, help="seconds of interaction without a run")
     ap.add_argument("--no-interaction", action="store_true", help="do not zoom / change contrast")
@@ -84,10 +92,10 @@ def main() -> int:
 
 
 def _run(args) -> int:
-    import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
+    import napari
     import napari_nst._run.runner as widget_module  # where ENGINE_NICE lives
     from napari_nst.core.io import read_image
 
@@ -130,7 +138,7 @@ def _run(args) -> int:
     poker.timeout.connect(poke)
 
     def gaps(t: list[float]) -> list[float]:
-        return [b - a for a, b in zip(t, t[1:])]
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
 
     load_before = [round(x, 1) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     # baseline: the same interaction, no run
@@ -174,14 +182,23 @@ def _run(args) -> int:
     first_image = (updates[0] - t_start) if updates else float("nan")
     result = {
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}",
-        "size": widget.size.value, "steps": widget.steps.value, "model": args.model,
-        "working_shape": list(rec.shape) if rec else None, "outcome": run.outcome,
+        "size": widget.size.value,
+        "steps": widget.steps.value,
+        "model": args.model,
+        "working_shape": list(rec.shape) if rec else None,
+        "outcome": run.outcome,
         "seconds_per_step": (rec.elapsed / rec.step) if rec else None,
-        "run_seconds": t_total, "first_image_after_s": first_image,
-        "baseline_gaps": _stats(base), "run_gaps": _stats(run_gaps),
-        "update_intervals": _stats(gaps(updates)), "flush_cost": _stats(apply_ms),
-        "updates": len(updates), "tick_ms": args.tick, "nice": widget_module.ENGINE_NICE,
-        "load_before": load_before, "interaction": not args.no_interaction,
+        "run_seconds": t_total,
+        "first_image_after_s": first_image,
+        "baseline_gaps": _stats(base),
+        "run_gaps": _stats(run_gaps),
+        "update_intervals": _stats(gaps(updates)),
+        "flush_cost": _stats(apply_ms),
+        "updates": len(updates),
+        "tick_ms": args.tick,
+        "nice": widget_module.ENGINE_NICE,
+        "load_before": load_before,
+        "interaction": not args.no_interaction,
     }
     if args.screenshot:
         c.contrast_limits = (lo0, hi0)
@@ -205,8 +222,10 @@ def _markdown(r: dict) -> str:
     def row(name: str, s: dict) -> str:
         if not s:
             return f"| {name} | - | - | - | - | - | - |"
-        return (f"| {name} | {s['n']} | {s['median_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} | "
-                f"{s['over_50ms']} | {s['over_100ms']} |")
+        return (
+            f"| {name} | {s['n']} | {s['median_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} | "
+            f"{s['over_50ms']} | {s['over_100ms']} |"
+        )
 
     lines = [
         f"Run: {r['model']}, size {r['size']} (working {r['working_shape']}), {r['steps']} steps, "

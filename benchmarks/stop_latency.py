@@ -32,8 +32,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -73,7 +71,7 @@ def _stop_once(make_records, stop, warmup: int = 3):
     warm.wait()  # no polling: this thread must not compete with the run for the GIL
     if len(times) < warmup:
         raise RuntimeError("the run ended before the warm-up")
-    evals = [b - a for a, b in zip(times[1:], times[2:])] or [times[-1] - times[0]]
+    evals = [b - a for a, b in zip(times[1:], times[2:], strict=False)] or [times[-1] - times[0]]
     t_eval = statistics.median(evals)
     # a random moment inside the next evaluation
     time.sleep(random.uniform(0.0, t_eval))
@@ -127,8 +125,19 @@ def main(argv=None) -> int:
                 latency, t_eval = fn(content, style, opts)
                 lat.append(latency)
                 ev.append(t_eval)
-                print(f"size {size:4d} {kind:30s} eval {t_eval * 1e3:8.1f} ms  stop {latency * 1e3:8.1f} ms", flush=True)
-            rows.append((size, kind, statistics.median(ev), statistics.median(lat), max(lat), max(l / e for l, e in zip(lat, ev))))
+                print(
+                    f"size {size:4d} {kind:30s} eval {t_eval * 1e3:8.1f} ms  stop {latency * 1e3:8.1f} ms", flush=True
+                )
+            rows.append(
+                (
+                    size,
+                    kind,
+                    statistics.median(ev),
+                    statistics.median(lat),
+                    max(lat),
+                    max(lt / e for lt, e in zip(lat, ev, strict=True)),
+                )
+            )
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     lines = [
         "# Stop latency",
@@ -136,8 +145,8 @@ def main(argv=None) -> int:
         "Time from Stop (requested at a random moment inside an objective evaluation, from another thread)",
         "to the run being over, against the time of one evaluation. Written by `benchmarks/stop_latency.py`.",
         "",
-        f"Command: `python benchmarks/stop_latency.py --sizes {' '.join(map(str, args.sizes))} --repeats {args.repeats} "
-        f"--device {args.device}`  ",
+        f"Command: `python benchmarks/stop_latency.py --sizes {' '.join(map(str, args.sizes))} "
+        f"--repeats {args.repeats} --device {args.device}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} when it finished "
         "(shared with other jobs: the absolute times are noisy, the ratio is the point); vgg16, real weights.",
         "",
@@ -145,7 +154,9 @@ def main(argv=None) -> int:
         "|---:|---|---:|---:|---:|---:|",
     ]
     for size, kind, ev, lat, lat_max, ratio in rows:
-        lines.append(f"| {size} | {kind} | {ev * 1e3:.0f} ms | {lat * 1e3:.0f} ms | {lat_max * 1e3:.0f} ms | {ratio:.2f} |")
+        lines.append(
+            f"| {size} | {kind} | {ev * 1e3:.0f} ms | {lat * 1e3:.0f} ms | {lat_max * 1e3:.0f} ms | {ratio:.2f} |"
+        )
     lines += [
         "",
         "In-process, the latency is the rest of the evaluation under way (a generator is closed between two",

@@ -86,10 +86,23 @@ def main() -> int:
         for size in args.sizes:
             t_b, n_b = best(before, args.repeat, layer, style, size)
             t_a, n_a = best(after, args.repeat, layer, style, size)
-            rows.append(dict(layer=name, size=size, bytes_before=n_b, bytes_after=n_a, bytes_ratio=n_a / n_b,
-                             s_before=t_b, s_after=t_a, time_ratio=t_a / t_b))
-            print(f"{name:32s} size {size:4d}: {n_b / 2**20:7.1f} -> {n_a / 2**20:6.2f} MiB "
-                  f"({n_a / n_b:.4f}x), {t_b:6.3f} -> {t_a:6.3f} s ({t_a / t_b:.3f}x)", flush=True)
+            rows.append(
+                dict(
+                    layer=name,
+                    size=size,
+                    bytes_before=n_b,
+                    bytes_after=n_a,
+                    bytes_ratio=n_a / n_b,
+                    s_before=t_b,
+                    s_after=t_a,
+                    time_ratio=t_a / t_b,
+                )
+            )
+            print(
+                f"{name:32s} size {size:4d}: {n_b / 2**20:7.1f} -> {n_a / 2**20:6.2f} MiB "
+                f"({n_a / n_b:.4f}x), {t_b:6.3f} -> {t_a:6.3f} s ({t_a / t_b:.3f}x)",
+                flush=True,
+            )
     write(rows, args)
     return 0
 
@@ -106,8 +119,13 @@ def _cpu() -> str:
 
 def write(rows: list[dict], args: argparse.Namespace) -> None:
     cpu = _cpu()
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "layer": f"{W}x{H}",
-            "repeat": args.repeat}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "layer": f"{W}x{H}",
+        "repeat": args.repeat,
+    }
     Path(args.out + ".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
     lines = [
         "# What the widget sends to the engine process for a 4000x3000 layer",
@@ -122,8 +140,10 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        lines.append(f"| {r['layer']} | {r['size']} | {r['bytes_before'] / 2**20:.1f} | {r['bytes_after'] / 2**20:.2f} "
-                     f"| {r['bytes_ratio']:.4f}x | {r['s_before']:.3f} | {r['s_after']:.3f} | {r['time_ratio']:.3f}x |")
+        lines.append(
+            f"| {r['layer']} | {r['size']} | {r['bytes_before'] / 2**20:.1f} | {r['bytes_after'] / 2**20:.2f} "
+            f"| {r['bytes_ratio']:.4f}x | {r['s_before']:.3f} | {r['s_after']:.3f} | {r['time_ratio']:.3f}x |"
+        )
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
 
 

@@ -12,10 +12,10 @@ import platform
 import shutil
 import subprocess
 import sys
-from typing import Any, Optional
+from typing import Any
 
 
-def quick_device_guess() -> Optional[str]:
+def quick_device_guess() -> str | None:
     """``"cpu"`` when there is surely no GPU torch could use, else None (ask torch to be sure).
 
     Cheap: looks for NVIDIA/AMD device files or ``nvidia-smi``; Apple silicon may have MPS.
@@ -50,7 +50,10 @@ def probe_devices(timeout: float = 120.0) -> dict[str, Any]:
         return {"cuda": [], "mps": False, "error": None}
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
         line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""

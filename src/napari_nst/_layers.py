@@ -12,14 +12,14 @@ display conversion, are also used by :mod:`napari_nst._run.inputs`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, cast
 
 import numpy as np
 
 from .core.images import to_rgb_float
 
 
-def displayed_axes(layer_ndim: int, world_ndim: int, displayed: Optional[Sequence[int]] = None) -> tuple[int, int]:
+def displayed_axes(layer_ndim: int, world_ndim: int, displayed: Sequence[int] | None = None) -> tuple[int, int]:
     """The layer's axes (0-based, in the layer) shown as rows and columns of the canvas.
 
     ``displayed`` are world axes (``viewer.dims.displayed``, 2 or 3 of them; with 3 the last two
@@ -35,7 +35,7 @@ def displayed_axes(layer_ndim: int, world_ndim: int, displayed: Optional[Sequenc
     return a, b
 
 
-def choose_level(layer: Any, axes: tuple[int, int], min_long_edge: Optional[int]) -> int:
+def choose_level(layer: Any, axes: tuple[int, int], min_long_edge: int | None) -> int:
     """The multiscale level to read: the coarsest whose long displayed edge is >= min_long_edge."""
     if not getattr(layer, "multiscale", False) or not min_long_edge:
         return 0
@@ -47,7 +47,7 @@ def choose_level(layer: Any, axes: tuple[int, int], min_long_edge: Optional[int]
     return 0
 
 
-def data_position(layer: Any, point: Optional[Sequence[float]]) -> Optional[np.ndarray]:
+def data_position(layer: Any, point: Sequence[float] | None) -> np.ndarray | None:
     """``point`` (world coordinates) in the layer's data coordinates, or None.
 
     Calls the layer's ``world_to_data``: run it on the main thread for a live layer (the layer
@@ -56,13 +56,13 @@ def data_position(layer: Any, point: Optional[Sequence[float]]) -> Optional[np.n
     if point is None:
         return None
     try:
-        return np.asarray(layer.world_to_data(list(point)), dtype=float)[-int(layer.ndim):]
+        return np.asarray(layer.world_to_data(list(point)), dtype=float)[-int(layer.ndim) :]
     except Exception:  # a point napari itself cannot map: read index 0, as without a point
         return None
 
 
 def _slice_index(
-    shape: tuple[int, ...], axes: tuple[int, int], position: Optional[np.ndarray], factors: np.ndarray
+    shape: tuple[int, ...], axes: tuple[int, int], position: np.ndarray | None, factors: np.ndarray
 ) -> tuple[list[Any], list[str]]:
     """Index of the 2-D slice through ``position`` (data coordinates at level 0), and its description."""
     nd = len(shape)
@@ -79,7 +79,7 @@ def _slice_index(
 
 
 def read_slice(
-    layer: Any, axes: tuple[int, int], position: Optional[np.ndarray], level: int, label: str
+    layer: Any, axes: tuple[int, int], position: np.ndarray | None, level: int, label: str
 ) -> tuple[np.ndarray, list[str]]:
     """The raw 2-D slice (rows, columns as on the canvas; channels last) of one resolution level.
 
@@ -110,7 +110,7 @@ def display_rgb(arr: np.ndarray, layer: Any, name: str, label: str) -> tuple[np.
     engine cannot use); a gray single-channel layer keeps that result, another colormap maps
     its first channel.
     """
-    limits = tuple(float(v) for v in layer.contrast_limits)
+    limits = cast(tuple[float, float], tuple(float(v) for v in layer.contrast_limits))  # napari: (lo, hi)
     gamma = float(getattr(layer, "gamma", 1.0) or 1.0)
     notes: list[str] = []
     if not getattr(layer, "rgb", False) and arr.ndim != 2:
@@ -127,18 +127,18 @@ def display_rgb(arr: np.ndarray, layer: Any, name: str, label: str) -> tuple[np.
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32), notes
 
 
-def join_notes(notes: list[str]) -> Optional[str]:
+def join_notes(notes: list[str]) -> str | None:
     return ("; ".join(notes) + ".") if notes else None
 
 
 def layer_to_rgb(
     layer: Any,
-    point: Optional[Sequence[float]] = None,
-    displayed: Optional[Sequence[int]] = None,
+    point: Sequence[float] | None = None,
+    displayed: Sequence[int] | None = None,
     *,
     name: str = "input",
-    min_long_edge: Optional[int] = None,
-) -> tuple[np.ndarray, Optional[str]]:
+    min_long_edge: int | None = None,
+) -> tuple[np.ndarray, str | None]:
     """The 2-D image ``layer`` shows now, as the engine wants it.
 
     Contract

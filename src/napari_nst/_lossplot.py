@@ -36,8 +36,10 @@ class LossPlot(QWidget):
         self.setMinimumHeight(70)
         self.setMaximumHeight(110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setToolTip("Total loss per objective evaluation, log axis (lines at 0.1, 1, 10 ...); "
-                        "dashed lines: a new, finer level starts")
+        self.setToolTip(
+            "Total loss per objective evaluation, log axis (lines at 0.1, 1, 10 ...); "
+            "dashed lines: a new, finer level starts"
+        )
         self._values: list[tuple[int, float]] = []
         self._levels: list[int] = []
         self._total = 1
@@ -59,7 +61,7 @@ class LossPlot(QWidget):
         first, last = 10 ** self._values[0][1], 10 ** self._values[-1][1]
         return f"loss {readable(first)} → {readable(last)} (log axis)   step {self._values[-1][0]}/{self._total}"
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt's name
         p = QPainter(self)
         try:
             p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -89,14 +91,16 @@ class LossPlot(QWidget):
             lo, hi = lo - 0.5, hi + 0.5
 
         def pt(step: float, y: float) -> QPointF:
-            return QPointF(r.left() + (step - 1) / max(1, self._total - 1) * r.width(),
-                           r.bottom() - (y - lo) / (hi - lo) * r.height())
+            return QPointF(
+                r.left() + (step - 1) / max(1, self._total - 1) * r.width(),
+                r.bottom() - (y - lo) / (hi - lo) * r.height(),
+            )
 
         p.setPen(QPen(grid, 1, Qt.PenStyle.DashLine))
         for s in self._levels:
             p.drawLine(pt(s, lo), pt(s, hi))
         fm = p.fontMetrics()
-        labels = {k: 10.0**k for k in decade_ticks(lo, hi)}  # lines at powers of ten ...
+        labels: dict[float, float] = {k: 10.0**k for k in decade_ticks(lo, hi)}  # lines at powers of ten ...
         if len(labels) < 2:  # ... and, on a short range, the extremes written out
             labels.update({lo: 10**lo, hi: 10**hi})
         for y, value in sorted(labels.items()):

@@ -39,7 +39,7 @@ def _palette(u: np.ndarray) -> np.ndarray:
     x = np.clip(u, 0.0, 1.0) * (len(_PALETTE) - 1)
     i = np.minimum(x.astype(np.int64), len(_PALETTE) - 2)
     f = (x - i)[..., None]
-    return _PALETTE[i] * (1 - f) + _PALETTE[i + 1] * f
+    return np.asarray(_PALETTE[i] * (1 - f) + _PALETTE[i + 1] * f)
 
 
 def _flow(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +75,7 @@ def _lic(noise: np.ndarray, vy: np.ndarray, vx: np.ndarray, length: int) -> np.n
             x += sign * vx[iy, ix]
             acc += noise[np.clip(y, 0, h - 1).astype(np.int64), np.clip(x, 0, w - 1).astype(np.int64)]
             count += 1
-    return acc / count
+    return np.asarray(acc / count)
 
 
 def brush_strokes(shape: tuple[int, int] = (384, 384), seed: int = 2) -> np.ndarray:
@@ -100,7 +100,7 @@ def brush_strokes(shape: tuple[int, int] = (384, 384), seed: int = 2) -> np.ndar
         r = rng.uniform(0.03, 0.06) * min(h, w)
         halo = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
         rgb = rgb * (1 - halo) + halo * np.array([1.0, 0.92, 0.55], np.float32) * (0.7 + 0.3 * strokes[..., None])
-    return (np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return np.asarray((np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
 
 
 def _generated_content(shape: tuple[int, int] = (300, 450)) -> np.ndarray:
@@ -122,7 +122,7 @@ def content_image() -> tuple[np.ndarray, str]:
     try:
         from skimage import data
 
-        return np.asarray(data.chelsea()), "chelsea"
+        return np.asarray(data.chelsea()), "chelsea"  # type: ignore[no-untyped-call]
     except Exception:  # scikit-image missing or its file unreadable
         return _generated_content(), "landscape"
 
@@ -140,7 +140,7 @@ def style_sample() -> list[LayerData]:
 
 def pair_sample() -> list[LayerData]:
     """Content and style together, ready for the Style Transfer widget (style hidden)."""
-    (c_data, c_meta, c_type), = content_sample()
-    (s_data, s_meta, s_type), = style_sample()
+    ((c_data, c_meta, c_type),) = content_sample()
+    ((s_data, s_meta, s_type),) = style_sample()
     s_meta = dict(s_meta, visible=False)
     return [(s_data, s_meta, s_type), (c_data, c_meta, c_type)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 CONFIG_ENV = "NAPARI_NST_CONFIG_DIR"
 SETTINGS_FILE = "widget.json"
@@ -42,7 +42,7 @@ def load_settings() -> dict[str, Any]:
     return dict(values) if isinstance(values, dict) else {}
 
 
-def save_settings(values: dict[str, Any]) -> Optional[str]:
+def save_settings(values: dict[str, Any]) -> str | None:
     """Store ``values`` atomically; returns an error text instead of raising (settings are a nicety)."""
     folder = config_dir()
     try:

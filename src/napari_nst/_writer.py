@@ -24,7 +24,7 @@ import numpy as np
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def write_image_layer(path: str, data: Any, meta: dict) -> list[str]:
+def write_image_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 single-layer writer: ``(path, data, meta) -> [written path]``."""
     from .core.io import write_image
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from .core.errors import OptionError
-from .core.options import INITS, MAX_STEPS, Spec, specs
+from .core.options import INITS, MAX_STEPS, specs
+from .core.spec import Spec
 
 
 def _arg_type(sp: Spec) -> Any:
@@ -34,9 +36,19 @@ def _help(sp: Spec) -> str:
 
 
 _METAVARS = {
-    "int": "N", "seed": "N", "float": "X", "auto_float": "X", "names": "LAYER,...", "floats": "W,...",
-    "path": "FILE", "device": "DEVICE", "init": "INIT", "limits": "LO,HI", "log_float": "X",
-    "regions": "LABELS_FILE", "mapping": "LABEL:STYLE,...",
+    "int": "N",
+    "seed": "N",
+    "float": "X",
+    "auto_float": "X",
+    "names": "LAYER,...",
+    "floats": "W,...",
+    "path": "FILE",
+    "device": "DEVICE",
+    "init": "INIT",
+    "limits": "LO,HI",
+    "log_float": "X",
+    "regions": "LABELS_FILE",
+    "mapping": "LABEL:STYLE,...",
 }
 
 
@@ -47,23 +59,40 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
         if not sp.cli:
             continue
         metavar = "{" + ",".join(sp.choices) + "}" if sp.kind == "choice" and sp.choices else _METAVARS[sp.kind]
-        group.add_argument(sp.flag, dest=sp.name, type=_arg_type(sp), default=argparse.SUPPRESS,
-                           choices=sp.choices if sp.kind == "choice" else None, metavar=metavar, help=_help(sp))
+        group.add_argument(
+            sp.flag,
+            dest=sp.name,
+            type=_arg_type(sp),
+            default=argparse.SUPPRESS,
+            choices=sp.choices if sp.kind == "choice" else None,
+            metavar=metavar,
+            help=_help(sp),
+        )
 
 
 def _add_stylize(sub: Any) -> None:
     p = sub.add_parser(
-        "stylize", help="stylise an image file with another's style",
+        "stylize",
+        help="stylise an image file with another's style",
         description="Gatys neural style transfer: paint CONTENT in the style of STYLE (several STYLEs: "
-                    "blended, or one per region).",
+        "blended, or one per region).",
     )
     p.add_argument("content", help="content image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
-    p.add_argument("style", nargs="+", metavar="STYLE",
-                   help="style image file; several blend their styles (--style-blend) or paint regions "
-                        "(--regions, --region-styles)")
+    p.add_argument(
+        "style",
+        nargs="+",
+        metavar="STYLE",
+        help="style image file; several blend their styles (--style-blend) or paint regions "
+        "(--regions, --region-styles)",
+    )
     p.add_argument("-o", "--output", required=True, help="output file (.png, .jpg, .tif = 16-bit)")
-    p.add_argument("--save-every", type=int, default=0, metavar="N",
-                   help="also write every N-th evaluation's image as OUT-NNNNN.png (default: 0, off)")
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write every N-th evaluation's image as OUT-NNNNN.png (default: 0, off)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_option_flags(p)
 
@@ -96,8 +125,10 @@ def _read_labels(path: str) -> Any:
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and all(np.array_equal(arr[..., 0], arr[..., k]) for k in (1, 2)):
         arr = arr[..., 0]  # a gray label image saved as RGB(A)
     if arr.ndim != 2:
-        raise ValueError(f"--regions {path!r} has shape {arr.shape}; give a single-channel label image (integer "
-                         "labels, e.g. a napari Labels layer saved as PNG or TIFF)")
+        raise ValueError(
+            f"--regions {path!r} has shape {arr.shape}; give a single-channel label image (integer "
+            "labels, e.g. a napari Labels layer saved as PNG or TIFF)"
+        )
     if arr.dtype.kind == "f" and np.array_equal(arr, np.round(arr)):
         arr = arr.astype(np.int64)
     return arr
@@ -154,25 +185,45 @@ def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
 
 def _add_batch(sub: Any) -> None:
     p = sub.add_parser(
-        "batch", help="stylise many images with one style (on a dask cluster if there is one)",
+        "batch",
+        help="stylise many images with one style (on a dask cluster if there is one)",
         description="Stylise every CONTENT image with STYLE and the same options: OUTDIR/<content stem>.png and "
-                    "OUTDIR/batch.json (one entry per image). Runs on a dask.distributed cluster: --scheduler's, "
-                    "else a LocalCluster on this machine; sequentially here without napari-nst[distributed]. "
-                    "Exit status 0 when every image is done, 1 when any failed (listed). See docs/distributed.md.",
+        "OUTDIR/batch.json (one entry per image). Runs on a dask.distributed cluster: --scheduler's, "
+        "else a LocalCluster on this machine; sequentially here without napari-nst[distributed]. "
+        "Exit status 0 when every image is done, 1 when any failed (listed). See docs/distributed.md.",
     )
     p.add_argument("content", nargs="+", help="content image files, globs (quoted) or folders (their image files)")
-    p.add_argument("--style", nargs="+", required=True, metavar="STYLE",
-                   help="the style image file (exactly one for now; several styles are a feature still to come)")
+    p.add_argument(
+        "--style",
+        nargs="+",
+        required=True,
+        metavar="STYLE",
+        help="the style image file (exactly one for now; several styles are a feature still to come)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    p.add_argument("--format", choices=("png", "tif"), default="png",
-                   help="output files: png (8-bit) or tif (16-bit). Default: png.")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="a running dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster on this machine)")
-    p.add_argument("--workers", type=int, metavar="N", help="LocalCluster workers; 0 = sequentially in this process "
-                   "(default: by machine, see docs/batch_results.md)")
+    p.add_argument(
+        "--format",
+        choices=("png", "tif"),
+        default="png",
+        help="output files: png (8-bit) or tif (16-bit). Default: png.",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a running dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster on this machine)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="LocalCluster workers; 0 = sequentially in this process (default: by machine, see docs/batch_results.md)",
+    )
     p.add_argument("--threads-per-worker", type=int, metavar="N", help="LocalCluster threads per worker (default: 1)")
-    p.add_argument("--resume", action="store_true",
-                   help="skip images that OUTDIR/batch.json records as done whose file is unchanged")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip images that OUTDIR/batch.json records as done whose file is unchanged",
+    )
     p.add_argument("--quiet", action="store_true", help="no line per finished image")
     p.set_defaults(save_every=0)  # only the final image of each run is wanted
     add_option_flags(p)
@@ -191,18 +242,34 @@ def _batch(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
     try:
-        results = batch(args.content, args.style, args.output, format=args.format, resume=args.resume,
-                        scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                        log=log, **_options(args))
+        results = batch(
+            args.content,
+            args.style,
+            args.output,
+            format=args.format,
+            resume=args.resume,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            log=log,
+            **_options(args),
+        )
     except KeyboardInterrupt:
-        print(f"napari-nst: stopped; finished images and {Path(args.output) / 'batch.json'} are kept: rerun with "
-              "--resume to continue", file=sys.stderr)
+        print(
+            f"napari-nst: stopped; finished images and {Path(args.output) / 'batch.json'} are kept: rerun with "
+            "--resume to continue",
+            file=sys.stderr,
+        )
         return 130
     failed = paths(results, "failed")
     done = len(results) - len(failed)
     skipped = sum(r.skipped for r in results)
-    print(f"napari-nst: {done} of {len(results)} done" + (f" ({skipped} kept from before)" if skipped else "")
-          + f"; {Path(args.output) / 'batch.json'}", file=sys.stderr)
+    print(
+        f"napari-nst: {done} of {len(results)} done"
+        + (f" ({skipped} kept from before)" if skipped else "")
+        + f"; {Path(args.output) / 'batch.json'}",
+        file=sys.stderr,
+    )
     if failed:
         errors = {r.content: r.error for r in results if r.status == "failed"}
         print(f"napari-nst: {len(failed)} failed:", file=sys.stderr)
@@ -214,15 +281,20 @@ def _batch(args: argparse.Namespace) -> int:
 
 def _add_stylize_stack(sub: Any) -> None:
     p = sub.add_parser(
-        "stylize-stack", help="stylise every frame of a stack or time-lapse, consistently",
+        "stylize-stack",
+        help="stylise every frame of a stack or time-lapse, consistently",
         description="Stylise each frame of IN (a multi-page TIFF, or a folder of numbered images) in the style of "
-                    "STYLE; frame t starts from frame t-1's pastiche carried along the optical flow "
-                    "(README: Stacks and time-lapses).",
+        "STYLE; frame t starts from frame t-1's pastiche carried along the optical flow "
+        "(README: Stacks and time-lapses).",
     )
     p.add_argument("input", metavar="IN", help="multi-page TIFF (N, H, W[, 3]) or a folder of numbered images")
     p.add_argument("style", help="style image file")
-    p.add_argument("-o", "--output", required=True,
-                   help="OUT.tif: a multi-page 16-bit TIFF; any other name: a folder of PNG files, one per frame")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="OUT.tif: a multi-page 16-bit TIFF; any other name: a folder of PNG files, one per frame",
+    )
     p.add_argument("--axis", type=int, default=0, help="the TIFF's frame axis (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(save_every=0)
@@ -290,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse, and answer an unknown flag with the subcommand's usage and the closest flag."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -313,7 +385,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     try:
         commands = {"stylize": _stylize, "stylize-stack": _stylize_stack, "batch": _batch, "demo": _demo}

@@ -32,7 +32,8 @@ def test_engine_imports_no_qt_or_napari():
 
 
 @pytest.mark.parametrize(
-    "c_dtype, c_shape", [(np.uint8, (30, 40)), (np.uint16, (30, 40, 3)), (np.float32, (30, 40, 4)), (np.int32, (30, 40))]
+    "c_dtype, c_shape",
+    [(np.uint8, (30, 40)), (np.uint16, (30, 40, 3)), (np.float32, (30, 40, 4)), (np.int32, (30, 40))],
 )
 def test_stylize_returns_float_rgb_for_any_input(c_dtype, c_shape, style, fast):
     rng = np.random.default_rng(1)

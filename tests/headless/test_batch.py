@@ -30,8 +30,12 @@ def client():
 
     distributed = pytest.importorskip("distributed")  # the testing extra brings it
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -63,16 +67,37 @@ def _manifest(out):
 
 
 def _flags(fast, steps=None):
-    return ["--size", str(fast["size"]), "--steps", str(steps or fast["steps"]), "--model", "vgg16",
-            "--weights", fast["weights"], "--device", "cpu"]
+    return [
+        "--size",
+        str(fast["size"]),
+        "--steps",
+        str(steps or fast["steps"]),
+        "--model",
+        "vgg16",
+        "--weights",
+        fast["weights"],
+        "--device",
+        "cpu",
+    ]
 
 
 def test_cluster_batch_with_a_bad_file_among_good_ones(client, folder, tmp_path, fast, capsys):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # a bad input among good ones
     out = tmp_path / "out"
     client.run(_reset_stats)
-    code = main(["batch", str(folder), "--style", str(tmp_path / "style.png"), "-o", str(out),
-                 "--scheduler", client.scheduler.address, *_flags(fast)])
+    code = main(
+        [
+            "batch",
+            str(folder),
+            "--style",
+            str(tmp_path / "style.png"),
+            "-o",
+            str(out),
+            "--scheduler",
+            client.scheduler.address,
+            *_flags(fast),
+        ]
+    )
     assert code == 1  # one failed
     err = capsys.readouterr().err
     assert "1 failed" in err and "broken.png" in err and "cannot read" in err
@@ -106,8 +131,11 @@ def test_a_killed_worker_has_its_item_rerun_elsewhere(client, folder, tmp_path, 
     out = tmp_path / "out"
     pids = client.run(os.getpid)
     box: dict = {}
-    runner = threading.Thread(target=lambda: box.update(r=napari_nst.batch(
-        folder, tmp_path / "style.png", out, client=client, **{**fast, "steps": 12})))
+    runner = threading.Thread(
+        target=lambda: box.update(
+            r=napari_nst.batch(folder, tmp_path / "style.png", out, client=client, **{**fast, "steps": 12})
+        )
+    )
     runner.start()
     victim = name = None
     deadline = time.monotonic() + 120
@@ -179,26 +207,43 @@ def test_cli_sequential_exit_zero_and_tif(folder, tmp_path, fast, capsys):
     import tifffile
 
     out = tmp_path / "out"
-    code = main(["batch", str(folder / "c0.png"), str(folder / "c1.*"), "--style", str(tmp_path / "style.png"),
-                 "-o", str(out), "--format", "tif", "--workers", "0", *_flags(fast)])
+    code = main(
+        [
+            "batch",
+            str(folder / "c0.png"),
+            str(folder / "c1.*"),
+            "--style",
+            str(tmp_path / "style.png"),
+            "-o",
+            str(out),
+            "--format",
+            "tif",
+            "--workers",
+            "0",
+            *_flags(fast),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["batch.json", "c0.tif", "c1.tif"]
     assert tifffile.imread(out / "c0.tif").dtype == np.uint16
     assert "2 of 2 done" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case, match", [
-    ("empty", "no content images"),
-    ("missing folder", "no content image or folder"),
-    ("not an image", "is not an image file"),
-    ("empty glob", "matches no image file"),
-    ("out is a file", "is a file"),
-    ("same stem", "would both be written"),
-    ("two styles", "exactly one style"),
-    ("bad option", "unknown option 'stpes'"),
-    ("bad format", "format must be one of"),
-    ("overwrites input", "would overwrite the content image"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("empty", "no content images"),
+        ("missing folder", "no content image or folder"),
+        ("not an image", "is not an image file"),
+        ("empty glob", "matches no image file"),
+        ("out is a file", "is a file"),
+        ("same stem", "would both be written"),
+        ("two styles", "exactly one style"),
+        ("bad option", "unknown option 'stpes'"),
+        ("bad format", "format must be one of"),
+        ("overwrites input", "would overwrite the content image"),
+    ],
+)
 def test_bad_input_fails_before_any_work(case, match, folder, tmp_path, fast):
     style, out = tmp_path / "style.png", tmp_path / "out"
     contents, kwargs = [folder], dict(fast)

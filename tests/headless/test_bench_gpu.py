@@ -28,8 +28,19 @@ def test_dry_run_writes_results_from_paths_given_as_arguments(gpu_bench, tmp_pat
     Image.fromarray(style).resize((80, 80)).save(sp)
     before = torch.backends.cudnn.benchmark
     try:
-        code = gpu_bench.main(["--dry-run", "--weights", str(vgg16_random), "--content", str(cp), "--style", str(sp),
-                               "--out", str(tmp_path / "out")])
+        code = gpu_bench.main(
+            [
+                "--dry-run",
+                "--weights",
+                str(vgg16_random),
+                "--content",
+                str(cp),
+                "--style",
+                str(sp),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
     finally:
         torch.backends.cudnn.benchmark = before
     assert code == 0

@@ -88,8 +88,12 @@ def test_console_script_installed(files, tmp_path, fast):
     cmd = [exe] if exe else [sys.executable, "-m", "napari_nst.cli"]
     cp, sp = files
     out = tmp_path / "cli.png"
-    res = subprocess.run([*cmd, "stylize", str(cp), str(sp), "-o", str(out), "--steps", "2", *_args(fast)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [*cmd, "stylize", str(cp), str(sp), "-o", str(out), "--steps", "2", *_args(fast)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert out.exists() and "saved" in res.stdout
     bad = subprocess.run([*cmd, "stylize", str(cp), str(sp)], capture_output=True, text=True, timeout=60)

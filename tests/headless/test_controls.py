@@ -34,8 +34,9 @@ def test_blended_grams_by_hand():
     assert blend_weights((3.0, 1.0), 2) == [0.75, 0.25] and blend_weights(None, 4) == [0.25] * 4
 
 
-@pytest.mark.parametrize("blend,match", [((1.0,), "one weight per style"), ((0.0, 0.0), "all 0"),
-                                         ((-1.0, 2.0), "negative")])
+@pytest.mark.parametrize(
+    "blend,match", [((1.0,), "one weight per style"), ((0.0, 0.0), "all 0"), ((-1.0, 2.0), "negative")]
+)
 def test_bad_blends(blend, match):
     with pytest.raises(OptionError, match=match):
         blend_weights(blend, 2)
@@ -81,8 +82,9 @@ def test_guided_loss_area_normalisation_and_an_empty_region():
     left = torch.zeros(6, 6)
     left[:, :3] = 1
     masks = torch.stack([left.flatten(), torch.zeros(36)])  # the second region is empty
-    t2 = RegionTargets(masks, 1 / masks.sum(1).clamp(min=1e-6), masks.sum(1) / 36,
-                       torch.stack([target / 36, target / 36]))
+    t2 = RegionTargets(
+        masks, 1 / masks.sum(1).clamp(min=1e-6), masks.sum(1) / 36, torch.stack([target / 36, target / 36])
+    )
     loss = guided_gram_loss(masked_gram(f, masks), t2, 4)
     fl = f[..., :3].reshape(4, -1)
     expect = 0.5 * (((fl @ fl.T) / 18 - target / 36) / 8).pow(2).sum()
@@ -154,7 +156,7 @@ def _bad(content, style, **kw):
 def test_bad_input_is_refused_before_any_work(content, style):
     h, w = content.shape[:2]
     labels = np.zeros((h, w), np.int32)
-    labels[:, w // 2:] = 1
+    labels[:, w // 2 :] = 1
     assert "shape" in _bad(content, style, regions=labels[:-1])
     assert "integer label image" in _bad(content, style, regions=labels.astype(float))
     assert "boolean" in _bad(content, style, regions=labels > 0)
@@ -175,18 +177,51 @@ def test_cli_takes_several_styles_regions_and_colours(tmp_path, content, style, 
 
     h, w = content.shape[:2]
     labels = np.zeros((h, w), np.uint8)
-    labels[:, w // 2:] = 2
+    labels[:, w // 2 :] = 2
     paths = {}
     for name, arr in (("c.png", content), ("s1.png", style), ("s2.png", style[::-1]), ("labels.png", labels)):
         paths[name] = tmp_path / name
         Image.fromarray(arr).save(paths[name])
     out = tmp_path / "out.png"
-    common = ["-o", str(out), "--size", "32", "--steps", "2", "--weights", str(vgg16_random), "--device", "cpu",
-              "--quiet"]
-    args = ["stylize", str(paths["c.png"]), str(paths["s1.png"]), str(paths["s2.png"]), *common,
-            "--style-blend", "0.7,0.3", "--regions", str(paths["labels.png"]), "--region-styles", "2:1",
-            "--preserve-color", "luminance", "--style-strength", "2"]
+    common = [
+        "-o",
+        str(out),
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--weights",
+        str(vgg16_random),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    args = [
+        "stylize",
+        str(paths["c.png"]),
+        str(paths["s1.png"]),
+        str(paths["s2.png"]),
+        *common,
+        "--style-blend",
+        "0.7,0.3",
+        "--regions",
+        str(paths["labels.png"]),
+        "--region-styles",
+        "2:1",
+        "--preserve-color",
+        "luminance",
+        "--style-strength",
+        "2",
+    ]
     assert main(args) == 0 and read_image(out).shape[:2] == (23, 32)
-    bad = ["stylize", str(paths["c.png"]), str(paths["s1.png"]), *common, "--region-styles", "2:1",
-           "--regions", str(paths["labels.png"])]
+    bad = [
+        "stylize",
+        str(paths["c.png"]),
+        str(paths["s1.png"]),
+        *common,
+        "--region-styles",
+        "2:1",
+        "--regions",
+        str(paths["labels.png"]),
+    ]
     assert main(bad) == 1  # style 1 does not exist with one style image

@@ -29,7 +29,7 @@ def opts(hed_weights):
 
 def _halves(h: int, w: int) -> np.ndarray:
     labels = np.zeros((h, w), np.int32)
-    labels[:, w // 2:] = 1
+    labels[:, w // 2 :] = 1
     return labels
 
 
@@ -45,11 +45,14 @@ def test_a_region_without_style_stays_near_the_content(pictures, opts):
     c, s, _ = pictures
     labels = _halves(*c.shape[:2])
     out = napari_nst.stylize(c, s, regions=labels, region_styles={1: None}, size=96, steps=30, **opts)
-    ref = napari_nst.core.engine.to_numpy(napari_nst.core.engine.resize(
-        napari_nst.core.engine.to_tensor(np.asarray(c, np.float32) / 255, torch.device("cpu")), out.shape[:2]))
+    ref = napari_nst.core.engine.to_numpy(
+        napari_nst.core.engine.resize(
+            napari_nst.core.engine.to_tensor(np.asarray(c, np.float32) / 255, torch.device("cpu")), out.shape[:2]
+        )
+    )
     w = out.shape[1]
     styled = np.abs(out[:, : w // 2 - 8] - ref[:, : w // 2 - 8]).mean()
-    kept = np.abs(out[:, w // 2 + 8:] - ref[:, w // 2 + 8:]).mean()
+    kept = np.abs(out[:, w // 2 + 8 :] - ref[:, w // 2 + 8 :]).mean()
     assert styled > 0.05 and kept < styled / 3, (styled, kept)
 
 
@@ -74,26 +77,37 @@ def test_two_styles_on_two_regions(pictures, opts):
     labels = _halves(*c.shape[:2])
     out = napari_nst.stylize(c, [s1, s2], regions=labels, region_styles={0: 0, 1: 1}, size=128, steps=40, **opts)
     w = out.shape[1]
-    left, right = out[:, : w // 2 - 8], out[:, w // 2 + 8:]
+    left, right = out[:, : w // 2 - 8], out[:, w // 2 + 8 :]
     from napari_nst.core.engine import resize, to_numpy, to_tensor
     from napari_nst.core.images import resized_shape, to_rgb_float
 
     g = {}
     for name, img in (("s1", s1), ("s2", s2)):
         f = to_rgb_float(img)
-        g[name] = _grams(to_numpy(resize(to_tensor(f, torch.device("cpu")), resized_shape(f.shape[:2], 128))),
-                         opts["weights"])
+        g[name] = _grams(
+            to_numpy(resize(to_tensor(f, torch.device("cpu")), resized_shape(f.shape[:2], 128))), opts["weights"]
+        )
     gl, gr = _grams(left, opts["weights"]), _grams(right, opts["weights"])
-    d = {k: round(v, 3) for k, v in (("left-s1", _distance(gl, g["s1"])), ("left-s2", _distance(gl, g["s2"])),
-                                      ("right-s1", _distance(gr, g["s1"])), ("right-s2", _distance(gr, g["s2"])))}
+    d = {
+        k: round(v, 3)
+        for k, v in (
+            ("left-s1", _distance(gl, g["s1"])),
+            ("left-s2", _distance(gl, g["s2"])),
+            ("right-s1", _distance(gr, g["s1"])),
+            ("right-s2", _distance(gr, g["s2"])),
+        )
+    }
     print("relative Gram distances", d)
     assert d["left-s1"] < d["left-s2"] and d["right-s2"] < d["right-s1"], d
 
 
 def test_luminance_mode_keeps_the_contents_chroma_in_every_record(pictures, opts):
     c, s, _ = pictures
-    records = list(napari_nst.iter_stylize(c, s, preserve_color="luminance", size=64, steps=3,
-                                           **{k: v for k, v in opts.items() if k != "progress"}))
+    records = list(
+        napari_nst.iter_stylize(
+            c, s, preserve_color="luminance", size=64, steps=3, **{k: v for k, v in opts.items() if k != "progress"}
+        )
+    )
     out = records[-1].image
     from napari_nst.core.engine import resize, to_numpy, to_tensor
     from napari_nst.core.images import to_rgb_float

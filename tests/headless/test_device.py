@@ -36,11 +36,14 @@ def fake(monkeypatch):
 # --------------------------------------------------------------------------- device
 
 
-@pytest.mark.parametrize("caps, expected", [
-    (dict(cuda=[(7, 0)], mps=False), "cuda"),
-    (dict(cuda=[], mps=True), "mps"),
-    (dict(cuda=[], mps=False), "cpu"),
-])
+@pytest.mark.parametrize(
+    "caps, expected",
+    [
+        (dict(cuda=[(7, 0)], mps=False), "cuda"),
+        (dict(cuda=[], mps=True), "mps"),
+        (dict(cuda=[], mps=False), "cpu"),
+    ],
+)
 def test_auto_device_prefers_cuda_then_mps(fake, caps, expected):
     fake(**caps)
     assert D.pick_device("auto").type == expected
@@ -61,8 +64,10 @@ def test_devices_that_are_not_there_are_refused_naming_what_to_use(fake):
 # --------------------------------------------------------------------------- precision
 
 
-@pytest.mark.parametrize("cap, expected", [((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16),
-                                           ((7, 5), None), ((7, 0), None), ((6, 0), None)])
+@pytest.mark.parametrize(
+    "cap, expected",
+    [((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16), ((7, 5), None), ((7, 0), None), ((6, 0), None)],
+)
 def test_auto_precision_on_cuda_needs_compute_capability_8(fake, cap, expected):
     fake(cuda=[cap])
     assert D.autocast_dtype("auto", CUDA) is expected
@@ -119,22 +124,25 @@ def test_emulated_bf16_is_refused_through_the_engine_too(fake, content, style, f
 # --------------------------------------------------------------------------- layout and pooling
 
 
-@pytest.mark.parametrize("caps, dev, precision, cl, lean", [
-    # CPU with avx512_bf16 / AMX: bf16, channels-last and the index-free pool (its memory)
-    (dict(cpu_bf16=True), CPU, "auto", True, True),
-    # CPU without fast bf16: float32, torch's pooling; channels-last only with AVX-512
-    # (docs/perf_levers_isa.md)
-    (dict(cpu_bf16=False, isa="AVX2"), CPU, "auto", False, False),
-    (dict(cpu_bf16=False, isa="AVX512"), CPU, "auto", True, False),
-    (dict(cpu_bf16=True, isa="AVX512"), CPU, "float32", True, False),
-    # Ampere and later: bf16 with channels-last (tensor cores are NHWC-native), torch's pooling
-    (dict(cuda=[(8, 0)]), CUDA, "auto", True, False),
-    (dict(cuda=[(8, 0)]), CUDA, "float32", False, False),
-    # Volta / Turing: float32, contiguous
-    (dict(cuda=[(7, 0)]), CUDA, "auto", False, False),
-    # Apple MPS: float32, contiguous, torch's pooling
-    (dict(mps=True), MPS, "auto", False, False),
-])
+@pytest.mark.parametrize(
+    "caps, dev, precision, cl, lean",
+    [
+        # CPU with avx512_bf16 / AMX: bf16, channels-last and the index-free pool (its memory)
+        (dict(cpu_bf16=True), CPU, "auto", True, True),
+        # CPU without fast bf16: float32, torch's pooling; channels-last only with AVX-512
+        # (docs/perf_levers_isa.md)
+        (dict(cpu_bf16=False, isa="AVX2"), CPU, "auto", False, False),
+        (dict(cpu_bf16=False, isa="AVX512"), CPU, "auto", True, False),
+        (dict(cpu_bf16=True, isa="AVX512"), CPU, "float32", True, False),
+        # Ampere and later: bf16 with channels-last (tensor cores are NHWC-native), torch's pooling
+        (dict(cuda=[(8, 0)]), CUDA, "auto", True, False),
+        (dict(cuda=[(8, 0)]), CUDA, "float32", False, False),
+        # Volta / Turing: float32, contiguous
+        (dict(cuda=[(7, 0)]), CUDA, "auto", False, False),
+        # Apple MPS: float32, contiguous, torch's pooling
+        (dict(mps=True), MPS, "auto", False, False),
+    ],
+)
 def test_auto_picks_layout_and_pooling_by_device_and_dtype(fake, caps, dev, precision, cl, lean):
     fake(**caps)
     plan = D.network_plan(dev, D.autocast_dtype(precision, dev))
@@ -165,12 +173,17 @@ def test_the_engine_runs_the_network_as_planned(fake, monkeypatch, content, styl
 # --------------------------------------------------------------------------- per-device details
 
 
-@pytest.mark.parametrize("message", [
-    "CUDA error: out of memory", "CUDA out of memory. Tried to allocate 2.00 GiB",
-    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
-    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED", "MPS backend out of memory (MPS allocated: 1 GB)",
-    "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA error: out of memory",
+        "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        "MPS backend out of memory (MPS allocated: 1 GB)",
+        "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory",
+    ],
+)
 def test_allocation_failures_are_out_of_memory(message):
     assert D.is_oom(RuntimeError(message))
 

@@ -39,8 +39,9 @@ def test_losses_go_down_with_real_weights(hed_weights):
 
     root = hed_weights.parents[1] / "images"
     c, s = read_image(root / "tubingen.jpg"), read_image(root / "starry_night.jpg")
-    recs = _records(c, s, size=64, steps=30, model="vgg16", weights=str(hed_weights), device="cpu",
-                    scales=1, preview_every=30)
+    recs = _records(
+        c, s, size=64, steps=30, model="vgg16", weights=str(hed_weights), device="cpu", scales=1, preview_every=30
+    )
     totals = [r.losses["total"] for r in recs]
     assert totals[-1] < 0.5 * totals[0]
     assert recs[-1].losses["style"] < 0.5 * recs[0].losses["style"]
@@ -141,8 +142,9 @@ def test_black_content_still_moves(style, fast):
 
 
 def test_records_say_what_the_run_chose(content, style, fast):
-    from napari_nst.core import engine
     import torch
+
+    from napari_nst.core import engine
 
     rec = _records(content, style, **{**fast, "steps": 2})[-1]
     dtype = engine.autocast_dtype("auto", torch.device("cpu"))
@@ -164,7 +166,8 @@ def test_size_and_steps_by_device(content, style, fast):
 def test_preview_interval_and_every_combine(content, style, fast):
     recs = _records(content, style, **{**fast, "steps": 6, "preview_every": 2, "preview_interval": 0.0})
     assert [r.image is not None for r in recs] == [False, True, False, True, False, True]
-    recs = _records(content, style, **{**fast, "steps": 6, "preview_every": 1, "preview_interval": 1e6, "scales": 2,
-                                       "size": 64})
+    recs = _records(
+        content, style, **{**fast, "steps": 6, "preview_every": 1, "preview_interval": 1e6, "scales": 2, "size": 64}
+    )
     # the first record shows at once, then only each level's last
     assert [r.step for r in recs if r.image is not None] == [1] + [r.step for r in recs if r.last_of_level]

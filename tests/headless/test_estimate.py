@@ -52,8 +52,15 @@ def test_run_estimate_over_levels():
 
 
 def _rec(step, total=40, elapsed=None, levels=1):
-    return SimpleNamespace(step=step, total=total, elapsed=elapsed if elapsed is not None else 10.0 * step,
-                           shape=(64, 64), levels=levels, device="cpu", losses={"content": 0.5, "total": 3.25})
+    return SimpleNamespace(
+        step=step,
+        total=total,
+        elapsed=elapsed if elapsed is not None else 10.0 * step,
+        shape=(64, 64),
+        levels=levels,
+        device="cpu",
+        losses={"content": 0.5, "total": 3.25},
+    )
 
 
 def test_console_progress_prints_the_estimate_first_then_the_bar():

@@ -44,7 +44,7 @@ def test_eager_objective_matches_a_direct_backward_through_the_pyramid(levels):
     t1, g1 = _grads_direct(var, fn)
     t2, g2 = _grads_objective(var, Objective(fn, graph=False))
     assert t1 == pytest.approx(t2, rel=1e-6)
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -60,5 +60,5 @@ def test_cuda_graph_replays_the_eager_objective():
         t2, g2 = _grads_objective(var, obj)
         assert obj.graph, "capture fell back to eager"
         assert t1 == pytest.approx(t2, rel=1e-5)
-        for a, b in zip(g1, g2):
+        for a, b in zip(g1, g2, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -25,6 +25,7 @@ def _closure(opt, x, f, calls):
         loss = f(x)
         loss.backward()
         return loss
+
     return closure
 
 
@@ -47,8 +48,7 @@ def test_matches_torchs_lbfgs_where_there_is_no_projection():
     x1 = torch.zeros(30, requires_grad=True)
     x2 = torch.zeros(30, requires_grad=True)
     ours = LBFGS([x1], history=5)
-    theirs = torch.optim.LBFGS([x2], lr=1, max_iter=1, max_eval=1, history_size=5, tolerance_grad=0,
-                               tolerance_change=0)
+    theirs = torch.optim.LBFGS([x2], lr=1, max_iter=1, max_eval=1, history_size=5, tolerance_grad=0, tolerance_change=0)
     for _ in range(12):
         ours.step(_closure(ours, x1, f, []))
         theirs.step(_closure(theirs, x2, f, []))
@@ -139,8 +139,9 @@ def test_starts_where_the_curvature_along_the_gradient_is_negative():
         if name == "ours":
             opt = LBFGS([x], history=5, max_change=0.25, image_change=lambda d: float(d[0].abs().max()))
         else:
-            opt = torch.optim.LBFGS([x], lr=1, max_iter=1, max_eval=1, history_size=5, tolerance_grad=0,
-                                    tolerance_change=0)
+            opt = torch.optim.LBFGS(
+                [x], lr=1, max_iter=1, max_eval=1, history_size=5, tolerance_grad=0, tolerance_change=0
+            )
         for _ in range(30):
             opt.step(_closure(opt, x, f, []))
         runs[name] = float((x.detach() - 0.5**0.5).abs().max())
@@ -165,7 +166,7 @@ def test_trust_region_on_the_device_equals_the_host_one():
 
         opt = LBFGS([x], history=5, max_change=0.1, image_change=change)
 
-        def closure():
+        def closure(opt=opt, x=x):
             opt.zero_grad()
             loss = ((x - target) ** 2 * torch.tensor([1.0, 3.0, 0.5, 2.0])).sum()
             loss.backward()

@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from napari_nst.core.losses import (
-    ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss, style_loss, tv_loss,
+    ContentTerm,
+    StyleTarget,
+    StyleTerm,
+    TVTerm,
+    content_loss,
+    evaluate,
+    gram,
+    gram_loss,
+    style_loss,
+    tv_loss,
 )
 
 rng = np.random.default_rng(42)
@@ -53,8 +62,10 @@ def test_style_loss_weighted_sum_by_hand():
 
 
 def test_total_is_a_content_plus_b_style():
-    f = {"relu4_2": torch.tensor(_feats(2, 3, 3), dtype=torch.float32),
-         "relu1_1": torch.tensor(_feats(2, 4, 4), dtype=torch.float32)}
+    f = {
+        "relu4_2": torch.tensor(_feats(2, 3, 3), dtype=torch.float32),
+        "relu1_1": torch.tensor(_feats(2, 4, 4), dtype=torch.float32),
+    }
     p = {"relu4_2": torch.zeros(1, 2, 3, 3)}
     a_target = {"relu1_1": torch.eye(2)}
     terms = [ContentTerm(p, 0.25), StyleTerm([StyleTarget(a_target)], {"relu1_1": 1.0}, 8.0)]
@@ -113,8 +124,10 @@ def _gram_pair(shape, dtype, channels_last=False, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape, channels_last", [((1, 16, 12, 10), False), ((1, 16, 12, 10), True),
-                                                  ((16, 12, 10), False), ((1, 3, 5, 7), True)])
+@pytest.mark.parametrize(
+    "shape, channels_last",
+    [((1, 16, 12, 10), False), ((1, 16, 12, 10), True), ((16, 12, 10), False), ((1, 3, 5, 7), True)],
+)
 def test_gram_values_and_gradients_equal_the_plain_formula(dtype, shape, channels_last):
     ga, gb, da, db = _gram_pair(shape, dtype, channels_last)
     assert gb.dtype == torch.float32 and db.dtype == dtype and db.shape == da.shape

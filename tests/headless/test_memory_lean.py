@@ -36,8 +36,10 @@ def _evaluation(weights, seed_network: bool, monkeypatch, precision: str = "bf16
         content, style = torch.rand(1, 3, 48, 40, generator=gen), torch.rand(1, 3, 48, 40, generator=gen)
         with torch.no_grad():
             cf, sf = net(content), net(style)
-        terms = [ContentTerm({n: cf[n].float() for n in CONTENT}, 1e-3),
-                 StyleTerm([StyleTarget({n: losses.gram(sf[n]) for n in STYLE})], {n: 0.2 for n in STYLE}, 1e3)]
+        terms = [
+            ContentTerm({n: cf[n].float() for n in CONTENT}, 1e-3),
+            StyleTerm([StyleTarget({n: losses.gram(sf[n]) for n in STYLE})], {n: 0.2 for n in STYLE}, 1e3),
+        ]
         x = (0.5 * content + 0.5 * torch.rand(1, 3, 48, 40, generator=gen)).requires_grad_(True)
         saved: dict[int, tuple[int, torch.dtype, tuple]] = {}
 

@@ -35,20 +35,40 @@ def fast(fast):
 
 
 #: dtypes a napari Image layer can hold
-DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-          np.float16, np.float32, np.float64]
+DTYPES = [
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+]
 MAX_ELEMENTS = 250_000
 VALUE_KINDS = ["random", "full_range", "constant", "nan", "inf", "huge", "tiny", "unit", "extremes"]
 
 FAST = settings(
-    max_examples=150, deadline=2000, database=None,
+    max_examples=150,
+    deadline=2000,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 
 def fingerprint(a: np.ndarray) -> tuple:
     """Everything that would change if the array were modified in place."""
-    return (a.dtype.str, a.shape, a.strides, a.flags.writeable, hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest())
+    return (
+        a.dtype.str,
+        a.shape,
+        a.strides,
+        a.flags.writeable,
+        hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest(),
+    )
 
 
 # --------------------------------------------------------------------------- strategies
@@ -209,7 +229,9 @@ def test_to_rgb_float_valid_or_actionable_error(arr, limits, name):
 @settings(max_examples=80, deadline=2000, database=None)
 @given(
     dtype=st.sampled_from([d for d in DTYPES if d is not np.bool_]),
-    h=st.integers(4, 12), w=st.integers(4, 12), channels=st.sampled_from([0, 1, 2, 3, 4]),
+    h=st.integers(4, 12),
+    w=st.integers(4, 12),
+    channels=st.sampled_from([0, 1, 2, 3, 4]),
     data=st.data(),
 )
 def test_to_rgb_float_elementwise(dtype, h, w, channels, data):
@@ -237,7 +259,7 @@ def test_extreme_ranges_stay_finite(lo, hi):
     """Regression: a float64 image spanning -1.7e308..1.7e308 gave NaN ((x - lo) / inf)."""
     arr = np.array([[lo, hi, 0.0, hi / 2]] * 4, dtype=np.float64)
     # without limits, floats inside [0, 1] are kept as they are (5e-324 -> 0 in float32)
-    for limits in ((None, (lo, hi)) if lo < 0 else ((lo, hi),)):
+    for limits in (None, (lo, hi)) if lo < 0 else ((lo, hi),):
         out = to_rgb_float(arr, limits=limits)
         assert np.isfinite(out).all()
         assert out[0, 0, 0] == 0.0 and out[0, 1, 0] == 1.0
@@ -252,16 +274,19 @@ def test_uint8_and_limits_map_as_documented():
     assert to_rgb_float(np.full((5, 5), 7, np.int32)).max() == 0.0  # constant of a rescaled kind -> 0
 
 
-@pytest.mark.parametrize("bad, word", [
-    ([[1, 2], [3]], "numpy array"),               # ragged nested lists
-    (np.zeros((8, 8), complex), "dtype"),
-    (np.zeros((8, 8), object), "dtype"),
-    (np.zeros((8, 8), "U3"), "dtype"),
-    (np.zeros((8, 8), "M8[s]"), "dtype"),
-    (np.zeros((3, 64, 64), np.uint8), "moveaxis"),  # channels first
-    (None, "dtype"),
-    (5, "shape"),
-])
+@pytest.mark.parametrize(
+    "bad, word",
+    [
+        ([[1, 2], [3]], "numpy array"),  # ragged nested lists
+        (np.zeros((8, 8), complex), "dtype"),
+        (np.zeros((8, 8), object), "dtype"),
+        (np.zeros((8, 8), "U3"), "dtype"),
+        (np.zeros((8, 8), "M8[s]"), "dtype"),
+        (np.zeros((3, 64, 64), np.uint8), "moveaxis"),  # channels first
+        (None, "dtype"),
+        (5, "shape"),
+    ],
+)
 def test_not_an_image_is_an_actionable_image_error(bad, word):
     with pytest.raises(ImageError, match=word):
         to_rgb_float(bad, name="content")
@@ -277,11 +302,9 @@ def test_prepare_valid_or_actionable_error(content, style, c_limits, s_limits):
     before = fingerprint(content), fingerprint(style)
     why_c, why_s = problems(content, c_limits), problems(style, s_limits)
     # vgg19 (the default) up to relu5_1 needs 16 px at the working size (32 px long edge)
-    small = (not why_c and too_small_for(content.shape, 32, 16)) or (
-        not why_s and too_small_for(style.shape, 32, 16))
+    small = (not why_c and too_small_for(content.shape, 32, 16)) or (not why_s and too_small_for(style.shape, 32, 16))
     try:
-        c, s, opts = prepare(content, style, size=32, steps=2, scales=1, content_limits=c_limits,
-                             style_limits=s_limits)
+        c, s, opts = prepare(content, style, size=32, steps=2, scales=1, content_limits=c_limits, style_limits=s_limits)
     except OptionError as exc:
         assert small, f"refused valid inputs: {exc}"
         assert "increase" in str(exc) and "crop" in str(exc)
@@ -309,12 +332,26 @@ def test_prepare_valid_or_actionable_error(content, style, c_limits, s_limits):
 def test_prepare_options_valid_or_option_error(size, steps, style_weight, style_layers, init):
     content = np.zeros((8, 8, 3), np.uint8)
     try:
-        _, _, opts = prepare(content, content, size=size, steps=steps, style_weight=style_weight,
-                             style_layers=style_layers, init=init)
+        _, _, opts = prepare(
+            content, content, size=size, steps=steps, style_weight=style_weight, style_layers=style_layers, init=init
+        )
     except (OptionError, ImageError) as exc:
         msg = str(exc)
-        assert len(msg) > 20 and any(w in msg for w in ("must", "expected", "at least", "astype", "valid names",
-                                                           "nan_to_num", "empty", "lo < hi", "numpy", "dtype"))
+        assert len(msg) > 20 and any(
+            w in msg
+            for w in (
+                "must",
+                "expected",
+                "at least",
+                "astype",
+                "valid names",
+                "nan_to_num",
+                "empty",
+                "lo < hi",
+                "numpy",
+                "dtype",
+            )
+        )
     else:
         assert opts.size is None or (isinstance(opts.size, int) and 1 <= opts.size <= 16384)  # None: by device
         assert isinstance(opts.steps, int) and opts.steps >= 1

@@ -60,12 +60,15 @@ class StyleTermSpy:
 # --------------------------------------------------------------------------- a non-finite objective
 
 
-@pytest.mark.parametrize("opts, match", [
-    ({"style_weight": 1e39}, "style_weight must be at most"),
-    ({"content_weight": 1e300}, "content_weight must be at most"),
-    ({"tv_weight": float("inf")}, "tv_weight must be a finite number"),
-    ({"style_scale": 1e6}, "lower style_scale"),
-])
+@pytest.mark.parametrize(
+    "opts, match",
+    [
+        ({"style_weight": 1e39}, "style_weight must be at most"),
+        ({"content_weight": 1e300}, "content_weight must be at most"),
+        ({"tv_weight": float("inf")}, "tv_weight must be a finite number"),
+        ({"style_scale": 1e6}, "lower style_scale"),
+    ],
+)
 def test_absurd_weights_refused_before_any_work(content, style, fast, opts, match):
     """Weights beyond float32's range could only give inf or NaN: refused at the call, not mid-run."""
     with pytest.raises(OptionError, match=match):
@@ -119,7 +122,8 @@ def test_non_finite_error_survives_the_process_boundary(content, style):
 
 def test_non_finite_in_the_child_process(content, style, fast, monkeypatch, tmp_path):
     """The real path of the widget: the child's error arrives in the parent with its last image."""
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
+    (tmp_path / "sitecustomize.py").write_text(
+        textwrap.dedent("""
         import os
         if os.environ.get("NST_TEST_POISON_AT"):
             from napari_nst.core import losses
@@ -129,7 +133,8 @@ def test_non_finite_in_the_child_process(content, style, fast, monkeypatch, tmp_
                 value = _orig(self, features, image)
                 return value * float("nan") if _calls[0] >= _at else value
             losses.StyleTerm.__call__ = _call
-    """))
+    """)
+    )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("NST_TEST_POISON_AT", "3")
     records = []
@@ -149,8 +154,30 @@ def test_cli_saves_the_partial_pastiche(tmp_path, content, style, fast, monkeypa
     Image.fromarray(content).save(cp)
     Image.fromarray(style).save(sp)
     StyleTermSpy(monkeypatch, poison_at=3)
-    code = main(["stylize", str(cp), str(sp), "-o", str(out), "--size", "32", "--scales", "1", "--steps", "10",
-                 "--model", "vgg16", "--weights", fast["weights"], "--device", "cpu", "--quiet", "--save-every", "1"])
+    code = main(
+        [
+            "stylize",
+            str(cp),
+            str(sp),
+            "-o",
+            str(out),
+            "--size",
+            "32",
+            "--scales",
+            "1",
+            "--steps",
+            "10",
+            "--model",
+            "vgg16",
+            "--weights",
+            fast["weights"],
+            "--device",
+            "cpu",
+            "--quiet",
+            "--save-every",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("napari-nst: error: the objective became") and "\n" not in err
     partial = tmp_path / "out-partial.png"
@@ -163,12 +190,19 @@ def test_cli_saves_the_partial_pastiche(tmp_path, content, style, fast, monkeypa
 _ENGINE_CONVERTS_OOM = "DeviceMemoryError(" in inspect.getsource(engine)
 
 
-@pytest.mark.xfail(not _ENGINE_CONVERTS_OOM, strict=True,
-                   reason="engine.py does not turn out-of-memory errors into DeviceMemoryError yet")
-@pytest.mark.parametrize("error", [
-    lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-    lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: out of memory"),
-], ids=["cuda", "cpu"])
+@pytest.mark.xfail(
+    not _ENGINE_CONVERTS_OOM,
+    strict=True,
+    reason="engine.py does not turn out-of-memory errors into DeviceMemoryError yet",
+)
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: out of memory"),
+    ],
+    ids=["cuda", "cpu"],
+)
 def test_out_of_memory_names_a_size_that_fits_and_frees_memory(content, style, fast, monkeypatch, error):
     original = VGGFeatures.forward
     seen: list[weakref.ref] = []
@@ -196,6 +230,7 @@ def test_out_of_memory_names_a_size_that_fits_and_frees_memory(content, style, f
 
 def test_out_of_memory_is_not_mistaken_for_other_runtime_errors(content, style, fast, monkeypatch):
     """Only allocation failures become DeviceMemoryError; another torch failure keeps its own type."""
+
     def forward(self, x):
         raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
 

@@ -104,8 +104,28 @@ def test_pickled_code_refused_through_api_and_cli(tmp_path, vgg16_random, conten
     cp, sp, out = tmp_path / "c.png", tmp_path / "s.png", tmp_path / "o.png"
     Image.fromarray(content).save(cp)
     Image.fromarray(style).save(sp)
-    code = main(["stylize", str(cp), str(sp), "-o", str(out), "--size", "32", "--scales", "1", "--steps", "1",
-                 "--model", "vgg16", "--weights", str(path), "--device", "cpu", "--quiet"])
+    code = main(
+        [
+            "stylize",
+            str(cp),
+            str(sp),
+            "-o",
+            str(out),
+            "--size",
+            "32",
+            "--scales",
+            "1",
+            "--steps",
+            "1",
+            "--model",
+            "vgg16",
+            "--weights",
+            str(path),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("napari-nst: error: refused") and "\n" not in err
     assert not marker.exists() and not out.exists()
@@ -211,8 +231,12 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def _png(width: int, height: int, bit_depth: int, color_type: int, raw_rows: bytes) -> bytes:
     """A PNG written by hand (Pillow cannot write 16-bit RGB; a fake header needs no pixel data)."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw_rows))
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(raw_rows))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def test_wrong_extensions(tmp_path):
@@ -376,8 +400,29 @@ def good_files(tmp_path, style):
 
 
 def _cli(content: Path, style: Path, out: Path, weights: str, *extra: str) -> int:
-    return main(["stylize", str(content), str(style), "-o", str(out), "--size", "32", "--scales", "1", "--steps", "1",
-                 "--model", "vgg16", "--weights", weights, "--device", "cpu", "--quiet", *extra])
+    return main(
+        [
+            "stylize",
+            str(content),
+            str(style),
+            "-o",
+            str(out),
+            "--size",
+            "32",
+            "--scales",
+            "1",
+            "--steps",
+            "1",
+            "--model",
+            "vgg16",
+            "--weights",
+            weights,
+            "--device",
+            "cpu",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def test_cli_broken_images_exit_non_zero_with_one_line(tmp_path, good_files, fast, capsys):
@@ -414,8 +459,12 @@ def test_cli_bad_output_fails_before_the_run(tmp_path, good_files, fast, capsys,
     monkeypatch.setattr(api, "iter_stylize", no_run)
     ok = tmp_path / "ok.png"
     Image.fromarray(_rgb()).save(ok)
-    cases = [(tmp_path / "out.xyz", ".xyz"), (tmp_path / "out", "without an extension"),
-             (tmp_path / "no such folder" / "o.png", "does not exist"), (tmp_path, "is a directory")]
+    cases = [
+        (tmp_path / "out.xyz", ".xyz"),
+        (tmp_path / "out", "without an extension"),
+        (tmp_path / "no such folder" / "o.png", "does not exist"),
+        (tmp_path, "is a directory"),
+    ]
     for out, match in cases:
         assert _cli(ok, good_files, out, fast["weights"]) == 1
         err = capsys.readouterr().err.strip()

@@ -111,15 +111,18 @@ def test_without_opencv_frames_start_unmoved_and_say_so(frames, style, fast, mon
     assert all("OpenCV is not installed" in r.note and "temporal" not in r.losses for r in finals[1:])
 
 
-@pytest.mark.parametrize("stack, kwargs, match", [
-    (np.zeros((40, 56), np.uint8), {}, "for one image use napari_nst.stylize"),
-    (np.zeros((3, 40, 56), np.uint8), {"axis": 3}, "axis=3 is out of range"),
-    (np.zeros((40, 56, 3), np.uint8), {}, "looks like one RGB image"),
-    ([np.zeros((40, 56), np.uint8), np.zeros((40, 50), np.uint8)], {}, "frame 1 is 40x50"),
-    (np.zeros((3, 40, 56), np.uint8), {"temporal_weight": -1}, "temporal_weight must be"),
-    (np.zeros((3, 40, 56), np.uint8), {"frame_steps": 0}, "frame_steps must be"),
-    (np.zeros((3, 40, 56), np.uint8), {"start": 1}, "needs previous="),
-])
+@pytest.mark.parametrize(
+    "stack, kwargs, match",
+    [
+        (np.zeros((40, 56), np.uint8), {}, "for one image use napari_nst.stylize"),
+        (np.zeros((3, 40, 56), np.uint8), {"axis": 3}, "axis=3 is out of range"),
+        (np.zeros((40, 56, 3), np.uint8), {}, "looks like one RGB image"),
+        ([np.zeros((40, 56), np.uint8), np.zeros((40, 50), np.uint8)], {}, "frame 1 is 40x50"),
+        (np.zeros((3, 40, 56), np.uint8), {"temporal_weight": -1}, "temporal_weight must be"),
+        (np.zeros((3, 40, 56), np.uint8), {"frame_steps": 0}, "frame_steps must be"),
+        (np.zeros((3, 40, 56), np.uint8), {"start": 1}, "needs previous="),
+    ],
+)
 def test_bad_input_is_a_value_error_at_the_call(stack, kwargs, match, style, fast):
     with pytest.raises(ValueError, match=match):
         napari_nst.iter_stylize_stack(stack, style, **{**fast, **kwargs})

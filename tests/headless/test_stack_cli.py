@@ -24,8 +24,17 @@ def style_file(tmp_path, style):
 
 
 def _args(fast):
-    return ["--size", str(fast["size"]), "--steps", str(fast["steps"]), "--weights", fast["weights"],
-            "--device", "cpu", "--quiet"]
+    return [
+        "--size",
+        str(fast["size"]),
+        "--steps",
+        str(fast["steps"]),
+        "--weights",
+        fast["weights"],
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
 
 
 def test_multipage_tiff_in_and_out(tmp_path, stack, style_file, fast):
@@ -50,12 +59,15 @@ def test_folder_in_and_out_keeps_names_and_numeric_order(tmp_path, stack, style_
     assert np.asarray(Image.open(out / "t9.png")).shape == (23, 32, 3)
 
 
-@pytest.mark.parametrize("case, match", [
-    ("sizes", "frame 1 is 40x50 px"),
-    ("two_d", "not a stack of 2-D images"),
-    ("negative", "temporal_weight must be"),
-    ("video", "is not a TIFF"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("sizes", "frame 1 is 40x50 px"),
+        ("two_d", "not a stack of 2-D images"),
+        ("negative", "temporal_weight must be"),
+        ("video", "is not a TIFF"),
+    ],
+)
 def test_bad_input_is_an_error_and_nothing_is_written(case, match, tmp_path, stack, style_file, fast, capsys):
     src = tmp_path / "in"
     extra = []
@@ -84,8 +96,16 @@ def test_ctrl_c_keeps_the_finished_frames(tmp_path, stack, style_file, monkeypat
 
     def fake(frames, style, axis=0, **options):
         for t in range(2):
-            yield Progress(step=1, total=1, losses={}, image=np.full((8, 10, 3), 0.5, np.float32), frame=t,
-                           frames=3, stack_step=t + 1, stack_total=3)
+            yield Progress(
+                step=1,
+                total=1,
+                losses={},
+                image=np.full((8, 10, 3), 0.5, np.float32),
+                frame=t,
+                frames=3,
+                stack_step=t + 1,
+                stack_total=3,
+            )
         raise KeyboardInterrupt
 
     monkeypatch.setattr(api, "iter_stylize_stack", fake)

@@ -38,7 +38,7 @@ def test_mask_is_zero_where_the_flow_points_outside_or_does_not_come_back():
     fwd = np.zeros((h, w, 2), np.float32)
     fwd[..., 0] = -3.0  # consistent forward flow
     m = flow.consistency_mask(back, fwd)
-    assert m[:, : w - 3].min() == 1 and m[:, w - 3:].max() == 0  # the last 3 columns come from outside
+    assert m[:, : w - 3].min() == 1 and m[:, w - 3 :].max() == 0  # the last 3 columns come from outside
     fwd[:, 10:15, 0] = 5.0  # where the forward flow disagrees
     m2 = flow.consistency_mask(back, fwd)
     assert m2[:, 7:12].max() == 0 and m2[:, :5].min() == 1

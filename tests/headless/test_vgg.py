@@ -17,7 +17,7 @@ def test_layer_names_follow_torchvision_indices():
         names = vgg.layer_names(model)
         tv = getattr(torchvision.models, model)().features
         assert len(names) == len(tv)
-        for name, layer in zip(names, tv):
+        for name, layer in zip(names, tv, strict=True):
             kind = {"conv": torch.nn.Conv2d, "relu": torch.nn.ReLU, "pool": torch.nn.MaxPool2d}[name[:4]]
             assert isinstance(layer, kind), name
     names19 = vgg.layer_names("vgg19")
@@ -78,7 +78,7 @@ def test_detect_model_from_keys_and_shapes(vgg16_random, vgg19_random_full):
     v19 = torch.load(vgg19_random_full, weights_only=True)  # with classifier.* keys
     assert vgg.detect_model(v16) == "vgg16" and vgg.detect_model(v19) == "vgg19"
     # features.* stripped (as load_weights_file returns them) and a checkpoint-style wrapper's inner dict
-    assert vgg.detect_model({k[len("features."):]: v for k, v in v16.items()}) == "vgg16"
+    assert vgg.detect_model({k[len("features.") :]: v for k, v in v16.items()}) == "vgg16"
     # both networks share indices 0..14: a file cut there is ambiguous; one reaching index 16/17 is not
     cut = {k: v for k, v in v19.items() if k.startswith("features.") and int(k.split(".")[1]) <= 14}
     assert vgg.detect_model(cut) is None
@@ -198,8 +198,10 @@ def _pool_pair(x: torch.Tensor, seed: int = 0):
 @pytest.mark.parametrize("shape", [(1, 8, 9, 11), (1, 64, 16, 16), (2, 5, 7, 6), (1, 3, 3, 5)])
 def test_maxpool_without_indices_equals_torch_exactly(dtype, channels_last, shape):
     g = torch.Generator().manual_seed(sum(shape))
-    for x in (torch.randint(0, 3, shape, generator=g).to(dtype),  # many ties in every window
-              torch.randn(shape, generator=g).relu().to(dtype)):  # ReLU zeros, bf16 rounding ties
+    for x in (
+        torch.randint(0, 3, shape, generator=g).to(dtype),  # many ties in every window
+        torch.randn(shape, generator=g).relu().to(dtype),
+    ):  # ReLU zeros, bf16 rounding ties
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         ya, yb, ga, gb = _pool_pair(x)
@@ -264,7 +266,8 @@ def test_networks_share_the_cached_weights(vgg16_random):
     a = vgg.build_vgg("vgg16", ["relu5_1"], weights=vgg16_random)
     b = vgg.build_vgg("vgg16", ["relu2_1"], weights=vgg16_random)
     cached = vgg.load_weights_file(vgg16_random)
-    for (key, pa), pb in zip(a.layers.state_dict().items(), b.layers.state_dict().values()):
+    # b stops at relu2_1: compare the layers both networks have
+    for (key, pa), pb in zip(a.layers.state_dict().items(), b.layers.state_dict().values(), strict=False):
         assert pa.data_ptr() == pb.data_ptr(), key  # one copy, not one per network
         torch.testing.assert_close(pa, cached[key])
     assert all(isinstance(p, torch.nn.Parameter) and not p.requires_grad for p in a.parameters())

@@ -7,8 +7,8 @@ Every test reproduces the user's order: the viewer exists first, then the widget
 from __future__ import annotations
 
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,10 +112,17 @@ class FakeEngine:
                 time.sleep(self.delay)
                 if self.cancelled:
                     return
-            yield Progress(step=step, total=n, losses={"content": 1.0 / step, "style": 2.0 / step, "total": 3.0 / step},
-                           image=(base * (1 - step / (2 * n))).astype(np.float32), shape=(h, w),
-                           elapsed=0.01 * step, weights={"content": 1.0, "style": 1.0}, device="cpu",
-                           last_of_level=step == n)
+            yield Progress(
+                step=step,
+                total=n,
+                losses={"content": 1.0 / step, "style": 2.0 / step, "total": 3.0 / step},
+                image=(base * (1 - step / (2 * n))).astype(np.float32),
+                shape=(h, w),
+                elapsed=0.01 * step,
+                weights={"content": 1.0, "style": 1.0},
+                device="cpu",
+                last_of_level=step == n,
+            )
         if self.fail is not None:
             raise self.fail
 

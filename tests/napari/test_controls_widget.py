@@ -26,12 +26,13 @@ def _viewer(make_napari_viewer, images, labels=None, **labels_kw):
 
 def _halves(shape, value=1):
     labels = np.zeros(shape, np.int32)
-    labels[..., shape[-1] // 2:] = value
+    labels[..., shape[-1] // 2 :] = value
     return labels
 
 
-def test_styles_weights_regions_and_colours_reach_the_engine(make_napari_viewer, qtbot, images, fake_engine,
-                                                            notifications):
+def test_styles_weights_regions_and_colours_reach_the_engine(
+    make_napari_viewer, qtbot, images, fake_engine, notifications
+):
     labels = _halves((36, 52))
     labels[:5, :5] = 2
     viewer, widget, c, s1, s2, lab = _viewer(make_napari_viewer, images, labels)
@@ -41,8 +42,11 @@ def test_styles_weights_regions_and_colours_reach_the_engine(make_napari_viewer,
     assert picker.name == "style_1"
     picker.value = s2
     widget.styles_panel.weights[0].value, widget.styles_panel.weights[1].value = 3.0, 1.0
-    assert not widget.style_blend.native.isHidden() and "stripes 75%" in widget.style_blend.value and "flipped 25%" in \
-        widget.style_blend.value
+    assert (
+        not widget.style_blend.native.isHidden()
+        and "stripes 75%" in widget.style_blend.value
+        and "flipped 25%" in widget.style_blend.value
+    )
     widget.regions.value = lab
     rows = {w.name: w for w in widget.region_styles}
     assert set(rows) == {"label_0", "label_1", "label_2"}
@@ -106,7 +110,7 @@ def test_labels_are_read_as_napari_shows_them_over_the_content(make_napari_viewe
     from napari_nst._run.labels import labels_snapshot, read_labels
 
     small = np.arange(18 * 26, dtype=np.int32).reshape(18, 26) % 7
-    viewer, widget, c, *_ , lab = _viewer(make_napari_viewer, images, small, scale=(2, 2), translate=(0.5, 0.5))
+    viewer, widget, c, *_, lab = _viewer(make_napari_viewer, images, small, scale=(2, 2), translate=(0.5, 0.5))
     snap = labels_snapshot(lab, c, tuple(viewer.dims.point), (0, 1))
     np.testing.assert_array_equal(read_labels(snap, (36, 52), (36, 52)), np.kron(small, np.ones((2, 2), int)))
     half = read_labels(snap, (36, 52), (18, 26))  # working pixels of 2x2 content pixels: the label at their centre
@@ -135,6 +139,7 @@ def test_a_real_run_with_two_styles_on_two_regions(make_napari_viewer, qtbot, im
     out = viewer.layers[-1]
     assert not errors(notifications), notifications
     assert out.metadata["napari_nst"]["status"] == "finished"
-    assert out.metadata["napari_nst"]["regions"]["region_styles"] == {0: None, 2: "flipped"} or \
-        out.metadata["napari_nst"]["regions"]["region_styles"] == {2: "flipped"}
+    assert out.metadata["napari_nst"]["regions"]["region_styles"] == {0: None, 2: "flipped"} or out.metadata[
+        "napari_nst"
+    ]["regions"]["region_styles"] == {2: "flipped"}
     assert "torch" not in sys.modules

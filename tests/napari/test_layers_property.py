@@ -21,8 +21,20 @@ from nst_helpers import digest
 
 from napari_nst.core.errors import ImageError
 
-DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-          np.float16, np.float32, np.float64]
+DTYPES = [
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+]
 COLORMAPS = ["gray", "green", "magma", "viridis", "red"]
 
 
@@ -35,7 +47,9 @@ def _data(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...], kin
             return np.full(shape, info.max // 3, dtype)
         if kind == "extremes":
             return np.where(rng.random(shape) < 0.5, info.min, info.max).astype(dtype)
-        return rng.integers(max(int(info.min), -500), min(int(info.max), 60000), size=shape, endpoint=True).astype(dtype)
+        return rng.integers(max(int(info.min), -500), min(int(info.max), 60000), size=shape, endpoint=True).astype(
+            dtype
+        )
     finfo = np.finfo(dtype)
     if kind == "constant":
         out = np.full(shape, 0.25)
@@ -63,7 +77,9 @@ def layers(draw):
     full = tuple(shape) + ((rgb,) if rgb else ())
     base = _data(rng, dtype, full, kind)
     multiscale = draw(st.booleans()) and min(shape[-2:]) >= 8
-    levels = [base, np.ascontiguousarray(base[..., ::2, ::2, :] if rgb else base[..., ::2, ::2])] if multiscale else [base]
+    levels = (
+        [base, np.ascontiguousarray(base[..., ::2, ::2, :] if rgb else base[..., ::2, ::2])] if multiscale else [base]
+    )
     kwargs = {"rgb": bool(rgb), "multiscale": multiscale, "name": draw(st.sampled_from(["content", "my style ✓"]))}
     if not rgb:
         kwargs["colormap"] = draw(st.sampled_from(COLORMAPS))
@@ -89,8 +105,12 @@ def _expected_axes(nd: int, point, displayed) -> tuple[int, int]:
 
 
 @pytest.mark.timeout(120)
-@settings(max_examples=50, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=50,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(drawn=layers(), data=st.data())
 def test_layer_to_rgb_valid_or_actionable_error(drawn, data):
     from napari_nst._layers import layer_to_rgb
@@ -98,8 +118,12 @@ def test_layer_to_rgb_valid_or_actionable_error(drawn, data):
     layer, levels, rgb = drawn
     nd = int(layer.ndim)
     world_ndim = nd + data.draw(st.integers(0, 1))
-    point = data.draw(st.one_of(st.none(), st.lists(
-        st.one_of(st.floats(-10, 100), st.just(float("nan"))), min_size=world_ndim, max_size=world_ndim)))
+    point = data.draw(
+        st.one_of(
+            st.none(),
+            st.lists(st.one_of(st.floats(-10, 100), st.just(float("nan"))), min_size=world_ndim, max_size=world_ndim),
+        )
+    )
     displayed = data.draw(st.one_of(st.none(), st.lists(st.integers(0, world_ndim - 1), min_size=2, max_size=3)))
     min_long_edge = data.draw(st.one_of(st.none(), st.integers(1, 64)))
     if point is None and displayed is not None:
@@ -114,8 +138,13 @@ def test_layer_to_rgb_valid_or_actionable_error(drawn, data):
         msg = str(exc)
         assert "content" in msg and len(msg) > 30, msg
         lo, hi = layer.contrast_limits
-        usable = (levels[0].dtype.kind != "b" and all(np.isfinite(a).all() for a in levels if a.dtype.kind == "f")
-                  and math.isfinite(lo) and math.isfinite(hi) and hi > lo)
+        usable = (
+            levels[0].dtype.kind != "b"
+            and all(np.isfinite(a).all() for a in levels if a.dtype.kind == "f")
+            and math.isfinite(lo)
+            and math.isfinite(hi)
+            and hi > lo
+        )
         a, b = _expected_axes(nd, point, displayed)
         big_enough = all(min(lv.shape[a], lv.shape[b]) >= 4 for lv in levels)
         assert not (usable and big_enough), f"refused a usable layer: {msg}"

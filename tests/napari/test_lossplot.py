@@ -14,7 +14,15 @@ def test_readable_numbers():
     from napari_nst._lossplot import decade_ticks, readable
 
     assert [readable(v) for v in (10**1.6, 10**-0.4, 4.5, 1234, 0.0035, 2.5e-5, 3e7, 0)] == [
-        "40", "0.4", "4.5", "1234", "0.0035", "2.5e-05", "3e+07", "0"]
+        "40",
+        "0.4",
+        "4.5",
+        "1234",
+        "0.0035",
+        "2.5e-05",
+        "3e+07",
+        "0",
+    ]
     assert decade_ticks(math.log10(0.4), math.log10(40)) == [0, 1]
     assert decade_ticks(math.log10(2.4), math.log10(3)) == []
 

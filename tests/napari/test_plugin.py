@@ -57,9 +57,32 @@ def test_pickers_follow_layers(make_napari_viewer, images):
 def test_every_control_has_a_tooltip(make_napari_viewer):
     viewer = make_napari_viewer()
     widget = open_widget(viewer)
-    named = ["content", "style", "size", "steps", "style_weight", "content_weight", "model", "weights", "device",
-             "seed", "run", "content_layers", "style_layers", "style_layer_weights", "pooling", "optimizer", "init",
-             "scales", "pyramid", "style_scale", "tv_weight", "precision", "continue_run", "show_advanced"]
+    named = [
+        "content",
+        "style",
+        "size",
+        "steps",
+        "style_weight",
+        "content_weight",
+        "model",
+        "weights",
+        "device",
+        "seed",
+        "run",
+        "content_layers",
+        "style_layers",
+        "style_layer_weights",
+        "pooling",
+        "optimizer",
+        "init",
+        "scales",
+        "pyramid",
+        "style_scale",
+        "tv_weight",
+        "precision",
+        "continue_run",
+        "show_advanced",
+    ]
     for name in named:
         tip = getattr(widget, name).tooltip
         assert tip and len(tip) > 10, name
@@ -126,8 +149,9 @@ def test_pastiche_placement_covers_the_content_exactly():
 
     content = Image(np.zeros((300, 451)), scale=(0.3, 0.7), translate=(12.0, -4.0), rotate=25)
     for working in [(300, 451), (170, 256), (43, 64)]:
-        out = Image(np.zeros((*working, 3), np.float32), rgb=True,
-                    **pastiche_placement(content, (0, 1), (300, 451), working))
+        out = Image(
+            np.zeros((*working, 3), np.float32), rgb=True, **pastiche_placement(content, (0, 1), (300, 451), working)
+        )
         np.testing.assert_allclose(world_extent(out), world_extent(content), atol=1e-9)
 
 
@@ -175,6 +199,10 @@ def test_remembered_settings_are_shown_and_stale_weights_forgotten(make_napari_v
     widget3 = open_widget(make_napari_viewer())
     assert widget3.options()["weights"] is None and widget3.remembered.value == "Using remembered settings: Steps"
     widget3.forget.clicked.emit()
-    assert widget3.steps.value == CPU_STEPS and widget3.remembered.value == "" and widget3._remembered_row.native.isHidden()
+    assert (
+        widget3.steps.value == CPU_STEPS
+        and widget3.remembered.value == ""
+        and widget3._remembered_row.native.isHidden()
+    )
     widget4 = open_widget(make_napari_viewer())
     assert widget4.steps.value == CPU_STEPS and widget4.settings.touched == set()

@@ -48,8 +48,9 @@ def test_snapshot_is_plain_data_read_off_the_layer():
     np.testing.assert_allclose(snap.position, [2.0, 0.0, 0.0])
     assert snap.contrast_limits != tuple(layer.contrast_limits)
     image, note = read_input(snap, (1, 2), 30, "content")
-    np.testing.assert_allclose(image[..., 0], (stack[2] - snap.contrast_limits[0]) / np.ptp(snap.contrast_limits),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        image[..., 0], (stack[2] - snap.contrast_limits[0]) / np.ptp(snap.contrast_limits), atol=1e-6
+    )
     assert "axis 0 = 2" in note
 
 

@@ -14,8 +14,9 @@ def _idle(widget):
     return widget.worker is None and widget.run.text == "Run"
 
 
-def test_finished_pastiche_saves_as_png_with_naparis_own_writer(make_napari_viewer, qtbot, images, fake_engine,
-                                                                tmp_path):
+def test_finished_pastiche_saves_as_png_with_naparis_own_writer(
+    make_napari_viewer, qtbot, images, fake_engine, tmp_path
+):
     viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
     widget.size.value, widget.steps.value = 32, 4
     widget.run.clicked.emit()

@@ -47,9 +47,20 @@ class FakeStackEngine:
                 if self.cancelled:
                     return
                 done += 1
-                yield Progress(step=step, total=steps, losses={"total": 1.0 / done}, image=frame * 0.5,
-                               shape=frame.shape[:2], elapsed=0.01 * done, device="cpu", last_of_level=step == steps,
-                               frame=t, frames=n, stack_step=done, stack_total=total)
+                yield Progress(
+                    step=step,
+                    total=steps,
+                    losses={"total": 1.0 / done},
+                    image=frame * 0.5,
+                    shape=frame.shape[:2],
+                    elapsed=0.01 * done,
+                    device="cpu",
+                    last_of_level=step == steps,
+                    frame=t,
+                    frames=n,
+                    stack_step=done,
+                    stack_total=total,
+                )
 
 
 @pytest.fixture
@@ -92,8 +103,9 @@ def test_slices_choice_offers_the_hidden_axis_only_for_stacks(make_napari_viewer
     assert not widget.stack.offered and widget.stack.axis() is None
 
 
-def test_all_slices_fill_one_layer_over_the_content(make_napari_viewer, qtbot, images, timelapse, vgg16_weights,
-                                                    fake_stack, notifications):
+def test_all_slices_fill_one_layer_over_the_content(
+    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_stack, notifications
+):
     viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
     widget.slices.value = 0
     assert widget.start()
@@ -104,6 +116,7 @@ def test_all_slices_fill_one_layer_over_the_content(make_napari_viewer, qtbot, i
     assert (out.data[..., 3] == 1).all()  # every frame made
     eng = fake_stack.instances[0]
     np.testing.assert_allclose(out.data[2, ..., :3], eng.source[2] * 0.5, atol=1e-6)
+
     # placed over the content: same world extent along the two shown axes, same frame axis
     def extent(layer):
         h, w = layer.data.shape[1:3]
@@ -117,8 +130,9 @@ def test_all_slices_fill_one_layer_over_the_content(make_napari_viewer, qtbot, i
     assert "torch" not in sys.modules
 
 
-def test_stop_keeps_frames_and_continue_resumes_at_the_next(make_napari_viewer, qtbot, images, timelapse,
-                                                            vgg16_weights, fake_stack, notifications):
+def test_stop_keeps_frames_and_continue_resumes_at_the_next(
+    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_stack, notifications
+):
     viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
     widget.slices.value = 0
     widget.follow_frame.value = False
@@ -132,7 +146,7 @@ def test_stop_keeps_frames_and_continue_resumes_at_the_next(make_napari_viewer, 
     done = out.metadata["napari_nst"]["frames_done"]
     assert 2 <= done < 4 and "Continue resumes" in widget.status.value
     # frames not started are transparent (the frame being made when stopped shows its last preview)
-    assert np.isfinite(out.data).all() and (out.data[done + 1:, ..., 3] == 0).all()
+    assert np.isfinite(out.data).all() and (out.data[done + 1 :, ..., 3] == 0).all()
     assert viewer.dims.current_step[0] == shown  # not followed
     fake_stack.delay = 0.0
     widget._on_continue_clicked()
@@ -145,8 +159,9 @@ def test_stop_keeps_frames_and_continue_resumes_at_the_next(make_napari_viewer, 
     assert errors(notifications) == []
 
 
-def test_a_stack_too_big_for_memory_is_refused_before_it_starts(make_napari_viewer, images, timelapse,
-                                                                vgg16_weights, fake_stack, notifications, monkeypatch):
+def test_a_stack_too_big_for_memory_is_refused_before_it_starts(
+    make_napari_viewer, images, timelapse, vgg16_weights, fake_stack, notifications, monkeypatch
+):
     from napari_nst._run import stack
 
     viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
@@ -158,8 +173,9 @@ def test_a_stack_too_big_for_memory_is_refused_before_it_starts(make_napari_view
     assert fake_stack.instances == [] and len(viewer.layers) == 2
 
 
-def test_real_stack_run_in_the_child_process(make_napari_viewer, qtbot, images, timelapse, vgg16_weights,
-                                             notifications):
+def test_real_stack_run_in_the_child_process(
+    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, notifications
+):
     viewer, widget, c = _setup(make_napari_viewer, timelapse[:3], images, vgg16_weights)
     widget.steps.value = 3
     widget.slices.value = 0

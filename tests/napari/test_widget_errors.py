@@ -71,7 +71,9 @@ def test_bad_layer_name_in_advanced(make_napari_viewer, qtbot, images, notificat
 
 def test_out_of_memory_suggests_a_size(make_napari_viewer, qtbot, images, notifications, fake_engine):
     viewer, widget, c, s = setup(make_napari_viewer, images)
-    fake_engine(fail=DeviceMemoryError("CUDA ran out of memory at size 32 (needs 9 GiB, 2 GiB free)", suggested_size=16))
+    fake_engine(
+        fail=DeviceMemoryError("CUDA ran out of memory at size 32 (needs 9 GiB, 2 GiB free)", suggested_size=16)
+    )
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: idle(widget), timeout=10_000)
     msgs = errors(notifications)

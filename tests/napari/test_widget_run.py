@@ -6,13 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-
 from nst_helpers import RUN_TIMEOUT, digest, errors, open_widget, tiny, viewer_with_widget, world_extent
 
 pytestmark = pytest.mark.gui
 
-def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg16_weights, notifications,
-                                         monkeypatch):
+
+def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg16_weights, notifications, monkeypatch):
     from napari_nst._qt import throttle
     from napari_nst._run import runner
 
@@ -23,8 +22,9 @@ def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg
     monkeypatch.setattr(throttle.UpdateThrottle, "measure", lambda self, t0: None)
     viewer = make_napari_viewer()  # the user's order: napari first, then the widget
     content, style = images
-    c = viewer.add_image(content, name="cells", scale=(0.5, 0.25), translate=(10.0, -3.0),
-                         contrast_limits=(5000, 50000))
+    c = viewer.add_image(
+        content, name="cells", scale=(0.5, 0.25), translate=(10.0, -3.0), contrast_limits=(5000, 50000)
+    )
     s = viewer.add_image(style, name="paint", rgb=True)
     before = digest(c.data), digest(s.data), tuple(c.contrast_limits), c.scale.tolist()
     widget = open_widget(viewer)
@@ -71,8 +71,7 @@ def test_run_paints_pastiche_over_content(make_napari_viewer, qtbot, images, vgg
     assert "torch" not in sys.modules
 
 
-def test_stop_keeps_last_pastiche_and_the_warm_engine(make_napari_viewer, qtbot, images, vgg16_weights,
-                                                      notifications):
+def test_stop_keeps_last_pastiche_and_the_warm_engine(make_napari_viewer, qtbot, images, vgg16_weights, notifications):
     from napari_nst.core import remote
 
     viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
@@ -129,8 +128,9 @@ def test_closing_viewer_during_run_kills_engine(make_napari_viewer, qtbot, image
     assert widget.worker is None or qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000) is None
 
 
-def test_offline_without_weights_says_how_to_fix(make_napari_viewer, qtbot, images, notifications, monkeypatch,
-                                                   tmp_path):
+def test_offline_without_weights_says_how_to_fix(
+    make_napari_viewer, qtbot, images, notifications, monkeypatch, tmp_path
+):
     # no cached torchvision weights and no network (a proxy that refuses every connection)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):

@@ -19,8 +19,9 @@ def _pastiche(viewer, shape=(30, 40)):
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
     data = np.stack([x / (shape[1] - 1), y / (shape[0] - 1), np.full(shape, 0.25)], axis=-1).astype(np.float32)
     data[5:10, 5:10] = (1.0, 0.0, 0.0)
-    layer = viewer.add_image(data, name="content × style", rgb=True, contrast_limits=(0, 1),
-                             metadata={"napari_nst": {"steps": 3}})
+    layer = viewer.add_image(
+        data, name="content × style", rgb=True, contrast_limits=(0, 1), metadata={"napari_nst": {"steps": 3}}
+    )
     viewer.layers.selection = {layer}
     return layer, data
 
@@ -90,7 +91,7 @@ def test_integer_images_are_written_by_napari_as_without_the_plugin(make_napari_
     import napari
 
     viewer = make_napari_viewer()
-    data = (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+    data = np.arange(600, dtype=np.uint16).reshape(20, 30) * 100
     layer = viewer.add_image(data)
     ours, theirs = tmp_path / "ours.png", tmp_path / "theirs.png"
     napari.save_layers(str(ours), [layer], plugin="napari-nst")

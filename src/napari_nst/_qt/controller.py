@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import weakref
 from functools import partial
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from .._run.plan import RunPlan
 from .._run.runner import Notes, run_task, shutdown
@@ -45,7 +45,7 @@ class RunController:
     def __init__(self, viewer: Any, view: RunView, parent: Any) -> None:
         self._viewer = viewer
         self._view = view
-        self.run: Optional[RunState] = None
+        self.run: RunState | None = None
         self.worker: Any = None
         self.last_pastiche: Any = None
         self.closed = False
@@ -83,7 +83,7 @@ class RunController:
         self._view.set_running()
         worker.start()
 
-    def stop(self, reason: Optional[str] = None) -> bool:
+    def stop(self, reason: str | None = None) -> bool:
         """Ask the run to end within one evaluation; False when none is running."""
         if self.run is None or self.worker is None:
             return False
@@ -114,8 +114,9 @@ class RunController:
         rec: Progress = item
         if run.first_record_at is None:
             run.first_record_at = time.perf_counter()
-        self._view.plot.add(rec.stack_step or rec.step, rec.losses.get("total", float("nan")),
-                            new_level=rec.level != run.level)
+        self._view.plot.add(
+            rec.stack_step or rec.step, rec.losses.get("total", float("nan")), new_level=rec.level != run.level
+        )
         run.add(rec)
         self._throttle.request()
 
@@ -134,8 +135,9 @@ class RunController:
         try:
             img_rec, rec = run.take()
             for done in run.take_finished():  # a stack's finished frames are all shown
+                assert done.image is not None  # a finished frame carries its pastiche
                 run.sink.show(run.plan.task_for(done), done.image, done.shape, run.metadata())
-            if img_rec is not None and run.outcome == "running" and not run.stop_reason:
+            if img_rec is not None and img_rec.image is not None and run.outcome == "running" and not run.stop_reason:
                 t0 = time.perf_counter()
                 run.sink.show(run.plan.task_for(img_rec), img_rec.image, img_rec.shape, run.metadata())
                 self.last_pastiche = run.sink.layer

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, LogSlider, SpinBox
 from magicgui.widgets.bases import ValueWidget
 
 from ..core.errors import OptionError
-from ..core.options import Spec, specs
+from ..core.options import specs
+from ..core.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _int_box(spec: Spec, value: Any) -> SpinBox:
     return SpinBox(min=lo, max=hi, step=int(spec.step or 1), value=value if value is not None else lo)
 
 
-def _float_field(spec: Spec) -> ValueWidget:
+def _float_field(spec: Spec) -> ValueWidget[Any]:
     if spec.lo is not None and spec.hi is not None and spec.hi <= SPIN_FLOAT_MAX:
         return FloatSpinBox(min=spec.lo, max=spec.hi, step=spec.step or 0.05, value=spec.default)
     return LineEdit(value=spec.format(spec.default))
@@ -62,11 +63,11 @@ def _seed_box(spec: Spec) -> SpinBox:
     return box
 
 
-def make_field(spec: Spec, init_choices: Callable[..., list[Any]], devices: list[str]) -> Optional[ValueWidget]:
+def make_field(spec: Spec, init_choices: Callable[..., list[Any]], devices: list[str]) -> ValueWidget[Any] | None:
     """The widget for one option (None for a kind the form does not know: a test catches that)."""
     kind = spec.kind
     if kind == "int":
-        w: ValueWidget = _int_box(spec, spec.default)
+        w: ValueWidget[Any] = _int_box(spec, spec.default)
     elif kind == "float":
         w = _float_field(spec)
     elif kind in TEXT_KINDS:
@@ -76,13 +77,13 @@ def make_field(spec: Spec, init_choices: Callable[..., list[Any]], devices: list
         choices = ((none,) if spec.nullable else ()) + tuple(spec.choices or ())
         w = ComboBox(choices=choices, value=none if spec.default is None else spec.default)
     elif kind == "log_float":  # a slider on a log scale: the middle of [lo, hi] = 1 when lo * hi = 1
-        w = LogSlider(min=spec.lo, max=spec.hi, base=10, value=spec.default)
+        w = LogSlider(min=spec.lo, max=spec.hi, base=10, value=spec.default)  # type: ignore[call-arg, arg-type]
     elif kind == "device":
         w = ComboBox(choices=devices, value=spec.default if spec.default in devices else devices[0])
     elif kind == "init":
         w = ComboBox(choices=init_choices)
     elif kind == "path":
-        w = FileEdit(mode="r", nullable=True, filter=FILE_FILTERS.get(spec.name, "All files (*)"))
+        w = FileEdit(mode="r", nullable=True, filter=FILE_FILTERS.get(spec.name, "All files (*)"))  # type: ignore[assignment, arg-type]
     elif kind == "seed":
         w = _seed_box(spec)
     else:
@@ -100,16 +101,16 @@ class OptionsForm:
 
     def __init__(self, init_choices: Callable[..., list[Any]], devices: list[str]) -> None:
         self.specs = {s.name: s for s in specs() if s.form}
-        self.fields: dict[str, ValueWidget] = {}
+        self.fields: dict[str, ValueWidget[Any]] = {}
         for spec in self.specs.values():
             w = make_field(spec, init_choices, devices)
             if w is not None:
                 self.fields[spec.name] = w
 
-    def basic(self) -> list[ValueWidget]:
+    def basic(self) -> list[ValueWidget[Any]]:
         return [w for n, w in self.fields.items() if not self.specs[n].advanced]
 
-    def advanced(self) -> list[ValueWidget]:
+    def advanced(self) -> list[ValueWidget[Any]]:
         return [w for n, w in self.fields.items() if self.specs[n].advanced]
 
     def value(self, name: str) -> Any:
@@ -157,7 +158,7 @@ class OptionsForm:
             w.value = spec.format(spec.default)
         elif spec.kind == "choice" and spec.default is None:
             w.value = NONE_CHOICES.get(name, AUTO)
-        elif spec.kind == "int" and spec.default is None and w.min < int(spec.lo or 0):
-            w.value = w.min  # "auto"
+        elif spec.kind == "int" and spec.default is None and w.min < int(spec.lo or 0):  # type: ignore[attr-defined]
+            w.value = w.min  # type: ignore[attr-defined]  # "auto"
         elif spec.default is not None:
             w.value = spec.default

@@ -22,12 +22,16 @@ class InputsPanel:
     def __init__(self, viewer: Any) -> None:
         self._viewer = viewer
         self.content = ComboBox(
-            name="content", label="Content", choices=self.image_choices,
+            name="content",
+            label="Content",
+            choices=self.image_choices,
             tooltip="The image whose content (shapes, layout) the pastiche keeps: an Image layer, read as "
-                    "shown (contrast limits, current slice).",
+            "shown (contrast limits, current slice).",
         )
         self.style = ComboBox(
-            name="style", label="Style", choices=self.image_choices,
+            name="style",
+            label="Style",
+            choices=self.image_choices,
             tooltip="The image whose style (colours, textures, brush strokes) is painted onto the content.",
         )
 
@@ -40,7 +44,7 @@ class InputsPanel:
         return [(lay.name, lay) for lay in self.image_layers()]
 
     def init_choices(self, base: tuple[str, ...], *_: Any) -> list[tuple[str, Any]]:
-        """"Start from": the option's own choices (content, noise) or any image layer (an earlier pastiche)."""
+        """ "Start from": the option's own choices (content, noise) or any image layer (an earlier pastiche)."""
         out: list[tuple[str, Any]] = [(INIT_LABELS.get(c, c), c) for c in base]
         return out + [(f"layer: {lay.name}", lay) for lay in self.image_layers()]
 

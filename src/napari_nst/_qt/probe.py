@@ -14,7 +14,7 @@ def start_probe(on_done: Callable[[dict[str, Any]], None]) -> Any:
 
     Returns the signal carrier: keep a reference to it until the answer came.
     """
-    from qtpy.QtCore import QObject, Signal
+    from qtpy.QtCore import QObject, Signal  # type: ignore[attr-defined]
 
     class _Emitter(QObject):
         done = Signal(object)

@@ -26,10 +26,15 @@ class RegionsPanel:
         self._viewer = viewer
         self._style_names = style_names
         self._watched: Any = None
-        self.picker = ComboBox(name="regions", label="Regions", choices=self.choices, value=None,
-                               tooltip="A Labels layer whose painted labels choose the style of each region "
-                                       "(read as it lies over the content), or none: the style everywhere.")
-        self.rows = Container(name="region_styles", label="Region styles", labels=True)
+        self.picker = ComboBox(
+            name="regions",
+            label="Regions",
+            choices=self.choices,
+            value=None,
+            tooltip="A Labels layer whose painted labels choose the style of each region "
+            "(read as it lies over the content), or none: the style everywhere.",
+        )
+        self.rows: Container[Any] = Container(name="region_styles", label="Region styles", labels=True)
         self.rows.margins = (0, 0, 0, 0)
         self.picker.changed.connect(lambda *_: self.refresh())
         self.refresh()
@@ -61,8 +66,11 @@ class RegionsPanel:
             name = f"label_{lab}"
             value = kept.get(name, default)
             value = value if value in options else default
-            self.rows.append(ComboBox(name=name, label=f"label {lab}" + (" (unpainted)" if lab == 0 else ""),
-                                      choices=options, value=value))
+            self.rows.append(
+                ComboBox(
+                    name=name, label=f"label {lab}" + (" (unpainted)" if lab == 0 else ""), choices=options, value=value
+                )
+            )
         self.rows.visible = self.picker.value is not None
 
     def _watch(self, layer: Any) -> None:
@@ -99,5 +107,7 @@ class RegionsPanel:
         """ValueError when every label present is set to none (nothing left to style)."""
         mapping = self.mapping()
         if mapping is not None and self.rows and all(w.value == NONE for w in self.rows):
-            raise ValueError(f"Every label of {self.picker.value.name!r} is set to none, so no pixel gets a style: "
-                             "choose a style for at least one label (or pick Regions: none).")
+            raise ValueError(
+                f"Every label of {self.picker.value.name!r} is set to none, so no pixel gets a style: "
+                "choose a style for at least one label (or pick Regions: none)."
+            )

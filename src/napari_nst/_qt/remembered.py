@@ -29,9 +29,9 @@ def _stale_path(value: Any) -> bool:
 class RememberedSettings:
     """The form's fields (and a few widget switches) remembered between sessions."""
 
-    def __init__(self, form: OptionsForm, switches: dict[str, ValueWidget], changed: Callable[[], None]) -> None:
+    def __init__(self, form: OptionsForm, switches: dict[str, ValueWidget[Any]], changed: Callable[[], None]) -> None:
         self._form = form
-        self._widgets: dict[str, ValueWidget] = {**form.fields, **switches}
+        self._widgets: dict[str, ValueWidget[Any]] = {**form.fields, **switches}
         self._changed = changed
         self.touched: set[str] = set()
         self._quiet = 0
@@ -76,7 +76,7 @@ class RememberedSettings:
                 if w is None or (self._is_path(name) and _stale_path(value)):
                     continue
                 spec = self._form.specs.get(name)
-                if spec is not None and spec.kind == "device" and value not in w.choices:
+                if spec is not None and spec.kind == "device" and value not in w.choices:  # type: ignore[attr-defined]
                     continue  # e.g. cuda:1 before the probe found it
                 try:
                     w.value = value
@@ -90,6 +90,6 @@ class RememberedSettings:
         self._changed()
 
     def summary(self) -> str:
-        """"Using remembered settings: Steps, Network" (empty when none are in use)."""
+        """ "Using remembered settings: Steps, Network" (empty when none are in use)."""
         names = [self._form.specs[n].label for n in self._form.fields if n in self.touched]
         return f"Using remembered settings: {', '.join(names)}" if names else ""

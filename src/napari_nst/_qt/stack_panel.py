@@ -26,12 +26,21 @@ class StackPanel:
 
     def __init__(self, viewer: Any) -> None:
         self._viewer = viewer
-        self.slices = ComboBox(name="slices", label="Slices", choices=[(THIS_SLICE, None)], value=None,
-                               tooltip="Stylise the slice shown, or every slice along an axis the canvas does not "
-                                       "show (a z stack, a time-lapse): frame by frame, each consistent with the one "
-                                       "before (optical flow).")
-        self.follow = CheckBox(name="follow_frame", text="Follow the frame being made", value=True,
-                               tooltip="Move the dims slider to each frame of a stack as it is made.")
+        self.slices = ComboBox(
+            name="slices",
+            label="Slices",
+            choices=[(THIS_SLICE, None)],
+            value=None,
+            tooltip="Stylise the slice shown, or every slice along an axis the canvas does not "
+            "show (a z stack, a time-lapse): frame by frame, each consistent with the one "
+            "before (optical flow).",
+        )
+        self.follow = CheckBox(
+            name="follow_frame",
+            text="Follow the frame being made",
+            value=True,
+            tooltip="Move the dims slider to each frame of a stack as it is made.",
+        )
         self.slices.visible = self.follow.visible = False
         self.offered = False  #: whether the content has axes to stack along (the fields are shown)
         self._content: Any = None
@@ -65,17 +74,32 @@ class StackPanel:
             return meta if int(meta.get("frames_done", 0)) < int(meta["frames"]) else None
         return None
 
-    def start(self, controller: Any, content: Any, style: Any, opts: dict[str, Any], settings: dict[str, Any],
-              resume: Any = None) -> bool:
+    def start(
+        self,
+        controller: Any,
+        content: Any,
+        style: Any,
+        opts: dict[str, Any],
+        settings: dict[str, Any],
+        resume: Any = None,
+    ) -> bool:
         """Plan and start a stack run (``resume``: an unfinished stack pastiche layer to fill further)."""
         point, displayed = tuple(self._viewer.dims.point), tuple(self._viewer.dims.displayed)
         meta = self.unfinished(resume) or {}
         axis = int(meta["settings"]["stack"]["axis"]) if meta else self.axis()
         assert axis is not None
         start = int(meta.get("frames_done", 0))
-        plan = plan_stack(snapshot(content, point), snapshot(style, point), dict(opts, init="content"), settings,
-                          self._viewer.dims.ndim, displayed, axis, start=start,
-                          previous=snapshot(resume, point) if meta and start > 0 else None)
+        plan = plan_stack(
+            snapshot(content, point),
+            snapshot(style, point),
+            dict(opts, init="content"),
+            settings,
+            self._viewer.dims.ndim,
+            displayed,
+            axis,
+            start=start,
+            previous=snapshot(resume, point) if meta and start > 0 else None,
+        )
         problem = stack_memory_problem(plan, stack_run.available_memory())
         if problem:
             notify.error(problem)

@@ -19,30 +19,44 @@ WEIGHT_MAX, WEIGHT_STEP = 100.0, 0.1
 class StylesPanel:
     """The style rows, their weights and the blend as used."""
 
-    def __init__(self, first: ComboBox, choices: Callable[..., list[tuple[str, Any]]],
-                 on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        first: ComboBox,
+        choices: Callable[..., list[tuple[str, Any]]],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self._choices = choices
         self._on_change = on_change
         self.pickers: list[ComboBox] = [first]
         self.weights: list[FloatSpinBox] = [self._weight(0)]
-        self.container = Container(name="styles", label="Styles", labels=False)
+        self.container: Container[Any] = Container(name="styles", label="Styles", labels=False)
         self.container.margins = (0, 0, 0, 0)
-        self.add = PushButton(name="add_style", text="Add style",
-                              tooltip="Blend another style image in (or give it regions: see Regions).")
-        self.style_blend = Label(name="style_blend", value="",
-                                 tooltip="The weights as the engine uses them: normalised to sum 1.")
+        self.add = PushButton(
+            name="add_style",
+            text="Add style",
+            tooltip="Blend another style image in (or give it regions: see Regions).",
+        )
+        self.style_blend = Label(
+            name="style_blend", value="", tooltip="The weights as the engine uses them: normalised to sum 1."
+        )
         self.container.append(self._row(first, self.weights[0], None))
         self.container.extend([self.add, self.style_blend])
         self.add.changed.connect(lambda *_: self.add_style())
         self._show_blend()
 
     def _weight(self, k: int) -> FloatSpinBox:
-        w = FloatSpinBox(name=f"weight_{k}", value=1.0, min=0.0, max=WEIGHT_MAX, step=WEIGHT_STEP,
-                         tooltip="This style's weight in the blend (the weights are normalised to sum 1).")
+        w = FloatSpinBox(
+            name=f"weight_{k}",
+            value=1.0,
+            min=0.0,
+            max=WEIGHT_MAX,
+            step=WEIGHT_STEP,
+            tooltip="This style's weight in the blend (the weights are normalised to sum 1).",
+        )
         w.changed.connect(lambda *_: self._show_blend())
         return w
 
-    def _row(self, picker: ComboBox, weight: FloatSpinBox, remove: PushButton | None) -> Container:
+    def _row(self, picker: ComboBox, weight: FloatSpinBox, remove: PushButton | None) -> Container[Any]:
         k = len(self.pickers) - 1
         widgets = [picker, weight] + ([remove] if remove is not None else [])
         row = Container(name=f"style_row_{k}", layout="horizontal", labels=False, widgets=widgets)
@@ -52,8 +66,11 @@ class StylesPanel:
     def add_style(self, layer: Any = None) -> ComboBox:
         """A new style row (the picker set to ``layer`` if given); returns its picker."""
         k = len(self.pickers)
-        picker = ComboBox(name=f"style_{k}", choices=self._choices,
-                          tooltip="Another style image; its Gram targets are blended with the others'.")
+        picker = ComboBox(
+            name=f"style_{k}",
+            choices=self._choices,
+            tooltip="Another style image; its Gram targets are blended with the others'.",
+        )
         if layer is not None:
             picker.value = layer
         weight = self._weight(k)
@@ -67,7 +84,7 @@ class StylesPanel:
         self._show_blend()
         return picker
 
-    def remove_style(self, row: Container) -> None:
+    def remove_style(self, row: Container[Any]) -> None:
         k = next(i for i, w in enumerate(self.container) if w is row)
         self.container.remove(row)
         del self.pickers[k], self.weights[k]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Optional
+from typing import Any
 
 #: the main thread applies the newest pending record at most this often (seconds)
 UPDATE_INTERVAL = 0.05
@@ -34,10 +34,10 @@ class UpdateThrottle:
         self._timer = QTimer(parent)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(flush)
-        self.draw_cost: Optional[float] = None  #: napari's CPU seconds per update, smoothed
+        self.draw_cost: float | None = None  #: napari's CPU seconds per update, smoothed
         self.interval = UPDATE_INTERVAL  #: seconds between updates, as chosen
         self._next = 0.0
-        self._cpu: Optional[float] = None
+        self._cpu: float | None = None
 
     @property
     def active(self) -> bool:

@@ -9,7 +9,7 @@ See docs/architecture.md for the parts and the flow of a run.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, Container, Label, PushButton
 
@@ -17,6 +17,7 @@ from .._devices import quick_device_guess
 from .._run.inputs import snapshot
 from .._run.labels import labels_snapshot
 from .._run.plan import RunPlan, plan_2d, with_controls
+from .._run.runner import prewarm
 from .._run.sink import META_KEY
 from .._run.state import same_layer
 from ..core.errors import OptionError
@@ -25,12 +26,11 @@ from . import notify
 from .controller import RunController
 from .form import OptionsForm
 from .inputs_panel import InputsPanel
-from .._run.runner import prewarm
-from .regions_panel import RegionsPanel
-from .styles_panel import StylesPanel
 from .probe import start_probe
+from .regions_panel import RegionsPanel
 from .remembered import RememberedSettings
 from .stack_panel import StackPanel
+from .styles_panel import StylesPanel
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -38,13 +38,13 @@ if TYPE_CHECKING:  # pragma: no cover
 RUN_TIP = "Start painting (Stop ends the run and keeps the pastiche so far)."
 
 
-class StyleTransferWidget(Container):
+class StyleTransferWidget(Container[Any]):
     """Paint the content image in the style of another, live, in the viewer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
-        self._gpu: Optional[bool] = None if quick_device_guess() is None else False
+        self._gpu: bool | None = None if quick_device_guess() is None else False
         self._gpu_names: list[str] = []
         self.inputs = InputsPanel(viewer)
         self.content, self.style = self.inputs.content, self.inputs.style
@@ -77,25 +77,49 @@ class StyleTransferWidget(Container):
     # ------------------------------------------------------------------ construction
 
     def _build(self) -> None:
-        self.show_advanced = CheckBox(name="show_advanced", text="Advanced settings", value=False,
-                                      tooltip="Show the network layers, optimiser, initialisation, scales ...")
-        self.reset_defaults = PushButton(name="reset_defaults", text="Reset all settings to defaults",
-                                         tooltip="Forget the remembered settings and use the defaults for this machine.")
+        self.show_advanced = CheckBox(
+            name="show_advanced",
+            text="Advanced settings",
+            value=False,
+            tooltip="Show the network layers, optimiser, initialisation, scales ...",
+        )
+        self.reset_defaults = PushButton(
+            name="reset_defaults",
+            text="Reset all settings to defaults",
+            tooltip="Forget the remembered settings and use the defaults for this machine.",
+        )
         self._advanced = [*self.form.advanced(), self.reset_defaults]
         self.run = PushButton(name="run", text="Run", tooltip=RUN_TIP)
-        self.continue_run = PushButton(name="continue_run", text="Continue",
-                                       tooltip="Start a new run from the last pastiche (or from the pastiche layer "
-                                               "selected in the layer list), with the settings above.")
-        self.remembered = Label(name="remembered", value="", tooltip="These fields show values you set earlier "
-                                "(remembered between sessions); Reset forgets them and uses the defaults.")
+        self.continue_run = PushButton(
+            name="continue_run",
+            text="Continue",
+            tooltip="Start a new run from the last pastiche (or from the pastiche layer "
+            "selected in the layer list), with the settings above.",
+        )
+        self.remembered = Label(
+            name="remembered",
+            value="",
+            tooltip="These fields show values you set earlier "
+            "(remembered between sessions); Reset forgets them and uses the defaults.",
+        )
         self.forget = PushButton(name="forget", text="Reset", tooltip="Forget the remembered settings.")
         self._remembered_row = self._row("remembered_row", self.remembered, self.forget)
         self._buttons = self._row("buttons", self.run, self.continue_run)
         self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
         self.status.native.setWordWrap(True)
         self.remembered.native.setWordWrap(True)
-        self.extend([self.content, self.styles, self.regions, self.region_styles, *self.stack.widgets(),
-                     *self.form.basic(), self.show_advanced, *self._advanced])
+        self.extend(
+            [
+                self.content,
+                self.styles,
+                self.regions,
+                self.region_styles,
+                *self.stack.widgets(),
+                *self.form.basic(),
+                self.show_advanced,
+                *self._advanced,
+            ]
+        )
         self.content.changed.connect(lambda *_: self.stack.refresh(self.content.value))
         self._viewer.dims.events.order.connect(lambda *_: self.stack.refresh())
         self._viewer.dims.events.ndisplay.connect(lambda *_: self.stack.refresh())
@@ -114,10 +138,11 @@ class StyleTransferWidget(Container):
 
     def _controls_panels(self, viewer: Any) -> None:
         """Several styles with weights, and regions from a Labels layer (issue 13)."""
-        self.regions_panel: Optional[RegionsPanel] = None
+        self.regions_panel: RegionsPanel | None = None
         self.styles_panel = StylesPanel(self.style, self.inputs.image_choices, self._on_styles_changed)
-        self.regions_panel = RegionsPanel(viewer, lambda: [getattr(p.value, "name", "?") for p in
-                                                           self.styles_panel.pickers])
+        self.regions_panel = RegionsPanel(
+            viewer, lambda: [getattr(p.value, "name", "?") for p in self.styles_panel.pickers]
+        )
         self.styles, self.style_blend = self.styles_panel.container, self.styles_panel.style_blend
         self.add_style = self.styles_panel.add
         self.regions, self.region_styles = self.regions_panel.picker, self.regions_panel.rows
@@ -128,7 +153,7 @@ class StyleTransferWidget(Container):
             self.regions_panel.refresh()
 
     @staticmethod
-    def _row(name: str, *widgets: Any) -> Container:
+    def _row(name: str, *widgets: Any) -> Container[Any]:
         row = Container(name=name, label="", layout="horizontal", labels=False, widgets=list(widgets))
         row.margins = (0, 0, 0, 0)
         return row
@@ -165,8 +190,12 @@ class StyleTransferWidget(Container):
         machine = Options().for_device(self._will_use_gpu())
         with self.settings.quiet():
             for name, s in self.form.specs.items():
-                if s.default is None and s.kind == "int" and name not in self.settings.touched \
-                        and getattr(machine, name) is not None:
+                if (
+                    s.default is None
+                    and s.kind == "int"
+                    and name not in self.settings.touched
+                    and getattr(machine, name) is not None
+                ):
                     self.form.fields[name].value = getattr(machine, name)
 
     def _on_probe_done(self, result: dict[str, Any]) -> None:
@@ -200,7 +229,7 @@ class StyleTransferWidget(Container):
     def _run(self) -> Any:
         return self.controller.run
 
-    def options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:  # type: ignore[override]  # shadows magicgui's Widget.options dict
         """The engine options the fields say (``init`` a string or a layer). Raises OptionError."""
         opts = self.form.options()
         if len(self.styles_panel.pickers) > 1:
@@ -230,8 +259,10 @@ class StyleTransferWidget(Container):
             return
         src = self._continue_source()
         if src is None:
-            notify.error("Nothing to continue from: press Run first; Continue starts a new run from the "
-                         "pastiche it made (or from the pastiche layer selected in the layer list).")
+            notify.error(
+                "Nothing to continue from: press Run first; Continue starts a new run from the "
+                "pastiche it made (or from the pastiche layer selected in the layer list)."
+            )
             return
         self.start(init_layer=src)
 
@@ -240,11 +271,15 @@ class StyleTransferWidget(Container):
         content, style = self.content.value, self.style.value
         if content is None or style is None:
             which = "a content" if content is None else "a style"
-            raise ValueError(f"Pick {which} image in the Style Transfer panel. No image layer? Open one (File > "
-                             "Open), or load the samples: File > Open Sample > Neural Style Transfer.")
+            raise ValueError(
+                f"Pick {which} image in the Style Transfer panel. No image layer? Open one (File > "
+                "Open), or load the samples: File > Open Sample > Neural Style Transfer."
+            )
         if same_layer(content, style):
-            raise ValueError(f"Content and style are the same layer ({content.name!r}); pick a different image "
-                             "as the style (e.g. a painting).")
+            raise ValueError(
+                f"Content and style are the same layer ({content.name!r}); pick a different image "
+                "as the style (e.g. a painting)."
+            )
         self.styles_panel.check()
         if self.regions_panel is not None:
             self.regions_panel.check()
@@ -289,11 +324,19 @@ class StyleTransferWidget(Container):
             settings = {**Options().as_dict(), **opts, "init": opts["init"]}
             return self.stack.start(self.controller, content, style, opts, settings, resume=init_layer)
         plan = self._plan(content, style, init_layer, opts)
-        self.controller.start(plan, {"content": content, "style": style, "init": init_layer,
-                                     "styles": self.styles_panel.layers()[1:], "regions": self.regions.value})
+        self.controller.start(
+            plan,
+            {
+                "content": content,
+                "style": style,
+                "init": init_layer,
+                "styles": self.styles_panel.layers()[1:],
+                "regions": self.regions.value,
+            },
+        )
         return True
 
-    def stop(self, reason: Optional[str] = None) -> None:
+    def stop(self, reason: str | None = None) -> None:
         """End the current run within one evaluation; the pastiche so far is kept."""
         if self.controller.stop(reason):
             self.set_stopping()

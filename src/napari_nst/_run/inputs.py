@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,14 +37,14 @@ class LayerSnapshot:
     contrast_limits: tuple[float, float]
     gamma: float
     colormap: Any  #: a private copy of the layer's napari Colormap (a pure model)
-    downsample_factors: Optional[np.ndarray]
+    downsample_factors: np.ndarray | None
     scale: np.ndarray
     translate: np.ndarray
     rotate: np.ndarray
     shear: np.ndarray
     affine: np.ndarray  #: the affine matrix
     shape: tuple[int, ...]  #: level 0's shape
-    position: Optional[np.ndarray]  #: the dims point in data coordinates (None: index 0)
+    position: np.ndarray | None  #: the dims point in data coordinates (None: index 0)
 
 
 def _copy_model(model: Any) -> Any:
@@ -52,19 +52,27 @@ def _copy_model(model: Any) -> Any:
     return copy(deep=True) if copy is not None else model
 
 
-def snapshot(layer: Any, point: Optional[Sequence[float]] = None) -> LayerSnapshot:
+def snapshot(layer: Any, point: Sequence[float] | None = None) -> LayerSnapshot:
     """The snapshot of ``layer`` at the world ``point`` (``viewer.dims.point``). Main thread only."""
     from .sink import full_precision
 
     exact = full_precision(layer)  # a finished pastiche: its float32 image, not the 8-bit one shown
     return LayerSnapshot(
-        name=str(layer.name), data=layer.data if exact is None else exact, ndim=int(layer.ndim),
-        rgb=bool(layer.rgb), multiscale=bool(layer.multiscale),
-        contrast_limits=(0.0, 1.0) if exact is not None else tuple(float(v) for v in layer.contrast_limits),
-        gamma=float(layer.gamma), colormap=_copy_model(layer.colormap),
+        name=str(layer.name),
+        data=layer.data if exact is None else exact,
+        ndim=int(layer.ndim),
+        rgb=bool(layer.rgb),
+        multiscale=bool(layer.multiscale),
+        contrast_limits=(0.0, 1.0)
+        if exact is not None
+        else cast(tuple[float, float], tuple(float(v) for v in layer.contrast_limits)),  # napari: (lo, hi)
+        gamma=float(layer.gamma),
+        colormap=_copy_model(layer.colormap),
         downsample_factors=np.array(layer.downsample_factors, dtype=float) if layer.multiscale else None,
-        scale=np.array(layer.scale, dtype=float), translate=np.array(layer.translate, dtype=float),
-        rotate=np.array(layer.rotate, dtype=float), shear=np.array(layer.shear, dtype=float),
+        scale=np.array(layer.scale, dtype=float),
+        translate=np.array(layer.translate, dtype=float),
+        rotate=np.array(layer.rotate, dtype=float),
+        shear=np.array(layer.shear, dtype=float),
         affine=np.array(layer.affine.affine_matrix, dtype=float),
         shape=tuple(int(v) for v in (layer.data[0].shape if layer.multiscale else layer.data.shape)),
         position=data_position(layer, point) if int(layer.ndim) > 2 else None,
@@ -119,18 +127,17 @@ def shrink(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = _shrink_axis(_shrink_axis(arr, shape[0], 0), shape[1], 1)
     if arr.dtype.kind in "ui":
         info = np.iinfo(arr.dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(arr.dtype)
+        return np.asarray(np.clip(np.rint(out), info.min, info.max).astype(arr.dtype))
     return out.astype(arr.dtype)
 
 
-def read_input(
-    snap: LayerSnapshot, axes: tuple[int, int], long_edge: int, name: str
-) -> tuple[np.ndarray, Optional[str]]:
+def read_input(snap: LayerSnapshot, axes: tuple[int, int], long_edge: int, name: str) -> tuple[np.ndarray, str | None]:
     """The displayed slice of ``snap`` as float32 RGB, no larger than ``long_edge`` on its long side.
 
     The working shape is that of the full-resolution slice scaled to ``long_edge`` (what the
     engine would compute from it), so the engine's own resize to it is the identity. A slice
-    already smaller than that is sent as is (the engine enlarges it). Returns ``(image, note)``: the note a sentence for the user, or None.
+    already smaller than that is sent as is (the engine enlarges it). Returns ``(image, note)``:
+    the note a sentence for the user, or None.
     Raises :class:`napari_nst.core.errors.ImageError` for data the engine cannot use.
     """
     label = f"the {name} layer {snap.name!r}"

@@ -44,8 +44,8 @@ def labels_snapshot(labels: Any, content: Any, point: Sequence[float] | None, ax
         full = np.asarray(point if point is not None else world, float).copy()
         if len(full) < len(world):
             full = world
-        full[len(full) - len(world):] = world
-        return np.asarray(labels.world_to_data(list(full)), float)[-int(labels.ndim):]
+        full[len(full) - len(world) :] = world
+        return np.asarray(labels.world_to_data(list(full)), float)[-int(labels.ndim) :]
 
     o = to_labels(0.0, 0.0)
     data = labels.data[0] if getattr(labels, "multiscale", False) else labels.data
@@ -55,11 +55,14 @@ def labels_snapshot(labels: Any, content: Any, point: Sequence[float] | None, ax
 def read_labels(snap: LabelsSnapshot, full_shape: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """The labels under each pixel of the content slice resized to ``shape`` (content slice of
     ``full_shape`` at full resolution), int64 ``shape``. Worker thread."""
-    fr, fc = (np.asarray(full_shape, float) / np.asarray(shape, float))
+    fr, fc = np.asarray(full_shape, float) / np.asarray(shape, float)
     rows = fr * np.arange(shape[0]) + (fr - 1) / 2  # pixel centres in content data coordinates
     cols = fc * np.arange(shape[1]) + (fc - 1) / 2
-    coords = (snap.origin[:, None, None] + snap.d_row[:, None, None] * rows[None, :, None]
-              + snap.d_col[:, None, None] * cols[None, None, :])
+    coords = (
+        snap.origin[:, None, None]
+        + snap.d_row[:, None, None] * rows[None, :, None]
+        + snap.d_col[:, None, None] * cols[None, None, :]
+    )
     idx = np.rint(coords).astype(np.int64)  # (ndim, h, w)
     dims = np.asarray(snap.data.shape[: idx.shape[0]])
     inside = ((idx >= 0) & (idx < dims[:, None, None])).all(0)

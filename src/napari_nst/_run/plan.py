@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ..core.images import resized_shape
 from ..core.options import Options
@@ -23,16 +23,16 @@ class Task:
 
     content: LayerSnapshot
     style: LayerSnapshot
-    init: Optional[LayerSnapshot]
+    init: LayerSnapshot | None
     options: dict[str, Any]  #: engine keywords (``init`` is a string here; a layer is in ``init``)
     axes: tuple[int, int]  #: the content's axes shown as rows and columns
     style_axes: tuple[int, int]
-    init_axes: Optional[tuple[int, int]]
+    init_axes: tuple[int, int] | None
     full_shape: tuple[int, int]  #: the content slice at full resolution
     index: tuple[int, ...] = ()  #: where the output goes in the sink (() for a 2-D run)
     extra_styles: tuple[LayerSnapshot, ...] = ()  #: styles 2, 3 ... (blended, or painted in regions)
     extra_style_axes: tuple[tuple[int, int], ...] = ()
-    regions: Optional[LabelsSnapshot] = None  #: the Labels layer that says which style goes where
+    regions: LabelsSnapshot | None = None  #: the Labels layer that says which style goes where
 
     @property
     def final_shape(self) -> tuple[int, int]:
@@ -61,13 +61,13 @@ class RunPlan:
     tasks: tuple[Task, ...]
     output_name: str
     settings: dict[str, Any] = field(default_factory=dict)  #: JSON-friendly, for the layer metadata
-    stack_axis: Optional[int] = None  #: a stack run (_run/stack.py): the content's axis its tasks go along
+    stack_axis: int | None = None  #: a stack run (_run/stack.py): the content's axis its tasks go along
     start: int = 0  #: a stack run's first task (Continue)
-    previous: Optional[LayerSnapshot] = None  #: the stack pastiche layer a Continue fills further
+    previous: LayerSnapshot | None = None  #: the stack pastiche layer a Continue fills further
 
     @property
     def steps(self) -> int:
-        return sum(int(t.options["steps"]) for t in self.tasks[self.start:])
+        return sum(int(t.options["steps"]) for t in self.tasks[self.start :])
 
     def task_for(self, rec: Any) -> Task:
         """The task a record belongs to (its frame in a stack run)."""
@@ -78,15 +78,24 @@ def output_name(content: str, style: str, continued: bool) -> str:
     return f"{content} × {style}" + (" (continued)" if continued else "")
 
 
-def with_controls(plan: RunPlan, styles: Sequence[LayerSnapshot], regions: Optional[LabelsSnapshot],
-                  world_ndim: int, displayed: Sequence[int]) -> RunPlan:
+def with_controls(
+    plan: RunPlan,
+    styles: Sequence[LayerSnapshot],
+    regions: LabelsSnapshot | None,
+    world_ndim: int,
+    displayed: Sequence[int],
+) -> RunPlan:
     """``plan`` with more style images and/or a Labels layer of regions (issue 13)."""
     if not styles and regions is None:
         return plan
     from dataclasses import replace
 
-    task = replace(plan.tasks[0], extra_styles=tuple(styles), regions=regions,
-                   extra_style_axes=tuple(slice_axes(s, world_ndim, displayed) for s in styles))
+    task = replace(
+        plan.tasks[0],
+        extra_styles=tuple(styles),
+        regions=regions,
+        extra_style_axes=tuple(slice_axes(s, world_ndim, displayed) for s in styles),
+    )
     name = plan.output_name
     if styles:
         name = name.replace(f" × {task.style.name}", " × " + " + ".join(task.style_names), 1)
@@ -96,7 +105,7 @@ def with_controls(plan: RunPlan, styles: Sequence[LayerSnapshot], regions: Optio
 def plan_2d(
     content: LayerSnapshot,
     style: LayerSnapshot,
-    init: Optional[LayerSnapshot],
+    init: LayerSnapshot | None,
     options: dict[str, Any],
     settings: dict[str, Any],
     world_ndim: int,
@@ -105,7 +114,11 @@ def plan_2d(
     """One task: the slice of ``content`` shown now, styled by the slice of ``style`` shown now."""
     axes = slice_axes(content, world_ndim, displayed)
     task = Task(
-        content=content, style=style, init=init, options=dict(options), axes=axes,
+        content=content,
+        style=style,
+        init=init,
+        options=dict(options),
+        axes=axes,
         style_axes=slice_axes(style, world_ndim, displayed),
         init_axes=slice_axes(init, world_ndim, displayed) if init is not None else None,
         full_shape=slice_shape(content, axes),

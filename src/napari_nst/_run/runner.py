@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +98,7 @@ def read_inputs(task: Task) -> Inputs:
     notes = [n for n in (c_note, s_note, i_note) if n]
     if task.extra_styles:  # several styles: the engine takes a list
         styles = [style]
-        for k, (snap, axes) in enumerate(zip(task.extra_styles, task.extra_style_axes), start=2):
+        for k, (snap, axes) in enumerate(zip(task.extra_styles, task.extra_style_axes, strict=True), start=2):
             img, note = read_input(snap, axes, task.long_edge_of(snap, axes), f"style {k}")
             styles.append(img)
             notes += [note] if note else []
@@ -153,7 +153,7 @@ class ProcessRunner:
             _LIVE_PROCESSES.discard(proc)
 
 
-def run_task(runner: ProcessRunner, task: Task) -> Generator[Any, None, tuple[str, Optional[BaseException]]]:
+def run_task(runner: ProcessRunner, task: Task) -> Generator[Any, None, tuple[str, BaseException | None]]:
     """Worker-thread side of a run: yields :class:`Notes`, then :class:`Progress` records.
 
     Returns ``(outcome, exception or None)`` with outcome ``finished``, ``stopped`` or ``failed``;

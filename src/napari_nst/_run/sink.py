@@ -9,7 +9,7 @@ sink that fills one slice per task; :meth:`LayerSink.show` already takes the tas
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -26,21 +26,28 @@ META_KEY = "napari_nst"
 FULL_PRECISION: weakref.WeakKeyDictionary[Any, tuple[np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
-def full_precision(layer: Any) -> Optional[np.ndarray]:
+def full_precision(layer: Any) -> np.ndarray | None:
     """The float32 pastiche behind a finished pastiche layer, if its data is still what we made."""
     kept = FULL_PRECISION.get(layer)
     return kept[1] if kept is not None and kept[0] is layer.data else None
 
 
 def run_metadata(
-    plan: RunPlan, outcome: str, last: Optional[Progress] = None, notes: Optional[list[str]] = None,
-    stop_reason: Optional[str] = None, error: Optional[BaseException] = None,
+    plan: RunPlan,
+    outcome: str,
+    last: Progress | None = None,
+    notes: list[str] | None = None,
+    stop_reason: str | None = None,
+    error: BaseException | None = None,
 ) -> dict[str, Any]:
     """The pastiche layer's metadata: settings, outcome and the last record's numbers."""
     task = plan.tasks[0]
     meta: dict[str, Any] = {
-        "content": task.content.name, "style": task.style.name, "settings": dict(plan.settings),
-        "status": outcome, "napari_nst_version": __version__,
+        "content": task.content.name,
+        "style": task.style.name,
+        "settings": dict(plan.settings),
+        "status": outcome,
+        "napari_nst_version": __version__,
     }
     if task.extra_styles or task.regions is not None:
         meta.update(controls_metadata(task))
@@ -48,9 +55,15 @@ def run_metadata(
         meta["notes"] = list(notes)
     if last is not None:
         meta.update(
-            step=last.step, total=last.total, losses=dict(last.losses), weights=dict(last.weights),
-            device=last.device, elapsed=round(last.elapsed, 3), shape=tuple(last.shape),
-            level=last.level, levels=last.levels,
+            step=last.step,
+            total=last.total,
+            losses=dict(last.losses),
+            weights=dict(last.weights),
+            device=last.device,
+            elapsed=round(last.elapsed, 3),
+            shape=tuple(last.shape),
+            level=last.level,
+            levels=last.levels,
         )
         if last.frames > 1:  # a stack: Continue resumes at the first frame not finished
             meta.update(frame=last.frame, frames=last.frames, frames_done=last.frame + (last.step == last.total))
@@ -68,13 +81,14 @@ def controls_metadata(task: Task) -> dict[str, Any]:
     blend = task.options.get("style_blend")
     if blend is not None:
         total = float(sum(blend)) or 1.0
-        out["style_blend"] = {n: round(float(w) / total, 4) for n, w in zip(names, blend)}
+        out["style_blend"] = {n: round(float(w) / total, 4) for n, w in zip(names, blend, strict=True)}
     if task.regions is not None:
         mapping = task.options.get("region_styles") or {}
         out["regions"] = {
             "layer": task.regions.name,
-            "region_styles": {int(k): (names[v] if v is not None and v < len(names) else None)
-                              for k, v in mapping.items()},
+            "region_styles": {
+                int(k): (names[v] if v is not None and v < len(names) else None) for k, v in mapping.items()
+            },
             "other labels": "blend of all styles",
         }
     return out
@@ -87,23 +101,29 @@ class LayerSink:
         self._viewer = viewer
         self._plan = plan
         self.layer: Any = None
-        self._shape: Optional[tuple[int, int]] = None
+        self._shape: tuple[int, int] | None = None
 
     def alive(self) -> bool:
         """The layer exists and is still in the viewer."""
         return self.layer is not None and self.layer in self._viewer.layers
 
-    def show(self, task: Task, image: np.ndarray, shape: Optional[tuple[int, int]], metadata: dict[str, Any]) -> None:
+    def show(self, task: Task, image: np.ndarray, shape: tuple[int, int] | None, metadata: dict[str, Any]) -> None:
         """Show ``image`` (float32 RGB at working ``shape``); the layer is made on the first call.
 
         A layer the user deleted is not brought back.
         """
-        shape = tuple(int(v) for v in (shape if shape and shape[0] else image.shape[:2]))  # type: ignore[assignment]
+        hw = shape if shape and shape[0] else image.shape[:2]
+        shape = (int(hw[0]), int(hw[1]))
         if self.layer is None:
             place = pastiche_placement(task.content, task.axes, task.full_shape, shape)
             self.layer = self._viewer.add_image(
-                image, name=self._plan.output_name, rgb=True, contrast_limits=(0.0, 1.0),
-                interpolation2d="linear", metadata=metadata, **place,
+                image,
+                name=self._plan.output_name,
+                rgb=True,
+                contrast_limits=(0.0, 1.0),
+                interpolation2d="linear",
+                metadata=metadata,
+                **place,
             )
             self._shape = shape
             return

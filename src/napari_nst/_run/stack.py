@@ -37,9 +37,17 @@ def stack_axes(snap: LayerSnapshot, axes: tuple[int, int]) -> list[tuple[int, in
     return [(ax, int(snap.shape[ax])) for ax in range(snap.ndim) if ax not in axes and int(snap.shape[ax]) > 1]
 
 
-def plan_stack(content: LayerSnapshot, style: LayerSnapshot, options: dict[str, Any], settings: dict[str, Any],
-               world_ndim: int, displayed: Sequence[int], axis: int, start: int = 0,
-               previous: LayerSnapshot | None = None) -> RunPlan:
+def plan_stack(
+    content: LayerSnapshot,
+    style: LayerSnapshot,
+    options: dict[str, Any],
+    settings: dict[str, Any],
+    world_ndim: int,
+    displayed: Sequence[int],
+    axis: int,
+    start: int = 0,
+    previous: LayerSnapshot | None = None,
+) -> RunPlan:
     """One task per slice of ``content`` along ``axis``; ``start``/``previous``: continue a stack
     whose frames before ``start`` are made (``previous`` the pastiche layer holding them)."""
     axes = slice_axes(content, world_ndim, displayed)
@@ -51,13 +59,22 @@ def plan_stack(content: LayerSnapshot, style: LayerSnapshot, options: dict[str, 
         pos = base.copy()
         pos[axis] = t
         opts = dict(options, steps=int(options["steps"]) if t == start and previous is None else later)
-        tasks.append(Task(content=dataclasses.replace(content, position=pos), style=style, init=None, options=opts,
-                          axes=axes, style_axes=slice_axes(style, world_ndim, displayed), init_axes=None,
-                          full_shape=slice_shape(content, axes), index=(t,)))
+        tasks.append(
+            Task(
+                content=dataclasses.replace(content, position=pos),
+                style=style,
+                init=None,
+                options=opts,
+                axes=axes,
+                style_axes=slice_axes(style, world_ndim, displayed),
+                init_axes=None,
+                full_shape=slice_shape(content, axes),
+                index=(t,),
+            )
+        )
     name = output_name(content.name, style.name, continued=False)
     meta = dict(settings, stack={"axis": axis, "frames": n})
-    return RunPlan(tasks=tuple(tasks), output_name=name, settings=meta, stack_axis=axis, start=start,
-                   previous=previous)
+    return RunPlan(tasks=tuple(tasks), output_name=name, settings=meta, stack_axis=axis, start=start, previous=previous)
 
 
 def _frame_steps(options: dict[str, Any]) -> int:
@@ -84,9 +101,11 @@ def stack_memory_problem(plan: RunPlan, available: int | None) -> str | None:
     per_px = need / max(1, len(plan.tasks) * task.final_shape[0] * task.final_shape[1])
     while size > 16 and len(plan.tasks) * np.prod(resized_shape(task.full_shape, size)) * per_px > budget:
         size = int(size * 0.9)
-    return (f"The stack of {len(plan.tasks)} frames at {task.final_shape[1]}×{task.final_shape[0]} px needs about "
-            f"{need / 2**30:.1f} GiB in napari, but only {available / 2**30:.1f} GiB is free: set Size to {size} "
-            "or less, or stylise this slice only.")
+    return (
+        f"The stack of {len(plan.tasks)} frames at {task.final_shape[1]}×{task.final_shape[0]} px needs about "
+        f"{need / 2**30:.1f} GiB in napari, but only {available / 2**30:.1f} GiB is free: set Size to {size} "
+        "or less, or stylise this slice only."
+    )
 
 
 def available_memory() -> int | None:
@@ -147,8 +166,9 @@ def run_stack_plan(runner: ProcessRunner, plan: RunPlan) -> Generator[Any, None,
         return ("failed", exc)
 
 
-def _stack_records(runner: ProcessRunner, frames: np.ndarray, style: np.ndarray, previous: np.ndarray | None,
-                   plan: RunPlan) -> Any:
+def _stack_records(
+    runner: ProcessRunner, frames: np.ndarray, style: np.ndarray, previous: np.ndarray | None, plan: RunPlan
+) -> Any:
     from ..core import remote  # looked up now: the tests replace it
 
     options = {**plan.tasks[0].options, "preview_interval": PREVIEW_INTERVAL}
@@ -204,13 +224,20 @@ class StackSink:
                 translate[ax] += scale[ax] * np.round(pos[ax])  # the one slice shown when it was made
         scale[[a, b]], translate[[a, b]] = place["scale"], place["translate"]
         data = np.zeros((*dims, 4), np.float32)  # alpha 0: not made yet
-        self.layer = self._viewer.add_image(data, name=self._plan.output_name, rgb=True, contrast_limits=(0.0, 1.0),
-                                            scale=scale, translate=translate, metadata=metadata)
+        self.layer = self._viewer.add_image(
+            data,
+            name=self._plan.output_name,
+            rgb=True,
+            contrast_limits=(0.0, 1.0),
+            scale=scale,
+            translate=translate,
+            metadata=metadata,
+        )
 
     def show(self, task: Task, image: np.ndarray, shape: tuple[int, int] | None, metadata: dict[str, Any]) -> None:
         """Put ``image`` (a frame's preview or pastiche, float RGB at the working shape) in its
         frame; previews of a frame show while it is being made."""
-        shape = tuple(int(v) for v in image.shape[:2])  # type: ignore[assignment]
+        shape = (int(image.shape[0]), int(image.shape[1]))
         if self.layer is None:
             self._make(task, shape, metadata)
         elif not self.alive():

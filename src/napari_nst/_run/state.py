@@ -8,7 +8,7 @@ when one is deleted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ..core.records import Progress
 from .plan import RunPlan
@@ -19,7 +19,10 @@ from .status import RateTracker
 
 def same_layer(a: Any, b: Any) -> bool:
     """The same layer, seen through napari's PublicOnlyProxy (plugins get a proxied viewer) or not."""
-    real = lambda obj: getattr(obj, "__wrapped__", obj)  # noqa: E731
+
+    def real(obj: Any) -> Any:
+        return getattr(obj, "__wrapped__", obj)
+
     return a is not None and b is not None and real(a) is real(b)
 
 
@@ -32,15 +35,15 @@ class RunState:
     sources: dict[str, Any]  #: "content", "style", "init" -> the live layer (or None)
     runner: ProcessRunner = field(default_factory=ProcessRunner)
     outcome: str = "running"
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     notes: list[str] = field(default_factory=list)
-    last: Optional[Progress] = None
-    stop_reason: Optional[str] = None
+    last: Progress | None = None
+    stop_reason: str | None = None
     stop_requested: bool = False
-    first_record_at: Optional[float] = None
+    first_record_at: float | None = None
     level: int = 0
-    pending: Optional[Progress] = None
-    pending_image: Optional[Progress] = None
+    pending: Progress | None = None
+    pending_image: Progress | None = None
     finished: list[Progress] = field(default_factory=list)  #: a stack's finished frames not shown yet
     rate: RateTracker = field(init=False)
 
@@ -52,7 +55,7 @@ class RunState:
         """The engine process of the current task (None before it started)."""
         return self.runner.proc
 
-    def stop(self, reason: Optional[str] = None) -> None:
+    def stop(self, reason: str | None = None) -> None:
         """Ask the runner to stop (thread-safe part: the runner's cancel)."""
         self.stop_reason = self.stop_reason or reason
         self.stop_requested = True
@@ -78,7 +81,7 @@ class RunState:
         out, self.finished = self.finished, []
         return out
 
-    def take(self) -> tuple[Optional[Progress], Optional[Progress]]:
+    def take(self) -> tuple[Progress | None, Progress | None]:
         """``(newest record with an image, newest record)`` since the last call."""
         out = self.pending_image, self.pending
         self.pending_image = self.pending = None
@@ -87,7 +90,7 @@ class RunState:
     def metadata(self) -> dict[str, Any]:
         return run_metadata(self.plan, self.outcome, self.last, self.notes, self.stop_reason, self.error)
 
-    def deleted(self, layer: Any) -> Optional[str]:
+    def deleted(self, layer: Any) -> str | None:
         """Why the run must stop now that ``layer`` was deleted, or None."""
         if same_layer(layer, self.sink.layer):
             return f"the pastiche layer {layer.name!r} was deleted"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
 
 from ..core.errors import DeviceMemoryError, EngineProcessError, NonFiniteLossError, WeightsError
 from ..core.records import Progress
@@ -35,12 +34,12 @@ class RateTracker:
 
     def __init__(self, final_shape: tuple[int, int]) -> None:
         self.final_shape = final_shape
-        self.rate: Optional[float] = None
+        self.rate: float | None = None
         self._level = 0
         self._step = 0
         self._time = 0.0
 
-    def add(self, rec: Progress, now: Optional[float] = None) -> None:
+    def add(self, rec: Progress, now: float | None = None) -> None:
         now = time.perf_counter() if now is None else now
         step = rec.stack_step or rec.step  # a stack counts its evaluations over all frames
         if rec.level != self._level or self._step == 0:
@@ -78,11 +77,14 @@ def progress_text(rec: Progress, rate: RateTracker) -> str:
 def done_text(rec: Progress) -> str:
     w = ", ".join(f"{k} {fmt_loss(v)}" for k, v in rec.weights.items())
     if rec.frames > 1:
-        return f"Done: {rec.frames} frames, {rec.stack_step} steps in {fmt_time(rec.elapsed)} on {rec.device}.\nWeights used: {w}"
+        return (
+            f"Done: {rec.frames} frames, {rec.stack_step} steps in {fmt_time(rec.elapsed)} on {rec.device}.\n"
+            f"Weights used: {w}"
+        )
     return f"Done: {rec.step} steps in {fmt_time(rec.elapsed)} on {rec.device}.\nWeights used: {w}"
 
 
-def stopped_text(rec: Optional[Progress], reason: Optional[str], kept: bool) -> str:
+def stopped_text(rec: Progress | None, reason: str | None, kept: bool) -> str:
     why = f" ({reason})" if reason else ""
     step = f" at step {rec.step}/{rec.total}" if rec is not None else ""
     if rec is not None and rec.frames > 1:
@@ -99,7 +101,8 @@ def failure_text(exc: BaseException) -> str:
     if isinstance(exc, DeviceMemoryError):
         fit = exc.suggested_size
         return f"Out of memory: {msg}" + (
-            f" Set Size to {fit} (or less) and press Run again, or choose Device cpu." if fit else "")
+            f" Set Size to {fit} (or less) and press Run again, or choose Device cpu." if fit else ""
+        )
     if isinstance(exc, MemoryError):
         return f"Out of memory: {msg}. Lower Size and press Run again."
     if isinstance(exc, (NonFiniteLossError, ValueError)):

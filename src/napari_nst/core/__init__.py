@@ -7,5 +7,16 @@ from .options import Options
 from .records import Progress
 
 __all__ = [
-    "DeviceMemoryError", "EngineProcessError", "ImageError", "NonFiniteLossError", "OptionError", "Options",
-    "Progress", "WeightsError", "iter_stylize", "prepare", "stylize", "to_rgb_float"]
+    "DeviceMemoryError",
+    "EngineProcessError",
+    "ImageError",
+    "NonFiniteLossError",
+    "OptionError",
+    "Options",
+    "Progress",
+    "WeightsError",
+    "iter_stylize",
+    "prepare",
+    "stylize",
+    "to_rgb_float",
+]

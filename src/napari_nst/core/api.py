@@ -70,15 +70,16 @@ def prepare(content: ImageInput, style: StyleInput, **options: Any) -> tuple[np.
 
 def _check_controls(c: np.ndarray, n_styles: int, opts: Options) -> None:
     """style_blend, regions and region_styles against the images (no torch)."""
-    from .regions import check_mapping, check_regions, check_styled
-
     from .errors import OptionError
+    from .regions import check_mapping, check_regions, check_styled
 
     if opts.style_blend is not None:
         if len(opts.style_blend) != n_styles:
-            raise OptionError(f"style_blend has {len(opts.style_blend)} weights but there "
-                              f"{'is 1 style image' if n_styles == 1 else f'are {n_styles} style images'}; "
-                              "give one weight per style")
+            raise OptionError(
+                f"style_blend has {len(opts.style_blend)} weights but there "
+                f"{'is 1 style image' if n_styles == 1 else f'are {n_styles} style images'}; "
+                "give one weight per style"
+            )
         if sum(opts.style_blend) <= 0:
             raise OptionError("style_blend's weights are all 0; give at least one a positive weight")
     mapping = check_mapping(opts.region_styles, n_styles)
@@ -144,7 +145,7 @@ def stylize(content: ImageInput, style: StyleInput, *, progress: bool | None = N
             if bar is not None:
                 bar.update(rec)
     assert image is not None  # the last record always carries the image
-    return image
+    return np.asarray(image)
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -188,19 +189,25 @@ def stack_frames(stack: Any, axis: int = 0, limits: Any = None) -> Any:
         sizes = sorted({tuple(sh[:2]) for sh in shapes})
         if len(sizes) > 1:
             first = next(i for i, sh in enumerate(shapes) if tuple(sh[:2]) != tuple(shapes[0][:2]))
-            raise ImageError(f"the frames differ in size: frame 0 is {shapes[0][0]}x{shapes[0][1]} px, frame {first} "
-                             f"is {shapes[first][0]}x{shapes[first][1]} px; give frames of one size")
+            raise ImageError(
+                f"the frames differ in size: frame 0 is {shapes[0][0]}x{shapes[0][1]} px, frame {first} "
+                f"is {shapes[first][0]}x{shapes[first][1]} px; give frames of one size"
+            )
         return FrameSource(stack, limits)
     arr = np.asarray(stack)
     if arr.ndim < 3:
-        raise ImageError(f"a stack needs a frame axis and two image axes; this array has shape {arr.shape}: "
-                         "for one image use napari_nst.stylize")
+        raise ImageError(
+            f"a stack needs a frame axis and two image axes; this array has shape {arr.shape}: "
+            "for one image use napari_nst.stylize"
+        )
     if not -arr.ndim <= int(axis) < arr.ndim:
         raise ImageError(f"axis={axis} is out of range for a stack of shape {arr.shape}; use 0 to {arr.ndim - 1}")
     frames = np.moveaxis(arr, int(axis), 0)
     if frames.ndim == 3 and frames.shape[-1] in (3, 4):  # frames 3 or 4 px wide: an RGB(A) image
-        raise ImageError(f"shape {arr.shape} along axis {axis} is {frames.shape[0]} frames of {frames.shape[1:]}: "
-                         "this looks like one RGB image; use napari_nst.stylize, or put the frame axis first")
+        raise ImageError(
+            f"shape {arr.shape} along axis {axis} is {frames.shape[0]} frames of {frames.shape[1:]}: "
+            "this looks like one RGB image; use napari_nst.stylize, or put the frame axis first"
+        )
     if frames.shape[0] == 0:
         raise ImageError(f"the stack of shape {arr.shape} has no frames along axis {axis}")
     if limits is None and frames.size and not _unit_range(frames):
@@ -231,8 +238,9 @@ def prepare_stack(stack: Any, style: ImageInput, axis: int = 0, **options: Any) 
     return frames, s, opts
 
 
-def iter_stylize_stack(stack: Any, style: ImageInput, axis: int = 0, *, start: int = 0, previous: Any = None,
-                       **options: Any) -> Iterator[Any]:
+def iter_stylize_stack(
+    stack: Any, style: ImageInput, axis: int = 0, *, start: int = 0, previous: Any = None, **options: Any
+) -> Iterator[Any]:
     """Stylise every frame of ``stack``, each consistent with the one before; yield per evaluation.
 
     ``stack``: an array whose ``axis`` runs over frames (or z slices) and whose other axes are one

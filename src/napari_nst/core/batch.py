@@ -134,11 +134,14 @@ def plan(sources: list[Source], out_dir: Any, fmt: str) -> list[Item]:
         out = None if folder is None else folder / f"{name}{FORMATS[fmt]}"
         if folder is not None:
             if name.lower() in by_name:
-                raise ValueError(f"{by_name[name.lower()]!r} and {label!r} would both be written to {str(out)!r}; "
-                                 "rename one of them or run them as two batches")
+                raise ValueError(
+                    f"{by_name[name.lower()]!r} and {label!r} would both be written to {str(out)!r}; "
+                    "rename one of them or run them as two batches"
+                )
             if not isinstance(src, np.ndarray) and out is not None and out.exists() and out.samefile(src):
-                raise ValueError(f"the output {str(out)!r} would overwrite the content image {label!r}; "
-                                 "choose another output folder")
+                raise ValueError(
+                    f"the output {str(out)!r} would overwrite the content image {label!r}; choose another output folder"
+                )
         by_name[name.lower()] = label
         items.append(Item(src, name, label, out))
     return items
@@ -147,9 +150,11 @@ def plan(sources: list[Source], out_dir: Any, fmt: str) -> list[Item]:
 def _one_style(style: Any) -> Any:
     if isinstance(style, (list, tuple)):
         if len(style) != 1:
-            raise ValueError(f"{len(style)} styles given; a batch takes exactly one style for now (several styles "
-                             "per image is a feature still to come): run one batch per style, each with its own "
-                             "output folder")
+            raise ValueError(
+                f"{len(style)} styles given; a batch takes exactly one style for now (several styles "
+                "per image is a feature still to come): run one batch per style, each with its own "
+                "output folder"
+            )
         return style[0]
     return style
 
@@ -157,10 +162,20 @@ def _one_style(style: Any) -> Any:
 # ----------------------------------------------------------------------------- the API
 
 
-def batch(contents: Any, style: Any, out_dir: Any = None, client: Any = None, *, format: str = "png",
-          resume: bool = False, scheduler: str | None = None, workers: int | None = None,
-          threads_per_worker: int | None = None, log: Callable[[str], None] | None = None,
-          **options: Any) -> list[ItemResult]:
+def batch(
+    contents: Any,
+    style: Any,
+    out_dir: Any = None,
+    client: Any = None,
+    *,
+    format: str = "png",
+    resume: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    log: Callable[[str], None] | None = None,
+    **options: Any,
+) -> list[ItemResult]:
     """Stylise every content image with ``style`` and the same options; one result per item, in order.
 
     Parameters
@@ -204,15 +219,30 @@ def batch(contents: Any, style: Any, out_dir: Any = None, client: Any = None, *,
 class _Batch:
     """A validated batch: its items, results and manifest; runs sequentially or on a dask client."""
 
-    def __init__(self, items: list[Item], style: np.ndarray, opts: Options, manifest: Manifest | None,
-                 results: list[ItemResult], log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        items: list[Item],
+        style: np.ndarray,
+        opts: Options,
+        manifest: Manifest | None,
+        results: list[ItemResult],
+        log: Callable[[str], None],
+    ) -> None:
         self.items, self.style, self.opts, self.manifest = items, style, opts, manifest
         self.results, self.log = results, log
         self.todo = [i for i, r in enumerate(results) if not r.skipped]
 
     @classmethod
-    def prepare(cls, contents: Any, style: Any, out_dir: Any, fmt: str, resume: bool,
-                log: Callable[[str], None], options: dict[str, Any]) -> _Batch:
+    def prepare(
+        cls,
+        contents: Any,
+        style: Any,
+        out_dir: Any,
+        fmt: str,
+        resume: bool,
+        log: Callable[[str], None],
+        options: dict[str, Any],
+    ) -> _Batch:
         """Everything checked before any work (raises ValueError naming what to change)."""
         from .api import _check_weights_path, _load, prepare
 
@@ -330,8 +360,9 @@ def _gpu_count() -> int:
 
 
 @contextmanager
-def _cluster(client: Any, scheduler: str | None, workers: int | None, threads: int | None,
-             log: Callable[[str], None]) -> Iterator[Any]:
+def _cluster(
+    client: Any, scheduler: str | None, workers: int | None, threads: int | None, log: Callable[[str], None]
+) -> Iterator[Any]:
     """The client to run on (None: sequentially here), closed afterwards if made here."""
     if client is not None:
         yield client
@@ -340,8 +371,9 @@ def _cluster(client: Any, scheduler: str | None, workers: int | None, threads: i
         from distributed import Client, LocalCluster
     except ImportError:
         if scheduler:
-            raise ValueError(f"a scheduler address needs dask.distributed, which is not installed: {INSTALL_HINT}"
-                             ) from None
+            raise ValueError(
+                f"a scheduler address needs dask.distributed, which is not installed: {INSTALL_HINT}"
+            ) from None
         note = f"dask.distributed is not installed: running the batch sequentially here ({INSTALL_HINT} for a cluster)"
         warnings.warn(note, stacklevel=4)
         log(note)
@@ -357,9 +389,17 @@ def _cluster(client: Any, scheduler: str | None, workers: int | None, threads: i
     n, t, res = local_cluster_shape()
     n, t = workers or n, threads or t
     log(f"starting a LocalCluster: {n} worker(s) x {t} thread(s){' with ' + str(res) if res else ''}")
-    with LocalCluster(n_workers=n, threads_per_worker=t, processes=True,  # type: ignore[no-untyped-call]
-                      resources=res or None, dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as c:  # type: ignore[no-untyped-call]
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=t,
+            processes=True,  # type: ignore[no-untyped-call]
+            resources=res or None,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as c,  # type: ignore[no-untyped-call]
+    ):
         yield c
 
 
@@ -368,8 +408,10 @@ def _connect(client_class: Any, address: str) -> Iterator[Any]:
     try:
         c = client_class(address, timeout="10s")
     except (OSError, TimeoutError) as exc:
-        raise ValueError(f"cannot reach the dask scheduler at {address!r} ({exc}); start one with "
-                         "`dask scheduler` and workers with `dask worker ADDRESS` (docs/distributed.md)") from None
+        raise ValueError(
+            f"cannot reach the dask scheduler at {address!r} ({exc}); start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS` (docs/distributed.md)"
+        ) from None
     try:
         yield c
     finally:
@@ -391,8 +433,10 @@ def _resources(client: Any, device: str) -> dict[str, float] | None:
     has_gpu = any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers)
     if device.startswith("cuda"):
         if not has_gpu:
-            raise ValueError(f"device={device!r} but no worker of the cluster declares a GPU: start GPU workers with "
-                             "`dask worker ADDRESS --nthreads 1 --resources GPU=1`, or use device='cpu'")
+            raise ValueError(
+                f"device={device!r} but no worker of the cluster declares a GPU: start GPU workers with "
+                "`dask worker ADDRESS --nthreads 1 --resources GPU=1`, or use device='cpu'"
+            )
         return {"GPU": 1}
     return {"GPU": 1} if device == "auto" and has_gpu else None
 

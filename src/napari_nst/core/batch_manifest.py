@@ -101,18 +101,26 @@ class Manifest:
             old = json.loads(self.path.read_text())
             entries = {Path(e["output"]).name: e for e in old["items"] if e.get("status") == "done" and e.get("output")}
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"cannot resume: {str(self.path)!r} is not a napari-nst batch.json ({exc}); "
-                             "remove it or choose another output folder") from None
-        changed = [k for k in sorted(set(self.header) | set(old)) if k != "items" and k != "napari_nst_batch"
-                   and k != "style" and old.get(k) != self.header.get(k)]
+            raise ValueError(
+                f"cannot resume: {str(self.path)!r} is not a napari-nst batch.json ({exc}); "
+                "remove it or choose another output folder"
+            ) from None
+        changed = [
+            k
+            for k in sorted(set(self.header) | set(old))
+            if k != "items" and k != "napari_nst_batch" and k != "style" and old.get(k) != self.header.get(k)
+        ]
         if "options" in changed:
             opts = old.get("options") or {}
             changed = [k for k in changed if k != "options"] + sorted(
-                k for k in set(opts) | set(self.header["options"]) if opts.get(k) != self.header["options"].get(k))
+                k for k in set(opts) | set(self.header["options"]) if opts.get(k) != self.header["options"].get(k)
+            )
         if changed:
-            raise ValueError(f"cannot resume: {str(self.path)!r} was made with other settings (differs in: "
-                             f"{', '.join(changed)}); use the same settings, or another output folder, "
-                             "or drop --resume")
+            raise ValueError(
+                f"cannot resume: {str(self.path)!r} was made with other settings (differs in: "
+                f"{', '.join(changed)}); use the same settings, or another output folder, "
+                "or drop --resume"
+            )
         return {name: e for name, e in entries.items() if _complete(e, self.path.parent / name)}
 
 

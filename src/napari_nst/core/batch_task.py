@@ -84,15 +84,24 @@ def run_item(content: str | np.ndarray, style: np.ndarray, opts: Options) -> Tas
         image, rec = _last_image(c, s, o)
         weights_file = vgg._weights_key(o.weights)[0] or "torchvision"
         model = vgg.resolve_model(o.model, o.weights)
-        return TaskResult("done", image=image, worker=where, seconds=time.perf_counter() - t0,
-                          weights=dict(rec.weights), losses=dict(rec.losses), model=model,
-                          weights_file=weights_file, device=rec.device)
+        return TaskResult(
+            "done",
+            image=image,
+            worker=where,
+            seconds=time.perf_counter() - t0,
+            weights=dict(rec.weights),
+            losses=dict(rec.losses),
+            model=model,
+            weights_file=weights_file,
+            device=rec.device,
+        )
     except Exception as exc:  # one bad item must not end the batch
         msg = " ".join(str(exc).split())
         if isinstance(content, str) and not os.path.exists(content) and where != "local":
             msg += " (workers read content files by path: they need to see the same files as the client)"
-        return TaskResult("failed", error=f"{type(exc).__name__}: {msg}", worker=where,
-                          seconds=time.perf_counter() - t0)
+        return TaskResult(
+            "failed", error=f"{type(exc).__name__}: {msg}", worker=where, seconds=time.perf_counter() - t0
+        )
 
 
 def _kwargs(opts: Options) -> dict[str, Any]:

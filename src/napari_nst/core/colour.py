@@ -25,23 +25,25 @@ import numpy as np
 #: BT.601 luma weights (R, G, B)
 LUMA = np.array([0.299, 0.587, 0.114])
 #: RGB -> BT.601 YUV (analogue YUV: U = 0.492 (B - Y), V = 0.877 (R - Y))
-RGB_TO_YUV = np.array([
-    LUMA,
-    0.492 * (np.array([0.0, 0.0, 1.0]) - LUMA),
-    0.877 * (np.array([1.0, 0.0, 0.0]) - LUMA),
-])
+RGB_TO_YUV = np.array(
+    [
+        LUMA,
+        0.492 * (np.array([0.0, 0.0, 1.0]) - LUMA),
+        0.877 * (np.array([1.0, 0.0, 0.0]) - LUMA),
+    ]
+)
 #: eigenvalues below this (in [0, 1]^2 units) count as zero (a flat colour channel)
 _EPS = 1e-8
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` -> ``(H, W)`` BT.601 luma, float32."""
-    return (np.asarray(rgb, np.float64) @ LUMA).astype(np.float32)
+    return np.asarray((np.asarray(rgb, np.float64) @ LUMA).astype(np.float32))
 
 
 def yuv(rgb: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` RGB -> BT.601 YUV, float64 (tests compare chroma with it)."""
-    return np.asarray(rgb, np.float64) @ RGB_TO_YUV.T
+    return np.asarray(np.asarray(rgb, np.float64) @ RGB_TO_YUV.T)
 
 
 def gray3(y: np.ndarray) -> np.ndarray:
@@ -53,7 +55,7 @@ def match_luminance(style: np.ndarray, content: np.ndarray) -> np.ndarray:
     """The style's luminance with the content's luminance mean and standard deviation
     (``(H, W)``, not clipped)."""
     ys, yc = luminance(style).astype(np.float64), luminance(content).astype(np.float64)
-    return ((ys - ys.mean()) / max(ys.std(), 1e-6) * yc.std() + yc.mean()).astype(np.float32)
+    return np.asarray(((ys - ys.mean()) / max(ys.std(), 1e-6) * yc.std() + yc.mean()).astype(np.float32))
 
 
 def _sqrt_and_inverse(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +74,7 @@ def match_histogram(style: np.ndarray, content: np.ndarray, clip: bool = True) -
     _, inv_s = _sqrt_and_inverse(np.cov(s, rowvar=False, bias=True))
     root_c, _ = _sqrt_and_inverse(np.cov(c, rowvar=False, bias=True))
     out = ((s - mu_s) @ (root_c @ inv_s).T + mu_c).reshape(np.shape(style))
-    return (np.clip(out, 0.0, 1.0) if clip else out).astype(np.float32)
+    return np.asarray((np.clip(out, 0.0, 1.0) if clip else out).astype(np.float32))
 
 
 def prepare_colours(
@@ -92,4 +94,4 @@ def with_chroma(pastiche: np.ndarray, content: np.ndarray) -> np.ndarray:
     """The pastiche's luminance with the content's chroma (numpy; both (H, W, 3) in [0, 1]):
     ``content + (Y_pastiche - Y_content)``, clipped to [0, 1]."""
     dy = luminance(pastiche) - luminance(content)
-    return np.clip(np.asarray(content, np.float32) + dy[..., None], 0.0, 1.0).astype(np.float32)
+    return np.asarray(np.clip(np.asarray(content, np.float32) + dy[..., None], 0.0, 1.0).astype(np.float32))

@@ -33,8 +33,10 @@ def blend_weights(blend: tuple[float, ...] | None, n: int) -> list[float]:
     if blend is None:
         return [1.0 / n] * n
     if len(blend) != n:
-        raise OptionError(f"style_blend has {len(blend)} weights but there {'is' if n == 1 else 'are'} {n} style "
-                          f"image{'s' if n != 1 else ''}; give one weight per style (e.g. {','.join(['1'] * n)})")
+        raise OptionError(
+            f"style_blend has {len(blend)} weights but there {'is' if n == 1 else 'are'} {n} style "
+            f"image{'s' if n != 1 else ''}; give one weight per style (e.g. {','.join(['1'] * n)})"
+        )
     if any(w < 0 for w in blend):
         raise OptionError(f"style_blend has a negative weight {tuple(blend)}; weights must be >= 0")
     total = float(sum(blend))
@@ -52,12 +54,12 @@ def check(content_shape: tuple[int, int], n_styles: int, opts: Options) -> None:
 
 
 def active(opts: Options, n_styles: int) -> bool:
-    return (n_styles > 1 or opts.regions is not None or opts.preserve_color is not None
-            or opts.style_strength != 1.0)
+    return n_styles > 1 or opts.regions is not None or opts.preserve_color is not None or opts.style_strength != 1.0
 
 
-def blend_grams(grams: list[dict[str, torch.Tensor]], sizes: list[dict[str, int]],
-                weights: list[float]) -> dict[str, torch.Tensor]:
+def blend_grams(
+    grams: list[dict[str, torch.Tensor]], sizes: list[dict[str, int]], weights: list[float]
+) -> dict[str, torch.Tensor]:
     """``A_l = sum_i w_i A_l(i)`` (what neural-style does): with equal style sizes, ``[s, s]``
     gives ``s``'s targets exactly. Styles of different pixel counts are blended per position
     (``M * sum_i w_i A_l(i) / M_i`` with ``M = sum_i w_i M_i``), so that a larger style image
@@ -87,8 +89,9 @@ class Controls:
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, content: np.ndarray, style: Any, opts: Options, where: torch.device
-              ) -> tuple[Controls | None, np.ndarray, np.ndarray]:
+    def build(
+        cls, content: np.ndarray, style: Any, opts: Options, where: torch.device
+    ) -> tuple[Controls | None, np.ndarray, np.ndarray]:
         """``(controls or None, content for the network, first style for the network)``."""
         from .engine import to_tensor
 
@@ -97,8 +100,12 @@ class Controls:
         if not active(opts, len(styles)):
             return None, content, styles[0]
         net_content, net_styles = prepare_colours(content, styles, opts.preserve_color)
-        ctl = cls([to_tensor(s, where) for s in net_styles], [s.shape[:2] for s in net_styles],
-                  blend_weights(opts.style_blend, len(styles)), float(opts.style_strength))
+        ctl = cls(
+            [to_tensor(s, where) for s in net_styles],
+            [s.shape[:2] for s in net_styles],
+            blend_weights(opts.style_blend, len(styles)),
+            float(opts.style_strength),
+        )
         if opts.regions is not None:
             ctl.regions = np.asarray(opts.regions)
             ctl.mapping = check_mapping(opts.region_styles, len(styles))
@@ -108,21 +115,24 @@ class Controls:
 
     # ------------------------------------------------------------------ the style term of a level
 
-    def style_term(self, ctx: Any, shape: tuple[int, int], plain: StyleTerm,
-                   nm: dict[str, tuple[int, int]]) -> Any:
+    def style_term(self, ctx: Any, shape: tuple[int, int], plain: StyleTerm, nm: dict[str, tuple[int, int]]) -> Any:
         """The level's style term (``plain``: the engine's, of the first style alone, weight ``b``)."""
         if len(self.styles) == 1 and self.regions is None:
             plain.weight *= self.strength
             return plain
         grams, sizes = self._style_grams(ctx, shape)
         if self.regions is None:
-            term: Any = StyleTerm([StyleTarget(blend_grams(grams, sizes, self.weights))], plain.layer_weights,
-                                  plain.weight)
-            ref = sum(w * float(((term.targets[0].grams[n]) / (2.0 * nm[n][0] * nm[n][1])).pow(2).sum())
-                      for n, w in plain.layer_weights.items())
+            term: Any = StyleTerm(
+                [StyleTarget(blend_grams(grams, sizes, self.weights))], plain.layer_weights, plain.weight
+            )
+            ref = sum(
+                w * float(((term.targets[0].grams[n]) / (2.0 * nm[n][0] * nm[n][1])).pow(2).sum())
+                for n, w in plain.layer_weights.items()
+            )
         else:
-            term = GuidedStyleTerm(self._region_targets(ctx, shape, grams, sizes, nm), plain.layer_weights,
-                                   plain.weight)
+            term = GuidedStyleTerm(
+                self._region_targets(ctx, shape, grams, sizes, nm), plain.layer_weights, plain.weight
+            )
             ref = term.at_zero()
         if ctx.opts.style_weight is None:
             from .engine import STYLE_BALANCE
@@ -131,8 +141,9 @@ class Controls:
         term.weight *= self.strength
         return term
 
-    def _style_grams(self, ctx: Any, shape: tuple[int, int]
-                     ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, int]]]:
+    def _style_grams(
+        self, ctx: Any, shape: tuple[int, int]
+    ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, int]]]:
         grams, sizes = [], []
         for s, s_shape in zip(self.styles, self.style_shapes, strict=True):
             x = ctx.resized(s, ctx.opts.style_shape(s_shape, shape))
@@ -142,8 +153,14 @@ class Controls:
             sizes.append({n: int(feats[n].shape[-2] * feats[n].shape[-1]) for n in ctx.opts.style_layers})
         return grams, sizes
 
-    def _region_targets(self, ctx: Any, shape: tuple[int, int], grams: list[dict[str, torch.Tensor]],
-                        sizes: list[dict[str, int]], nm: dict[str, tuple[int, int]]) -> dict[str, RegionTargets]:
+    def _region_targets(
+        self,
+        ctx: Any,
+        shape: tuple[int, int],
+        grams: list[dict[str, torch.Tensor]],
+        sizes: list[dict[str, int]],
+        nm: dict[str, tuple[int, int]],
+    ) -> dict[str, RegionTargets]:
         assert self.regions is not None
         styled = [(t, m) for t, m in groups(self.regions, self.mapping).items() if t is not None and m.any()]
         masks = _masks_at([m for _, m in styled], shape, ctx.device)  # (R, h, w) at the working shape
@@ -155,12 +172,19 @@ class Controls:
             area = m.sum(1)
             targets = torch.stack([self._normalised_target(t, grams, sizes, name) for t, _ in styled])
             index = [torch.nonzero(row > 0).flatten() for row in m]  # built once per level, outside the objective
-            out[name] = RegionTargets(m.contiguous(), 1.0 / area.clamp(min=1e-6), area / m.shape[1], targets,
-                                      index, [row[i].contiguous() for row, i in zip(m, index, strict=True)])
+            out[name] = RegionTargets(
+                m.contiguous(),
+                1.0 / area.clamp(min=1e-6),
+                area / m.shape[1],
+                targets,
+                index,
+                [row[i].contiguous() for row, i in zip(m, index, strict=True)],
+            )
         return out
 
-    def _normalised_target(self, target: Target, grams: list[dict[str, torch.Tensor]],
-                           sizes: list[dict[str, int]], name: str) -> torch.Tensor:
+    def _normalised_target(
+        self, target: Target, grams: list[dict[str, torch.Tensor]], sizes: list[dict[str, int]], name: str
+    ) -> torch.Tensor:
         if target == BLEND:
             return sum(w * g[name] / s[name] for w, g, s in zip(self.weights, grams, sizes, strict=True))  # type: ignore[return-value]
         i = int(target)  # type: ignore[arg-type]

@@ -42,8 +42,9 @@ def pick_device(name: str) -> torch.device:
         dev = torch.device(name)
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
-            raise OptionError(f"device {name!r} asked for, but there are {count} CUDA device(s): "
-                              f"use 'cuda:0' to 'cuda:{count - 1}'")
+            raise OptionError(
+                f"device {name!r} asked for, but there are {count} CUDA device(s): use 'cuda:0' to 'cuda:{count - 1}'"
+            )
         return dev
     if name == "mps" and not mps_available():
         raise OptionError("device 'mps' asked for, but Apple MPS is not available here; use device='auto' or 'cpu'")
@@ -89,18 +90,26 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if device.type == "mps":
         if precision == "bfloat16":
-            raise OptionError("precision='bfloat16' is not run on Apple MPS (torch's MPS autocast either "
-                              "rejects it or silently runs float32); use precision='float32' or 'auto'")
+            raise OptionError(
+                "precision='bfloat16' is not run on Apple MPS (torch's MPS autocast either "
+                "rejects it or silently runs float32); use precision='float32' or 'auto'"
+            )
         return None
     native = native_bf16(device)
     if precision == "bfloat16":
         if not native:
-            where = (f"this GPU (compute capability {'.'.join(map(str, cuda_capability(device)))}, "
-                     f"bfloat16 needs {CUDA_NATIVE_BF16[0]}.{CUDA_NATIVE_BF16[1]})" if device.type == "cuda"
-                     else "this CPU (no avx512_bf16 or AMX)")
-            warnings.warn(f"precision='bfloat16' is emulated on {where}: each evaluation is many times slower "
-                          "than in float32 (37x measured on an AVX2 CPU); use precision='auto' or 'float32'",
-                          PrecisionWarning, stacklevel=3)
+            where = (
+                f"this GPU (compute capability {'.'.join(map(str, cuda_capability(device)))}, "
+                f"bfloat16 needs {CUDA_NATIVE_BF16[0]}.{CUDA_NATIVE_BF16[1]})"
+                if device.type == "cuda"
+                else "this CPU (no avx512_bf16 or AMX)"
+            )
+            warnings.warn(
+                f"precision='bfloat16' is emulated on {where}: each evaluation is many times slower "
+                "than in float32 (37x measured on an AVX2 CPU); use precision='auto' or 'float32'",
+                PrecisionWarning,
+                stacklevel=3,
+            )
         return torch.bfloat16
     return torch.bfloat16 if native else None
 
@@ -155,8 +164,9 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
             return NetworkPlan(channels_last=True, lean_pool=True)
         return NetworkPlan(channels_last=cpu_has_avx512(), lean_pool=False)
     if device.type == "cuda":
-        return NetworkPlan(channels_last=dtype is not None and cuda_capability(device) >= CUDA_NATIVE_BF16,
-                           lean_pool=False)
+        return NetworkPlan(
+            channels_last=dtype is not None and cuda_capability(device) >= CUDA_NATIVE_BF16, lean_pool=False
+        )
     return NetworkPlan(channels_last=False, lean_pool=False)
 
 
@@ -185,8 +195,13 @@ def cudnn_benchmark(device: torch.device) -> Iterator[None]:
 
 #: messages of allocation failures that torch raises as plain RuntimeErrors (cuBLAS and cuDNN
 #: report a failed workspace allocation with their own status; the CPU allocator and MPS with text)
-_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory",
-                "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+_OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "cublas_status_alloc_failed",
+    "cudnn_status_alloc_failed",
+)
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .controls import Controls
 from .device import (
     NetworkPlan,
     autocast_dtype,
@@ -37,7 +38,6 @@ from .images import resized_shape, to_rgb_float
 from .lbfgs import LBFGS
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
 from .options import Options
-from .controls import Controls
 from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg
@@ -111,8 +111,10 @@ def split_steps(steps: int, scales: int) -> list[int]:
 #: 4-evaluation run's peak resident memory (VmHWM) from 256 to 512 px on the CPU (vgg16: 2.8 KB/px
 #: float32, 2.6 KB/px bf16), rounded up; vgg19 ~15 % more (docs/performance.md).
 ACTIVATION_BYTES_PER_PX = {
-    ("vgg16", "float32"): 2900, ("vgg16", "bfloat16"): 2700,
-    ("vgg19", "float32"): 3300, ("vgg19", "bfloat16"): 3100,
+    ("vgg16", "float32"): 2900,
+    ("vgg16", "bfloat16"): 2700,
+    ("vgg19", "float32"): 3300,
+    ("vgg19", "bfloat16"): 3100,
 }
 #: the network's weights, their bfloat16 copies, the style image's pass and allocator slack
 FIXED_BYTES = 320 * 2**20
@@ -120,8 +122,14 @@ FIXED_BYTES = 320 * 2**20
 MEMORY_HEADROOM = 0.85
 
 
-def estimate_memory(shape: tuple[int, int], model: str = "vgg19", dtype: torch.dtype | None = None,
-                    optimizer: str = "lbfgs", history: int = LBFGS_HISTORY, device_type: str = "cpu") -> int:
+def estimate_memory(
+    shape: tuple[int, int],
+    model: str = "vgg19",
+    dtype: torch.dtype | None = None,
+    optimizer: str = "lbfgs",
+    history: int = LBFGS_HISTORY,
+    device_type: str = "cpu",
+) -> int:
     """Bytes a run at working ``shape`` (H, W) needs on its device beyond what is already in use.
 
     A linear model of the measurements: ``FIXED_BYTES`` + pixels x (network bytes per pixel +
@@ -163,9 +171,15 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def largest_fitting_size(content_shape: tuple[int, int], available: int, model: str = "vgg19",
-                         dtype: torch.dtype | None = None, optimizer: str = "lbfgs",
-                         history: int = LBFGS_HISTORY, device_type: str = "cpu") -> int:
+def largest_fitting_size(
+    content_shape: tuple[int, int],
+    available: int,
+    model: str = "vgg19",
+    dtype: torch.dtype | None = None,
+    optimizer: str = "lbfgs",
+    history: int = LBFGS_HISTORY,
+    device_type: str = "cpu",
+) -> int:
     """The largest long edge (px) whose run fits ``available * MEMORY_HEADROOM`` bytes (0: none)."""
     budget = available * MEMORY_HEADROOM
     lo, hi = 0, max(content_shape) * 64 + 64
@@ -181,8 +195,14 @@ def _bf16_hint(device: torch.device, dtype: torch.dtype | None) -> str:
     return ", or precision='bfloat16'" if dtype is None and native_bf16(device) else ""
 
 
-def check_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: Options, device: torch.device,
-                 dtype: torch.dtype | None, available: int | None = None) -> int:
+def check_memory(
+    content_shape: tuple[int, int],
+    shape: tuple[int, int],
+    opts: Options,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    available: int | None = None,
+) -> int:
     """Raise :class:`DeviceMemoryError` at once if a run at working ``shape`` will not fit.
 
     ``available``: free bytes (default: asked of the device). Returns the estimated bytes.
@@ -242,7 +262,10 @@ class _Run:
 
 
 def _targets(
-    net: VGGFeatures, content: torch.Tensor, style: torch.Tensor, opts: Options,
+    net: VGGFeatures,
+    content: torch.Tensor,
+    style: torch.Tensor,
+    opts: Options,
     grams: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
     """Content features, style Gram matrices (``grams`` if given) and the pastiche's (N_l, M_l),
@@ -267,8 +290,11 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 
 def resolve_weights(
-    opts: Options, content_t: dict[str, torch.Tensor], grams: dict[str, torch.Tensor],
-    layer_w: dict[str, float], nm: dict[str, tuple[int, int]],
+    opts: Options,
+    content_t: dict[str, torch.Tensor],
+    grams: dict[str, torch.Tensor],
+    layer_w: dict[str, float],
+    nm: dict[str, tuple[int, int]],
 ) -> tuple[float, float]:
     """``a`` and ``b``: the options' values, or the automatic ones (see :class:`Options`)."""
     a = opts.content_weight
@@ -289,11 +315,13 @@ def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
         return torch.optim.Adam(var.params, lr=ADAM_LR)
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
     if opts.extra.get("lbfgs") == "torch":  # torch's L-BFGS, only to measure what ours buys
-        return torch.optim.LBFGS(var.params, lr=1.0, max_iter=1, max_eval=1, history_size=history,
-                                 tolerance_grad=0.0, tolerance_change=0.0)
+        return torch.optim.LBFGS(
+            var.params, lr=1.0, max_iter=1, max_eval=1, history_size=history, tolerance_grad=0.0, tolerance_change=0.0
+        )
     max_change = opts.extra.get("max_change", LBFGS_MAX_CHANGE)
-    return LBFGS(var.params, history, max_change=None if max_change is None else float(max_change),
-                 image_change=var.change)
+    return LBFGS(
+        var.params, history, max_change=None if max_change is None else float(max_change), image_change=var.change
+    )
 
 
 def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
@@ -329,8 +357,15 @@ def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
         raise _out_of_memory(content.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
 
 
-def _prepare(content: np.ndarray, style: Any, opts: Options, device: torch.device,
-             dtype: torch.dtype | None, shapes: list[tuple[int, int]], counts: list[int]) -> _Run:
+def _prepare(
+    content: np.ndarray,
+    style: Any,
+    opts: Options,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    shapes: list[tuple[int, int]],
+    counts: list[int],
+) -> _Run:
     where = torch.device("cpu") if resize_on_host(device) else device
     controls, content, style = Controls.build(content, style, opts, where)  # None without controls
     if opts.style_layer_weights is None:
@@ -348,8 +383,21 @@ def _prepare(content: np.ndarray, style: Any, opts: Options, device: torch.devic
     if device.type != "cpu":  # the kept network stays on the CPU: the device's memory goes back after the run
         net = copy.deepcopy(net).to(device)
     net.set_lean_pool(plan.lean_pool)
-    return _Run(opts, device, dtype, plan, net, to_tensor(content, where), to_tensor(style, where),
-                style.shape[:2], shapes, counts, layer_w, gen, controls=controls)
+    return _Run(
+        opts,
+        device,
+        dtype,
+        plan,
+        net,
+        to_tensor(content, where),
+        to_tensor(style, where),
+        style.shape[:2],
+        shapes,
+        counts,
+        layer_w,
+        gen,
+        controls=controls,
+    )
 
 
 def _first_image(ctx: _Run) -> torch.Tensor:
@@ -411,8 +459,9 @@ def _want_image(ctx: _Run, last_of_level: bool) -> bool:
     return time.perf_counter() - ctx.last_image_at >= ctx.opts.preview_interval
 
 
-def _level(ctx: _Run, level: int, shape: tuple[int, int], count: int,
-           x: torch.Tensor) -> Generator[Progress, None, torch.Tensor]:
+def _level(
+    ctx: _Run, level: int, shape: tuple[int, int], count: int, x: torch.Tensor
+) -> Generator[Progress, None, torch.Tensor]:
     """One coarse-to-fine level: ``count`` evaluations at ``shape`` starting from ``x``."""
     terms, weights = _terms(ctx, shape)
     gamma = float(ctx.opts.extra.get("pyramid_gamma", PYRAMID_GAMMA))
@@ -435,24 +484,43 @@ def _level(ctx: _Run, level: int, shape: tuple[int, int], count: int,
             shown = image if ctx.controls is None else ctx.controls.shown(image)  # luminance: content's chroma
             ctx.last_good, ctx.last_image_at = to_numpy(shown), time.perf_counter()
         yield Progress(
-            step=ctx.step, total=ctx.total, losses=losses, image=ctx.last_good if image is not None else None,
-            level=level, levels=len(ctx.shapes), shape=shape, elapsed=time.perf_counter() - ctx.t0,
-            weights=weights, device=str(ctx.device), last_of_level=last,
-            size=max(ctx.shapes[-1]), precision="bfloat16" if ctx.dtype is not None else "float32",
+            step=ctx.step,
+            total=ctx.total,
+            losses=losses,
+            image=ctx.last_good if image is not None else None,
+            level=level,
+            levels=len(ctx.shapes),
+            shape=shape,
+            elapsed=time.perf_counter() - ctx.t0,
+            weights=weights,
+            device=str(ctx.device),
+            last_of_level=last,
+            size=max(ctx.shapes[-1]),
+            precision="bfloat16" if ctx.dtype is not None else "float32",
         )
     return var.detached()
 
 
-def _out_of_memory(content_shape: tuple[int, int], shape: tuple[int, int], opts: Options, size: int,
-                   device: torch.device, dtype: torch.dtype | None, what: str) -> DeviceMemoryError:
+def _out_of_memory(
+    content_shape: tuple[int, int],
+    shape: tuple[int, int],
+    opts: Options,
+    size: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    what: str,
+) -> DeviceMemoryError:
     """The error for an out-of-memory half-way (the estimate was too low, or something else took
     the memory): the run's memory is freed by now; suggest a size that fits what is free now."""
     gc.collect()
     empty_cache(device)  # MPS and CUDA: the cached blocks of the failed run back to the device first
     avail = available_memory(device)
     history = int(opts.extra.get("history_size", LBFGS_HISTORY))
-    fit = largest_fitting_size(content_shape, avail, opts.network, dtype, opts.optimizer, history,
-                               device.type) if avail is not None else 0
+    fit = (
+        largest_fitting_size(content_shape, avail, opts.network, dtype, opts.optimizer, history, device.type)
+        if avail is not None
+        else 0
+    )
     if fit >= size or fit == 0:
         fit = max(1, int(size * OOM_SIZE_FACTOR))
     return DeviceMemoryError(
@@ -475,7 +543,11 @@ def _objective(ctx: _Run, terms: list[Any]) -> Objective:
 
 
 def _evaluate_and_step(
-    ctx: _Run, objective: Objective, var: PyramidImage, optimizer: Any, want_image: bool,
+    ctx: _Run,
+    objective: Objective,
+    var: PyramidImage,
+    optimizer: Any,
+    want_image: bool,
 ) -> tuple[dict[str, float], torch.Tensor | None]:
     """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
     out: dict[str, Any] = {}

@@ -74,8 +74,9 @@ class RunEstimate:
     (one entry for a single-scale run).
     """
 
-    def __init__(self, plan: Sequence[tuple[Shape, int]], device: str = "cpu",
-                 announce_over: float = ANNOUNCE_OVER_S) -> None:
+    def __init__(
+        self, plan: Sequence[tuple[Shape, int]], device: str = "cpu", announce_over: float = ANNOUNCE_OVER_S
+    ) -> None:
         self.plan = [(tuple(s), int(n)) for s, n in plan]
         self.device = str(device).split(":")[0]
         self.announce_over = float(announce_over)
@@ -145,8 +146,12 @@ class ConsoleProgress:
     without it a multi-level run is estimated as if it were all at its first level's size.
     """
 
-    def __init__(self, file: Any = None, counts: Callable[[int, int], Sequence[int]] | None = None,
-                 announce_over: float | None = None) -> None:
+    def __init__(
+        self,
+        file: Any = None,
+        counts: Callable[[int, int], Sequence[int]] | None = None,
+        announce_over: float | None = None,
+    ) -> None:
         self.file = file if file is not None else sys.stderr
         self.counts = counts
         self.announce_over = ANNOUNCE_OVER_S if announce_over is None else float(announce_over)

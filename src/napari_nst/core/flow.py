@@ -21,8 +21,10 @@ CONSISTENCY_RATIO, CONSISTENCY_PX2 = 0.01, 0.5
 #: ... and on motion boundaries: ``|grad u|^2 + |grad v|^2 > BOUNDARY_RATIO * |w~|^2 + BOUNDARY_PX2``
 BOUNDARY_RATIO, BOUNDARY_PX2 = 0.01, 0.002
 
-OPENCV_NOTE = ("no optical flow (OpenCV is not installed: pip install 'napari-nst[stack]'); frames start from the "
-               "previous pastiche unmoved, without the temporal term")
+OPENCV_NOTE = (
+    "no optical flow (OpenCV is not installed: pip install 'napari-nst[stack]'); frames start from the "
+    "previous pastiche unmoved, without the temporal term"
+)
 
 
 def have_flow() -> bool:
@@ -44,14 +46,17 @@ def dis_flow(a: np.ndarray, b: np.ndarray, preset: str = "medium") -> np.ndarray
     """Dense flow from ``a`` to ``b`` (float RGB (H, W, 3) in [0, 1], same shape): ``a(p) ~ b(p + flow(p))``."""
     import cv2
 
-    presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+    presets = {
+        "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+        "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+        "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    }
     dis = cv2.DISOpticalFlow_create(presets[preset])  # type: ignore[attr-defined]
     return np.asarray(dis.calc(_gray_u8(a), _gray_u8(b), None), dtype=np.float32)
 
 
 def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
     return xs, ys
 
 
@@ -61,8 +66,13 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     import cv2
 
     xs, ys = _grid(flow.shape[:2])
-    out: Any = cv2.remap(np.ascontiguousarray(image, dtype=np.float32), xs + flow[..., 0], ys + flow[..., 1],
-                         interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out: Any = cv2.remap(
+        np.ascontiguousarray(image, dtype=np.float32),
+        xs + flow[..., 0],
+        ys + flow[..., 1],
+        interpolation=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     return np.asarray(out, dtype=np.float32).reshape(image.shape)
 
 
@@ -73,11 +83,11 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     h, w = backward.shape[:2]
     fwd_at = warp(forward, backward)  # the forward flow at p + backward(p)
     s = backward + fwd_at
-    bad = (s ** 2).sum(-1) > CONSISTENCY_RATIO * ((backward ** 2).sum(-1) + (fwd_at ** 2).sum(-1)) + CONSISTENCY_PX2
+    bad = (s**2).sum(-1) > CONSISTENCY_RATIO * ((backward**2).sum(-1) + (fwd_at**2).sum(-1)) + CONSISTENCY_PX2
     du = np.gradient(backward[..., 0])
     dv = np.gradient(backward[..., 1])
     grad2 = du[0] ** 2 + du[1] ** 2 + dv[0] ** 2 + dv[1] ** 2
-    bad |= grad2 > BOUNDARY_RATIO * (backward ** 2).sum(-1) + BOUNDARY_PX2
+    bad |= grad2 > BOUNDARY_RATIO * (backward**2).sum(-1) + BOUNDARY_PX2
     xs, ys = _grid((h, w))
     tx, ty = xs + backward[..., 0], ys + backward[..., 1]
     bad |= (tx < 0) | (tx > w - 1) | (ty < 0) | (ty > h - 1)
@@ -85,8 +95,9 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     return out
 
 
-def carry(previous_pastiche: np.ndarray, previous: np.ndarray, current: np.ndarray,
-          preset: str = "medium") -> tuple[np.ndarray, np.ndarray]:
+def carry(
+    previous_pastiche: np.ndarray, previous: np.ndarray, current: np.ndarray, preset: str = "medium"
+) -> tuple[np.ndarray, np.ndarray]:
     """Frame t-1's pastiche carried onto frame t, and where that can be trusted.
 
     ``previous``/``current``: the content frames t-1 and t at the pastiche's shape (float RGB).

@@ -42,8 +42,7 @@ def validate_limits(limits: Limits | None, name: str) -> Limits | None:
         raise ImageError(f"{name}_limits must be two numbers (lo, hi), got {limits!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         raise ImageError(
-            f"{name}_limits must be finite with lo < hi, got ({lo}, {hi}); "
-            "widen the layer's contrast limits"
+            f"{name}_limits must be finite with lo < hi, got ({lo}, {hi}); widen the layer's contrast limits"
         )
     return lo, hi
 
@@ -56,15 +55,11 @@ def _check_array(arr: np.ndarray, name: str) -> None:
             f"e.g. {name}.astype(np.uint8) * 255"
         )
     if kind not in "uif":
-        raise ImageError(
-            f"the {name} image has dtype {arr.dtype}; use an integer or floating point array"
-        )
+        raise ImageError(f"the {name} image has dtype {arr.dtype}; use an integer or floating point array")
     if arr.size == 0:
         raise ImageError(f"the {name} image is empty (shape {arr.shape})")
     if arr.ndim < 2:
-        raise ImageError(
-            f"the {name} image has shape {arr.shape}; expected (H, W), (H, W, 3) or (H, W, 4)"
-        )
+        raise ImageError(f"the {name} image has shape {arr.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
     if arr.ndim > 3 or (arr.ndim == 3 and arr.shape[-1] > 4):
         hint = "pass a single 2-D slice of a stack"
         if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4):
@@ -75,9 +70,7 @@ def _check_array(arr: np.ndarray, name: str) -> None:
         )
     h, w = arr.shape[:2]
     if min(h, w) < MIN_INPUT_SIDE:
-        raise ImageError(
-            f"the {name} image is {h}x{w} pixels; each side must be at least {MIN_INPUT_SIDE} px"
-        )
+        raise ImageError(f"the {name} image is {h}x{w} pixels; each side must be at least {MIN_INPUT_SIDE} px")
     if kind == "f":
         bad = ~np.isfinite(arr)
         if bad.any():
@@ -170,4 +163,3 @@ def resized_shape(shape: tuple[int, int], long_edge: int) -> tuple[int, int]:
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """float [0, 1] -> uint8 for saving."""
     return np.asarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-

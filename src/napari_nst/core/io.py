@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageError, to_uint8
+from .errors import ImageError
+from .images import to_uint8
 
 #: refuse files with more pixels than this before decoding them (Pillow reads the header first)
 MAX_PIXELS = 20000 * 20000
@@ -46,8 +47,10 @@ def _read_tiff(p: Path) -> np.ndarray:
                     "slice you want as its own file (in napari: select it and File > Save Selected Layers)"
                 )
             if int(np.prod(page.shape[:2])) > MAX_PIXELS:
-                raise ImageError(f"{str(p)!r} is {page.shape[0]}x{page.shape[1]} px, more than the {MAX_PIXELS} "
-                                 "pixels napari-nst reads; downscale or crop it first")
+                raise ImageError(
+                    f"{str(p)!r} is {page.shape[0]}x{page.shape[1]} px, more than the {MAX_PIXELS} "
+                    "pixels napari-nst reads; downscale or crop it first"
+                )
             arr = page.asarray()
     except ImageError:
         raise
@@ -55,7 +58,7 @@ def _read_tiff(p: Path) -> np.ndarray:
         raise ImageError(f"cannot read {str(p)!r} as a TIFF image (truncated or corrupt?): {exc}") from None
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) -> (H, W, C)
-    return arr
+    return np.asarray(arr)
 
 
 def _read_pillow(p: Path) -> np.ndarray:
@@ -64,8 +67,10 @@ def _read_pillow(p: Path) -> np.ndarray:
     try:
         with Image.open(p) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{str(p)!r} is {im.height}x{im.width} px, more than the {MAX_PIXELS} "
-                                 "pixels napari-nst reads; downscale or crop it first")
+                raise ImageError(
+                    f"{str(p)!r} is {im.height}x{im.width} px, more than the {MAX_PIXELS} "
+                    "pixels napari-nst reads; downscale or crop it first"
+                )
             im = ImageOps.exif_transpose(im)  # honour the camera's rotation
             if im.mode in ("I;16", "I;16B", "I;16L"):
                 return np.asarray(im, dtype=np.uint16)
@@ -74,7 +79,8 @@ def _read_pillow(p: Path) -> np.ndarray:
             if im.mode not in ("L", "LA", "RGB", "RGBA"):
                 # palette, CMYK, YCbCr, 1-bit ...: convert to what the engine reads
                 im = im.convert("RGBA" if "transparency" in im.info or im.mode in ("PA", "RGBa") else "RGB")
-            return np.asarray(im).copy()
+            out: np.ndarray = np.asarray(im).copy()
+            return out
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own check, on the header, before decoding
@@ -103,7 +109,9 @@ def output_format(path: str | os.PathLike[str]) -> str:
 
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None or fmt not in Image.SAVE:
-        raise ImageError(f"cannot write {suffix or 'files without an extension'!s} ({str(p)!r}); use .png, .jpg or .tif")
+        raise ImageError(
+            f"cannot write {suffix or 'files without an extension'!s} ({str(p)!r}); use .png, .jpg or .tif"
+        )
     return fmt
 
 
@@ -144,15 +152,18 @@ class FolderFrames:
         import re
 
         d = Path(folder).expanduser()
-        files = [p for p in d.iterdir() if p.is_file() and p.suffix.lower() in STACK_SUFFIXES
-                 and not p.name.startswith(".")]
+        files = [
+            p for p in d.iterdir() if p.is_file() and p.suffix.lower() in STACK_SUFFIXES and not p.name.startswith(".")
+        ]
         if not files:
             raise ImageError(f"the folder {str(d)!r} holds no images ({', '.join(STACK_SUFFIXES)})")
         numbered = [p for p in files if re.search(r"\d+", p.stem)]
         if len(numbered) != len(files):
             odd = next(p.name for p in files if p not in numbered)
-            raise ImageError(f"{odd!r} in {str(d)!r} has no frame number in its name; name frames like "
-                             "frame-001.png, frame-002.png ... or move other images out")
+            raise ImageError(
+                f"{odd!r} in {str(d)!r} has no frame number in its name; name frames like "
+                "frame-001.png, frame-002.png ... or move other images out"
+            )
 
         def key(p: Path) -> tuple[int, str]:
             return int(re.findall(r"\d+", p.stem)[-1]), p.name
@@ -193,8 +204,10 @@ def read_stack(path: str | os.PathLike[str]) -> np.ndarray | FolderFrames:
     with open(p, "rb") as fh:
         magic = fh.read(4)
     if magic not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        raise ImageError(f"{str(p)!r} is not a TIFF; give a multi-page TIFF or a folder of numbered images "
-                         "(videos are not read: save the frames as images first)")
+        raise ImageError(
+            f"{str(p)!r} is not a TIFF; give a multi-page TIFF or a folder of numbered images "
+            "(videos are not read: save the frames as images first)"
+        )
     import tifffile
 
     try:
@@ -204,8 +217,10 @@ def read_stack(path: str | os.PathLike[str]) -> np.ndarray | FolderFrames:
     if arr.ndim == 4 and arr.shape[1] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 1, -1)  # planar (N, C, H, W) -> (N, H, W, C)
     if arr.ndim not in (3, 4) or (arr.ndim == 3 and arr.shape[-1] in (3, 4)) or (arr.ndim == 4 and arr.shape[-1] > 4):
-        raise ImageError(f"{str(p)!r} holds an array of shape {arr.shape}, not a stack of 2-D images (N, H, W) or "
-                         "(N, H, W, 3); for one image use napari-nst stylize; save 5-D data one axis at a time")
+        raise ImageError(
+            f"{str(p)!r} holds an array of shape {arr.shape}, not a stack of 2-D images (N, H, W) or "
+            "(N, H, W, 3); for one image use napari-nst stylize; save 5-D data one axis at a time"
+        )
     return arr
 
 
@@ -242,8 +257,13 @@ class StackWriter:
 
             if self.written == 0 and self.part.exists():
                 self.part.unlink()
-            tifffile.imwrite(self.part, (np.clip(image, 0, 1) * 65535 + 0.5).astype(np.uint16), photometric="rgb",
-                             append=True, metadata=None)  # plain pages: one series of N frames
+            tifffile.imwrite(
+                self.part,
+                (np.clip(image, 0, 1) * 65535 + 0.5).astype(np.uint16),
+                photometric="rgb",
+                append=True,
+                metadata=None,
+            )  # plain pages: one series of N frames
             self.written += 1
             return self.part
         self.out.mkdir(exist_ok=True)

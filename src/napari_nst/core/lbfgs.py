@@ -38,8 +38,13 @@ class LBFGS:
     tensor, which keeps the step free of device synchronisations); used with ``max_change``.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], history: int = 20, max_change: float | None = None,
-                 image_change: Callable[[list[torch.Tensor]], float | torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        history: int = 20,
+        max_change: float | None = None,
+        image_change: Callable[[list[torch.Tensor]], float | torch.Tensor] | None = None,
+    ) -> None:
         self.params = list(params)
         self.history = int(history)
         self.max_change = max_change
@@ -95,7 +100,7 @@ class LBFGS:
         out, i = [], 0
         for p in self.params:
             n = p.numel()
-            out.append(flat[i:i + n].view_as(p))
+            out.append(flat[i : i + n].view_as(p))
             i += n
         return out
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -69,7 +69,7 @@ class _LowPrecisionGram(torch.autograd.Function):
         step = max(1, chunk // max(1, f.shape[0]))
         with torch.autocast(f.device.type, enabled=False):
             for a in range(0, ft.shape[0], step):
-                ot[a:a + step] = ft[a:a + step].float() @ s
+                ot[a : a + step] = ft[a : a + step].float() @ s
         return out
 
 
@@ -299,8 +299,8 @@ class RegionTargets:
     inv_area: torch.Tensor
     fraction: torch.Tensor
     grams: torch.Tensor
-    index: Optional[list[torch.Tensor]] = None
-    values: Optional[list[torch.Tensor]] = None
+    index: list[torch.Tensor] | None = None
+    values: list[torch.Tensor] | None = None
 
     def region_grams(self, features: torch.Tensor) -> torch.Tensor:
         """``(R, N, N)``: each region's ``F diag(m_r) F^T``."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
-from functools import lru_cache
-from typing import Any, Optional, Union
+from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -139,25 +139,30 @@ class Options:
         None: every label gets the blend.
     """
 
-    size: Optional[int] = option(None, label="Size (px)", kind="int", lo=1, hi=MAX_SIZE, step=32, none=_SIZE_BY_DEVICE)
-    steps: Optional[int] = option(None, label="Steps", kind="int", lo=1, hi=MAX_STEPS, step=50, none=_STEPS_BY_DEVICE)
-    style_weight: Optional[float] = option(None, label="Style weight", kind="auto_float", lo=0, none="automatic",
-                                           advanced=True)
-    content_weight: Optional[float] = option(None, label="Content weight", kind="auto_float", lo=0, none="automatic",
-                                             advanced=True)
-    model: Optional[str] = option(None, label="Network", kind="choice", choices=MODELS,
-                                  none="from the weights file, else vgg19")
-    weights: Optional[str] = option(None, label="Weights", kind="path",
-                                    none="$NAPARI_NST_WEIGHTS, else torchvision's ImageNet weights")
+    size: int | None = option(None, label="Size (px)", kind="int", lo=1, hi=MAX_SIZE, step=32, none=_SIZE_BY_DEVICE)
+    steps: int | None = option(None, label="Steps", kind="int", lo=1, hi=MAX_STEPS, step=50, none=_STEPS_BY_DEVICE)
+    style_weight: float | None = option(
+        None, label="Style weight", kind="auto_float", lo=0, none="automatic", advanced=True
+    )
+    content_weight: float | None = option(
+        None, label="Content weight", kind="auto_float", lo=0, none="automatic", advanced=True
+    )
+    model: str | None = option(
+        None, label="Network", kind="choice", choices=MODELS, none="from the weights file, else vgg19"
+    )
+    weights: str | None = option(
+        None, label="Weights", kind="path", none="$NAPARI_NST_WEIGHTS, else torchvision's ImageNet weights"
+    )
     device: str = option("auto", label="Device", kind="device", choices=DEVICES)
-    seed: Optional[int] = option(0, label="Seed", kind="seed", lo=0, hi=MAX_SEED, none="random")
+    seed: int | None = option(0, label="Seed", kind="seed", lo=0, hi=MAX_SEED, none="random")
     content_layers: tuple[str, ...] = option(CONTENT_LAYERS, label="Content layers", kind="names", advanced=True)
     style_layers: tuple[str, ...] = option(STYLE_LAYERS, label="Style layers", kind="names", advanced=True)
-    style_layer_weights: Optional[tuple[float, ...]] = option(None, label="Layer weights", kind="floats", lo=0,
-                                                              advanced=True, none="equal")
+    style_layer_weights: tuple[float, ...] | None = option(
+        None, label="Layer weights", kind="floats", lo=0, advanced=True, none="equal"
+    )
     pooling: str = option("max", label="Pooling", kind="choice", choices=POOLINGS, advanced=True)
     optimizer: str = option("lbfgs", label="Optimiser", kind="choice", choices=OPTIMIZERS, advanced=True)
-    init: Union[str, np.ndarray] = option("content", label="Start from", kind="init", choices=INITS, advanced=True)
+    init: str | np.ndarray = option("content", label="Start from", kind="init", choices=INITS, advanced=True)
     scales: int = option(1, label="Scales", kind="int", lo=1, hi=8, advanced=True)
     pyramid: int = option(4, label="Pyramid", kind="int", lo=0, hi=12, advanced=True)
     style_scale: float = option(1.0, label="Style scale", kind="float", lo=0.05, hi=8.0, step=0.05, advanced=True)
@@ -165,22 +170,36 @@ class Options:
     precision: str = option("auto", label="Precision", kind="choice", choices=PRECISIONS, advanced=True)
     preview_every: int = option(1, label="Preview every", kind="int", lo=1, hi=MAX_STEPS, form=False, cli=False)
     preview_interval: float = option(0.0, label="Preview interval (s)", kind="float", lo=0, form=False, cli=False)
-    temporal_weight: Optional[float] = option(None, label="Temporal weight", kind="auto_float", lo=0,
-                                              advanced=True, none="automatic")
-    frame_steps: Optional[int] = option(None, label="Steps per frame", kind="int", lo=1, hi=MAX_STEPS, step=10,
-                                        advanced=True, none="about a third of steps")
-    content_limits: Optional[tuple[float, float]] = option(None, label="Content limits", kind="limits",
-                                                           none="by dtype", form=False)
-    style_limits: Optional[tuple[float, float]] = option(None, label="Style limits", kind="limits",
-                                                         none="by dtype", form=False)
-    style_blend: Optional[tuple[float, ...]] = option(None, label="Style blend", kind="floats", lo=0, none="equal",
-                                                      form=False)
-    preserve_color: Optional[str] = option(None, label="Keep colours", kind="choice", choices=COLOUR_MODES,
-                                           none="off (the paper's: the style's colours)")
+    temporal_weight: float | None = option(
+        None, label="Temporal weight", kind="auto_float", lo=0, advanced=True, none="automatic"
+    )
+    frame_steps: int | None = option(
+        None,
+        label="Steps per frame",
+        kind="int",
+        lo=1,
+        hi=MAX_STEPS,
+        step=10,
+        advanced=True,
+        none="about a third of steps",
+    )
+    content_limits: tuple[float, float] | None = option(
+        None, label="Content limits", kind="limits", none="by dtype", form=False
+    )
+    style_limits: tuple[float, float] | None = option(
+        None, label="Style limits", kind="limits", none="by dtype", form=False
+    )
+    style_blend: tuple[float, ...] | None = option(
+        None, label="Style blend", kind="floats", lo=0, none="equal", form=False
+    )
+    preserve_color: str | None = option(
+        None, label="Keep colours", kind="choice", choices=COLOUR_MODES, none="off (the paper's: the style's colours)"
+    )
     style_strength: float = option(1.0, label="Style strength", kind="log_float", lo=0.1, hi=10.0)
-    regions: Optional[np.ndarray] = option(None, label="Regions", kind="regions", none="no regions", form=False)
-    region_styles: Optional[dict[int, Optional[int]]] = option(None, label="Region styles", kind="mapping",
-                                                               none="the blend everywhere", form=False)
+    regions: np.ndarray | None = option(None, label="Regions", kind="regions", none="no regions", form=False)
+    region_styles: dict[int, int | None] | None = option(
+        None, label="Region styles", kind="mapping", none="the blend everywhere", form=False
+    )
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -295,7 +314,7 @@ class Options:
         check_layers(self.network, self.style_layers, "style layer")
 
 
-@lru_cache(maxsize=None)
+@cache
 def specs() -> tuple[Spec, ...]:
     """Every option's :class:`Spec`, in declaration order (the widget's form order)."""
     docs = docstring_help(Options.__doc__ or "")
@@ -413,7 +432,7 @@ def _init(v: Any, sp: Spec) -> Any:
         raise OptionError(f"init must be one of {INITS} or an image array") from None
 
 
-def _path(v: Any, sp: Spec) -> Optional[str]:
+def _path(v: Any, sp: Spec) -> str | None:
     if not isinstance(v, (str, os.PathLike)):
         raise OptionError(f"{sp.name} must be None or a file path, got {type(v).__name__}")
     return os.fspath(v) or None
@@ -426,13 +445,14 @@ def _regions(v: Any, sp: Spec) -> np.ndarray:
     return arr  # dtype and shape against the content: regions.check_regions (api.prepare)
 
 
-def _mapping(v: Any, sp: Spec) -> dict[int, Optional[int]]:
+def _mapping(v: Any, sp: Spec) -> dict[int, int | None]:
     if isinstance(v, str):
         v = sp.parse(v)
     if not isinstance(v, dict):
-        raise OptionError(f"region_styles must be a dict {{label: style index or None}} or text like '1:0,2:none', "
-                          f"got {v!r}")
-    out: dict[int, Optional[int]] = {}
+        raise OptionError(
+            f"region_styles must be a dict {{label: style index or None}} or text like '1:0,2:none', got {v!r}"
+        )
+    out: dict[int, int | None] = {}
     for k, s in v.items():
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise OptionError(f"region_styles: labels must be integers, got {k!r}")
@@ -447,15 +467,28 @@ def _as_is(v: Any, sp: Spec) -> Any:  # limits: checked (with the image) by imag
 
 
 _CHECKS = {
-    "int": _int, "seed": _int, "float": _float, "auto_float": _float, "names": _names, "floats": _floats,
-    "choice": _choice, "device": _device, "init": _init, "path": _path, "limits": _as_is,
-    "log_float": _float, "regions": _regions, "mapping": _mapping,
+    "int": _int,
+    "seed": _int,
+    "float": _float,
+    "auto_float": _float,
+    "names": _names,
+    "floats": _floats,
+    "choice": _choice,
+    "device": _device,
+    "init": _init,
+    "path": _path,
+    "limits": _as_is,
+    "log_float": _float,
+    "regions": _regions,
+    "mapping": _mapping,
 }
 
 
 #: README.md holds the generated option table between these two lines
-README_MARKERS = ("<!-- options table: napari_nst.core.options.readme_table(), checked by tests/headless/test_options_spec.py -->",
-                  "<!-- end of options table -->")
+README_MARKERS = (
+    "<!-- options table: napari_nst.core.options.readme_table(), checked by tests/headless/test_options_spec.py -->",
+    "<!-- end of options table -->",
+)
 
 
 def readme_table() -> str:
@@ -463,4 +496,3 @@ def readme_table() -> str:
     from .spec import markdown_table
 
     return markdown_table(specs())
-

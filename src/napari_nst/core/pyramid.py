@@ -72,8 +72,10 @@ class PyramidImage:
             return F.interpolate(z, size=self.shape, mode="bilinear", align_corners=False)
         key = (tuple(z.shape[-2:]), z.device, z.dtype)
         if key not in self._matrices:  # built once per layer, not per evaluation
-            self._matrices[key] = (bilinear_matrix(self.shape[0], z.shape[-2], z.device, z.dtype),
-                                   bilinear_matrix(self.shape[1], z.shape[-1], z.device, z.dtype).T)
+            self._matrices[key] = (
+                bilinear_matrix(self.shape[0], z.shape[-2], z.device, z.dtype),
+                bilinear_matrix(self.shape[1], z.shape[-1], z.device, z.dtype).T,
+            )
         ah, aw_t = self._matrices[key]
         return ah @ z @ aw_t
 
@@ -104,8 +106,9 @@ def matrix_upsampling(device: torch.device) -> bool:
     return device.type != "cpu" and torch.are_deterministic_algorithms_enabled()
 
 
-def bilinear_matrix(n_out: int, n_in: int, device: torch.device | None = None,
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def bilinear_matrix(
+    n_out: int, n_in: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The ``(n_out, n_in)`` matrix of 1-D bilinear interpolation with ``align_corners=False``,
     as torch computes it for an output size (``src = (i + 0.5) * n_in / n_out - 0.5``, clamped at 0)."""
     i = torch.arange(n_out, dtype=torch.float64)

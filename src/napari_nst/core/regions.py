@@ -32,11 +32,15 @@ def check_regions(regions: Any, content_shape: tuple[int, int]) -> np.ndarray:
     arr = np.asarray(regions)
     if arr.dtype == bool or arr.dtype.kind not in "iu":
         what = "a boolean mask" if arr.dtype == bool else f"of dtype {arr.dtype}"
-        raise OptionError(f"regions must be an integer label image (a napari Labels layer's data), got an array "
-                          f"{what}; convert it, e.g. regions.astype(int)")
+        raise OptionError(
+            f"regions must be an integer label image (a napari Labels layer's data), got an array "
+            f"{what}; convert it, e.g. regions.astype(int)"
+        )
     if arr.shape != tuple(content_shape):
-        raise OptionError(f"regions has shape {arr.shape} but the content image is {tuple(content_shape)} (H, W); "
-                          "give a label image of the content's size (or resize it with nearest-neighbour sampling)")
+        raise OptionError(
+            f"regions has shape {arr.shape} but the content image is {tuple(content_shape)} (H, W); "
+            "give a label image of the content's size (or resize it with nearest-neighbour sampling)"
+        )
     return arr
 
 
@@ -45,9 +49,11 @@ def check_mapping(region_styles: Mapping[int, int | None] | None, n_styles: int)
     out: dict[int, int | None] = {}
     for label, style in (region_styles or {}).items():
         if style is not None and not (isinstance(style, (int, np.integer)) and 0 <= int(style) < n_styles):
-            raise OptionError(f"region_styles maps label {label} to style {style!r}, but there "
-                              f"{'is 1 style' if n_styles == 1 else f'are {n_styles} styles'} (indices 0 to "
-                              f"{n_styles - 1}); use one of those, or None for no style there")
+            raise OptionError(
+                f"region_styles maps label {label} to style {style!r}, but there "
+                f"{'is 1 style' if n_styles == 1 else f'are {n_styles} styles'} (indices 0 to "
+                f"{n_styles - 1}); use one of those, or None for no style there"
+            )
         out[int(label)] = None if style is None else int(style)
     return out
 
@@ -64,8 +70,10 @@ def groups(regions: np.ndarray, mapping: Mapping[int, int | None]) -> dict[Targe
 def check_styled(regions: np.ndarray, mapping: Mapping[int, int | None]) -> None:
     """OptionError when every pixel's label is mapped to None (nothing left to style)."""
     if set(groups(regions, mapping)) == {None}:
-        raise OptionError("region_styles maps every label present in regions to None, so no pixel gets a style; "
-                          "map at least one label to a style index (or leave it out to use the blend)")
+        raise OptionError(
+            "region_styles maps every label present in regions to None, so no pixel gets a style; "
+            "map at least one label to a style index (or leave it out to use the blend)"
+        )
 
 
 def pools_before(layer: str) -> int:

@@ -464,14 +464,27 @@ class StackEngineProcess(EngineProcess):
     ``previous`` as in ``iter_stylize_stack``.
     """
 
-    def __init__(self, frames: Any, style: ImageInput, *, start: int = 0, previous: Any = None,
-                 min_interval: float = 0.0, nice: int = 0, **options: Any) -> None:
+    def __init__(
+        self,
+        frames: Any,
+        style: ImageInput,
+        *,
+        start: int = 0,
+        previous: Any = None,
+        min_interval: float = 0.0,
+        nice: int = 0,
+        **options: Any,
+    ) -> None:
         from .api import prepare_stack
 
         source, s, opts = prepare_stack(frames, style, 0, **options)
         super().__init__(source[0], s, min_interval=min_interval, nice=nice, **options)
-        self._request["stack"] = {"frames": source.frames, "limits": source.limits, "start": int(start),
-                                  "previous": previous}
+        self._request["stack"] = {
+            "frames": source.frames,
+            "limits": source.limits,
+            "start": int(start),
+            "previous": previous,
+        }
 
 
 def iter_stylize_process(content: ImageInput, style: ImageInput, **options: Any) -> Iterator[Progress]:

@@ -9,21 +9,44 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .errors import OptionError
 
 #: the kinds of value an option can hold (what the form shows and how text is parsed)
-KINDS = ("int", "float", "auto_float", "names", "floats", "choice", "path", "init", "seed", "limits", "device",
-         "log_float", "regions", "mapping")
+KINDS = (
+    "int",
+    "float",
+    "auto_float",
+    "names",
+    "floats",
+    "choice",
+    "path",
+    "init",
+    "seed",
+    "limits",
+    "device",
+    "log_float",
+    "regions",
+    "mapping",
+)
 
 _NONE_WORDS = ("", "auto", "none", "default")
 
 
 def option(
-    default: Any, *, label: str, kind: str, lo: Optional[float] = None, hi: Optional[float] = None,
-    step: Optional[float] = None, choices: Optional[tuple[str, ...]] = None, none: str = "",
-    advanced: bool = False, form: bool = True, cli: bool = True,
+    default: Any,
+    *,
+    label: str,
+    kind: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    step: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    none: str = "",
+    advanced: bool = False,
+    form: bool = True,
+    cli: bool = True,
 ) -> Any:
     """A dataclass field of ``Options`` with its metadata.
 
@@ -32,8 +55,18 @@ def option(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown option kind {kind!r}")
-    meta = dict(label=label, kind=kind, lo=lo, hi=hi, step=step, choices=choices, none=none,
-                advanced=advanced, form=form, cli=cli)
+    meta = dict(
+        label=label,
+        kind=kind,
+        lo=lo,
+        hi=hi,
+        step=step,
+        choices=choices,
+        none=none,
+        advanced=advanced,
+        form=form,
+        cli=cli,
+    )
     return field(default=default, metadata={"napari_nst": meta})
 
 
@@ -46,10 +79,10 @@ class Spec:
     help: str
     label: str
     kind: str
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    step: Optional[float] = None
-    choices: Optional[tuple[str, ...]] = None
+    lo: float | None = None
+    hi: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
     none: str = ""
     advanced: bool = False
     form: bool = True
@@ -138,16 +171,31 @@ def _mapping(t: str) -> Any:
 
 
 _PARSERS = {
-    "int": _integer, "seed": _integer, "float": _number, "auto_float": _number, "names": _words,
-    "floats": _numbers, "limits": _limits, "log_float": _number, "mapping": _mapping,
+    "int": _integer,
+    "seed": _integer,
+    "float": _number,
+    "auto_float": _number,
+    "names": _words,
+    "floats": _numbers,
+    "limits": _limits,
+    "log_float": _number,
+    "mapping": _mapping,
 }
 _WHAT = {
-    "int": "a whole number", "seed": "a whole number", "float": "a number (e.g. 0.5 or 1e-3)",
-    "auto_float": "a number (e.g. 1e5)", "names": "a comma-separated list of layer names",
-    "floats": "a comma-separated list of numbers", "limits": "two numbers 'lo, hi'",
-    "choice": "a valid choice", "path": "a file path", "init": "content, noise or an image",
-    "device": "a device name", "log_float": "a number (e.g. 0.5 or 2)",
-    "regions": "a label image file", "mapping": "a list 'label:style,...' like '1:0,2:none'",
+    "int": "a whole number",
+    "seed": "a whole number",
+    "float": "a number (e.g. 0.5 or 1e-3)",
+    "auto_float": "a number (e.g. 1e5)",
+    "names": "a comma-separated list of layer names",
+    "floats": "a comma-separated list of numbers",
+    "limits": "two numbers 'lo, hi'",
+    "choice": "a valid choice",
+    "path": "a file path",
+    "init": "content, noise or an image",
+    "device": "a device name",
+    "log_float": "a number (e.g. 0.5 or 2)",
+    "regions": "a label image file",
+    "mapping": "a list 'label:style,...' like '1:0,2:none'",
 }
 
 

@@ -33,6 +33,7 @@ from .records import Progress
 #: style terms are relative errors of order 1 (engine.STYLE_BALANCE). Measured in docs/stacks.md.
 TEMPORAL_BALANCE = 200.0
 
+
 def frame_steps(opts: Options) -> int:
     """Evaluations of each frame after the first (``opts.steps`` must be resolved)."""
     return frame_steps_for(opts.steps, opts.frame_steps)
@@ -50,8 +51,9 @@ class _Carried:
     content: np.ndarray
 
 
-def run_stack(frames: FrameSource, style: np.ndarray, opts: Options, start: int = 0,
-              previous: np.ndarray | None = None) -> Iterator[Progress]:
+def run_stack(
+    frames: FrameSource, style: np.ndarray, opts: Options, start: int = 0, previous: np.ndarray | None = None
+) -> Iterator[Progress]:
     """Stylise ``frames[start:]`` one after the other; yield per evaluation (see Progress.frame).
 
     ``previous``: the pastiche of frame ``start - 1`` (to continue a stopped stack); frame
@@ -64,8 +66,9 @@ def run_stack(frames: FrameSource, style: np.ndarray, opts: Options, start: int 
     opts.check_size(first.shape[:2])
     shapes = opts.level_shapes(first.shape[:2])
     engine.check_memory(first.shape[:2], shapes[-1], opts, device, dtype)
-    base: engine._Run | None = engine._prepare(first, style, opts, device, dtype, shapes,
-                                                  engine.split_steps(int(opts.steps or 1), len(shapes)))
+    base: engine._Run | None = engine._prepare(
+        first, style, opts, device, dtype, shapes, engine.split_steps(int(opts.steps or 1), len(shapes))
+    )
     assert base is not None
     base.style_grams = {}  # the style's Grams once for the whole stack
     oom = None
@@ -82,7 +85,8 @@ def run_stack(frames: FrameSource, style: np.ndarray, opts: Options, start: int 
         base = None
         empty_cache(device)
     if oom is not None:
-        raise engine._out_of_memory(first.shape[:2], shapes[-1], opts, device, dtype, oom)
+        assert opts.size is not None  # for_device filled it in
+        raise engine._out_of_memory(first.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
 
 
 def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.ndarray | None) -> Iterator[Progress]:
@@ -101,15 +105,17 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.nda
         for rec in engine._levels(ctx):
             if rec.image is not None:
                 last = rec.image
-            yield dataclasses.replace(rec, frame=t, frames=n, stack_step=done + rec.step, stack_total=stack_total,
-                                      note=note)
+            yield dataclasses.replace(
+                rec, frame=t, frames=n, stack_step=done + rec.step, stack_total=stack_total, note=note
+            )
         assert last is not None
         done += steps
         carried = _Carried(last, _at(content, shape))
 
 
-def _frame_context(base: engine._Run, content: np.ndarray, steps: int, carried: _Carried | None, flow: bool,
-                   t0: float) -> tuple[engine._Run, str]:
+def _frame_context(
+    base: engine._Run, content: np.ndarray, steps: int, carried: _Carried | None, flow: bool, t0: float
+) -> tuple[engine._Run, str]:
     """The run context of one frame: the shared network and Grams, this frame's content, start
     and temporal term."""
     opts, note, extra = base.opts, "", None
@@ -126,8 +132,16 @@ def _frame_context(base: engine._Run, content: np.ndarray, steps: int, carried: 
         opts = dataclasses.replace(opts, init=start_image, steps=steps)
     where = torch.device("cpu") if resize_on_host(base.device) else base.device
     ctx = dataclasses.replace(
-        base, opts=opts, content=engine.to_tensor(content, where), counts=engine.split_steps(steps, len(base.shapes)),
-        step=0, t0=t0, last_image_at=-math.inf, last_good=None, extra_terms=extra)
+        base,
+        opts=opts,
+        content=engine.to_tensor(content, where),
+        counts=engine.split_steps(steps, len(base.shapes)),
+        step=0,
+        t0=t0,
+        last_image_at=-math.inf,
+        last_good=None,
+        extra_terms=extra,
+    )
     return ctx, note
 
 
@@ -138,8 +152,11 @@ def _temporal_terms(base: engine._Run, target: np.ndarray, mask: np.ndarray, wei
 
     def terms(shape: tuple[int, int]) -> list[Any]:
         tt = engine.resize(target_t, shape)
-        mt = mask_t if tuple(mask_t.shape[-2:]) == tuple(shape) else torch.nn.functional.interpolate(
-            mask_t, size=shape, mode="area").eq(1.0).float()  # reliable only where all of it was
+        mt = (
+            mask_t
+            if tuple(mask_t.shape[-2:]) == tuple(shape)
+            else torch.nn.functional.interpolate(mask_t, size=shape, mode="area").eq(1.0).float()
+        )  # reliable only where all of it was
         return [TemporalTerm(tt, mt, weight)]
 
     return terms

@@ -64,13 +64,13 @@ class _MaxPool2x2Fn(torch.autograd.Function):
         taken: torch.Tensor | None = None
         for di in (0, 1):
             for dj in (0, 1):
-                hit = x[..., di:2 * ho:2, dj:2 * wo:2] == y
+                hit = x[..., di : 2 * ho : 2, dj : 2 * wo : 2] == y
                 if taken is None:
                     taken = hit
                 else:
                     hit &= ~taken
                     taken |= hit
-                torch.where(hit, gy, zero, out=gx[..., di:2 * ho:2, dj:2 * wo:2])  # in place: no temporary
+                torch.where(hit, gy, zero, out=gx[..., di : 2 * ho : 2, dj : 2 * wo : 2])  # in place: no temporary
         return gx
 
 
@@ -153,14 +153,13 @@ def _features_only(state: Any, source: str) -> dict[str, torch.Tensor]:
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             continue
         if key.startswith("features."):
-            out[key[len("features."):]] = value
+            out[key[len("features.") :]] = value
         elif key.split(".", 1)[0].isdigit():
             out[key] = value
     if not out:
         some = ", ".join(list(map(str, state))[:4])
         raise WeightsError(
-            f"{source} has no VGG convolution weights (keys like 'features.0.weight'); "
-            f"its keys start with: {some}"
+            f"{source} has no VGG convolution weights (keys like 'features.0.weight'); its keys start with: {some}"
         )
     return out
 
@@ -191,7 +190,7 @@ def detect_model(state_dict: Any) -> str | None:
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor) or value.ndim != 4:
             continue
-        parts = key[len("features."):].split(".") if key.startswith("features.") else key.split(".")
+        parts = key[len("features.") :].split(".") if key.startswith("features.") else key.split(".")
         if len(parts) == 2 and parts[0].isdigit() and parts[1] == "weight":
             convs[int(parts[0])] = tuple(value.shape)
     if not convs:
@@ -363,8 +362,13 @@ def build_vgg(
     model = resolve_model(model, key)
     check_layers(model, layers, "layer")
     features = _cached_features(model if key is None else "", key, stamp)
-    return _network(model, tuple(layers), pooling, features, f"the weights file {key!r}" if key else
-                    f"torchvision's {model} weights")
+    return _network(
+        model,
+        tuple(layers),
+        pooling,
+        features,
+        f"the weights file {key!r}" if key else f"torchvision's {model} weights",
+    )
 
 
 #: (model, layers, pooling) -> (the weights read, the network built from them); see _network
@@ -374,8 +378,9 @@ _NETS_KEPT = 2
 NETWORK_STATS = {"builds": 0, "hits": 0}
 
 
-def _network(model: str, layers: tuple[str, ...], pooling: str, features: dict[str, torch.Tensor],
-             source: str) -> VGGFeatures:
+def _network(
+    model: str, layers: tuple[str, ...], pooling: str, features: dict[str, torch.Tensor], source: str
+) -> VGGFeatures:
     """One network per (model, layers, pooling) and weights as read (the very same tensors): a
     warm engine process, a dask worker or a script calling ``stylize`` again builds it once (about
     0.5 s on a 2-core CPU). Runs only set its pooling variant and move it to their device."""

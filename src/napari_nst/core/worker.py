@@ -53,8 +53,9 @@ def _records(request: dict[str, Any]) -> Any:
         from .stack import run_stack
 
         st = request["stack"]
-        return run_stack(FrameSource(st["frames"], st["limits"]), request["style"], request["options"], st["start"],
-                         st["previous"])
+        return run_stack(
+            FrameSource(st["frames"], st["limits"]), request["style"], request["options"], st["start"], st["previous"]
+        )
     from .engine import run
 
     return run(request["content"], request["style"], request["options"])
