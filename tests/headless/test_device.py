@@ -28,6 +28,8 @@ def fake(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: caps[current if i is None else i])
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: cpu_bf16)
+        # the capability is faked here: undo conftest's NAPARI_NST_TEST_PRECISION switch, if set
+        monkeypatch.setattr(engine, "_cpu_has_fast_bf16", D.cpu_has_fast_bf16)
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
 
     return set_up
