@@ -87,9 +87,19 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument(
+        "--display-share",
+        type=float,
+        default=None,
+        help="override the throttle's DISPLAY_SHARE (napari's share of the wall time)",
+    )
     ap.add_argument("--out", default=str(ROOT / "docs" / "display_cost.md"))
     args = ap.parse_args()
     os.environ["NAPARI_NST_CONFIG_DIR"] = tempfile.mkdtemp(prefix="napari-nst-bench-")
+    if args.display_share is not None:
+        from napari_nst._qt import throttle
+
+        throttle.DISPLAY_SHARE = args.display_share
     disp = None
     if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         from pyvirtualdisplay import Display

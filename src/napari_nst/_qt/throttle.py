@@ -4,7 +4,7 @@ The cost of showing a run is everything napari's process does for it: applying t
 drawing the canvas (with Mesa's software OpenGL on VMs and remote desktops that is most of it),
 the status and the loss plot. It is measured as napari's own CPU time between two updates
 (``time.process_time``: this process only, not the engine's), and the interval between updates
-is set so that this stays under :data:`DISPLAY_SHARE` of the wall time: fewer updates on a slow
+is set so that this stays under :data:`DISPLAY_SHARE` of the wall time (5 %): fewer updates on a slow
 display or while the user is busy in the viewer, never fewer than one every :data:`MAX_INTERVAL`.
 """
 
@@ -20,7 +20,7 @@ UPDATE_INTERVAL = 0.05
 #: ... and at least this often, whatever it costs (seconds)
 MAX_INTERVAL = 2.0
 #: the share of the wall time napari's process may spend showing the run
-DISPLAY_SHARE = 0.1
+DISPLAY_SHARE = 0.05
 #: weight of the previous measurement when smoothing the cost of an update
 DRAW_SMOOTHING = 0.7
 
