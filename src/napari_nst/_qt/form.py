@@ -93,7 +93,24 @@ def make_field(spec: Spec, init_choices: Callable[..., list[Any]], devices: list
     w.tooltip = " ".join(t for t in (spec.help, EXTRA_TIPS.get(spec.name, "")) if t)
     if kind in PLACEHOLDERS:
         w.native.setPlaceholderText(PLACEHOLDERS[kind])
+    if kind == "log_float":
+        _show_factor(w, spec.label)
     return w
+
+
+def _show_factor(w: Any, label: str) -> None:
+    """The factor in the label ("Style strength ×1"): magicgui's LogSlider shows its internal
+    0-100 position in its readout, a number nobody can act on, so the readout is hidden."""
+    from qtpy.QtWidgets import QAbstractSpinBox
+
+    for box in w.native.findChildren(QAbstractSpinBox):
+        box.hide()
+
+    def update(*_: Any) -> None:
+        w.label = f"{label} ×{w.value:.2g}"
+
+    w.changed.connect(update)
+    update()
 
 
 class OptionsForm:
