@@ -283,19 +283,31 @@ def _add_stylize_stack(sub: Any) -> None:
     p = sub.add_parser(
         "stylize-stack",
         help="stylise every frame of a stack or time-lapse, consistently",
-        description="Stylise each frame of IN (a multi-page TIFF, or a folder of numbered images) in the style of "
-        "STYLE; frame t starts from frame t-1's pastiche carried along the optical flow "
-        "(README: Stacks and time-lapses).",
+        description="Stylise each frame of IN (a multi-page TIFF, a folder of numbered images, or a video with "
+        "napari-nst[video]) in the style of STYLE; frame t starts from frame t-1's pastiche carried along the "
+        "optical flow (README: Stacks and time-lapses). --regions takes a multi-page TIFF of labels, one page per "
+        "frame (or one label image for every frame).",
     )
-    p.add_argument("input", metavar="IN", help="multi-page TIFF (N, H, W[, 3]) or a folder of numbered images")
+    p.add_argument(
+        "input",
+        metavar="IN",
+        help="multi-page TIFF (N, H, W[, 3]), a folder of numbered images, or a video (.mp4, .mov, .mkv, .avi, .webm)",
+    )
     p.add_argument("style", help="style image file")
     p.add_argument(
         "-o",
         "--output",
         required=True,
-        help="OUT.tif: a multi-page 16-bit TIFF; any other name: a folder of PNG files, one per frame",
+        help="OUT.tif: a multi-page 16-bit TIFF; OUT.mp4 (.mov, .mkv, .avi, .webm): a video, its finished frames "
+        "kept as PNG files in OUT.mp4.frames until it is complete; any other name: a folder of PNG files",
     )
     p.add_argument("--axis", type=int, default=0, help="the TIFF's frame axis (default: 0)")
+    p.add_argument(
+        "--fps",
+        type=float,
+        metavar="X",
+        help="frames per second of a video OUT (default: the input video's, else 25)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(save_every=0)
     add_option_flags(p)
@@ -303,12 +315,17 @@ def _add_stylize_stack(sub: Any) -> None:
 
 def _stylize_stack(args: argparse.Namespace) -> int:
     from .core.api import iter_stylize_stack
-    from .core.io import FolderFrames, StackWriter, read_stack
+    from .core.io import FolderFrames, read_stack, read_stack_labels, stack_writer
 
     frames = read_stack(args.input)
-    writer = StackWriter(args.output, frames.names if isinstance(frames, FolderFrames) else None)
+    regions = vars(args).pop("regions", None)  # a stack of labels, not the one image _options reads
+    names = frames.names if isinstance(frames, FolderFrames) else None
+    writer = stack_writer(args.output, names, fps=args.fps or getattr(frames, "fps", None))
     writer.check_inputs(args.input, args.style)
-    records = iter_stylize_stack(frames, args.style, axis=args.axis, **_options(args))  # validates first
+    options = _options(args)
+    if regions is not None:
+        options["regions"] = read_stack_labels(regions)
+    records = iter_stylize_stack(frames, args.style, axis=args.axis, **options)  # validates first
     return _drive_stack(records, writer, args)
 
 
@@ -325,13 +342,15 @@ def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
                 note = rec.note
                 print(f"napari-nst: note: {note}", file=sys.stderr)
             if rec.step == rec.total and rec.image is not None:
+                if hasattr(writer, "frames"):
+                    writer.frames = rec.frames  # a video: its PNG frames go once all are in it
                 writer.write(rec.frame, rec.image)
             if bar is not None:
                 bar.set_postfix_str(f"frame {rec.frame + 1}/{rec.frames}", refresh=False)
                 bar.update(rec.stack_step - bar.n)
     except KeyboardInterrupt:
         writer.close()
-        print(f"napari-nst: stopped; {writer.written} finished frame(s) saved to {writer.out}", file=sys.stderr)
+        print(f"napari-nst: stopped; {writer.written} finished frame(s) saved to {_kept(writer)}", file=sys.stderr)
         return 130
     except BaseException:
         writer.close()  # the finished frames are kept
@@ -341,8 +360,12 @@ def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
             bar.close()
     writer.close()
     if not args.quiet and rec is not None:
-        print(f"saved {writer.written} frames to {writer.out}")
+        print(f"saved {writer.written} frames to {_kept(writer)}")
     return 0
+
+
+def _kept(writer: Any) -> str:
+    return str(getattr(writer, "kept", writer.out))
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -65,7 +65,8 @@ def test_folder_in_and_out_keeps_names_and_numeric_order(tmp_path, stack, style_
         ("sizes", "frame 1 is 40x50 px"),
         ("two_d", "not a stack of 2-D images"),
         ("negative", "temporal_weight must be"),
-        ("video", "is not a TIFF"),
+        ("video", "as a video"),
+        ("not_a_stack", "is not a TIFF"),
     ],
 )
 def test_bad_input_is_an_error_and_nothing_is_written(case, match, tmp_path, stack, style_file, fast, capsys):
@@ -79,8 +80,12 @@ def test_bad_input_is_an_error_and_nothing_is_written(case, match, tmp_path, sta
         src = tmp_path / "one.tif"
         tifffile.imwrite(src, stack[0, ..., 0])
     elif case == "video":
+        pytest.importorskip("av")  # without it: test_stack_video.py's error naming the extra
         src = tmp_path / "clip.mp4"
         src.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    elif case == "not_a_stack":
+        src = tmp_path / "notes.txt"
+        src.write_text("not an image\n")
     else:
         src = tmp_path / "in.tif"
         tifffile.imwrite(src, stack, photometric="rgb")

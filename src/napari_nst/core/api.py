@@ -176,12 +176,17 @@ def console_progress(show: bool) -> Iterator[Any]:
 
 
 def stack_frames(stack: Any, axis: int = 0, limits: Any = None) -> Any:
-    """``stack`` (an array whose ``axis`` runs over frames, or a sequence of 2-D images) as a
+    """``stack`` (an array whose ``axis`` runs over frames, a sequence of 2-D images, or the path of
+    a multi-page TIFF, a folder of numbered images or a video: :func:`~napari_nst.core.io.read_stack`) as a
     :class:`~napari_nst.core.stack.FrameSource`; raises ``ImageError`` (a ValueError) for a 2-D
     array or one RGB image, an axis out of range, or an empty stack."""
     from .errors import ImageError
     from .frames import FrameSource
 
+    if isinstance(stack, (str, os.PathLike)):  # a multi-page TIFF, a folder of images, a video
+        from .io import read_stack
+
+        stack = read_stack(stack)
     if isinstance(stack, (list, tuple)) or hasattr(stack, "shapes"):  # images, or a lazy reader (io.py)
         if len(stack) == 0:
             raise ImageError("the stack has no frames")
@@ -224,22 +229,59 @@ def _unit_range(frames: np.ndarray) -> bool:
     return frames.dtype.kind == "f" and bool(np.nanmin(frames) >= 0.0) and bool(np.nanmax(frames) <= 1.0)
 
 
-def prepare_stack(stack: Any, style: ImageInput, axis: int = 0, **options: Any) -> tuple[Any, np.ndarray, Options]:
-    """Validate a stack run before any work: frames, style and options (ValueError naming the fix)."""
+def prepare_stack(stack: Any, style: StyleInput, axis: int = 0, **options: Any) -> tuple[Any, Any, Options]:
+    """Validate a stack run before any work: frames, style(s) and options (ValueError naming the fix)."""
     opts = Options.from_kwargs(**options)
     frames = stack_frames(stack, axis, opts.content_limits)
     first = frames[0]
     opts.check_size(first.shape[:2])
     _check_weights_path(opts.weights)
-    s = _load(style, "style", opts.style_limits)
-    opts.check_style_size(first.shape[:2], s.shape[:2])
+    several = isinstance(style, (list, tuple))
+    styles = []
+    for i, one in enumerate(list(style) if several else [style]):  # type: ignore[arg-type]
+        s = _load(one, f"style {i}" if several else "style", opts.style_limits)
+        opts.check_style_size(first.shape[:2], s.shape[:2])
+        styles.append(s)
+    if not styles:
+        from .errors import OptionError
+
+        raise OptionError("style is an empty list; give at least one style image")
+    regions = opts.regions
+    per_frame = regions is not None and np.ndim(regions) == 3
+    if per_frame:
+        opts.regions = np.asarray(regions)[0]  # checked as one image's (dtype, size), then every frame's
+    _check_controls(first, len(styles), opts)  # one label image: the same regions in every frame
+    if per_frame:
+        opts.regions = _check_region_stack(regions, len(frames), first.shape[:2], len(styles), opts)
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")
-    return frames, s, opts
+    return frames, (styles if several else styles[0]), opts
+
+
+def _check_region_stack(regions: Any, n: int, shape: tuple[int, int], n_styles: int, opts: Options) -> np.ndarray:
+    """``regions`` (N, H, W): one label image per frame (frame axis first), e.g. a Labels layer of
+    the stack's dims; OptionError naming the fix otherwise."""
+    from .errors import OptionError
+    from .regions import check_mapping, check_regions, check_styled
+
+    arr = np.asarray(regions)
+    if arr.shape[0] != n:
+        raise OptionError(
+            f"regions has {arr.shape[0]} label images (shape {arr.shape}) but the stack has {n} frames; give "
+            "one per frame (frame axis first), or one (H, W) label image for every frame"
+        )
+    mapping = check_mapping(opts.region_styles, n_styles)
+    check_regions(arr[0], shape)  # dtype and frame size
+    for t in range(n):
+        try:
+            check_styled(arr[t], mapping)
+        except OptionError as exc:
+            raise OptionError(f"frame {t}: {exc}") from None
+    return arr
 
 
 def iter_stylize_stack(
-    stack: Any, style: ImageInput, axis: int = 0, *, start: int = 0, previous: Any = None, **options: Any
+    stack: Any, style: StyleInput, axis: int = 0, *, start: int = 0, previous: Any = None, **options: Any
 ) -> Iterator[Any]:
     """Stylise every frame of ``stack``, each consistent with the one before; yield per evaluation.
 
@@ -261,13 +303,13 @@ def iter_stylize_stack(
     return _run_stack(frames, s, opts, int(start), previous)
 
 
-def _run_stack(frames: Any, s: np.ndarray, opts: Options, start: int, previous: Any) -> Iterator[Any]:
+def _run_stack(frames: Any, s: Any, opts: Options, start: int, previous: Any) -> Iterator[Any]:
     from .stack import run_stack
 
     yield from run_stack(frames, s, opts, start, previous)
 
 
-def stylize_stack(stack: Any, style: ImageInput, axis: int = 0, **options: Any) -> np.ndarray:
+def stylize_stack(stack: Any, style: StyleInput, axis: int = 0, **options: Any) -> np.ndarray:
     """The whole stack, blocking: float32 ``(N, h, w, 3)`` in [0, 1] (frame axis first).
 
     Same arguments as :func:`iter_stylize_stack`.

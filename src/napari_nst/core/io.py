@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -193,20 +194,25 @@ def _header_shape(p: Path) -> tuple[int, int]:
         raise ImageError(f"cannot read {str(p)!r} as an image (not an image, truncated or corrupt?): {exc}") from None
 
 
-def read_stack(path: str | os.PathLike[str]) -> np.ndarray | FolderFrames:
-    """A multi-page TIFF as an (N, H, W[, C]) array, or a folder of numbered images as
-    :class:`FolderFrames`. Raises :class:`ImageError` naming what to change."""
+def read_stack(path: str | os.PathLike[str]) -> Any:
+    """A multi-page TIFF as an (N, H, W[, C]) array, a folder of numbered images as
+    :class:`FolderFrames`, or a video file as :class:`~napari_nst.core.video.VideoFrames` (with
+    the ``video`` extra). Raises :class:`ImageError` naming what to change."""
+    from .video import VIDEO_SUFFIXES, VideoFrames, is_video
+
     p = Path(path).expanduser()
     if p.is_dir():
         return FolderFrames(p)
     if not p.exists():
-        raise ImageError(f"no stack at {str(p)!r}; give a multi-page TIFF or a folder of numbered images")
+        raise ImageError(f"no stack at {str(p)!r}; give a multi-page TIFF, a folder of numbered images or a video")
+    if is_video(p):
+        return VideoFrames(p)
     with open(p, "rb") as fh:
         magic = fh.read(4)
     if magic not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         raise ImageError(
-            f"{str(p)!r} is not a TIFF; give a multi-page TIFF or a folder of numbered images "
-            "(videos are not read: save the frames as images first)"
+            f"{str(p)!r} is not a TIFF; give a multi-page TIFF, a folder of numbered images or a video "
+            f"({', '.join(VIDEO_SUFFIXES)})"
         )
     import tifffile
 
@@ -277,3 +283,49 @@ class StackWriter:
         """A TIFF's finished frames go to ``OUT.tif`` (nothing when no frame was written)."""
         if self.tiff and self.written:
             os.replace(self.part, self.out)
+
+
+def stack_writer(
+    out: str | os.PathLike[str], names: list[str] | None = None, fps: float | None = None, frames: int | None = None
+) -> Any:
+    """The writer for ``out``: a video (:class:`~napari_nst.core.video.VideoWriter`, ``fps`` frames
+    a second, ``frames`` in all) for a video name, else a :class:`StackWriter` (TIFF or folder)."""
+    from .video import VideoWriter, is_video
+
+    if is_video(out):
+        return VideoWriter(out, fps=fps, frames=frames)
+    return StackWriter(out, names)
+
+
+def read_stack_labels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Labels for a stack: a multi-page TIFF as an integer (N, H, W) array, one label image per
+    frame (a napari Labels layer of the stack's dims saved as TIFF), or one label image file as
+    (H, W) for every frame. Raises :class:`ImageError` naming what to change."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ImageError(
+            f"no label file at {str(p)!r}; check the path (a multi-page TIFF of labels, or one label image)"
+        )
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        import tifffile
+
+        try:
+            arr = np.asarray(tifffile.imread(p))
+        except Exception as exc:
+            raise ImageError(f"cannot read {str(p)!r} as a TIFF of labels (truncated or corrupt?): {exc}") from None
+    else:
+        arr = read_image(p)
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4) and all(np.array_equal(arr[..., 0], arr[..., k]) for k in (1, 2)):
+            arr = arr[..., 0]  # a gray label image saved as RGB(A)
+    if (
+        arr.ndim not in (2, 3)
+        or arr.dtype.kind not in "iuf"
+        or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr)))
+    ):
+        raise ImageError(
+            f"the labels {str(p)!r} hold an array of shape {arr.shape} ({arr.dtype}); give integer labels: a "
+            "multi-page TIFF (N, H, W), one page per frame, or one label image (H, W) for every frame"
+        )
+    return arr.astype(np.int64) if arr.dtype.kind == "f" else arr
