@@ -142,7 +142,7 @@ def test_options_parse_and_refuse():
     with pytest.raises(OptionError, match="style_strength"):
         Options.from_kwargs(style_strength=20)
     with pytest.raises(OptionError, match="2-D label image"):
-        Options.from_kwargs(regions=np.zeros((2, 3, 4), int))
+        Options.from_kwargs(regions=np.zeros((2, 2, 3, 4), int))  # (N, H, W) is a stack's (test_stack_regions.py)
 
 
 def _bad(content, style, **kw):

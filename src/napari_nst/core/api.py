@@ -248,11 +248,12 @@ def prepare_stack(stack: Any, style: StyleInput, axis: int = 0, **options: Any) 
         raise OptionError("style is an empty list; give at least one style image")
     regions = opts.regions
     per_frame = regions is not None and np.ndim(regions) == 3
-    if per_frame:
-        opts.regions = np.asarray(regions)[0]  # checked as one image's (dtype, size), then every frame's
+    if per_frame:  # every frame's labels, then frame 0's as one image's (with style_blend and the rest)
+        regions = _check_region_stack(regions, len(frames), first.shape[:2], len(styles), opts)
+        opts.regions = regions[0]
     _check_controls(first, len(styles), opts)  # one label image: the same regions in every frame
     if per_frame:
-        opts.regions = _check_region_stack(regions, len(frames), first.shape[:2], len(styles), opts)
+        opts.regions = regions
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")
     return frames, (styles if several else styles[0]), opts

@@ -86,6 +86,8 @@ class Controls:
     regions: np.ndarray | None = None  #: int (H, W) at the content's resolution
     mapping: dict[int, int | None] = field(default_factory=dict)
     chroma: torch.Tensor | None = None  #: the original content (luminance mode), (1, 3, H, W)
+    #: the styles' Grams by working shape, kept across the frames of a stack (core/stack.py); None: not kept
+    grams_memo: dict[Any, Any] | None = None
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
@@ -144,6 +146,8 @@ class Controls:
     def _style_grams(
         self, ctx: Any, shape: tuple[int, int]
     ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, int]]]:
+        if self.grams_memo is not None and shape in self.grams_memo:
+            return self.grams_memo[shape]  # type: ignore[no-any-return]
         grams, sizes = [], []
         for s, s_shape in zip(self.styles, self.style_shapes, strict=True):
             x = ctx.resized(s, ctx.opts.style_shape(s_shape, shape))
@@ -151,6 +155,8 @@ class Controls:
                 feats = ctx.net(x)
             grams.append({n: gram(feats[n]) for n in ctx.opts.style_layers})
             sizes.append({n: int(feats[n].shape[-2] * feats[n].shape[-1]) for n in ctx.opts.style_layers})
+        if self.grams_memo is not None:
+            self.grams_memo[shape] = (grams, sizes)
         return grams, sizes
 
     def _region_targets(

@@ -132,7 +132,8 @@ class Options:
     regions : int array or None
         A label image of the content's (H, W) (a napari Labels layer's data; on the command line
         a label image file) whose labels choose the style of each region (see ``region_styles``).
-        None: the style everywhere.
+        For a stack also (N, H, W), one label image per frame (a Labels layer of the stack's dims;
+        on the command line a multi-page TIFF). None: the style everywhere.
     region_styles : dict or None
         Label -> style index (0 = the first style) or None (no style: keep the content there),
         as text ``1:0,2:none``. Labels not in it, 0 included, get the blend of all styles.
@@ -440,8 +441,11 @@ def _path(v: Any, sp: Spec) -> str | None:
 
 def _regions(v: Any, sp: Spec) -> np.ndarray:
     arr = np.asarray(v)
-    if arr.ndim != 2:
-        raise OptionError(f"regions must be a 2-D label image (H, W) of the content's size, got shape {arr.shape}")
+    if arr.ndim not in (2, 3):  # (N, H, W): one label image per frame of a stack (api.prepare_stack)
+        raise OptionError(
+            f"regions must be a 2-D label image (H, W) of the content's size (for a stack also (N, H, W), one per "
+            f"frame), got shape {arr.shape}"
+        )
     return arr  # dtype and shape against the content: regions.check_regions (api.prepare)
 
 

@@ -478,7 +478,11 @@ class StackEngineProcess(EngineProcess):
         from .api import prepare_stack
 
         source, s, opts = prepare_stack(frames, style, 0, **options)
-        super().__init__(source[0], s, min_interval=min_interval, nice=nice, **options)
+        first = dict(options)
+        if opts.regions is not None and opts.regions.ndim == 3:  # one label image per frame
+            first["regions"] = opts.regions[0]
+        super().__init__(source[0], s, min_interval=min_interval, nice=nice, **first)
+        self._request["options"] = opts
         self._request["stack"] = {
             "frames": source.frames,
             "limits": source.limits,

@@ -66,11 +66,21 @@ def run_stack(
     opts.check_size(first.shape[:2])
     shapes = opts.level_shapes(first.shape[:2])
     engine.check_memory(first.shape[:2], shapes[-1], opts, device, dtype)
+    regions = opts.regions if opts.regions is not None and np.ndim(opts.regions) == 3 else None
     base: engine._Run | None = engine._prepare(
-        first, style, opts, device, dtype, shapes, engine.split_steps(int(opts.steps or 1), len(shapes))
+        first,
+        style,
+        opts if regions is None else dataclasses.replace(opts, regions=regions[start]),
+        device,
+        dtype,
+        shapes,
+        engine.split_steps(int(opts.steps or 1), len(shapes)),
     )
     assert base is not None
     base.style_grams = {}  # the style's Grams once for the whole stack
+    if base.controls is not None:
+        base.controls.grams_memo = {}  # also those of several styles (core/controls.py)
+    base.opts = opts  # per-frame regions: _frame_context gives each frame its own
     oom = None
     try:
         with cudnn_benchmark(device):
@@ -100,7 +110,7 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.nda
     flow = have_flow()
     for t, steps in zip(range(start, n), totals, strict=True):
         content = frames[t]
-        ctx, note = _frame_context(base, content, steps, carried, flow, t0)
+        ctx, note = _frame_context(base, t, content, steps, carried, flow, t0)
         last: np.ndarray | None = None
         for rec in engine._levels(ctx):
             if rec.image is not None:
@@ -114,10 +124,10 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.nda
 
 
 def _frame_context(
-    base: engine._Run, content: np.ndarray, steps: int, carried: _Carried | None, flow: bool, t0: float
+    base: engine._Run, frame: int, content: np.ndarray, steps: int, carried: _Carried | None, flow: bool, t0: float
 ) -> tuple[engine._Run, str]:
-    """The run context of one frame: the shared network and Grams, this frame's content, start
-    and temporal term."""
+    """The run context of frame ``frame``: the shared network and Grams, this frame's content,
+    regions, start and temporal term."""
     opts, note, extra = base.opts, "", None
     if carried is not None:
         shape = base.shapes[-1]
@@ -131,9 +141,13 @@ def _frame_context(
             start_image, note = carried.pastiche, OPENCV_NOTE
         opts = dataclasses.replace(opts, init=start_image, steps=steps)
     where = torch.device("cpu") if resize_on_host(base.device) else base.device
+    controls = base.controls
+    if opts.regions is not None and np.ndim(opts.regions) == 3:  # one label image per frame
+        controls = dataclasses.replace(controls, regions=np.asarray(opts.regions[frame]), _cache={})
     ctx = dataclasses.replace(
         base,
         opts=opts,
+        controls=controls,
         content=engine.to_tensor(content, where),
         counts=engine.split_steps(steps, len(base.shapes)),
         step=0,

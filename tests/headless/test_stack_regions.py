@@ -1,0 +1,125 @@
+"""Per-frame regions in a stack: ``regions`` an (N, H, W) label stack (a Labels layer of the
+stack's dims; on the command line a multi-page TIFF), each frame painted by its own labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import napari_nst
+from napari_nst.cli import main
+from napari_nst.core import controls as controls_mod
+
+
+@pytest.fixture
+def frames(content) -> np.ndarray:
+    return np.stack([np.roll(content, 2 * t, axis=1) for t in range(3)])
+
+
+@pytest.fixture
+def labels() -> np.ndarray:
+    """(3, 40, 56): label 1 on a band that moves down 8 px a frame, 0 elsewhere; frame 2 also has label 2."""
+    out = np.zeros((3, 40, 56), np.int32)
+    for t in range(3):
+        out[t, 8 * t : 8 * t + 12] = 1
+    out[2, :, :10] = 2
+    return out
+
+
+def _spy_regions(monkeypatch) -> list[np.ndarray]:
+    """The label image each level's region targets were built from."""
+    seen = []
+    real = controls_mod.Controls._region_targets
+
+    def spy(self, ctx, shape, grams, sizes, nm):
+        seen.append(np.array(self.regions))
+        return real(self, ctx, shape, grams, sizes, nm)
+
+    monkeypatch.setattr(controls_mod.Controls, "_region_targets", spy)
+    return seen
+
+
+def test_each_frame_is_painted_by_its_own_labels(frames, labels, style, fast, monkeypatch):
+    seen = _spy_regions(monkeypatch)
+    before = labels.copy()
+    out = napari_nst.stylize_stack(frames, [style, style[::-1]], regions=labels, region_styles={1: 1}, **fast)
+    assert out.shape == (3, 23, 32, 3) and np.isfinite(out).all()
+    assert len(seen) == 3
+    for t in range(3):
+        np.testing.assert_array_equal(seen[t], labels[t])
+    np.testing.assert_array_equal(labels, before)  # the caller's labels untouched
+
+
+def test_frame_zero_of_a_label_stack_is_the_single_image_run(frames, labels, style, fast):
+    opts = dict(regions=labels, region_styles={1: None}, **fast)
+    out = napari_nst.stylize_stack(frames, style, **opts)
+    single = napari_nst.stylize(frames[0], style, **{**opts, "regions": labels[0]})
+    np.testing.assert_allclose(out[0], single, atol=1e-6)
+
+
+def test_one_label_image_paints_every_frame(frames, labels, style, fast, monkeypatch):
+    seen = _spy_regions(monkeypatch)
+    napari_nst.stylize_stack(frames, style, regions=labels[1], region_styles={1: None}, **fast)
+    assert len(seen) == 3 and all(np.array_equal(s, labels[1]) for s in seen)
+
+
+def test_style_grams_of_several_styles_are_computed_once_per_stack(frames, labels, style, fast, monkeypatch):
+    calls = []
+    real = controls_mod.Controls._style_grams
+
+    def spy(self, ctx, shape):
+        calls.append(self.grams_memo is not None and shape in self.grams_memo)
+        return real(self, ctx, shape)
+
+    monkeypatch.setattr(controls_mod.Controls, "_style_grams", spy)
+    napari_nst.stylize_stack(frames, [style, style[::-1]], regions=labels, **fast)
+    assert calls == [False, True, True]
+
+
+@pytest.mark.parametrize(
+    "regions, region_styles, match",
+    [
+        (np.zeros((2, 40, 56), int), None, "2 label images .* the stack has 3 frames"),
+        (np.zeros((3, 40, 50), int), None, "regions has shape"),
+        (np.zeros((3, 40, 56)), None, "integer label image"),
+        ("frame2_none", {2: None}, "frame 2: .*no pixel gets a style"),
+    ],
+)
+def test_bad_label_stacks_are_value_errors_at_the_call(frames, labels, style, fast, regions, region_styles, match):
+    if isinstance(regions, str):
+        regions = labels.copy()
+        regions[2] = 2  # frame 2 holds only label 2, which gets no style
+    with pytest.raises(ValueError, match=match):
+        napari_nst.iter_stylize_stack(frames, style, regions=regions, region_styles=region_styles, **fast)
+
+
+def test_label_stack_in_a_child_process(frames, labels, style, fast):
+    """The widget's way (StackEngineProcess): the label stack travels to the engine process."""
+    from napari_nst.core.remote import StackEngineProcess
+
+    opts = dict(regions=labels, region_styles={1: 1}, **fast)
+    finals = [r for r in StackEngineProcess(frames, [style, style[::-1]], **opts) if r.step == r.total]
+    out = napari_nst.stylize_stack(frames, [style, style[::-1]], **opts)
+    assert [r.frame for r in finals] == [0, 1, 2]
+    np.testing.assert_allclose(finals[-1].image, out[2], atol=1e-5)
+
+
+def test_cli_takes_a_multipage_tiff_of_labels(tmp_path, frames, labels, style, fast, monkeypatch, capsys):
+
+    src, lab, sty = tmp_path / "in.tif", tmp_path / "labels.tif", tmp_path / "style.png"
+    tifffile.imwrite(src, frames, photometric="rgb")
+    tifffile.imwrite(lab, labels)
+    Image.fromarray(style).save(sty)
+    seen = _spy_regions(monkeypatch)
+    out = tmp_path / "out.tif"
+    args = ["--size", "32", "--steps", "4", "--weights", fast["weights"], "--device", "cpu", "--quiet"]
+    cmd = ["stylize-stack", str(src), str(sty), "-o", str(out), "--regions", str(lab), "--region-styles", "1:none"]
+    assert main([*cmd, *args]) == 0
+    assert tifffile.imread(out).shape == (3, 23, 32, 3)
+    assert len(seen) == 3 and all(np.array_equal(s, labels[t]) for t, s in enumerate(seen))
+    tifffile.imwrite(lab, labels[:2])  # one page short
+    out.unlink()
+    assert main([*cmd, *args]) == 1
+    assert "2 label images" in capsys.readouterr().err and not out.exists()
