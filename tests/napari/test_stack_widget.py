@@ -199,3 +199,36 @@ def test_frame_steps_field_is_auto_until_set(make_napari_viewer, images, timelap
     assert widget.options()["frame_steps"] == 7 and widget.options()["temporal_weight"] == 50.0
     widget.form.reset("frame_steps")
     assert widget.options()["frame_steps"] is None
+
+
+def test_a_labels_stack_gives_each_frame_its_regions_and_two_styles_reach_the_engine(
+    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_stack, notifications
+):
+    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
+    s2 = viewer.add_image(images[1][::-1].copy(), name="flipped", rgb=True)
+    labels = np.zeros(timelapse.shape, np.int32)
+    for t in range(4):
+        labels[t, :, 13 * t : 13 * t + 13] = 1  # a band that moves right 13 px a frame
+    lab = viewer.add_labels(labels, name="cells mask", scale=(1.0, 0.5, 0.25), translate=(0.0, 10.0, -3.0))
+    widget.content.value = c  # picker lists changed with the new layers
+    widget.add_style.clicked.emit()
+    widget.styles_panel.pickers[1].value = s2
+    widget.regions.value = lab
+    rows = {w.name: w for w in widget.region_styles}
+    rows["label_1"].value = "style 2: flipped"
+    widget.slices.value = 0
+    assert widget.start()
+    _wait_idle(qtbot, widget)
+    assert errors(notifications) == []
+    eng = fake_stack.instances[0]
+    assert isinstance(eng.style, list) and len(eng.style) == 2 and eng.opts.region_styles == {1: 1}
+    regions = eng.opts.regions
+    h, w = eng.source[0].shape[:2]
+    assert regions.shape == (4, h, w)  # one label image per frame, at the working shape
+    cols = [np.flatnonzero(regions[t].max(0)) for t in range(4)]  # the band's columns in each frame
+    for t in range(4):
+        expect = (np.arange(w) + 0.5) * 52 / w - 0.5  # content columns of the working pixels' centres
+        inside = np.flatnonzero((np.rint(expect) >= 13 * t) & (np.rint(expect) < 13 * t + 13))
+        np.testing.assert_array_equal(cols[t], inside)
+    out = viewer.layers[-1]
+    assert out.name == "cells × paint + flipped" and out.metadata["napari_nst"]["regions"]["layer"] == "cells mask"

@@ -15,7 +15,7 @@ from magicgui.widgets import CheckBox, ComboBox
 from .._run import stack as stack_run
 from .._run.inputs import slice_axes, snapshot
 from .._run.sink import META_KEY
-from .._run.stack import StackSink, plan_stack, stack_axes, stack_memory_problem
+from .._run.stack import StackSink, labels_per_frame, plan_stack, stack_axes, stack_memory_problem, with_stack_controls
 from . import notify
 
 THIS_SLICE = "This slice"
@@ -82,8 +82,11 @@ class StackPanel:
         opts: dict[str, Any],
         settings: dict[str, Any],
         resume: Any = None,
+        styles: tuple[Any, ...] = (),
+        labels: Any = None,
     ) -> bool:
-        """Plan and start a stack run (``resume``: an unfinished stack pastiche layer to fill further)."""
+        """Plan and start a stack run (``resume``: an unfinished stack pastiche layer to fill further;
+        ``styles``: style layers 2, 3 ...; ``labels``: a Labels layer, read over each frame)."""
         point, displayed = tuple(self._viewer.dims.point), tuple(self._viewer.dims.displayed)
         meta = self.unfinished(resume) or {}
         axis = int(meta["settings"]["stack"]["axis"]) if meta else self.axis()
@@ -100,10 +103,14 @@ class StackPanel:
             start=start,
             previous=snapshot(resume, point) if meta and start > 0 else None,
         )
+        regions = labels_per_frame(labels, content, point, plan) if labels is not None else None
+        extras = [snapshot(lay, point) for lay in styles]
+        plan = with_stack_controls(plan, extras, regions, self._viewer.dims.ndim, displayed)
         problem = stack_memory_problem(plan, stack_run.available_memory())
         if problem:
             notify.error(problem)
             return False
         sink = StackSink(self._viewer, plan, follow=bool(self.follow.value), layer=resume if meta else None)
-        controller.start(plan, {"content": content, "style": style, "init": None}, sink=sink)
+        sources = {"content": content, "style": style, "init": None, "styles": list(styles), "regions": labels}
+        controller.start(plan, sources, sink=sink)
         return True

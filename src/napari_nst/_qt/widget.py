@@ -322,7 +322,8 @@ class StyleTransferWidget(Container[Any]):
         opts["init"] = "content" if init_layer is not None else opts["init"]
         if self.stack.unfinished(init_layer) or (init_layer is None and self.stack.axis() is not None):
             settings = {**Options().as_dict(), **opts, "init": opts["init"]}
-            return self.stack.start(self.controller, content, style, opts, settings, resume=init_layer)
+            extra = {"styles": tuple(self.styles_panel.layers()[1:]), "labels": self.regions.value}
+            return self.stack.start(self.controller, content, style, opts, settings, resume=init_layer, **extra)
         plan = self._plan(content, style, init_layer, opts)
         self.controller.start(
             plan,

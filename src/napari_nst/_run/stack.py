@@ -22,8 +22,9 @@ import numpy as np
 from ..core.errors import EngineProcessError
 from ..core.images import resized_shape
 from .inputs import LayerSnapshot, read_input, slice_axes, slice_shape
-from .plan import RunPlan, Task, output_name
-from .runner import _LIVE_PROCESSES, ENGINE_NICE, PREVIEW_INTERVAL, Notes, ProcessRunner
+from .labels import LabelsSnapshot, labels_snapshot, read_labels
+from .plan import RunPlan, Task, output_name, with_controls
+from .runner import _LIVE_PROCESSES, ENGINE_NICE, PREVIEW_INTERVAL, Notes, ProcessRunner, read_inputs
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,44 @@ def plan_stack(
     return RunPlan(tasks=tuple(tasks), output_name=name, settings=meta, stack_axis=axis, start=start, previous=previous)
 
 
+def labels_per_frame(labels: Any, content: Any, point: Sequence[float], plan: RunPlan) -> list[LabelsSnapshot]:
+    """The Labels layer as it lies over each frame of a stack plan (a Labels layer of the stack's
+    dims gives each frame its own labels; a 2-D one the same for all). Main thread."""
+    out = []
+    for task in plan.tasks:
+        pos = task.content.position
+        world = np.asarray(content.data_to_world(list(pos)), float) if pos is not None else None
+        p = list(point)
+        if world is not None and len(world) <= len(p):
+            p[len(p) - len(world) :] = list(world)  # the world point of this frame's slice
+        out.append(labels_snapshot(labels, content, p, task.axes))
+    return out
+
+
+def with_stack_controls(
+    plan: RunPlan,
+    styles: Sequence[LayerSnapshot],
+    regions: Sequence[LabelsSnapshot] | None,
+    world_ndim: int,
+    displayed: Sequence[int],
+) -> RunPlan:
+    """A stack plan with more style images and/or each frame's regions (``regions[t]``)."""
+    if not styles and regions is None:
+        return plan
+    tasks, name = [], plan.output_name
+    for t, task in enumerate(plan.tasks):
+        one = with_controls(
+            dataclasses.replace(plan, tasks=(task,)),
+            styles,
+            None if regions is None else regions[t],
+            world_ndim,
+            displayed,
+        )
+        tasks.append(one.tasks[0])
+        name = one.output_name
+    return dataclasses.replace(plan, tasks=tuple(tasks), output_name=name)
+
+
 def _frame_steps(options: dict[str, Any]) -> int:
     from ..core.frames import frame_steps_for
 
@@ -120,26 +159,29 @@ def available_memory() -> int | None:
 # --------------------------------------------------------------------------- worker thread
 
 
-def read_frames(plan: RunPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
-    """Every slice at the working size (N, h, w, 3), the style, the previous frame's pastiche
-    (continuing) and notes. Worker thread: reads snapshots only."""
+def read_frames(plan: RunPlan) -> tuple[np.ndarray, Any, np.ndarray | None, list[str], np.ndarray | None]:
+    """Every slice at the working size (N, h, w, 3), the style (a list: several), the previous
+    frame's pastiche (continuing), notes, and each frame's regions (N, h, w) or None. Worker
+    thread: reads snapshots only."""
     size = int(plan.tasks[0].options["size"])
-    frames, content_note = [], None
-    for task in plan.tasks:
-        img, n = read_input(task.content, task.axes, size, "content")
+    first = read_inputs(plan.tasks[0])  # frame 0, the style(s), frame 0's regions
+    frames: list[np.ndarray] = [first.content]
+    labels: list[np.ndarray] = [first.options["regions"]] if "regions" in first.options else []
+    for task in plan.tasks[1:]:
+        img, _ = read_input(task.content, task.axes, size, "content")
         frames.append(img)
-        content_note = content_note or n
-    first = plan.tasks[0]
-    style, s_note = read_input(first.style, first.style_axes, first.style_long_edge, "style")
+        if task.regions is not None:
+            labels.append(read_labels(task.regions, task.full_shape, img.shape[:2]))
+    regions = np.stack(labels) if labels else None
     previous = None
     if plan.previous is not None and plan.start > 0:
         previous = previous_frame(plan.previous, plan.stack_axis or 0, plan.start - 1)
     notes = [f"the content is stylised slice by slice along axis {plan.stack_axis} ({len(frames)} slices)"]
     # the content's own note names the one slice of frame 0 ("using the 2-D slice shown now"): its
-    # other parts (multiscale level, colormap) hold for every frame
-    if content_note:
-        notes += [p for p in content_note.split("; ") if "2-D slice" not in p]
-    return np.stack(frames), style, previous, notes + [n for n in (s_note,) if n]
+    # other parts (multiscale level, colormap) and the styles' notes hold for every frame
+    for note in first.notes:
+        notes += [p for p in note.split("; ") if not (p.startswith("content ") and "2-D slice" in p)]
+    return np.stack(frames), first.style, previous, notes, regions
 
 
 def previous_frame(layer: LayerSnapshot, axis: int, t: int) -> np.ndarray:
@@ -156,9 +198,9 @@ def previous_frame(layer: LayerSnapshot, axis: int, t: int) -> np.ndarray:
 def run_stack_plan(runner: ProcessRunner, plan: RunPlan) -> Generator[Any, None, tuple[str, BaseException | None]]:
     """Worker-thread side of a stack run (as :func:`napari_nst._run.runner.run_task`)."""
     try:
-        frames, style, previous, notes = read_frames(plan)
+        frames, style, previous, notes, regions = read_frames(plan)
         yield Notes(notes)
-        yield from _stack_records(runner, frames, style, previous, plan)
+        yield from _stack_records(runner, frames, style, previous, plan, regions)
         return ("stopped" if runner.cancelled else "finished", None)
     except Exception as exc:
         if not isinstance(exc, (ValueError, MemoryError, EngineProcessError)):
@@ -167,11 +209,18 @@ def run_stack_plan(runner: ProcessRunner, plan: RunPlan) -> Generator[Any, None,
 
 
 def _stack_records(
-    runner: ProcessRunner, frames: np.ndarray, style: np.ndarray, previous: np.ndarray | None, plan: RunPlan
+    runner: ProcessRunner,
+    frames: np.ndarray,
+    style: Any,
+    previous: np.ndarray | None,
+    plan: RunPlan,
+    regions: np.ndarray | None = None,
 ) -> Any:
     from ..core import remote  # looked up now: the tests replace it
 
     options = {**plan.tasks[0].options, "preview_interval": PREVIEW_INTERVAL}
+    if regions is not None:
+        options["regions"] = regions  # (N, h, w): each frame's own labels
     options["steps"] = int(plan.settings.get("steps") or options["steps"])
     proc = remote.StackEngineProcess(frames, style, start=plan.start, previous=previous, nice=ENGINE_NICE, **options)
     runner.proc = proc
