@@ -293,7 +293,12 @@ def _add_stylize_stack(sub: Any) -> None:
         metavar="IN",
         help="multi-page TIFF (N, H, W[, 3]), a folder of numbered images, or a video (.mp4, .mov, .mkv, .avi, .webm)",
     )
-    p.add_argument("style", help="style image file")
+    p.add_argument(
+        "style",
+        nargs="+",
+        metavar="STYLE",
+        help="style image file; several blend their styles (--style-blend) or paint regions (--regions)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -321,11 +326,12 @@ def _stylize_stack(args: argparse.Namespace) -> int:
     regions = vars(args).pop("regions", None)  # a stack of labels, not the one image _options reads
     names = frames.names if isinstance(frames, FolderFrames) else None
     writer = stack_writer(args.output, names, fps=args.fps or getattr(frames, "fps", None))
-    writer.check_inputs(args.input, args.style)
+    writer.check_inputs(args.input, *args.style)
     options = _options(args)
     if regions is not None:
         options["regions"] = read_stack_labels(regions)
-    records = iter_stylize_stack(frames, args.style, axis=args.axis, **options)  # validates first
+    style = args.style if len(args.style) > 1 else args.style[0]
+    records = iter_stylize_stack(frames, style, axis=args.axis, **options)  # validates first
     return _drive_stack(records, writer, args)
 
 

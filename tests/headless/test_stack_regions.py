@@ -123,3 +123,22 @@ def test_cli_takes_a_multipage_tiff_of_labels(tmp_path, frames, labels, style, f
     out.unlink()
     assert main([*cmd, *args]) == 1
     assert "2 label images" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_passes_several_styles_to_the_stack(tmp_path, frames, style, monkeypatch):
+    from napari_nst.core import api
+
+    got = {}
+
+    def fake(frames, style, axis=0, **options):
+        got.update(style=style, options=options)
+        return iter(())
+
+    monkeypatch.setattr(api, "iter_stylize_stack", fake)
+    src, s1, s2 = tmp_path / "in.tif", tmp_path / "a.png", tmp_path / "b.png"
+    tifffile.imwrite(src, frames, photometric="rgb")
+    Image.fromarray(style).save(s1)
+    Image.fromarray(style[::-1]).save(s2)
+    cmd = ["stylize-stack", str(src), str(s1), str(s2), "-o", str(tmp_path / "out"), "--style-blend", "1,3"]
+    assert main([*cmd, "--quiet"]) == 0
+    assert got["style"] == [str(s1), str(s2)] and got["options"]["style_blend"] == (1.0, 3.0)
