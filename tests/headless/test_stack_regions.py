@@ -1,5 +1,6 @@
-"""Per-frame regions in a stack: ``regions`` an (N, H, W) label stack (a Labels layer of the
-stack's dims; on the command line a multi-page TIFF), each frame painted by its own labels."""
+"""Artistic controls per frame of a stack: ``regions`` an (N, H, W) label stack (a Labels layer of the
+stack's dims; on the command line a multi-page TIFF), each frame painted by its own labels;
+several styles; preserve_color with each frame's own colours."""
 
 from __future__ import annotations
 
@@ -142,3 +143,20 @@ def test_cli_passes_several_styles_to_the_stack(tmp_path, frames, style, monkeyp
     cmd = ["stylize-stack", str(src), str(s1), str(s2), "-o", str(tmp_path / "out"), "--style-blend", "1,3"]
     assert main([*cmd, "--quiet"]) == 0
     assert got["style"] == [str(s1), str(s2)] and got["options"]["style_blend"] == (1.0, 3.0)
+
+
+def test_preserve_luminance_keeps_each_frames_own_colours(frames, style, fast):
+    from napari_nst.core import stack as stack_mod
+    from napari_nst.core.colour import yuv
+    from napari_nst.core.images import to_rgb_float
+
+    out = napari_nst.stylize_stack(frames, style, preserve_color="luminance", **fast)
+
+    def chroma_change(t, c):  # the pastiche minus a content: no chroma where nothing was clipped
+        content = stack_mod._at(to_rgb_float(frames[c]), out.shape[1:3])
+        inside = ((out[t] > 0.01) & (out[t] < 0.99)).all(-1) & ((content > 0.01) & (content < 0.99)).all(-1)
+        return np.abs(yuv(out[t] - content)[..., 1:])[inside].max()
+
+    for t in range(3):
+        assert chroma_change(t, t) < 1e-4, t
+    assert chroma_change(2, 0) > 1e-2  # frame 0's colours would not do for frame 2

@@ -288,12 +288,16 @@ def iter_stylize_stack(
 
     ``stack``: an array whose ``axis`` runs over frames (or z slices) and whose other axes are one
     image each as :func:`iter_stylize` takes it ((N, H, W), (N, H, W, 3), (N, H, W, 4), any dtype;
-    integer stacks are mapped with one range for all frames), or a sequence of such images.
-    Records are :class:`~napari_nst.core.records.Progress` with ``frame``/``frames``; a frame's
-    last record (``step == total``) carries its pastiche. Frame t starts from frame t-1's pastiche
-    carried along the optical flow, kept there by the temporal term (``temporal_weight``; 0 =
-    independent frames); later frames get ``frame_steps`` evaluations. ``start``/``previous``:
-    continue a stopped stack at frame ``start`` from the pastiche of frame ``start - 1``.
+    integer stacks are mapped with one range for all frames), a sequence of such images, or the
+    path of a multi-page TIFF, a folder of numbered images or a video (``napari-nst[video]``).
+    ``style``: one image or a list (``style_blend``); ``regions``: one (H, W) label image for
+    every frame, or (N, H, W), one per frame (frame axis first); ``preserve_color`` keeps each
+    frame's own colours. Records are :class:`~napari_nst.core.records.Progress` with
+    ``frame``/``frames``; a frame's last record (``step == total``) carries its pastiche. Frame t
+    starts from frame t-1's pastiche carried along the optical flow, kept there by the temporal
+    term (``temporal_weight``; 0 = independent frames); later frames get ``frame_steps``
+    evaluations. ``start``/``previous``: continue a stopped stack at frame ``start`` from the
+    pastiche of frame ``start - 1``.
     Closing the generator stops at once. Errors in the input raise ValueError at the call.
     """
     frames, s, opts = prepare_stack(stack, style, axis, **options)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import engine
+from .colour import gray3, luminance
 from .device import autocast_dtype, cudnn_benchmark, empty_cache, is_oom, pick_device, resize_on_host
 from .errors import DeviceMemoryError
 from .flow import OPENCV_NOTE, carry, have_flow
@@ -135,20 +136,19 @@ def _frame_context(
         if flow:
             start_image, mask = carry(carried.pastiche, carried.content, here)
             weight = temporal_weight(opts)
-            if weight > 0:
-                extra = _temporal_terms(base, start_image, mask, weight)
+            if weight > 0:  # in luminance mode the network's image is gray: so is the target
+                lum = base.controls is not None and base.controls.chroma is not None
+                extra = _temporal_terms(base, gray3(luminance(start_image)) if lum else start_image, mask, weight)
         else:
             start_image, note = carried.pastiche, OPENCV_NOTE
         opts = dataclasses.replace(opts, init=start_image, steps=steps)
     where = torch.device("cpu") if resize_on_host(base.device) else base.device
-    controls = base.controls
-    if opts.regions is not None and np.ndim(opts.regions) == 3:  # one label image per frame
-        controls = dataclasses.replace(controls, regions=np.asarray(opts.regions[frame]), _cache={})
+    controls, net_content = _frame_controls(base.controls, opts, frame, content, where)
     ctx = dataclasses.replace(
         base,
         opts=opts,
         controls=controls,
-        content=engine.to_tensor(content, where),
+        content=engine.to_tensor(net_content, where),
         counts=engine.split_steps(steps, len(base.shapes)),
         step=0,
         t0=t0,
@@ -157,6 +157,23 @@ def _frame_context(
         extra_terms=extra,
     )
     return ctx, note
+
+
+def _frame_controls(
+    controls: Any, opts: Options, frame: int, content: np.ndarray, where: torch.device
+) -> tuple[Any, np.ndarray]:
+    """The artistic controls of one frame and its content as the network sees it: its own regions
+    (``regions`` (N, H, W)) and, in luminance mode, its own luminance and chroma. The styles keep
+    the colours they were matched to on the first frame (one target for the whole stack)."""
+    if controls is None:
+        return None, content
+    changes: dict[str, Any] = {}
+    if opts.regions is not None and np.ndim(opts.regions) == 3:  # one label image per frame
+        changes["regions"] = np.asarray(opts.regions[frame])
+    if controls.chroma is not None:  # preserve_color="luminance"
+        changes["chroma"] = engine.to_tensor(content, where)
+        content = gray3(luminance(content))
+    return (dataclasses.replace(controls, **changes, _cache={}) if changes else controls), content
 
 
 def _temporal_terms(base: engine._Run, target: np.ndarray, mask: np.ndarray, weight: float) -> Any:
