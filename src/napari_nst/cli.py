@@ -297,8 +297,29 @@ def _add_stylize_stack(sub: Any) -> None:
     )
     p.add_argument("--axis", type=int, default=0, help="the TIFF's frame axis (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cluster_flags(p)
     p.set_defaults(save_every=0)
     add_option_flags(p)
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    """stylize-stack on a dask cluster (docs/distributed.md): chunks of frames on different workers."""
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on this dask scheduler's workers (e.g. tcp://host:8786): contiguous chunks of frames on "
+        "different workers, each warm-started within itself (default: this process, frame after frame)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="run on a LocalCluster of N worker processes started here")
+    p.add_argument(
+        "--chunk-frames", type=int, metavar="N", help="frames per chunk on a cluster (default: one chunk per worker)"
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        metavar="N",
+        help="frames made by both chunks at each chunk border and cross-faded, to soften the jump there (default: 2)",
+    )
 
 
 def _stylize_stack(args: argparse.Namespace) -> int:
@@ -308,7 +329,12 @@ def _stylize_stack(args: argparse.Namespace) -> int:
     frames = read_stack(args.input)
     writer = StackWriter(args.output, frames.names if isinstance(frames, FolderFrames) else None)
     writer.check_inputs(args.input, args.style)
-    records = iter_stylize_stack(frames, args.style, axis=args.axis, **_options(args))  # validates first
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be 1 or more (without it the stack runs in this process)")
+    cluster = dict(scheduler=args.scheduler, workers=args.workers, chunk_frames=args.chunk_frames, overlap=args.overlap)
+    records = iter_stylize_stack(
+        frames, args.style, axis=args.axis, in_order=True, **cluster, **_options(args)
+    )  # validates first; frames in order for the writer
     return _drive_stack(records, writer, args)
 
 
