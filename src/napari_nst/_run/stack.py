@@ -173,7 +173,15 @@ def _stack_records(
 
     options = {**plan.tasks[0].options, "preview_interval": PREVIEW_INTERVAL}
     options["steps"] = int(plan.settings.get("steps") or options["steps"])
-    proc = remote.StackEngineProcess(frames, style, start=plan.start, previous=previous, nice=ENGINE_NICE, **options)
+    address = plan.settings.get("run_on")
+    if address:  # a dask scheduler's workers (_run/remote_stack.py)
+        from .remote_stack import DaskStackProcess
+
+        proc: Any = DaskStackProcess(frames, style, address=address, start=plan.start, previous=previous, **options)
+    else:
+        proc = remote.StackEngineProcess(
+            frames, style, start=plan.start, previous=previous, nice=ENGINE_NICE, **options
+        )
     runner.proc = proc
     if runner.cancelled:
         proc.cancel()

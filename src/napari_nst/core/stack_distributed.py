@@ -121,7 +121,7 @@ def iter_stack_on_cluster(
     logger.info("stack of %d frames on the cluster: %s", len(frames) - start, chunk_summary(chunks))
     job.submit(client, style, chunks, resources)
     try:
-        yield from job.collect(cancelled)
+        yield from job.collect(client, cancelled)
     finally:
         client.cancel([f for f in job.futures if not f.done()])
 
@@ -184,23 +184,24 @@ class _StackJob:
                 prev = client.submit(run_frame, *args, key=key, resources=resources, pure=False)
                 self.futures[prev] = (j, t)
 
-    def collect(self, cancelled: threading.Event | None) -> Iterator[Progress]:
+    def collect(self, client: Any, cancelled: threading.Event | None) -> Iterator[Progress]:
         """One record per frame, as its task(s) finish (both chunks' at a border)."""
-        from distributed import wait
+        from distributed import as_completed
 
         got: dict[tuple[int, int], FrameResult] = {}
-        pending, ready = set(self.futures), {}
+        ready: dict[int, Progress] = {}
         total = sum(self.steps_of(self.chunks[j], t) for j, t in self.futures.values())
-        done, nxt, t0 = 0, self.start, time.perf_counter()
-        while pending:
+        done, nxt, left, t0 = 0, self.start, len(self.futures), time.perf_counter()
+        finished = as_completed(list(self.futures), loop=client.loop)  # not the default client's loop
+        while left:
             if cancelled is not None and cancelled.is_set():
                 return
-            try:
-                finished = wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED").done
-            except TimeoutError:
+            batch = finished.next_batch(block=False)
+            if not batch:
+                time.sleep(POLL_S)
                 continue
-            for fut in finished:
-                pending.discard(fut)
+            for fut in batch:
+                left -= 1
                 j, t = self.futures[fut]
                 got[(j, t)] = fut.result()  # a frame's error is raised here
                 done += got[(j, t)].record.total
