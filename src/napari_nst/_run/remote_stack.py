@@ -13,7 +13,7 @@ from there.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from ..core.records import Progress
@@ -40,7 +40,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Any:
     from distributed import Client
 
     try:
-        return Client(address, timeout=f"{timeout}s", set_as_default=False)
+        return Client(address, timeout=f"{timeout}s", set_as_default=False)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as exc:
         raise ValueError(
             f"Cannot reach the dask scheduler at {address!r} ({' '.join(str(exc).split())[:200]}): start one "
@@ -89,7 +89,7 @@ class DaskStackProcess:
 
         client = connect(self.address)
         try:
-            records = iter_stack_on_cluster(
+            records: Generator[Progress, None, None] = iter_stack_on_cluster(
                 self._frames,
                 self._style,
                 self._opts,

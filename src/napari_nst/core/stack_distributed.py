@@ -2,12 +2,13 @@
 
 ``iter_stylize_stack(..., client=...)`` (or ``scheduler=``, ``workers=``) comes here. The frames
 to make are split into contiguous chunks (:func:`plan_chunks`: one per worker, at least
-:data:`MIN_CHUNK_FRAMES` frames each). Within a chunk every frame is a task that depends on the
-task of the frame before (:func:`napari_nst.core.stack_task.run_frame`): it starts from that
-pastiche carried along the optical flow and is held there by the temporal term, as on one machine.
-Chunks run side by side on different workers. One frame per task means that a finished frame
-comes back at once (with its frame index), that a killed worker costs one frame (dask reruns it
-elsewhere), and that a cancelled stack stops within one frame on each worker.
+:data:`MIN_CHUNK_FRAMES` frames each). Within a chunk every frame is a task
+(:func:`napari_nst.core.stack_task.run_frame`) submitted when the frame before it has come back,
+with that pastiche as an argument: it starts from it carried along the optical flow and is held
+there by the temporal term, as on one machine. Chunks run side by side on different workers. One
+frame per task, its inputs all in the task (no data that lives only on one worker), means that a
+finished frame comes back at once (with its frame index), that a killed worker costs the one frame
+it was on (dask reruns that task elsewhere), and that a cancelled stack stops within one frame.
 
 Chunk borders: a chunk's first frame starts from its content (as frame 0 does), so it does not
 follow the last frame of the chunk before and the stack would jump there. To soften that, each
@@ -17,9 +18,9 @@ chunk but the last also makes the first ``overlap`` frames of the next chunk (wa
 then spread over ``overlap + 1`` frames (docs/distributed.md). The records of a cross-faded frame
 carry the later chunk's losses (those of its own version, not of the blend).
 
-What travels: each raw frame (as the stack holds it: uint8 stays uint8) is scattered once and
-used by its own task and the next; the style once to every worker (float32); pastiches come back
-as float32 at the working shape. This module imports numpy and ``distributed`` only, never torch.
+What travels: each raw frame (as the stack holds it: uint8 stays uint8) in its own task and the
+next one's; the style once to every worker (float32); each pastiche back as float32 at the working
+shape, and out again to the task of the next frame. This module imports numpy and ``distributed`` only, never torch.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,8 @@ logger = logging.getLogger("napari_nst.stack_distributed")
 MIN_CHUNK_FRAMES = 4
 #: frames at each chunk border made by both chunks and cross-faded (the default)
 OVERLAP = 2
-#: seconds between checks of ``cancelled`` while waiting for the next frame
-POLL_S = 0.2
+#: seconds between looks for finished frames (and at ``cancelled``) while waiting
+POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def iter_stack_on_cluster(
     overlap: int = OVERLAP,
     in_order: bool = False,
     cancelled: threading.Event | None = None,
-) -> Iterator[Progress]:
+) -> Generator[Progress, None, None]:
     """The stack's frames made on ``client``'s cluster; one record per frame (its last: ``step ==
     total``, ``image`` the pastiche), as frames finish (``in_order``: in frame order).
 
@@ -116,14 +117,14 @@ def iter_stack_on_cluster(
 
     resources = _resources(client, opts.device)
     opts = opts.for_device(gpu=resources is not None)  # one size and length for every worker
-    job = _StackJob(frames, opts, start, previous, in_order)
+    job = _StackJob(client, frames, opts, start, previous, in_order)
     chunks = plan_chunks(start, len(frames), _worker_count(client, resources), chunk_frames, overlap)
     logger.info("stack of %d frames on the cluster: %s", len(frames) - start, chunk_summary(chunks))
-    job.submit(client, style, chunks, resources)
+    job.submit(style, chunks, resources)
     try:
-        yield from job.collect(client, cancelled)
+        yield from job.collect(cancelled)
     finally:
-        client.cancel([f for f in job.futures if not f.done()])
+        client.cancel(list(job.futures))  # the frames in flight
 
 
 def _worker_count(client: Any, resources: dict[str, float] | None) -> int:
@@ -142,69 +143,74 @@ def _worker_count(client: Any, resources: dict[str, float] | None) -> int:
 
 
 class _StackJob:
-    """The tasks of one stack run and the frames they give back."""
+    """The frame tasks of one stack run: each chunk's next frame is submitted when the frame
+    before it comes back, with that pastiche as an argument (so a lost worker costs one frame)."""
 
-    def __init__(self, frames: FrameSource, opts: Options, start: int, previous: Any, in_order: bool) -> None:
-        self.frames, self.opts, self.start, self.previous = frames, opts, start, previous
+    def __init__(
+        self, client: Any, frames: FrameSource, opts: Options, start: int, previous: Any, in_order: bool
+    ) -> None:
+        from distributed import as_completed
+
+        self.client, self.frames, self.opts, self.start, self.previous = client, frames, opts, start, previous
         self.n, self.in_order = len(frames), in_order
-        self.futures: dict[Any, tuple[int, int]] = {}  #: future -> (chunk, frame)
+        self.futures: dict[Any, tuple[int, int]] = {}  #: the frames in flight: future -> (chunk, frame)
         self.chunks: list[Chunk] = []
         self.later = frame_steps_for(opts.steps, opts.frame_steps)
+        self.finished = as_completed([], loop=client.loop)  # type: ignore[no-untyped-call]  # not the default client's loop
+        self._raw: dict[tuple[int, int], Any] = {}  #: raw content of frames in flight (the next needs it)
+        self._tag = uuid.uuid4().hex[:8]
+        self._style: Any = None
+        self._resources: Any = None
 
     def steps_of(self, chunk: Chunk, t: int) -> int:
         """Evaluations of frame ``t`` in ``chunk``: a whole run for a chunk's first frame."""
         warm = t > chunk.lo or (chunk.lo == self.start and self.previous is not None)
         return self.later if warm else int(self.opts.steps or 1)
 
-    def submit(self, client: Any, style: np.ndarray, chunks: list[Chunk], resources: Any) -> None:
-        """Scatter the style, the raw frames and ``previous``; one task per frame, chained per chunk."""
+    def submit(self, style: np.ndarray, chunks: list[Chunk], resources: Any) -> None:
+        """The network plugin, the style to every worker, and the first frame of every chunk."""
         from .batch import _threads_per_host
         from .batch_plugin import NetworkPlugin
 
-        self.chunks = chunks
-        client.register_plugin(NetworkPlugin(self.opts.weights, _threads_per_host(client)))
-        style_f = client.scatter(style, broadcast=True, hash=False)
-        raw: dict[int, Any] = {}
-
-        def frame(t: int) -> Any:
-            if t not in raw:
-                raw[t] = client.scatter(self.frames.frames[t], hash=False)
-            return raw[t]
-
-        tag, limits = uuid.uuid4().hex[:8], self.frames.limits
+        self.chunks, self._resources = chunks, resources
+        self.client.register_plugin(NetworkPlugin(self.opts.weights, _threads_per_host(self.client)))
+        self._style = self.client.scatter(style, broadcast=True, hash=False)
         for j, ch in enumerate(chunks):
-            prev: Any = None
-            if ch.lo == self.start and self.previous is not None:
-                prev = client.scatter(np.asarray(self.previous, np.float32), hash=False)
-            for t in range(ch.lo, ch.end):
-                before = frame(t - 1) if prev is not None else None
-                opts = dataclasses.replace(self.opts, steps=self.steps_of(ch, t))
-                key = f"napari-nst-frame-{t:05d}-c{j}-{tag}"
-                args = (t, frame(t), before, prev, style_f, opts, limits)
-                prev = client.submit(run_frame, *args, key=key, resources=resources, pure=False)
-                self.futures[prev] = (j, t)
+            if ch.lo == self.start and self.previous is not None:  # continuing a stopped stack
+                self._frame(j, ch.lo, np.asarray(self.previous, np.float32), self.frames.frames[ch.lo - 1])
+            else:
+                self._frame(j, ch.lo, None, None)
 
-    def collect(self, client: Any, cancelled: threading.Event | None) -> Iterator[Progress]:
+    def _frame(self, j: int, t: int, previous: np.ndarray | None, before: Any) -> None:
+        raw = self.frames.frames[t]
+        opts = dataclasses.replace(self.opts, steps=self.steps_of(self.chunks[j], t))
+        args = (t, raw, before, previous, self._style, opts, self.frames.limits)
+        key = f"napari-nst-frame-{t:05d}-c{j}-{self._tag}"
+        fut = self.client.submit(run_frame, *args, key=key, resources=self._resources, pure=False)
+        self.futures[fut] = (j, t)
+        self._raw[(j, t)] = raw
+        self.finished.add(fut)  # type: ignore[no-untyped-call]
+
+    def collect(self, cancelled: threading.Event | None) -> Iterator[Progress]:
         """One record per frame, as its task(s) finish (both chunks' at a border)."""
-        from distributed import as_completed
-
         got: dict[tuple[int, int], FrameResult] = {}
         ready: dict[int, Progress] = {}
-        total = sum(self.steps_of(self.chunks[j], t) for j, t in self.futures.values())
-        done, nxt, left, t0 = 0, self.start, len(self.futures), time.perf_counter()
-        finished = as_completed(list(self.futures), loop=client.loop)  # not the default client's loop
-        while left:
+        total = sum(self.steps_of(ch, t) for ch in self.chunks for t in range(ch.lo, ch.end))
+        done, nxt, t0 = 0, self.start, time.perf_counter()
+        while self.futures:
             if cancelled is not None and cancelled.is_set():
                 return
-            batch = finished.next_batch(block=False)
+            batch = self.finished.next_batch(block=False)  # type: ignore[no-untyped-call]
             if not batch:
                 time.sleep(POLL_S)
                 continue
             for fut in batch:
-                left -= 1
-                j, t = self.futures[fut]
-                got[(j, t)] = fut.result()  # a frame's error is raised here
-                done += got[(j, t)].record.total
+                j, t = self.futures.pop(fut)
+                got[(j, t)] = res = fut.result()  # a frame's error is raised here
+                raw = self._raw.pop((j, t))
+                if t + 1 < self.chunks[j].end:  # the chunk's next frame starts from this pastiche
+                    self._frame(j, t + 1, res.image, raw)
+                done += res.record.total
                 for frame in self._complete(t, got):
                     ready[frame.frame] = frame
             for t in sorted(ready):
