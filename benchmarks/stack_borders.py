@@ -121,7 +121,11 @@ def write(a: argparse.Namespace, frames: np.ndarray, outs: dict, evals: dict, bo
     ]
     lo, hi = max(0, border - 3), min(a.frames, border + 4)
     (ROOT / "docs" / "images").mkdir(exist_ok=True)
-    strip({k: v[lo:hi] for k, v in outs.items()}, frames[lo:hi], ROOT / "docs" / "images" / "stack_borders.png")
+    png = ROOT / "docs" / "images" / "stack_borders.png"
+    strip({k: v[lo:hi] for k, v in outs.items()}, frames[lo:hi], png)
+    from PIL import Image
+
+    Image.open(png).quantize(256).save(png, optimize=True)  # 256 colours: small enough for the docs
     lines += [
         f"![frames {lo}-{hi - 1}: content, one machine, two workers without and with cross-fading]"
         "(images/stack_borders.png)",
