@@ -161,3 +161,14 @@ def test_cli_stylize_stack_on_a_scheduler(client, moving, tmp_path, fast, capsys
     assert out.shape == (9, 23, 32, 3) and out.dtype == np.uint16
     assert main([*args, "--workers", "0", *flags]) == 1
     assert "--workers must be 1 or more" in capsys.readouterr().err
+
+
+def test_continue_a_stopped_stack_on_the_cluster(client, moving, style, fast):
+    """start/previous: the first chunk starts warm from the given pastiche, as on one machine."""
+    here = napari_nst.stylize_stack(moving, style, **_opts(fast))
+    got = _by_frame(
+        napari_nst.iter_stylize_stack(moving, style, client=client, start=4, previous=here[3], **_opts(fast))
+    )
+    assert sorted(got) == [4, 5, 6, 7, 8]  # one chunk (5 frames), every frame warm-started
+    assert got[4].stack_total == 5 * 2
+    assert max(float(np.abs(got[t].image - here[t]).max()) for t in got) < 0.02
