@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -60,8 +61,18 @@ def make_images(folder: Path, n: int, size: int) -> list[Path]:
     return out
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+CPU: dict[str, float] = {}
+
+
 def cli(*args: str) -> float:
-    t0 = time.perf_counter()
+    """Wall seconds of one CLI process; its CPU seconds (with its own children: workers, nannies)
+    are added to ``CPU["last"]``."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run(
         [sys.executable, "-m", "napari_nst.cli", *args],
         check=True,
@@ -69,6 +80,7 @@ def cli(*args: str) -> float:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    CPU["last"] = CPU.get("last", 0.0) + _children_cpu() - c0
     return time.perf_counter() - t0
 
 
@@ -78,8 +90,13 @@ def options(a: argparse.Namespace) -> list[str]:
 
 def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) -> list[dict]:
     rows = []
+    CPU["last"] = 0.0
+    load0 = os.getloadavg()[0]
     t = sum(cli("stylize", str(p), str(style), "-o", str(tmp / f"loop-{p.name}"), *options(a)) for p in images)
-    rows.append({"way": "stylize loop", "seconds": t})
+    rows.append(
+        {"way": "stylize loop", "seconds": t, "cpu_seconds": CPU["last"], "load_1min": [load0, os.getloadavg()[0]]}
+    )
+    print(json.dumps(rows[-1]), flush=True)  # each way as it finishes: a run cut short keeps its numbers
     for name, workers, threads in [
         ("batch, sequential", 0, 1),
         ("batch, 1 x 1", 1, 1),
@@ -87,6 +104,8 @@ def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path
         ("batch, 2 x 1", 2, 1),
     ]:
         out = tmp / name.replace(", ", "-").replace(" ", "")
+        CPU["last"] = 0.0
+        load0 = os.getloadavg()[0]
         t = cli(
             "batch",
             *map(str, images),
@@ -102,7 +121,16 @@ def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path
         )
         items = json.loads((out / "batch.json").read_text())["items"]
         assert all(e["status"] == "done" for e in items), items
-        rows.append({"way": name, "seconds": t, "item_seconds": sum(e["seconds"] for e in items)})
+        rows.append(
+            {
+                "way": name,
+                "seconds": t,
+                "item_seconds": sum(e["seconds"] for e in items),
+                "cpu_seconds": CPU["last"],
+                "load_1min": [load0, os.getloadavg()[0]],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["seconds"]
     for r in rows:
         r["images_per_min"] = 60 * len(images) / r["seconds"]
@@ -197,12 +225,21 @@ def write(a: argparse.Namespace, rows: list[dict], over: dict, s256: float) -> N
         "",
         "## End to end (each a fresh process: start-up, cluster, network load included)",
         "",
-        "| way | seconds | images/min | time vs stylize loop | sum of item times |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "Wall seconds from start to exit; CPU seconds of the process and its children (workers, nannies: "
+        "user + system, from `getrusage(RUSAGE_CHILDREN)`), which the machine's other jobs do not change; "
+        "load average (1 min) before and after each way.",
+        "",
+        "| way | seconds | images/min | time vs stylize loop | sum of item times | CPU seconds | CPU vs loop | load |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    cpu0 = rows[0]["cpu_seconds"]
     for r in rows:
         items = f"{r['item_seconds']:.1f}" if "item_seconds" in r else ""
-        lines.append(f"| {r['way']} | {r['seconds']:.1f} | {r['images_per_min']:.2f} | {r['vs_loop']:.2f}x | {items} |")
+        lines.append(
+            f"| {r['way']} | {r['seconds']:.1f} | {r['images_per_min']:.2f} | {r['vs_loop']:.2f}x | {items} | "
+            f"{r['cpu_seconds']:.1f} | {r['cpu_seconds'] / cpu0:.2f}x | {r['load_1min'][0]:.1f} / "
+            f"{r['load_1min'][1]:.1f} |"
+        )
     o = over
     lines += [
         "",

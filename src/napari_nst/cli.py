@@ -314,8 +314,29 @@ def _add_stylize_stack(sub: Any) -> None:
         help="frames per second of a video OUT (default: the input video's, else 25)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cluster_flags(p)
     p.set_defaults(save_every=0)
     add_option_flags(p)
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    """stylize-stack on a dask cluster (docs/distributed.md): chunks of frames on different workers."""
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on this dask scheduler's workers (e.g. tcp://host:8786): contiguous chunks of frames on "
+        "different workers, each warm-started within itself (default: this process, frame after frame)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="run on a LocalCluster of N worker processes started here")
+    p.add_argument(
+        "--chunk-frames", type=int, metavar="N", help="frames per chunk on a cluster (default: one chunk per worker)"
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        metavar="N",
+        help="frames made by both chunks at each chunk border and cross-faded, to soften the jump there (default: 2)",
+    )
 
 
 def _stylize_stack(args: argparse.Namespace) -> int:
@@ -327,11 +348,15 @@ def _stylize_stack(args: argparse.Namespace) -> int:
     names = frames.names if isinstance(frames, FolderFrames) else None
     writer = stack_writer(args.output, names, fps=args.fps or getattr(frames, "fps", None))
     writer.check_inputs(args.input, *args.style)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be 1 or more (without it the stack runs in this process)")
     options = _options(args)
     if regions is not None:
         options["regions"] = read_stack_labels(regions)
     style = args.style if len(args.style) > 1 else args.style[0]
-    records = iter_stylize_stack(frames, style, axis=args.axis, **options)  # validates first
+    cluster = dict(scheduler=args.scheduler, workers=args.workers, chunk_frames=args.chunk_frames, overlap=args.overlap)
+    # validates first; frames in order for the writer
+    records = iter_stylize_stack(frames, style, axis=args.axis, in_order=True, **cluster, **options)
     return _drive_stack(records, writer, args)
 
 

@@ -29,6 +29,7 @@ from .inputs_panel import InputsPanel
 from .probe import start_probe
 from .regions_panel import RegionsPanel
 from .remembered import RememberedSettings
+from .run_on import RunOnPanel
 from .stack_panel import StackPanel
 from .styles_panel import StylesPanel
 
@@ -51,12 +52,20 @@ class StyleTransferWidget(Container[Any]):
         self._controls_panels(viewer)
         self.stack = StackPanel(viewer)  # "This slice" / "All slices along axis k" (stacks)
         self.slices, self.follow_frame = self.stack.slices, self.stack.follow
+        self.run_on_panel = RunOnPanel()  # a stack on this machine or on a dask scheduler's workers
+        self.run_on, self.scheduler_address = self.run_on_panel.run_on, self.run_on_panel.address
         self.form = OptionsForm(partial(self.inputs.init_choices, spec("init").choices or ()), self._device_choices())
         for name, w in self.form.fields.items():
             setattr(self, name, w)
         self._build()
-        self.settings = RememberedSettings(self.form, {"show_advanced": self.show_advanced}, self._show_remembered)
+        switches = {
+            "show_advanced": self.show_advanced,
+            "run_on": self.run_on,
+            "scheduler_address": self.scheduler_address,
+        }
+        self.settings = RememberedSettings(self.form, switches, self._show_remembered)
         self.settings.restore()
+        self._refresh_stack()
         self._show_advanced(self.show_advanced.value)
         self._apply_machine_defaults()
         self.controller = RunController(viewer, self, self.native)
@@ -115,14 +124,15 @@ class StyleTransferWidget(Container[Any]):
                 self.regions,
                 self.region_styles,
                 *self.stack.widgets(),
+                *self.run_on_panel.widgets(),
                 *self.form.basic(),
                 self.show_advanced,
                 *self._advanced,
             ]
         )
-        self.content.changed.connect(lambda *_: self.stack.refresh(self.content.value))
-        self._viewer.dims.events.order.connect(lambda *_: self.stack.refresh())
-        self._viewer.dims.events.ndisplay.connect(lambda *_: self.stack.refresh())
+        self.content.changed.connect(lambda *_: self._refresh_stack(self.content.value))
+        self._viewer.dims.events.order.connect(lambda *_: self._refresh_stack())
+        self._viewer.dims.events.ndisplay.connect(lambda *_: self._refresh_stack())
         from .._lossplot import LossPlot
 
         self.plot = LossPlot()  # full width, without a label column: buttons, status text, loss curve
@@ -174,7 +184,12 @@ class StyleTransferWidget(Container[Any]):
         super().reset_choices(*args)
         self.inputs.after_reset()
         if hasattr(self, "stack"):
-            self.stack.refresh(self.content.value)
+            self._refresh_stack(self.content.value)
+
+    def _refresh_stack(self, content: Any = None) -> None:
+        """The stack choice for the content's axes, and "Run on" with it."""
+        self.stack.refresh(content)
+        self.run_on_panel.refresh(self.stack.offered)
 
     def _device_choices(self) -> list[str]:
         if self._gpu is False:
@@ -322,6 +337,8 @@ class StyleTransferWidget(Container[Any]):
         opts["init"] = "content" if init_layer is not None else opts["init"]
         if self.stack.unfinished(init_layer) or (init_layer is None and self.stack.axis() is not None):
             settings = {**Options().as_dict(), **opts, "init": opts["init"]}
+            if not self.run_on_panel.add_to(settings):
+                return False
             extra = {"styles": tuple(self.styles_panel.layers()[1:]), "labels": self.regions.value}
             return self.stack.start(self.controller, content, style, opts, settings, resume=init_layer, **extra)
         plan = self._plan(content, style, init_layer, opts)

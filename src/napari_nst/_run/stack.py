@@ -222,7 +222,15 @@ def _stack_records(
     if regions is not None:
         options["regions"] = regions  # (N, h, w): each frame's own labels
     options["steps"] = int(plan.settings.get("steps") or options["steps"])
-    proc = remote.StackEngineProcess(frames, style, start=plan.start, previous=previous, nice=ENGINE_NICE, **options)
+    address = plan.settings.get("run_on")
+    if address:  # a dask scheduler's workers (_run/remote_stack.py)
+        from .remote_stack import DaskStackProcess
+
+        proc: Any = DaskStackProcess(frames, style, address=address, start=plan.start, previous=previous, **options)
+    else:
+        proc = remote.StackEngineProcess(
+            frames, style, start=plan.start, previous=previous, nice=ENGINE_NICE, **options
+        )
     runner.proc = proc
     if runner.cancelled:
         proc.cancel()

@@ -282,7 +282,19 @@ def _check_region_stack(regions: Any, n: int, shape: tuple[int, int], n_styles: 
 
 
 def iter_stylize_stack(
-    stack: Any, style: StyleInput, axis: int = 0, *, start: int = 0, previous: Any = None, **options: Any
+    stack: Any,
+    style: StyleInput,
+    axis: int = 0,
+    *,
+    start: int = 0,
+    previous: Any = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    chunk_frames: int | None = None,
+    overlap: int | None = None,
+    in_order: bool = False,
+    **options: Any,
 ) -> Iterator[Any]:
     """Stylise every frame of ``stack``, each consistent with the one before; yield per evaluation.
 
@@ -299,12 +311,34 @@ def iter_stylize_stack(
     evaluations. ``start``/``previous``: continue a stopped stack at frame ``start`` from the
     pastiche of frame ``start - 1``.
     Closing the generator stops at once. Errors in the input raise ValueError at the call.
+
+    On a dask.distributed cluster (``client``, a ``scheduler`` address, or a LocalCluster of
+    ``workers`` workers started here): the frames are split into contiguous chunks on different
+    workers (``chunk_frames`` each, None: one chunk per worker), each chunk warm-started within
+    itself, ``overlap`` frames cross-faded at each chunk border (None: 2); one record per frame,
+    its last, as frames finish (``in_order``: in frame order). See docs/distributed.md.
     """
     frames, s, opts = prepare_stack(stack, style, axis, **options)
     if not 0 <= int(start) < len(frames):
         raise ValueError(f"start={start} is not a frame of this stack of {len(frames)}; use 0 to {len(frames) - 1}")
     if int(start) > 0 and previous is None:
         raise ValueError("start > 0 needs previous=, the pastiche of frame start - 1 (or start at 0)")
+    if client is not None or scheduler or workers:
+        from .stack_distributed import run_on_cluster
+
+        where = dict(client=client, scheduler=scheduler, workers=workers)
+        prev = None if previous is None else to_rgb_float(previous, name="previous")
+        return run_on_cluster(
+            frames,
+            s,
+            opts,
+            **where,
+            start=int(start),
+            previous=prev,
+            chunk_frames=chunk_frames,
+            overlap=overlap,
+            in_order=in_order,
+        )
     return _run_stack(frames, s, opts, int(start), previous)
 
 
