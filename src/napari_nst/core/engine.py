@@ -91,16 +91,25 @@ def resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=shrink).clamp(0, 1)
 
 
+#: coarse-to-fine (``Options.scales``): each level gets this fraction of the evaluations of the
+#: level before it (coarser, a quarter of the pixels), so that most evaluations are cheap and a
+#: few refine the full size (measured at 1024 px in docs/coarse_to_fine.md)
+LEVEL_STEP_RATIO = 1 / 3
+
+
 def split_steps(steps: int, scales: int) -> list[int]:
-    """Evaluations per level: the finest level gets half, each coarser level half of the rest."""
-    if scales == 1:
-        return [steps]
-    shares = [2.0 ** -(scales - k) for k in range(scales)]  # e.g. 1/8, 1/4, 1/2 (+ remainder)
-    shares[0] += 1.0 - sum(shares)
-    counts = [max(1, math.floor(steps * s)) for s in shares]
-    counts[-1] += steps - sum(counts)
-    if counts[-1] < 1:
+    """Evaluations per level, coarse to fine: one each, and the rest in proportion ``1, r, r^2, ...``
+    with ``r = LEVEL_STEP_RATIO`` (largest remainders rounded up, coarser first), so that they add
+    up to ``steps`` and never grow from one level to the next (300 over two levels: 225 + 75;
+    over three: 207 + 69 + 24)."""
+    if scales < 1 or steps < scales:
         raise OptionError(f"steps={steps} is too few for scales={scales}; give at least {scales} steps")
+    weights = [LEVEL_STEP_RATIO**k for k in range(scales)]
+    shares = [(steps - scales) * w / sum(weights) for w in weights]
+    counts = [1 + math.floor(x) for x in shares]
+    by_remainder = sorted(range(scales), key=lambda k: (-(shares[k] - math.floor(shares[k])), k))
+    for k in by_remainder[: steps - sum(counts)]:
+        counts[k] += 1
     return counts
 
 
