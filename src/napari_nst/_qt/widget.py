@@ -26,6 +26,7 @@ from . import notify
 from .controller import RunController
 from .form import OptionsForm
 from .inputs_panel import InputsPanel
+from .memory_panel import MemoryPanel
 from .probe import start_probe
 from .regions_panel import RegionsPanel
 from .remembered import RememberedSettings
@@ -54,6 +55,8 @@ class StyleTransferWidget(Container[Any]):
         self.form = OptionsForm(partial(self.inputs.init_choices, spec("init").choices or ()), self._device_choices())
         for name, w in self.form.fields.items():
             setattr(self, name, w)
+        self.memory = MemoryPanel(viewer, self, self._will_use_gpu)  # the estimate beside Size
+        self.memory_estimate = self.memory.label
         self._build()
         self.settings = RememberedSettings(self.form, {"show_advanced": self.show_advanced}, self._show_remembered)
         self.settings.restore()
@@ -63,6 +66,7 @@ class StyleTransferWidget(Container[Any]):
         self.inputs.follow_renames()
         self.reset_choices()
         self._probe = start_probe(self._on_probe_done) if self._gpu is None else None
+        self.memory.connect()
         self.set_idle()
         self._show_remembered()
         self._prewarm()
@@ -115,7 +119,7 @@ class StyleTransferWidget(Container[Any]):
                 self.regions,
                 self.region_styles,
                 *self.stack.widgets(),
-                *self.form.basic(),
+                *(self._size_row() if w is self.form.fields["size"] else w for w in self.form.basic()),
                 self.show_advanced,
                 *self._advanced,
             ]
@@ -151,6 +155,13 @@ class StyleTransferWidget(Container[Any]):
     def _on_styles_changed(self) -> None:
         if self.regions_panel is not None:
             self.regions_panel.refresh()
+
+    def _size_row(self) -> Container[Any]:
+        """Size with the memory estimate beside it."""
+        size = self.form.fields["size"]
+        self.size_row = self._row("size_row", size, self.memory_estimate)
+        self.size_row.label, self.size_row.tooltip = size.label, size.tooltip
+        return self.size_row
 
     @staticmethod
     def _row(name: str, *widgets: Any) -> Container[Any]:
@@ -211,6 +222,7 @@ class StyleTransferWidget(Container[Any]):
         names = ", ".join(self._gpu_names) or ("Apple MPS" if result.get("mps") else "none found")
         self.device.tooltip = f"{spec('device').help} GPUs here: {names}."
         self._apply_machine_defaults()
+        self.memory.refresh()  # a GPU's memory is not known here: the estimate says so
 
     def _on_reset_defaults(self, *_: Any) -> None:
         with self.settings.quiet():
