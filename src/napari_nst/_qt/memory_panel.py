@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from magicgui.widgets import Label
+from magicgui.widgets import Container, Label
 
 from .._run.memory_estimate import Estimate, estimate, free_memory, layer_shape
 
@@ -39,6 +39,15 @@ class MemoryPanel:
         self.label.native.setWordWrap(True)
         self.current: Estimate | None = None
         self.free: Callable[[], int | None] = free_memory  #: the host's free bytes (tests replace it)
+
+    def row(self, size: Any) -> Container[Any]:
+        """The Size field with the estimate beside it, one row under the field's own label."""
+        row = Container(
+            name="size_row", label=size.label, layout="horizontal", labels=False, widgets=[size, self.label]
+        )
+        row.margins = (0, 0, 0, 0)
+        row.tooltip = size.tooltip
+        return row
 
     def connect(self) -> None:
         """Refresh on every change the estimate depends on (after the widget is built)."""

@@ -56,7 +56,7 @@ class StyleTransferWidget(Container[Any]):
         for name, w in self.form.fields.items():
             setattr(self, name, w)
         self.memory = MemoryPanel(viewer, self, self._will_use_gpu)  # the estimate beside Size
-        self.memory_estimate = self.memory.label
+        self.memory_estimate, self.size_row = self.memory.label, self.memory.row(self.form.fields["size"])
         self._build()
         self.settings = RememberedSettings(self.form, {"show_advanced": self.show_advanced}, self._show_remembered)
         self.settings.restore()
@@ -119,7 +119,7 @@ class StyleTransferWidget(Container[Any]):
                 self.regions,
                 self.region_styles,
                 *self.stack.widgets(),
-                *(self._size_row() if w is self.form.fields["size"] else w for w in self.form.basic()),
+                *(self.size_row if w is self.form.fields["size"] else w for w in self.form.basic()),
                 self.show_advanced,
                 *self._advanced,
             ]
@@ -155,13 +155,6 @@ class StyleTransferWidget(Container[Any]):
     def _on_styles_changed(self) -> None:
         if self.regions_panel is not None:
             self.regions_panel.refresh()
-
-    def _size_row(self) -> Container[Any]:
-        """Size with the memory estimate beside it."""
-        size = self.form.fields["size"]
-        self.size_row = self._row("size_row", size, self.memory_estimate)
-        self.size_row.label, self.size_row.tooltip = size.label, size.tooltip
-        return self.size_row
 
     @staticmethod
     def _row(name: str, *widgets: Any) -> Container[Any]:
