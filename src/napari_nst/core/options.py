@@ -39,11 +39,6 @@ CPU_SIZE, CPU_STEPS = 256, 100
 GPU_SIZE, GPU_STEPS = 512, 300
 _SIZE_BY_DEVICE = f"by device: {CPU_SIZE} on a CPU, {GPU_SIZE} on a GPU"
 _STEPS_BY_DEVICE = f"by device: {CPU_STEPS} on a CPU, {GPU_STEPS} on a GPU"
-#: ``scales=None``: single scale up to this long edge, then one more level each time the size
-#: doubles (the coarsest level stays within (AUTO_COARSEST / 2, AUTO_COARSEST]); measured in
-#: docs/coarse_to_fine.md
-AUTO_COARSEST = 512
-_SCALES_BY_SIZE = f"by size: 1 up to {AUTO_COARSEST} px, one more each time the size doubles"
 
 
 @dataclass
@@ -91,13 +86,13 @@ class Options:
     init : str or array
         Where the pastiche starts: ``content``, ``noise``, or an image array such as an earlier
         pastiche (on the command line, an image file).
-    scales : int or None
+    scales : int
         Coarse-to-fine levels, each twice the size of the one before and starting from the
         previous level's result, most evaluations at the small levels (``engine.split_steps``);
-        1 = single scale. None: by size, 1 up to 512 px (where coarse-to-fine does not pay), then
-        one more level each time the size doubles, so that the coarsest level is 257-512 px
-        (docs/coarse_to_fine.md). At most this many: levels smaller than the network's minimum,
-        or more levels than ``steps``, are dropped.
+        1 = single scale. At most this many: levels smaller than the network's minimum, or more
+        levels than ``steps``, are dropped. The default is 1: coarse-to-fine did not pay at 256 px
+        (docs/performance.md) nor, so far, at 1024 px, where the full-size level stalled after
+        starting from the enlarged coarse result (docs/coarse_to_fine.md).
     pyramid : int
         Coarser layers (each half the size of the one below) the optimiser moves the pastiche
         through, added on top of its pixels; 0 = the pixels themselves, as in the paper. Same
@@ -180,7 +175,7 @@ class Options:
     pooling: str = option("max", label="Pooling", kind="choice", choices=POOLINGS, advanced=True)
     optimizer: str = option("lbfgs", label="Optimiser", kind="choice", choices=OPTIMIZERS, advanced=True)
     init: str | np.ndarray = option("content", label="Start from", kind="init", choices=INITS, advanced=True)
-    scales: int | None = option(None, label="Scales", kind="int", lo=1, hi=8, advanced=True, none=_SCALES_BY_SIZE)
+    scales: int = option(1, label="Scales", kind="int", lo=1, hi=8, advanced=True)
     pyramid: int = option(4, label="Pyramid", kind="int", lo=0, hi=12, advanced=True)
     style_scale: float = option(1.0, label="Style scale", kind="float", lo=0.05, hi=8.0, step=0.05, advanced=True)
     tv_weight: float = option(0.0, label="TV weight", kind="float", lo=0, advanced=True)
@@ -267,11 +262,7 @@ class Options:
         """
         size, steps = self.size or CPU_SIZE, self.steps or CPU_STEPS
         need = min_side(self.network, self.layers)
-        return level_shapes(shape, size, effective_levels(shape, size, self.levels_for(size), steps, need))
-
-    def levels_for(self, size: int) -> int:
-        """``scales``, or the automatic number of levels for a long edge of ``size`` px."""
-        return self.scales if self.scales is not None else auto_scales(size)
+        return level_shapes(shape, size, effective_levels(shape, size, self.scales, steps, need))
 
     def style_shape(self, style_shape: tuple[int, int], level_shape: tuple[int, int]) -> tuple[int, int]:
         """The style image's working shape at a level of working shape ``level_shape``."""
@@ -373,14 +364,6 @@ def spec(name: str) -> Spec:
 def level_shapes(shape: tuple[int, int], size: int, scales: int) -> list[tuple[int, int]]:
     """Working shapes, coarse to fine, each level twice the one before; the last has long edge ``size``."""
     return [resized_shape(shape, max(1, round(size / 2 ** (scales - 1 - k)))) for k in range(scales)]
-
-
-def auto_scales(size: int) -> int:
-    """Levels for ``scales=None``: 1 up to AUTO_COARSEST px, then one more each time ``size`` doubles."""
-    levels = 1
-    while size > AUTO_COARSEST * 2 ** (levels - 1):
-        levels += 1
-    return levels
 
 
 def effective_levels(shape: tuple[int, int], size: int, scales: int, steps: int, need: int) -> int:
