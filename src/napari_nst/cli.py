@@ -49,6 +49,7 @@ _METAVARS = {
     "log_float": "X",
     "regions": "LABELS_FILE",
     "mapping": "LABEL:STYLE,...",
+    "bytes": "BYTES",
 }
 
 

@@ -14,7 +14,8 @@ def test_defaults_are_the_fast_path():
     o = Options()
     assert o.precision == "auto"
     # single scale: measured on an idle CPU, coarse-to-fine reached a worse objective for the same
-    # wall time (docs/performance.md, "Coarse-to-fine"); the in-graph clamp is the default
+    # wall time at 256 px (docs/performance.md, "Coarse-to-fine"), and its full-size level stalled
+    # at 1024 px (docs/coarse_to_fine.md); the in-graph clamp is the default
     assert o.scales == 1
     assert "clamp" not in o.extra
     assert o.optimizer == "lbfgs"

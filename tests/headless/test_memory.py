@@ -82,3 +82,83 @@ def test_other_runtime_errors_pass_through(monkeypatch, fast, content, style):
     monkeypatch.setattr(engine, "_evaluate_and_step", boom)
     with pytest.raises(RuntimeError, match="something else"):
         list(iter_stylize(content, style, **fast))
+
+
+# --------------------------------------------------------------------------- core/memory.py: the plan (no torch)
+
+
+def test_memory_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, napari_nst.core.memory as m; m.plan; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_plan_whole_image_when_it_fits_else_the_largest_fitting_tile():
+    from napari_nst.core import memory
+
+    opts = Options.from_kwargs(size=2048, model="vgg16")
+    whole = memory.plan((768, 1024), opts, 1024 * GiB)
+    assert whole.fits and whole.tile_size is None and not whole.auto
+    assert whole.bytes == memory.estimate_memory((1536, 2048), "vgg16", "float32")
+    tiled = memory.plan((768, 1024), opts, 4 * GiB)
+    assert tiled.fits and tiled.auto and tiled.tile_size is not None
+    assert 96 <= tiled.tile_size < 2048 and f"tiles of {tiled.tile_size} px" in tiled.text
+    budget = 4 * GiB * memory.MEMORY_HEADROOM
+    args = ("vgg16", "float32", "lbfgs", memory.TILED_HISTORY)
+    assert tiled.bytes == memory.estimate_tiled((1536, 2048), tiled.tile_size, *args) <= budget
+    assert memory.estimate_tiled((1536, 2048), tiled.tile_size + memory.TILE_GRID, *args) > budget
+    # bfloat16's smaller activations allow a tile at least as large
+    assert memory.plan((768, 1024), opts, 4 * GiB, dtype="bfloat16").tile_size >= tiled.tile_size
+
+
+def test_max_memory_caps_the_plan_and_parses_units():
+    from napari_nst.core import memory
+
+    assert memory.parse_bytes("8GB") == 8 * 10**9
+    assert memory.parse_bytes("512MiB") == 512 * 2**20
+    assert memory.parse_bytes("1.5 g") == 1.5e9
+    assert memory.parse_bytes(2_000_000) == 2_000_000
+    opts = Options.from_kwargs(size=1024, model="vgg16", max_memory="1GiB")
+    assert opts.max_memory == GiB
+    p = memory.plan((768, 1024), opts, 1024 * GiB)  # plenty free: the cap decides
+    assert p.fits and p.tile_size is not None and p.bytes <= GiB and p.budget == GiB
+
+
+@pytest.mark.parametrize("bad", ["lots", "8 parsecs", "-1GB", "0", ""])
+def test_unparsable_max_memory_is_a_value_error_naming_the_fix(bad):
+    from napari_nst.core.errors import OptionError
+
+    with pytest.raises(ValueError, match="max_memory") as info:
+        Options.from_kwargs(max_memory=bad)
+    assert isinstance(info.value, OptionError)
+    assert "8GB" in str(info.value)
+
+
+def test_too_small_for_any_tile_says_so():
+    from napari_nst.core import memory
+
+    opts = Options.from_kwargs(size=4096, model="vgg16", max_memory="600MB")
+    p = memory.plan((768, 1024), opts, None)
+    assert not p.fits and "even in tiles" in p.text
+    tiled = memory.plan((768, 1024), Options.from_kwargs(size=4096, model="vgg16", tile_size=256, max_memory="1GB"), None)
+    assert not tiled.fits and "lower size" in tiled.text
+
+
+def test_bad_tile_sizes_are_value_errors_naming_the_fix():
+    from napari_nst.core import memory
+
+    opts = Options.from_kwargs(size=512, model="vgg16", tile_size=80)
+    with pytest.raises(ValueError, match="raise tile_size to 96"):
+        opts.check_tiles((768, 1024))
+    with pytest.raises(ValueError, match="raise tile_size to 96"):
+        memory.plan((768, 1024), opts, None)
+    big = Options.from_kwargs(size=512, model="vgg16", tile_size=512)
+    with pytest.raises(ValueError, match="leave tile_size empty"):
+        big.check_tiles((768, 1024))
+    with pytest.raises(ValueError, match="one style"):
+        Options.from_kwargs(size=512, tile_size=192).check_tiles((768, 1024), styles=2)
+    with pytest.raises(ValueError, match="tile_size must be between"):
+        Options.from_kwargs(tile_size=8)

@@ -27,7 +27,7 @@ QT_INT_MAX = 2**31 - 1
 #: a float option with bounds inside this range gets a spin box, others a text field
 SPIN_FLOAT_MAX = 1e6
 #: text of an empty field, per kind (what leaving it empty means)
-PLACEHOLDERS = {"auto_float": "auto", "floats": "equal"}
+PLACEHOLDERS = {"auto_float": "auto", "floats": "equal", "bytes": "free memory"}
 #: file dialogs' filters, per path option
 FILE_FILTERS = {"weights": "PyTorch weights (*.pth *.pt);;All files (*)"}
 #: the widget's own words after a spec's help, where the widget adds a meaning
@@ -37,7 +37,7 @@ AUTO = "auto"
 #: a nullable choice's entry for None where "auto" would mislead ("Keep colours: off")
 NONE_CHOICES = {"preserve_color": "off"}
 #: text fields: kinds read with Spec.parse
-TEXT_KINDS = ("auto_float", "names", "floats", "float")
+TEXT_KINDS = ("auto_float", "names", "floats", "float", "bytes")
 
 
 def _int_box(spec: Spec, value: Any) -> SpinBox:

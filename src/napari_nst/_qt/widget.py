@@ -26,6 +26,7 @@ from . import notify
 from .controller import RunController
 from .form import OptionsForm
 from .inputs_panel import InputsPanel
+from .memory_panel import MemoryPanel
 from .probe import start_probe
 from .regions_panel import RegionsPanel
 from .remembered import RememberedSettings
@@ -57,6 +58,8 @@ class StyleTransferWidget(Container[Any]):
         self.form = OptionsForm(partial(self.inputs.init_choices, spec("init").choices or ()), self._device_choices())
         for name, w in self.form.fields.items():
             setattr(self, name, w)
+        self.memory = MemoryPanel(viewer, self, self._will_use_gpu)  # the estimate beside Size
+        self.memory_estimate, self.size_row = self.memory.label, self.memory.row(self.form.fields["size"])
         self._build()
         switches = {
             "show_advanced": self.show_advanced,
@@ -72,6 +75,7 @@ class StyleTransferWidget(Container[Any]):
         self.inputs.follow_renames()
         self.reset_choices()
         self._probe = start_probe(self._on_probe_done) if self._gpu is None else None
+        self.memory.connect()
         self.set_idle()
         self._show_remembered()
         self._prewarm()
@@ -125,7 +129,7 @@ class StyleTransferWidget(Container[Any]):
                 self.region_styles,
                 *self.stack.widgets(),
                 *self.run_on_panel.widgets(),
-                *self.form.basic(),
+                *(self.size_row if w is self.form.fields["size"] else w for w in self.form.basic()),
                 self.show_advanced,
                 *self._advanced,
             ]
@@ -226,6 +230,7 @@ class StyleTransferWidget(Container[Any]):
         names = ", ".join(self._gpu_names) or ("Apple MPS" if result.get("mps") else "none found")
         self.device.tooltip = f"{spec('device').help} GPUs here: {names}."
         self._apply_machine_defaults()
+        self.memory.refresh()  # a GPU's memory is not known here: the estimate says so
 
     def _on_reset_defaults(self, *_: Any) -> None:
         with self.settings.quiet():

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import memory
 from .controls import Controls
 from .device import (
     NetworkPlan,
@@ -34,9 +35,17 @@ from .device import (
 )
 from .errors import DeviceMemoryError, NonFiniteLossError, OptionError
 from .graphed import Objective
-from .images import resized_shape, to_rgb_float
+from .images import to_rgb_float
 from .lbfgs import LBFGS
 from .losses import ContentTerm, StyleTarget, StyleTerm, TVTerm, content_loss, evaluate, gram, gram_loss
+from .memory import (  # noqa: F401  (kept importable here: benchmarks and tests read them from engine)
+    ACTIVATION_BYTES_PER_PX,
+    CUDNN_WORKSPACE_FACTOR,
+    FIXED_BYTES,
+    LBFGS_HISTORY,
+    MEMORY_HEADROOM,
+    TILED_HISTORY,
+)
 from .options import Options
 from .pyramid import PyramidImage
 from .records import Progress
@@ -44,9 +53,6 @@ from .vgg import VGGFeatures, build_vgg
 
 #: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight)
 STYLE_BALANCE = 50.0
-
-#: L-BFGS memory (pairs of image-sized vectors kept; see docs/performance.md)
-LBFGS_HISTORY = 20
 
 #: the largest change of any pixel one L-BFGS step may make (image units, [0, 1]; see lbfgs.py)
 LBFGS_MAX_CHANGE = 0.25
@@ -56,9 +62,6 @@ PYRAMID_GAMMA = 0.5
 
 #: Adam's step size (image units per step; ``optimizer="adam"``, a departure from the paper)
 ADAM_LR = 0.02
-
-#: cuDNN's convolution workspaces on top of the activations (a CUDA run's bytes per pixel x this)
-CUDNN_WORKSPACE_FACTOR = 1.25
 
 #: after an out-of-memory half-way, when the free memory says nothing better: suggest this
 #: fraction of the size that failed
@@ -91,35 +94,35 @@ def resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=shrink).clamp(0, 1)
 
 
+#: coarse-to-fine (``Options.scales``): each level gets this fraction of the evaluations of the
+#: level before it (coarser, a quarter of the pixels), so that most evaluations are cheap and a
+#: few refine the full size (measured at 1024 px in docs/coarse_to_fine.md)
+LEVEL_STEP_RATIO = 1 / 3
+
+
 def split_steps(steps: int, scales: int) -> list[int]:
-    """Evaluations per level: the finest level gets half, each coarser level half of the rest."""
-    if scales == 1:
-        return [steps]
-    shares = [2.0 ** -(scales - k) for k in range(scales)]  # e.g. 1/8, 1/4, 1/2 (+ remainder)
-    shares[0] += 1.0 - sum(shares)
-    counts = [max(1, math.floor(steps * s)) for s in shares]
-    counts[-1] += steps - sum(counts)
-    if counts[-1] < 1:
+    """Evaluations per level, coarse to fine: one each, and the rest in proportion ``1, r, r^2, ...``
+    with ``r = LEVEL_STEP_RATIO`` (largest remainders rounded up, coarser first), so that they add
+    up to ``steps`` and never grow from one level to the next (300 over two levels: 225 + 75;
+    over three: 207 + 69 + 24)."""
+    if scales < 1 or steps < scales:
         raise OptionError(f"steps={steps} is too few for scales={scales}; give at least {scales} steps")
+    weights = [LEVEL_STEP_RATIO**k for k in range(scales)]
+    shares = [(steps - scales) * w / sum(weights) for w in weights]
+    counts = [1 + math.floor(x) for x in shares]
+    by_remainder = sorted(range(scales), key=lambda k: (-(shares[k] - math.floor(shares[k])), k))
+    for k in by_remainder[: steps - sum(counts)]:
+        counts[k] += 1
     return counts
 
 
 # --------------------------------------------------------------------------- memory
+# The model itself is torch-free (core/memory.py, which the widget uses before a run); kept
+# importable here under the old names, with ``dtype`` a torch dtype (None: float32).
 
-#: Bytes per input pixel the network's forward + backward keeps at its peak (saved activations,
-#: their gradients, the float32 copies the Gram matrices take), up to relu5_1: the growth of a
-#: 4-evaluation run's peak resident memory (VmHWM) from 256 to 512 px on the CPU (vgg16: 2.8 KB/px
-#: float32, 2.6 KB/px bf16), rounded up; vgg19 ~15 % more (docs/performance.md).
-ACTIVATION_BYTES_PER_PX = {
-    ("vgg16", "float32"): 2900,
-    ("vgg16", "bfloat16"): 2700,
-    ("vgg19", "float32"): 3300,
-    ("vgg19", "bfloat16"): 3100,
-}
-#: the network's weights, their bfloat16 copies, the style image's pass and allocator slack
-FIXED_BYTES = 320 * 2**20
-#: fraction of the free memory a run may plan to use
-MEMORY_HEADROOM = 0.85
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return "float32" if dtype is None or dtype == torch.float32 else "bfloat16"
 
 
 def estimate_memory(
@@ -130,21 +133,8 @@ def estimate_memory(
     history: int = LBFGS_HISTORY,
     device_type: str = "cpu",
 ) -> int:
-    """Bytes a run at working ``shape`` (H, W) needs on its device beyond what is already in use.
-
-    A linear model of the measurements: ``FIXED_BYTES`` + pixels x (network bytes per pixel +
-    optimiser state: L-BFGS keeps ``2 * history + 8`` vectors of up to 4/3 the image; Adam six:
-    its two moment vectors, the variable, its gradient and two temporaries of its update).
-    """
-    px = int(shape[0]) * int(shape[1])
-    key = (model if model in ("vgg16", "vgg19") else "vgg19", "bfloat16" if dtype is not None else "float32")
-    act = ACTIVATION_BYTES_PER_PX[key]
-    if device_type == "cuda":
-        act = int(act * CUDNN_WORKSPACE_FACTOR)
-    # L-BFGS: the pairs + the current and previous point and gradient, the direction and slack;
-    # each vector is up to 4/3 of the image (the pyramid's coarser layers: Options.pyramid)
-    vectors = (2 * history + 8) if optimizer == "lbfgs" else 6
-    return FIXED_BYTES + px * (act + int(vectors * 4 / 3 * 3 * 4))
+    """Bytes a whole-image run at working ``shape`` needs (:func:`napari_nst.core.memory.estimate_memory`)."""
+    return memory.estimate_memory(shape, model, _dtype_name(dtype), optimizer, history, device_type)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -180,14 +170,10 @@ def largest_fitting_size(
     history: int = LBFGS_HISTORY,
     device_type: str = "cpu",
 ) -> int:
-    """The largest long edge (px) whose run fits ``available * MEMORY_HEADROOM`` bytes (0: none)."""
-    budget = available * MEMORY_HEADROOM
-    lo, hi = 0, max(content_shape) * 64 + 64
-    while lo < hi:  # the estimate grows with the size: bisect
-        mid = (lo + hi + 1) // 2
-        need = estimate_memory(resized_shape(content_shape, mid), model, dtype, optimizer, history, device_type)
-        lo, hi = (mid, hi) if need <= budget else (lo, mid - 1)
-    return lo
+    """The largest long edge (px) whose whole-image run fits (:func:`napari_nst.core.memory.largest_fitting_size`)."""
+    return memory.largest_fitting_size(
+        content_shape, available, model, _dtype_name(dtype), optimizer, history, device_type
+    )
 
 
 def _bf16_hint(device: torch.device, dtype: torch.dtype | None) -> str:

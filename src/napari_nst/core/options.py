@@ -87,10 +87,12 @@ class Options:
         Where the pastiche starts: ``content``, ``noise``, or an image array such as an earlier
         pastiche (on the command line, an image file).
     scales : int
-        Coarse-to-fine levels, each twice the size of the one before; 1 = single scale. At most
-        this many: levels smaller than the network's minimum, or more levels than ``steps``, are
-        dropped. Coarse-to-fine did not pay on the CPU benchmark (docs/performance.md), so the
-        default is 1.
+        Coarse-to-fine levels, each twice the size of the one before and starting from the
+        previous level's result, most evaluations at the small levels (``engine.split_steps``);
+        1 = single scale. At most this many: levels smaller than the network's minimum, or more
+        levels than ``steps``, are dropped. The default is 1: coarse-to-fine did not pay at 256 px
+        (docs/performance.md) nor, so far, at 1024 px, where the full-size level stalled after
+        starting from the enlarged coarse result (docs/coarse_to_fine.md).
     pyramid : int
         Coarser layers (each half the size of the one below) the optimiser moves the pastiche
         through, added on top of its pixels; 0 = the pixels themselves, as in the paper. Same
@@ -138,6 +140,16 @@ class Options:
         Label -> style index (0 = the first style) or None (no style: keep the content there),
         as text ``1:0,2:none``. Labels not in it, 0 included, get the blend of all styles.
         None: every label gets the blend.
+    tile_size : int or None
+        Evaluate the objective in square tiles of this many pixels (a halo of context included),
+        so that the network's memory is bounded by the tile, not the image (docs/tiles.md). Each
+        tile's loss is the paper's objective on that tile; the tile grid moves by a random offset
+        every evaluation so that no seam stays put. None: the whole image at once, or, when that
+        does not fit the free memory (or ``max_memory``), the largest tile size that does. At least
+        96 px (vgg up to relu5_1) and smaller than the image.
+    max_memory : int or str or None
+        The most memory the run may plan to use: bytes, or text like ``8GB`` or ``512MiB``. A
+        larger run is tiled (see ``tile_size``). None: the free memory.
     """
 
     size: int | None = option(None, label="Size (px)", kind="int", lo=1, hi=MAX_SIZE, step=32, none=_SIZE_BY_DEVICE)
@@ -201,6 +213,10 @@ class Options:
     region_styles: dict[int, int | None] | None = option(
         None, label="Region styles", kind="mapping", none="the blend everywhere", form=False
     )
+    tile_size: int | None = option(
+        None, label="Tile size (px)", kind="int", lo=64, hi=MAX_SIZE, step=32, none="automatic", advanced=True
+    )
+    max_memory: int | None = option(None, label="Max memory", kind="bytes", none="the free memory", advanced=True)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -263,9 +279,20 @@ class Options:
             raise OptionError(
                 f"{where} would be {h}x{w} px, but {self.network} up to {self.layers[-1]} needs at least "
                 f"{need} px on each side: increase size (now {self.size or CPU_SIZE})"
-                + (f" or use fewer scales (now {self.scales})" if self.scales > 1 else "")
+                + (f" or use fewer scales (now {len(shapes)})" if len(shapes) > 1 else "")
                 + " or crop the content to a less elongated shape"
             )
+
+    def check_tiles(self, shape: tuple[int, int], styles: int = 1) -> None:
+        """Raise OptionError if ``tile_size`` does not suit a content of ``shape`` (or the styles)."""
+        if self.tile_size is None:
+            return
+        from .memory import check_tile_size, tiles_supported
+
+        check_tile_size(self.tile_size, self.level_shapes(shape)[-1], self.network, self.layers)
+        why_not = tiles_supported(self, styles)
+        if why_not:
+            raise OptionError(f"tile_size={self.tile_size}: {why_not}; leave tile_size empty")
 
     def check_style_size(self, content_shape: tuple[int, int], style_shape: tuple[int, int]) -> None:
         """Raise OptionError if the style image, resized as the engine resizes it at each level
@@ -466,6 +493,12 @@ def _mapping(v: Any, sp: Spec) -> dict[int, int | None]:
     return out
 
 
+def _bytes(v: Any, sp: Spec) -> int:
+    from .memory import parse_bytes
+
+    return parse_bytes(v)
+
+
 def _as_is(v: Any, sp: Spec) -> Any:  # limits: checked (with the image) by images.to_rgb_float
     return v
 
@@ -485,6 +518,7 @@ _CHECKS = {
     "log_float": _float,
     "regions": _regions,
     "mapping": _mapping,
+    "bytes": _bytes,
 }
 
 

@@ -29,6 +29,7 @@ KINDS = (
     "log_float",
     "regions",
     "mapping",
+    "bytes",
 )
 
 _NONE_WORDS = ("", "auto", "none", "default")
@@ -170,6 +171,12 @@ def _mapping(t: str) -> Any:
     return parse_mapping(t)
 
 
+def _bytes(t: str) -> int:
+    from .memory import parse_bytes
+
+    return parse_bytes(t)
+
+
 _PARSERS = {
     "int": _integer,
     "seed": _integer,
@@ -180,6 +187,7 @@ _PARSERS = {
     "limits": _limits,
     "log_float": _number,
     "mapping": _mapping,
+    "bytes": _bytes,
 }
 _WHAT = {
     "int": "a whole number",
@@ -196,6 +204,7 @@ _WHAT = {
     "log_float": "a number (e.g. 0.5 or 2)",
     "regions": "a label image file",
     "mapping": "a list 'label:style,...' like '1:0,2:none'",
+    "bytes": "an amount of memory like '8GB', '512MiB' or 2000000000",
 }
 
 

@@ -1,0 +1,66 @@
+"""Coarse-to-fine (``Options.scales``): the levels, the split of the evaluations over them, and
+each level starting from the one before (issue 15)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_nst
+from napari_nst.core import engine
+from napari_nst.core.errors import OptionError
+from napari_nst.core.options import Options
+
+
+@pytest.mark.parametrize("scales", range(1, 9))
+def test_split_steps_adds_up_with_most_evaluations_at_the_small_levels(scales):
+    for steps in [*range(scales, scales + 40), 100, 300, 1001]:
+        counts = engine.split_steps(steps, scales)
+        assert len(counts) == scales and sum(counts) == steps and min(counts) >= 1, (steps, counts)
+        assert counts == sorted(counts, reverse=True), (steps, counts)  # coarse levels get more
+    with pytest.raises(OptionError, match=f"at least {scales} steps"):
+        engine.split_steps(scales - 1, scales)
+
+
+def test_split_steps_follows_the_level_ratio():
+    assert engine.split_steps(300, 1) == [300]
+    for scales in (2, 3, 4):
+        counts = engine.split_steps(3000, scales)
+        for coarse, fine in zip(counts, counts[1:], strict=False):
+            assert fine / coarse == pytest.approx(engine.LEVEL_STEP_RATIO, rel=0.02)
+
+
+def test_levels_are_twice_the_one_before_and_single_scale_is_the_default():
+    assert Options().scales == 1
+    content = (768, 1024)
+    assert Options(size=1024, steps=300).level_shapes(content) == [(768, 1024)]
+    shapes = Options(size=2048, steps=300, scales=3).level_shapes(content)
+    assert [max(sh) for sh in shapes] == [512, 1024, 2048]
+    assert len(Options(size=2048, steps=2, scales=3).level_shapes(content)) == 2  # no more levels than steps
+
+
+def test_scales_option_is_validated():
+    for bad in (0, 9, 1.5, "two", None):
+        with pytest.raises(OptionError, match="scales"):
+            Options.from_kwargs(scales=bad)
+
+
+def _run(content, style, fast, **kw):
+    opts = {**fast, "preview_every": 1, **kw}
+    return list(napari_nst.iter_stylize(content, style, **opts))
+
+
+def test_each_level_starts_from_the_previous_levels_result(content, style, fast):
+    """Level 2's first image is level 1's result, enlarged: stylised already, so its objective
+    is far below that of a single-scale run's start (the content) at the same size."""
+    two = _run(content, style, fast, size=64, steps=12, scales=2)
+    one = _run(content, style, fast, size=64, steps=1, scales=1)
+    levels = [r.level for r in two]
+    assert levels == sorted(levels) and levels.count(1) == 9 and levels.count(2) == 3  # split_steps(12, 2)
+    first2 = next(r for r in two if r.level == 2)
+    assert first2.shape == one[0].shape == (46, 64) and first2.weights == one[0].weights
+    assert first2.losses["total"] < 0.75 * one[0].losses["total"]  # 0.51 measured (random weights)
+    # the same image, enlarged: level 1's result looks like level 2's start, not like the content
+    end1 = next(r for r in two if r.level == 1 and r.last_of_level).image
+    small = first2.image[::2, ::2][: end1.shape[0], : end1.shape[1]]
+    assert np.abs(small - end1).mean() < np.abs(one[0].image[::2, ::2][: end1.shape[0], : end1.shape[1]] - end1).mean()
