@@ -160,3 +160,24 @@ def test_preserve_luminance_keeps_each_frames_own_colours(frames, style, fast):
     for t in range(3):
         assert chroma_change(t, t) < 1e-4, t
     assert chroma_change(2, 0) > 1e-2  # frame 0's colours would not do for frame 2
+
+
+def test_paint_carried_from_another_region_starts_afresh():
+    """A region moving across still content: where the label the paint came from is not the pixel's
+    label now, the frame starts from its content and the temporal term is off (no trail of the
+    region's style); elsewhere the previous pastiche is carried and held."""
+    from napari_nst.core.flow import carry
+
+    rng = np.random.default_rng(0)
+    content = rng.random((48, 64, 3), dtype=np.float32)  # the same content in both frames: no motion
+    pastiche = rng.random((48, 64, 3), dtype=np.float32)
+    before, now = np.zeros((48, 64), np.int32), np.zeros((48, 64), np.int32)
+    before[:, 10:20] = 1
+    now[:, 30:40] = 1  # the region jumped 20 px to the right
+    start, mask = carry(pastiche, content, content, labels=(before, now))
+    moved = before != now
+    assert np.allclose(start[moved], content[moved]) and not mask[moved].any()
+    kept = ~moved
+    assert np.abs(start[kept] - pastiche[kept]).max() < 0.02 and mask[kept].mean() > 0.9
+    plain_start, plain_mask = carry(pastiche, content, content)  # without labels: Ruder's mask alone
+    assert plain_mask[moved].mean() > 0.9 and np.abs(plain_start[moved] - pastiche[moved]).max() < 0.02

@@ -96,13 +96,44 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
 
 
 def carry(
-    previous_pastiche: np.ndarray, previous: np.ndarray, current: np.ndarray, preset: str = "medium"
+    previous_pastiche: np.ndarray,
+    previous: np.ndarray,
+    current: np.ndarray,
+    preset: str = "medium",
+    labels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frame t-1's pastiche carried onto frame t, and where that can be trusted.
 
     ``previous``/``current``: the content frames t-1 and t at the pastiche's shape (float RGB).
     Returns the warped pastiche (H, W, 3) and the mask (H, W) of :func:`consistency_mask`.
+    ``labels``: frames t-1's and t's label images at that shape (per-frame regions), see
+    :func:`_relabelled`.
     """
     backward = dis_flow(current, previous, preset)  # current(p) ~ previous(p + backward(p))
     forward = dis_flow(previous, current, preset)
-    return np.clip(warp(previous_pastiche, backward), 0.0, 1.0), consistency_mask(backward, forward)
+    start, mask = np.clip(warp(previous_pastiche, backward), 0.0, 1.0), consistency_mask(backward, forward)
+    if labels is not None:
+        start, mask = _relabelled(start, mask, current, labels, backward)
+    return start, mask
+
+
+def _relabelled(
+    start: np.ndarray, mask: np.ndarray, current: np.ndarray, labels: tuple[np.ndarray, np.ndarray], backward: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame regions (a Labels stack): where the label the paint came from (frame t-1's, carried
+    along the flow) is not this pixel's label at frame t, the carried paint belongs to another region
+    (a region moving across the content would drag a trail of its style): there the frame starts
+    afresh from its content and the temporal term is off. An addition to Ruder et al.'s mask."""
+    import cv2
+
+    xs, ys = _grid(backward.shape[:2])
+    came_from = cv2.remap(
+        np.ascontiguousarray(labels[0], dtype=np.float32),
+        xs + backward[..., 0],
+        ys + backward[..., 1],
+        interpolation=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    moved = came_from != np.asarray(labels[1], dtype=np.float32)
+    start = np.where(moved[..., None], current, start).astype(np.float32)
+    return start, np.where(moved, 0.0, mask).astype(np.float32)

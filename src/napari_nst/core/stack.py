@@ -50,6 +50,7 @@ class _Carried:
 
     pastiche: np.ndarray
     content: np.ndarray
+    labels: np.ndarray | None = None  # frame t-1's regions at the working shape (a Labels stack)
 
 
 def run_stack(
@@ -107,7 +108,11 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.nda
     stack_total, done, t0 = sum(totals), 0, time.perf_counter()
     carried = None
     if previous is not None:
-        carried = _Carried(_at(np.asarray(previous, dtype=np.float32), shape), _at(frames[start - 1], shape))
+        carried = _Carried(
+            _at(np.asarray(previous, dtype=np.float32), shape),
+            _at(frames[start - 1], shape),
+            _labels_at(opts, start - 1, shape),
+        )
     flow = have_flow()
     for t, steps in zip(range(start, n), totals, strict=True):
         content = frames[t]
@@ -121,7 +126,7 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.nda
             )
         assert last is not None
         done += steps
-        carried = _Carried(last, _at(content, shape))
+        carried = _Carried(last, _at(content, shape), _labels_at(opts, t, shape))
 
 
 def _frame_context(
@@ -134,7 +139,9 @@ def _frame_context(
         shape = base.shapes[-1]
         here = _at(content, shape)
         if flow:
-            start_image, mask = carry(carried.pastiche, carried.content, here)
+            now = _labels_at(opts, frame, shape)
+            labels = None if carried.labels is None or now is None else (carried.labels, now)
+            start_image, mask = carry(carried.pastiche, carried.content, here, labels=labels)
             weight = temporal_weight(opts)
             if weight > 0:  # in luminance mode the network's image is gray: so is the target
                 lum = base.controls is not None and base.controls.chroma is not None
@@ -191,6 +198,16 @@ def _temporal_terms(base: engine._Run, target: np.ndarray, mask: np.ndarray, wei
         return [TemporalTerm(tt, mt, weight)]
 
     return terms
+
+
+def _labels_at(opts: Options, frame: int, shape: tuple[int, int]) -> np.ndarray | None:
+    """Frame ``frame``'s label image at ``shape`` (nearest), for per-frame regions; else None."""
+    if opts.regions is None or np.ndim(opts.regions) != 3:
+        return None
+    labels = np.asarray(opts.regions[frame])
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1).astype(int)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1).astype(int)
+    return labels[rows[:, None], cols[None, :]]
 
 
 def _at(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
