@@ -118,7 +118,11 @@ def carry(
 
 
 def _relabelled(
-    start: np.ndarray, mask: np.ndarray, current: np.ndarray, labels: tuple[np.ndarray, np.ndarray], backward: np.ndarray
+    start: np.ndarray,
+    mask: np.ndarray,
+    current: np.ndarray,
+    labels: tuple[np.ndarray, np.ndarray],
+    backward: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame regions (a Labels stack): where the label the paint came from (frame t-1's, carried
     along the flow) is not this pixel's label at frame t, the carried paint belongs to another region
