@@ -45,9 +45,12 @@ class Task:
         return self.long_edge_of(self.style, self.style_axes)
 
     def long_edge_of(self, style: LayerSnapshot, axes: tuple[int, int]) -> int:
-        """A style image's long edge at the finest level (each style is resized on its own)."""
-        opts = Options(style_scale=float(self.options.get("style_scale", 1.0)))
-        return max(opts.style_shape(slice_shape(style, axes), self.final_shape))
+        """A style image's long edge at the finest level (each style is resized on its own, with
+        its own ``style_scale`` when one is given per style)."""
+        opts = Options(style_scale=self.options.get("style_scale", 1.0))
+        index = next((k for k, s in enumerate([self.style, *self.extra_styles]) if s is style), 0)
+        index = index if isinstance(opts.style_scale, tuple) and index < len(opts.style_scale) else 0
+        return max(opts.style_shape(slice_shape(style, axes), self.final_shape, index))
 
     @property
     def style_names(self) -> list[str]:
