@@ -345,3 +345,23 @@ def test_part_grams_by_hand():
     w = torch.tensor([1.0, 1.0, 0.5, 0.0, 0.0]).repeat(4)
     r = g2.reshape(4, -1)
     assert torch.allclose(out[(1, 0)]["relu2_1"], (r * w) @ r.T / w.sum(), atol=1e-5)
+
+
+def test_command_line_style_scale_and_style_regions(tmp_path):
+    from PIL import Image
+
+    from napari_nst.cli import _options, build_parser
+
+    lab = np.zeros((20, 30), np.uint8)
+    lab[:, 15:] = 2
+    Image.fromarray(lab).save(tmp_path / "parts.png")
+    args = build_parser().parse_args(
+        ["stylize", "c.png", "s1.png", "s2.png", "-o", "o.png", "--style-scale", "1,0.5", "--regions", "r.png"]
+        + ["--style-regions", f"none,{tmp_path / 'parts.png'}"]
+    )
+    assert args.style_scale == (1.0, 0.5) and args.style_regions == [None, str(tmp_path / "parts.png")]
+    args.regions = None  # (the content's label file is read the same way)
+    opts = _options(args)
+    assert opts["style_regions"][0] is None and np.array_equal(opts["style_regions"][1], lab)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--style-scale", "1,x"])

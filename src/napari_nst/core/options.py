@@ -139,9 +139,9 @@ class Options:
         as text ``1:0,2:none``. Labels not in it, 0 included, get the blend of all styles.
         None: every label gets the blend.
     style_regions : list of int arrays or None
-        Which part of each style image supplies the style (Gatys and colleagues' 2017 guided
-        Gram matrices on the style side): one label image per style image, of that image's
-        (H, W) (None for a style image used whole; one array when there is one style). Content
+        Which part of each style image supplies each region's style. Guided Gram matrices on
+        the style side (Gatys and colleagues' 2017 paper): one label image per style image, of
+        its (H, W) (None for a style image used whole; one array when there is one style). Content
         pixels labelled L in ``regions`` take their style from the pixels labelled L in their
         style image; a style image without label L gives all of itself. Needs ``regions``. On
         the command line, label image files separated by commas (``none`` for a style image
