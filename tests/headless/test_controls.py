@@ -244,7 +244,7 @@ def test_gathered_grams_of_overlapping_regions_by_hand(channels_last):
     index = [torch.nonzero(r > 0).flatten() for r in m]
     bounds = ((0, len(index[0])), (len(index[0]), len(index[0]) + len(index[1])))
     fg = f0.clone().requires_grad_(True)
-    g = gathered_grams(fg, torch.cat(index), torch.cat([r[i] for r, i in zip(m, index)]), bounds)
+    g = gathered_grams(fg, torch.cat(index), torch.cat([r[i] for r, i in zip(m, index, strict=True)]), bounds)
     fm = f0.clone().requires_grad_(True)
     ref = masked_gram(fm, m)
     assert torch.allclose(g, ref, atol=1e-5)
