@@ -42,8 +42,9 @@ from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg
 
-#: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight)
-STYLE_BALANCE = 50.0
+#: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight); 5, re-tuned
+#: on photo/painting pairs against the textbook's a = 1, b = 100 (docs/controls.md, benchmarks/balance.py)
+STYLE_BALANCE = 5.0
 
 #: L-BFGS memory (pairs of image-sized vectors kept; see docs/performance.md)
 LBFGS_HISTORY = 20

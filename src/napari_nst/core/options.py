@@ -55,7 +55,7 @@ class Options:
         compares across optimisers. None: by device, 100 on a CPU, 300 on a GPU.
     style_weight : float or None
         The style term's weight ``b`` in ``a * L_content + b * L_style``. None: automatic,
-        ``b = 50 / L_style(0)`` where ``L_style(0)`` is the style loss of an image whose Gram
+        ``b = 5 / L_style(0)`` where ``L_style(0)`` is the style loss of an image whose Gram
         matrices are zero, so that ``b * L_style`` is a relative Gram error. The automatic values
         do not depend on the network or the size; every progress record reports them (``weights``).
     content_weight : float or None
