@@ -303,23 +303,7 @@ class Options:
     def check_style_size(self, content_shape: tuple[int, int], style_shape: tuple[int, int], index: int = 0) -> None:
         """Raise OptionError if style image ``index``, resized as the engine resizes it at each
         level (:meth:`style_shape`), is too large, or too small for the network at the coarsest level."""
-        need = min_side(self.network, self.layers)
-        shapes = self.level_shapes(content_shape)
-        h, w = self.style_shape(style_shape, shapes[0], index)
-        big = self.style_shape(style_shape, (self.size or GPU_SIZE,) * 2, index)
-        name, scale = self._scale_name(index), self.scale_of(index)
-        if max(big) > MAX_SIZE:
-            raise OptionError(
-                f"{name}={scale:g} would make the style image {big[0]}x{big[1]} px; the limit is "
-                f"{MAX_SIZE} px on the long edge: lower style_scale"
-            )
-        if min(h, w) < need:
-            where = "at the coarsest level" if len(shapes) > 1 else "at this size"
-            raise OptionError(
-                f"the style image would be {h}x{w} px {where}, but {self.network} up to {self.layers[-1]} needs "
-                f"at least {need} px on each side: increase style_scale ({name} now {scale:g}) or size (now "
-                f"{self.size or CPU_SIZE}), or crop the style image to a less elongated shape"
-            )
+        _check_style_size(self, content_shape, style_shape, index)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly settings (an init array is summarised by its shape)."""
@@ -349,6 +333,26 @@ class Options:
             )
         check_layers(self.network, self.content_layers, "content layer")
         check_layers(self.network, self.style_layers, "style layer")
+
+
+def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape: tuple[int, int], index: int) -> None:
+    need = min_side(opts.network, opts.layers)
+    shapes = opts.level_shapes(content_shape)
+    h, w = opts.style_shape(style_shape, shapes[0], index)
+    big = opts.style_shape(style_shape, (opts.size or GPU_SIZE,) * 2, index)
+    name, scale = opts._scale_name(index), opts.scale_of(index)
+    if max(big) > MAX_SIZE:
+        raise OptionError(
+            f"{name}={scale:g} would make the style image {big[0]}x{big[1]} px; the limit is "
+            f"{MAX_SIZE} px on the long edge: lower style_scale"
+        )
+    if min(h, w) < need:
+        where = "at the coarsest level" if len(shapes) > 1 else "at this size"
+        raise OptionError(
+            f"the style image would be {h}x{w} px {where}, but {opts.network} up to {opts.layers[-1]} needs "
+            f"at least {need} px on each side: increase style_scale ({name} now {scale:g}) or size (now "
+            f"{opts.size or CPU_SIZE}), or crop the style image to a less elongated shape"
+        )
 
 
 @cache
