@@ -101,6 +101,10 @@ class RegionsPanel:
     def source_choices(self, *_: Any) -> list[tuple[str, Any]]:
         return [(WHOLE, None)] + [(lay.name, lay) for lay in self.labels_layers()]
 
+    def layers_in_use(self) -> list[Any]:
+        """The Labels layers a run would read: the regions and the style images' parts."""
+        return [lay for lay in [self.picker.value, *self.style_sources()] if lay is not None]
+
     def style_sources(self) -> list[Any]:
         """The Labels layer chosen for each style image (None: whole), or [] without regions."""
         if self.picker.value is None:

@@ -287,10 +287,7 @@ class StyleTransferWidget(Container[Any]):
         if self.regions_panel is not None:
             self.regions_panel.check()
         extra = [(lay, "style") for lay in self.styles_panel.layers()[1:]]
-        labels = self.regions.value
-        extra += [(labels, "Labels")] if labels is not None else []
-        sources = self.regions_panel.style_sources() if self.regions_panel is not None else []
-        extra += [(lay, "Labels") for lay in sources if lay is not None]
+        extra += [(lay, "Labels") for lay in self.regions_panel.layers_in_use()] if self.regions_panel else []
         for lay, what in ((content, "content"), (style, "style"), *extra):
             if lay not in self._viewer.layers:
                 self.reset_choices()
@@ -308,8 +305,7 @@ class StyleTransferWidget(Container[Any]):
         regions = labels_snapshot(labels, content, point, plan.tasks[0].axes) if labels is not None else None
         extras = [snapshot(lay, point) for lay in self.styles_panel.layers()[1:]]
         plan = with_controls(plan, extras, regions, len(point), displayed)
-        sources = self.regions_panel.style_sources() if self.regions_panel is not None else []
-        return with_style_regions(plan, sources, self.styles_panel.layers(), point)
+        return with_style_regions(plan, self.regions_panel.style_sources(), self.styles_panel.layers(), point)  # type: ignore[union-attr]
 
     def start(self, init_layer: Any = None) -> bool:
         """Start a run (as the Run button does); False (and a notification) if it cannot start."""
