@@ -6,7 +6,12 @@ Scream and the shared VGG16 weights. Each configuration's objective is built by 
 interleaved A B C ... A B C ..., so that a busy machine slows all alike; medians of wall and
 process CPU time after --skip warm-up rounds; ratios against the plain objective of this process.
 
-    nice python benchmarks/bench_controls.py --size 256 --steps 12 [--precision float32]
+    nice python benchmarks/bench_controls.py --size 256 --steps 12 [--precision float32] [--threads 1]
+
+One torch thread by default (``--threads``), so that process CPU time is the work of one core and
+does not depend on what else runs; the load average before and after is written with the result,
+and the ratio of each round (a configuration's evaluation over the plain one of the same round)
+is reported besides the ratio of medians.
 
 Writes docs/controls.json and prints a Markdown table (docs/controls.md quotes it).
 
@@ -157,11 +162,16 @@ def main() -> int:
     )
     ap.add_argument("--skip", type=int, default=3, help="warm-up evaluations per configuration, not measured")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time = one core's work)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "controls.json"))
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.pictures:
         pictures(args)
         return 0
+    load_before = os.getloadavg()
     imgs = [read_image(SHARED / "images" / n) for n in ("tubingen.jpg", "starry_night.jpg", "the_scream.jpg")]
     cfg = configs(*imgs)
     built = {name: objective(imgs[0], style, extra, args) for name, (style, extra) in cfg.items()}
@@ -175,28 +185,37 @@ def main() -> int:
                 cpu[name].append(p)
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    # per round: this configuration's CPU time over the plain objective's in the same round
+    paired = {k: statistics.median(a / b for a, b in zip(cpu[k], cpu["plain"], strict=True)) for k in cfg}
+    load_after = os.getloadavg()
     rows = [
-        "| objective | wall s / evaluation (median) | ratio | CPU s / evaluation (median) | ratio |",
-        "| --- | --- | --- | --- | --- |",
+        "| objective | wall s / eval (median) | ratio | CPU s / eval (median) | ratio | CPU ratio per round (median) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     rows += [
-        f"| {k} | {med[k]:.3f} | {med[k] / med['plain']:.3f} | {med_cpu[k]:.3f} | {med_cpu[k] / med_cpu['plain']:.3f} |"
+        f"| {k} | {med[k]:.3f} | {med[k] / med['plain']:.3f} | {med_cpu[k]:.3f} | {med_cpu[k] / med_cpu['plain']:.3f} "
+        f"| {paired[k]:.3f} |"
         for k in cfg
     ]
     print("\n".join(rows))
+    print(f"load average before {load_before}, after {load_after}; torch threads {args.threads}")
     result = {
         "size": args.size,
         "evaluations": args.steps,
         "skip": args.skip,
         "precision": args.precision,
         "cpu": platform.processor() or platform.machine(),
-        "threads": os.cpu_count(),
+        "cores": os.cpu_count(),
+        "torch_threads": args.threads,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "wall": wall,
         "process_cpu": cpu,
         "median_wall": med,
         "median_cpu": med_cpu,
         "ratio_wall": {k: med[k] / med["plain"] for k in cfg},
         "ratio_cpu": {k: med_cpu[k] / med_cpu["plain"] for k in cfg},
+        "ratio_cpu_per_round": paired,
     }
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0

@@ -50,6 +50,8 @@ _METAVARS = {
     "regions": "LABELS_FILE",
     "mapping": "LABEL:STYLE,...",
     "bytes": "BYTES",
+    "scales": "X[,X...]",
+    "style_regions": "LABELS_FILE[,...]",
 }
 
 
@@ -107,6 +109,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         opts["init"] = read_image(opts["init"])  # an image file to start from
     if opts.get("regions") is not None:
         opts["regions"] = _read_labels(opts["regions"])
+    if opts.get("style_regions") is not None:
+        opts["style_regions"] = [None if p is None else _read_labels(p) for p in opts["style_regions"]]
     if args.save_every < 0:
         raise ValueError("--save-every must be 0 (off) or a positive number of evaluations")
     if args.save_every:
@@ -127,7 +131,7 @@ def _read_labels(path: str) -> Any:
         arr = arr[..., 0]  # a gray label image saved as RGB(A)
     if arr.ndim != 2:
         raise ValueError(
-            f"--regions {path!r} has shape {arr.shape}; give a single-channel label image (integer "
+            f"the label image {path!r} has shape {arr.shape}; give a single-channel label image (integer "
             "labels, e.g. a napari Labels layer saved as PNG or TIFF)"
         )
     if arr.dtype.kind == "f" and np.array_equal(arr, np.round(arr)):

@@ -225,3 +225,143 @@ def test_cli_takes_several_styles_regions_and_colours(tmp_path, content, style, 
         str(paths["labels.png"]),
     ]
     assert main(bad) == 1  # style 1 does not exist with one style image
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gathered_grams_of_overlapping_regions_by_hand(channels_last):
+    """Several regions in one gather, sharing soft border positions: the same Grams and the same
+    gradient as masks applied to the whole map, in either memory layout."""
+    from napari_nst.core.losses import gathered_grams
+
+    torch.manual_seed(2)
+    f0 = torch.randn(1, 3, 4, 5)
+    if channels_last:
+        f0 = f0.contiguous(memory_format=torch.channels_last)
+    m = torch.zeros(2, 20)
+    m[0, :12], m[1, 8:] = 1.0, 1.0
+    m[:, 8:12] = 0.5  # a soft border: these positions belong to both regions
+    m[1, 19] = 0.0  # a position in no region gets no gradient
+    index = [torch.nonzero(r > 0).flatten() for r in m]
+    bounds = ((0, len(index[0])), (len(index[0]), len(index[0]) + len(index[1])))
+    fg = f0.clone().requires_grad_(True)
+    g = gathered_grams(fg, torch.cat(index), torch.cat([r[i] for r, i in zip(m, index, strict=True)]), bounds)
+    fm = f0.clone().requires_grad_(True)
+    ref = masked_gram(fm, m)
+    assert torch.allclose(g, ref, atol=1e-5)
+    w = torch.randn(2, 3, 3)
+    (g * w).sum().backward()
+    (ref * w).sum().backward()
+    assert torch.allclose(fg.grad, fm.grad, atol=1e-5)
+    assert torch.all(fg.grad.reshape(3, -1)[:, 19] == 0)
+
+
+def test_style_scale_one_for_all_or_one_per_style():
+    sp = spec("style_scale")
+    assert sp.parse("0.5") == 0.5 and sp.parse("1, 0.5") == (1.0, 0.5) and sp.parse("2,") == (2.0,)
+    o = Options.from_kwargs(style_scale="1,0.5")
+    assert o.style_scale == (1.0, 0.5) and o.scale_of(1) == 0.5
+    assert o.style_shape((100, 200), (128, 256), 0) == (128, 256) and o.style_shape((100, 200), (128, 256), 1) == (
+        64,
+        128,
+    )
+    assert Options.from_kwargs(style_scale=[2, 0.5]).style_scale == (2.0, 0.5)
+    assert Options.from_kwargs(style_scale=0.5).style_shape((100, 200), (128, 256), 3) == (64, 128)
+    with pytest.raises(OptionError, match="between 0.05 and 8"):
+        Options.from_kwargs(style_scale=(1.0, 9.0))
+    with pytest.raises(OptionError, match="non-empty"):
+        Options.from_kwargs(style_scale=())
+    with pytest.raises(OptionError, match="2 values but there are 3 style images; give one number for all"):
+        Options.from_kwargs(style_scale=(1, 1)).check_scales(3)
+    Options.from_kwargs(style_scale=(1, 1)).check_scales(2)
+    Options.from_kwargs(style_scale=1.0).check_scales(5)
+
+
+def test_style_scale_errors_before_any_work():
+    from napari_nst.core.api import prepare
+
+    rng = np.random.default_rng(0)
+    c, s = rng.uniform(0, 1, (64, 64, 3)), rng.uniform(0, 1, (64, 64, 3))
+    with pytest.raises(OptionError, match="style_scale has 3 values but there are 2 style images"):
+        prepare(c, [s, s], size=64, style_scale=(1, 1, 1))
+    with pytest.raises(OptionError, match=r"style_scale\[1\] now 0.1"):
+        prepare(c, [s, s], size=64, style_scale=(1, 0.1))
+    _, _, opts = prepare(c, [s, s], size=64, style_scale=(1, 0.5))
+    assert opts.style_scale == (1.0, 0.5)
+
+
+def test_guided_groups_by_hand():
+    from napari_nst.core.regions import guided_groups
+
+    reg = np.array([[0, 1, 2], [3, 3, 1]])
+    # style 0's label image has labels {0, 1}; style 1 has none; labels 3 -> style 1, 2 -> none
+    g = guided_groups(reg, {1: 0, 2: None, 3: 1}, [{0, 1}, set()])
+    assert set(g) == {(BLEND, 0), (0, 1), (None, None), (1, None)}
+    assert g[(0, 1)].sum() == 2 and g[(BLEND, 0)].sum() == 1 and g[(1, None)].sum() == 2
+    # label 1 mapped to style 0 whose label image lacks 1: style 0 used whole
+    assert set(guided_groups(reg, {1: 0, 2: 0, 3: 0}, [{2}, set()])) == {(BLEND, None), (0, None), (0, 2)}
+
+
+def test_style_regions_errors():
+    from napari_nst.core.api import prepare
+
+    rng = np.random.default_rng(0)
+    c, s = rng.uniform(0, 1, (64, 64, 3)), rng.uniform(0, 1, (48, 80, 3))
+    reg = np.zeros((64, 64), int)
+    ok = np.zeros((48, 80), int)
+    cases = [
+        (dict(style_regions=[ok, ok]), "regions is not: give regions too"),
+        (dict(regions=reg, style_regions=[ok]), "1 label images but there are 2 style images"),
+        (dict(regions=reg, style_regions=[ok, ok.astype(float)]), r"style_regions\[1\] must be an integer"),
+        (dict(regions=reg, style_regions=[ok, ok > 0]), "boolean mask"),
+        (dict(regions=reg, style_regions=[None, ok.T]), r"style_regions\[1\] has shape \(80, 48\) but style image 1"),
+        (dict(regions=reg, style_regions=[ok[0], None]), "2-D label image"),
+        (dict(regions=reg, style_regions=[]), "a label image or a list"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(OptionError, match=match):
+            prepare(c, [s, s], size=64, **kw)
+    _, _, opts = prepare(c, s, size=64, regions=reg, style_regions=ok)  # one style: one array
+    assert len(opts.style_regions) == 1 and opts.style_regions[0] is not None
+    assert spec("style_regions").parse("a.png, none") == ["a.png", None]
+    assert Options.from_kwargs(regions=reg, style_regions=[None, ok]).as_dict()["style_regions"] == [
+        None,
+        "labels(48, 80)",
+    ]
+
+
+def test_part_grams_by_hand():
+    from napari_nst.core.controls import _part_grams
+
+    torch.manual_seed(3)
+    feats = {"relu1_1": torch.randn(1, 3, 8, 10), "relu2_1": torch.randn(1, 4, 4, 5)}
+    labels = np.zeros((8, 10), int)
+    labels[:, 5:] = 7
+    out = _part_grams(feats, labels, [0, 7], 1, ("relu1_1", "relu2_1"), (8, 10))
+    f = feats["relu1_1"][0]
+    left, right = f[:, :, :5].reshape(3, -1), f[:, :, 5:].reshape(3, -1)
+    assert torch.allclose(out[(1, 0)]["relu1_1"], left @ left.T / 40, atol=1e-5)
+    assert torch.allclose(out[(1, 7)]["relu1_1"], right @ right.T / 40, atol=1e-5)
+    g2 = feats["relu2_1"][0]  # the mask area-averaged to 4x5: column 2 is half in each part
+    w = torch.tensor([1.0, 1.0, 0.5, 0.0, 0.0]).repeat(4)
+    r = g2.reshape(4, -1)
+    assert torch.allclose(out[(1, 0)]["relu2_1"], (r * w) @ r.T / w.sum(), atol=1e-5)
+
+
+def test_command_line_style_scale_and_style_regions(tmp_path):
+    from PIL import Image
+
+    from napari_nst.cli import _options, build_parser
+
+    lab = np.zeros((20, 30), np.uint8)
+    lab[:, 15:] = 2
+    Image.fromarray(lab).save(tmp_path / "parts.png")
+    args = build_parser().parse_args(
+        ["stylize", "c.png", "s1.png", "s2.png", "-o", "o.png", "--style-scale", "1,0.5", "--regions", "r.png"]
+        + ["--style-regions", f"none,{tmp_path / 'parts.png'}"]
+    )
+    assert args.style_scale == (1.0, 0.5) and args.style_regions == [None, str(tmp_path / "parts.png")]
+    args.regions = None  # (the content's label file is read the same way)
+    opts = _options(args)
+    assert opts["style_regions"][0] is None and np.array_equal(opts["style_regions"][1], lab)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--style-scale", "1,x"])

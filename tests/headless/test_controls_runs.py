@@ -127,3 +127,50 @@ def test_histogram_mode_and_strength(pictures, opts):
     assert strong.weights["style"] == pytest.approx(3.0 * plain.weights["style"], rel=1e-6)
     hist = next(iter(napari_nst.iter_stylize(c, s, size=64, steps=1, preserve_color="histogram", **kw)))
     assert hist.weights["style"] != pytest.approx(plain.weights["style"], rel=1e-3)  # other style colours, other b
+
+
+def test_each_style_keeps_its_own_style_scale(pictures, opts):
+    c, s1, s2 = pictures
+    kw = dict(size=64, steps=4, **opts)
+    first = napari_nst.stylize(c, s1, **kw)
+    second_half = napari_nst.stylize(c, s2, style_scale=0.5, **kw)
+    both = dict(style_scale=(1.0, 0.5), **kw)
+    assert np.allclose(napari_nst.stylize(c, [s1, s2], style_blend=[1, 0], **both), first, atol=1e-5)
+    assert np.allclose(napari_nst.stylize(c, [s1, s2], style_blend=[0, 1], **both), second_half, atol=1e-5)
+    assert not np.allclose(napari_nst.stylize(c, s2, **kw), second_half, atol=1e-2)  # the scale matters
+
+
+def test_style_regions_choose_the_part_of_the_painting(pictures, opts):
+    """One style image made of two paintings side by side; style_regions picks one half for the
+    whole content: the pastiche's Grams move to that painting's. A label image over all of the
+    style image gives the run without style_regions."""
+    from napari_nst.core.images import to_rgb_float
+
+    c, s1, s2 = pictures
+    a, b = _fit(to_rgb_float(s1), (160, 160)), _fit(to_rgb_float(s2), (160, 160))
+    both = np.concatenate([a, b], axis=1)
+    halves = _halves(*both.shape[:2]) + 1  # 1: Starry Night's half, 2: The Scream's
+    kw = dict(size=96, steps=30, **opts)
+    out = {}
+    for lab in (1, 2):
+        regions = np.full(c.shape[:2], lab, np.int32)
+        out[lab] = napari_nst.stylize(c, both, regions=regions, region_styles={lab: 0}, style_regions=halves, **kw)
+    g1, g2 = _grams(_fit(a, (96, 96)), opts["weights"]), _grams(_fit(b, (96, 96)), opts["weights"])
+    d = {
+        lab: (_distance(_grams(out[lab], opts["weights"]), g1), _distance(_grams(out[lab], opts["weights"]), g2))
+        for lab in (1, 2)
+    }
+    assert d[1][0] < d[2][0] and d[2][1] < d[1][1], d  # each run nearer the half it was given
+    assert d[1][0] < d[1][1] / 2 and d[2][1] < d[2][0] / 2, d
+    ones = np.ones(c.shape[:2], np.int32)
+    whole = napari_nst.stylize(c, both, regions=ones, size=64, steps=4, **opts)
+    guided = napari_nst.stylize(
+        c, both, regions=ones, style_regions=np.ones(both.shape[:2], int), size=64, steps=4, **opts
+    )
+    assert np.allclose(whole, guided, atol=2e-3)
+
+
+def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from napari_nst.core.engine import resize, to_numpy, to_tensor
+
+    return to_numpy(resize(to_tensor(np.asarray(img, np.float32), torch.device("cpu")), shape))

@@ -143,3 +143,39 @@ def test_a_real_run_with_two_styles_on_two_regions(make_napari_viewer, qtbot, im
         "napari_nst"
     ]["regions"]["region_styles"] == {2: "flipped"}
     assert "torch" not in sys.modules
+
+
+def test_style_regions_and_per_style_scale_reach_the_engine(
+    make_napari_viewer, qtbot, images, fake_engine, notifications
+):
+    viewer, widget, c, s1, s2, lab = _viewer(make_napari_viewer, images, _halves((36, 52)))
+    parts = viewer.add_labels(_halves((40, 40), 3), name="parts of stripes")  # over the 40x40 style image
+    widget.add_style.clicked.emit()
+    widget.styles_panel.pickers[1].value = s2
+    assert widget.style_regions.native.isHidden()  # only with regions
+    widget.regions.value = lab
+    sources = {w.name: w for w in widget.style_regions}
+    assert set(sources) == {"style_regions_0", "style_regions_1"} and not widget.style_regions.native.isHidden()
+    assert sources["style_regions_0"].value is None  # "whole"
+    sources["style_regions_0"].value = parts
+    widget.style_scale.value = "1, 0.5"
+    widget.size.value, widget.steps.value = 64, 2
+    before = [digest(x.data) for x in (c, s1, s2, lab, parts)]
+    fake_engine()
+    assert widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
+    from conftest import FakeEngine
+
+    fake = FakeEngine.instances[-1]
+    assert fake.opts.style_scale == (1.0, 0.5)
+    # each read at its own scale's long edge (64 and 32 px; a smaller image is sent as it is)
+    assert fake.style[0].shape[:2] == (40, 40) and fake.style[1].shape[:2] == (32, 32)
+    first, second = fake.opts.style_regions
+    assert second is None and first.shape == fake.style[0].shape[:2]  # read at the style's working shape
+    assert first[0, -1] == 3 and first[-1, 0] == 0
+    meta = viewer.layers[-1].metadata["napari_nst"]
+    assert meta["regions"]["style_regions"] == {"stripes": "parts of stripes", "flipped": "whole"}
+    assert [digest(x.data) for x in (c, s1, s2, lab, parts)] == before and not errors(notifications)
+    # a scale per style that does not match the styles: a notification, nothing runs
+    widget.style_scale.value = "1, 0.5, 2"
+    assert not widget.start() and "style_scale has 3 values" in " ".join(errors(notifications))

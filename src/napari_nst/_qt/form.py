@@ -37,7 +37,7 @@ AUTO = "auto"
 #: a nullable choice's entry for None where "auto" would mislead ("Keep colours: off")
 NONE_CHOICES = {"preserve_color": "off"}
 #: text fields: kinds read with Spec.parse
-TEXT_KINDS = ("auto_float", "names", "floats", "float", "bytes")
+TEXT_KINDS = ("auto_float", "names", "floats", "float", "bytes", "scales")
 
 
 def _int_box(spec: Spec, value: Any) -> SpinBox:

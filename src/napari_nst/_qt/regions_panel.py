@@ -4,6 +4,10 @@ label present (``label_<k>``, in the ``region_styles`` container).
 Each label's choice is a style (by its row: ``style 1``, ``style 2`` ...), "blend" (the blend of
 all styles: what labels without a choice get, 0 included) or "none" (no style: the content is
 kept there). Defaults: label 0 (unpainted) blend; label k the k-th style where there is one.
+
+With regions picked, ``style_regions`` holds one Labels-layer choice per style (``style_regions_<k>``):
+a Labels layer painted over that style image says which part of it supplies each label's style
+(label L of the content takes its style from the pixels labelled L there); "whole" uses all of it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container
 
-BLEND, NONE = "blend", "none"
+BLEND, NONE, WHOLE = "blend", "none", "whole"
 #: at most this many label rows (a labels layer of thousands of cells is not a style map)
 MAX_LABEL_ROWS = 32
 
@@ -36,6 +40,8 @@ class RegionsPanel:
         )
         self.rows: Container[Any] = Container(name="region_styles", label="Region styles", labels=True)
         self.rows.margins = (0, 0, 0, 0)
+        self.sources: Container[Any] = Container(name="style_regions", label="Style regions", labels=True)
+        self.sources.margins = (0, 0, 0, 0)
         self.picker.changed.connect(lambda *_: self.refresh())
         self.refresh()
 
@@ -72,6 +78,38 @@ class RegionsPanel:
                 )
             )
         self.rows.visible = self.picker.value is not None
+        self._refresh_sources(names)
+
+    def _refresh_sources(self, names: list[str]) -> None:
+        """One Labels-layer choice per style image (a choice is kept while its style row stays)."""
+        kept = {w.name: w.value for w in self.sources}
+        self.sources.clear()
+        for k, n in enumerate(names):
+            name = f"style_regions_{k}"
+            w = ComboBox(
+                name=name,
+                label=f"parts of style {k + 1}",
+                choices=self.source_choices,
+                tooltip=f"A Labels layer painted over {n!r}: content label L takes its style from the pixels "
+                "labelled L there (whole: all of the style image).",
+            )
+            if name in kept and kept[name] in [v for _, v in self.source_choices()]:
+                w.value = kept[name]
+            self.sources.append(w)
+        self.sources.visible = self.picker.value is not None
+
+    def source_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(WHOLE, None)] + [(lay.name, lay) for lay in self.labels_layers()]
+
+    def layers_in_use(self) -> list[Any]:
+        """The Labels layers a run would read: the regions and the style images' parts."""
+        return [lay for lay in [self.picker.value, *self.style_sources()] if lay is not None]
+
+    def style_sources(self) -> list[Any]:
+        """The Labels layer chosen for each style image (None: whole), or [] without regions."""
+        if self.picker.value is None:
+            return []
+        return [w.value for w in self.sources]
 
     def _watch(self, layer: Any) -> None:
         """Painting new labels adds their rows."""

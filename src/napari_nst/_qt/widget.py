@@ -16,7 +16,7 @@ from magicgui.widgets import CheckBox, Container, Label, PushButton
 from .._devices import quick_device_guess
 from .._run.inputs import snapshot
 from .._run.labels import labels_snapshot
-from .._run.plan import RunPlan, plan_2d, with_controls
+from .._run.plan import RunPlan, plan_2d, with_controls, with_style_regions
 from .._run.runner import prewarm
 from .._run.sink import META_KEY
 from .._run.state import same_layer
@@ -127,6 +127,7 @@ class StyleTransferWidget(Container[Any]):
                 self.styles,
                 self.regions,
                 self.region_styles,
+                self.style_regions,
                 *self.stack.widgets(),
                 *self.run_on_panel.widgets(),
                 *(self.size_row if w is self.form.fields["size"] else w for w in self.form.basic()),
@@ -160,6 +161,7 @@ class StyleTransferWidget(Container[Any]):
         self.styles, self.style_blend = self.styles_panel.container, self.styles_panel.style_blend
         self.add_style = self.styles_panel.add
         self.regions, self.region_styles = self.regions_panel.picker, self.regions_panel.rows
+        self.style_regions = self.regions_panel.sources
         self.style.changed.connect(lambda *_: self._on_styles_changed())
 
     def _on_styles_changed(self) -> None:
@@ -252,6 +254,7 @@ class StyleTransferWidget(Container[Any]):
     def options(self) -> dict[str, Any]:  # type: ignore[override]  # shadows magicgui's Widget.options dict
         """The engine options the fields say (``init`` a string or a layer). Raises OptionError."""
         opts = self.form.options()
+        Options(style_scale=opts["style_scale"]).check_scales(len(self.styles_panel.pickers))  # one, or one per style
         if len(self.styles_panel.pickers) > 1:
             opts["style_blend"] = tuple(self.styles_panel.blend())
         mapping = self.regions_panel.mapping() if self.regions_panel is not None else None
@@ -304,8 +307,7 @@ class StyleTransferWidget(Container[Any]):
         if self.regions_panel is not None:
             self.regions_panel.check()
         extra = [(lay, "style") for lay in self.styles_panel.layers()[1:]]
-        labels = self.regions.value
-        extra += [(labels, "Labels")] if labels is not None else []
+        extra += [(lay, "Labels") for lay in self.regions_panel.layers_in_use()] if self.regions_panel else []
         for lay, what in ((content, "content"), (style, "style"), *extra):
             if lay not in self._viewer.layers:
                 self.reset_choices()
@@ -322,7 +324,8 @@ class StyleTransferWidget(Container[Any]):
         labels = self.regions.value
         regions = labels_snapshot(labels, content, point, plan.tasks[0].axes) if labels is not None else None
         extras = [snapshot(lay, point) for lay in self.styles_panel.layers()[1:]]
-        return with_controls(plan, extras, regions, len(point), displayed)
+        plan = with_controls(plan, extras, regions, len(point), displayed)
+        return with_style_regions(plan, self.regions_panel.style_sources(), self.styles_panel.layers(), point)  # type: ignore[union-attr]
 
     def start(self, init_layer: Any = None) -> bool:
         """Start a run (as the Run button does); False (and a notification) if it cannot start."""

@@ -33,6 +33,8 @@ class Task:
     extra_styles: tuple[LayerSnapshot, ...] = ()  #: styles 2, 3 ... (blended, or painted in regions)
     extra_style_axes: tuple[tuple[int, int], ...] = ()
     regions: LabelsSnapshot | None = None  #: the Labels layer that says which style goes where
+    #: per style image: a Labels layer over it saying which part supplies each label's style (None: whole)
+    style_regions: tuple[LabelsSnapshot | None, ...] = ()
 
     @property
     def final_shape(self) -> tuple[int, int]:
@@ -45,9 +47,12 @@ class Task:
         return self.long_edge_of(self.style, self.style_axes)
 
     def long_edge_of(self, style: LayerSnapshot, axes: tuple[int, int]) -> int:
-        """A style image's long edge at the finest level (each style is resized on its own)."""
-        opts = Options(style_scale=float(self.options.get("style_scale", 1.0)))
-        return max(opts.style_shape(slice_shape(style, axes), self.final_shape))
+        """A style image's long edge at the finest level (each style is resized on its own, with
+        its own ``style_scale`` when one is given per style)."""
+        opts = Options(style_scale=self.options.get("style_scale", 1.0))
+        index = next((k for k, s in enumerate([self.style, *self.extra_styles]) if s is style), 0)
+        index = index if isinstance(opts.style_scale, tuple) and index < len(opts.style_scale) else 0
+        return max(opts.style_shape(slice_shape(style, axes), self.final_shape, index))
 
     @property
     def style_names(self) -> list[str]:
@@ -100,6 +105,26 @@ def with_controls(
     if styles:
         name = name.replace(f" × {task.style.name}", " × " + " + ".join(task.style_names), 1)
     return replace(plan, tasks=(task,), output_name=name)
+
+
+def with_style_regions(
+    plan: RunPlan, sources: Sequence[Any], style_layers: Sequence[Any], point: Sequence[float]
+) -> RunPlan:
+    """``plan`` with a Labels layer over each style image (None: the style image used whole),
+    each read as napari shows it over its style image's slice on screen. Main thread."""
+    if not any(lay is not None for lay in sources):
+        return plan
+    from dataclasses import replace
+
+    from .labels import labels_snapshot
+
+    task = plan.tasks[0]
+    axes = [task.style_axes, *task.extra_style_axes]
+    snaps = tuple(
+        None if lab is None else labels_snapshot(lab, style, point, ax)
+        for lab, style, ax in zip(sources, style_layers, axes, strict=True)
+    )
+    return replace(plan, tasks=(replace(task, style_regions=snaps),))
 
 
 def plan_2d(

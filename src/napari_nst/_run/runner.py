@@ -107,7 +107,22 @@ def read_inputs(task: Task) -> Inputs:
         from .labels import read_labels
 
         options["regions"] = read_labels(task.regions, task.full_shape, content.shape[:2])
+    if any(snap is not None for snap in task.style_regions):  # which part of each style image
+        options["style_regions"] = _style_labels(task, style if isinstance(style, list) else [style])
     return Inputs(content, style, options, notes)
+
+
+def _style_labels(task: Task, styles: list[np.ndarray]) -> list[np.ndarray | None]:
+    """Each style image's Labels layer read at the shape the style image was read at."""
+    from .inputs import slice_shape
+    from .labels import read_labels
+
+    snaps = [task.style, *task.extra_styles]
+    axes = [task.style_axes, *task.extra_style_axes]
+    return [
+        None if lab is None else read_labels(lab, slice_shape(snap, ax), img.shape[:2])
+        for lab, snap, ax, img in zip(task.style_regions, snaps, axes, styles, strict=True)
+    ]
 
 
 class ProcessRunner:

@@ -91,6 +91,10 @@ def controls_metadata(task: Task) -> dict[str, Any]:
             },
             "other labels": "blend of all styles",
         }
+        if any(lab is not None for lab in task.style_regions):
+            out["regions"]["style_regions"] = {
+                n: ("whole" if lab is None else lab.name) for n, lab in zip(names, task.style_regions, strict=True)
+            }
     return out
 
 

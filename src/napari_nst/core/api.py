@@ -57,21 +57,24 @@ def prepare(content: ImageInput, style: StyleInput, **options: Any) -> tuple[np.
         from .errors import OptionError
 
         raise OptionError("style is an empty list; give at least one style image")
+    opts.check_scales(len(styles))
     loaded = []
     for i, one in enumerate(styles):
         s = _load(one, f"style {i}" if several else "style", opts.style_limits)
-        opts.check_style_size(c.shape[:2], s.shape[:2])
+        opts.check_style_size(c.shape[:2], s.shape[:2], i)
         loaded.append(s)
-    _check_controls(c, len(loaded), opts)
+    _check_controls(c, [s.shape[:2] for s in loaded], opts)
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")  # fail early on a bad init array
     return c, (loaded if several else loaded[0]), opts
 
 
-def _check_controls(c: np.ndarray, n_styles: int, opts: Options) -> None:
-    """style_blend, regions and region_styles against the images (no torch)."""
+def _check_controls(c: np.ndarray, style_shapes: list[tuple[int, int]], opts: Options) -> None:
+    """style_blend, regions, region_styles and style_regions against the images (no torch)."""
     from .errors import OptionError
-    from .regions import check_mapping, check_regions, check_styled
+    from .regions import check_mapping, check_regions, check_style_regions, check_styled
+
+    n_styles = len(style_shapes)
 
     if opts.style_blend is not None:
         if len(opts.style_blend) != n_styles:
@@ -88,6 +91,7 @@ def _check_controls(c: np.ndarray, n_styles: int, opts: Options) -> None:
         check_styled(opts.regions, mapping)
     elif opts.region_styles:
         raise OptionError("region_styles is given but regions is not; give the label image too (regions=...)")
+    opts.style_regions = check_style_regions(opts.style_regions, style_shapes, opts.regions is not None)
 
 
 def iter_stylize(content: ImageInput, style: StyleInput, **options: Any) -> Iterator[Any]:
@@ -237,21 +241,24 @@ def prepare_stack(stack: Any, style: StyleInput, axis: int = 0, **options: Any) 
     opts.check_size(first.shape[:2])
     _check_weights_path(opts.weights)
     several = isinstance(style, (list, tuple))
-    styles = []
-    for i, one in enumerate(list(style) if several else [style]):  # type: ignore[arg-type]
-        s = _load(one, f"style {i}" if several else "style", opts.style_limits)
-        opts.check_style_size(first.shape[:2], s.shape[:2])
-        styles.append(s)
-    if not styles:
+    given = list(style) if several else [style]  # type: ignore[arg-type]
+    if not given:
         from .errors import OptionError
 
         raise OptionError("style is an empty list; give at least one style image")
+    opts.check_scales(len(given))
+    styles = []
+    for i, one in enumerate(given):
+        s = _load(one, f"style {i}" if several else "style", opts.style_limits)
+        opts.check_style_size(first.shape[:2], s.shape[:2], i)
+        styles.append(s)
+    shapes = [s.shape[:2] for s in styles]
     regions = opts.regions
     per_frame = regions is not None and np.ndim(regions) == 3
     if per_frame:  # every frame's labels, then frame 0's as one image's (with style_blend and the rest)
         regions = _check_region_stack(regions, len(frames), first.shape[:2], len(styles), opts)
         opts.regions = regions[0]
-    _check_controls(first, len(styles), opts)  # one label image: the same regions in every frame
+    _check_controls(first, shapes, opts)  # one label image: the same regions in every frame
     if per_frame:
         opts.regions = regions
     if isinstance(opts.init, np.ndarray):

@@ -21,7 +21,21 @@ import torch.nn.functional as F
 from .colour import LUMA, gray3, luminance, prepare_colours
 from .losses import GuidedStyleTerm, RegionTargets, StyleTarget, StyleTerm, gram
 from .options import Options
-from .regions import BLEND, Target, check_mapping, check_regions, check_styled, groups, layer_shape
+from .regions import (
+    BLEND,
+    Target,
+    check_mapping,
+    check_regions,
+    check_style_regions,
+    check_styled,
+    groups,
+    guided_groups,
+    layer_shape,
+)
+
+#: a region group: its target (a style index, the blend, or None) and the style-image label its
+#: style comes from (``style_regions``; None: the style images used whole)
+Key = tuple[Target, int | None]
 
 
 def blend_weights(blend: tuple[float, ...] | None, n: int) -> list[float]:
@@ -48,6 +62,7 @@ def blend_weights(blend: tuple[float, ...] | None, n: int) -> list[float]:
 def check(content_shape: tuple[int, int], n_styles: int, opts: Options) -> None:
     """Every control's check that needs the images (the options alone are checked by Options)."""
     blend_weights(opts.style_blend, n_styles)
+    opts.check_scales(n_styles)
     mapping = check_mapping(opts.region_styles, n_styles)
     if opts.regions is not None:
         check_styled(check_regions(opts.regions, content_shape), mapping)
@@ -88,6 +103,7 @@ class Controls:
     chroma: torch.Tensor | None = None  #: the original content (luminance mode), (1, 3, H, W)
     #: the styles' Grams by working shape, kept across the frames of a stack (core/stack.py); None: not kept
     grams_memo: dict[Any, Any] | None = None
+    style_masks: list[np.ndarray | None] = field(default_factory=list)  #: style_regions, per style
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
@@ -111,6 +127,8 @@ class Controls:
         if opts.regions is not None:
             ctl.regions = np.asarray(opts.regions)
             ctl.mapping = check_mapping(opts.region_styles, len(styles))
+            masks = check_style_regions(opts.style_regions, ctl.style_shapes, True)
+            ctl.style_masks = masks if masks is not None else [None] * len(styles)
         if opts.preserve_color == "luminance":
             ctl.chroma = to_tensor(content, where)
         return ctl, net_content, net_styles[0]
@@ -122,7 +140,8 @@ class Controls:
         if len(self.styles) == 1 and self.regions is None:
             plain.weight *= self.strength
             return plain
-        grams, sizes = self._style_grams(ctx, shape)
+        keyed = self._groups() if self.regions is not None else {}
+        grams, sizes, guided = self._style_grams(ctx, shape, self._needed(keyed))
         if self.regions is None:
             term: Any = StyleTerm(
                 [StyleTarget(blend_grams(grams, sizes, self.weights))], plain.layer_weights, plain.weight
@@ -133,7 +152,7 @@ class Controls:
             )
         else:
             term = GuidedStyleTerm(
-                self._region_targets(ctx, shape, grams, sizes, nm), plain.layer_weights, plain.weight
+                self._region_targets(ctx, shape, keyed, (grams, sizes, guided), nm), plain.layer_weights, plain.weight
             )
             ref = term.at_zero()
         if ctx.opts.style_weight is None:
@@ -143,32 +162,62 @@ class Controls:
         term.weight *= self.strength
         return term
 
-    def _style_grams(
-        self, ctx: Any, shape: tuple[int, int]
-    ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, int]]]:
-        if self.grams_memo is not None and shape in self.grams_memo:
-            return self.grams_memo[shape]  # type: ignore[no-any-return]
-        grams, sizes = [], []
-        for s, s_shape in zip(self.styles, self.style_shapes, strict=True):
-            x = ctx.resized(s, ctx.opts.style_shape(s_shape, shape))
+    def _groups(self) -> dict[Key, np.ndarray]:
+        """The regions grouped by target (and, with ``style_regions``, by the label that says
+        which part of the style image supplies the style); empty groups dropped."""
+        assert self.regions is not None
+        if all(m is None for m in self.style_masks):
+            found: dict[Key, np.ndarray] = {(t, None): m for t, m in groups(self.regions, self.mapping).items()}
+        else:
+            labels = [set() if m is None else set(np.unique(m).tolist()) for m in self.style_masks]
+            found = guided_groups(self.regions, self.mapping, labels)
+        return {k: m for k, m in found.items() if k[0] is not None and m.any()}
+
+    def _uses(self, target: Target) -> list[int]:
+        return list(range(len(self.styles))) if target == BLEND else [int(target)]  # type: ignore[arg-type]
+
+    def _needed(self, keyed: dict[Key, np.ndarray]) -> dict[int, list[int]]:
+        """``{style index: [labels]}``: the parts of style images some region takes its style from."""
+        out: dict[int, list[int]] = {}
+        for target, source in keyed:
+            if source is None:
+                continue
+            for i in self._uses(target):
+                mask = self.style_masks[i]
+                if mask is not None and bool((mask == source).any()) and source not in out.get(i, []):
+                    out.setdefault(i, []).append(source)
+        return out
+
+    def _style_grams(self, ctx: Any, shape: tuple[int, int], needed: dict[int, list[int]]) -> tuple[Any, Any, Any]:
+        """Each style's Gram matrices and feature sizes at this level, and for the parts of the
+        style images in ``needed`` their area-normalised guided Grams ``{(style, label): {layer: G}}``.
+        With ``grams_memo`` (a stack) each level's are computed once for all frames."""
+        key = (shape, tuple(sorted((i, tuple(v)) for i, v in needed.items())))
+        if self.grams_memo is not None and key in self.grams_memo:
+            return self.grams_memo[key]  # type: ignore[no-any-return]
+        grams, sizes, guided = [], [], {}
+        for i, (s, s_shape) in enumerate(zip(self.styles, self.style_shapes, strict=True)):
+            x = ctx.resized(s, ctx.opts.style_shape(s_shape, shape, i))  # each style its own style_scale
             with torch.no_grad():
                 feats = ctx.net(x)
-            grams.append({n: gram(feats[n]) for n in ctx.opts.style_layers})
-            sizes.append({n: int(feats[n].shape[-2] * feats[n].shape[-1]) for n in ctx.opts.style_layers})
+                grams.append({n: gram(feats[n]) for n in ctx.opts.style_layers})
+                sizes.append({n: int(feats[n].shape[-2] * feats[n].shape[-1]) for n in ctx.opts.style_layers})
+                mask = self.style_masks[i] if self.style_masks else None
+                if i in needed and mask is not None:
+                    guided.update(_part_grams(feats, mask, needed[i], i, ctx.opts.style_layers, tuple(x.shape[-2:])))
         if self.grams_memo is not None:
-            self.grams_memo[shape] = (grams, sizes)
-        return grams, sizes
+            self.grams_memo[key] = (grams, sizes, guided)
+        return grams, sizes, guided
 
     def _region_targets(
         self,
         ctx: Any,
         shape: tuple[int, int],
-        grams: list[dict[str, torch.Tensor]],
-        sizes: list[dict[str, int]],
+        keyed: dict[Key, np.ndarray],
+        style: tuple[Any, Any, Any],
         nm: dict[str, tuple[int, int]],
     ) -> dict[str, RegionTargets]:
-        assert self.regions is not None
-        styled = [(t, m) for t, m in groups(self.regions, self.mapping).items() if t is not None and m.any()]
+        styled = list(keyed.items())
         masks = _masks_at([m for _, m in styled], shape, ctx.device)  # (R, h, w) at the working shape
         out = {}
         for name in ctx.opts.style_layers:
@@ -176,25 +225,34 @@ class Controls:
             assert hw[0] * hw[1] == nm[name][1], (name, hw, nm[name])
             m = F.adaptive_avg_pool2d(masks[None], hw)[0].reshape(len(styled), -1)
             area = m.sum(1)
-            targets = torch.stack([self._normalised_target(t, grams, sizes, name) for t, _ in styled])
+            targets = torch.stack([self._normalised_target(k, style, name) for k, _ in styled])
             index = [torch.nonzero(row > 0).flatten() for row in m]  # built once per level, outside the objective
+            ends = np.cumsum([0] + [int(i.numel()) for i in index]).tolist()
             out[name] = RegionTargets(
                 m.contiguous(),
                 1.0 / area.clamp(min=1e-6),
                 area / m.shape[1],
                 targets,
-                index,
-                [row[i].contiguous() for row, i in zip(m, index, strict=True)],
+                torch.cat(index),
+                torch.cat([row[i] for row, i in zip(m, index, strict=True)]).contiguous(),
+                tuple(zip(ends[:-1], ends[1:], strict=True)),
             )
         return out
 
-    def _normalised_target(
-        self, target: Target, grams: list[dict[str, torch.Tensor]], sizes: list[dict[str, int]], name: str
-    ) -> torch.Tensor:
+    def _normalised_target(self, key: Key, style: tuple[Any, Any, Any], name: str) -> torch.Tensor:
+        """A group's target at layer ``name``: its style's Gram per position (of the part of the
+        style image its label names, where ``style_regions`` has it), or the blend of those."""
+        grams, sizes, guided = style
+        target, source = key
+
+        def one(i: int) -> torch.Tensor:
+            part = guided.get((i, source))
+            g: torch.Tensor = part[name] if part is not None else grams[i][name] / sizes[i][name]
+            return g
+
         if target == BLEND:
-            return sum(w * g[name] / s[name] for w, g, s in zip(self.weights, grams, sizes, strict=True))  # type: ignore[return-value]
-        i = int(target)  # type: ignore[arg-type]
-        return grams[i][name] / sizes[i][name]
+            return sum(w * one(i) for i, w in enumerate(self.weights))  # type: ignore[return-value]
+        return one(int(target))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ images
 
@@ -220,6 +278,27 @@ class Controls:
         luma = torch.tensor(LUMA, dtype=torch.float32, device=image.device)[None, :, None, None]
         dy = ((image.float() - c) * luma).sum(1, keepdim=True)
         return (c + dy).clamp(0.0, 1.0)
+
+
+def _part_grams(
+    feats: dict[str, torch.Tensor],
+    labels: np.ndarray,
+    wanted: list[int],
+    i: int,
+    layers: tuple[str, ...],
+    shape: tuple[int, int],
+) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+    """``{(i, label): {layer: F diag(m) F^T / |m|}}`` of style image ``i``'s features over the
+    pixels ``labels == label`` (the mask carried to each layer as the content's regions are)."""
+    masks = _masks_at([labels == lab for lab in wanted], shape, next(iter(feats.values())).device)
+    out: dict[tuple[int, int], dict[str, torch.Tensor]] = {(i, lab): {} for lab in wanted}
+    for name in layers:
+        f = feats[name].float().reshape(feats[name].shape[-3], -1)
+        hw = (int(feats[name].shape[-2]), int(feats[name].shape[-1]))
+        m = F.adaptive_avg_pool2d(masks[None], hw)[0].reshape(len(wanted), -1)
+        for lab, row in zip(wanted, m, strict=True):
+            out[(i, lab)][name] = (f * row) @ f.T / row.sum().clamp(min=1e-6)
+    return out
 
 
 def _masks_at(masks: list[np.ndarray], shape: tuple[int, int], device: torch.device) -> torch.Tensor:

@@ -51,8 +51,9 @@ from .pyramid import PyramidImage
 from .records import Progress
 from .vgg import VGGFeatures, build_vgg
 
-#: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight)
-STYLE_BALANCE = 50.0
+#: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight); 5, re-tuned
+#: on photo/painting pairs against the textbook's a = 1, b = 100 (docs/controls.md, benchmarks/balance.py)
+STYLE_BALANCE = 5.0
 
 #: the largest change of any pixel one L-BFGS step may make (image units, [0, 1]; see lbfgs.py)
 LBFGS_MAX_CHANGE = 0.25

@@ -260,53 +260,89 @@ def gathered_gram(features: torch.Tensor, index: torch.Tensor, values: torch.Ten
     """``F diag(m) F^T`` for a mask ``m`` given by its non-zero positions ``index`` and their
     ``values``: the same matrix as :func:`masked_gram` with one mask, for the cost of the region's
     positions only (a region of 40 % of the image costs 40 % of a Gram). ``(N, N)`` float32."""
+    return gathered_grams(features, index, values, [(0, int(index.numel()))])[0]
+
+
+def gathered_grams(
+    features: torch.Tensor, index: torch.Tensor, values: torch.Tensor, bounds: Sequence[tuple[int, int]]
+) -> torch.Tensor:
+    """``(R, N, N)``: each region's ``F diag(m_r) F^T``, region ``r`` given by its positions
+    ``index[a:b]`` and their mask values ``values[a:b]`` for ``(a, b) = bounds[r]``.
+
+    All regions in one gather of ``F``'s columns (one float32 copy, positions on a region's
+    border appearing once per region they touch) and, in backward, one more gather and one
+    scatter-add into the gradient: no per-region zero-filled gradient to add up. Keeps only
+    ``F``, the index and the values for backward."""
     f = features.reshape(features.shape[-3], -1)
-    out: torch.Tensor = _GatheredGram.apply(f, index, values)
+    out: torch.Tensor = _GatheredGrams.apply(f, index, values, tuple(bounds))
     return out
 
 
-class _GatheredGram(torch.autograd.Function):
-    """Forward ``(F_I * m_I) F_I^T`` over the columns ``I``; backward scatters
-    ``((g + g^T) F_I) * m_I`` back into those columns. Keeps only ``F``, ``I`` and ``m_I``."""
+def _gather_rows(f: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``F``'s columns ``index`` as float32 rows ``(K, N)``, read in ``F``'s own layout: a
+    channels-last map's positions are contiguous rows of ``F^T``, a contiguous map's are not."""
+    if f.stride(0) == 1:
+        return f.T.index_select(0, index).float()
+    return f.index_select(1, index).float().T
+
+
+class _GatheredGrams(torch.autograd.Function):
+    """Forward ``G_r = (F_I * m_I)_r F_{I,r}^T`` over each region's positions; backward
+    scatter-adds ``((g_r + g_r^T) F_{I,r}) * m_{I,r}`` into those positions (summed where regions
+    share a border position)."""
 
     @staticmethod
-    def forward(ctx: Any, f: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, f: torch.Tensor, index: torch.Tensor, values: torch.Tensor, bounds: tuple[tuple[int, int], ...]
+    ) -> torch.Tensor:
         ctx.save_for_backward(f, index, values)
+        ctx.bounds = bounds
         with torch.autocast(f.device.type, enabled=False):
-            fi = f.index_select(1, index).float()
-            return (fi * values) @ fi.T
+            fi = _gather_rows(f, index)  # (K, N)
+            fv = fi * values[:, None]
+            return torch.stack([fv[a:b].T @ fi[a:b] for a, b in bounds])
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         f, index, values = ctx.saved_tensors
         with torch.autocast(f.device.type, enabled=False):
-            s = grad.float() + grad.float().T
-            part = (s @ f.index_select(1, index).float()) * values
+            s = grad.float() + grad.float().transpose(1, 2)
+            fi = _gather_rows(f, index)
+            part = torch.empty(fi.shape, dtype=torch.float32, device=f.device)
+            for r, (a, b) in enumerate(ctx.bounds):
+                torch.matmul(fi[a:b], s[r], out=part[a:b])
+            part *= values[:, None]
+            if f.stride(0) == 1:  # channels-last: the gradient in F's layout, positions as rows
+                rows = torch.zeros((f.shape[1], f.shape[0]), dtype=torch.float32, device=f.device)
+                rows.index_add_(0, index, part)
+                return rows.to(f.dtype).T, None, None, None
             out = torch.zeros(f.shape, dtype=torch.float32, device=f.device)
-            out.index_copy_(1, index, part)  # the positions are distinct: a copy, deterministic
-        return out.to(f.dtype), None, None
+            out.index_add_(1, index, part.T)
+        return out.to(f.dtype), None, None, None
 
 
 @dataclass
 class RegionTargets:
     """One style layer's regions: masks ``(R, M)`` at the layer's resolution, ``1 / area``
     ``(R,)``, the area fraction ``(R,)`` (the region's weight) and the area-normalised target
-    Grams ``(R, N, N)``. ``index``/``values``: each mask's non-zero positions and values (then
-    the Grams are computed over those positions only, :func:`gathered_gram`)."""
+    Grams ``(R, N, N)``. ``index``/``values``: every mask's non-zero positions and values, one
+    region after another, region ``r`` at ``bounds[r]`` (then the Grams are computed over those
+    positions only, :func:`gathered_grams`)."""
 
     masks: torch.Tensor
     inv_area: torch.Tensor
     fraction: torch.Tensor
     grams: torch.Tensor
-    index: list[torch.Tensor] | None = None
-    values: list[torch.Tensor] | None = None
+    index: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    bounds: tuple[tuple[int, int], ...] = ()
 
     def region_grams(self, features: torch.Tensor) -> torch.Tensor:
         """``(R, N, N)``: each region's ``F diag(m_r) F^T``."""
         if self.index is None or self.values is None:
             return masked_gram(features, self.masks)
-        return torch.stack([gathered_gram(features, i, v) for i, v in zip(self.index, self.values, strict=True)])
+        return gathered_grams(features, self.index, self.values, self.bounds)
 
 
 def guided_gram_loss(g: torch.Tensor, t: RegionTargets, n: int) -> torch.Tensor:

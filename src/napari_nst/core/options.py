@@ -55,7 +55,7 @@ class Options:
         compares across optimisers. None: by device, 100 on a CPU, 300 on a GPU.
     style_weight : float or None
         The style term's weight ``b`` in ``a * L_content + b * L_style``. None: automatic,
-        ``b = 50 / L_style(0)`` where ``L_style(0)`` is the style loss of an image whose Gram
+        ``b = 5 / L_style(0)`` where ``L_style(0)`` is the style loss of an image whose Gram
         matrices are zero, so that ``b * L_style`` is a relative Gram error. The automatic values
         do not depend on the network or the size; every progress record reports them (``weights``).
     content_weight : float or None
@@ -97,8 +97,9 @@ class Options:
         Coarser layers (each half the size of the one below) the optimiser moves the pastiche
         through, added on top of its pixels; 0 = the pixels themselves, as in the paper. Same
         objective, fewer evaluations to reach a given value (docs/performance.md).
-    style_scale : float
-        The style image is resized to ``size * style_scale`` on its long edge.
+    style_scale : float or tuple of float
+        The style image is resized to ``size * style_scale`` on its long edge. One number for
+        every style image, or one per style image (``style`` a list; as text ``1,0.5``).
     tv_weight : float
         Weight of a total-variation term (not in the paper; 0 = off).
     precision : str
@@ -150,6 +151,14 @@ class Options:
     max_memory : int or str or None
         The most memory the run may plan to use: bytes, or text like ``8GB`` or ``512MiB``. A
         larger run is tiled (see ``tile_size``). None: the free memory.
+    style_regions : list of int arrays or None
+        Which part of each style image supplies each region's style. Guided Gram matrices on
+        the style side (Gatys and colleagues' 2017 paper): one label image per style image, of
+        its (H, W) (None for a style image used whole; one array when there is one style). Content
+        pixels labelled L in ``regions`` take their style from the pixels labelled L in their
+        style image; a style image without label L gives all of itself. Needs ``regions``. On
+        the command line, label image files separated by commas (``none`` for a style image
+        used whole). None: every style image used whole.
     """
 
     size: int | None = option(None, label="Size (px)", kind="int", lo=1, hi=MAX_SIZE, step=32, none=_SIZE_BY_DEVICE)
@@ -178,7 +187,9 @@ class Options:
     init: str | np.ndarray = option("content", label="Start from", kind="init", choices=INITS, advanced=True)
     scales: int = option(1, label="Scales", kind="int", lo=1, hi=8, advanced=True)
     pyramid: int = option(4, label="Pyramid", kind="int", lo=0, hi=12, advanced=True)
-    style_scale: float = option(1.0, label="Style scale", kind="float", lo=0.05, hi=8.0, step=0.05, advanced=True)
+    style_scale: float | tuple[float, ...] = option(
+        1.0, label="Style scale", kind="scales", lo=0.05, hi=8.0, step=0.05, advanced=True
+    )
     tv_weight: float = option(0.0, label="TV weight", kind="float", lo=0, advanced=True)
     precision: str = option("auto", label="Precision", kind="choice", choices=PRECISIONS, advanced=True)
     preview_every: int = option(1, label="Preview every", kind="int", lo=1, hi=MAX_STEPS, form=False, cli=False)
@@ -217,6 +228,9 @@ class Options:
         None, label="Tile size (px)", kind="int", lo=64, hi=MAX_SIZE, step=32, none="automatic", advanced=True
     )
     max_memory: int | None = option(None, label="Max memory", kind="bytes", none="the free memory", advanced=True)
+    style_regions: list[np.ndarray | None] | None = option(
+        None, label="Style regions", kind="style_regions", none="the style images used whole", form=False
+    )
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -265,9 +279,29 @@ class Options:
         need = min_side(self.network, self.layers)
         return level_shapes(shape, size, effective_levels(shape, size, self.scales, steps, need))
 
-    def style_shape(self, style_shape: tuple[int, int], level_shape: tuple[int, int]) -> tuple[int, int]:
-        """The style image's working shape at a level of working shape ``level_shape``."""
-        return resized_shape(style_shape, max(1, round(max(level_shape) * self.style_scale)))
+    def scale_of(self, index: int = 0) -> float:
+        """Style image ``index``'s ``style_scale`` (the one number, or its own of the list)."""
+        if isinstance(self.style_scale, tuple):
+            return float(self.style_scale[index])
+        return float(self.style_scale)
+
+    def _scale_name(self, index: int) -> str:
+        return f"style_scale[{index}]" if isinstance(self.style_scale, tuple) else "style_scale"
+
+    def check_scales(self, n_styles: int) -> None:
+        """OptionError unless ``style_scale`` is one number or has one value per style image."""
+        if isinstance(self.style_scale, tuple) and len(self.style_scale) != n_styles:
+            many = "is 1 style image" if n_styles == 1 else f"are {n_styles} style images"
+            raise OptionError(
+                f"style_scale has {len(self.style_scale)} values but there {many}; give one number for "
+                f"all, or one per style image (e.g. {','.join(['1'] * n_styles)})"
+            )
+
+    def style_shape(
+        self, style_shape: tuple[int, int], level_shape: tuple[int, int], index: int = 0
+    ) -> tuple[int, int]:
+        """Style image ``index``'s working shape at a level of working shape ``level_shape``."""
+        return resized_shape(style_shape, max(1, round(max(level_shape) * self.scale_of(index))))
 
     def check_size(self, shape: tuple[int, int]) -> None:
         """Raise OptionError if the coarsest working image is too small for the network."""
@@ -294,25 +328,10 @@ class Options:
         if why_not:
             raise OptionError(f"tile_size={self.tile_size}: {why_not}; leave tile_size empty")
 
-    def check_style_size(self, content_shape: tuple[int, int], style_shape: tuple[int, int]) -> None:
-        """Raise OptionError if the style image, resized as the engine resizes it at each level
-        (:meth:`style_shape`), is too large, or too small for the network at the coarsest level."""
-        need = min_side(self.network, self.layers)
-        shapes = self.level_shapes(content_shape)
-        h, w = self.style_shape(style_shape, shapes[0])
-        big = self.style_shape(style_shape, (self.size or GPU_SIZE,) * 2)
-        if max(big) > MAX_SIZE:
-            raise OptionError(
-                f"style_scale={self.style_scale:g} would make the style image {big[0]}x{big[1]} px; the limit is "
-                f"{MAX_SIZE} px on the long edge: lower style_scale"
-            )
-        if min(h, w) < need:
-            where = "at the coarsest level" if len(shapes) > 1 else "at this size"
-            raise OptionError(
-                f"the style image would be {h}x{w} px {where}, but {self.network} up to {self.layers[-1]} needs "
-                f"at least {need} px on each side: increase style_scale (now {self.style_scale:g}) or size (now "
-                f"{self.size or CPU_SIZE}), or crop the style image to a less elongated shape"
-            )
+    def check_style_size(self, content_shape: tuple[int, int], style_shape: tuple[int, int], index: int = 0) -> None:
+        """Raise OptionError if style image ``index``, resized as the engine resizes it at each
+        level (:meth:`style_shape`), is too large, or too small for the network at the coarsest level."""
+        _check_style_size(self, content_shape, style_shape, index)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly settings (an init array is summarised by its shape)."""
@@ -322,6 +341,8 @@ class Options:
             d["init"] = f"array{tuple(self.init.shape)}"
         if self.regions is not None:
             d["regions"] = f"labels{tuple(np.shape(self.regions))}"
+        if self.style_regions is not None:
+            d["style_regions"] = [None if r is None else f"labels{tuple(np.shape(r))}" for r in self.style_regions]
         return d
 
     # ------------------------------------------------------------------ validation
@@ -340,6 +361,26 @@ class Options:
             )
         check_layers(self.network, self.content_layers, "content layer")
         check_layers(self.network, self.style_layers, "style layer")
+
+
+def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape: tuple[int, int], index: int) -> None:
+    need = min_side(opts.network, opts.layers)
+    shapes = opts.level_shapes(content_shape)
+    h, w = opts.style_shape(style_shape, shapes[0], index)
+    big = opts.style_shape(style_shape, (opts.size or GPU_SIZE,) * 2, index)
+    name, scale = opts._scale_name(index), opts.scale_of(index)
+    if max(big) > MAX_SIZE:
+        raise OptionError(
+            f"{name}={scale:g} would make the style image {big[0]}x{big[1]} px; the limit is "
+            f"{MAX_SIZE} px on the long edge: lower style_scale"
+        )
+    if min(h, w) < need:
+        where = "at the coarsest level" if len(shapes) > 1 else "at this size"
+        raise OptionError(
+            f"the style image would be {h}x{w} px {where}, but {opts.network} up to {opts.layers[-1]} needs "
+            f"at least {need} px on each side: increase style_scale ({name} now {scale:g}) or size (now "
+            f"{opts.size or CPU_SIZE}), or crop the style image to a less elongated shape"
+        )
 
 
 @cache
@@ -499,6 +540,45 @@ def _bytes(v: Any, sp: Spec) -> int:
     return parse_bytes(v)
 
 
+def _scales(v: Any, sp: Spec) -> float | tuple[float, ...]:
+    """One number (every style) or a non-empty list of numbers (one per style), each in bounds."""
+    if isinstance(v, str):
+        v = sp.parse(v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        out = tuple(_float(x, sp) for x in v)
+        if not out:
+            raise OptionError(f"{sp.name} must be a number or a non-empty list of numbers (one per style), got {v!r}")
+        return out
+    return _float(v, sp)
+
+
+def _style_regions(v: Any, sp: Spec) -> list[np.ndarray | None]:
+    """One label image (one style) or a list of them, None for a style image used whole; dtype
+    and shapes against the style images: regions.check_style_regions (api.prepare)."""
+    if isinstance(v, str):
+        v = sp.parse(v)
+    items = [v] if isinstance(v, np.ndarray) else v
+    if not isinstance(items, (list, tuple)) or not items:
+        raise OptionError(
+            f"style_regions must be a label image or a list with one per style image (None for a "
+            f"style image used whole), got {type(v).__name__}"
+        )
+    out: list[np.ndarray | None] = []
+    for i, r in enumerate(items):
+        if r is None:
+            out.append(None)
+            continue
+        if isinstance(r, (str, os.PathLike)):
+            raise OptionError(f"style_regions[{i}] is a file name; read it first (the command line does)")
+        arr = np.asarray(r)
+        if arr.ndim != 2:
+            raise OptionError(
+                f"style_regions[{i}] must be a 2-D label image (H, W) of style image {i}, got shape {arr.shape}"
+            )
+        out.append(arr)
+    return out
+
+
 def _as_is(v: Any, sp: Spec) -> Any:  # limits: checked (with the image) by images.to_rgb_float
     return v
 
@@ -519,6 +599,8 @@ _CHECKS = {
     "regions": _regions,
     "mapping": _mapping,
     "bytes": _bytes,
+    "scales": _scales,
+    "style_regions": _style_regions,
 }
 
 

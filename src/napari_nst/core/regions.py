@@ -11,6 +11,11 @@ style layer's resolution by area averaging (each feature cell gets the fraction 
 footprint that lies in the region, as an area resize of the image would): soft at the borders,
 and the masks of all groups still sum to 1 at every cell. They are not shaped by the network's
 receptive fields (which grow to over 100 px at relu5_1 and would blur small regions away).
+
+``style_regions`` (optional): a label image for each style image, saying which part of the
+painting supplies each region's style: content pixels labelled L take their style from the
+pixels labelled L in their style image (the paper's guided Gram matrices on both sides); a
+style image without label L (or without a label image) supplies all of itself.
 """
 
 from __future__ import annotations
@@ -27,21 +32,48 @@ BLEND = "blend"
 Target = int | str | None
 
 
-def check_regions(regions: Any, content_shape: tuple[int, int]) -> np.ndarray:
-    """``regions`` as an integer ``(H, W)`` array of the content's shape; OptionError otherwise."""
+def check_regions(
+    regions: Any, content_shape: tuple[int, int], name: str = "regions", image: str = "the content image"
+) -> np.ndarray:
+    """``regions`` as an integer ``(H, W)`` array of ``image``'s shape; OptionError otherwise."""
     arr = np.asarray(regions)
     if arr.dtype == bool or arr.dtype.kind not in "iu":
         what = "a boolean mask" if arr.dtype == bool else f"of dtype {arr.dtype}"
         raise OptionError(
-            f"regions must be an integer label image (a napari Labels layer's data), got an array "
-            f"{what}; convert it, e.g. regions.astype(int)"
+            f"{name} must be an integer label image (a napari Labels layer's data), got an array "
+            f"{what}; convert it, e.g. {name}.astype(int)"
         )
     if arr.shape != tuple(content_shape):
         raise OptionError(
-            f"regions has shape {arr.shape} but the content image is {tuple(content_shape)} (H, W); "
-            "give a label image of the content's size (or resize it with nearest-neighbour sampling)"
+            f"{name} has shape {arr.shape} but {image} is {tuple(content_shape)} (H, W); "
+            f"give a label image of that size (or resize it with nearest-neighbour sampling)"
         )
     return arr
+
+
+def check_style_regions(
+    style_regions: Sequence[Any] | None, style_shapes: Sequence[tuple[int, int]], has_regions: bool
+) -> list[np.ndarray | None] | None:
+    """``style_regions`` as one integer label image (or None) per style image, each of its style
+    image's (H, W); OptionError naming the fix otherwise."""
+    if style_regions is None:
+        return None
+    if not has_regions:
+        raise OptionError(
+            "style_regions is given but regions is not: give regions too (content pixels labelled L "
+            "take their style from the style image's pixels labelled L)"
+        )
+    n = len(style_shapes)
+    if len(style_regions) != n:
+        raise OptionError(
+            f"style_regions has {len(style_regions)} label images but there "
+            f"{'is 1 style image' if n == 1 else f'are {n} style images'}; give one per style image "
+            "(None for a style image used whole)"
+        )
+    return [
+        None if sr is None else check_regions(sr, shape, f"style_regions[{i}]", f"style image {i}")
+        for i, (sr, shape) in enumerate(zip(style_regions, style_shapes, strict=True))
+    ]
 
 
 def check_mapping(region_styles: Mapping[int, int | None] | None, n_styles: int) -> dict[int, int | None]:
@@ -65,6 +97,22 @@ def groups(regions: np.ndarray, mapping: Mapping[int, int | None]) -> dict[Targe
     for lab in labels.tolist():
         by_target.setdefault(mapping[int(lab)] if int(lab) in mapping else BLEND, []).append(lab)
     return {t: np.isin(regions, labs) for t, labs in by_target.items()}
+
+
+def guided_groups(
+    regions: np.ndarray, mapping: Mapping[int, int | None], style_labels: Sequence[set[int]]
+) -> dict[tuple[Target, int | None], np.ndarray]:
+    """Like :func:`groups`, keyed ``(target, source label)``: a label L whose style image(s) have
+    pixels labelled L in ``style_regions`` (``style_labels[i]``: the labels present in style i's)
+    takes its style from those pixels, a group of its own; other labels of a target share
+    ``(target, None)``: their style images used whole."""
+    by_key: dict[tuple[Target, int | None], list[int]] = {}
+    for lab in np.unique(regions).tolist():
+        target: Target = mapping[int(lab)] if int(lab) in mapping else BLEND
+        uses = [] if target is None else range(len(style_labels)) if target == BLEND else [int(target)]
+        source = int(lab) if any(int(lab) in style_labels[i] for i in uses) else None
+        by_key.setdefault((target, source), []).append(lab)
+    return {k: np.isin(regions, labs) for k, labs in by_key.items()}
 
 
 def check_styled(regions: np.ndarray, mapping: Mapping[int, int | None]) -> None:

@@ -30,6 +30,8 @@ KINDS = (
     "regions",
     "mapping",
     "bytes",
+    "scales",
+    "style_regions",
 )
 
 _NONE_WORDS = ("", "auto", "none", "default")
@@ -165,6 +167,22 @@ def _limits(t: str) -> tuple[float, float]:
     return vals[0], vals[1]
 
 
+def _scales(t: str) -> float | tuple[float, ...]:
+    """``"1"`` -> 1.0 (every style), ``"1, 0.5"`` -> (1.0, 0.5) (one per style)."""
+    vals = _numbers(t)
+    if not vals:
+        raise ValueError(t)
+    return vals[0] if len(vals) == 1 and "," not in t else vals
+
+
+def _files(t: str) -> list[str | None]:
+    """``"a.png,none"`` -> ``["a.png", None]``: a label image file per style image (none: whole)."""
+    out = [None if w.lower() in ("none", "-") else w for w in _words(t)]
+    if not out:
+        raise ValueError(t)
+    return out
+
+
 def _mapping(t: str) -> Any:
     from .regions import parse_mapping
 
@@ -188,6 +206,8 @@ _PARSERS = {
     "log_float": _number,
     "mapping": _mapping,
     "bytes": _bytes,
+    "scales": _scales,
+    "style_regions": _files,
 }
 _WHAT = {
     "int": "a whole number",
@@ -205,6 +225,8 @@ _WHAT = {
     "regions": "a label image file",
     "mapping": "a list 'label:style,...' like '1:0,2:none'",
     "bytes": "an amount of memory like '8GB', '512MiB' or 2000000000",
+    "scales": "a number, or one per style image separated by commas (e.g. 1 or 1,0.5)",
+    "style_regions": "label image files, one per style image, separated by commas (none: the whole image)",
 }
 
 

@@ -207,7 +207,8 @@ def _labels_at(opts: Options, frame: int, shape: tuple[int, int]) -> np.ndarray 
     labels = np.asarray(opts.regions[frame])
     rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1).astype(int)
     cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1).astype(int)
-    return labels[rows[:, None], cols[None, :]]
+    out: np.ndarray = labels[rows[:, None], cols[None, :]]
+    return out
 
 
 def _at(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
