@@ -93,9 +93,18 @@ def setup(
     return Problem(c, s, size, shape, net, ct, st, p, grams, nm, a, b, dev)
 
 
+def textbook_gram(features: torch.Tensor) -> torch.Tensor:
+    """``F F^T`` through plain autograd (two matrix products in backward), as the tutorial does;
+    napari-nst's ``losses.gram`` has a one-product backward since issue 11, the yardstick keeps this."""
+    f = features.reshape(features.shape[-3], -1)
+    return f @ f.T
+
+
 def _loss(prob: Problem, feats: dict[str, torch.Tensor]) -> torch.Tensor:
     lc = sum(content_loss(feats[n], prob.p[n]) for n in CONTENT_LAYERS)
-    ls = sum(gram_loss(gram(feats[n]), prob.grams[n], *prob.nm[n]) for n in STYLE_LAYERS) / len(STYLE_LAYERS)
+    ls = sum(gram_loss(textbook_gram(feats[n]), prob.grams[n], *prob.nm[n]) for n in STYLE_LAYERS) / len(
+        STYLE_LAYERS
+    )
     return prob.a * lc + prob.b * ls
 
 
