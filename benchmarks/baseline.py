@@ -102,9 +102,7 @@ def textbook_gram(features: torch.Tensor) -> torch.Tensor:
 
 def _loss(prob: Problem, feats: dict[str, torch.Tensor]) -> torch.Tensor:
     lc = sum(content_loss(feats[n], prob.p[n]) for n in CONTENT_LAYERS)
-    ls = sum(gram_loss(textbook_gram(feats[n]), prob.grams[n], *prob.nm[n]) for n in STYLE_LAYERS) / len(
-        STYLE_LAYERS
-    )
+    ls = sum(gram_loss(textbook_gram(feats[n]), prob.grams[n], *prob.nm[n]) for n in STYLE_LAYERS) / len(STYLE_LAYERS)
     return prob.a * lc + prob.b * ls
 
 

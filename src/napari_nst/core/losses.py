@@ -65,7 +65,8 @@ class _Gram(torch.autograd.Function):
             s32 = grad + grad.T
             with torch.autocast(f.device.type, enabled=False):
                 # the gradient in F's own layout: (F^T S)^T is S F for a symmetric S
-                return (f.T @ s32).T if f.T.is_contiguous() else s32 @ f
+                out: torch.Tensor = (f.T @ s32).T if f.T.is_contiguous() else s32 @ f
+                return out
         # (M, N) rows are contiguous for a channels_last map: one float32 slice at a time, so the
         # float32 copy of F and the float32 gradient are never whole (G's gradient is symmetric
         # up to rounding; (g + g^T) is exactly symmetric, so (F^T S) = (S F)^T)
