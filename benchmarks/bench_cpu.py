@@ -82,19 +82,31 @@ def run_nst(prob: B.Problem, opts: Options, keep_every: int = 0) -> dict[str, An
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def _time_baseline(prob: B.Problem, evals: int, clock: str = "wall") -> float:
-    B.run_baseline(prob, 2)  # warm up
-    c0 = CLOCK[clock]()
-    B.run_baseline(prob, evals)
-    return (CLOCK[clock]() - c0) / evals
+def _time_baseline(prob: B.Problem, evals: int, clock: str = "wall", warm: int = 0) -> float:
+    """Time per evaluation of the baseline: of a fresh run's first ``evals`` (``warm`` 0, after a
+    2-evaluation warm-up run), or of evaluations ``warm + 1 .. warm + evals`` of one run (its
+    L-BFGS history then holds min(warm, 100) pairs: the steady state of a long run)."""
+    if not warm:
+        B.run_baseline(prob, 2)  # warm up
+        c0 = CLOCK[clock]()
+        B.run_baseline(prob, evals)
+        return (CLOCK[clock]() - c0) / evals
+    t: list[float] = []
+    hook = prob.net.register_forward_pre_hook(lambda m, a: t.append(CLOCK[clock]()))  # one call per evaluation
+    try:
+        B.run_baseline(prob, warm + evals + 1)
+    finally:
+        hook.remove()
+    return (t[warm + evals] - t[warm]) / evals
 
 
-def _time_nst(prob: B.Problem, opts: Options, evals: int, clock: str = "wall") -> float:
-    opts.steps, opts.scales, opts.preview_every = evals + 2, 1, 10**6
+def _time_nst(prob: B.Problem, opts: Options, evals: int, clock: str = "wall", warm: int = 0) -> float:
+    warm = max(warm, 2)  # the first two evaluations are warm-up
+    opts.steps, opts.scales, opts.preview_every = evals + warm, 1, 10**6
     t = []
     for _ in engine.run(prob.content, prob.style, opts):
         t.append(CLOCK[clock]())
-    return (t[-1] - t[1]) / evals  # first two evaluations are warm-up
+    return (t[-1] - t[warm - 1]) / evals
 
 
 LEVERS = {
@@ -112,6 +124,7 @@ LEVERS_AVX2 = {
     "napari-nst default (auto: float32, contiguous, torch pool)": ("auto", {}),
     "+ channels_last": ("auto", {"channels_last": True}),
     "+ index-free pool": ("auto", {"lean_pool": True}),
+    "+ float32 L-BFGS history": ("auto", {"history_dtype": "float32"}),
 }
 
 #: the environment of --isa avx2: oneDNN (convolutions) and ATen (the rest) limited to AVX2
@@ -119,21 +132,30 @@ AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def part_per_eval(
-    size: int, evals: int, repeats: int, clock: str = "wall", levers: dict | None = None
+    size: int, evals: int, repeats: int, clock: str = "wall", levers: dict | None = None, warm: int = 0
 ) -> dict[str, Any]:
     levers = LEVERS if levers is None else levers
     prob = B.setup(size)
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in levers}}
     for rep in range(repeats):  # interleave A/B so that load changes hit every variant alike
-        times["baseline"].append(_time_baseline(prob, evals, clock))
+        times["baseline"].append(_time_baseline(prob, evals, clock, warm))
         for name, (prec, extra) in levers.items():
-            times[name].append(_time_nst(prob, nst_options(size, evals, dict(extra), precision=prec), evals, clock))
+            o = nst_options(size, evals, dict(extra), precision=prec)
+            times[name].append(_time_nst(prob, o, evals, clock, warm))
         print(
             f"  per-eval repeat {rep + 1}: " + ", ".join(f"{k}: {v[-1] * 1000:.0f} ms" for k, v in times.items()),
             flush=True,
         )
     # ratios per repeat (same moment), then median: robust to load drifting between repeats
-    out = {"size": size, "evals": evals, "repeats": repeats, "clock": clock, "shape": list(prob.shape), "rows": []}
+    out = {
+        "size": size,
+        "evals": evals,
+        "repeats": repeats,
+        "clock": clock,
+        "warm": warm,
+        "shape": list(prob.shape),
+        "rows": [],
+    }
     for name, ts in times.items():
         ratios = [t / b for t, b in zip(ts, times["baseline"], strict=True)]
         out["rows"].append(
@@ -241,18 +263,30 @@ if side == "baseline":
     B.run_baseline(prob, steps, tr)
     ts = [t for _, t, _ in tr]
 else:
-    o = C.nst_options(size, steps, scales=1, preview_every=10**6, precision={precision!r})
-    ts = [r.elapsed for r in engine.run(prob.content, prob.style, o)]
+    o = C.nst_options(size, steps, {extra!r}, scales=1, preview_every=10**6, precision={precision!r})
+    ts, cpu = [], []
+    for r in engine.run(prob.content, prob.style, o):
+        ts.append(r.elapsed)
+        cpu.append(time.process_time())
+        last = r
 hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 k = min(2, len(ts) - 1)
-print(json.dumps({{"side": side, "size": size, "shape": list(prob.shape), "steps": steps,
-                  "s_per_eval": (ts[-1] - ts[k - 1]) / (len(ts) - k) if k else ts[-1] / len(ts),
-                  "peak_rss": hwm}}))
+out = {{"side": side, "size": size, "shape": list(prob.shape), "steps": steps, "extra": {extra!r},
+       "s_per_eval": (ts[-1] - ts[k - 1]) / (len(ts) - k) if k else ts[-1] / len(ts), "peak_rss": hwm}}
+if side != "baseline":
+    out["cpu_s_per_eval"] = (cpu[-1] - cpu[k - 1]) / (len(cpu) - k) if k else None
+    out["objective"] = B.objective(prob, last.image)
+print(json.dumps(out))
 """
 
 
-def child(side: str, size: int, steps: int, precision: str = "auto", threads: int = 0) -> dict[str, Any]:
+def child(
+    side: str, size: int, steps: int, precision: str = "auto", threads: int = 0, extra: dict | None = None
+) -> dict[str, Any]:
+    """One run in its own process: peak RSS (VmHWM), time per evaluation; napari-nst's side also its
+    CPU time per evaluation and the final objective (``extra``: engine knobs, napari-nst's side)."""
     code = _CHILD.format(
+        extra=dict(extra or {}),
         bench=str(Path(__file__).resolve().parent),
         side=side,
         size=size,
@@ -314,7 +348,9 @@ def markdown(res: dict[str, Any]) -> str:
         r = res["per-eval"]
         L += [
             f"### Time per evaluation, {r['shape'][1]}x{r['shape'][0]} px ({r.get('clock', 'wall')} time, median of "
-            f"{r['repeats']} interleaved repeats of {r['evals']} evaluations; ratio = median of per-repeat ratios)",
+            f"{r['repeats']} interleaved repeats of {r['evals']} evaluations"
+            + (f" after the first {r['warm']} of the same run" if r.get("warm") else "")
+            + "; ratio = median of per-repeat ratios)",
             "",
             "| variant | ms / eval | x baseline |",
             "|---|---|---|",
@@ -411,6 +447,13 @@ def main(argv: list[str] | None = None) -> int:
         "and fast bf16, on an AVX-512 machine); per-eval then measures LEVERS_AVX2",
     )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        help="per-eval: time evaluations after the first WARM of the same run (e.g. 100: both L-BFGS histories full)",
+    )
+    ap.add_argument("--levers", default="", help="per-eval: only the variants whose names contain one of these")
     ap.add_argument("--memory-precision", default="auto", help="napari-nst's precision in parts memory/scaling")
     args = ap.parse_args(argv)
     if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
@@ -435,9 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         print(f"[{part}]", flush=True)
         if part == "per-eval":
-            res[part] = part_per_eval(
-                args.size, args.evals, args.repeats, args.clock, LEVERS_AVX2 if args.isa == "avx2" else None
-            )
+            levers = LEVERS_AVX2 if args.isa == "avx2" else LEVERS
+            if args.levers:
+                levers = {k: v for k, v in levers.items() if any(w in k for w in args.levers.split(","))}
+            res[part] = part_per_eval(args.size, args.evals, args.repeats, args.clock, levers, args.warm)
         elif part == "quality":
             res[part] = part_quality(args.size, args.quality_steps)
         elif part == "reach":

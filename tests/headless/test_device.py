@@ -175,6 +175,29 @@ def test_the_engine_runs_the_network_as_planned(fake, monkeypatch, content, styl
 # --------------------------------------------------------------------------- per-device details
 
 
+def test_lbfgs_keeps_its_pairs_in_bfloat16_on_the_cpu_only(fake):
+    fake(cuda=[(8, 0)])
+    assert D.lbfgs_history_dtype(CPU) == torch.bfloat16  # the machine's RAM: half the pairs' bytes
+    assert D.lbfgs_history_dtype(CUDA) is None  # float32: no extra kernel launches per step
+
+
+def test_the_engine_stores_the_cpu_runs_pairs_in_bfloat16(monkeypatch, content, style, fast):
+    made = []
+
+    class Spy(engine.LBFGS):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(engine, "LBFGS", Spy)
+    list(_run(content, style, _opts(fast, steps=4, precision="float32")))
+    (opt,) = made
+    assert opt.pairs and all(s.dtype == y.dtype == torch.bfloat16 for s, y, _ in opt.pairs)
+    made.clear()
+    list(_run(content, style, _opts(fast, steps=4, precision="float32", extra={"history_dtype": "float32"})))
+    assert made[0].pairs and all(s.dtype == torch.float32 for s, _, _ in made[0].pairs)
+
+
 @pytest.mark.parametrize(
     "message",
     [

@@ -173,6 +173,20 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
 # --------------------------------------------------------------------------- per-device details
 
 
+def lbfgs_history_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype L-BFGS stores its curvature pairs in (None: float32; core/lbfgs.py).
+
+    * CPU: bfloat16. The pairs are the largest part of the optimiser's memory (40 vectors of 4/3
+      the image), and a CPU's memory is the machine's RAM; bfloat16 halves them: 0.71x -> see
+      docs/performance.md (issue 11) for the peak at 512 px and the objective after 300
+      evaluations. Reading a pair back costs two conversions per pair and step (measured there).
+    * GPU: float32. Each conversion is a kernel launch, and the L-BFGS step runs eagerly beside
+      the CUDA graph of the objective (launch-bound: docs/performance.md, GPU); a GPU's memory
+      at 512 px was 0.64x the textbook's already. Not measured with bfloat16 there.
+    """
+    return torch.bfloat16 if device.type == "cpu" else None
+
+
 def resize_on_host(device: torch.device) -> bool:
     """Resize content and style on the CPU and move the result: MPS has ``antialias=True`` only
     from torch 2.7 (before, NotImplementedError), and nearly every photo is shrunk."""

@@ -27,6 +27,7 @@ from .device import (
     cudnn_benchmark,
     empty_cache,
     is_oom,
+    lbfgs_history_dtype,
     native_bf16,
     network_plan,
     pick_device,
@@ -319,8 +320,13 @@ def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
             var.params, lr=1.0, max_iter=1, max_eval=1, history_size=history, tolerance_grad=0.0, tolerance_change=0.0
         )
     max_change = opts.extra.get("max_change", LBFGS_MAX_CHANGE)
+    stored = opts.extra.get("history_dtype")  # "float32" only to measure what the default saves
     return LBFGS(
-        var.params, history, max_change=None if max_change is None else float(max_change), image_change=var.change
+        var.params,
+        history,
+        max_change=None if max_change is None else float(max_change),
+        image_change=var.change,
+        history_dtype=lbfgs_history_dtype(var.params[0].device) if stored is None else getattr(torch, stored),
     )
 
 
