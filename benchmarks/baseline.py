@@ -36,6 +36,7 @@ from napari_nst.core.images import resized_shape, to_rgb_float  # noqa: E402
 from napari_nst.core.io import read_image  # noqa: E402
 from napari_nst.core.losses import content_loss, gram, gram_loss  # noqa: E402
 from napari_nst.core.options import CONTENT_LAYERS, STYLE_LAYERS  # noqa: E402
+from napari_nst.core import vgg  # noqa: E402
 from napari_nst.core.vgg import VGGFeatures, build_vgg  # noqa: E402
 
 SHARED = Path(os.environ.get("NAPARI_NST_SHARED", ROOT.parent / "shared"))
@@ -74,6 +75,9 @@ def setup(
     s = to_rgb_float(read_image(style), name="style")
     shape = resized_shape(c.shape[:2], size)
     net = build_vgg(MODEL, LAYERS, weights=weights, pooling="max").to(dev)
+    # the yardstick's own network (same weight tensors): build_vgg hands out one cached network per
+    # layer set, and napari-nst's runs in the same process set its pooling and convolutions per run
+    vgg._NETS.clear()
     # contiguous: at full size resize() returns the permuted (strided) tensor, and torch's L-BFGS
     # needs a gradient it can .view(-1)
     ct = engine.resize(engine.to_tensor(c, dev), shape).contiguous()

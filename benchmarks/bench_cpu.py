@@ -121,7 +121,8 @@ LEVERS = {
 #: --isa avx2: a CPU without fast bf16 (bf16 there is emulated, 37x: not measured); what ``auto``
 #: picks there (float32, contiguous, torch's pooling) and each of its choices flipped
 LEVERS_AVX2 = {
-    "napari-nst default (auto: float32, contiguous, torch pool)": ("auto", {}),
+    "napari-nst default (auto: float32, Winograd convolutions, contiguous, torch pool)": ("auto", {}),
+    "- Winograd (oneDNN's direct convolutions)": ("auto", {"winograd": False}),
     "+ channels_last": ("auto", {"channels_last": True}),
     "+ index-free pool": ("auto", {"lean_pool": True}),
     "+ float32 L-BFGS history": ("auto", {"history_dtype": "float32"}),
