@@ -181,11 +181,17 @@ def part_quality(size: int, steps: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 2. reach the baseline
 
 
-def part_reach(size: int, steps: int, variants: list[dict], repeats: int) -> dict[str, Any]:
+def part_reach(
+    size: int, steps: int, variants: list[dict], repeats: int, target: float | None = None, clock: str = "wall"
+) -> dict[str, Any]:
     prob = B.setup(size)
     trace: list = []
-    _, base_sec = B.run_baseline(prob, steps, trace)
-    target = trace[min(steps, len(trace)) - 1][2]
+    base_sec = float("nan")
+    if target is None:
+        _, base_sec = B.run_baseline(prob, steps, trace)
+        target = trace[min(steps, len(trace)) - 1][2]
+    # else: the baseline's objective after --steps evaluations from an earlier run (deterministic
+    # for the same code, ISA and thread count); the cost model still times it here, interleaved
     print(f"  baseline: {steps} evaluations in {base_sec:.1f} s, objective {target:.5g}", flush=True)
     # per-evaluation cost of each working shape relative to the baseline's, measured interleaved
     cost: dict[tuple, float] = {}
@@ -195,9 +201,9 @@ def part_reach(size: int, steps: int, variants: list[dict], repeats: int) -> dic
         if key not in cost:
             rs = []
             for _ in range(repeats):
-                tb = _time_baseline(prob, 6)
+                tb = _time_baseline(prob, 6, clock)
                 o = nst_options(max(shape), 0 + 8, dict(opts.extra), precision=opts.precision)
-                rs.append(_time_nst(prob, o, 6) / tb)
+                rs.append(_time_nst(prob, o, 6, clock) / tb)
             cost[key] = statistics.median(rs)
         return cost[key]
 
@@ -435,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
         default='[{"scales": 1}, {"scales": 2}, {"scales": 3}]',
         help="JSON list of option dicts for part 'reach' (\"extra\": engine knobs)",
     )
+    ap.add_argument(
+        "--reach-target",
+        type=float,
+        default=None,
+        help="part reach: the baseline's --steps-evaluation objective from an earlier run (skips running it)",
+    )
     ap.add_argument("--mem-size", type=int, default=512)
     ap.add_argument("--mem-steps", type=int, default=110, help="> the baseline's L-BFGS history (100)")
     ap.add_argument("--sizes", default="128,256,512,1024")
@@ -486,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "quality":
             res[part] = part_quality(args.size, args.quality_steps)
         elif part == "reach":
-            res[part] = part_reach(args.size, args.steps, json.loads(args.reach_variants), args.repeats)
+            res[part] = part_reach(
+                args.size, args.steps, json.loads(args.reach_variants), args.repeats, args.reach_target, args.clock
+            )
         elif part == "memory":
             res[part] = part_memory(args.mem_size, args.mem_steps, args.memory_precision, args.threads)
         elif part == "scaling":
