@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_nst.core import engine  # noqa: E402
+from napari_nst.core import engine, vgg  # noqa: E402
 from napari_nst.core.images import resized_shape, to_rgb_float  # noqa: E402
 from napari_nst.core.io import read_image  # noqa: E402
 from napari_nst.core.losses import content_loss, gram, gram_loss  # noqa: E402
@@ -74,6 +74,9 @@ def setup(
     s = to_rgb_float(read_image(style), name="style")
     shape = resized_shape(c.shape[:2], size)
     net = build_vgg(MODEL, LAYERS, weights=weights, pooling="max").to(dev)
+    # the yardstick's own network (same weight tensors): build_vgg hands out one cached network per
+    # layer set, and napari-nst's runs in the same process set its pooling and convolutions per run
+    vgg._NETS.clear()
     # contiguous: at full size resize() returns the permuted (strided) tensor, and torch's L-BFGS
     # needs a gradient it can .view(-1)
     ct = engine.resize(engine.to_tensor(c, dev), shape).contiguous()
@@ -93,9 +96,16 @@ def setup(
     return Problem(c, s, size, shape, net, ct, st, p, grams, nm, a, b, dev)
 
 
+def textbook_gram(features: torch.Tensor) -> torch.Tensor:
+    """``F F^T`` through plain autograd (two matrix products in backward), as the tutorial does;
+    napari-nst's ``losses.gram`` has a one-product backward since issue 11, the yardstick keeps this."""
+    f = features.reshape(features.shape[-3], -1)
+    return f @ f.T
+
+
 def _loss(prob: Problem, feats: dict[str, torch.Tensor]) -> torch.Tensor:
     lc = sum(content_loss(feats[n], prob.p[n]) for n in CONTENT_LAYERS)
-    ls = sum(gram_loss(gram(feats[n]), prob.grams[n], *prob.nm[n]) for n in STYLE_LAYERS) / len(STYLE_LAYERS)
+    ls = sum(gram_loss(textbook_gram(feats[n]), prob.grams[n], *prob.nm[n]) for n in STYLE_LAYERS) / len(STYLE_LAYERS)
     return prob.a * lc + prob.b * ls
 
 

@@ -82,19 +82,31 @@ def run_nst(prob: B.Problem, opts: Options, keep_every: int = 0) -> dict[str, An
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def _time_baseline(prob: B.Problem, evals: int, clock: str = "wall") -> float:
-    B.run_baseline(prob, 2)  # warm up
-    c0 = CLOCK[clock]()
-    B.run_baseline(prob, evals)
-    return (CLOCK[clock]() - c0) / evals
+def _time_baseline(prob: B.Problem, evals: int, clock: str = "wall", warm: int = 0) -> float:
+    """Time per evaluation of the baseline: of a fresh run's first ``evals`` (``warm`` 0, after a
+    2-evaluation warm-up run), or of evaluations ``warm + 1 .. warm + evals`` of one run (its
+    L-BFGS history then holds min(warm, 100) pairs: the steady state of a long run)."""
+    if not warm:
+        B.run_baseline(prob, 2)  # warm up
+        c0 = CLOCK[clock]()
+        B.run_baseline(prob, evals)
+        return (CLOCK[clock]() - c0) / evals
+    t: list[float] = []
+    hook = prob.net.register_forward_pre_hook(lambda m, a: t.append(CLOCK[clock]()))  # one call per evaluation
+    try:
+        B.run_baseline(prob, warm + evals + 1)
+    finally:
+        hook.remove()
+    return (t[warm + evals] - t[warm]) / evals
 
 
-def _time_nst(prob: B.Problem, opts: Options, evals: int, clock: str = "wall") -> float:
-    opts.steps, opts.scales, opts.preview_every = evals + 2, 1, 10**6
+def _time_nst(prob: B.Problem, opts: Options, evals: int, clock: str = "wall", warm: int = 0) -> float:
+    warm = max(warm, 2)  # the first two evaluations are warm-up
+    opts.steps, opts.scales, opts.preview_every = evals + warm, 1, 10**6
     t = []
     for _ in engine.run(prob.content, prob.style, opts):
         t.append(CLOCK[clock]())
-    return (t[-1] - t[1]) / evals  # first two evaluations are warm-up
+    return (t[-1] - t[warm - 1]) / evals
 
 
 LEVERS = {
@@ -109,9 +121,11 @@ LEVERS = {
 #: --isa avx2: a CPU without fast bf16 (bf16 there is emulated, 37x: not measured); what ``auto``
 #: picks there (float32, contiguous, torch's pooling) and each of its choices flipped
 LEVERS_AVX2 = {
-    "napari-nst default (auto: float32, contiguous, torch pool)": ("auto", {}),
+    "napari-nst default (auto: float32, Winograd convolutions, contiguous, torch pool)": ("auto", {}),
+    "- Winograd (oneDNN's direct convolutions)": ("auto", {"winograd": False}),
     "+ channels_last": ("auto", {"channels_last": True}),
     "+ index-free pool": ("auto", {"lean_pool": True}),
+    "+ float32 L-BFGS history": ("auto", {"history_dtype": "float32"}),
 }
 
 #: the environment of --isa avx2: oneDNN (convolutions) and ATen (the rest) limited to AVX2
@@ -119,21 +133,30 @@ AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def part_per_eval(
-    size: int, evals: int, repeats: int, clock: str = "wall", levers: dict | None = None
+    size: int, evals: int, repeats: int, clock: str = "wall", levers: dict | None = None, warm: int = 0
 ) -> dict[str, Any]:
     levers = LEVERS if levers is None else levers
     prob = B.setup(size)
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in levers}}
     for rep in range(repeats):  # interleave A/B so that load changes hit every variant alike
-        times["baseline"].append(_time_baseline(prob, evals, clock))
+        times["baseline"].append(_time_baseline(prob, evals, clock, warm))
         for name, (prec, extra) in levers.items():
-            times[name].append(_time_nst(prob, nst_options(size, evals, dict(extra), precision=prec), evals, clock))
+            o = nst_options(size, evals, dict(extra), precision=prec)
+            times[name].append(_time_nst(prob, o, evals, clock, warm))
         print(
             f"  per-eval repeat {rep + 1}: " + ", ".join(f"{k}: {v[-1] * 1000:.0f} ms" for k, v in times.items()),
             flush=True,
         )
     # ratios per repeat (same moment), then median: robust to load drifting between repeats
-    out = {"size": size, "evals": evals, "repeats": repeats, "clock": clock, "shape": list(prob.shape), "rows": []}
+    out = {
+        "size": size,
+        "evals": evals,
+        "repeats": repeats,
+        "clock": clock,
+        "warm": warm,
+        "shape": list(prob.shape),
+        "rows": [],
+    }
     for name, ts in times.items():
         ratios = [t / b for t, b in zip(ts, times["baseline"], strict=True)]
         out["rows"].append(
@@ -158,11 +181,17 @@ def part_quality(size: int, steps: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 2. reach the baseline
 
 
-def part_reach(size: int, steps: int, variants: list[dict], repeats: int) -> dict[str, Any]:
+def part_reach(
+    size: int, steps: int, variants: list[dict], repeats: int, target: float | None = None, clock: str = "wall"
+) -> dict[str, Any]:
     prob = B.setup(size)
     trace: list = []
-    _, base_sec = B.run_baseline(prob, steps, trace)
-    target = trace[min(steps, len(trace)) - 1][2]
+    base_sec = float("nan")
+    if target is None:
+        _, base_sec = B.run_baseline(prob, steps, trace)
+        target = trace[min(steps, len(trace)) - 1][2]
+    # else: the baseline's objective after --steps evaluations from an earlier run (deterministic
+    # for the same code, ISA and thread count); the cost model still times it here, interleaved
     print(f"  baseline: {steps} evaluations in {base_sec:.1f} s, objective {target:.5g}", flush=True)
     # per-evaluation cost of each working shape relative to the baseline's, measured interleaved
     cost: dict[tuple, float] = {}
@@ -172,9 +201,9 @@ def part_reach(size: int, steps: int, variants: list[dict], repeats: int) -> dic
         if key not in cost:
             rs = []
             for _ in range(repeats):
-                tb = _time_baseline(prob, 6)
+                tb = _time_baseline(prob, 6, clock)
                 o = nst_options(max(shape), 0 + 8, dict(opts.extra), precision=opts.precision)
-                rs.append(_time_nst(prob, o, 6) / tb)
+                rs.append(_time_nst(prob, o, 6, clock) / tb)
             cost[key] = statistics.median(rs)
         return cost[key]
 
@@ -241,18 +270,30 @@ if side == "baseline":
     B.run_baseline(prob, steps, tr)
     ts = [t for _, t, _ in tr]
 else:
-    o = C.nst_options(size, steps, scales=1, preview_every=10**6, precision={precision!r})
-    ts = [r.elapsed for r in engine.run(prob.content, prob.style, o)]
+    o = C.nst_options(size, steps, {extra!r}, scales=1, preview_every=10**6, precision={precision!r})
+    ts, cpu = [], []
+    for r in engine.run(prob.content, prob.style, o):
+        ts.append(r.elapsed)
+        cpu.append(time.process_time())
+        last = r
 hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 k = min(2, len(ts) - 1)
-print(json.dumps({{"side": side, "size": size, "shape": list(prob.shape), "steps": steps,
-                  "s_per_eval": (ts[-1] - ts[k - 1]) / (len(ts) - k) if k else ts[-1] / len(ts),
-                  "peak_rss": hwm}}))
+out = {{"side": side, "size": size, "shape": list(prob.shape), "steps": steps, "extra": {extra!r},
+       "s_per_eval": (ts[-1] - ts[k - 1]) / (len(ts) - k) if k else ts[-1] / len(ts), "peak_rss": hwm}}
+if side != "baseline":
+    out["cpu_s_per_eval"] = (cpu[-1] - cpu[k - 1]) / (len(cpu) - k) if k else None
+    out["objective"] = B.objective(prob, last.image)
+print(json.dumps(out))
 """
 
 
-def child(side: str, size: int, steps: int, precision: str = "auto", threads: int = 0) -> dict[str, Any]:
+def child(
+    side: str, size: int, steps: int, precision: str = "auto", threads: int = 0, extra: dict | None = None
+) -> dict[str, Any]:
+    """One run in its own process: peak RSS (VmHWM), time per evaluation; napari-nst's side also its
+    CPU time per evaluation and the final objective (``extra``: engine knobs, napari-nst's side)."""
     code = _CHILD.format(
+        extra=dict(extra or {}),
         bench=str(Path(__file__).resolve().parent),
         side=side,
         size=size,
@@ -314,7 +355,9 @@ def markdown(res: dict[str, Any]) -> str:
         r = res["per-eval"]
         L += [
             f"### Time per evaluation, {r['shape'][1]}x{r['shape'][0]} px ({r.get('clock', 'wall')} time, median of "
-            f"{r['repeats']} interleaved repeats of {r['evals']} evaluations; ratio = median of per-repeat ratios)",
+            f"{r['repeats']} interleaved repeats of {r['evals']} evaluations"
+            + (f" after the first {r['warm']} of the same run" if r.get("warm") else "")
+            + "; ratio = median of per-repeat ratios)",
             "",
             "| variant | ms / eval | x baseline |",
             "|---|---|---|",
@@ -398,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
         default='[{"scales": 1}, {"scales": 2}, {"scales": 3}]',
         help="JSON list of option dicts for part 'reach' (\"extra\": engine knobs)",
     )
+    ap.add_argument(
+        "--reach-target",
+        type=float,
+        default=None,
+        help="part reach: the baseline's --steps-evaluation objective from an earlier run (skips running it)",
+    )
     ap.add_argument("--mem-size", type=int, default=512)
     ap.add_argument("--mem-steps", type=int, default=110, help="> the baseline's L-BFGS history (100)")
     ap.add_argument("--sizes", default="128,256,512,1024")
@@ -411,6 +460,13 @@ def main(argv: list[str] | None = None) -> int:
         "and fast bf16, on an AVX-512 machine); per-eval then measures LEVERS_AVX2",
     )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        help="per-eval: time evaluations after the first WARM of the same run (e.g. 100: both L-BFGS histories full)",
+    )
+    ap.add_argument("--levers", default="", help="per-eval: only the variants whose names contain one of these")
     ap.add_argument("--memory-precision", default="auto", help="napari-nst's precision in parts memory/scaling")
     args = ap.parse_args(argv)
     if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
@@ -435,13 +491,16 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         print(f"[{part}]", flush=True)
         if part == "per-eval":
-            res[part] = part_per_eval(
-                args.size, args.evals, args.repeats, args.clock, LEVERS_AVX2 if args.isa == "avx2" else None
-            )
+            levers = LEVERS_AVX2 if args.isa == "avx2" else LEVERS
+            if args.levers:
+                levers = {k: v for k, v in levers.items() if any(w in k for w in args.levers.split(","))}
+            res[part] = part_per_eval(args.size, args.evals, args.repeats, args.clock, levers, args.warm)
         elif part == "quality":
             res[part] = part_quality(args.size, args.quality_steps)
         elif part == "reach":
-            res[part] = part_reach(args.size, args.steps, json.loads(args.reach_variants), args.repeats)
+            res[part] = part_reach(
+                args.size, args.steps, json.loads(args.reach_variants), args.repeats, args.reach_target, args.clock
+            )
         elif part == "memory":
             res[part] = part_memory(args.mem_size, args.mem_steps, args.memory_precision, args.threads)
         elif part == "scaling":

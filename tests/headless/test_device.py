@@ -127,28 +127,28 @@ def test_emulated_bf16_is_refused_through_the_engine_too(fake, content, style, f
 
 
 @pytest.mark.parametrize(
-    "caps, dev, precision, cl, lean",
+    "caps, dev, precision, cl, lean, winograd",
     [
-        # CPU with avx512_bf16 / AMX: bf16, channels-last and the index-free pool (its memory)
-        (dict(cpu_bf16=True), CPU, "auto", True, True),
-        # CPU without fast bf16: float32, torch's pooling; channels-last only with AVX-512
-        # (docs/perf_levers_isa.md)
-        (dict(cpu_bf16=False, isa="AVX2"), CPU, "auto", False, False),
-        (dict(cpu_bf16=False, isa="AVX512"), CPU, "auto", True, False),
-        (dict(cpu_bf16=True, isa="AVX512"), CPU, "float32", True, False),
+        # CPU with avx512_bf16 / AMX: bf16 (oneDNN), channels-last and the index-free pool (its memory)
+        (dict(cpu_bf16=True), CPU, "auto", True, True, False),
+        # CPU without fast bf16: float32 through NNPACK's Winograd convolutions (NCHW), torch's
+        # pooling, with AVX2 and AVX-512 alike (docs/performance.md, issue 11)
+        (dict(cpu_bf16=False, isa="AVX2"), CPU, "auto", False, False, True),
+        (dict(cpu_bf16=False, isa="AVX512"), CPU, "auto", False, False, True),
+        (dict(cpu_bf16=True, isa="AVX512"), CPU, "float32", False, False, True),
         # Ampere and later: bf16 with channels-last (tensor cores are NHWC-native), torch's pooling
-        (dict(cuda=[(8, 0)]), CUDA, "auto", True, False),
-        (dict(cuda=[(8, 0)]), CUDA, "float32", False, False),
+        (dict(cuda=[(8, 0)]), CUDA, "auto", True, False, False),
+        (dict(cuda=[(8, 0)]), CUDA, "float32", False, False, False),
         # Volta / Turing: float32, contiguous
-        (dict(cuda=[(7, 0)]), CUDA, "auto", False, False),
+        (dict(cuda=[(7, 0)]), CUDA, "auto", False, False, False),
         # Apple MPS: float32, contiguous, torch's pooling
-        (dict(mps=True), MPS, "auto", False, False),
+        (dict(mps=True), MPS, "auto", False, False, False),
     ],
 )
-def test_auto_picks_layout_and_pooling_by_device_and_dtype(fake, caps, dev, precision, cl, lean):
+def test_auto_picks_layout_and_pooling_by_device_and_dtype(fake, caps, dev, precision, cl, lean, winograd):
     fake(**caps)
     plan = D.network_plan(dev, D.autocast_dtype(precision, dev))
-    assert (plan.channels_last, plan.lean_pool) == (cl, lean)
+    assert (plan.channels_last, plan.lean_pool, plan.winograd) == (cl, lean, winograd)
 
 
 def test_the_engine_runs_the_network_as_planned(fake, monkeypatch, content, style, fast):
@@ -158,8 +158,9 @@ def test_the_engine_runs_the_network_as_planned(fake, monkeypatch, content, styl
     def spy(self, x):
         if x.requires_grad:
             pools = [m.lean for m in self.layers if hasattr(m, "lean")]
+            convs = [m.winograd for m in self.layers if hasattr(m, "winograd")]
             cl = x.is_contiguous(memory_format=torch.channels_last)
-            seen.append((cl, all(pools), torch.is_autocast_enabled("cpu")))
+            seen.append((cl, all(pools), all(convs), torch.is_autocast_enabled("cpu")))
         return original(self, x)
 
     monkeypatch.setattr(engine.VGGFeatures, "forward", spy)
@@ -168,11 +169,34 @@ def test_the_engine_runs_the_network_as_planned(fake, monkeypatch, content, styl
         seen.clear()
         recs = list(_run(content, style, _opts(fast, steps=2)))
         plan = D.network_plan(CPU, torch.bfloat16 if fast_bf16 else None)
-        assert seen == [(plan.channels_last, plan.lean_pool, fast_bf16)] * 2
+        assert seen == [(plan.channels_last, plan.lean_pool, plan.winograd, fast_bf16)] * 2
         assert recs[-1].precision == ("bfloat16" if fast_bf16 else "float32")
 
 
 # --------------------------------------------------------------------------- per-device details
+
+
+def test_lbfgs_keeps_its_pairs_in_bfloat16_on_the_cpu_only(fake):
+    fake(cuda=[(8, 0)])
+    assert D.lbfgs_history_dtype(CPU) == torch.bfloat16  # the machine's RAM: half the pairs' bytes
+    assert D.lbfgs_history_dtype(CUDA) is None  # float32: no extra kernel launches per step
+
+
+def test_the_engine_stores_the_cpu_runs_pairs_in_bfloat16(monkeypatch, content, style, fast):
+    made = []
+
+    class Spy(engine.LBFGS):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(engine, "LBFGS", Spy)
+    list(_run(content, style, _opts(fast, steps=4, precision="float32")))
+    (opt,) = made
+    assert opt.pairs and all(s.dtype == y.dtype == torch.bfloat16 for s, y, _ in opt.pairs)
+    made.clear()
+    list(_run(content, style, _opts(fast, steps=4, precision="float32", extra={"history_dtype": "float32"})))
+    assert made[0].pairs and all(s.dtype == torch.float32 for s, _, _ in made[0].pairs)
 
 
 @pytest.mark.parametrize(

@@ -180,3 +180,24 @@ def test_trust_region_on_the_device_equals_the_host_one():
         shortened.append(opt.steps_shortened)
     torch.testing.assert_close(paths[0], paths[1], rtol=1e-6, atol=1e-7)
     assert shortened[0] == shortened[1] >= 1
+
+
+def test_pairs_stored_in_bfloat16_take_half_the_bytes_and_still_converge():
+    """history_dtype: the pairs are kept in bfloat16 (half the bytes of float32), read back as
+    float32; on a quadratic the run still converges, near the float32 history's steps."""
+    a, b, x_star = _quadratic(cond=50.0)
+    f = lambda v: 0.5 * v @ a @ v - b @ v  # noqa: E731
+    xs, stored = [], []
+    for dtype in (None, torch.bfloat16):
+        x = torch.zeros(30, requires_grad=True)
+        opt = LBFGS([x], history=10, history_dtype=dtype)
+        for i in range(40):
+            opt.step(_closure(opt, x, f, []))
+            if i == 10:  # pairs kept (near convergence, rounding may empty the history again)
+                assert opt.pairs
+                stored.append({v.dtype for s, y, _ in opt.pairs for v in (s, y)})
+                assert all(rho.dtype == torch.float32 and rho > 0 for _, _, rho in opt.pairs)
+        xs.append(x.detach())
+    assert stored == [{torch.float32}, {torch.bfloat16}]
+    assert torch.allclose(xs[1], x_star, atol=2e-3)
+    assert torch.allclose(xs[1], xs[0], atol=2e-3)

@@ -132,11 +132,40 @@ def test_gram_values_and_gradients_equal_the_plain_formula(dtype, shape, channel
     ga, gb, da, db = _gram_pair(shape, dtype, channels_last)
     assert gb.dtype == torch.float32 and db.dtype == dtype and db.shape == da.shape
     assert torch.equal(ga, gb)  # the same float32 forward, bit for bit
+    if channels_last:  # the gradient in the features' layout (no reorder before the next convolution)
+        assert db.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert db.is_contiguous()
     if dtype == torch.float32:
-        assert torch.equal(da, db)  # float32 features take the plain path
+        # (dG + dG^T) F against dG F + (F^T dG)^T: equal up to float32 rounding
+        torch.testing.assert_close(db, da, rtol=1e-5, atol=1e-5 * da.abs().max().item())
     else:
         # (dG + dG^T) F against dG F + (F^T dG)^T: equal up to float32 rounding, then rounded to bf16
         torch.testing.assert_close(db.float(), da.float(), rtol=1e-2, atol=1e-2 * da.float().abs().max().item())
+
+
+class _CountMM(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.matmul, torch.ops.aten.bmm, torch.ops.aten.addmm):
+            self.calls.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_float32_gram_backward_is_one_matrix_product(channels_last):
+    """G is symmetric: dL/dF = (dL/dG + dL/dG^T) F, one product where autograd's takes two."""
+    f = torch.rand(1, 16, 12, 10)
+    f = (f.contiguous(memory_format=torch.channels_last) if channels_last else f).requires_grad_(True)
+    w = torch.rand(16, 16)
+    for fn, products in ((gram, 1), (_plain_gram, 2)):
+        loss = (fn(f) * w).sum()
+        with _CountMM() as count:
+            loss.backward()
+        assert len(count.calls) == products, (fn, count.calls)
 
 
 def test_gram_backward_in_slices_equals_one_slice(monkeypatch):

@@ -61,7 +61,9 @@ def test_lean_evaluation_keeps_the_numbers(vgg16_random, monkeypatch, precision)
     f_lean, g_lean, _ = _evaluation(vgg16_random, False, monkeypatch, precision)
     assert torch.equal(f_lean, f_seed)  # the forward is the same computation, bit for bit
     if precision == "fp32":
-        assert torch.equal(g_lean, g_seed)  # float32: plain Gram, and pooling's gradient is exact
+        # float32: the Gram's one-product backward, (dG + dG^T) F, differs from autograd's two by
+        # float32 rounding only; pooling's gradient is exact
+        torch.testing.assert_close(g_lean, g_seed, rtol=1e-4, atol=1e-5 * g_seed.abs().max().item())
     else:
         # bf16: the Gram's float32 backward rounds differently, then bf16 rounds it through the net
         cos = torch.nn.functional.cosine_similarity(g_lean.flatten(), g_seed.flatten(), dim=0)

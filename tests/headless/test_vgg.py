@@ -300,3 +300,75 @@ def test_network_is_built_once_per_weights_read(vgg16_random, tmp_path):
     assert b is not a
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(a(x)["relu2_1"], b(x)["relu2_1"])
+
+
+# --------------------------------------------------------------------------- Winograd convolutions (NNPACK)
+
+needs_nnpack = pytest.mark.skipif(not vgg.nnpack_available(), reason="this torch has no NNPACK")
+
+
+@needs_nnpack
+@pytest.mark.parametrize("c_in, c_out, shape", [(3, 8, (13, 17)), (16, 16, (24, 20)), (8, 3, (9, 6))])
+def test_winograd_conv_equals_torchs_convolution_and_its_input_gradient(c_in, c_out, shape):
+    torch.manual_seed(0)
+    conv = vgg.Conv3x3(c_in, c_out).requires_grad_(False)
+    x = torch.rand(1, c_in, *shape)
+    w = torch.randn(1, c_out, *shape)
+    outs = []
+    for on in (False, True):
+        conv.winograd = on
+        xi = x.clone().requires_grad_(True)
+        y = conv(xi)
+        (y * w).sum().backward()
+        outs.append((y.detach(), xi.grad))
+    (y0, g0), (y1, g1) = outs
+    # NNPACK's Winograd transform: float32 rounding of the transforms, ~1e-5 relative
+    torch.testing.assert_close(y1, y0, rtol=0, atol=1e-4 * y0.abs().max().item())
+    torch.testing.assert_close(g1, g0, rtol=0, atol=1e-4 * g0.abs().max().item())
+    assert not torch.equal(y1, y0)  # it did run another algorithm
+
+
+@needs_nnpack
+def test_winograd_conv_keeps_only_the_weight_for_backward():
+    conv = vgg.Conv3x3(8, 8).requires_grad_(False)
+    conv.winograd = True
+    x = torch.rand(1, 8, 10, 10, requires_grad=True)
+    kept: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        conv(x).sum().backward()
+    assert len(kept) == 1 and kept[0] is conv.weight
+
+
+@needs_nnpack
+def test_winograd_conv_leaves_other_calls_to_torch(monkeypatch):
+    """bf16 (autocast), channels-last input and a weight that wants its gradient: torch's convolution."""
+    calls = []
+    monkeypatch.setattr(vgg._WinogradConv3x3Fn, "apply", lambda *a: calls.append(1) or torch.zeros(()))
+    conv = vgg.Conv3x3(4, 4)
+    conv.winograd = True
+    x = torch.rand(1, 4, 6, 6)
+    conv(x)  # a weight that requires grad: not frozen
+    conv.requires_grad_(False)
+    conv(x.contiguous(memory_format=torch.channels_last))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv(x)
+    assert calls == []
+    conv(x)
+    assert calls == [1]
+
+
+@needs_nnpack
+def test_network_with_winograd_convolutions_matches_torchs(vgg16_random):
+    net = vgg.build_vgg("vgg16", ["relu1_1", "relu3_1", "conv4_2", "relu5_1"], weights=str(vgg16_random))
+    x = torch.rand(1, 3, 40, 48)
+    res = []
+    for on in (False, True):
+        assert net.set_winograd(on) == on
+        xi = x.clone().requires_grad_(True)
+        f = net(xi)
+        sum(v.pow(2).mean() for v in f.values()).backward()
+        res.append(({k: v.detach() for k, v in f.items()}, xi.grad))
+    net.set_winograd(False)
+    for k in res[0][0]:
+        torch.testing.assert_close(res[1][0][k], res[0][0][k], rtol=0, atol=1e-4 * res[0][0][k].abs().max().item())
+    torch.testing.assert_close(res[1][1], res[0][1], rtol=0, atol=1e-4 * res[0][1].abs().max().item())

@@ -131,6 +131,7 @@ class NetworkPlan:
 
     channels_last: bool
     lean_pool: bool  # the index-free max pooling of vgg.MaxPool2x2 (False: torch's max_pool2d)
+    winograd: bool = False  # the convolutions through NNPACK's Winograd transform (vgg.Conv3x3)
 
     @property
     def layout(self) -> str:
@@ -150,6 +151,11 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
       0.97-0.99x (0.90-0.94x in an earlier run); under AVX2 (ONEDNN_MAX_CPU_ISA=AVX2,
       ATEN_CPU_CAPABILITY=avx2) 0.97-1.03x, and the issue's measurement on a real AVX2 CPU had it
       slower (1.17x -> 1.36x of torchvision's network), so contiguous there.
+    * CPU, float32, since issue 11: the convolutions through NNPACK's Winograd transform (where
+      torch has NNPACK; vgg.Conv3x3), 2.0-2.9x faster per layer than oneDNN's direct convolution
+      with AVX2 and with AVX-512 alike (docs/performance.md). NNPACK takes NCHW only, so the
+      float32 layout is contiguous on every CPU now (channels-last bought 0.97-0.99x with AVX-512).
+      bfloat16 keeps oneDNN: NNPACK has no bfloat16.
     * CUDA: channels-last only with bfloat16 on compute capability >= 8.0: tensor-core convolutions
       are NHWC-native in cuDNN (NVIDIA's "Deep Learning Performance" guide; PyTorch's channels-last
       tutorial reports its gains with AMP on Volta and later); in float32 on pre-Ampere GPUs there
@@ -162,7 +168,8 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
     if device.type == "cpu":
         if dtype is not None:
             return NetworkPlan(channels_last=True, lean_pool=True)
-        return NetworkPlan(channels_last=cpu_has_avx512(), lean_pool=False)
+        # float32: NNPACK's Winograd convolutions, which need NCHW (so contiguous, AVX-512 too)
+        return NetworkPlan(channels_last=False, lean_pool=False, winograd=True)
     if device.type == "cuda":
         return NetworkPlan(
             channels_last=dtype is not None and cuda_capability(device) >= CUDA_NATIVE_BF16, lean_pool=False
@@ -171,6 +178,20 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
 
 
 # --------------------------------------------------------------------------- per-device details
+
+
+def lbfgs_history_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype L-BFGS stores its curvature pairs in (None: float32; core/lbfgs.py).
+
+    * CPU: bfloat16. The pairs are the largest part of the optimiser's memory (40 vectors of 4/3
+      the image), and a CPU's memory is the machine's RAM; bfloat16 halves them: 0.71x -> see
+      docs/performance.md (issue 11) for the peak at 512 px and the objective after 300
+      evaluations. Reading a pair back costs two conversions per pair and step (measured there).
+    * GPU: float32. Each conversion is a kernel launch, and the L-BFGS step runs eagerly beside
+      the CUDA graph of the objective (launch-bound: docs/performance.md, GPU); a GPU's memory
+      at 512 px was 0.64x the textbook's already. Not measured with bfloat16 there.
+    """
+    return torch.bfloat16 if device.type == "cpu" else None
 
 
 def resize_on_host(device: torch.device) -> bool:

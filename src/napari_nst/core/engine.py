@@ -7,6 +7,7 @@ stops the work within one evaluation and frees the device memory.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import math
 import time
@@ -28,6 +29,7 @@ from .device import (
     cudnn_benchmark,
     empty_cache,
     is_oom,
+    lbfgs_history_dtype,
     native_bf16,
     network_plan,
     pick_device,
@@ -306,8 +308,13 @@ def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
             var.params, lr=1.0, max_iter=1, max_eval=1, history_size=history, tolerance_grad=0.0, tolerance_change=0.0
         )
     max_change = opts.extra.get("max_change", LBFGS_MAX_CHANGE)
+    stored = opts.extra.get("history_dtype")  # "float32" only to measure what the default saves
     return LBFGS(
-        var.params, history, max_change=None if max_change is None else float(max_change), image_change=var.change
+        var.params,
+        history,
+        max_change=None if max_change is None else float(max_change),
+        image_change=var.change,
+        history_dtype=lbfgs_history_dtype(var.params[0].device) if stored is None else getattr(torch, stored),
     )
 
 
@@ -361,15 +368,15 @@ def _prepare(
         layer_w = dict(zip(opts.style_layers, opts.style_layer_weights, strict=True))
     gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
     plan = network_plan(device, dtype)
-    if "channels_last" in opts.extra:  # only to measure what it buys
-        plan = NetworkPlan(bool(opts.extra["channels_last"]), plan.lean_pool)
-    if "lean_pool" in opts.extra:
-        plan = NetworkPlan(plan.channels_last, bool(opts.extra["lean_pool"]))
+    for knob in ("channels_last", "lean_pool", "winograd"):  # only to measure what each buys
+        if knob in opts.extra:
+            plan = dataclasses.replace(plan, **{knob: bool(opts.extra[knob])})
     # model None: the network the weights file holds (vgg.resolve_model), else vgg19
     net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling)
     if device.type != "cpu":  # the kept network stays on the CPU: the device's memory goes back after the run
         net = copy.deepcopy(net).to(device)
     net.set_lean_pool(plan.lean_pool)
+    net.set_winograd(plan.winograd)
     return _Run(
         opts,
         device,

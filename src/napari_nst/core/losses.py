@@ -26,26 +26,28 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 
     Unnormalised, as in the paper: ``G_ij = sum_k F_ik F_jk`` over the ``M = H * W`` positions.
     Features in another dtype (bfloat16 from autocast) are multiplied as float32 copies; the
-    copies are not kept for backward (see :class:`_LowPrecisionGram`). A channels_last feature
-    map is read in place (its ``(N, M)`` view needs no copy).
+    copies are not kept for backward. Its gradient is one matrix product (see :class:`_Gram`). A
+    channels_last feature map is read in place (its ``(N, M)`` view needs no copy).
     """
     f = features.reshape(features.shape[-3], -1)
-    if f.dtype != torch.float32 and torch.is_grad_enabled() and f.requires_grad:
-        out: torch.Tensor = _LowPrecisionGram.apply(f)
+    if torch.is_grad_enabled() and f.requires_grad:
+        out: torch.Tensor = _Gram.apply(f)
         return out
     f = f.float()
     return f @ f.T
 
 
-class _LowPrecisionGram(torch.autograd.Function):
-    """``G = F F^T`` in float32 of ``(N, M)`` features held in a lower precision (bfloat16).
+class _Gram(torch.autograd.Function):
+    """``G = F F^T`` in float32 of ``(N, M)`` features (float32, or bfloat16 from autocast).
 
-    The same forward as ``f = F.float(); f @ f.T``, so the same float32 ``G``, but it keeps only
-    ``F`` itself for backward (which the network keeps anyway: it is a ReLU's output and the next
-    convolution's input), not the float32 copy, which autograd would keep at twice ``F``'s bytes
-    (48 MiB for relu1_1 at 512x384). Backward recomputes the copy:
-    ``dL/dF = (dL/dG + dL/dG^T) F``, in float32, rounded once to ``F``'s dtype as autograd's
-    cast would; it equals autograd's ``dL/dG F + (F^T dL/dG)^T`` up to float32 rounding.
+    The same forward as ``f = F.float(); f @ f.T``, so the same float32 ``G``. Backward uses that
+    ``G`` is symmetric: ``dL/dF = (dL/dG + dL/dG^T) F``, one ``(N, N) x (N, M)`` product, where
+    autograd's ``dL/dG F + (F^T dL/dG)^T`` takes two (0.54x the Gram's forward + backward time at
+    the VGG layers' shapes, one thread, AVX2: docs/performance.md, issue 11); the two are equal up
+    to float32 rounding. For bfloat16 features it keeps only ``F`` itself for backward (which the
+    network keeps anyway: a ReLU's output and the next convolution's input), not the float32
+    copy, which autograd would keep at twice ``F``'s bytes (48 MiB for relu1_1 at 512x384), and
+    the gradient is rounded once to ``F``'s dtype, as autograd's cast would.
     """
 
     @staticmethod
@@ -59,6 +61,12 @@ class _LowPrecisionGram(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (f,) = ctx.saved_tensors
+        if f.dtype == torch.float32:
+            s32 = grad + grad.T
+            with torch.autocast(f.device.type, enabled=False):
+                # the gradient in F's own layout: (F^T S)^T is S F for a symmetric S
+                out: torch.Tensor = (f.T @ s32).T if f.T.is_contiguous() else s32 @ f
+                return out
         # (M, N) rows are contiguous for a channels_last map: one float32 slice at a time, so the
         # float32 copy of F and the float32 gradient are never whole (G's gradient is symmetric
         # up to rounding; (g + g^T) is exactly symmetric, so (F^T S) = (S F)^T)
@@ -73,7 +81,7 @@ class _LowPrecisionGram(torch.autograd.Function):
         return out
 
 
-#: float32 elements per slice in :class:`_LowPrecisionGram`'s backward: on the CPU a cache-sized
+#: float32 elements per slice in :class:`_Gram`'s bfloat16 backward: on the CPU a cache-sized
 #: 4 MiB; on a GPU 64 MiB, so that a 512 px layer is one matrix product rather than dozens of small
 #: kernels (the slicing is there to bound the float32 copy's memory, which a GPU can afford)
 _GRAM_CHUNK_ELEMENTS = 2**20

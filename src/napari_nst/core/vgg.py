@@ -91,6 +91,66 @@ class MaxPool2x2(nn.MaxPool2d):
         return F.max_pool2d(x, 2, 2)
 
 
+class _WinogradConv3x3Fn(torch.autograd.Function):
+    """A 3x3, stride-1, padding-1 convolution through NNPACK's Winograd transform (float32, CPU),
+    forward and backward, for frozen weights (no weight gradient).
+
+    Winograd F(6x6, 3x3) multiplies about 5x fewer numbers than the direct convolution oneDNN
+    runs; measured 2.0-2.9x faster per layer at VGG16's shapes (192x256 px, one thread, AVX2 and
+    AVX-512; docs/performance.md, issue 11), with a relative error of ~1e-5 against it (float32
+    rounding of the transforms; the objective's formulas are unchanged). The input gradient of a
+    3x3 padding-1 convolution is the same convolution of the output gradient with the kernel
+    flipped and its channels swapped, so backward runs through NNPACK too. Only the weight is
+    kept for backward (autograd's convolution keeps the input as well, for a weight gradient that
+    a frozen network never needs).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        out: torch.Tensor = torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [1, 1])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (w,) = ctx.saved_tensors
+        flipped = w.flip(2, 3).transpose(0, 1).contiguous()  # (in, out, 3, 3): 2.4M values at most
+        return torch._nnpack_spatial_convolution(gy.contiguous(), flipped, None, [1, 1]), None, None
+
+
+def nnpack_available() -> bool:
+    """Whether torch has NNPACK here; the call also initialises it (its convolutions fail before)."""
+    try:
+        return bool(torch._nnpack_available())
+    except Exception:
+        return False
+
+
+class Conv3x3(nn.Conv2d):
+    """VGG's ``nn.Conv2d(c_in, c_out, 3, padding=1)``, run through :class:`_WinogradConv3x3Fn`
+    while ``winograd`` is True and the call is one it serves (float32 NCHW on the CPU, frozen
+    weights, no autocast); otherwise torch's convolution. The engine sets it per run
+    (``VGGFeatures.set_winograd``; the choice is in device.py)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, 3, padding=1)
+        self.winograd = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.winograd
+            and x.device.type == "cpu"
+            and x.dtype == self.weight.dtype == torch.float32
+            and x.is_contiguous()
+            and not self.weight.requires_grad
+            and not torch.is_autocast_enabled("cpu")
+        ):
+            y: torch.Tensor = _WinogradConv3x3Fn.apply(x, self.weight, self.bias)
+            return y
+        return super().forward(x)
+
+
 class VGGFeatures(nn.Module):
     """VGG ``features`` up to the last requested layer; returns ``{name: activation}``.
 
@@ -111,7 +171,7 @@ class VGGFeatures(nn.Module):
                 # pooling for nicer gradients; "max" keeps torchvision's network as trained.
                 mods.append(MaxPool2x2() if pooling == "max" else nn.AvgPool2d(2, 2))
             else:
-                mods += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU(inplace=True)]
+                mods += [Conv3x3(in_ch, v), nn.ReLU(inplace=True)]
                 in_ch = v
         for idx, name in self.wanted.items():
             # a conv output we keep must not be overwritten by the in-place ReLU after it
@@ -127,6 +187,15 @@ class VGGFeatures(nn.Module):
         for m in self.layers:
             if isinstance(m, MaxPool2x2):
                 m.lean = bool(lean)
+
+    def set_winograd(self, on: bool) -> bool:
+        """Convolutions through NNPACK's Winograd transform where they can (see :class:`Conv3x3`);
+        returns whether they will (False where this torch has no NNPACK)."""
+        on = bool(on) and nnpack_available()
+        for m in self.layers:
+            if isinstance(m, Conv3x3):
+                m.winograd = on
+        return on
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
