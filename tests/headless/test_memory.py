@@ -143,7 +143,9 @@ def test_too_small_for_any_tile_says_so():
     opts = Options.from_kwargs(size=4096, model="vgg16", max_memory="600MB")
     p = memory.plan((768, 1024), opts, None)
     assert not p.fits and "even in tiles" in p.text
-    tiled = memory.plan((768, 1024), Options.from_kwargs(size=4096, model="vgg16", tile_size=256, max_memory="1GB"), None)
+    tiled = memory.plan(
+        (768, 1024), Options.from_kwargs(size=4096, model="vgg16", tile_size=256, max_memory="1GB"), None
+    )
     assert not tiled.fits and "lower size" in tiled.text
 
 
