@@ -200,3 +200,10 @@ def test_the_widgets_status_line_says_tiles():
     assert "in tiles of 256 px" in progress_text(rec, RateTracker((96, 128)))
     rec.tile_size = 0
     assert "tiles" not in progress_text(rec, RateTracker((96, 128)))
+
+
+def test_stacks_say_they_are_not_tiled(fast, content, style):
+    from napari_nst import iter_stylize_stack
+
+    with pytest.raises(ValueError, match="stacks are not tiled yet"):
+        next(iter(iter_stylize_stack(np.stack([content, content]), style, **dict(fast, size=160, tile_size=96))))
