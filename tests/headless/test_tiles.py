@@ -207,3 +207,17 @@ def test_stacks_say_they_are_not_tiled(fast, content, style):
 
     with pytest.raises(ValueError, match="stacks are not tiled yet"):
         next(iter(iter_stylize_stack(np.stack([content, content]), style, **dict(fast, size=160, tile_size=96))))
+
+
+def test_tiled_targets_are_the_whole_images_and_keep_only_the_content_maps(net):
+    from napari_nst.core.tiles import tiled_targets
+
+    content, style = _image((70, 90), 0), _image((64, 80), 1)
+    c, grams, nm = tiled_targets(net, content, style, Tiling(40, 16, 2), "vgg16", CONTENT, STYLE)
+    with torch.no_grad():
+        cw, sw = net(content), net(style)
+    assert set(c) == set(CONTENT)  # the style layers' maps of the content are never assembled
+    torch.testing.assert_close(c["relu2_1"], cw["relu2_1"], rtol=1e-4, atol=1e-5)
+    for n in STYLE:
+        torch.testing.assert_close(grams[n], gram(sw[n]), rtol=1e-4, atol=1e-3)
+        assert nm[n] == (cw[n].shape[1], cw[n].shape[2] * cw[n].shape[3])

@@ -170,10 +170,13 @@ def tiled_targets(
     """Content features, style Gram matrices (``grams`` if given) and the pastiche's (N_l, M_l),
     as ``engine._targets`` returns them, computed tile by tile."""
     factors = layer_factors(model, list(dict.fromkeys([*content_layers, *style_layers])))
-    feats = tiled_features(forward, content, tiling, factors)
+    # only the content layers' maps are kept whole (relu4_2: 32 B/px); the style layers' would be
+    # ~0.5 KB/px (relu1_1 alone 256 B/px: 3.2 GB at 4096 px)
+    feats = tiled_features(forward, content, tiling, {n: factors[n] for n in content_layers})
     if grams is None:
         grams = tiled_grams(forward, style, tiling, {n: factors[n] for n in style_layers})
-    nm = {n: (feats[n].shape[1], feats[n].shape[2] * feats[n].shape[3]) for n in style_layers}
+    h, w = content.shape[-2:]
+    nm = {n: (grams[n].shape[0], (h // factors[n]) * (w // factors[n])) for n in style_layers}
     return {n: feats[n] for n in content_layers}, grams, nm
 
 
