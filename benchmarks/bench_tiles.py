@@ -143,10 +143,10 @@ def quality(args: argparse.Namespace) -> dict:
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     runs = {
         "whole": dict(size=args.size, steps=args.steps),
-        f"tiles {args.tile}": dict(size=args.size, steps=args.steps, tile_size=args.tile),
-        f"tiles {args.tile}, fixed grid": dict(
-            size=args.size, steps=args.steps, tile_size=args.tile, extra={"tile_shift": "fixed"}
+        f"tiles {args.tile}": dict(
+            size=args.size, steps=args.steps, tile_size=args.tile, extra={"tile_shift": "random"}
         ),
+        f"tiles {args.tile}, fixed grid": dict(size=args.size, steps=args.steps, tile_size=args.tile),
     }
     if args.history:
         runs[f"whole, history {args.history}"] = dict(

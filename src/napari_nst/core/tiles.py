@@ -19,8 +19,9 @@ same per-position statistics the whole image is asked to have; the area weight `
 whole image's exactly; the style terms add up to at least the whole image's (Jensen: the whole
 image's ``G / M`` is the area-weighted mean of the tiles' ``G_t / M_t``): every tile must carry the
 style, not just the image on average (docs/tiles.md). The gradient is the exact gradient of this
-sum (each tile's backward covers its halo too and is added where the tiles overlap); the grid
-moves by a random offset on every evaluation so that no tile border stays in one place.
+sum (each tile's backward covers its halo too and is added where the tiles overlap). The engine
+keeps the grid fixed; an ``offset`` function can move it on every evaluation (crowsonkb's trick
+against seams), which measured worse with L-BFGS (docs/tiles.md).
 """
 
 from __future__ import annotations
