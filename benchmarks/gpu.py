@@ -21,6 +21,11 @@ later failure keeps the earlier rows) and prints them. What it does against bias
 * a ``--time-budget`` (default 240 s of timed work): a repeat whose predicted cost would pass it is skipped and
   the row says so, so the whole call stays under five minutes on an H200.
 
+Tiles (issue 15): for each of ``--tile-sizes`` (2048 and 4096 px), ``--tile-steps`` evaluations of
+the whole image and of tiles of ``--tile`` px (and the tile size the engine picks itself under
+``--tile-max-memory``), each timed and its peak memory recorded, within ``--tile-budget`` seconds
+(a run whose predicted cost would pass it is skipped and the row says so).
+
 The issue's target: 512 px x 500 evaluations in under 3 s on an H200. ``--dry-run`` runs the same
 code on the CPU at a toy size (a check of the script, no numbers worth keeping).
 """
@@ -149,6 +154,78 @@ def bench_size(
     return row
 
 
+def tile_run(
+    size: int, steps: int, device: str, weights: str, tile: int | None, max_memory: str | None
+) -> dict[str, Any]:
+    """One run of ``steps`` evaluations at ``size`` (tiles of ``tile`` px, or the engine's choice):
+    seconds, seconds per evaluation, peak memory, the tile size used, the final objective."""
+    dev = torch.device(device)
+    prob = B.setup(size, device, content=ARGS_PATHS["content"], style=ARGS_PATHS["style"], weights=weights)
+    opts = Options(
+        size=size,
+        steps=steps,
+        model=B.MODEL,
+        weights=weights,
+        device=device,
+        preview_every=steps,
+        tile_size=tile,
+        max_memory=max_memory,
+    )
+    opts.validate()
+    run = timed(lambda: run_nst(prob, opts)[:2], dev)
+    last = run["result"]
+    return {
+        "size": size,
+        "shape": list(prob.shape),
+        "steps": steps,
+        "tile_asked": tile,
+        "max_memory": max_memory,
+        "tile_size": last.tile_size,
+        "note": last.note,
+        "seconds": run["seconds"],
+        "s_per_eval": run["seconds"] / steps,
+        "peak_bytes": run["peak_bytes"],
+        "total": last.losses["total"],
+    }
+
+
+def bench_tiles(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
+    """Whole image vs tiles at each of ``--tile-sizes``, within ``--tile-budget`` seconds."""
+    rows: list[dict[str, Any]] = []
+    deadline = time.perf_counter() + args.tile_budget
+    for size in [int(v) for v in args.tile_sizes.split(",") if v]:
+        for tile, cap in ((None, None), (args.tile, None), (None, args.tile_max_memory)):
+            if tile is None and cap is None and size > args.tile_whole_max:
+                continue
+            last = rows[-1] if rows else None
+            if last is not None and "seconds" in last:  # predict from the last run: cost grows with the pixels
+                cost = last["seconds"] * (size / last["size"]) ** 2 * 1.3
+                if time.perf_counter() + cost > deadline:
+                    rows.append({"size": size, "tile_asked": tile, "max_memory": cap, "skipped": "time budget"})
+                    continue
+            try:
+                rows.append(tile_run(size, args.tile_steps, device, args.weights, tile, cap))
+            except (MemoryError, ValueError) as exc:  # DeviceMemoryError, OptionError: recorded, not fatal
+                rows.append({"size": size, "tile_asked": tile, "max_memory": cap, "error": str(exc)})
+            print(json.dumps(rows[-1], default=float), flush=True)
+    return rows
+
+
+def tiles_markdown(rows: list[dict[str, Any]]) -> str:
+    L = [
+        "| size | tiles asked | max memory | tile used | s / eval | peak MiB | objective |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        head = f"| {r['size']} | {r.get('tile_asked') or 'whole'} | {r.get('max_memory') or '-'} |"
+        if "seconds" not in r:
+            L.append(f"{head} {r.get('skipped') or r.get('error')} | | | |")
+            continue
+        peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
+        L.append(f"{head} {r['tile_size'] or 'whole'} | {r['s_per_eval']:.3f} | {peak} | {r['total']:.4g} |")
+    return "\n".join(L)
+
+
 def _summary(runs: list[dict[str, Any]], objective: float) -> dict[str, Any]:
     secs = [r["seconds"] for r in runs]
     peaks = [r["peak_bytes"] for r in runs if r["peak_bytes"] is not None]
@@ -241,10 +318,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="seconds for the timed work (torch import and CUDA start come on top)",
     )
     ap.add_argument("--out", default=os.environ.get("OUT", "."), help="output folder (default $OUT or .)")
+    ap.add_argument("--tile-sizes", default="2048,4096", help="sizes of the tiles section ('' = none)")
+    ap.add_argument("--tile", type=int, default=1024, help="tile_size of the tiled runs")
+    ap.add_argument("--tile-steps", type=int, default=20, help="evaluations of each tiles-section run")
+    ap.add_argument("--tile-max-memory", default="8GB", help="max_memory of the run whose tiles the engine picks")
+    ap.add_argument("--tile-whole-max", type=int, default=4096, help="largest size also run as a whole image")
+    ap.add_argument("--tile-budget", type=float, default=150.0, help="seconds for the tiles section")
     ap.add_argument("--dry-run", action="store_true", help="CPU, 64 px, 4 evaluations: checks the script")
     args = ap.parse_args(argv)
     if args.dry_run:
         args.sizes, args.steps, args.repeats, args.trace_every = "64", 4, "2", 2
+        args.tile_sizes, args.tile, args.tile_steps, args.tile_max_memory = "128", 96, 2, "370MB"
         args.device = args.device or "cpu"
     return args
 
@@ -281,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res["rows"][-1], default=float), flush=True)
         (out / "gpu_results.json").write_text(json.dumps(res, indent=1, default=float))
         (out / "gpu_results.md").write_text(markdown(res) + "\n")
+    res["tiles"] = bench_tiles(args, device)
+    res["seconds"] = time.perf_counter() - t_start
+    (out / "gpu_results.json").write_text(json.dumps(res, indent=1, default=float))
+    (out / "gpu_results.md").write_text(markdown(res) + "\n\n## Tiles\n\n" + tiles_markdown(res["tiles"]) + "\n")
     print(markdown(res))
+    print(tiles_markdown(res["tiles"]))
     return 0
 
 

@@ -161,9 +161,13 @@ def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
     from .core.io import write_image
 
     last = rec = None
+    note = ""
     try:
         with console_progress(not args.quiet) as bar:
             for rec in records:
+                if rec.note and rec.note != note:  # e.g. tiles chosen because the whole image does not fit
+                    note = rec.note
+                    print(f"napari-nst: note: {note}", file=sys.stderr)
                 if rec.image is not None:
                     last = rec.image
                     if args.save_every and rec.step % args.save_every == 0 and rec.step != rec.total:

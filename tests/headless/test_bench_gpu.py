@@ -54,6 +54,12 @@ def test_dry_run_writes_results_from_paths_given_as_arguments(gpu_bench, tmp_pat
     assert {"tf32_matmul", "tf32_cudnn", "cudnn.benchmark"} <= set(res["machine"])
     md = (tmp_path / "out" / "gpu_results.md").read_text()
     assert "| 64 | 64x48 | 4 |" in md
+    # the tiles section: the whole image, tiles of --tile px, and the engine's own choice under --tile-max-memory
+    whole, tiled, auto = res["tiles"]
+    assert (whole["tile_size"], tiled["tile_size"], auto["tile_size"]) == (0, 96, 96)
+    assert auto["max_memory"] == "370MB" and "tiles of 96 px" in auto["note"]
+    assert all(r["shape"] == [96, 128] and r["steps"] == 2 and r["s_per_eval"] > 0 for r in res["tiles"])
+    assert "| 128 | 96 | - | 96 |" in md and "## Tiles" in md
 
 
 def test_weights_and_pictures_can_come_from_the_environment(gpu_bench, monkeypatch):
@@ -64,3 +70,4 @@ def test_weights_and_pictures_can_come_from_the_environment(gpu_bench, monkeypat
     args = gpu_bench.parse([])
     assert (args.weights, args.content, args.style, args.out) == ("/w.pth", "/c.jpg", "/s.jpg", "/out")
     assert args.sizes == "512,1024,2048" and args.steps == 500
+    assert args.tile_sizes == "2048,4096" and args.tile == 1024

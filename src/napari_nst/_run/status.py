@@ -71,7 +71,8 @@ def progress_text(rec: Progress, rate: RateTracker) -> str:
     eta = rate.eta(rec)
     left = f" · about {fmt_time(eta)} left" if math.isfinite(eta) else ""
     frame = f"Frame {rec.frame + 1} of {rec.frames} · " if rec.frames > 1 else ""
-    return f"{frame}Step {rec.step}/{rec.total}{level} on {rec.device}{per_step}{left}\n{losses}"
+    tiles = f" in tiles of {rec.tile_size} px" if getattr(rec, "tile_size", 0) else ""  # core/tiles.py
+    return f"{frame}Step {rec.step}/{rec.total}{level} on {rec.device}{tiles}{per_step}{left}\n{losses}"
 
 
 def done_text(rec: Progress) -> str:

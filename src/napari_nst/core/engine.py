@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import memory
+from . import memory, tiles
 from .controls import Controls
 from .device import (
     NetworkPlan,
@@ -212,6 +212,37 @@ def check_memory(
     )
 
 
+def plan_memory(
+    content_shape: tuple[int, int],
+    shape: tuple[int, int],
+    opts: Options,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    styles: int = 1,
+    available: int | None = None,
+) -> memory.MemoryPlan:
+    """The run's :class:`~napari_nst.core.memory.MemoryPlan` (whole image, or tiles when that does
+    not fit); raises at once if nothing fits: :class:`OptionError` when ``max_memory`` is what is
+    too small, else :class:`DeviceMemoryError`. ``available``: free bytes (default: asked of the device)."""
+    if available is None:
+        available = available_memory(device)
+    p = memory.plan(content_shape, opts, available, dtype=_dtype_name(dtype), device_type=device.type, styles=styles)
+    if p.fits:
+        return p
+    cap = memory.parse_bytes(opts.max_memory) if opts.max_memory is not None else None
+    if cap is not None and (available is None or cap < available * MEMORY_HEADROOM):
+        raise OptionError(
+            f"max_memory={memory.format_bytes(cap)} is too small for a {shape[0]}x{shape[1]} px run ({p.text}): "
+            "raise max_memory or lower size"
+        )
+    if opts.tile_size is None:
+        check_memory(content_shape, shape, opts, device, dtype, available)  # the whole image's error, as before
+    fit = largest_fitting_size(
+        content_shape, available or 0, opts.network, dtype, opts.optimizer, device_type=device.type
+    )
+    raise DeviceMemoryError(f"a {shape[0]}x{shape[1]} px run needs {p.text}; use size={fit} or less", fit)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -240,6 +271,8 @@ class _Run:
     # matrices memoised by the style's working shape, and extra terms for a level's shape
     style_grams: dict[Any, dict[str, torch.Tensor]] | None = None
     extra_terms: Callable[[tuple[int, int]], list[Any]] | None = None
+    tile_size: int | None = None  # evaluate levels larger than this in tiles (core/tiles.py); None: whole
+    memory_note: str = ""  # why the run is tiled, when the engine chose it (the records' note)
 
     @property
     def total(self) -> int:
@@ -297,12 +330,13 @@ def resolve_weights(
     return a, b
 
 
-def _make_optimizer(opts: Options, var: PyramidImage) -> Any:
+def _make_optimizer(opts: Options, var: PyramidImage, tiled: bool = False) -> Any:
     """The optimiser: ``step(closure)`` evaluates the objective once and moves ``var``."""
     if opts.optimizer == "adam":
         # Departure from the paper (an option): Gatys et al. use L-BFGS.
         return torch.optim.Adam(var.params, lr=ADAM_LR)
-    history = int(opts.extra.get("history_size", LBFGS_HISTORY))
+    # tiled: a shorter history, since its pairs are image-sized whatever the tile (docs/tiles.md)
+    history = int(opts.extra.get("history_size", TILED_HISTORY if tiled else LBFGS_HISTORY))
     if opts.extra.get("lbfgs") == "torch":  # torch's L-BFGS, only to measure what ours buys
         return torch.optim.LBFGS(
             var.params, lr=1.0, max_iter=1, max_eval=1, history_size=history, tolerance_grad=0.0, tolerance_change=0.0
@@ -332,8 +366,11 @@ def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
     opts.check_size(content.shape[:2])  # layer names were checked by Options.validate
     shapes = opts.level_shapes(content.shape[:2])
     counts = split_steps(opts.steps, len(shapes))
-    check_memory(content.shape[:2], shapes[-1], opts, device, dtype)
+    styles = len(style) if isinstance(style, (list, tuple)) else 1
+    opts.check_tiles(content.shape[:2], styles)
+    mplan = plan_memory(content.shape[:2], shapes[-1], opts, device, dtype, styles)
     ctx = _prepare(content, style, opts, device, dtype, shapes, counts)
+    ctx.tile_size, ctx.memory_note = mplan.tile_size, mplan.text if mplan.auto else ""
     oom = None
     try:
         with cudnn_benchmark(device):
@@ -423,15 +460,22 @@ def _levels(ctx: _Run) -> Iterator[Progress]:
         x = yield from _level(ctx, level, shape, count, x)  # the next level starts from this one's result
 
 
-def _terms(ctx: _Run, shape: tuple[int, int]) -> tuple[list[Any], dict[str, float]]:
-    """The objective's terms at working ``shape`` (targets and weights of this level)."""
+def _terms(ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None = None) -> tuple[list[Any], dict[str, float]]:
+    """The objective's terms at working ``shape`` (targets and weights of this level);
+    ``tiling``: the targets computed tile by tile."""
     opts = ctx.opts
     c = ctx.resized(ctx.content, shape)
     s = ctx.resized(ctx.style, opts.style_shape(ctx.style_shape, shape))
     memo = ctx.style_grams
-    content_t, grams, nm = _targets(ctx.net, c, s, opts, None if memo is None else memo.get(tuple(s.shape)))
+    known = None if memo is None else memo.get(tuple(s.shape))
+    if tiling is None:
+        content_t, grams, nm = _targets(ctx.net, c, s, opts, known)
+    else:
+        layers = (list(opts.content_layers), list(opts.style_layers))
+        content_t, grams, nm = tiles.tiled_targets(ctx.net, c, s, tiling, ctx.net.model, *layers, known)
     if memo is not None:
         memo[tuple(s.shape)] = grams
+    del c, s
     a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
     terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
     if ctx.controls is not None:  # several styles, regions, style strength (core/controls.py)
@@ -457,12 +501,13 @@ def _level(
     ctx: _Run, level: int, shape: tuple[int, int], count: int, x: torch.Tensor
 ) -> Generator[Progress, None, torch.Tensor]:
     """One coarse-to-fine level: ``count`` evaluations at ``shape`` starting from ``x``."""
-    terms, weights = _terms(ctx, shape)
+    tiling = _tiling(ctx, shape)
+    terms, weights = _terms(ctx, shape, tiling)
     gamma = float(ctx.opts.extra.get("pyramid_gamma", PYRAMID_GAMMA))
     var = PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma)
     del x
-    optimizer = _make_optimizer(ctx.opts, var)
-    objective = _objective(ctx, terms)
+    optimizer = _make_optimizer(ctx.opts, var, tiling is not None)
+    objective = _objective(ctx, terms) if tiling is None else _tiled_objective(ctx, terms, tiling)
     for i in range(count):
         ctx.step += 1
         last = i == count - 1
@@ -491,6 +536,8 @@ def _level(
             last_of_level=last,
             size=max(ctx.shapes[-1]),
             precision="bfloat16" if ctx.dtype is not None else "float32",
+            tile_size=tiling.size if tiling is not None else 0,
+            note=ctx.memory_note,
         )
     return var.detached()
 
@@ -536,9 +583,35 @@ def _objective(ctx: _Run, terms: list[Any]) -> Objective:
     return Objective(fn, graph=graph)
 
 
+def _tiling(ctx: _Run, shape: tuple[int, int]) -> tiles.Tiling | None:
+    """The level's tiling: None where the level is no larger than a tile (or the run is not tiled)."""
+    if ctx.tile_size is None or max(shape) <= ctx.tile_size:
+        return None
+    stride = memory.tile_stride(ctx.net.model, ctx.opts.layers)
+    halo = int(ctx.opts.extra.get("tile_halo", memory.tile_halo(ctx.net.model, ctx.opts.layers)))  # to measure
+    return tiles.Tiling(ctx.tile_size, halo, stride)
+
+
+def _tiled_objective(ctx: _Run, terms: list[Any], tiling: tiles.Tiling) -> tiles.TiledObjective:
+    """The level's objective evaluated tile by tile on a fixed grid. ``extra["tile_shift"] =
+    "random"`` moves the grid by a seeded random offset every evaluation: measured worse with
+    L-BFGS (the objective changes under its curvature pairs; docs/tiles.md), kept to measure."""
+
+    def forward(g: torch.Tensor) -> dict[str, torch.Tensor]:
+        with _autocast(ctx.device, ctx.dtype):
+            out: dict[str, torch.Tensor] = ctx.net(
+                g.contiguous(memory_format=torch.channels_last) if ctx.plan.channels_last else g
+            )
+        return out
+
+    moving = ctx.opts.extra.get("tile_shift") == "random"
+    offset = (lambda: tiling.random_offset(ctx.gen)) if moving else (lambda: (0, 0))
+    return tiles.TiledObjective(forward, terms, tiling, ctx.net.model, offset)
+
+
 def _evaluate_and_step(
     ctx: _Run,
-    objective: Objective,
+    objective: Objective | tiles.TiledObjective,
     var: PyramidImage,
     optimizer: Any,
     want_image: bool,

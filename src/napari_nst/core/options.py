@@ -144,8 +144,7 @@ class Options:
     tile_size : int or None
         Evaluate the objective in square tiles of this many pixels (a halo of context included),
         so that the network's memory is bounded by the tile, not the image (docs/tiles.md). Each
-        tile's loss is the paper's objective on that tile; the tile grid moves by a random offset
-        every evaluation so that no seam stays put. None: the whole image at once, or, when that
+        tile's loss is the paper's objective on that tile. None: the whole image at once, or, when that
         does not fit the free memory (or ``max_memory``), the largest tile size that does. At least
         96 px (vgg up to relu5_1) and smaller than the image.
     max_memory : int or str or None

@@ -24,6 +24,9 @@ class Progress:
     record has ``step == total`` and that frame's pastiche), ``stack_step``/``stack_total`` the
     whole stack's, and ``elapsed`` is the time since the stack started. A single image is frame 0
     of 1 with ``stack_step == step``.
+
+    ``tile_size``: the size of the tiles the evaluation was made in (0: the whole image at once);
+    ``note`` says why when the engine chose tiles because the whole image does not fit.
     """
 
     step: int
@@ -43,4 +46,5 @@ class Progress:
     frames: int = 1
     stack_step: int = 0
     stack_total: int = 0
-    note: str = ""  # a stack run's one-line remark about this frame ("no optical flow: ...")
+    note: str = ""  # a one-line remark: a stack's about this frame ("no optical flow: ..."), or why tiles
+    tile_size: int = 0  # the tiles (px) this evaluation was made in (core/tiles.py); 0: the whole image at once

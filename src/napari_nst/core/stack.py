@@ -22,7 +22,7 @@ import torch
 from . import engine
 from .colour import gray3, luminance
 from .device import autocast_dtype, cudnn_benchmark, empty_cache, is_oom, pick_device, resize_on_host
-from .errors import DeviceMemoryError
+from .errors import DeviceMemoryError, OptionError
 from .flow import OPENCV_NOTE, carry, have_flow
 from .frames import FrameSource, frame_steps_for
 from .losses import TemporalTerm
@@ -65,6 +65,8 @@ def run_stack(
     opts = opts.for_device(gpu=device.type != "cpu")
     dtype = autocast_dtype(opts.precision, device)
     first = frames[start]
+    if opts.tile_size is not None:  # tiles (core/tiles.py) are for single images so far
+        raise OptionError(f"tile_size={opts.tile_size}: stacks are not tiled yet; leave tile_size empty")
     opts.check_size(first.shape[:2])
     shapes = opts.level_shapes(first.shape[:2])
     engine.check_memory(first.shape[:2], shapes[-1], opts, device, dtype)
