@@ -26,6 +26,7 @@ from . import notify
 from .controller import RunController
 from .form import OptionsForm
 from .inputs_panel import InputsPanel
+from .machine import MachinePart
 from .memory_panel import MemoryPanel
 from .probe import start_probe
 from .regions_panel import RegionsPanel
@@ -46,8 +47,7 @@ class StyleTransferWidget(Container[Any]):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
-        self._gpu: bool | None = None if quick_device_guess() is None else False
-        self._gpu_names: list[str] = []
+        self.machine = MachinePart(None if quick_device_guess() is None else False)
         self.inputs = InputsPanel(viewer)
         self.content, self.style = self.inputs.content, self.inputs.style
         self._controls_panels(viewer)
@@ -55,7 +55,9 @@ class StyleTransferWidget(Container[Any]):
         self.slices, self.follow_frame = self.stack.slices, self.stack.follow
         self.run_on_panel = RunOnPanel()  # a stack on this machine or on a dask scheduler's workers
         self.run_on, self.scheduler_address = self.run_on_panel.run_on, self.run_on_panel.address
-        self.form = OptionsForm(partial(self.inputs.init_choices, spec("init").choices or ()), self._device_choices())
+        self.form = OptionsForm(
+            partial(self.inputs.init_choices, spec("init").choices or ()), self.machine.device_choices()
+        )
         for name, w in self.form.fields.items():
             setattr(self, name, w)
         self.memory = MemoryPanel(viewer, self, self._will_use_gpu)  # the estimate beside Size
@@ -90,37 +92,12 @@ class StyleTransferWidget(Container[Any]):
     # ------------------------------------------------------------------ construction
 
     def _build(self) -> None:
-        self.show_advanced = CheckBox(
-            name="show_advanced",
-            text="Advanced settings",
-            value=False,
-            tooltip="Show the network layers, optimiser, initialisation, scales ...",
-        )
-        self.reset_defaults = PushButton(
-            name="reset_defaults",
-            text="Reset all settings to defaults",
-            tooltip="Forget the remembered settings and use the defaults for this machine.",
-        )
+        b = _Buttons()
+        self.show_advanced, self.reset_defaults, self.run, self.continue_run = b.show, b.reset, b.run, b.again
+        self.remembered, self.forget, self.status = b.remembered, b.forget, b.status
         self._advanced = [*self.form.advanced(), self.reset_defaults]
-        self.run = PushButton(name="run", text="Run", tooltip=RUN_TIP)
-        self.continue_run = PushButton(
-            name="continue_run",
-            text="Continue",
-            tooltip="Start a new run from the last pastiche (or from the pastiche layer "
-            "selected in the layer list), with the settings above.",
-        )
-        self.remembered = Label(
-            name="remembered",
-            value="",
-            tooltip="These fields show values you set earlier "
-            "(remembered between sessions); Reset forgets them and uses the defaults.",
-        )
-        self.forget = PushButton(name="forget", text="Reset", tooltip="Forget the remembered settings.")
         self._remembered_row = self._row("remembered_row", self.remembered, self.forget)
         self._buttons = self._row("buttons", self.run, self.continue_run)
-        self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
-        self.status.native.setWordWrap(True)
-        self.remembered.native.setWordWrap(True)
         self.extend(
             [
                 self.content,
@@ -197,40 +174,20 @@ class StyleTransferWidget(Container[Any]):
         self.stack.refresh(content)
         self.run_on_panel.refresh(self.stack.offered)
 
-    def _device_choices(self) -> list[str]:
-        if self._gpu is False:
-            return ["auto", "cpu"]
-        return [*(spec("device").choices or ()), *(f"cuda:{i}" for i in range(1, len(self._gpu_names)))]
+    @property
+    def _gpu(self) -> bool | None:
+        return self.machine.gpu
 
     def _will_use_gpu(self) -> bool:
-        dev = self.device.value
-        return bool(self._gpu) if dev == "auto" else dev != "cpu"
+        return self.machine.will_use_gpu(self.device.value)
 
     def _apply_machine_defaults(self) -> None:
-        """Fields whose default is "by device" (size, steps) that the user did not set."""
-        machine = Options().for_device(self._will_use_gpu())
-        with self.settings.quiet():
-            for name, s in self.form.specs.items():
-                if (
-                    s.default is None
-                    and s.kind == "int"
-                    and name not in self.settings.touched
-                    and getattr(machine, name) is not None
-                ):
-                    self.form.fields[name].value = getattr(machine, name)
+        self.machine.apply_defaults(self.form, self.settings, self.device.value)
 
     def _on_probe_done(self, result: dict[str, Any]) -> None:
         if self.controller.closed:
             return
-        self._gpu_names = list(result.get("cuda") or [])
-        self._gpu = bool(self._gpu_names or result.get("mps"))
-        with self.settings.quiet():
-            current = self.device.value
-            self.device.choices = self._device_choices()
-            if current in self.device.choices:
-                self.device.value = current
-        names = ", ".join(self._gpu_names) or ("Apple MPS" if result.get("mps") else "none found")
-        self.device.tooltip = f"{spec('device').help} GPUs here: {names}."
+        self.machine.probed(result, self.device, self.settings)
         self._apply_machine_defaults()
         self.memory.refresh()  # a GPU's memory is not known here: the estimate says so
 
@@ -383,3 +340,37 @@ class StyleTransferWidget(Container[Any]):
     def set_idle(self) -> None:
         self.run.text, self.run.enabled, self.continue_run.enabled = "Run", True, True
         self.run.tooltip = RUN_TIP
+
+
+class _Buttons:
+    """The widget's own fields beside the generated form: Advanced, Reset, Run, Continue, status."""
+
+    def __init__(self) -> None:
+        self.show = CheckBox(
+            name="show_advanced",
+            text="Advanced settings",
+            value=False,
+            tooltip="Show the network layers, optimiser, initialisation, scales ...",
+        )
+        self.reset = PushButton(
+            name="reset_defaults",
+            text="Reset all settings to defaults",
+            tooltip="Forget the remembered settings and use the defaults for this machine.",
+        )
+        self.run = PushButton(name="run", text="Run", tooltip=RUN_TIP)
+        self.again = PushButton(
+            name="continue_run",
+            text="Continue",
+            tooltip="Start a new run from the last pastiche (or from the pastiche layer "
+            "selected in the layer list), with the settings above.",
+        )
+        self.remembered = Label(
+            name="remembered",
+            value="",
+            tooltip="These fields show values you set earlier "
+            "(remembered between sessions); Reset forgets them and uses the defaults.",
+        )
+        self.forget = PushButton(name="forget", text="Reset", tooltip="Forget the remembered settings.")
+        self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
+        self.status.native.setWordWrap(True)
+        self.remembered.native.setWordWrap(True)

@@ -304,17 +304,7 @@ class Options:
 
     def check_size(self, shape: tuple[int, int]) -> None:
         """Raise OptionError if the coarsest working image is too small for the network."""
-        need = min_side(self.network, self.layers)
-        shapes = self.level_shapes(shape)
-        h, w = shapes[0]
-        if min(h, w) < need:
-            where = "the coarsest level" if len(shapes) > 1 else "the output"
-            raise OptionError(
-                f"{where} would be {h}x{w} px, but {self.network} up to {self.layers[-1]} needs at least "
-                f"{need} px on each side: increase size (now {self.size or CPU_SIZE})"
-                + (f" or use fewer scales (now {len(shapes)})" if len(shapes) > 1 else "")
-                + " or crop the content to a less elongated shape"
-            )
+        _check_size(self, shape)
 
     def check_tiles(self, shape: tuple[int, int], styles: int = 1) -> None:
         """Raise OptionError if ``tile_size`` does not suit a content of ``shape`` (or the styles)."""
@@ -360,6 +350,20 @@ class Options:
             )
         check_layers(self.network, self.content_layers, "content layer")
         check_layers(self.network, self.style_layers, "style layer")
+
+
+def _check_size(opts: Options, shape: tuple[int, int]) -> None:
+    need = min_side(opts.network, opts.layers)
+    shapes = opts.level_shapes(shape)
+    h, w = shapes[0]
+    if min(h, w) < need:
+        where = "the coarsest level" if len(shapes) > 1 else "the output"
+        raise OptionError(
+            f"{where} would be {h}x{w} px, but {opts.network} up to {opts.layers[-1]} needs at least "
+            f"{need} px on each side: increase size (now {opts.size or CPU_SIZE})"
+            + (f" or use fewer scales (now {len(shapes)})" if len(shapes) > 1 else "")
+            + " or crop the content to a less elongated shape"
+        )
 
 
 def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape: tuple[int, int], index: int) -> None:
