@@ -427,7 +427,7 @@ def _next_level_start(ctx: _Run, x: torch.Tensor, shape: tuple[int, int]) -> tor
     gradient revives them, and at 1024 px it scored worse than the content (34 against 28) and
     the level stalled near 11 while single scale fell to 0.14 (docs/coarse_to_fine.md)."""
     c = ctx.resized(ctx.content, shape)  # the content as the network sees it (controls: colours done)
-    change = x - resize(c, tuple(x.shape[-2:]))  # what the coarse level did to its content
+    change = x - resize(c, (int(x.shape[-2]), int(x.shape[-1])))  # what the coarse level did to its content
     up = F.interpolate(change, size=shape, mode="bilinear", align_corners=False)
     return (c + up).clamp(0.0, 1.0)
 
