@@ -90,9 +90,11 @@ class Options:
         Coarse-to-fine levels, each twice the size of the one before and starting from the
         previous level's result, most evaluations at the small levels (``engine.split_steps``);
         1 = single scale. At most this many: levels smaller than the network's minimum, or more
-        levels than ``steps``, are dropped. The default is 1: coarse-to-fine did not pay at 256 px
-        (docs/performance.md) nor, so far, at 1024 px, where the full-size level stalled after
-        starting from the enlarged coarse result (docs/coarse_to_fine.md).
+        levels than ``steps``, are dropped. A level starts from the content's fine detail plus the
+        change the coarser level made (``c + up(x - down(c))``, not in the paper); the coarser
+        result merely enlarged made the 1024 px level stall. The default is 1: with that fixed,
+        coarse-to-fine still did not pay at 256 px (docs/performance.md) nor in the 1024 px
+        measurements so far (docs/coarse_to_fine.md).
     pyramid : int
         Coarser layers (each half the size of the one below) the optimiser moves the pastiche
         through, added on top of its pixels; 0 = the pixels themselves, as in the paper. Same
