@@ -214,7 +214,7 @@ class TiledObjective:
         tiles = self.tiling.tiles(tuple(x.shape[-2:]), self.offset())  # type: ignore[arg-type]
         style_layers = {n: self.factors[n] for n in self.style.layers}
         grams = self._grams(x, tiles, style_layers)  # pass 1: the whole image's Grams
-        s_value, d_grams = self._style_and_its_gram_gradient(grams, tuple(x.shape[-2:]))
+        s_value, d_grams = self._style_and_its_gram_gradient(grams, (x.shape[-2], x.shape[-1]))
         grad = torch.zeros_like(x)
         c_sum = torch.zeros((), device=x.device)
         for t in tiles:  # pass 2: each tile's share of the gradient
