@@ -56,6 +56,7 @@ def test_dry_run_writes_results_from_paths_given_as_arguments(gpu_bench, tmp_pat
     assert "| 64 | 64x48 | 4 |" in md
     # the tiles section: the whole image, tiles of --tile px, and the engine's own choice under --tile-max-memory
     whole, tiled, auto = res["tiles"]
+    assert all("tile_size" in r for r in res["tiles"]), res["tiles"]  # not skipped, no error
     assert (whole["tile_size"], tiled["tile_size"], auto["tile_size"]) == (0, 96, 96)
     assert auto["max_memory"] == "370MB" and "tiles of 96 px" in auto["note"]
     assert all(r["shape"] == [96, 128] and r["steps"] == 2 and r["s_per_eval"] > 0 for r in res["tiles"])

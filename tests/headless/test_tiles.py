@@ -91,32 +91,34 @@ def test_tiled_content_term_and_gradient_equal_the_whole_images(net):
     torch.testing.assert_close(t_grad, grad, rtol=1e-3, atol=1e-6 * float(grad.abs().max()))
 
 
-def test_tiled_style_term_is_the_seeds_on_each_tile(net):
-    """One tile = the whole image's style term; several: the area-weighted tiles' terms, at least the
-    whole image's (each tile must carry the style statistics, not only their mean)."""
+@pytest.mark.parametrize("content_weight", [0.0, 1.0])
+@pytest.mark.parametrize("offset", [(0, 0), (6, 10)])
+def test_tiled_objective_and_gradient_are_the_whole_images(net, content_weight, offset):
+    """Two passes (the whole image's Grams, then each tile's backward of <dL/dG, F F^T>): the paper's
+    whole-image objective and its gradient, where the halo holds the receptive field. Grams per tile
+    (or pass 2 without pass 1's whole Grams) would give another style value and gradient."""
     terms = _terms(net, 1.0)
-    x = _image((70, 90), 3)
-    with torch.no_grad():
-        _, parts = evaluate(terms, net(x), x)
-    one = TiledObjective(net, terms, Tiling(128, 16, 2), "vgg16", lambda: (0, 0))(x)[1]["style"]
-    torch.testing.assert_close(one, parts["style"], rtol=1e-4, atol=0)
-    tiled = TiledObjective(net, terms, Tiling(40, 16, 2), "vgg16", lambda: (0, 0))
-    many = tiled(x)[1]["style"]
-    assert float(many) >= float(parts["style"]) * (1 - 1e-4)
-    # by hand for one layer: sum over tiles of (M_t/M) * L_GM(G_t, A M_t/M, N, M_t)
-    by_hand = 0.0
+    terms[0].weight = content_weight
+    x = _image((70, 90), 3).requires_grad_(True)
+    total, parts = evaluate(terms, net(x), x)
+    (grad,) = torch.autograd.grad(total, x)
+    tiled = TiledObjective(net, terms, Tiling(40, 16, 2), "vgg16", lambda: offset)
+    t_total, t_parts, t_grad = tiled(x.detach())
+    assert tiled.tiles_last >= 6
+    torch.testing.assert_close(t_parts["style"], parts["style"].detach(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(t_total, total.detach(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(t_grad, grad, rtol=1e-3, atol=1e-5 * float(grad.abs().max()))
+    # what per-tile Grams would be: the tiles' own style terms add up to more than the whole image's
+    per_tile = 0.0
     with torch.no_grad():
         f = net(x)
-        for name in STYLE:
-            k = 2 if name == "relu2_1" else 1
-            m = f[name].shape[-2] * f[name].shape[-1]
-            a = terms[1].targets[0].grams[name]
-            for t in tiled.tiling.tiles((70, 90)):
+        for name, k in (("relu1_1", 1), ("relu2_1", 2)):
+            a, m = terms[1].targets[0].grams[name], f[name].shape[-2] * f[name].shape[-1]
+            for t in tiled.tiling.tiles((70, 90), offset):
                 core = f[name][..., t.cy0 // k : -(-t.cy1 // k), t.cx0 // k : -(-t.cx1 // k)]
                 mt, n = core.shape[-2] * core.shape[-1], core.shape[1]
-                g = gram(core)
-                by_hand += 0.5 * mt / m * float(((g - a * mt / m) / (2 * n * mt)).pow(2).sum())
-    assert float(many) == pytest.approx(by_hand, rel=1e-3)
+                per_tile += 0.5 * mt / m * float(((gram(core) - a * mt / m) / (2 * n * mt)).pow(2).sum())
+    assert per_tile > float(parts["style"].detach()) * 1.01
 
 
 # --------------------------------------------------------------------------- the engine

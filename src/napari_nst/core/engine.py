@@ -610,9 +610,10 @@ def _tiling(ctx: _Run, shape: tuple[int, int]) -> tiles.Tiling | None:
 
 
 def _tiled_objective(ctx: _Run, terms: list[Any], tiling: tiles.Tiling) -> tiles.TiledObjective:
-    """The level's objective evaluated tile by tile on a fixed grid. ``extra["tile_shift"] =
-    "random"`` moves the grid by a seeded random offset every evaluation: measured worse with
-    L-BFGS (the objective changes under its curvature pairs; docs/tiles.md), kept to measure."""
+    """The level's whole-image objective evaluated tile by tile (two passes) on a fixed grid.
+    ``extra["tile_shift"] = "random"`` moves the grid by a seeded random offset every evaluation
+    (only the halo's approximation then changes under L-BFGS's curvature pairs; docs/tiles.md),
+    kept to measure."""
 
     def forward(g: torch.Tensor) -> dict[str, torch.Tensor]:
         with _autocast(ctx.device, ctx.dtype):

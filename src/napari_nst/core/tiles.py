@@ -6,22 +6,26 @@ of context around it (``tile_size`` = core + 2 x halo, clipped at the image's ed
 core's features enter the loss. Tiles start on the deepest layer's feature grid (16 px up to
 relu5_1), so a tile's features are the whole image's, except near the tile's edge where the
 network sees the halo's end instead of the rest of the image. Tiles at the image's edges keep
-their full size and take more context from inside the image. Each tile's loss is the seed's
-objective on that tile::
+their full size and take more context from inside the image.
 
-    L_t = a * 1/2 sum_core (F - P)^2 + b * sum_l w_l (M_t / M) L_GM(G_t, A (M_t / M), N_l, M_t)
+The objective is the paper's, of the whole image (not each tile's own): the Gram matrix is a sum over
+positions, ``G_l = sum_t F_t F_t^T`` over the tiles' cores, so an evaluation takes two passes:
 
-where ``G_t`` is the Gram matrix of the core's ``M_t`` positions and ``A`` the whole style image's
-Gram at the working scale (computed once, tile by tile). ``A (M_t / M)`` is the style target
-scaled to the tile's number of positions, so ``L_GM`` compares ``G_t / M_t`` with ``A / M``, the
-same per-position statistics the whole image is asked to have; the area weight ``M_t / M`` makes
-``sum_t`` of the style terms comparable with the whole image's. The content terms add up to the
-whole image's exactly; the style terms add up to at least the whole image's (Jensen: the whole
-image's ``G / M`` is the area-weighted mean of the tiles' ``G_t / M_t``): every tile must carry the
-style, not just the image on average (docs/tiles.md). The gradient is the exact gradient of this
-sum (each tile's backward covers its halo too and is added where the tiles overlap). The engine
-keeps the grid fixed; an ``offset`` function can move it on every evaluation (crowsonkb's trick
-against seams), which measured worse with L-BFGS (docs/tiles.md).
+1. without autograd, each tile's core features add up to ``G_l`` for every style layer; the seed's
+   ``L_style`` of these Grams is the value, and ``dL/dG_l = sum_k weight_k w_l (G_l - A_kl) /
+   (2 N_l^2 M_l^2)`` its gradient with respect to the Gram (closed form);
+2. each tile again, with autograd, backpropagates ``b sum_l <dL/dG_l, F_t F_t^T> + a L_content(core)``
+   to its pixels; the tiles' gradients add up where the tiles overlap.
+
+Since ``dL/dF_t = 2 dL/dG_l F_t`` on each core, the sum of pass 2 is the whole image's gradient, and
+the content term, a sum over positions, adds up exactly. Up to the halo: a feature within the
+receptive field's reach of a tile's edge sees the tile's zero padding instead of the rest of the
+image (relu5_1 sees ~200 px; the default halo is 32 px, so deep features near a core's edge are
+approximate, shallow ones exact). Memory: one tile's activations at a time; time: two forwards and
+one backward per tile. (The previous per-tile objective -- each tile's Gram matched to the whole
+style's -- asked every tile to carry the style on its own, over-weighting style; docs/tiles.md.)
+The engine keeps the grid fixed; an ``offset`` function can move it on every evaluation
+(crowsonkb's trick against seams), kept to measure (docs/tiles.md).
 """
 
 from __future__ import annotations
@@ -182,11 +186,12 @@ def tiled_targets(
 
 
 class TiledObjective:
-    """``total, parts, grad = objective(image)`` as :class:`napari_nst.core.graphed.Objective`, the
-    content and style terms evaluated tile by tile (the module's docstring); other terms (tv,
-    temporal) act on the whole image and are evaluated on it at once.
+    """``total, parts, grad = objective(image)`` as :class:`napari_nst.core.graphed.Objective`: the
+    paper's whole-image content and style terms and their exact gradient (up to the halo), computed
+    tile by tile in two passes (the module's docstring); other terms (tv, temporal) act on the whole
+    image and are evaluated on it at once.
 
-    ``offset``: a function giving the core grid's offset for each evaluation (random, seeded).
+    ``offset``: a function giving the core grid's offset for each evaluation (seeded).
     """
 
     def __init__(
@@ -203,25 +208,28 @@ class TiledObjective:
         self.others = [t for t in terms if t is not self.content and t is not self.style]
         self.factors = layer_factors(model, list(dict.fromkeys([*self.content.layers, *self.style.layers])))
         self.tiles_last = 0  # tiles of the last evaluation
-        self.positions: dict[str, int] = {}
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         x = image.detach()
+        tiles = self.tiling.tiles(tuple(x.shape[-2:]), self.offset())  # type: ignore[arg-type]
+        style_layers = {n: self.factors[n] for n in self.style.layers}
+        grams = self._grams(x, tiles, style_layers)  # pass 1: the whole image's Grams
+        s_value, d_grams = self._style_and_its_gram_gradient(grams, (x.shape[-2], x.shape[-1]))
         grad = torch.zeros_like(x)
         c_sum = torch.zeros((), device=x.device)
-        s_sum = torch.zeros((), device=x.device)
-        h, w = x.shape[-2:]
-        self.positions = {n: (h // k) * (w // k) for n, k in self.factors.items()}  # the image's M_l
-        tiles = self.tiling.tiles((h, w), self.offset())
-        for t in tiles:
+        for t in tiles:  # pass 2: each tile's share of the gradient
             xt = x[..., t.y0 : t.y1, t.x0 : t.x1].clone().requires_grad_(True)
-            c, s = self._tile_loss(self.forward(xt), t)
-            (g,) = torch.autograd.grad(self.content.weight * c + self.style.weight * s, xt)
+            feats = self.forward(xt)
+            c = self._content(feats, t)
+            surrogate = sum(
+                (d_grams[n] * gram(_core(feats[n], t, k).contiguous())).sum() for n, k in style_layers.items()
+            )
+            (g,) = torch.autograd.grad(self.content.weight * c + self.style.weight * surrogate, xt)
             grad[..., t.y0 : t.y1, t.x0 : t.x1] += g
-            c_sum, s_sum = c_sum + c.detach(), s_sum + s.detach()
+            c_sum = c_sum + c.detach()
         self.tiles_last = len(tiles)
-        parts = {self.content.name: c_sum, self.style.name: s_sum}
-        total = self.content.weight * c_sum + self.style.weight * s_sum
+        parts = {self.content.name: c_sum, self.style.name: s_value}
+        total = self.content.weight * c_sum + self.style.weight * s_value
         if self.others:  # whole-image terms: cheap, elementwise
             xg = x.clone().requires_grad_(True)
             extra = {t.name: t({}, xg) for t in self.others}
@@ -232,22 +240,46 @@ class TiledObjective:
             parts.update({k: v.detach() for k, v in extra.items()})
         return total.detach(), parts, grad
 
-    def _tile_loss(self, feats: Features, t: Tile) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unweighted content and style terms of one tile (its core)."""
+    def _grams(self, x: torch.Tensor, tiles: list[Tile], layers: dict[str, int]) -> dict[str, torch.Tensor]:
+        """Pass 1 (no autograd): the whole image's ``G_l = sum_t F_core F_core^T`` (float32)."""
+        grams: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for t in tiles:
+                feats = self.forward(x[..., t.y0 : t.y1, t.x0 : t.x1])
+                for n, k in layers.items():
+                    g = gram(_core(feats[n], t, k).contiguous())
+                    grams[n] = g if n not in grams else grams[n] + g
+                del feats
+        return grams
+
+    def _style_and_its_gram_gradient(
+        self, grams: dict[str, torch.Tensor], shape: tuple[int, int]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The seed's ``L_style`` of the whole image's Grams and ``dL_style/dG_l`` (closed form:
+        ``sum_k weight_k w_l (G_l - A_kl) / (2 N_l^2 M_l^2)``)."""
+        h, w = shape
+        value = torch.zeros((), device=next(iter(grams.values())).device)
+        d_grams: dict[str, torch.Tensor] = {}
+        for n, w_l in self.style.layer_weights.items():
+            g, k = grams[n], self.factors[n]
+            n_l, m_l = g.shape[0], (h // k) * (w // k)
+            d = torch.zeros_like(g)
+            for target in self.style.targets:
+                a = target.grams[n].float()
+                value = value + target.weight * w_l * gram_loss(g, a, n_l, m_l)
+                d += (target.weight * w_l / (2.0 * n_l * n_l * m_l * m_l)) * (g - a)
+            d_grams[n] = d
+        return value, d_grams
+
+    def _content(self, feats: Features, t: Tile) -> torch.Tensor:
+        """The unweighted content term of one tile's core (a sum over positions: the tiles' add up
+        to the whole image's)."""
         c = torch.zeros((), device=t_device(feats))
         for n, p in self.content.targets.items():
             f = _core(feats[n], t, self.factors[n])
             ys, xs = _global(t, self.factors[n], p, f)
             c = c + content_loss(f, p[..., ys, xs])
-        s = torch.zeros((), device=c.device)
-        for target in self.style.targets:
-            for n, w in self.style.layer_weights.items():
-                f = _core(feats[n], t, self.factors[n])
-                n_l, m_t = f.shape[1], f.shape[-2] * f.shape[-1]
-                share = m_t / self.positions[n]  # the tile's share of the image's positions at this layer
-                layer = gram_loss(gram(f.contiguous()), target.grams[n] * share, n_l, m_t)
-                s = s + target.weight * w * share * layer
-        return c, s
+        return c
 
 
 def t_device(feats: Features) -> torch.device:
