@@ -52,21 +52,28 @@ def prepare(content: ImageInput, style: StyleInput, **options: Any) -> tuple[np.
     opts.check_size(c.shape[:2])
     _check_weights_path(opts.weights)
     several = isinstance(style, (list, tuple))
-    styles = list(style) if several else [style]  # type: ignore[arg-type]
-    if not styles:
-        from .errors import OptionError
-
-        raise OptionError("style is an empty list; give at least one style image")
-    opts.check_scales(len(styles))
-    loaded = []
-    for i, one in enumerate(styles):
-        s = _load(one, f"style {i}" if several else "style", opts.style_limits)
-        opts.check_style_size(c.shape[:2], s.shape[:2], i)
-        loaded.append(s)
+    loaded = _load_styles(style, c.shape[:2], opts)
     _check_controls(c, [s.shape[:2] for s in loaded], opts)
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")  # fail early on a bad init array
     return c, (loaded if several else loaded[0]), opts
+
+
+def _load_styles(style: StyleInput, content_shape: tuple[int, int], opts: Options) -> list[np.ndarray]:
+    """One style image or a list of them, loaded and checked against the content and the options."""
+    several = isinstance(style, (list, tuple))
+    given = list(style) if several else [style]  # type: ignore[arg-type]
+    if not given:
+        from .errors import OptionError
+
+        raise OptionError("style is an empty list; give at least one style image")
+    opts.check_scales(len(given))
+    loaded = []
+    for i, one in enumerate(given):
+        s = _load(one, f"style {i}" if several else "style", opts.style_limits)
+        opts.check_style_size(content_shape, s.shape[:2], i)
+        loaded.append(s)
+    return loaded
 
 
 def _check_controls(c: np.ndarray, style_shapes: list[tuple[int, int]], opts: Options) -> None:
@@ -241,17 +248,7 @@ def prepare_stack(stack: Any, style: StyleInput, axis: int = 0, **options: Any) 
     opts.check_size(first.shape[:2])
     _check_weights_path(opts.weights)
     several = isinstance(style, (list, tuple))
-    given = list(style) if several else [style]  # type: ignore[arg-type]
-    if not given:
-        from .errors import OptionError
-
-        raise OptionError("style is an empty list; give at least one style image")
-    opts.check_scales(len(given))
-    styles = []
-    for i, one in enumerate(given):
-        s = _load(one, f"style {i}" if several else "style", opts.style_limits)
-        opts.check_style_size(first.shape[:2], s.shape[:2], i)
-        styles.append(s)
+    styles = _load_styles(style, first.shape[:2], opts)
     shapes = [s.shape[:2] for s in styles]
     regions = opts.regions
     per_frame = regions is not None and np.ndim(regions) == 3
