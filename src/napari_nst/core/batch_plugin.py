@@ -63,7 +63,7 @@ def restore_malloc_thresholds() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
-        return ok and libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX) == 1
+        ok = int(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) == 1
+        return ok and int(libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX)) == 1
     except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to undo
         return False
