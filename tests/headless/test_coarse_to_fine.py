@@ -1,5 +1,5 @@
-"""Coarse-to-fine (``Options.scales``): the levels, the split of the evaluations over them, and
-each level starting from the one before (issue 15)."""
+"""Coarse-to-fine (``Options.scales``): the automatic number of levels, the split of the
+evaluations over them, and each level starting from the one before (issue 15)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import napari_nst
 from napari_nst.core import engine
 from napari_nst.core.errors import OptionError
 from napari_nst.core.io import read_image
-from napari_nst.core.options import Options
+from napari_nst.core.options import AUTO_COARSEST, Options, auto_scales, spec
 
 
 @pytest.mark.parametrize("scales", range(1, 9))
@@ -31,17 +31,31 @@ def test_split_steps_follows_the_level_ratio():
             assert fine / coarse == pytest.approx(engine.LEVEL_STEP_RATIO, rel=0.02)
 
 
-def test_levels_are_twice_the_one_before_and_single_scale_is_the_default():
-    assert Options().scales == 1
+def test_automatic_scales_by_size():
+    assert Options().scales is None and "by size" in spec("scales").help
+    assert [auto_scales(s) for s in (64, 256, 512, 513, 1024, 1025, 2048, 2049, 4096, 8192)] == [
+        *[1] * 5,
+        *[3, 3],
+        *[4, 4],
+        5,
+    ]
     content = (768, 1024)
-    assert Options(size=1024, steps=300).level_shapes(content) == [(768, 1024)]
-    shapes = Options(size=2048, steps=300, scales=3).level_shapes(content)
-    assert [max(sh) for sh in shapes] == [512, 1024, 2048]
-    assert len(Options(size=2048, steps=2, scales=3).level_shapes(content)) == 2  # no more levels than steps
+    for size in (600, 1024):
+        assert len(Options(size=size, steps=300).level_shapes(content)) == 1
+    for size in (1500, 2048, 4096):
+        shapes = Options(size=size, steps=300).level_shapes(content)
+        assert max(shapes[-1]) == size
+        assert AUTO_COARSEST // 2 < max(shapes[0]) <= AUTO_COARSEST, (size, shapes)
+        for coarse, fine in zip(shapes, shapes[1:], strict=False):
+            assert max(fine) == pytest.approx(2 * max(coarse), abs=1)
+    assert Options(size=512, steps=300).level_shapes(content) == [(384, 512)]
+    assert len(Options(size=2048, steps=300, scales=1).level_shapes(content)) == 1  # given: kept
+    assert len(Options(size=2048, steps=2).level_shapes(content)) == 2  # no more levels than steps
 
 
 def test_scales_option_is_validated():
-    for bad in (0, 9, 1.5, "two", None):
+    assert Options.from_kwargs(scales=None).scales is None
+    for bad in (0, 9, 1.5, "two"):
         with pytest.raises(OptionError, match="scales"):
             Options.from_kwargs(scales=bad)
 

@@ -39,6 +39,15 @@ CPU_SIZE, CPU_STEPS = 256, 100
 GPU_SIZE, GPU_STEPS = 512, 300
 _SIZE_BY_DEVICE = f"by device: {CPU_SIZE} on a CPU, {GPU_SIZE} on a GPU"
 _STEPS_BY_DEVICE = f"by device: {CPU_STEPS} on a CPU, {GPU_STEPS} on a GPU"
+#: ``scales=None``: single scale up to AUTO_SINGLE_MAX px (at 1024 px coarse-to-fine looked alike
+#: and matched the objective worse for the same CPU time); above, as many levels as put the
+#: coarsest within (AUTO_COARSEST / 2, AUTO_COARSEST], so that a poster has the large strokes of a
+#: run at that size (at 2048 px single scale keeps them small); docs/coarse_to_fine.md
+AUTO_SINGLE_MAX = 1024
+AUTO_COARSEST = 512
+_SCALES_BY_SIZE = (
+    f"by size: 1 up to {AUTO_SINGLE_MAX} px; above, levels from {AUTO_COARSEST // 2 + 1}-{AUTO_COARSEST} px up"
+)
 
 
 @dataclass
@@ -86,15 +95,18 @@ class Options:
     init : str or array
         Where the pastiche starts: ``content``, ``noise``, or an image array such as an earlier
         pastiche (on the command line, an image file).
-    scales : int
+    scales : int or None
         Coarse-to-fine levels, each twice the size of the one before and starting from the
         previous level's result, most evaluations at the small levels (``engine.split_steps``);
-        1 = single scale. At most this many: levels smaller than the network's minimum, or more
-        levels than ``steps``, are dropped. A level starts from the content's fine detail plus the
-        change the coarser level made (``c + up(x - down(c))``, not in the paper); the coarser
-        result merely enlarged made the 1024 px level stall. The default is 1: with that fixed,
-        coarse-to-fine still did not pay at 256 px (docs/performance.md) nor in the 1024 px
-        measurements so far (docs/coarse_to_fine.md).
+        1 = single scale. None: by size, 1 up to 1024 px; above, as many levels as make the
+        coarsest 257-512 px (2048 px: 512, 1024, 2048), so that a poster has the large strokes of
+        a 512 px run: at 2048 px single scale matches the paper's objective better for the same
+        CPU time but keeps the painting's strokes small; at 1024 px the two look alike and single
+        scale matches it better (docs/coarse_to_fine.md). At most this
+        many: levels smaller than the network's minimum, or more levels than ``steps``, are
+        dropped. A level starts from the content's fine detail plus the change the coarser level
+        made (``c + up(x - down(c))``, not in the paper); the coarser result merely enlarged made
+        the 1024 px level stall.
     pyramid : int
         Coarser layers (each half the size of the one below) the optimiser moves the pastiche
         through, added on top of its pixels; 0 = the pixels themselves, as in the paper. Same
@@ -186,7 +198,7 @@ class Options:
     pooling: str = option("max", label="Pooling", kind="choice", choices=POOLINGS, advanced=True)
     optimizer: str = option("lbfgs", label="Optimiser", kind="choice", choices=OPTIMIZERS, advanced=True)
     init: str | np.ndarray = option("content", label="Start from", kind="init", choices=INITS, advanced=True)
-    scales: int = option(1, label="Scales", kind="int", lo=1, hi=8, advanced=True)
+    scales: int | None = option(None, label="Scales", kind="int", lo=1, hi=8, advanced=True, none=_SCALES_BY_SIZE)
     pyramid: int = option(4, label="Pyramid", kind="int", lo=0, hi=12, advanced=True)
     style_scale: float | tuple[float, ...] = option(
         1.0, label="Style scale", kind="scales", lo=0.05, hi=8.0, step=0.05, advanced=True
@@ -278,7 +290,11 @@ class Options:
         """
         size, steps = self.size or CPU_SIZE, self.steps or CPU_STEPS
         need = min_side(self.network, self.layers)
-        return level_shapes(shape, size, effective_levels(shape, size, self.scales, steps, need))
+        return level_shapes(shape, size, effective_levels(shape, size, self.levels_for(size), steps, need))
+
+    def levels_for(self, size: int) -> int:
+        """``scales``, or the automatic number of levels for a long edge of ``size`` px."""
+        return self.scales if self.scales is not None else auto_scales(size)
 
     def scale_of(self, index: int = 0) -> float:
         """Style image ``index``'s ``style_scale`` (the one number, or its own of the list)."""
@@ -411,6 +427,17 @@ def spec(name: str) -> Spec:
 def level_shapes(shape: tuple[int, int], size: int, scales: int) -> list[tuple[int, int]]:
     """Working shapes, coarse to fine, each level twice the one before; the last has long edge ``size``."""
     return [resized_shape(shape, max(1, round(size / 2 ** (scales - 1 - k)))) for k in range(scales)]
+
+
+def auto_scales(size: int) -> int:
+    """Levels for ``scales=None``: 1 up to AUTO_SINGLE_MAX px; above, the coarsest level within
+    (AUTO_COARSEST / 2, AUTO_COARSEST] px, each level twice the one before."""
+    if size <= AUTO_SINGLE_MAX:
+        return 1
+    levels = 1
+    while size > AUTO_COARSEST * 2 ** (levels - 1):
+        levels += 1
+    return levels
 
 
 def effective_levels(shape: tuple[int, int], size: int, scales: int, steps: int, need: int) -> int:
