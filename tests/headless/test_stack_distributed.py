@@ -90,9 +90,11 @@ def test_chunks_are_the_stack_engine_warm_started_within_themselves(client, movi
     diff = max(float(np.abs(got[t].image - here[t]).max()) for t in range(9))
     assert diff < 0.02, diff  # the same computation (torch's thread counts differ: rounding only)
     assert float(np.abs(got[4].image - here[3]).mean()) > 0  # frame 4 starts a chunk
-    # both workers took a chunk; each built its network once and reused it for its later frames
+    # both workers took a chunk; each built its network once and reused it for every later frame it
+    # ran (dask may run a frame of one chunk on the other worker: the pastiche travels with it)
     stats = client.run(_network_stats)
-    assert all(s["builds"] == 1 and s["hits"] >= 3 for s in stats.values()), stats
+    assert all(s["builds"] == 1 for s in stats.values()), stats
+    assert sum(s["builds"] + s["hits"] for s in stats.values()) == 9, stats
 
 
 def test_border_frames_are_cross_faded(client, moving, style, fast):
