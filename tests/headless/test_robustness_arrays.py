@@ -123,8 +123,10 @@ def _values(dtype: np.dtype, shape: tuple[int, ...], kind: str, seed: int) -> np
         out = base + rng.random(shape) * float(finfo.eps) * max(abs(base), 1.0) * 4
     else:
         out = rng.normal(0, rng.choice([1e-3, 1.0, 1e3, 1e6]), size=shape)
+    # finite values only (1e30 or 1e20 overflow float16 to inf); the "nan" and "inf" kinds add those below
+    out = np.clip(np.asarray(out, dtype=np.float64), float(finfo.min), float(finfo.max))
     with np.errstate(over="ignore", invalid="ignore"):
-        out = np.asarray(out).astype(dtype)
+        out = out.astype(dtype)
     if kind in ("nan", "inf") and n:
         bad = rng.integers(0, n, size=max(1, n // 50))
         out.flat[bad] = np.nan if kind == "nan" else rng.choice([np.inf, -np.inf])
