@@ -108,3 +108,20 @@ def _simulated_precision(monkeypatch):
         from napari_nst.core import engine
 
         monkeypatch.setattr(engine, "_cpu_has_fast_bf16", lambda: False)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A dask client of a LocalCluster of two worker processes with one thread each (what a
+    LocalCluster of this 2-core machine has); one per test module. Skips without ``distributed``."""
+    import logging
+
+    distributed = pytest.importorskip("distributed")  # the testing extra brings it
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c

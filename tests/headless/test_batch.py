@@ -23,22 +23,6 @@ from napari_nst.core.batch_manifest import file_digest
 from napari_nst.core.errors import OptionError
 
 
-@pytest.fixture(scope="module")
-def client():
-    """Two worker processes with one thread each (what a LocalCluster of this machine has)."""
-    import logging
-
-    distributed = pytest.importorskip("distributed")  # the testing extra brings it
-
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
-
-
 @pytest.fixture
 def folder(tmp_path, content, style):
     """tmp/in: three small content images; tmp/style.png."""

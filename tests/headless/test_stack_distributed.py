@@ -7,7 +7,6 @@ Tiny frames, few steps, seeded random weights (conftest's ``fast``); throughput 
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -20,18 +19,6 @@ from napari_nst.cli import main
 from napari_nst.core.stack_distributed import Chunk, blend_weight, plan_chunks
 
 distributed = pytest.importorskip("distributed")  # the testing extra brings it
-
-
-@pytest.fixture(scope="module")
-def client():
-    """Two worker processes with one thread each (a LocalCluster of this machine)."""
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
 
 
 @pytest.fixture
