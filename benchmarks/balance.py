@@ -1,7 +1,7 @@
 """The automatic style/content balance against the textbook's (issue 13).
 
 The engine's automatic weights are ``a = 1 / L_content(0)`` and ``b = STYLE_BALANCE / L_style(0)``
-(core/engine.py), so its objective is proportional to ``L_content + STYLE_BALANCE * (L_content(0) /
+(core/optim/engine.py), so its objective is proportional to ``L_content + STYLE_BALANCE * (L_content(0) /
 L_style(0)) * L_style``. The textbook run (``a = 1``, ``b = 100``: the seed's formulas with the
 weights of the issue's reference run) is the same objective with ``STYLE_BALANCE = 100 *
 L_style(0) / L_content(0) = 5000 a / b`` (``a``, ``b``: the automatic weights a run reports at
@@ -47,8 +47,8 @@ PAINTINGS = ("starry_night", "the_scream")
 
 
 def image(name: str) -> np.ndarray:
-    from napari_nst.core.images import to_rgb_float
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.arrays import to_rgb_float
+    from napari_nst.core.image.files import read_image
 
     if (SHARED / "images" / f"{name}.jpg").exists():
         return to_rgb_float(read_image(SHARED / "images" / f"{name}.jpg"))
@@ -70,7 +70,7 @@ def textbook_balance(content: np.ndarray, style: np.ndarray, size: int) -> float
 
 
 def _balance() -> float:
-    from napari_nst.core import engine
+    from napari_nst.core.optim import engine
 
     return float(engine.STYLE_BALANCE)
 
@@ -92,8 +92,8 @@ def painting_content_term(content: np.ndarray, style: np.ndarray, size: int) -> 
     """The content term of the painting, resized to the content's working shape."""
     import torch
 
-    from napari_nst.core.engine import resize, to_numpy, to_tensor
-    from napari_nst.core.images import resized_shape
+    from napari_nst.core.image.arrays import resized_shape
+    from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
 
     shape = resized_shape(content.shape[:2], size)
     painting = to_numpy(resize(to_tensor(style, torch.device("cpu")), shape))
@@ -114,7 +114,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from napari_nst.core import engine
+    from napari_nst.core.optim import engine
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -155,7 +155,7 @@ def main() -> int:
 
 
 def _strip(tiles: list[np.ndarray], path: Path) -> None:
-    from napari_nst.core.io import write_image
+    from napari_nst.core.image.files import write_image
 
     h = min(t.shape[0] for t in tiles)
     gap = np.ones((h, 4, 3), np.float32)

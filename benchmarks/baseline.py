@@ -31,12 +31,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_nst.core import engine, vgg  # noqa: E402
-from napari_nst.core.images import resized_shape, to_rgb_float  # noqa: E402
-from napari_nst.core.io import read_image  # noqa: E402
-from napari_nst.core.losses import content_loss, gram, gram_loss  # noqa: E402
+from napari_nst.core.encoder import vgg  # noqa: E402
+from napari_nst.core.encoder.vgg import VGGFeatures, build_vgg  # noqa: E402
+from napari_nst.core.image.arrays import resized_shape, to_rgb_float  # noqa: E402
+from napari_nst.core.image.files import read_image  # noqa: E402
+from napari_nst.core.objective.losses import content_loss, gram, gram_loss  # noqa: E402
+from napari_nst.core.optim import engine  # noqa: E402
 from napari_nst.core.options import CONTENT_LAYERS, STYLE_LAYERS  # noqa: E402
-from napari_nst.core.vgg import VGGFeatures, build_vgg  # noqa: E402
 
 SHARED = Path(os.environ.get("NAPARI_NST_SHARED", ROOT.parent / "shared"))
 WEIGHTS = str(SHARED / "weights" / "vgg16-hed-features.pth")

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_nst.core.io import read_image  # noqa: E402
+from napari_nst.core.image.files import read_image  # noqa: E402
 
 SHARED = Path(os.environ.get("NAPARI_NST_SHARED", ROOT.parent / "shared"))
 WEIGHTS = str(SHARED / "weights" / "vgg16-hed-features.pth")
@@ -139,7 +139,7 @@ def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path
 
 
 def _worker_stats() -> dict:
-    from napari_nst.core.batch_task import stats
+    from napari_nst.core.distributed.batch_task import stats
 
     return stats()
 
@@ -148,7 +148,7 @@ def _cold_load_seconds() -> tuple[float, float]:
     """On a worker, with its caches emptied: seconds to read the weights file (what the plugin does
     once per worker) and to build the network from it (what the first task does): what the caches
     save every later task."""
-    from napari_nst.core import vgg
+    from napari_nst.core.encoder import vgg
     from napari_nst.core.options import Options
 
     vgg._NETS.clear()
@@ -163,7 +163,7 @@ def _cold_load_seconds() -> tuple[float, float]:
 def overhead(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) -> dict:
     import distributed
 
-    from napari_nst.core.batch import batch
+    from napari_nst.core.distributed.batch import batch
 
     t0 = time.perf_counter()
     with (

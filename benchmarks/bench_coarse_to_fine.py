@@ -47,9 +47,9 @@ def _engine_run(spec: dict[str, Any], schedule: list[list[int]]) -> Any:
     """The engine's context for ``schedule`` (network built, weights read) and its level shapes."""
     import torch
 
-    from napari_nst.core import engine
     from napari_nst.core.api import prepare
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
+    from napari_nst.core.optim import engine
     from napari_nst.core.options import level_shapes
 
     content = read_image(SHARED / "images" / spec["content"])
@@ -71,8 +71,8 @@ def child(spec: dict[str, Any], trace_path: str) -> None:
 
     import torch
 
-    from napari_nst.core import engine
-    from napari_nst.core.io import write_image
+    from napari_nst.core.image.files import write_image
+    from napari_nst.core.optim import engine
 
     torch.set_num_threads(spec["threads"])
     t0 = time.process_time()
@@ -94,7 +94,7 @@ def cost_child(spec: dict[str, Any], out_path: str) -> None:
 
     import torch
 
-    from napari_nst.core import engine
+    from napari_nst.core.optim import engine
 
     torch.set_num_threads(1)
     evals: dict[int, list[float]] = {e: [] for e in spec["sizes"]}

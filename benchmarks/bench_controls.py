@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_nst.core.io import read_image  # noqa: E402
+from napari_nst.core.image.files import read_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 WEIGHTS = str(SHARED / "weights" / "vgg16-hed-features.pth")
@@ -59,8 +59,8 @@ def objective(content, style, extra, args):
     """The engine's objective of the finest level for one configuration, and its start image."""
     import torch
 
-    from napari_nst.core import engine
     from napari_nst.core.api import prepare
+    from napari_nst.core.optim import engine
 
     c, s, opts = prepare(
         content,
@@ -96,7 +96,7 @@ def evaluate_once(obj, x) -> tuple[float, float]:
 def pictures(args: argparse.Namespace) -> None:
     """README's strips: colours kept, two styles blended, two regions with two styles."""
     from napari_nst import stylize
-    from napari_nst.core.io import write_image
+    from napari_nst.core.image.files import write_image
 
     c, s1, s2 = [read_image(SHARED / "images" / n) for n in ("tubingen.jpg", "starry_night.jpg", "the_scream.jpg")]
     kw = dict(size=args.size, steps=args.steps, weights=WEIGHTS, device="cpu", seed=0, progress=False)
@@ -139,7 +139,7 @@ def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """An image resized to ``shape`` (centre-cropped to its aspect ratio first), float32 RGB."""
     from PIL import Image
 
-    from napari_nst.core.images import to_rgb_float
+    from napari_nst.core.image.arrays import to_rgb_float
 
     f = to_rgb_float(img)
     H, W = f.shape[:2]

@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline as B  # noqa: E402
-from napari_nst.core import engine  # noqa: E402
+from napari_nst.core.optim import engine  # noqa: E402
 from napari_nst.core.options import Options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +258,7 @@ _CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {bench!r})
 import baseline as B, bench_cpu as C
-from napari_nst.core import engine
+from napari_nst.core.optim import engine
 side, size, steps = {side!r}, {size}, {steps}
 import torch
 if {threads}:

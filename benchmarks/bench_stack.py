@@ -94,7 +94,7 @@ def run_stack(
 
 
 def flow_seconds(frames: np.ndarray) -> float:
-    from napari_nst.core import flow
+    from napari_nst.core.stack.engine import flow
 
     f = frames / np.float32(255)
     t = time.process_time()
@@ -144,7 +144,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     shift = (args.shift[0], args.shift[1])
     frames = sequence(args.size, args.frames, shift)

@@ -52,14 +52,15 @@ def child(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(int(spec.pop("threads", 1)))
-    from napari_nst.core.api import _run, prepare
+    from napari_nst.core.api import prepare
+    from napari_nst.core.optim.engine import run as _run
 
     extra = spec.pop("extra", {})
     out = spec.pop("out", None)
     t0, c0 = time.perf_counter(), time.process_time()
     c, s, opts = prepare(CONTENT, STYLE, weights=WEIGHTS, seed=0, preview_every=10**6, **spec)
     opts.extra.update(extra)  # options only benchmarks set (Options.extra)
-    from napari_nst.core import vgg
+    from napari_nst.core.encoder import vgg
 
     vgg.build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling)  # the run reuses it
     rss_ready = vm_hwm()  # torch, the images and the network: what every run pays before its first evaluation
@@ -105,8 +106,8 @@ def whole_evaluation(size: int):
     whole-image seed objective in float32, with the automatic weights of the whole-image run."""
     import torch
 
-    from napari_nst.core import engine
     from napari_nst.core.api import prepare
+    from napari_nst.core.optim import engine
 
     torch.set_num_threads(1)
     c, s, opts = prepare(CONTENT, STYLE, size=size, weights=WEIGHTS, precision="float32", seed=0, pyramid=0)
@@ -169,7 +170,7 @@ def quality(args: argparse.Namespace) -> dict:
         print(name, {k: v for k, v in res[name].items() if k != "image"}, flush=True)
     evaluate, weights = whole_evaluation(args.size)
     ref_c, ref_s, ref_mag = evaluate(np.load(res["whole"]["image"]))
-    from napari_nst.core import memory
+    from napari_nst.core.compute import memory
 
     core = args.tile - 2 * memory.tile_halo("vgg16", ["relu5_1"])
     for r in res.values():
@@ -207,7 +208,7 @@ def pictures(res: dict, args: argparse.Namespace) -> None:
 def rss(args: argparse.Namespace) -> dict:
     """Peak RSS of tiled runs, one child per size, side by side, ``--rss-steps`` evaluations each
     (one 4096 px evaluation is ~350 tiles of 256 px), ``--threads`` torch threads."""
-    from napari_nst.core import memory
+    from napari_nst.core.compute import memory
     from napari_nst.core.options import Options
 
     steps = dict(zip(args.sizes, args.rss_steps, strict=True))

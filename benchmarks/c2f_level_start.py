@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from napari_nst.core import engine  # noqa: E402
 from napari_nst.core.api import prepare  # noqa: E402
-from napari_nst.core.io import read_image  # noqa: E402
+from napari_nst.core.image.files import read_image  # noqa: E402
+from napari_nst.core.optim import engine  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 WEIGHTS = str(SHARED / "weights" / "vgg16-hed-features.pth")

@@ -38,7 +38,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 def engine_alone(content, style, args) -> dict:
     from napari_nst._run import runner
-    from napari_nst.core.remote import EngineProcess
+    from napari_nst.core.process.client import EngineProcess
 
     times = []
     proc = EngineProcess(
@@ -117,7 +117,7 @@ def _bench(args: argparse.Namespace) -> int:
     from qtpy.QtWidgets import QApplication
 
     import napari
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     content = read_image(SHARED / "images" / "tubingen.jpg")
     style = read_image(SHARED / "images" / "starry_night.jpg")

@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline as B  # noqa: E402
-from napari_nst.core import engine  # noqa: E402
+from napari_nst.core.optim import engine  # noqa: E402
 from napari_nst.core.options import Options  # noqa: E402
 
 

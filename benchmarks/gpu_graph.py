@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, "benchmarks")
 sys.path.insert(0, "src")
 import baseline as B
-from napari_nst.core import engine
+from napari_nst.core.optim import engine
 from napari_nst.core.options import Options
 
 prob = B.setup(512, "cuda")

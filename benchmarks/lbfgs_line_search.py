@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import baseline as B
 from bench_cpu import nst_options
-from napari_nst.core import engine
+from napari_nst.core.optim import engine
 
 count = [0]
 orig_eval = engine.evaluate

@@ -47,7 +47,7 @@ def _timed(fns: dict[str, Any], repeats: int) -> dict[str, dict[str, float]]:
 def part_conv(size: int, repeats: int) -> list[dict[str, Any]]:
     import torch
 
-    from napari_nst.core import vgg
+    from napari_nst.core.encoder import vgg
 
     assert vgg.nnpack_available()
     h, w = (size * 3) // 4, size
@@ -80,7 +80,7 @@ def part_conv(size: int, repeats: int) -> list[dict[str, Any]]:
 def part_gram(size: int, repeats: int) -> dict[str, Any]:
     import torch
 
-    from napari_nst.core.losses import gram
+    from napari_nst.core.objective.losses import gram
 
     h, w = (size * 3) // 4, size
     shapes = [(64, h * w), (128, h * w // 4), (256, h * w // 16), (512, h * w // 64), (512, h * w // 256)]
@@ -102,7 +102,7 @@ def part_gram(size: int, repeats: int) -> dict[str, Any]:
 def part_lbfgs(size: int, repeats: int) -> dict[str, Any]:
     import torch
 
-    from napari_nst.core.lbfgs import LBFGS
+    from napari_nst.core.optim.lbfgs import LBFGS
 
     n = int(4 / 3 * size * (size * 3 // 4) * 3)
     g = torch.Generator().manual_seed(0)

@@ -51,7 +51,7 @@ def measure(mode: str, repeats: int, threads: int = 0) -> dict[str, Any]:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import baseline as B
-    from napari_nst.core.losses import gram
+    from napari_nst.core.objective.losses import gram
 
     if threads:
         torch.set_num_threads(threads)

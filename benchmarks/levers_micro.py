@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline as B  # noqa: E402
-from napari_nst.core.losses import gram  # noqa: E402
-from napari_nst.core.vgg import build_vgg  # noqa: E402
+from napari_nst.core.encoder.vgg import build_vgg  # noqa: E402
+from napari_nst.core.objective.losses import gram  # noqa: E402
 
 
 def main() -> int:

@@ -152,7 +152,9 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
 
     sys.path.insert(0, str(HERE))
     import baseline as B  # noqa: E402
-    from napari_nst.core import engine, losses, vgg  # noqa: E402
+    from napari_nst.core.encoder import vgg  # noqa: E402
+    from napari_nst.core.objective import losses
+    from napari_nst.core.optim import engine
 
     def heap() -> int:
         return int(libc.mallinfo2().uordblks + libc.mallinfo2().hblkhd) if libc is not None else 0
@@ -197,7 +199,7 @@ def child(knobs: dict[str, Any], size: int, evals: int) -> dict[str, Any]:
 
 
 def _loop(knobs, prob, evals, torch, engine, losses, vgg, libc) -> dict[str, Any]:
-    from napari_nst.core.losses import ContentTerm, StyleTarget, StyleTerm, evaluate
+    from napari_nst.core.objective.losses import ContentTerm, StyleTarget, StyleTerm, evaluate
 
     net = prob.net
     if knobs["second_net"]:
@@ -434,9 +436,9 @@ def flops(size: int) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(HERE))
     import baseline as B
-    from napari_nst.core.images import resized_shape
-    from napari_nst.core.io import read_image
-    from napari_nst.core.layers import _CFGS, layer_names
+    from napari_nst.core.encoder.layer_names import _CFGS, layer_names
+    from napari_nst.core.image.arrays import resized_shape
+    from napari_nst.core.image.files import read_image
 
     h, w = resized_shape(read_image(B.CONTENT).shape[:2], size)
     names = layer_names(B.MODEL)

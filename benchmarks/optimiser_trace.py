@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline as B  # noqa: E402
 import bench_cpu as C  # noqa: E402
-from napari_nst.core import engine  # noqa: E402
+from napari_nst.core.optim import engine  # noqa: E402
 
 
 def trace(prob: B.Problem, size: int, steps: int, variant: dict[str, Any], every: int) -> list[tuple[int, float]]:

@@ -21,8 +21,8 @@ SHARED = Path(os.environ.get("NAPARI_NST_SHARED", ROOT.parent / "shared"))
 
 
 def run(args: argparse.Namespace, **preview: float) -> dict[str, float]:
-    from napari_nst.core import engine
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
+    from napari_nst.core.optim import engine
     from napari_nst.core.options import Options
 
     c = read_image(SHARED / "images" / "tubingen.jpg").astype("float32") / 255

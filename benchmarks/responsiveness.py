@@ -97,7 +97,7 @@ def _run(args) -> int:
 
     import napari
     import napari_nst._run.runner as widget_module  # where ENGINE_NICE lives
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     if args.nice is not None:
         widget_module.ENGINE_NICE = args.nice

@@ -1,7 +1,7 @@
 """Chunk borders of a stack made on a dask cluster: the jump there, with and without cross-fading.
 
 A stack on a cluster is split into contiguous chunks on different workers; a chunk's first frame
-starts from its content, so the stack may jump at a chunk border (core/stack_distributed.py). This
+starts from its content, so the stack may jump at a chunk border (core/distributed/stack.py). This
 script makes the same moving sequence (bench_stack.py's: crops of the Tübingen photo, each 3 px
 right and 1 px down from the one before, at exactly the working size so that the true motion is
 known) three ways: on one machine (one chunk), and on a LocalCluster of two workers (two chunks)
@@ -63,8 +63,8 @@ def main() -> None:
     import distributed
     import torch
 
-    from napari_nst.core.io import read_image
-    from napari_nst.core.stack_distributed import plan_chunks
+    from napari_nst.core.distributed.stack import plan_chunks
+    from napari_nst.core.image.files import read_image
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=10)

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from napari_nst.core.api import iter_stylize  # noqa: E402
-from napari_nst.core.io import read_image  # noqa: E402
-from napari_nst.core.remote import EngineProcess  # noqa: E402
+from napari_nst.core.image.files import read_image  # noqa: E402
+from napari_nst.core.process.client import EngineProcess  # noqa: E402
 
 SHARED = Path(os.environ.get("NAPARI_NST_SHARED", ROOT.parent / "shared"))
 WEIGHTS = os.environ.get("NAPARI_NST_WEIGHTS", str(SHARED / "weights" / "vgg16-hed-features.pth"))

@@ -63,7 +63,7 @@ def main() -> None:
     import tifffile
 
     from napari_nst.cli import main as cli
-    from napari_nst.core.io import read_stack, stack_writer
+    from napari_nst.core.image.stacks import read_stack, stack_writer
 
     h, w = args.size * 3 // 4, args.size
     work = Path(args.work or tempfile.mkdtemp(prefix="nst-video-"))

@@ -35,8 +35,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_nst.core.io import read_image  # noqa: E402
-from napari_nst.core.remote import (  # noqa: E402
+from napari_nst.core.image.files import read_image  # noqa: E402
+from napari_nst.core.process.client import (  # noqa: E402
     EngineProcess,
     idle_engines,
     prewarm,
@@ -130,7 +130,7 @@ def in_process(content, style, opts: dict) -> dict:
     the first (what a warm process can at best achieve, without its messages)."""
     from napari_nst.core.api import iter_stylize
 
-    loaded = "napari_nst.core.engine" in sys.modules
+    loaded = "napari_nst.core.optim.engine" in sys.modules
     me0 = time.process_time()
     t0 = time.perf_counter()
     first_image = None
@@ -157,7 +157,7 @@ def cached_networks() -> None:
     """In this process only (a measurement of what a network cache in the engine would give): the
     engine's ``build_vgg`` memoised per (model, layers, weights, pooling); the engine moves the
     network to its device (a no-op on the CPU)."""
-    from napari_nst.core import engine
+    from napari_nst.core.optim import engine
 
     build, nets = engine.build_vgg, {}
 

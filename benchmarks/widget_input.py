@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from napari.layers import Image  # noqa: E402  (napari's models only, no Qt)
 
-from napari_nst._layers import layer_to_rgb  # noqa: E402
 from napari_nst._run.inputs import read_input, snapshot  # noqa: E402
-from napari_nst.core.remote import EngineProcess  # noqa: E402
+from napari_nst._run.layer_view import layer_to_rgb  # noqa: E402
+from napari_nst.core.process.client import EngineProcess  # noqa: E402
 
 H, W = 3000, 4000
 

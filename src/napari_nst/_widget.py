@@ -8,6 +8,6 @@ public name.
 
 from __future__ import annotations
 
-from ._qt.widget import StyleTransferWidget
+from napari_nst._qt.widget import StyleTransferWidget
 
 __all__ = ["StyleTransferWidget"]

@@ -5,7 +5,7 @@ different file type"), so *File > Save Selected Layers...* could not save the pa
 RGB in [0, 1]) as the file a user most wants. This writer takes any image layer for .png/.jpg:
 
 - float data: mapped through the layer's contrast limits (what the viewer shows; the pastiche's
-  are 0 and 1) to 8 bits, written atomically by :func:`napari_nst.core.io.write_image`;
+  are 0 and 1) to 8 bits, written atomically by :func:`napari_nst.core.image.files.write_image`;
 - integer and bool data: handed to napari's own writer unchanged, so saving any other image
   layer behaves exactly as without this plugin.
 
@@ -21,12 +21,10 @@ from typing import Any
 
 import numpy as np
 
-EXTENSIONS = (".png", ".jpg", ".jpeg")
-
 
 def write_image_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 single-layer writer: ``(path, data, meta) -> [written path]``."""
-    from .core.io import write_image
+    from napari_nst.core.image.files import write_image
 
     if meta.get("multiscale") and isinstance(data, (list, tuple)):
         data = data[0]  # the full-resolution level

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .core.errors import OptionError
-from .core.options import INITS, MAX_STEPS, specs
-from .core.spec import Spec
+from napari_nst.core.errors import OptionError
+from napari_nst.core.options import INITS, MAX_STEPS, specs
+from napari_nst.core.spec import Spec
 
 
 def _arg_type(sp: Spec) -> Any:
@@ -73,6 +73,12 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _version() -> str:
+    from napari_nst import __version__
+
+    return __version__
+
+
 def _add_stylize(sub: Any) -> None:
     p = sub.add_parser(
         "stylize",
@@ -102,7 +108,7 @@ def _add_stylize(sub: Any) -> None:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line (the others keep Options' defaults)."""
-    from .core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     opts = {sp.name: getattr(args, sp.name) for sp in specs() if sp.cli and hasattr(args, sp.name)}
     if isinstance(opts.get("init"), str) and opts["init"] not in INITS:
@@ -124,7 +130,7 @@ def _read_labels(path: str) -> Any:
     """A label image file as an integer (H, W) array (a napari Labels layer saved as PNG or TIFF)."""
     import numpy as np
 
-    from .core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     arr = read_image(path)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and all(np.array_equal(arr[..., 0], arr[..., k]) for k in (1, 2)):
@@ -140,8 +146,8 @@ def _read_labels(path: str) -> Any:
 
 
 def _stylize(args: argparse.Namespace) -> int:
-    from .core.api import iter_stylize
-    from .core.io import output_format, read_image
+    from napari_nst.core.api import iter_stylize
+    from napari_nst.core.image.files import output_format, read_image
 
     out = Path(args.output)
     for given in (args.content, *args.style):
@@ -156,9 +162,9 @@ def _stylize(args: argparse.Namespace) -> int:
 
 def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
     """Run to the end with the progress bar (and its up-front estimate); write the pastiche."""
-    from .core.api import console_progress
-    from .core.errors import NonFiniteLossError
-    from .core.io import write_image
+    from napari_nst.core.api import console_progress
+    from napari_nst.core.errors import NonFiniteLossError
+    from napari_nst.core.image.files import write_image
 
     last = rec = None
     note = ""
@@ -239,7 +245,7 @@ def _add_batch(sub: Any) -> None:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .core.batch import batch, paths
+    from napari_nst.core.distributed.batch import batch, paths
 
     if args.workers is not None and args.workers < 0:
         raise ValueError("--workers must be 0 (sequentially here) or a positive number")
@@ -349,8 +355,8 @@ def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _stylize_stack(args: argparse.Namespace) -> int:
-    from .core.api import iter_stylize_stack
-    from .core.io import FolderFrames, read_stack, read_stack_labels, stack_writer
+    from napari_nst.core.api import iter_stylize_stack
+    from napari_nst.core.image.stacks import FolderFrames, read_stack, read_stack_labels, stack_writer
 
     frames = read_stack(args.input)
     regions = vars(args).pop("regions", None)  # a stack of labels, not the one image _options reads
@@ -409,13 +415,14 @@ def _kept(writer: Any) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from napari_nst._demo import run_demo
 
     return run_demo(run=args.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-nst", description="Neural style transfer for napari and the shell.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
     _add_batch(sub)

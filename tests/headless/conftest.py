@@ -26,7 +26,7 @@ IMAGES = SHARED / "images"
 def _random_state(model: str, seed: int = 0) -> dict:
     import torch
 
-    from napari_nst.core.vgg import VGGFeatures, layer_names
+    from napari_nst.core.encoder.vgg import VGGFeatures, layer_names
 
     torch.manual_seed(seed)
     net = VGGFeatures(model, [layer_names(model)[-1]])
@@ -56,11 +56,20 @@ def vgg19_random_full(tmp_path_factory) -> Path:
     return path
 
 
+def needs_shared(path: Path) -> Path:
+    """``path`` (a file under ../shared), or skip the test saying so; where ../shared must be there
+    (``NAPARI_NST_REQUIRE_SHARED=1``, as .ci/run sets) its absence fails the test instead."""
+    if path.exists():
+        return path
+    why = f"needs ../shared beside the repository: {path} is not there"
+    if os.environ.get("NAPARI_NST_REQUIRE_SHARED") == "1":
+        pytest.fail(why + " (NAPARI_NST_REQUIRE_SHARED=1)")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def hed_weights() -> Path:
-    if not HED_WEIGHTS.exists():
-        pytest.skip(f"{HED_WEIGHTS} is not there")
-    return HED_WEIGHTS
+    return needs_shared(HED_WEIGHTS)
 
 
 @pytest.fixture
@@ -105,9 +114,9 @@ def _simulated_precision(monkeypatch):
     if wanted not in ("", "auto", "float32"):
         raise pytest.UsageError(f"NAPARI_NST_TEST_PRECISION must be 'float32' or unset, got {wanted!r}")
     if wanted == "float32":
-        from napari_nst.core import engine
+        from napari_nst.core.compute import device
 
-        monkeypatch.setattr(engine, "_cpu_has_fast_bf16", lambda: False)
+        monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
 
 
 @pytest.fixture(scope="module")

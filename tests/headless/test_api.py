@@ -13,7 +13,7 @@ import napari_nst
 
 def test_import_pulls_no_qt_napari_or_torch():
     code = (
-        "import sys, napari_nst, napari_nst.core, napari_nst.core.remote, napari_nst.cli\n"
+        "import sys, napari_nst, napari_nst.core, napari_nst.core.process.client, napari_nst.cli\n"
         "bad = [m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'torch', 'magicgui')"
         " if m in sys.modules]\n"
         "print(bad)\n"
@@ -24,7 +24,7 @@ def test_import_pulls_no_qt_napari_or_torch():
 
 def test_engine_imports_no_qt_or_napari():
     code = (
-        "import sys, napari_nst.core.engine, napari_nst.core.vgg\n"
+        "import sys, napari_nst.core.optim.engine, napari_nst.core.encoder.vgg\n"
         "print([m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'magicgui') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -18,8 +18,8 @@ from PIL import Image
 
 import napari_nst
 from napari_nst.cli import main
-from napari_nst.core import batch as B
-from napari_nst.core.batch_manifest import file_digest
+from napari_nst.core.distributed import batch as B
+from napari_nst.core.distributed.manifest import file_digest
 from napari_nst.core.errors import OptionError
 
 
@@ -35,13 +35,13 @@ def folder(tmp_path, content, style):
 
 
 def _stats():
-    from napari_nst.core.batch_task import stats
+    from napari_nst.core.distributed.batch_task import stats
 
     return stats()
 
 
 def _reset_stats():
-    from napari_nst.core.batch_task import reset_stats
+    from napari_nst.core.distributed.batch_task import reset_stats
 
     reset_stats()
 

@@ -16,7 +16,7 @@ pytest.importorskip("distributed")
 PROBE = textwrap.dedent(
     """
     import ctypes, ctypes.util, sys
-    from napari_nst.core.batch_plugin import restore_malloc_thresholds
+    from napari_nst.core.distributed.worker_plugin import restore_malloc_thresholds
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     class Info(ctypes.Structure):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import napari_nst
-from napari_nst.core import engine
 from napari_nst.core.errors import OptionError
-from napari_nst.core.io import read_image
+from napari_nst.core.image.files import read_image
+from napari_nst.core.optim import engine
 from napari_nst.core.options import AUTO_COARSEST, Options, auto_scales, spec
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_nst.core import colour
-from napari_nst.core.controls import blend_grams, blend_weights
 from napari_nst.core.errors import OptionError
-from napari_nst.core.losses import (
+from napari_nst.core.objective import colour
+from napari_nst.core.objective.controls import blend_grams, blend_weights
+from napari_nst.core.objective.losses import (
     GuidedStyleTerm,
     RegionTargets,
     gathered_gram,
@@ -19,8 +19,8 @@ from napari_nst.core.losses import (
     guided_gram_loss,
     masked_gram,
 )
+from napari_nst.core.objective.regions import BLEND, groups, layer_shape, parse_mapping
 from napari_nst.core.options import Options, spec
-from napari_nst.core.regions import BLEND, groups, layer_shape, parse_mapping
 
 
 def test_blended_grams_by_hand():
@@ -173,7 +173,7 @@ def test_cli_takes_several_styles_regions_and_colours(tmp_path, content, style, 
     from PIL import Image
 
     from napari_nst.cli import main
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     h, w = content.shape[:2]
     labels = np.zeros((h, w), np.uint8)
@@ -231,7 +231,7 @@ def test_cli_takes_several_styles_regions_and_colours(tmp_path, content, style, 
 def test_gathered_grams_of_overlapping_regions_by_hand(channels_last):
     """Several regions in one gather, sharing soft border positions: the same Grams and the same
     gradient as masks applied to the whole map, in either memory layout."""
-    from napari_nst.core.losses import gathered_grams
+    from napari_nst.core.objective.losses import gathered_grams
 
     torch.manual_seed(2)
     f0 = torch.randn(1, 3, 4, 5)
@@ -290,7 +290,7 @@ def test_style_scale_errors_before_any_work():
 
 
 def test_guided_groups_by_hand():
-    from napari_nst.core.regions import guided_groups
+    from napari_nst.core.objective.regions import guided_groups
 
     reg = np.array([[0, 1, 2], [3, 3, 1]])
     # style 0's label image has labels {0, 1}; style 1 has none; labels 3 -> style 1, 2 -> none
@@ -330,7 +330,7 @@ def test_style_regions_errors():
 
 
 def test_part_grams_by_hand():
-    from napari_nst.core.controls import _part_grams
+    from napari_nst.core.objective.controls import _part_grams
 
     torch.manual_seed(3)
     feats = {"relu1_1": torch.randn(1, 3, 8, 10), "relu2_1": torch.randn(1, 4, 4, 5)}

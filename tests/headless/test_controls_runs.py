@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import IMAGES, needs_shared
 
 import napari_nst
-from napari_nst.core.colour import yuv
-from napari_nst.core.io import read_image
-
-IMAGES = Path(__file__).resolve().parents[3] / "shared" / "images"
+from napari_nst.core.image.files import read_image
+from napari_nst.core.objective.colour import yuv
 
 
 @pytest.fixture(scope="module")
 def pictures():
-    if not (IMAGES / "tubingen.jpg").exists():
-        pytest.skip("the shared images are not there")
+    needs_shared(IMAGES / "tubingen.jpg")
     return [read_image(IMAGES / n) for n in ("tubingen.jpg", "starry_night.jpg", "the_scream.jpg")]
 
 
@@ -45,9 +41,9 @@ def test_a_region_without_style_stays_near_the_content(pictures, opts):
     c, s, _ = pictures
     labels = _halves(*c.shape[:2])
     out = napari_nst.stylize(c, s, regions=labels, region_styles={1: None}, size=96, steps=30, **opts)
-    ref = napari_nst.core.engine.to_numpy(
-        napari_nst.core.engine.resize(
-            napari_nst.core.engine.to_tensor(np.asarray(c, np.float32) / 255, torch.device("cpu")), out.shape[:2]
+    ref = napari_nst.core.image.tensors.to_numpy(
+        napari_nst.core.image.tensors.resize(
+            napari_nst.core.image.tensors.to_tensor(np.asarray(c, np.float32) / 255, torch.device("cpu")), out.shape[:2]
         )
     )
     w = out.shape[1]
@@ -57,9 +53,9 @@ def test_a_region_without_style_stays_near_the_content(pictures, opts):
 
 
 def _grams(img: np.ndarray, weights: str) -> dict[str, torch.Tensor]:
-    from napari_nst.core.engine import to_tensor
-    from napari_nst.core.losses import gram
-    from napari_nst.core.vgg import build_vgg
+    from napari_nst.core.encoder.vgg import build_vgg
+    from napari_nst.core.image.tensors import to_tensor
+    from napari_nst.core.objective.losses import gram
 
     layers = ["relu1_1", "relu2_1", "relu3_1"]
     net = build_vgg(None, layers, weights=weights)
@@ -78,8 +74,8 @@ def test_two_styles_on_two_regions(pictures, opts):
     out = napari_nst.stylize(c, [s1, s2], regions=labels, region_styles={0: 0, 1: 1}, size=128, steps=40, **opts)
     w = out.shape[1]
     left, right = out[:, : w // 2 - 8], out[:, w // 2 + 8 :]
-    from napari_nst.core.engine import resize, to_numpy, to_tensor
-    from napari_nst.core.images import resized_shape, to_rgb_float
+    from napari_nst.core.image.arrays import resized_shape, to_rgb_float
+    from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
 
     g = {}
     for name, img in (("s1", s1), ("s2", s2)):
@@ -109,8 +105,8 @@ def test_luminance_mode_keeps_the_contents_chroma_in_every_record(pictures, opts
         )
     )
     out = records[-1].image
-    from napari_nst.core.engine import resize, to_numpy, to_tensor
-    from napari_nst.core.images import to_rgb_float
+    from napari_nst.core.image.arrays import to_rgb_float
+    from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
 
     ref = to_numpy(resize(to_tensor(to_rgb_float(c), torch.device("cpu")), out.shape[:2]))
     inside = (out > 0.002).all(-1) & (out < 0.998).all(-1)
@@ -144,7 +140,7 @@ def test_style_regions_choose_the_part_of_the_painting(pictures, opts):
     """One style image made of two paintings side by side; style_regions picks one half for the
     whole content: the pastiche's Grams move to that painting's. A label image over all of the
     style image gives the run without style_regions."""
-    from napari_nst.core.images import to_rgb_float
+    from napari_nst.core.image.arrays import to_rgb_float
 
     c, s1, s2 = pictures
     a, b = _fit(to_rgb_float(s1), (160, 160)), _fit(to_rgb_float(s2), (160, 160))
@@ -171,6 +167,6 @@ def test_style_regions_choose_the_part_of_the_painting(pictures, opts):
 
 
 def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from napari_nst.core.engine import resize, to_numpy, to_tensor
+    from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
 
     return to_numpy(resize(to_tensor(np.asarray(img, np.float32), torch.device("cpu")), shape))

@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from napari_nst.core import device as D
-from napari_nst.core import engine
+from napari_nst.core.compute import device as D
 from napari_nst.core.errors import OptionError, PrecisionWarning
+from napari_nst.core.optim import engine
+from napari_nst.core.optim.levers import Levers, use_levers
 
 CPU, CUDA, CUDA1, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("cuda:1"), torch.device("mps")
+
+
+_ONEDNN_BF16_CHECK = D.cpu_has_fast_bf16  # the real check, which reads the (faked) oneDNN test
 
 
 @pytest.fixture
@@ -29,7 +33,7 @@ def fake(monkeypatch):
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: cpu_bf16)
         # the capability is faked here: undo conftest's NAPARI_NST_TEST_PRECISION switch, if set
-        monkeypatch.setattr(engine, "_cpu_has_fast_bf16", D.cpu_has_fast_bf16)
+        monkeypatch.setattr(D, "cpu_has_fast_bf16", _ONEDNN_BF16_CHECK)
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
 
     return set_up
@@ -103,7 +107,7 @@ def test_explicit_bf16_where_it_is_native_is_quiet(fake, caps, dev):
 def test_auto_precision_on_the_cpu_follows_onednn_fast_bf16(fake, fast, expected):
     fake(cpu_bf16=fast)
     assert D.autocast_dtype("auto", CPU) is expected
-    assert engine._cpu_has_fast_bf16() is fast
+    assert D.cpu_has_fast_bf16() is fast
 
 
 def test_mps_runs_float32_and_refuses_bf16_before_the_run(fake):
@@ -195,7 +199,8 @@ def test_the_engine_stores_the_cpu_runs_pairs_in_bfloat16(monkeypatch, content, 
     (opt,) = made
     assert opt.pairs and all(s.dtype == y.dtype == torch.bfloat16 for s, y, _ in opt.pairs)
     made.clear()
-    list(_run(content, style, _opts(fast, steps=4, precision="float32", extra={"history_dtype": "float32"})))
+    with use_levers(Levers(history_dtype="float32")):
+        list(_run(content, style, _opts(fast, steps=4, precision="float32")))
     assert made[0].pairs and all(s.dtype == torch.float32 for s, _, _ in made[0].pairs)
 
 
@@ -247,7 +252,7 @@ def test_mps_resizes_on_the_host():
 
 def test_matrix_upsampling_is_torch_bilinear_with_its_gradient(monkeypatch):
     """The deterministic path the pyramid takes on a GPU with deterministic algorithms on."""
-    from napari_nst.core import pyramid
+    from napari_nst.core.optim import pyramid
 
     img = torch.rand(1, 3, 45, 61, generator=torch.Generator().manual_seed(0))
     results = []
@@ -284,7 +289,7 @@ def test_an_evaluation_reads_the_device_twice_at_most(monkeypatch, content, styl
 
 
 def _run(content, style, opts):
-    from napari_nst.core.images import to_rgb_float
+    from napari_nst.core.image.arrays import to_rgb_float
 
     return engine.run(to_rgb_float(content), to_rgb_float(style), opts)
 

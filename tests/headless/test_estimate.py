@@ -1,4 +1,4 @@
-"""The run-time estimate (core/estimate.py) and stylize's progress bar."""
+"""The run-time estimate (core/progress.py) and stylize's progress bar."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 import napari_nst
-from napari_nst.core import estimate
-from napari_nst.core.estimate import ConsoleProgress, RunEstimate, estimate_seconds, format_seconds
+from napari_nst.core import progress as estimate
+from napari_nst.core.progress import ConsoleProgress, RunEstimate, estimate_seconds, format_seconds
 
 
 def test_estimate_scales_with_pixels_and_levels():

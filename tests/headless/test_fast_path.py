@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_nst.core import engine
+from napari_nst.core.optim import engine, levers
+from napari_nst.core.optim.levers import Levers, use_levers
 from napari_nst.core.options import Options
 
 
@@ -14,36 +15,39 @@ def test_defaults_are_the_fast_path():
     o = Options()
     assert o.precision == "auto"
     # single scale up to 1024 px: coarse-to-fine reached a worse objective for the same CPU time at
-    # 256 px (docs/performance.md, "Coarse-to-fine") and at 1024 px; by size above, for the look
-    # (docs/coarse_to_fine.md)
+    # 1024 px; by size above, for the look (the benchmarks page)
     assert o.scales is None and len(Options(size=1024).level_shapes((1024, 1024))) == 1
-    assert "clamp" not in o.extra
-    assert o.optimizer == "lbfgs"
+    assert len(Options(size=2048).level_shapes((2048, 2048))) == 3
+    assert o.optimizer == "lbfgs" and o.pyramid >= 3
     assert engine.LBFGS_HISTORY <= 20, "a long L-BFGS history costs memory without paying"
-    assert "history_size" not in o.extra and "channels_last" not in o.extra
-    # the optimiser: our L-BFGS through a pyramid (docs/performance.md, target 2), not torch's on pixels
-    assert o.pyramid >= 3 and "lbfgs" not in o.extra and "max_change" not in o.extra
+    # outside a measurement the engine's internals are its own choices
+    assert levers.current() == Levers()
+
+
+def test_levers_apply_inside_their_block_only():
+    from napari_nst.core.optim.lbfgs import LBFGS
+    from napari_nst.core.optim.pyramid import PyramidImage
+
+    var = PyramidImage(torch.rand(1, 3, 64, 48), 3, engine.PYRAMID_GAMMA)
+    with use_levers(Levers(history_size=7, max_change=0.5)) as lv:
+        opt = engine._make_optimizer(Options(), var, levers.current())
+        assert isinstance(opt, LBFGS) and opt.history == 7 and opt.max_change == 0.5 and lv.history_size == 7
+        with use_levers(Levers(lbfgs="torch")):
+            assert isinstance(engine._make_optimizer(Options(), var, levers.current()), torch.optim.LBFGS)
+    assert levers.current() == Levers()
+    assert engine._make_optimizer(Options(), var, levers.current()).history == engine.LBFGS_HISTORY
 
 
 def test_default_optimiser_is_ours_through_the_pyramid():
-    from napari_nst.core.lbfgs import LBFGS
-    from napari_nst.core.pyramid import PyramidImage
+    from napari_nst.core.optim.lbfgs import LBFGS
+    from napari_nst.core.optim.pyramid import PyramidImage
 
     o = Options()
     var = PyramidImage(torch.rand(1, 3, 64, 48), o.pyramid, engine.PYRAMID_GAMMA)
-    opt = engine._make_optimizer(o, var)
+    opt = engine._make_optimizer(o, var, levers.current())
     assert isinstance(opt, LBFGS) and opt.history == engine.LBFGS_HISTORY
     assert opt.max_change == engine.LBFGS_MAX_CHANGE and opt.image_change == var.change
     assert var.levels == o.pyramid and opt.params == var.params
-
-
-def test_auto_precision_is_bf16_where_the_cpu_runs_it_fast():
-    dtype = engine.autocast_dtype("auto", torch.device("cpu"))
-    if engine._cpu_has_fast_bf16():
-        assert dtype is torch.bfloat16
-    else:
-        assert dtype is None
-    assert engine.autocast_dtype("float32", torch.device("cpu")) is None
 
 
 def test_default_run_uses_the_device_plan_autocast_and_levels(monkeypatch, fast, content, style):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_nst.core.graphed import Objective
-from napari_nst.core.pyramid import PyramidImage
+from napari_nst.core.objective.graphed import Objective
+from napari_nst.core.optim.pyramid import PyramidImage
 
 
 def _fn(weight: torch.Tensor):

@@ -1,4 +1,4 @@
-"""Array -> float32 RGB conversion: every dtype and shape rule in napari_nst.core.images."""
+"""Array -> float32 RGB conversion: every dtype and shape rule in napari_nst.core.image.arrays."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_nst.core.errors import ImageError
-from napari_nst.core.images import resized_shape, to_rgb_float, to_uint8
+from napari_nst.core.image.arrays import resized_shape, to_rgb_float, to_uint8
 
 
 def _check(out: np.ndarray, shape: tuple[int, int]) -> None:

@@ -1,11 +1,11 @@
-"""The engine's L-BFGS (core/lbfgs.py): one evaluation per step, consistent pairs, safeguards."""
+"""The engine's L-BFGS (core/optim/lbfgs.py): one evaluation per step, consistent pairs, safeguards."""
 
 import math
 
 import pytest
 import torch
 
-from napari_nst.core.lbfgs import LBFGS
+from napari_nst.core.optim.lbfgs import LBFGS
 
 
 def _quadratic(n: int = 30, cond: float = 100.0, seed: int = 0):
@@ -153,7 +153,7 @@ def test_trust_region_on_the_device_equals_the_host_one():
     """image_change may return a 0-d tensor (no synchronisation): the same steps as with a float."""
     import torch
 
-    from napari_nst.core.lbfgs import LBFGS
+    from napari_nst.core.optim.lbfgs import LBFGS
 
     target = torch.tensor([0.9, -0.4, 0.3, 2.0])
     paths, shortened = [], []

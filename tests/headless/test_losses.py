@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_nst.core.losses import (
+from napari_nst.core.objective.losses import (
     ContentTerm,
     StyleTarget,
     StyleTerm,
@@ -169,7 +169,7 @@ def test_float32_gram_backward_is_one_matrix_product(channels_last):
 
 
 def test_gram_backward_in_slices_equals_one_slice(monkeypatch):
-    from napari_nst.core import losses
+    from napari_nst.core.objective import losses
 
     _, _, _, whole = _gram_pair((1, 8, 9, 7), torch.bfloat16, True, seed=3)
     monkeypatch.setattr(losses, "_GRAM_CHUNK_ELEMENTS", 8 * 5)  # 5 positions per slice, a ragged last one

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_nst.core import engine
+from napari_nst.core.compute import memory
 from napari_nst.core.errors import DeviceMemoryError
+from napari_nst.core.optim import engine
 from napari_nst.core.options import Options
 
 GiB = 2**30
@@ -26,9 +27,9 @@ def test_largest_fitting_size_fits_and_the_next_does_not():
     avail = 3 * GiB
     size = engine.largest_fitting_size((768, 1024), avail, "vgg19", torch.bfloat16)
     assert size > 0
-    from napari_nst.core.images import resized_shape
+    from napari_nst.core.image.arrays import resized_shape
 
-    budget = avail * engine.MEMORY_HEADROOM
+    budget = avail * memory.MEMORY_HEADROOM
     assert engine.estimate_memory(resized_shape((768, 1024), size), "vgg19", torch.bfloat16) <= budget
     assert engine.estimate_memory(resized_shape((768, 1024), size + 1), "vgg19", torch.bfloat16) > budget
 
@@ -84,20 +85,20 @@ def test_other_runtime_errors_pass_through(monkeypatch, fast, content, style):
         list(iter_stylize(content, style, **fast))
 
 
-# --------------------------------------------------------------------------- core/memory.py: the plan (no torch)
+# ------------------------------------------------------------------- core/compute/memory.py: the plan (no torch)
 
 
 def test_memory_module_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, napari_nst.core.memory as m; m.plan; print('torch' in sys.modules)"
+    code = "import sys, napari_nst.core.compute.memory as m; m.plan; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
 def test_plan_whole_image_when_it_fits_else_the_largest_fitting_tile():
-    from napari_nst.core import memory
+    from napari_nst.core.compute import memory
 
     opts = Options.from_kwargs(size=2048, model="vgg16")
     whole = memory.plan((768, 1024), opts, 1024 * GiB)
@@ -115,7 +116,7 @@ def test_plan_whole_image_when_it_fits_else_the_largest_fitting_tile():
 
 
 def test_max_memory_caps_the_plan_and_parses_units():
-    from napari_nst.core import memory
+    from napari_nst.core.compute import memory
 
     assert memory.parse_bytes("8GB") == 8 * 10**9
     assert memory.parse_bytes("512MiB") == 512 * 2**20
@@ -138,7 +139,7 @@ def test_unparsable_max_memory_is_a_value_error_naming_the_fix(bad):
 
 
 def test_too_small_for_any_tile_says_so():
-    from napari_nst.core import memory
+    from napari_nst.core.compute import memory
 
     opts = Options.from_kwargs(size=4096, model="vgg16", max_memory="600MB")
     p = memory.plan((768, 1024), opts, None)
@@ -150,7 +151,7 @@ def test_too_small_for_any_tile_says_so():
 
 
 def test_bad_tile_sizes_are_value_errors_naming_the_fix():
-    from napari_nst.core import memory
+    from napari_nst.core.compute import memory
 
     opts = Options.from_kwargs(size=512, model="vgg16", tile_size=80)
     with pytest.raises(ValueError, match="raise tile_size to 96"):

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from napari_nst._run.memory_estimate import cpu_runs_bf16, estimate, layer_shape
-from napari_nst.core import memory
+from napari_nst.core.compute import memory
 from napari_nst.core.options import Options
 
 GiB = 2**30

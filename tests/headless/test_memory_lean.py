@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_nst.core import losses, vgg
-from napari_nst.core.losses import ContentTerm, StyleTarget, StyleTerm, evaluate
+from napari_nst.core.encoder import vgg
+from napari_nst.core.objective import losses
+from napari_nst.core.objective.losses import ContentTerm, StyleTarget, StyleTerm, evaluate
 
 STYLE = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 CONTENT = ["relu4_2"]

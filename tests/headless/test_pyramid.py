@@ -6,8 +6,8 @@ import torch
 
 from napari_nst.core.api import iter_stylize
 from napari_nst.core.errors import OptionError
+from napari_nst.core.optim.pyramid import PyramidImage
 from napari_nst.core.options import Options
-from napari_nst.core.pyramid import PyramidImage
 
 
 def _image(h: int = 37, w: int = 50, seed: int = 0) -> torch.Tensor:
@@ -91,7 +91,7 @@ def test_a_pyramid_step_lowers_the_objective_more_than_a_pixel_step(hed_weights,
     with The Scream gave 0.991, too close to 1 to test). The longer-run gain (fewer evaluations
     to the textbook's objective at 256 px) is measured by benchmarks/ (docs/performance.md).
     """
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     root = hed_weights.parents[1] / "images"
     c, s = read_image(root / "tubingen.jpg"), read_image(root / f"{style_name}.jpg")

@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from napari_nst.core import remote
 from napari_nst.core.api import iter_stylize
 from napari_nst.core.errors import EngineProcessError, ImageError, WeightsError
-from napari_nst.core.remote import (
+from napari_nst.core.process import client as remote
+from napari_nst.core.process.client import (
     EngineProcess,
     idle_engines,
     iter_stylize_process,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from napari_nst.core.api import iter_stylize, prepare, stylize
 from napari_nst.core.errors import ImageError, OptionError
-from napari_nst.core.images import MIN_INPUT_SIDE, resized_shape, to_rgb_float
+from napari_nst.core.image.arrays import MIN_INPUT_SIDE, resized_shape, to_rgb_float
 
 
 @pytest.fixture
@@ -416,7 +416,7 @@ def test_iter_stylize_records_on_constant_and_extreme_images(fast):
 
 def test_bad_array_fails_before_any_work(fast, monkeypatch):
     """A bad image raises at the call (iter_stylize validates eagerly), before the engine starts."""
-    import napari_nst.core.engine as engine
+    import napari_nst.core.optim.engine as engine
 
     def boom(*a, **k):
         raise AssertionError("the engine ran for an invalid input")

@@ -23,11 +23,12 @@ import pytest
 import torch
 
 from napari_nst.cli import main
-from napari_nst.core import engine, losses
 from napari_nst.core.api import iter_stylize, stylize
+from napari_nst.core.encoder.vgg import VGGFeatures
 from napari_nst.core.errors import DeviceMemoryError, NonFiniteLossError, OptionError
-from napari_nst.core.remote import EngineProcess
-from napari_nst.core.vgg import VGGFeatures
+from napari_nst.core.objective import losses
+from napari_nst.core.optim import engine
+from napari_nst.core.process.client import EngineProcess
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_non_finite_in_the_child_process(content, style, fast, monkeypatch, tmp_
         textwrap.dedent("""
         import os
         if os.environ.get("NST_TEST_POISON_AT"):
-            from napari_nst.core import losses
+            from napari_nst.core.objective import losses
             _orig, _calls, _at = losses.StyleTerm.__call__, [0], int(os.environ["NST_TEST_POISON_AT"])
             def _call(self, features, image):
                 _calls[0] += 1
@@ -301,7 +302,7 @@ def test_cancel_before_start_starts_nothing(content, style, fast):
 def _run_networks() -> int:
     """Networks alive beyond the ones vgg.build_vgg keeps on purpose (at most two, on the CPU,
     sharing their weights with the weights cache: a later run reuses them)."""
-    from napari_nst.core import vgg
+    from napari_nst.core.encoder import vgg
 
     kept = [net for _, net in vgg._NETS.values()]
     assert len(kept) <= vgg._NETS_KEPT and all(p.device.type == "cpu" for n in kept for p in n.parameters())

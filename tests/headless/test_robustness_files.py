@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from napari_nst.cli import main
-from napari_nst.core import vgg
 from napari_nst.core.api import stylize
+from napari_nst.core.encoder import vgg
 from napari_nst.core.errors import ImageError, WeightsError
-from napari_nst.core.io import read_image
+from napari_nst.core.image.files import read_image
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import napari_nst
-from napari_nst.core import stack as stack_mod
+from napari_nst.core.stack import engine as stack_mod
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_temporal_weight_zero_means_no_temporal_term(frames, style, fast):
 
 
 def test_style_grams_are_computed_once(frames, style, fast, monkeypatch):
-    from napari_nst.core import engine
+    from napari_nst.core.optim import engine
 
     given = []
     real = engine._targets
@@ -129,7 +129,7 @@ def test_bad_input_is_a_value_error_at_the_call(stack, kwargs, match, style, fas
 
 
 def test_integer_stacks_use_one_range_for_all_frames():
-    from napari_nst.core.api import stack_frames
+    from napari_nst.core.inputs import stack_frames
 
     arr = np.stack([np.full((8, 8), 100, np.uint16), np.full((8, 8), 1000, np.uint16)])
     arr[0, 0, 0] = 0
@@ -140,7 +140,7 @@ def test_integer_stacks_use_one_range_for_all_frames():
 
 def test_stack_in_a_child_process(frames, style, fast):
     """The widget's way: StackEngineProcess validates without torch and runs run_stack in the child."""
-    from napari_nst.core.remote import StackEngineProcess
+    from napari_nst.core.process.client import StackEngineProcess
 
     recs = list(StackEngineProcess(frames, style, **fast))
     finals = _final(recs)

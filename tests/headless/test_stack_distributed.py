@@ -16,7 +16,7 @@ import pytest
 
 import napari_nst
 from napari_nst.cli import main
-from napari_nst.core.stack_distributed import Chunk, blend_weight, plan_chunks
+from napari_nst.core.distributed.stack import Chunk, blend_weight, plan_chunks
 
 distributed = pytest.importorskip("distributed")  # the testing extra brings it
 
@@ -41,13 +41,13 @@ def _by_frame(records):
 
 
 def _network_stats():
-    from napari_nst.core.batch_task import stats
+    from napari_nst.core.distributed.batch_task import stats
 
     return stats()
 
 
 def _reset_stats():
-    from napari_nst.core.batch_task import reset_stats
+    from napari_nst.core.distributed.batch_task import reset_stats
 
     reset_stats()
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 import napari_nst
 from napari_nst.cli import main
-from napari_nst.core import controls as controls_mod
+from napari_nst.core.objective import controls as controls_mod
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_bad_label_stacks_are_value_errors_at_the_call(frames, labels, style, fa
 
 def test_label_stack_in_a_child_process(frames, labels, style, fast):
     """The widget's way (StackEngineProcess): the label stack travels to the engine process."""
-    from napari_nst.core.remote import StackEngineProcess
+    from napari_nst.core.process.client import StackEngineProcess
 
     opts = dict(regions=labels, region_styles={1: 1}, **fast)
     finals = [r for r in StackEngineProcess(frames, [style, style[::-1]], **opts) if r.step == r.total]
@@ -146,9 +146,9 @@ def test_cli_passes_several_styles_to_the_stack(tmp_path, frames, style, monkeyp
 
 
 def test_preserve_luminance_keeps_each_frames_own_colours(frames, style, fast):
-    from napari_nst.core import stack as stack_mod
-    from napari_nst.core.colour import yuv
-    from napari_nst.core.images import to_rgb_float
+    from napari_nst.core.image.arrays import to_rgb_float
+    from napari_nst.core.objective.colour import yuv
+    from napari_nst.core.stack import engine as stack_mod
 
     out = napari_nst.stylize_stack(frames, style, preserve_color="luminance", **fast)
 
@@ -166,7 +166,7 @@ def test_paint_carried_from_another_region_starts_afresh():
     """A region moving across still content: where the label the paint came from is not the pixel's
     label now, the frame starts from its content and the temporal term is off (no trail of the
     region's style); elsewhere the previous pastiche is carried and held."""
-    from napari_nst.core.flow import carry
+    from napari_nst.core.stack.flow import carry
 
     rng = np.random.default_rng(0)
     content = rng.random((48, 64, 3), dtype=np.float32)  # the same content in both frames: no motion

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMAGES, needs_shared
 from PIL import Image
 
 import napari_nst
@@ -16,14 +17,13 @@ from napari_nst.cli import main
 from napari_nst.core.errors import ImageError
 from napari_nst.core.records import Progress
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "images" / "tubingen.jpg"
+SHARED = IMAGES / "tubingen.jpg"
 N, H, W = 5, 48, 64
 
 
 def crops() -> np.ndarray:
     """N crops of the shared Tübingen photo, each 3 px right and 1 px down from the one before."""
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} is not there")
+    needs_shared(SHARED)
     img = np.asarray(Image.open(SHARED).convert("RGB").reduce(4))  # 192x256, box filtered
     return np.stack([img[60 + t : 60 + t + H, 80 + 3 * t : 80 + 3 * t + W] for t in range(N)])
 
@@ -67,7 +67,7 @@ def _args(fast):
 
 
 def test_video_frames_read_in_order_and_back(video):
-    from napari_nst.core.io import read_stack
+    from napari_nst.core.image.stacks import read_stack
 
     frames = read_stack(video)
     truth = crops().astype(float)
@@ -132,7 +132,7 @@ def test_a_stop_keeps_every_finished_frame_as_video_and_png(how, tmp_path, video
 
 def test_a_crash_before_the_end_leaves_the_finished_frames_as_png(tmp_path):
     pytest.importorskip("av")
-    from napari_nst.core.io import stack_writer
+    from napari_nst.core.image.stacks import stack_writer
 
     writer = stack_writer(tmp_path / "out.mp4", fps=10)
     writer.write(0, np.full((8, 10, 3), 0.5, np.float32))

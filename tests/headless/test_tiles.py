@@ -1,4 +1,4 @@
-"""Tiled evaluation (core/tiles.py, option tile_size) and automatic tiling (max_memory, the free memory)."""
+"""Tiled evaluation (core/objective/tiles.py, option tile_size) and automatic tiling (max_memory, the free memory)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_nst.core import memory
-from napari_nst.core.losses import ContentTerm, StyleTarget, StyleTerm, evaluate, gram
-from napari_nst.core.tiles import TiledObjective, Tiling, layer_factors, tiled_features, tiled_grams
-from napari_nst.core.vgg import build_vgg
+from napari_nst.core.compute import memory
+from napari_nst.core.encoder.vgg import build_vgg
+from napari_nst.core.objective.losses import ContentTerm, StyleTarget, StyleTerm, evaluate, gram
+from napari_nst.core.objective.tiles import TiledObjective, Tiling, layer_factors, tiled_features, tiled_grams
 
 # shallow layers, so that a 16 px halo holds the whole receptive field (relu2_1 sees 10 px):
 # then a tile's core features are exactly the whole image's
@@ -17,10 +17,9 @@ CONTENT, STYLE = ["relu2_1"], ["relu1_1", "relu2_1"]
 
 
 @pytest.mark.parametrize("shape", [(384, 512), (200, 333), (97, 1000), (96, 96)])
-@pytest.mark.parametrize("offset", [(0, 0), (48, 112), (16, 64)])
-def test_cores_cover_the_image_once_and_tiles_keep_their_size(shape, offset):
+def test_cores_cover_the_image_once_and_tiles_keep_their_size(shape):
     tiling = Tiling(192, 32, 16)
-    tiles = tiling.tiles(shape, offset)
+    tiles = tiling.tiles(shape)
     cover = np.zeros(shape, int)
     for t in tiles:
         cover[t.cy0 : t.cy1, t.cx0 : t.cx1] += 1
@@ -30,22 +29,11 @@ def test_cores_cover_the_image_once_and_tiles_keep_their_size(shape, offset):
         assert t.cy0 - t.y0 >= min(32, t.cy0) and t.y1 - t.cy1 >= min(32, shape[0] - t.cy1)
         assert t.cx0 - t.x0 >= min(32, t.cx0) and t.x1 - t.cx1 >= min(32, shape[1] - t.cx1)
     assert cover.min() == 1 and cover.max() == 1
-    for axis in (0, 1):  # at most two tile lengths per axis, whatever the offset: size, or the last one's
+    for axis in (0, 1):  # at most two tile lengths per axis: size, or the last one's
         lengths = {(t.y1 - t.y0, t.x1 - t.x0)[axis] for t in tiles}
         assert len(lengths) <= 2 and all(min(192, shape[axis]) <= n < 192 + 16 for n in lengths)
 
 
-def test_random_offsets_are_seeded_and_on_the_grid():
-    tiling = Tiling(192, 32, 16)
-    a = [tiling.random_offset(torch.Generator().manual_seed(3)) for _ in range(2)]
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    seq1 = [tiling.random_offset(g1) for _ in range(8)]
-    assert seq1 == [tiling.random_offset(g2) for _ in range(8)]
-    assert len(set(seq1)) > 1 and all(o % 16 == 0 and 0 <= o < tiling.core for pair in seq1 for o in pair)
-    assert a[0] == a[1]
-
-
-@pytest.fixture(scope="module")
 def net(vgg16_random):
     return build_vgg("vgg16", CONTENT + STYLE, weights=str(vgg16_random))
 
@@ -84,7 +72,7 @@ def test_tiled_content_term_and_gradient_equal_the_whole_images(net):
     x = _image((70, 90), 3).requires_grad_(True)
     total, parts = evaluate(terms, net(x), x)
     (grad,) = torch.autograd.grad(total, x)
-    tiled = TiledObjective(net, terms, Tiling(40, 16, 2), "vgg16", lambda: (6, 10))
+    tiled = TiledObjective(net, terms, Tiling(40, 16, 2), "vgg16")
     t_total, t_parts, t_grad = tiled(x.detach())
     assert tiled.tiles_last > 4
     torch.testing.assert_close(t_parts["content"], parts["content"].detach(), rtol=1e-4, atol=0)
@@ -92,8 +80,7 @@ def test_tiled_content_term_and_gradient_equal_the_whole_images(net):
 
 
 @pytest.mark.parametrize("content_weight", [0.0, 1.0])
-@pytest.mark.parametrize("offset", [(0, 0), (6, 10)])
-def test_tiled_objective_and_gradient_are_the_whole_images(net, content_weight, offset):
+def test_tiled_objective_and_gradient_are_the_whole_images(net, content_weight):
     """Two passes (the whole image's Grams, then each tile's backward of <dL/dG, F F^T>): the paper's
     whole-image objective and its gradient, where the halo holds the receptive field. Grams per tile
     (or pass 2 without pass 1's whole Grams) would give another style value and gradient."""
@@ -102,7 +89,7 @@ def test_tiled_objective_and_gradient_are_the_whole_images(net, content_weight, 
     x = _image((70, 90), 3).requires_grad_(True)
     total, parts = evaluate(terms, net(x), x)
     (grad,) = torch.autograd.grad(total, x)
-    tiled = TiledObjective(net, terms, Tiling(40, 16, 2), "vgg16", lambda: offset)
+    tiled = TiledObjective(net, terms, Tiling(40, 16, 2), "vgg16")
     t_total, t_parts, t_grad = tiled(x.detach())
     assert tiled.tiles_last >= 6
     torch.testing.assert_close(t_parts["style"], parts["style"].detach(), rtol=1e-4, atol=0)
@@ -114,7 +101,7 @@ def test_tiled_objective_and_gradient_are_the_whole_images(net, content_weight, 
         f = net(x)
         for name, k in (("relu1_1", 1), ("relu2_1", 2)):
             a, m = terms[1].targets[0].grams[name], f[name].shape[-2] * f[name].shape[-1]
-            for t in tiled.tiling.tiles((70, 90), offset):
+            for t in tiled.tiling.tiles((70, 90)):
                 core = f[name][..., t.cy0 // k : -(-t.cy1 // k), t.cx0 // k : -(-t.cx1 // k)]
                 mt, n = core.shape[-2] * core.shape[-1], core.shape[1]
                 per_tile += 0.5 * mt / m * float(((gram(core) - a * mt / m) / (2 * n * mt)).pow(2).sum())
@@ -179,7 +166,7 @@ def test_the_cli_prints_the_tiling_note(tmp_path, fast, content, style, capsys):
 
 
 def test_bad_tile_size_and_max_memory_fail_before_any_work(monkeypatch, fast, content, style):
-    from napari_nst.core import engine
+    from napari_nst.core.optim import engine
 
     built = []
     monkeypatch.setattr(engine, "build_vgg", lambda *a, **k: built.append(1))
@@ -212,7 +199,7 @@ def test_stacks_say_they_are_not_tiled(fast, content, style):
 
 
 def test_tiled_targets_are_the_whole_images_and_keep_only_the_content_maps(net):
-    from napari_nst.core.tiles import tiled_targets
+    from napari_nst.core.objective.tiles import tiled_targets
 
     content, style = _image((70, 90), 0), _image((64, 80), 1)
     c, grams, nm = tiled_targets(net, content, style, Tiling(40, 16, 2), "vgg16", CONTENT, STYLE)

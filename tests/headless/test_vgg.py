@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from napari_nst.core import vgg
+from napari_nst.core.encoder import vgg
 from napari_nst.core.errors import WeightsError
 
 

@@ -6,6 +6,7 @@ Every test reproduces the user's order: the viewer exists first, then the widget
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ HED_WEIGHTS = ROOT.parent / "shared" / "weights" / "vgg16-hed-features.pth"
 
 _RANDOM_WEIGHTS = """
 import sys, torch
-from napari_nst.core.vgg import VGGFeatures, layer_names
+from napari_nst.core.encoder.vgg import VGGFeatures, layer_names
 torch.manual_seed(0)
 net = VGGFeatures("vgg16", [layer_names("vgg16")[-1]])
 torch.save({f"features.{k}": v for k, v in net.layers.state_dict().items()}, sys.argv[1])
@@ -43,6 +44,8 @@ def vgg16_weights(tmp_path_factory) -> Path:
     """
     if HED_WEIGHTS.exists():
         return HED_WEIGHTS
+    if os.environ.get("NAPARI_NST_REQUIRE_SHARED") == "1":
+        pytest.fail(f"needs ../shared beside the repository: {HED_WEIGHTS} is not there (NAPARI_NST_REQUIRE_SHARED=1)")
     path = tmp_path_factory.mktemp("weights") / "vgg16-random.pth"
     subprocess.run([sys.executable, "-c", _RANDOM_WEIGHTS, str(path)], check=True, timeout=300)
     return path
@@ -97,7 +100,7 @@ class FakeEngine:
         self.cancelled = True
 
     def __iter__(self):
-        from napari_nst.core.images import resized_shape
+        from napari_nst.core.image.arrays import resized_shape
         from napari_nst.core.records import Progress
 
         h, w = resized_shape(self.content.shape[:2], self.opts.size)
@@ -132,7 +135,7 @@ def fake_engine(monkeypatch):
     """Replace the engine process by :class:`FakeEngine`; returns a function to set its behaviour."""
     import functools
 
-    import napari_nst.core.remote as remote
+    import napari_nst.core.process.client as remote
 
     FakeEngine.instances = []
     behaviour: dict = {}

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gui
 
 
 def test_readable_numbers():
-    from napari_nst._lossplot import decade_ticks, readable
+    from napari_nst._qt.lossplot import decade_ticks, readable
 
     assert [readable(v) for v in (10**1.6, 10**-0.4, 4.5, 1234, 0.0035, 2.5e-5, 3e7, 0)] == [
         "40",
@@ -28,7 +28,7 @@ def test_readable_numbers():
 
 
 def test_plot_draws_the_curve_and_a_readable_caption(qtbot, tmp_path):
-    from napari_nst._lossplot import LossPlot
+    from napari_nst._qt.lossplot import LossPlot
 
     plot = LossPlot()
     qtbot.addWidget(plot)

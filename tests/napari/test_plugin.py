@@ -115,13 +115,12 @@ def test_cpu_defaults_and_remembered_settings(make_napari_viewer):
 # --------------------------------------------------------------------------- pure functions
 
 
-def test_layer_to_rgb_reads_layers_as_shown():
+def test_layers_are_read_as_shown():
     from napari.layers import Image
-
-    from napari_nst._layers import layer_to_rgb
+    from test_layers_property import read_as_a_run_does as layer_to_rgb
 
     gray16 = np.array([[0, 1000], [2000, 4000]], np.uint16).repeat(4, 0).repeat(4, 1)
-    out, note = layer_to_rgb(Image(gray16, contrast_limits=(1000, 3000)))
+    out, note = layer_to_rgb(Image(gray16, contrast_limits=(1000, 3000)), long_edge=8)
     assert out.shape == (8, 8, 3) and out.dtype == np.float32 and note is None
     np.testing.assert_allclose(out[0, [0, 4]], [[0, 0, 0], [0, 0, 0]])
     np.testing.assert_allclose(out[4, [0, 4]], [[0.5] * 3, [1.0] * 3])
@@ -129,13 +128,13 @@ def test_layer_to_rgb_reads_layers_as_shown():
     rgba = np.zeros((8, 8, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 255
     rgba[:4, :, 3] = 0  # transparent top half: black, as on napari's canvas
-    out, _ = layer_to_rgb(Image(rgba, rgb=True))
+    out, _ = layer_to_rgb(Image(rgba, rgb=True), long_edge=8)
     np.testing.assert_allclose(out[6, 0], [200 / 255, 0, 0], atol=1e-6)
     np.testing.assert_allclose(out[0, 0], [0, 0, 0])
 
     f = np.linspace(-1, 3, 64, dtype=np.float64).reshape(8, 8)
     layer = Image(f, contrast_limits=(0, 2), gamma=2.0, colormap="green")
-    out, note = layer_to_rgb(layer)
+    out, note = layer_to_rgb(layer, long_edge=8)
     assert "colormap 'green'" in note
     np.testing.assert_allclose(out[..., 0], 0, atol=1e-6)
     np.testing.assert_allclose(out[..., 1], np.clip(f / 2, 0, 1) ** 2, atol=1e-5)
@@ -145,7 +144,7 @@ def test_layer_to_rgb_reads_layers_as_shown():
 def test_pastiche_placement_covers_the_content_exactly():
     from napari.layers import Image
 
-    from napari_nst._layers import pastiche_placement
+    from napari_nst._run.layer_view import pastiche_placement
 
     content = Image(np.zeros((300, 451)), scale=(0.3, 0.7), translate=(12.0, -4.0), rotate=25)
     for working in [(300, 451), (170, 256), (43, 64)]:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gui
 
 def test_opening_the_widget_prewarms_an_engine(make_napari_viewer, monkeypatch):
     from napari_nst._run import runner
-    from napari_nst.core import remote
+    from napari_nst.core.process import client as remote
 
     calls = []
     monkeypatch.setenv(runner.PREWARM_ENV, "1")
@@ -28,7 +28,7 @@ def test_opening_the_widget_prewarms_an_engine(make_napari_viewer, monkeypatch):
 
 def test_prewarm_can_be_switched_off(monkeypatch):
     from napari_nst._run import runner
-    from napari_nst.core import remote
+    from napari_nst.core.process import client as remote
 
     monkeypatch.setenv(runner.PREWARM_ENV, "0")
     monkeypatch.setattr(remote, "prewarm", lambda **kw: pytest.fail("prewarmed"))

@@ -10,7 +10,7 @@ from nst_helpers import digest, world_extent
 
 from napari_nst._run.inputs import read_input, shrink, snapshot
 from napari_nst._run.plan import plan_2d
-from napari_nst.core.images import resized_shape
+from napari_nst.core.image.arrays import resized_shape
 
 
 def _image(data, **kw):

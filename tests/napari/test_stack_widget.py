@@ -65,7 +65,7 @@ class FakeStackEngine:
 
 @pytest.fixture
 def fake_stack(monkeypatch):
-    import napari_nst.core.remote as remote
+    import napari_nst.core.process.client as remote
 
     FakeStackEngine.instances, FakeStackEngine.delay = [], 0.0
     monkeypatch.setattr(remote, "StackEngineProcess", FakeStackEngine)
@@ -162,10 +162,10 @@ def test_stop_keeps_frames_and_continue_resumes_at_the_next(
 def test_a_stack_too_big_for_memory_is_refused_before_it_starts(
     make_napari_viewer, images, timelapse, vgg16_weights, fake_stack, notifications, monkeypatch
 ):
-    from napari_nst._run import stack
+    from napari_nst._qt import stack_panel
 
     viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
-    monkeypatch.setattr(stack, "available_memory", lambda: 40_000)
+    monkeypatch.setattr(stack_panel, "host_available", lambda: 40_000)
     widget.slices.value = 0
     assert not widget.start()
     msg = errors(notifications)[-1]

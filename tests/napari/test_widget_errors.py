@@ -14,7 +14,7 @@ from nst_helpers import digest, errors, open_widget, viewer_with_widget
 
 from napari_nst._run.inputs import shrink
 from napari_nst.core.errors import DeviceMemoryError, EngineProcessError, NonFiniteLossError
-from napari_nst.core.images import resized_shape
+from napari_nst.core.image.arrays import resized_shape
 
 pytestmark = pytest.mark.gui
 
@@ -89,7 +89,7 @@ def test_nan_objective_keeps_last_finite_image(make_napari_viewer, qtbot, images
     qtbot.waitUntil(lambda: idle(widget), timeout=10_000)
     msgs = errors(notifications)
     assert len(msgs) == 1 and "lower style_weight" in msgs[0]
-    from napari_nst._run.sink import full_precision
+    from napari_nst._run.layer_view import full_precision
 
     # the last finite pastiche is kept (as 8-bit for saving, its float32 for Continue)
     np.testing.assert_array_equal(full_precision(viewer.layers[-1]), last)

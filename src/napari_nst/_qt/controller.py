@@ -13,16 +13,16 @@ import weakref
 from functools import partial
 from typing import Any, Protocol
 
-from .._run.plan import RunPlan
-from .._run.runner import Notes, run_task, shutdown
-from .._run.sink import LayerSink
-from .._run.stack import run_stack_plan
-from .._run.state import RunState
-from .._run.status import done_text, failure_text, progress_text, stopped_text
-from ..core.errors import NonFiniteLossError
-from ..core.records import Progress
-from . import notify
-from .throttle import UpdateThrottle
+from napari_nst._qt import notify
+from napari_nst._qt.throttle import UpdateThrottle
+from napari_nst._run.plan import RunPlan
+from napari_nst._run.runner import Notes, run_task, shutdown
+from napari_nst._run.sink import LayerSink
+from napari_nst._run.stack import run_stack_plan
+from napari_nst._run.state import RunState
+from napari_nst._run.status import done_text, failure_text, progress_text, stopped_text
+from napari_nst.core.errors import NonFiniteLossError
+from napari_nst.core.records import Progress
 
 #: while an update is being applied, the end of a run is handled this many milliseconds later
 BUSY_RETRY_MS = 10

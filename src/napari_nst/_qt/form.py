@@ -16,9 +16,9 @@ from typing import Any
 from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, LogSlider, SpinBox
 from magicgui.widgets.bases import ValueWidget
 
-from ..core.errors import OptionError
-from ..core.options import specs
-from ..core.spec import Spec
+from napari_nst.core.errors import OptionError
+from napari_nst.core.options import specs
+from napari_nst.core.spec import Spec
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox
 
-from .._run.state import same_layer
+from napari_nst._run.state import same_layer
 
 #: how the init option's string choices read in the "Start from" picker
 INIT_LABELS = {"content": "content image"}

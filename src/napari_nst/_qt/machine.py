@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.options import Options, spec
+from napari_nst.core.options import Options, spec
 
 
 class MachinePart:

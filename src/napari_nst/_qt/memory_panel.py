@@ -13,7 +13,8 @@ from typing import Any
 
 from magicgui.widgets import Container, Label
 
-from .._run.memory_estimate import Estimate, estimate, free_memory, layer_shape
+from napari_nst._run.memory_estimate import Estimate, estimate, layer_shape
+from napari_nst.core.compute.memory import host_available
 
 #: form fields whose value changes the estimate
 WATCHED = (
@@ -38,7 +39,7 @@ class MemoryPanel:
         self.label = Label(name="memory_estimate", value="")
         self.label.native.setWordWrap(True)
         self.current: Estimate | None = None
-        self.free: Callable[[], int | None] = free_memory  #: the host's free bytes (tests replace it)
+        self.free: Callable[[], int | None] = host_available  #: the host's free bytes (tests replace it)
 
     def row(self, size: Any) -> Container[Any]:
         """The Size field with the estimate beside it, one row under the field's own label."""

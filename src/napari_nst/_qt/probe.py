@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._devices import probe_devices
+from napari_nst._devices import probe_devices
 
 
 def start_probe(on_done: Callable[[dict[str, Any]], None]) -> Any:

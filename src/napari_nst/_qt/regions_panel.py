@@ -1,4 +1,4 @@
-"""Regions painted in a Labels layer (issue 13): the ``regions`` picker and one style choice per
+"""Regions painted in a Labels layer: the ``regions`` picker and one style choice per
 label present (``label_<k>``, in the ``region_styles`` container).
 
 Each label's choice is a style (by its row: ``style 1``, ``style 2`` ...), "blend" (the blend of

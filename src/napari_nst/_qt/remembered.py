@@ -16,8 +16,8 @@ from typing import Any
 
 from magicgui.widgets.bases import ValueWidget
 
-from .._settings import load_settings, save_settings
-from .form import OptionsForm
+from napari_nst._qt.form import OptionsForm
+from napari_nst._settings import load_settings, save_settings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Shown with the stack choice (when the content has axes to stack along). The choice and the address
 are remembered between sessions (the widget registers them with its remembered settings). A
-stack run on a scheduler is :class:`napari_nst._run.remote_stack.DaskStackProcess`; the address
+stack run on a scheduler is :class:`napari_nst._run.dask_stack.DaskStackProcess`; the address
 reaches it as the plan's ``run_on`` setting (also kept in the pastiche layer's metadata).
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, LineEdit
 
-from .._run.remote_stack import check_address
-from . import notify
+from napari_nst._qt import notify
+from napari_nst._run.dask_stack import check_address
 
 THIS_MACHINE = "This machine"
 SCHEDULER = "A dask scheduler"

@@ -12,11 +12,18 @@ from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox
 
-from .._run import stack as stack_run
-from .._run.inputs import slice_axes, snapshot
-from .._run.sink import META_KEY
-from .._run.stack import StackSink, labels_per_frame, plan_stack, stack_axes, stack_memory_problem, with_stack_controls
-from . import notify
+from napari_nst._qt import notify
+from napari_nst._run.inputs import slice_axes, snapshot
+from napari_nst._run.sink import META_KEY
+from napari_nst._run.stack import (
+    StackSink,
+    labels_per_frame,
+    plan_stack,
+    stack_axes,
+    stack_memory_problem,
+    with_stack_controls,
+)
+from napari_nst.core.compute.memory import host_available
 
 THIS_SLICE = "This slice"
 
@@ -106,7 +113,7 @@ class StackPanel:
         regions = labels_per_frame(labels, content, point, plan) if labels is not None else None
         extras = [snapshot(lay, point) for lay in styles]
         plan = with_stack_controls(plan, extras, regions, self._viewer.dims.ndim, displayed)
-        problem = stack_memory_problem(plan, stack_run.available_memory())
+        problem = stack_memory_problem(plan, host_available())
         if problem:
             notify.error(problem)
             return False

@@ -1,4 +1,4 @@
-"""Several style layers, each with a weight (issue 13): the ``styles`` container.
+"""Several style layers, each with a weight: the ``styles`` container.
 
 Row 0 holds the widget's ``style`` picker; "Add style" adds rows (``style_1``, ``style_2`` ...,
 each with ``weight_<k>`` and ``remove_<k>``). ``style_blend`` (a label) shows the weights as

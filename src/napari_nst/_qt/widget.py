@@ -13,27 +13,27 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, Container, Label, PushButton
 
-from .._devices import quick_device_guess
-from .._run.inputs import snapshot
-from .._run.labels import labels_snapshot
-from .._run.plan import RunPlan, plan_2d, with_controls, with_style_regions
-from .._run.runner import prewarm
-from .._run.sink import META_KEY
-from .._run.state import same_layer
-from ..core.errors import OptionError
-from ..core.options import Options, spec
-from . import notify
-from .controller import RunController
-from .form import OptionsForm
-from .inputs_panel import InputsPanel
-from .machine import MachinePart
-from .memory_panel import MemoryPanel
-from .probe import start_probe
-from .regions_panel import RegionsPanel
-from .remembered import RememberedSettings
-from .run_on import RunOnPanel
-from .stack_panel import StackPanel
-from .styles_panel import StylesPanel
+from napari_nst._devices import quick_device_guess
+from napari_nst._qt import notify
+from napari_nst._qt.controller import RunController
+from napari_nst._qt.form import OptionsForm
+from napari_nst._qt.inputs_panel import InputsPanel
+from napari_nst._qt.machine import MachinePart
+from napari_nst._qt.memory_panel import MemoryPanel
+from napari_nst._qt.probe import start_probe
+from napari_nst._qt.regions_panel import RegionsPanel
+from napari_nst._qt.remembered import RememberedSettings
+from napari_nst._qt.run_on import RunOnPanel
+from napari_nst._qt.stack_panel import StackPanel
+from napari_nst._qt.styles_panel import StylesPanel
+from napari_nst._run.inputs import snapshot
+from napari_nst._run.labels import labels_snapshot
+from napari_nst._run.plan import RunPlan, plan_2d, with_controls, with_style_regions
+from napari_nst._run.runner import prewarm
+from napari_nst._run.sink import META_KEY
+from napari_nst._run.state import same_layer
+from napari_nst.core.errors import OptionError
+from napari_nst.core.options import Options, spec
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -115,7 +115,7 @@ class StyleTransferWidget(Container[Any]):
         self.content.changed.connect(lambda *_: self._refresh_stack(self.content.value))
         self._viewer.dims.events.order.connect(lambda *_: self._refresh_stack())
         self._viewer.dims.events.ndisplay.connect(lambda *_: self._refresh_stack())
-        from .._lossplot import LossPlot
+        from napari_nst._qt.lossplot import LossPlot
 
         self.plot = LossPlot()  # full width, without a label column: buttons, status text, loss curve
         for w in (self._remembered_row.native, self._buttons.native, self.status.native, self.plot):
@@ -129,8 +129,7 @@ class StyleTransferWidget(Container[Any]):
         self.device.changed.connect(lambda *_: self._apply_machine_defaults())
 
     def _controls_panels(self, viewer: Any) -> None:
-        """Several styles with weights, and regions from a Labels layer (issue 13)."""
-        self.regions_panel: RegionsPanel | None = None
+        """Several styles with weights, and regions from a Labels layer."""
         self.styles_panel = StylesPanel(self.style, self.inputs.image_choices, self._on_styles_changed)
         self.regions_panel = RegionsPanel(
             viewer, lambda: [getattr(p.value, "name", "?") for p in self.styles_panel.pickers]
@@ -142,8 +141,7 @@ class StyleTransferWidget(Container[Any]):
         self.style.changed.connect(lambda *_: self._on_styles_changed())
 
     def _on_styles_changed(self) -> None:
-        if self.regions_panel is not None:
-            self.regions_panel.refresh()
+        self.regions_panel.refresh()
 
     @staticmethod
     def _row(name: str, *widgets: Any) -> Container[Any]:
@@ -214,7 +212,7 @@ class StyleTransferWidget(Container[Any]):
         Options(style_scale=opts["style_scale"]).check_scales(len(self.styles_panel.pickers))  # one, or one per style
         if len(self.styles_panel.pickers) > 1:
             opts["style_blend"] = tuple(self.styles_panel.blend())
-        mapping = self.regions_panel.mapping() if self.regions_panel is not None else None
+        mapping = self.regions_panel.mapping()
         if mapping is not None:
             opts["region_styles"] = mapping
         return opts
@@ -261,8 +259,7 @@ class StyleTransferWidget(Container[Any]):
                 "as the style (e.g. a painting)."
             )
         self.styles_panel.check()
-        if self.regions_panel is not None:
-            self.regions_panel.check()
+        self.regions_panel.check()
         extra = [(lay, "style") for lay in self.styles_panel.layers()[1:]]
         extra += [(lay, "Labels") for lay in self.regions_panel.layers_in_use()] if self.regions_panel else []
         for lay, what in ((content, "content"), (style, "style"), *extra):
@@ -282,7 +279,7 @@ class StyleTransferWidget(Container[Any]):
         regions = labels_snapshot(labels, content, point, plan.tasks[0].axes) if labels is not None else None
         extras = [snapshot(lay, point) for lay in self.styles_panel.layers()[1:]]
         plan = with_controls(plan, extras, regions, len(point), displayed)
-        return with_style_regions(plan, self.regions_panel.style_sources(), self.styles_panel.layers(), point)  # type: ignore[union-attr]
+        return with_style_regions(plan, self.regions_panel.style_sources(), self.styles_panel.layers(), point)
 
     def start(self, init_layer: Any = None) -> bool:
         """Start a run (as the Run button does); False (and a notification) if it cannot start."""

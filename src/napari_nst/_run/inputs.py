@@ -21,8 +21,16 @@ from typing import Any, cast
 
 import numpy as np
 
-from .._layers import choose_level, data_position, display_rgb, displayed_axes, join_notes, read_slice
-from ..core.images import resized_shape
+from napari_nst._run.layer_view import (
+    choose_level,
+    data_position,
+    display_rgb,
+    displayed_axes,
+    full_precision,
+    join_notes,
+    read_slice,
+)
+from napari_nst.core.image.arrays import resized_shape
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,6 @@ def _copy_model(model: Any) -> Any:
 
 def snapshot(layer: Any, point: Sequence[float] | None = None) -> LayerSnapshot:
     """The snapshot of ``layer`` at the world ``point`` (``viewer.dims.point``). Main thread only."""
-    from .sink import full_precision
-
     exact = full_precision(layer)  # a finished pastiche: its float32 image, not the 8-bit one shown
     return LayerSnapshot(
         name=str(layer.name),

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._layers import data_position
+from napari_nst._run.layer_view import data_position
 
 
 @dataclass(frozen=True)

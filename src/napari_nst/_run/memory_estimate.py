@@ -1,9 +1,9 @@
 """The memory estimate shown beside the Size field before a run (no Qt, no torch).
 
 The napari process never imports torch, so what the engine asks of torch is found here another
-way: the free memory from the operating system (``psutil``, else ``/proc/meminfo``), whether the
+way: the free memory from the operating system (``host_available``), whether the
 CPU runs bfloat16 in hardware from its flags. The estimate itself is the engine's own memory model
-(:func:`napari_nst.core.memory.plan`), which also says when the engine will choose tiles.
+(:func:`napari_nst.core.compute.memory.plan`), which also says when the engine will choose tiles.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .._layers import displayed_axes
-from ..core.errors import OptionError
-from ..core.memory import MemoryPlan, format_bytes, plan
-from ..core.options import Options
+from napari_nst._run.layer_view import displayed_axes
+from napari_nst.core.compute.memory import MemoryPlan, format_bytes, host_available, plan
+from napari_nst.core.errors import OptionError
+from napari_nst.core.options import Options
 
 #: ONEDNN_MAX_CPU_ISA values under which oneDNN has no bfloat16 instructions (how the tests
 #: simulate an AVX2 machine): the engine then runs float32
@@ -48,24 +48,6 @@ def cpu_runs_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def free_memory() -> int | None:
-    """Bytes of host memory available now (None: unknown)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def layer_shape(layer: Any, world_ndim: int, displayed: Sequence[int] | None) -> tuple[int, int]:
     """Rows and columns of the layer's displayed slice at full resolution (no data is read)."""
     shape = tuple(int(v) for v in (layer.data[0].shape if layer.multiscale else layer.data.shape))
@@ -91,7 +73,7 @@ def estimate(
         if regions:  # only whether there are regions matters to the plan (no tiles with regions)
             opts = replace(opts, regions=np.zeros((1, 1), np.int32))
         bf16 = opts.precision == "bfloat16" or (opts.precision == "auto" and not gpu and cpu_runs_bf16())
-        free = None if gpu else (free_memory() if available is None else available)
+        free = None if gpu else (host_available() if available is None else available)
         dtype, device_type = "bfloat16" if bf16 else "float32", "cuda" if gpu else "cpu"  # MPS: CUDA's larger estimate
         p = plan(content_shape, opts, free, dtype=dtype, device_type=device_type, styles=styles)
     except (OptionError, ValueError) as exc:

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.images import resized_shape
-from ..core.options import Options
-from .inputs import LayerSnapshot, slice_axes, slice_shape
-from .labels import LabelsSnapshot
+from napari_nst._run.inputs import LayerSnapshot, slice_axes, slice_shape
+from napari_nst._run.labels import LabelsSnapshot
+from napari_nst.core.image.arrays import resized_shape
+from napari_nst.core.options import Options
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def with_controls(
     world_ndim: int,
     displayed: Sequence[int],
 ) -> RunPlan:
-    """``plan`` with more style images and/or a Labels layer of regions (issue 13)."""
+    """``plan`` with more style images and/or a Labels layer of regions."""
     if not styles and regions is None:
         return plan
     from dataclasses import replace
@@ -116,7 +116,7 @@ def with_style_regions(
         return plan
     from dataclasses import replace
 
-    from .labels import labels_snapshot
+    from napari_nst._run.labels import labels_snapshot
 
     task = plan.tasks[0]
     axes = [task.style_axes, *task.extra_style_axes]

@@ -1,6 +1,6 @@
 """The runner: turns a task into progress records (no Qt; runs in a worker thread).
 
-Today's runner is the engine in a child process (:class:`napari_nst.core.remote.EngineProcess`):
+Today's runner is the engine in a child process (:class:`napari_nst.core.process.client.EngineProcess`):
 napari's process never imports torch (see docs/napari.md). Another runner (a dask cluster) would
 offer the same two calls: :meth:`ProcessRunner.records` and a thread-safe :meth:`ProcessRunner.cancel`.
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import EngineProcessError
-from ..core.records import Progress
-from .inputs import read_input
-from .plan import Task
+from napari_nst._run.inputs import read_input
+from napari_nst._run.plan import Task
+from napari_nst.core.errors import EngineProcessError
+from napari_nst.core.records import Progress
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def prewarm(options: dict[str, Any]) -> bool:
     settings are not valid yet (the run will say why)."""
     if os.environ.get(PREWARM_ENV, "1") == "0":
         return False
-    from ..core import remote
-    from ..core.errors import OptionError
+    from napari_nst.core.errors import OptionError
+    from napari_nst.core.process import client as remote
 
     try:
         remote.prewarm(nice=ENGINE_NICE, **{k: options[k] for k in _PREWARM_OPTIONS if k in options})
@@ -65,7 +65,7 @@ def prewarm(options: dict[str, Any]) -> bool:
 
 def shutdown() -> None:
     """Free the memory of the warm engine processes (napari closes, or the widget goes away)."""
-    from ..core import remote
+    from napari_nst.core.process import client as remote
 
     remote.shutdown_engines()
 
@@ -104,7 +104,7 @@ def read_inputs(task: Task) -> Inputs:
             notes += [note] if note else []
         style = styles  # type: ignore[assignment]
     if task.regions is not None:
-        from .labels import read_labels
+        from napari_nst._run.labels import read_labels
 
         options["regions"] = read_labels(task.regions, task.full_shape, content.shape[:2])
     if any(snap is not None for snap in task.style_regions):  # which part of each style image
@@ -114,8 +114,8 @@ def read_inputs(task: Task) -> Inputs:
 
 def _style_labels(task: Task, styles: list[np.ndarray]) -> list[np.ndarray | None]:
     """Each style image's Labels layer read at the shape the style image was read at."""
-    from .inputs import slice_shape
-    from .labels import read_labels
+    from napari_nst._run.inputs import slice_shape
+    from napari_nst._run.labels import read_labels
 
     snaps = [task.style, *task.extra_styles]
     axes = [task.style_axes, *task.extra_style_axes]
@@ -152,7 +152,7 @@ class ProcessRunner:
 
     def records(self, inputs: Inputs) -> Iterator[Progress]:
         """The engine's progress records for ``inputs``; ends quietly when cancelled."""
-        from ..core import remote  # looked up now: the tests replace EngineProcess
+        from napari_nst.core.process import client as remote  # looked up now: the tests replace EngineProcess
 
         # the engine makes a preview image only where one will be shown (no images made to be dropped)
         options = {**inputs.options, "preview_interval": PREVIEW_INTERVAL}

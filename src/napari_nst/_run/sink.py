@@ -8,28 +8,17 @@ sink that fills one slice per task; :meth:`LayerSink.show` already takes the tas
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from .._layers import pastiche_placement
-from ..core.records import Progress
-from .plan import RunPlan, Task
+from napari_nst import __version__
+from napari_nst._run.layer_view import FULL_PRECISION, pastiche_placement
+from napari_nst._run.plan import RunPlan, Task
+from napari_nst.core.records import Progress
 
 #: metadata key of pastiche layers
 META_KEY = "napari_nst"
-
-#: finished pastiche layer -> (its 8-bit data, the float32 image it was made from): Continue
-#: starts from the float32 image while the layer still holds that 8-bit array (inputs.snapshot)
-FULL_PRECISION: weakref.WeakKeyDictionary[Any, tuple[np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
-
-
-def full_precision(layer: Any) -> np.ndarray | None:
-    """The float32 pastiche behind a finished pastiche layer, if its data is still what we made."""
-    kept = FULL_PRECISION.get(layer)
-    return kept[1] if kept is not None and kept[0] is layer.data else None
 
 
 def run_metadata(
@@ -149,7 +138,7 @@ class LayerSink:
 
         napari's own writers refuse float32 for PNG and JPEG, and *File > Save Selected Layers* to
         ``.png`` is what users try first; 8 bits is also what the screen shows. The float32 image
-        is kept for Continue (:func:`full_precision`).
+        is kept for Continue (:func:`~napari_nst._run.layer_view.full_precision`).
         """
         if not self.alive() or np.asarray(self.layer.data).dtype.kind != "f":
             return

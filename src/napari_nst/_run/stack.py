@@ -3,7 +3,7 @@
 * :func:`stack_axes` says which of the content's axes a run can go along (not displayed, longer
   than 1); :func:`plan_stack` makes one :class:`Task` per slice (``Task.index = (t,)``, the content
   snapshot's position moved to slice t), all run by one engine process
-  (:class:`napari_nst.core.remote.StackEngineProcess`) so that frame t starts from frame t-1.
+  (:class:`napari_nst.core.process.client.StackEngineProcess`) so that frame t starts from frame t-1.
 * :func:`run_stack_plan` is the worker-thread side (read every slice at the working size, relay
   records); :class:`StackSink` the nD layer that fills in frame by frame.
 * :func:`stack_memory_problem`: a stack too big for memory is refused before it starts, with a
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import EngineProcessError
-from ..core.images import resized_shape
-from .inputs import LayerSnapshot, read_input, slice_axes, slice_shape
-from .labels import LabelsSnapshot, labels_snapshot, read_labels
-from .plan import RunPlan, Task, output_name, with_controls
-from .runner import _LIVE_PROCESSES, ENGINE_NICE, PREVIEW_INTERVAL, Notes, ProcessRunner, read_inputs
+from napari_nst._run.inputs import LayerSnapshot, read_input, slice_axes, slice_shape
+from napari_nst._run.labels import LabelsSnapshot, labels_snapshot, read_labels
+from napari_nst._run.plan import RunPlan, Task, output_name, with_controls
+from napari_nst._run.runner import _LIVE_PROCESSES, ENGINE_NICE, PREVIEW_INTERVAL, Notes, ProcessRunner, read_inputs
+from napari_nst.core.errors import EngineProcessError
+from napari_nst.core.image.arrays import resized_shape
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def with_stack_controls(
 
 
 def _frame_steps(options: dict[str, Any]) -> int:
-    from ..core.frames import frame_steps_for
+    from napari_nst.core.stack.frames import frame_steps_for
 
     return frame_steps_for(options.get("steps"), options.get("frame_steps"))
 
@@ -145,15 +145,6 @@ def stack_memory_problem(plan: RunPlan, available: int | None) -> str | None:
         f"{need / 2**30:.1f} GiB in napari, but only {available / 2**30:.1f} GiB is free: set Size to {size} "
         "or less, or stylise this slice only."
     )
-
-
-def available_memory() -> int | None:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        return None
 
 
 # --------------------------------------------------------------------------- worker thread
@@ -216,15 +207,15 @@ def _stack_records(
     plan: RunPlan,
     regions: np.ndarray | None = None,
 ) -> Any:
-    from ..core import remote  # looked up now: the tests replace it
+    from napari_nst.core.process import client as remote  # looked up now: the tests replace it
 
     options = {**plan.tasks[0].options, "preview_interval": PREVIEW_INTERVAL}
     if regions is not None:
         options["regions"] = regions  # (N, h, w): each frame's own labels
     options["steps"] = int(plan.settings.get("steps") or options["steps"])
     address = plan.settings.get("run_on")
-    if address:  # a dask scheduler's workers (_run/remote_stack.py)
-        from .remote_stack import DaskStackProcess
+    if address:  # a dask scheduler's workers (_run/dask_stack.py)
+        from napari_nst._run.dask_stack import DaskStackProcess
 
         proc: Any = DaskStackProcess(frames, style, address=address, start=plan.start, previous=previous, **options)
     else:
@@ -266,7 +257,7 @@ class StackSink:
         return tuple(index)
 
     def _make(self, task: Task, shape: tuple[int, int], metadata: dict[str, Any]) -> None:
-        from .._layers import pastiche_placement
+        from napari_nst._run.layer_view import pastiche_placement
 
         snap, axis = task.content, int(self._plan.stack_axis or 0)
         dims = [1] * snap.ndim

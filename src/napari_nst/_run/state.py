@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.records import Progress
-from .plan import RunPlan
-from .runner import ProcessRunner
-from .sink import LayerSink, run_metadata
-from .status import RateTracker
+from napari_nst._run.plan import RunPlan
+from napari_nst._run.runner import ProcessRunner
+from napari_nst._run.sink import LayerSink, run_metadata
+from napari_nst._run.status import RateTracker
+from napari_nst.core.records import Progress
 
 
 def same_layer(a: Any, b: Any) -> bool:

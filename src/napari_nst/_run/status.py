@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import time
 
-from ..core.errors import DeviceMemoryError, EngineProcessError, NonFiniteLossError, WeightsError
-from ..core.records import Progress
+from napari_nst.core.errors import DeviceMemoryError, EngineProcessError, NonFiniteLossError, WeightsError
+from napari_nst.core.records import Progress
 
 #: weight of the previous estimate when smoothing the seconds per step (exponential moving average)
 RATE_SMOOTHING = 0.7
@@ -71,7 +71,7 @@ def progress_text(rec: Progress, rate: RateTracker) -> str:
     eta = rate.eta(rec)
     left = f" · about {fmt_time(eta)} left" if math.isfinite(eta) else ""
     frame = f"Frame {rec.frame + 1} of {rec.frames} · " if rec.frames > 1 else ""
-    tiles = f" in tiles of {rec.tile_size} px" if getattr(rec, "tile_size", 0) else ""  # core/tiles.py
+    tiles = f" in tiles of {rec.tile_size} px" if getattr(rec, "tile_size", 0) else ""  # core/objective/tiles.py
     return f"{frame}Step {rec.step}/{rec.total}{level} on {rec.device}{tiles}{per_step}{left}\n{losses}"
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
 from typing import Any
 
 import numpy as np
 
-from .errors import OptionError
-from .images import resized_shape
-from .layers import check_layers, min_side
-from .spec import Spec, docstring_help, option
+from napari_nst.core.encoder.layer_names import check_layers, min_side
+from napari_nst.core.errors import OptionError
+from napari_nst.core.image.arrays import resized_shape
+from napari_nst.core.spec import Spec, docstring_help, option
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -52,7 +52,7 @@ _SCALES_BY_SIZE = (
 
 @dataclass
 class Options:
-    """Settings of one style-transfer run. Every field but ``extra`` is a keyword of ``stylize``.
+    """Settings of one style-transfer run. Every field is a keyword of ``stylize``.
 
     Attributes
     ----------
@@ -129,7 +129,7 @@ class Options:
         Stacks only: weight of the temporal term that keeps frame t near frame t-1's pastiche
         carried along the optical flow (Ruder, Dosovitskiy and Brox 2016: mean squared difference over the pixels
         where the flow is reliable, so it does not depend on the size). None: automatic
-        (TEMPORAL_BALANCE in core/stack.py, measured in docs/stacks.md); 0 = frames independent.
+        (TEMPORAL_BALANCE in core/stack/engine.py, measured in docs/stacks.md); 0 = frames independent.
     frame_steps : int or None
         Stacks only: evaluations for each frame after the first, which starts from the previous
         pastiche carried along the flow. None: about a third of ``steps``.
@@ -244,11 +244,10 @@ class Options:
     style_regions: list[np.ndarray | None] | None = option(
         None, label="Style regions", kind="style_regions", none="the style images used whole", form=False
     )
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name != "extra"]
+        return [f.name for f in fields(cls)]
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
@@ -328,7 +327,7 @@ class Options:
         """Raise OptionError if ``tile_size`` does not suit a content of ``shape`` (or the styles)."""
         if self.tile_size is None:
             return
-        from .memory import check_tile_size, tiles_supported
+        from napari_nst.core.compute.memory import check_tile_size, tiles_supported
 
         check_tile_size(self.tile_size, self.level_shapes(shape)[-1], self.network, self.layers)
         why_not = tiles_supported(self, styles)
@@ -343,7 +342,6 @@ class Options:
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly settings (an init array is summarised by its shape)."""
         d = asdict(self)
-        d.pop("extra")
         if isinstance(self.init, np.ndarray):
             d["init"] = f"array{tuple(self.init.shape)}"
         if self.regions is not None:
@@ -567,7 +565,7 @@ def _mapping(v: Any, sp: Spec) -> dict[int, int | None]:
 
 
 def _bytes(v: Any, sp: Spec) -> int:
-    from .memory import parse_bytes
+    from napari_nst.core.compute.memory import parse_bytes
 
     return parse_bytes(v)
 
@@ -645,6 +643,6 @@ README_MARKERS = (
 
 def readme_table() -> str:
     """README's option table, generated from :func:`specs`."""
-    from .spec import markdown_table
+    from napari_nst.core.spec import markdown_table
 
     return markdown_table(specs())

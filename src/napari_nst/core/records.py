@@ -47,4 +47,6 @@ class Progress:
     stack_step: int = 0
     stack_total: int = 0
     note: str = ""  # a one-line remark: a stack's about this frame ("no optical flow: ..."), or why tiles
-    tile_size: int = 0  # the tiles (px) this evaluation was made in (core/tiles.py); 0: the whole image at once
+    tile_size: int = (
+        0  # the tiles (px) this evaluation was made in (core/objective/tiles.py); 0: the whole image at once
+    )

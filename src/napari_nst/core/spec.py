@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import OptionError
+from napari_nst.core.errors import OptionError
 
 #: the kinds of value an option can hold (what the form shows and how text is parsed)
 KINDS = (
@@ -124,7 +124,7 @@ class Spec:
         if value is None:
             return ""
         if self.kind == "mapping":
-            from .regions import format_mapping
+            from napari_nst.core.objective.regions import format_mapping
 
             return format_mapping(value)
         if isinstance(value, (tuple, list)):
@@ -184,13 +184,13 @@ def _files(t: str) -> list[str | None]:
 
 
 def _mapping(t: str) -> Any:
-    from .regions import parse_mapping
+    from napari_nst.core.objective.regions import parse_mapping
 
     return parse_mapping(t)
 
 
 def _bytes(t: str) -> int:
-    from .memory import parse_bytes
+    from napari_nst.core.compute.memory import parse_bytes
 
     return parse_bytes(t)
 

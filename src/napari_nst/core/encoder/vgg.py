@@ -1,0 +1,467 @@
+"""The VGG feature extractor: torchvision's VGG16/VGG19 convolutions, named layers, weights.
+
+Layer names (``conv1_1``, ``relu4_2``, ``pool3`` ...) are derived from torchvision's
+``features`` indices, as pystiche does. The network is cut after the last layer in use,
+frozen, in eval mode, and takes RGB in [0, 1]: the ImageNet normalisation is inside.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from napari_nst.core.encoder.layer_names import _CFGS, check_layers, layer_names
+from napari_nst.core.errors import WeightsError
+
+MODELS = ("vgg16", "vgg19")
+POOLINGS = ("max", "avg")
+WEIGHTS_ENV = "NAPARI_NST_WEIGHTS"
+
+logger = logging.getLogger("napari_nst")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _MaxPool2x2Fn(torch.autograd.Function):
+    """2x2, stride-2 max pooling whose backward keeps no indices.
+
+    ``nn.MaxPool2d`` keeps an int64 index per output value for backward: 8 bytes per output, as
+    many bytes as its whole bfloat16 input (pool1 at 512x384: 24 MiB, all four pools 45 MiB).
+    This keeps the input and the output instead, which the network keeps anyway (the input is
+    the in-place ReLU's output, the output the next convolution's input), and finds each
+    window's maximum again in backward: the first of the window's four values (row by row) that
+    equals it, which is the one torch's CPU kernels pick on ties (tested), and its CUDA kernels
+    too (they scan in the same order and keep the first strict maximum). So the gradient is
+    torch's, exactly: each output's gradient goes to one input, the others get 0. (On a device
+    whose kernel breaks ties otherwise, e.g. MPS, the gradient of a tie may go to another of the
+    tied inputs: an equally valid subgradient. A NaN input differs too: torch routes the NaN
+    output's gradient to it, this routes it nowhere; the loss is NaN then anyway.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y = F.max_pool2d(x, 2, 2)
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: torch.Tensor) -> torch.Tensor:
+        x, y = ctx.saved_tensors
+        gx = torch.zeros_like(x)  # keeps x's memory format; rows/columns pooling drops stay 0
+        ho, wo = y.shape[-2:]
+        zero = gy.new_zeros(())
+        taken: torch.Tensor | None = None
+        for di in (0, 1):
+            for dj in (0, 1):
+                hit = x[..., di : 2 * ho : 2, dj : 2 * wo : 2] == y
+                if taken is None:
+                    taken = hit
+                else:
+                    hit &= ~taken
+                    taken |= hit
+                torch.where(hit, gy, zero, out=gx[..., di : 2 * ho : 2, dj : 2 * wo : 2])  # in place: no temporary
+        return gx
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2, 2)`` with the same output and gradient, without int64 indices kept for
+    backward (see :class:`_MaxPool2x2Fn`) while ``lean`` is True; torch's ``max_pool2d`` (with
+    indices) when it is False. Which one pays depends on the device and dtype: the engine sets it
+    per run (``VGGFeatures.set_lean_pool``; the choice and its measurements are in device.py)."""
+
+    def __init__(self, lean: bool = True) -> None:
+        super().__init__(2, 2)
+        self.lean = lean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lean and torch.is_grad_enabled() and x.requires_grad:
+            y: torch.Tensor = _MaxPool2x2Fn.apply(x)
+            return y
+        return F.max_pool2d(x, 2, 2)
+
+
+class _WinogradConv3x3Fn(torch.autograd.Function):
+    """A 3x3, stride-1, padding-1 convolution through NNPACK's Winograd transform (float32, CPU),
+    forward and backward, for frozen weights (no weight gradient).
+
+    Winograd F(6x6, 3x3) multiplies about 5x fewer numbers than the direct convolution oneDNN
+    runs; measured 2.0-2.9x faster per layer at VGG16's shapes (192x256 px, one thread, AVX2 and
+    AVX-512; docs/performance.md), with a relative error of ~1e-5 against it (float32
+    rounding of the transforms; the objective's formulas are unchanged). The input gradient of a
+    3x3 padding-1 convolution is the same convolution of the output gradient with the kernel
+    flipped and its channels swapped, so backward runs through NNPACK too. Only the weight is
+    kept for backward (autograd's convolution keeps the input as well, for a weight gradient that
+    a frozen network never needs).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        out: torch.Tensor = torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [1, 1])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (w,) = ctx.saved_tensors
+        flipped = w.flip(2, 3).transpose(0, 1).contiguous()  # (in, out, 3, 3): 2.4M values at most
+        return torch._nnpack_spatial_convolution(gy.contiguous(), flipped, None, [1, 1]), None, None
+
+
+def nnpack_available() -> bool:
+    """Whether torch has NNPACK here; the call also initialises it (its convolutions fail before)."""
+    try:
+        return bool(torch._nnpack_available())
+    except Exception:
+        return False
+
+
+class Conv3x3(nn.Conv2d):
+    """VGG's ``nn.Conv2d(c_in, c_out, 3, padding=1)``, run through :class:`_WinogradConv3x3Fn`
+    while ``winograd`` is True and the call is one it serves (float32 NCHW on the CPU, frozen
+    weights, no autocast); otherwise torch's convolution. The engine sets it per run
+    (``VGGFeatures.set_winograd``; the choice is in device.py)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, 3, padding=1)
+        self.winograd = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.winograd
+            and x.device.type == "cpu"
+            and x.dtype == self.weight.dtype == torch.float32
+            and x.is_contiguous()
+            and not self.weight.requires_grad
+            and not torch.is_autocast_enabled("cpu")
+        ):
+            y: torch.Tensor = _WinogradConv3x3Fn.apply(x, self.weight, self.bias)
+            return y
+        return super().forward(x)
+
+
+class VGGFeatures(nn.Module):
+    """VGG ``features`` up to the last requested layer; returns ``{name: activation}``.
+
+    Input: ``(B, 3, H, W)`` RGB in [0, 1]. Frozen (``requires_grad=False``), eval mode.
+    """
+
+    def __init__(self, model: str, layers: list[str], pooling: str = "max") -> None:
+        super().__init__()
+        self.model: str = model  #: the network built (vgg16 or vgg19)
+        names = layer_names(model)
+        self.wanted = {names.index(n): n for n in layers}
+        last = max(self.wanted)
+        mods: list[nn.Module] = []
+        in_ch = 3
+        for v in _CFGS[model]:
+            if v == "M":
+                # Departure from torchvision (an option, pooling="avg"): Gatys et al. use average
+                # pooling for nicer gradients; "max" keeps torchvision's network as trained.
+                mods.append(MaxPool2x2() if pooling == "max" else nn.AvgPool2d(2, 2))
+            else:
+                mods += [Conv3x3(in_ch, v), nn.ReLU(inplace=True)]
+                in_ch = v
+        for idx, name in self.wanted.items():
+            # a conv output we keep must not be overwritten by the in-place ReLU after it
+            if name.startswith("conv") and idx + 1 < len(mods):
+                mods[idx + 1] = nn.ReLU(inplace=False)
+        self.layers = nn.Sequential(*mods[: last + 1])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.eval().requires_grad_(False)
+
+    def set_lean_pool(self, lean: bool) -> None:
+        """Max pooling without int64 indices (True) or torch's ``max_pool2d`` (False)."""
+        for m in self.layers:
+            if isinstance(m, MaxPool2x2):
+                m.lean = bool(lean)
+
+    def set_winograd(self, on: bool) -> bool:
+        """Convolutions through NNPACK's Winograd transform where they can (see :class:`Conv3x3`);
+        returns whether they will (False where this torch has no NNPACK)."""
+        on = bool(on) and nnpack_available()
+        for m in self.layers:
+            if isinstance(m, Conv3x3):
+                m.winograd = on
+        return on
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        x = (x - mean.to(x.dtype)) / std.to(x.dtype)
+        for idx, layer in enumerate(self.layers):
+            x = layer(x)
+            if idx in self.wanted:
+                out[self.wanted[idx]] = x
+        return out
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _features_only(state: Any, source: str) -> dict[str, torch.Tensor]:
+    """``features.N.weight``-style keys from a full or features-only state dict."""
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise WeightsError(f"{source} does not hold a VGG state dict (got {type(state).__name__})")
+    out = {}
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            continue
+        if key.startswith("features."):
+            out[key[len("features.") :]] = value
+        elif key.split(".", 1)[0].isdigit():
+            out[key] = value
+    if not out:
+        some = ", ".join(list(map(str, state))[:4])
+        raise WeightsError(
+            f"{source} has no VGG convolution weights (keys like 'features.0.weight'); its keys start with: {some}"
+        )
+    return out
+
+
+def _conv_shapes(model: str) -> dict[int, tuple[int, int, int, int]]:
+    """``{features index: weight shape}`` of the convolutions of torchvision's ``model``."""
+    out, idx, in_ch = {}, 0, 3
+    for v in _CFGS[model]:
+        if v == "M":
+            idx += 1
+        else:
+            out[idx] = (v, in_ch, 3, 3)
+            idx, in_ch = idx + 2, v  # the conv, then its ReLU
+    return out
+
+
+def detect_model(state_dict: Any) -> str | None:
+    """Which VGG a state dict holds, from its keys and shapes: ``"vgg16"``, ``"vgg19"`` or None.
+
+    Takes a full torchvision state dict, one with ``features.*`` keys only, or the ``N.weight``
+    keys :func:`load_weights_file` returns. A network is detected when every convolution weight
+    in the dict sits at one of that network's ``features`` indices with that layer's shape; None
+    when neither fits, or both do (a file cut before the first layer where they differ, index 16).
+    """
+    if not isinstance(state_dict, dict):
+        return None
+    convs: dict[int, tuple[int, ...]] = {}
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor) or value.ndim != 4:
+            continue
+        parts = key[len("features.") :].split(".") if key.startswith("features.") else key.split(".")
+        if len(parts) == 2 and parts[0].isdigit() and parts[1] == "weight":
+            convs[int(parts[0])] = tuple(value.shape)
+    if not convs:
+        return None
+    fits = [m for m in MODELS if all(_conv_shapes(m).get(i) == shape for i, shape in convs.items())]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _fit(net: VGGFeatures, features: dict[str, torch.Tensor], model: str, source: str) -> None:
+    own = net.layers.state_dict()
+    guess = detect_model(features)
+    hint = f"; it looks like {guess} weights: pass model={guess!r}" if guess and guess != model else ""
+    for key, param in own.items():
+        if key not in features:
+            raise WeightsError(f"{source} does not fit {model}: it lacks features.{key}{hint}")
+        if tuple(features[key].shape) != tuple(param.shape):
+            raise WeightsError(
+                f"{source} does not fit {model}: features.{key} has shape "
+                f"{tuple(features[key].shape)}, expected {tuple(param.shape)}{hint}"
+            )
+    # The parameters *are* the cached tensors (assign=True), not copies of them: every network
+    # built from one weights file shares one copy of the weights (38 MiB for vgg16 to relu5_1)
+    # with the cache and with each other. They are frozen and nothing here changes them in place.
+    # A tensor in another dtype or layout is converted (a copy) as load_state_dict would.
+    net.layers.load_state_dict({k: _as_param(features[k], own[k]) for k in own}, strict=True, assign=True)
+
+
+def _as_param(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if t.dtype == like.dtype and t.device == like.device and t.is_contiguous():
+        return t
+    return t.to(device=like.device, dtype=like.dtype).contiguous()
+
+
+def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a weights file safely (``weights_only=True``); return its ``features.*`` tensors."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise WeightsError(f"no weights file at {str(p)!r}; check the path")
+    if p.is_dir():
+        raise WeightsError(f"{str(p)!r} is a directory; pass the weights file (.pth) inside it")
+    if p.stat().st_size == 0:
+        raise WeightsError(f"the weights file {str(p)!r} is empty")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+    except OSError as exc:  # permissions, a FIFO, ...
+        raise WeightsError(f"cannot open the weights file {str(p)!r}: {exc.strerror or exc}") from None
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        msg = str(exc)
+        if head != b"PK" and not head.startswith(b"\x80"):  # neither torch.save's zip nor a pickle
+            raise WeightsError(
+                f"{str(p)!r} is not a PyTorch weights file (expected a .pth state dict written by "
+                "torch.save); check the path"
+            ) from None
+        if "weights_only" in msg or "Unsupported global" in msg or "UnpicklingError" in type(exc).__name__:
+            found = re.search(r"GLOBAL ([\w.]+)", msg)
+            what = f" ({found.group(1)})" if found else ""
+            raise WeightsError(
+                f"refused to load {str(p)!r}: it holds Python objects{what}, not only tensors "
+                "(napari-nst loads plain state dicts with weights_only=True, so code in a pickle never runs). "
+                "If you trust its source, re-save only its tensors: torch.save(model.state_dict(), path)"
+            ) from None
+        raise WeightsError(
+            f"cannot read {str(p)!r} as a PyTorch weights file (truncated or corrupt?): "
+            f"{type(exc).__name__}: {_first_sentence(msg)}"
+        ) from None
+    return _features_only(state, f"the weights file {str(p)!r}")
+
+
+def _first_sentence(msg: str) -> str:
+    return re.split(r"(?<=[.!])\s", msg.strip(), maxsplit=1)[0] if msg.strip() else ""
+
+
+def _torchvision_weights(model: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights through its own API and cache (downloads once)."""
+    import torchvision.models as tvm
+
+    enum = {"vgg16": tvm.VGG16_Weights, "vgg19": tvm.VGG19_Weights}[model].IMAGENET1K_V1
+    url = enum.url
+    filename = url.rsplit("/", 1)[-1]
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    try:
+        # what enum.get_state_dict() does, through torch.hub's public function and cache
+        state = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True)
+    except Exception as exc:  # URLError, HTTPError, OSError, socket errors ...
+        raise WeightsError(
+            f"could not get torchvision's {model} ImageNet weights ({type(exc).__name__}: {exc}). "
+            f"torchvision wanted the file {filename} from {url} and caches it at {cache}. "
+            f"Offline? Copy that file there, or pass a local weights file: weights='path/to/{filename}' "
+            f"(Python), --weights PATH (command line), the Weights field (napari widget), "
+            f"or set the environment variable {WEIGHTS_ENV}=PATH. A VGG16 file works too, e.g. the shared "
+            f"vgg16-hed-features.pth: with model left unset the network is read from the file "
+            f"(else pass model='vgg16')"
+        ) from None
+    return _features_only(state, f"torchvision's {model} weights")
+
+
+@lru_cache(maxsize=1)
+def _cached_features(model: str, weights: str | None, stamp: tuple[int, int]) -> dict[str, torch.Tensor]:
+    # ``stamp`` (mtime, size) makes a rewritten file a new cache entry
+    features = load_weights_file(weights) if weights else _torchvision_weights(model)
+    # checked once per file read, not at every build (0.4 s of a warm engine's run on a 2-core CPU)
+    source = f"the weights file {weights!r}" if weights else f"torchvision's {model} weights"
+    for key, t in features.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise WeightsError(f"{source} is corrupt: features.{key} has NaN or infinite values")
+    return features
+
+
+def _weights_key(weights: str | os.PathLike[str] | None) -> tuple[str | None, tuple[int, int]]:
+    """The resolved path of ``weights`` (or ``$NAPARI_NST_WEIGHTS``; None: torchvision's) and its
+    (mtime, size) stamp for the cache."""
+    if weights is None and os.environ.get(WEIGHTS_ENV):
+        weights = os.environ[WEIGHTS_ENV]
+    key = str(Path(weights).expanduser().resolve()) if weights else None
+    stamp = (0, 0)
+    if key and os.path.isfile(key):
+        st = os.stat(key)
+        stamp = (st.st_mtime_ns, st.st_size)
+    return key, stamp
+
+
+def resolve_model(model: str | None, weights: str | os.PathLike[str] | None = None) -> str:
+    """The network :func:`build_vgg` builds: ``model`` if given; for None the one the weights file
+    holds (:func:`detect_model`), else ``vgg19`` (the paper's; also torchvision's default here).
+
+    Reads the weights file (through the same in-memory cache as :func:`build_vgg`).
+    """
+    if model is not None:
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of {MODELS}")
+        return model
+    key, stamp = _weights_key(weights)
+    if key is None:
+        return "vgg19"
+    found = detect_model(_cached_features("", key, stamp))
+    if found is not None:
+        logger.info("model: %s, detected from the weights file %s", found, key)
+    return found or "vgg19"
+
+
+def build_vgg(
+    model: str | None,
+    layers: list[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    pooling: str = "max",
+) -> VGGFeatures:
+    """A frozen :class:`VGGFeatures` with ``weights`` loaded.
+
+    On the CPU its parameters share memory with the weights cache and with every other network
+    built from the same file: do not change them in place.
+
+    ``model``: ``vgg16``, ``vgg19``, or None = the network the weights file holds, else ``vgg19``
+    (:func:`resolve_model`); the network built is ``net.model``.
+    ``weights``: None uses ``$NAPARI_NST_WEIGHTS`` if set, else torchvision's ImageNet weights
+    (downloaded once into torch's cache); a path loads a full torchvision VGG state dict or one
+    with only the ``features.*`` keys. The last file read is cached in memory.
+    """
+    if model is not None and model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {MODELS}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    if model is not None:
+        check_layers(model, layers, "layer")  # before reading any file
+    key, stamp = _weights_key(weights)
+    model = resolve_model(model, key)
+    check_layers(model, layers, "layer")
+    features = _cached_features(model if key is None else "", key, stamp)
+    return _network(
+        model,
+        tuple(layers),
+        pooling,
+        features,
+        f"the weights file {key!r}" if key else f"torchvision's {model} weights",
+    )
+
+
+#: (model, layers, pooling) -> (the weights read, the network built from them); see _network
+_NETS: dict[tuple[str, tuple[str, ...], str], tuple[dict[str, torch.Tensor], VGGFeatures]] = {}
+_NETS_KEPT = 2
+#: networks built and builds saved by the cache, in this process (benchmarks and batch tests read it)
+NETWORK_STATS = {"builds": 0, "hits": 0}
+
+
+def _network(
+    model: str, layers: tuple[str, ...], pooling: str, features: dict[str, torch.Tensor], source: str
+) -> VGGFeatures:
+    """One network per (model, layers, pooling) and weights as read (the very same tensors): a
+    warm engine process, a dask worker or a script calling ``stylize`` again builds it once (about
+    0.5 s on a 2-core CPU). Runs only set its pooling variant and move it to their device."""
+    key = (model, layers, pooling)
+    kept = _NETS.get(key)
+    if kept is not None and kept[0] is features:
+        NETWORK_STATS["hits"] += 1
+        return kept[1]
+    NETWORK_STATS["builds"] += 1
+    net = VGGFeatures(model, list(layers), pooling)
+    _fit(net, features, model, source)
+    while len(_NETS) >= _NETS_KEPT:
+        _NETS.pop(next(iter(_NETS)))
+    _NETS[key] = (features, net)
+    return net

@@ -1,0 +1,316 @@
+"""Artistic controls in the engine: several styles blended, per-region styles, colour
+preservation and the style strength (options ``style_blend``, ``regions``, ``region_styles``,
+``preserve_color``, ``style_strength``). Each is a departure from the 2015 objective, off by
+default; without any of them the engine never builds a :class:`Controls` and runs the paper's
+objective unchanged.
+
+The engine calls four hooks: :meth:`Controls.build` (in ``_prepare``), :meth:`Controls.style_term`
+(in ``_terms``, once per level, outside the objective), :meth:`Controls.network_image` (the
+first image) and :meth:`Controls.shown` (each recorded image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_nst.core.objective.colour import LUMA, gray3, luminance, prepare_colours
+from napari_nst.core.objective.losses import GuidedStyleTerm, RegionTargets, StyleTarget, StyleTerm, gram
+from napari_nst.core.objective.regions import (
+    BLEND,
+    Target,
+    check_mapping,
+    check_regions,
+    check_style_regions,
+    check_styled,
+    groups,
+    guided_groups,
+    layer_shape,
+)
+from napari_nst.core.options import Options
+
+#: a region group: its target (a style index, the blend, or None) and the style-image label its
+#: style comes from (``style_regions``; None: the style images used whole)
+Key = tuple[Target, int | None]
+
+
+def blend_weights(blend: tuple[float, ...] | None, n: int) -> list[float]:
+    """``style_blend`` normalised to sum 1 (None: equal); ValueError naming the fix."""
+    from napari_nst.core.errors import OptionError
+
+    if n < 1:
+        raise OptionError("style is an empty list; give at least one style image")
+    if blend is None:
+        return [1.0 / n] * n
+    if len(blend) != n:
+        raise OptionError(
+            f"style_blend has {len(blend)} weights but there {'is' if n == 1 else 'are'} {n} style "
+            f"image{'s' if n != 1 else ''}; give one weight per style (e.g. {','.join(['1'] * n)})"
+        )
+    if any(w < 0 for w in blend):
+        raise OptionError(f"style_blend has a negative weight {tuple(blend)}; weights must be >= 0")
+    total = float(sum(blend))
+    if total <= 0:
+        raise OptionError("style_blend's weights are all 0; give at least one a positive weight")
+    return [float(w) / total for w in blend]
+
+
+def check(content_shape: tuple[int, int], n_styles: int, opts: Options) -> None:
+    """Every control's check that needs the images (the options alone are checked by Options)."""
+    blend_weights(opts.style_blend, n_styles)
+    opts.check_scales(n_styles)
+    mapping = check_mapping(opts.region_styles, n_styles)
+    if opts.regions is not None:
+        check_styled(check_regions(opts.regions, content_shape), mapping)
+
+
+def active(opts: Options, n_styles: int) -> bool:
+    return n_styles > 1 or opts.regions is not None or opts.preserve_color is not None or opts.style_strength != 1.0
+
+
+def blend_grams(
+    grams: list[dict[str, torch.Tensor]], sizes: list[dict[str, int]], weights: list[float]
+) -> dict[str, torch.Tensor]:
+    """``A_l = sum_i w_i A_l(i)`` (what neural-style does): with equal style sizes, ``[s, s]``
+    gives ``s``'s targets exactly. Styles of different pixel counts are blended per position
+    (``M * sum_i w_i A_l(i) / M_i`` with ``M = sum_i w_i M_i``), so that a larger style image
+    does not weigh more than its weight says."""
+    out = {}
+    for name in grams[0]:
+        m = [s[name] for s in sizes]
+        if len(set(m)) == 1:
+            out[name] = sum(w * g[name] for w, g in zip(weights, grams, strict=True))
+        else:
+            mean = sum(w * mi for w, mi in zip(weights, m, strict=True))
+            out[name] = sum(w * g[name] * (mean / mi) for w, g, mi in zip(weights, grams, m, strict=True))
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class Controls:
+    """What a run with controls needs besides the engine's own run context."""
+
+    styles: list[torch.Tensor]  #: every style as the network sees it, full resolution
+    style_shapes: list[tuple[int, int]]
+    weights: list[float]  #: style_blend, normalised
+    strength: float
+    regions: np.ndarray | None = None  #: int (H, W) at the content's resolution
+    mapping: dict[int, int | None] = field(default_factory=dict)
+    chroma: torch.Tensor | None = None  #: the original content (luminance mode), (1, 3, H, W)
+    #: the styles' Grams by working shape, kept across the frames of a stack (core/stack/engine.py); None: not kept
+    grams_memo: dict[Any, Any] | None = None
+    style_masks: list[np.ndarray | None] = field(default_factory=list)  #: style_regions, per style
+    _cache: dict[Any, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, content: np.ndarray, style: Any, opts: Options, where: torch.device
+    ) -> tuple[Controls | None, np.ndarray, np.ndarray]:
+        """``(controls or None, content for the network, first style for the network)``."""
+        from napari_nst.core.image.tensors import to_tensor
+
+        styles = list(style) if isinstance(style, (list, tuple)) else [style]
+        check(content.shape[:2], len(styles), opts)
+        if not active(opts, len(styles)):
+            return None, content, styles[0]
+        net_content, net_styles = prepare_colours(content, styles, opts.preserve_color)
+        ctl = cls(
+            [to_tensor(s, where) for s in net_styles],
+            [s.shape[:2] for s in net_styles],
+            blend_weights(opts.style_blend, len(styles)),
+            float(opts.style_strength),
+        )
+        if opts.regions is not None:
+            ctl.regions = np.asarray(opts.regions)
+            ctl.mapping = check_mapping(opts.region_styles, len(styles))
+            masks = check_style_regions(opts.style_regions, ctl.style_shapes, True)
+            ctl.style_masks = masks if masks is not None else [None] * len(styles)
+        if opts.preserve_color == "luminance":
+            ctl.chroma = to_tensor(content, where)
+        return ctl, net_content, net_styles[0]
+
+    # ------------------------------------------------------------------ the style term of a level
+
+    def style_term(self, ctx: Any, shape: tuple[int, int], plain: StyleTerm, nm: dict[str, tuple[int, int]]) -> Any:
+        """The level's style term (``plain``: the engine's, of the first style alone, weight ``b``)."""
+        if len(self.styles) == 1 and self.regions is None:
+            plain.weight *= self.strength
+            return plain
+        keyed = self._groups() if self.regions is not None else {}
+        grams, sizes, guided = self._style_grams(ctx, shape, self._needed(keyed))
+        if self.regions is None:
+            term: Any = StyleTerm(
+                [StyleTarget(blend_grams(grams, sizes, self.weights))], plain.layer_weights, plain.weight
+            )
+            ref = sum(
+                w * float(((term.targets[0].grams[n]) / (2.0 * nm[n][0] * nm[n][1])).pow(2).sum())
+                for n, w in plain.layer_weights.items()
+            )
+        else:
+            term = GuidedStyleTerm(
+                self._region_targets(ctx, shape, keyed, (grams, sizes, guided), nm), plain.layer_weights, plain.weight
+            )
+            ref = term.at_zero()
+        if ctx.opts.style_weight is None:
+            from napari_nst.core.objective.weights import STYLE_BALANCE
+
+            term.weight = STYLE_BALANCE / max(ref, 1e-30)
+        term.weight *= self.strength
+        return term
+
+    def _groups(self) -> dict[Key, np.ndarray]:
+        """The regions grouped by target (and, with ``style_regions``, by the label that says
+        which part of the style image supplies the style); empty groups dropped."""
+        assert self.regions is not None
+        if all(m is None for m in self.style_masks):
+            found: dict[Key, np.ndarray] = {(t, None): m for t, m in groups(self.regions, self.mapping).items()}
+        else:
+            labels = [set() if m is None else set(np.unique(m).tolist()) for m in self.style_masks]
+            found = guided_groups(self.regions, self.mapping, labels)
+        return {k: m for k, m in found.items() if k[0] is not None and m.any()}
+
+    def _uses(self, target: Target) -> list[int]:
+        return list(range(len(self.styles))) if target == BLEND else [int(target)]  # type: ignore[arg-type]
+
+    def _needed(self, keyed: dict[Key, np.ndarray]) -> dict[int, list[int]]:
+        """``{style index: [labels]}``: the parts of style images some region takes its style from."""
+        out: dict[int, list[int]] = {}
+        for target, source in keyed:
+            if source is None:
+                continue
+            for i in self._uses(target):
+                mask = self.style_masks[i]
+                if mask is not None and bool((mask == source).any()) and source not in out.get(i, []):
+                    out.setdefault(i, []).append(source)
+        return out
+
+    def _style_grams(self, ctx: Any, shape: tuple[int, int], needed: dict[int, list[int]]) -> tuple[Any, Any, Any]:
+        """Each style's Gram matrices and feature sizes at this level, and for the parts of the
+        style images in ``needed`` their area-normalised guided Grams ``{(style, label): {layer: G}}``.
+        With ``grams_memo`` (a stack) each level's are computed once for all frames."""
+        key = (shape, tuple(sorted((i, tuple(v)) for i, v in needed.items())))
+        if self.grams_memo is not None and key in self.grams_memo:
+            return self.grams_memo[key]  # type: ignore[no-any-return]
+        grams, sizes, guided = [], [], {}
+        for i, (s, s_shape) in enumerate(zip(self.styles, self.style_shapes, strict=True)):
+            x = ctx.resized(s, ctx.opts.style_shape(s_shape, shape, i))  # each style its own style_scale
+            with torch.no_grad():
+                feats = ctx.net(x)
+                grams.append({n: gram(feats[n]) for n in ctx.opts.style_layers})
+                sizes.append({n: int(feats[n].shape[-2] * feats[n].shape[-1]) for n in ctx.opts.style_layers})
+                mask = self.style_masks[i] if self.style_masks else None
+                if i in needed and mask is not None:
+                    guided.update(_part_grams(feats, mask, needed[i], i, ctx.opts.style_layers, tuple(x.shape[-2:])))
+        if self.grams_memo is not None:
+            self.grams_memo[key] = (grams, sizes, guided)
+        return grams, sizes, guided
+
+    def _region_targets(
+        self,
+        ctx: Any,
+        shape: tuple[int, int],
+        keyed: dict[Key, np.ndarray],
+        style: tuple[Any, Any, Any],
+        nm: dict[str, tuple[int, int]],
+    ) -> dict[str, RegionTargets]:
+        styled = list(keyed.items())
+        masks = _masks_at([m for _, m in styled], shape, ctx.device)  # (R, h, w) at the working shape
+        out = {}
+        for name in ctx.opts.style_layers:
+            hw = layer_shape(name, shape)
+            assert hw[0] * hw[1] == nm[name][1], (name, hw, nm[name])
+            m = F.adaptive_avg_pool2d(masks[None], hw)[0].reshape(len(styled), -1)
+            area = m.sum(1)
+            targets = torch.stack([self._normalised_target(k, style, name) for k, _ in styled])
+            index = [torch.nonzero(row > 0).flatten() for row in m]  # built once per level, outside the objective
+            ends = np.cumsum([0] + [int(i.numel()) for i in index]).tolist()
+            out[name] = RegionTargets(
+                m.contiguous(),
+                1.0 / area.clamp(min=1e-6),
+                area / m.shape[1],
+                targets,
+                torch.cat(index),
+                torch.cat([row[i] for row, i in zip(m, index, strict=True)]).contiguous(),
+                tuple(zip(ends[:-1], ends[1:], strict=True)),
+            )
+        return out
+
+    def _normalised_target(self, key: Key, style: tuple[Any, Any, Any], name: str) -> torch.Tensor:
+        """A group's target at layer ``name``: its style's Gram per position (of the part of the
+        style image its label names, where ``style_regions`` has it), or the blend of those."""
+        grams, sizes, guided = style
+        target, source = key
+
+        def one(i: int) -> torch.Tensor:
+            part = guided.get((i, source))
+            g: torch.Tensor = part[name] if part is not None else grams[i][name] / sizes[i][name]
+            return g
+
+        if target == BLEND:
+            return sum(w * one(i) for i, w in enumerate(self.weights))  # type: ignore[return-value]
+        return one(int(target))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ images
+
+    def network_image(self, x: torch.Tensor, init: Any) -> torch.Tensor:
+        """The first image as the network sees it: an image to start from goes to luminance in
+        luminance mode (Continue from a pastiche whose colours are the content's)."""
+        if self.chroma is None or not isinstance(init, np.ndarray):
+            return x
+        y = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device)[None, :, None, None]).sum(1, keepdim=True)
+        return y.expand_as(x).clamp(0, 1).contiguous()
+
+    def shown(self, image: torch.Tensor) -> torch.Tensor:
+        """A recorded image: in luminance mode the pastiche's luminance with the content's chroma."""
+        if self.chroma is None:
+            return image
+        key = (int(image.shape[-2]), int(image.shape[-1]))
+        if key not in self._cache:
+            from napari_nst.core.image.tensors import resize
+
+            self._cache.clear()
+            self._cache[key] = resize(self.chroma, key).to(image.device)
+        c = self._cache[key]
+        luma = torch.tensor(LUMA, dtype=torch.float32, device=image.device)[None, :, None, None]
+        dy = ((image.float() - c) * luma).sum(1, keepdim=True)
+        return (c + dy).clamp(0.0, 1.0)
+
+
+def _part_grams(
+    feats: dict[str, torch.Tensor],
+    labels: np.ndarray,
+    wanted: list[int],
+    i: int,
+    layers: tuple[str, ...],
+    shape: tuple[int, int],
+) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+    """``{(i, label): {layer: F diag(m) F^T / |m|}}`` of style image ``i``'s features over the
+    pixels ``labels == label`` (the mask carried to each layer as the content's regions are)."""
+    masks = _masks_at([labels == lab for lab in wanted], shape, next(iter(feats.values())).device)
+    out: dict[tuple[int, int], dict[str, torch.Tensor]] = {(i, lab): {} for lab in wanted}
+    for name in layers:
+        f = feats[name].float().reshape(feats[name].shape[-3], -1)
+        hw = (int(feats[name].shape[-2]), int(feats[name].shape[-1]))
+        m = F.adaptive_avg_pool2d(masks[None], hw)[0].reshape(len(wanted), -1)
+        for lab, row in zip(wanted, m, strict=True):
+            out[(i, lab)][name] = (f * row) @ f.T / row.sum().clamp(min=1e-6)
+    return out
+
+
+def _masks_at(masks: list[np.ndarray], shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Boolean (H, W) masks -> float (R, h, w) at ``shape``: area average when shrinking, bilinear
+    when enlarging (both keep masks that sum to 1 summing to 1)."""
+    t = torch.from_numpy(np.stack(masks).astype(np.float32))[None]
+    if tuple(t.shape[-2:]) != tuple(shape):
+        if shape[0] <= t.shape[-2] and shape[1] <= t.shape[-1]:
+            t = F.interpolate(t, size=shape, mode="area")
+        else:
+            t = F.interpolate(t, size=shape, mode="bilinear", align_corners=False)
+    return t[0].to(device)
+
+
+__all__ = ["Controls", "active", "blend_grams", "blend_weights", "check", "gray3", "luminance"]

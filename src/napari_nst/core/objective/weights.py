@@ -1,0 +1,32 @@
+"""The weights a and b of the objective: the options' values, or the automatic ones (see
+:class:`~napari_nst.core.options.Options`: ``content_weight`` and ``style_weight`` None)."""
+
+from __future__ import annotations
+
+import torch
+
+from napari_nst.core.objective.losses import content_loss, gram_loss
+from napari_nst.core.options import Options
+
+#: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight); 5, re-tuned
+#: on photo/painting pairs against the textbook's a = 1, b = 100 (docs/controls.md, benchmarks/balance.py)
+STYLE_BALANCE = 5.0
+
+
+def resolve_weights(
+    opts: Options,
+    content_t: dict[str, torch.Tensor],
+    grams: dict[str, torch.Tensor],
+    layer_w: dict[str, float],
+    nm: dict[str, tuple[int, int]],
+) -> tuple[float, float]:
+    """``a`` and ``b``: the options' values, or the automatic ones (see :class:`Options`)."""
+    a = opts.content_weight
+    if a is None:
+        a = 1.0 / max(sum(content_loss(torch.zeros_like(t), t).item() for t in content_t.values()), 1e-30)
+    b = opts.style_weight
+    if b is None:
+        # L_style(0): the style loss of an image whose Gram matrices are all zero
+        ref = sum(w * gram_loss(torch.zeros_like(grams[n]), grams[n], *nm[n]).item() for n, w in layer_w.items())
+        b = STYLE_BALANCE / max(ref, 1e-30)
+    return a, b
