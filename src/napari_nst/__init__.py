@@ -5,19 +5,23 @@ Importing this package is cheap: it imports neither Qt, napari nor torch.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("napari-nst")  # defined once, in pyproject.toml
+except PackageNotFoundError:  # pragma: no cover - source tree not installed
+    __version__ = "0+unknown"
 __all__ = ["batch", "iter_stylize", "iter_stylize_stack", "stylize", "stylize_stack", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("stylize", "iter_stylize", "stylize_stack", "iter_stylize_stack"):
-        from .core import api
+        from napari_nst.core import api
 
         return getattr(api, name)
     if name == "batch":
-        from .core import batch
+        from napari_nst.core.distributed import batch
 
         return batch.batch
     raise AttributeError(f"module 'napari_nst' has no attribute {name!r}")
