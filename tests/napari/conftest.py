@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # nst_helpers, for the tests in the folders below
 HED_WEIGHTS = ROOT.parent / "shared" / "weights" / "vgg16-hed-features.pth"
 
 _RANDOM_WEIGHTS = """

@@ -52,3 +52,13 @@ def world_extent(layer):
 
 def errors(notifications):
     return [m for sev, m in notifications if "error" in sev.lower()]
+
+
+def read_as_a_run_does(layer, point=None, displayed=None, name="content", long_edge=64):
+    """A layer read as a widget run reads it: snapshot (main thread), then read_input (worker)."""
+    from napari_nst._run.inputs import read_input, snapshot
+    from napari_nst._run.layer_view import displayed_axes
+
+    nd = int(layer.ndim)
+    axes = displayed_axes(nd, len(point) if point is not None else nd, displayed) if nd > 2 else (0, 1)
+    return read_input(snapshot(layer, point), axes, long_edge, name)

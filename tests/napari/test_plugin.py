@@ -117,7 +117,7 @@ def test_cpu_defaults_and_remembered_settings(make_napari_viewer):
 
 def test_layers_are_read_as_shown():
     from napari.layers import Image
-    from test_layers_property import read_as_a_run_does as layer_to_rgb
+    from nst_helpers import read_as_a_run_does as layer_to_rgb
 
     gray16 = np.array([[0, 1000], [2000, 4000]], np.uint16).repeat(4, 0).repeat(4, 1)
     out, note = layer_to_rgb(Image(gray16, contrast_limits=(1000, 3000)), long_edge=8)

@@ -1,5 +1,5 @@
 """Coarse-to-fine (``Options.scales``): the automatic number of levels, the split of the
-evaluations over them, and each level starting from the one before (issue 15)."""
+evaluations over them, and each level starting from the one before."""
 
 from __future__ import annotations
 

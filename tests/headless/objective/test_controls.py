@@ -1,5 +1,5 @@
 """Artistic controls by hand on small tensors and arrays: blended and guided Grams, colours,
-options and their errors (issue 13)."""
+options and their errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The widget's artistic controls (issue 13): several style layers with weights, Keep colours,
+"""The widget's artistic controls: several style layers with weights, Keep colours,
 Style strength, regions from a Labels layer. The viewer first, then the widget."""
 
 from __future__ import annotations

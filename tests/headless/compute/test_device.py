@@ -136,7 +136,7 @@ def test_emulated_bf16_is_refused_through_the_engine_too(fake, content, style, f
         # CPU with avx512_bf16 / AMX: bf16 (oneDNN), channels-last and the index-free pool (its memory)
         (dict(cpu_bf16=True), CPU, "auto", True, True, False),
         # CPU without fast bf16: float32 through NNPACK's Winograd convolutions (NCHW), torch's
-        # pooling, with AVX2 and AVX-512 alike (docs/performance.md, issue 11)
+        # pooling, with AVX2 and AVX-512 alike (docs/performance.md)
         (dict(cpu_bf16=False, isa="AVX2"), CPU, "auto", False, False, True),
         (dict(cpu_bf16=False, isa="AVX512"), CPU, "auto", False, False, True),
         (dict(cpu_bf16=True, isa="AVX512"), CPU, "float32", False, False, True),

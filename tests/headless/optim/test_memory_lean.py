@@ -1,4 +1,4 @@
-"""The memory savings of issue 4 (target 3) keep the objective's numbers and keep less.
+"""The memory savings keep the objective's numbers and keep less.
 
 One evaluation as the engine does it (bf16 autocast, channels_last input, napari-nst's loss terms)
 through the network and losses as they are, against the seed's (autograd's Gram of a float32 copy,

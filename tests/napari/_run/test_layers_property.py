@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
-from nst_helpers import digest
+from nst_helpers import digest, read_as_a_run_does
 
 from napari_nst.core.errors import ImageError
 
@@ -165,16 +165,6 @@ def test_layer_reading_valid_or_actionable_error(drawn, data):
     after = ([digest(a) for a in levels], tuple(layer.contrast_limits), layer.gamma, layer.colormap.name)
     assert after == before, "the layer or its data changed"
     assert "torch" not in sys.modules, "torch was imported in the napari process"
-
-
-def read_as_a_run_does(layer, point=None, displayed=None, name="content", long_edge=64):
-    """A layer read as a widget run reads it: snapshot (main thread), then read_input (worker)."""
-    from napari_nst._run.inputs import read_input, snapshot
-    from napari_nst._run.layer_view import displayed_axes
-
-    nd = int(layer.ndim)
-    axes = displayed_axes(nd, len(point) if point is not None else nd, displayed) if nd > 2 else (0, 1)
-    return read_input(snapshot(layer, point), axes, long_edge, name)
 
 
 def test_bool_and_nan_layers_name_the_fix():

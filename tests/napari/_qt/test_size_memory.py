@@ -1,4 +1,4 @@
-"""The Size field and the memory estimate beside it (issue 15): sizes beyond the layer's own
+"""The Size field and the memory estimate beside it: sizes beyond the layer's own
 resolution, an estimate that follows the settings, automatic tiles, no torch in this process."""
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ def test_cores_cover_the_image_once_and_tiles_keep_their_size(shape):
         assert len(lengths) <= 2 and all(min(192, shape[axis]) <= n < 192 + 16 for n in lengths)
 
 
+@pytest.fixture(scope="module")
 def net(vgg16_random):
     return build_vgg("vgg16", CONTENT + STYLE, weights=str(vgg16_random))
 

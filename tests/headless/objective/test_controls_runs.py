@@ -1,4 +1,4 @@
-"""Artistic controls in real runs with the trained VGG16 convolutions at small sizes (issue 13)."""
+"""Artistic controls in real runs with the trained VGG16 convolutions at small sizes."""
 
 from __future__ import annotations
 
