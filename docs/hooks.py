@@ -174,8 +174,11 @@ def render_options() -> str:
     return "\n".join(rows + [""] + details)
 
 
-#: Sphinx cross-reference roles in docstrings (":func:`stylize`"), which mkdocstrings shows as text
-SPHINX_ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|exc|obj):(?=<code>)")
+#: Sphinx cross-reference roles in docstrings (":func:`stylize`", ":class:`~a.b.C`"), which
+#: mkdocstrings shows as text: rendered as code (":func:<code>stylize</code>") or left raw in a type
+_ROLES = r":(?:func|meth|class|mod|attr|data|exc|obj):"
+SPHINX_ROLE_CODE = re.compile(_ROLES + r"<code>~?")
+SPHINX_ROLE_RAW = re.compile(_ROLES + r"`~?([^`<]+)`")
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
@@ -189,4 +192,4 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
 
 def on_page_content(html: str, **_: Any) -> str:
     """mkdocs: drop Sphinx roles in front of rendered docstring code (the name alone stays)."""
-    return SPHINX_ROLE.sub("", html)
+    return SPHINX_ROLE_RAW.sub(r"\1", SPHINX_ROLE_CODE.sub("<code>", html))
