@@ -57,7 +57,7 @@ _METAVARS = {
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per engine option, generated from :func:`specs` (absent flags keep the defaults)."""
-    group = parser.add_argument_group("style-transfer options (see README's Options table)")
+    group = parser.add_argument_group("style-transfer options (docs/options.md lists them all)")
     for sp in specs():
         if not sp.cli:
             continue
@@ -231,7 +231,7 @@ def _add_batch(sub: Any) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="LocalCluster workers; 0 = sequentially in this process (default: by machine, see docs/batch_results.md)",
+        help="LocalCluster workers; 0 = sequentially in this process (default: by machine, see docs/distributed.md)",
     )
     p.add_argument("--threads-per-worker", type=int, metavar="N", help="LocalCluster threads per worker (default: 1)")
     p.add_argument(
@@ -300,7 +300,7 @@ def _add_stylize_stack(sub: Any) -> None:
         help="stylise every frame of a stack or time-lapse, consistently",
         description="Stylise each frame of IN (a multi-page TIFF, a folder of numbered images, or a video with "
         "napari-nst[video]) in the style of STYLE; frame t starts from frame t-1's pastiche carried along the "
-        "optical flow (README: Stacks and time-lapses). --regions takes a multi-page TIFF of labels, one page per "
+        "optical flow (docs/stacks.md). --regions takes a multi-page TIFF of labels, one page per "
         "frame (or one label image for every frame).",
     )
     p.add_argument(

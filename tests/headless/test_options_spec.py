@@ -1,18 +1,15 @@
-"""Options are declared once: the CLI, README's table and validation all follow the metadata."""
+"""Options are declared once: the CLI, the documentation's table and validation all follow the metadata."""
 
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_nst.cli import build_parser, main
 from napari_nst.core.errors import OptionError
-from napari_nst.core.options import README_MARKERS, Options, readme_table, spec, specs
-
-ROOT = Path(__file__).resolve().parents[2]
+from napari_nst.core.options import Options, spec, specs
 
 
 def _stylize_parser():
@@ -35,14 +32,6 @@ def test_every_cli_option_is_a_flag_and_no_flag_is_handwritten():
             assert sp.flag in dests[sp.name].option_strings
     engine_flags = {a.dest for a in parser._actions if a.dest in Options.names()}
     assert engine_flags == {sp.name for sp in specs() if sp.cli}
-
-
-def test_readme_table_is_generated_from_the_specs():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start, end = README_MARKERS
-    assert start in text and end in text
-    block = text.split(start, 1)[1].split(end, 1)[0].strip()
-    assert block == readme_table(), "README's option table is stale: paste napari_nst.core.options.readme_table()"
 
 
 @pytest.mark.parametrize("sp", specs(), ids=lambda sp: sp.name)

@@ -1,7 +1,7 @@
 """The engine's options, each declared once: name, default, documentation, bounds, validation.
 
 Every field of :class:`Options` carries its metadata (:func:`napari_nst.core.spec.option`); the
-command line's flags, the widget's form and README's option table are generated from
+command line's flags, the widget's form and the documentation's option table are generated from
 :func:`specs` (no torch here).
 """
 
@@ -102,7 +102,7 @@ class Options:
         coarsest 257-512 px (2048 px: 512, 1024, 2048), so that a poster has the large strokes of
         a 512 px run: at 2048 px single scale matches the paper's objective better for the same
         CPU time but keeps the painting's strokes small; at 1024 px the two look alike and single
-        scale matches it better (docs/coarse_to_fine.md). At most this
+        scale matches it better (docs/tiles.md). At most this
         many: levels smaller than the network's minimum, or more levels than ``steps``, are
         dropped. A level starts from the content's fine detail plus the change the coarser level
         made (``c + up(x - down(c))``, not in the paper); the coarser result merely enlarged made
@@ -110,7 +110,7 @@ class Options:
     pyramid : int
         Coarser layers (each half the size of the one below) the optimiser moves the pastiche
         through, added on top of its pixels; 0 = the pixels themselves, as in the paper. Same
-        objective, fewer evaluations to reach a given value (docs/performance.md).
+        objective, fewer evaluations to reach a given value (docs/benchmarks.md).
     style_scale : float or tuple of float
         The style image is resized to ``size * style_scale`` on its long edge. One number for
         every style image, or one per style image (``style`` a list; as text ``1,0.5``).
@@ -157,8 +157,9 @@ class Options:
         None: every label gets the blend.
     tile_size : int or None
         Evaluate the objective in square tiles of this many pixels (a halo of context included),
-        so that the network's memory is bounded by the tile, not the image (docs/tiles.md). Each
-        tile's loss is the paper's objective on that tile. None: the whole image at once, or, when that
+        so that the network's memory is bounded by the tile, not the image (docs/tiles.md). The
+        objective is still the whole image's (the tiles' Gram matrices summed), exact up to the
+        halo's edge effects. None: the whole image at once, or, when that
         does not fit the free memory (or ``max_memory``), the largest tile size that does. At least
         96 px (vgg up to relu5_1) and smaller than the image.
     max_memory : int or str or None
@@ -632,17 +633,3 @@ _CHECKS = {
     "scales": _scales,
     "style_regions": _style_regions,
 }
-
-
-#: README.md holds the generated option table between these two lines
-README_MARKERS = (
-    "<!-- options table: napari_nst.core.options.readme_table(), checked by tests/headless/test_options_spec.py -->",
-    "<!-- end of options table -->",
-)
-
-
-def readme_table() -> str:
-    """README's option table, generated from :func:`specs`."""
-    from napari_nst.core.spec import markdown_table
-
-    return markdown_table(specs())

@@ -1,7 +1,7 @@
 """Option metadata: how each :class:`~napari_nst.core.options.Options` field is shown, parsed and bounded.
 
 Every option is declared once, as a dataclass field of ``Options`` made with :func:`option`. The
-command line's flags, the widget's form and README's option table are generated from
+command line's flags, the widget's form and the documentation's option table are generated from
 :func:`napari_nst.core.options.specs` (no torch, no Qt here).
 """
 
@@ -103,7 +103,7 @@ class Spec:
 
     @property
     def default_text(self) -> str:
-        """The default in words, for help texts and README ("256 on a CPU, 512 on a GPU", "0.0")."""
+        """The default in words, for help texts and the documentation ("256 on a CPU, 512 on a GPU", "0.0")."""
         return self.none if self.default is None else self.format(self.default)
 
     def parse(self, text: str) -> Any:
@@ -252,15 +252,6 @@ def docstring_help(doc: str) -> dict[str, str]:
 
 
 def first_sentence(text: str) -> str:
-    """The first sentence of a help text (README's table keeps the rest out)."""
+    """The first sentence of a help text (the documentation's option table keeps the rest out)."""
     m = re.match(r"(.+?\.)(\s|$)", text)
     return m.group(1) if m else text
-
-
-def markdown_table(all_specs: tuple[Spec, ...]) -> str:
-    """README's option table: one row per option a user can pass."""
-    rows = ["| option | default | meaning |", "| --- | --- | --- |"]
-    for sp in all_specs:
-        default = sp.default_text.replace("|", "\\|")
-        rows.append(f"| `{sp.name}` | {default} | {first_sentence(sp.help).replace('|', chr(92) + '|')} |")
-    return "\n".join(rows)
