@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from .flow import OPENCV_NOTE, carry, have_flow
 from .frames import FrameSource, frame_steps_for
 from .losses import TemporalTerm
 from .options import Options
-from .records import Progress
+from .records import Pastiche, Progress
 
 #: the automatic ``temporal_weight``: the temporal term is a mean squared difference in [0, 1]
 #: image units, so a carried pastiche off by 0.05 per value costs 2.5e-3 x this; the content and
@@ -54,12 +54,20 @@ class _Carried:
 
 
 def run_stack(
-    frames: FrameSource, style: np.ndarray, opts: Options, start: int = 0, previous: np.ndarray | None = None
+    frames: FrameSource,
+    style: np.ndarray,
+    opts: Options,
+    start: int = 0,
+    previous: np.ndarray | None = None,
+    keep: Callable[[Pastiche], None] | None = None,
 ) -> Iterator[Progress]:
     """Stylise ``frames[start:]`` one after the other; yield per evaluation (see Progress.frame).
 
     ``previous``: the pastiche of frame ``start - 1`` (to continue a stopped stack); frame
     ``start`` then starts from it as any later frame does. Closing the generator stops at once.
+    ``keep``: called when the run ends before the last frame is finished (closed, interrupted, an
+    error) with the unfinished frame's newest :class:`Pastiche` (its ``frame`` set), if it had
+    a finished evaluation; the finished frames are in their last records.
     """
     device = pick_device(opts.device)
     opts = opts.for_device(gpu=device.type != "cpu")
@@ -88,7 +96,7 @@ def run_stack(
     oom = None
     try:
         with cudnn_benchmark(device):
-            yield from _frames(base, frames, start, previous)
+            yield from _frames(base, frames, start, previous, keep)
     except DeviceMemoryError:
         raise
     except (RuntimeError, MemoryError) as exc:
@@ -103,7 +111,13 @@ def run_stack(
         raise engine._out_of_memory(first.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
 
 
-def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.ndarray | None) -> Iterator[Progress]:
+def _frames(
+    base: engine._Run,
+    frames: FrameSource,
+    start: int,
+    previous: np.ndarray | None,
+    keep: Callable[[Pastiche], None] | None = None,
+) -> Iterator[Progress]:
     n, opts, shape = len(frames), base.opts, base.shapes[-1]
     later = frame_steps(opts)
     totals = [later if (t > start or previous is not None) else int(opts.steps or 1) for t in range(start, n)]
@@ -120,15 +134,28 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.nda
         content = frames[t]
         ctx, note = _frame_context(base, t, content, steps, carried, flow, t0)
         last: np.ndarray | None = None
-        for rec in engine._levels(ctx):
-            if rec.image is not None:
-                last = rec.image
-            yield dataclasses.replace(
-                rec, frame=t, frames=n, stack_step=done + rec.step, stack_total=stack_total, note=note
-            )
+        try:
+            for rec in engine._levels(ctx):
+                if rec.image is not None:
+                    last = rec.image
+                yield dataclasses.replace(
+                    rec, frame=t, frames=n, stack_step=done + rec.step, stack_total=stack_total, note=note
+                )
+        except BaseException:  # closed, interrupted, an error: the frame's newest pastiche goes back
+            _hand_back(ctx, keep, t, n)
+            raise
         assert last is not None
         done += steps
         carried = _Carried(last, _at(content, shape), _labels_at(opts, t, shape))
+
+
+def _hand_back(ctx: engine._Run, keep: Callable[[Pastiche], None] | None, frame: int, frames: int) -> None:
+    def frame_keep(p: Pastiche) -> None:
+        assert keep is not None
+        if p.step < p.total:  # a frame whose last record (with its pastiche) was yielded is finished
+            keep(dataclasses.replace(p, frame=frame, frames=frames))
+
+    engine._hand_back(ctx, frame_keep if keep is not None else None)
 
 
 def _frame_context(
