@@ -18,7 +18,8 @@ worker that dies mid-task has its tasks rerun elsewhere by dask (up to the sched
 ``allowed-failures``, then the item is ``failed`` with dask's ``KilledWorker``). ``batch.json`` is
 rewritten after every finished item, so an interrupted batch (Ctrl-C: ``KeyboardInterrupt`` is
 re-raised after the remaining tasks are cancelled) keeps its finished outputs and ``resume=True``
-continues it.
+continues it. Run here (sequentially), the item in progress is recorded ``interrupted``, its
+newest pastiche written to its output with the record it resumes from (core/resume.py).
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ def batch(
         sized to this machine; sequentially in this process when ``distributed`` is not installed
         or ``workers=0``.
     resume : bool
-        Skip items that ``out_dir/batch.json`` records as done and whose file is still complete.
+        Skip items that ``out_dir/batch.json`` records as done and whose file is still complete;
+        continue those it records as interrupted from their saved pastiche.
     workers, threads_per_worker : int or None
         The LocalCluster's shape (None: by machine, see :func:`local_cluster_shape`).
     log : callable or None
@@ -205,7 +207,7 @@ def batch(
     list of :class:`~napari_nst.core.batch_manifest.ItemResult`
     """
     job = _Batch.prepare(contents, style, out_dir, format, resume, log or logger.info, options)
-    with _cluster(client, scheduler, workers, threads_per_worker, job.log) as c:
+    with _cluster(client, scheduler, workers, threads_per_worker, job.log, warn=log is None) as c:
         if c is None:
             job.run_sequential()
         else:
@@ -231,6 +233,7 @@ class _Batch:
         self.items, self.style, self.opts, self.manifest = items, style, opts, manifest
         self.results, self.log = results, log
         self.todo = [i for i, r in enumerate(results) if not r.skipped]
+        self.resume_from: dict[int, Any] = {}  # item -> the Pastiche its interrupted run left
 
     @classmethod
     def prepare(
@@ -267,30 +270,45 @@ class _Batch:
             for k, it in enumerate(items):
                 if it.output is not None and it.output.name in kept:
                     results[k] = from_entry({**kept[it.output.name], "content": it.label, "output": str(it.output)})
+            stopped = manifest.interrupted_earlier(resume)
             folder.mkdir(parents=True, exist_ok=True)
-        return cls(items, style_arr, opts, manifest, results, log)
+        job = cls(items, style_arr, opts, manifest, results, log)
+        if manifest is not None:
+            job.resume_from = _saved_pastiches(items, stopped, log)
+        return job
 
     def record(self, k: int, tr: TaskResult) -> None:
         """Store a task's result: write its image (atomically), update batch.json, log one line."""
         r, item = self.results[k], self.items[k]
         r.status, r.error, r.worker, r.seconds = tr.status, tr.error, tr.worker, round(tr.seconds, 3)
         r.weights, r.losses, r.model = tr.weights, tr.losses, tr.model
-        r.weights_file, r.device = tr.weights_file, tr.device
+        r.weights_file, r.device, r.step, r.total = tr.weights_file, tr.device, tr.step, tr.total
         if tr.status == "done" and item.output is not None:
+            from . import resume
             from .io import write_image
 
             assert tr.image is not None  # a done task carries its pastiche
             try:
                 write_image(item.output, tr.image)
                 r.bytes, r.sha256 = file_digest(item.output)
+                resume.clear(item.output)  # an interrupted run's record, if it was resumed
             except OSError as exc:
                 r.status, r.error = "failed", f"cannot write {str(item.output)!r}: {exc}"
-        elif tr.status == "done":
+        elif tr.status == "interrupted" and item.output is not None and tr.pastiche is not None:
+            from . import resume
+
+            try:
+                resume.save(item.output, tr.pastiche)  # the pastiche so far, and what --resume needs
+            except OSError as exc:
+                r.error = f"{r.error}; cannot write {str(item.output)!r}: {exc}"
+        elif tr.status in ("done", "interrupted"):
             r.image = tr.image
         if self.manifest is not None:
             self.manifest.write()
         where = f" on {r.worker}" if r.worker and r.worker != "local" else ""
-        tail = f" -> {r.output}" if r.status == "done" and r.output else (f": {r.error}" if r.error else "")
+        kept = r.status == "done" or (r.status == "interrupted" and tr.pastiche is not None)
+        tail = f" -> {r.output}" if kept and r.output else ""
+        tail = f": {r.error}{tail}" if r.error else tail
         self.log(f"{r.status:6s} {item.label}{tail} ({r.seconds:.1f} s{where})")
 
     def run_sequential(self) -> None:
@@ -298,7 +316,10 @@ class _Batch:
         if self.manifest is not None:
             self.manifest.write()
         for k in self.todo:
-            self.record(k, run_item(self.items[k].source, self.style, self.opts))
+            tr = run_item(self.items[k].source, self.style, self.opts, self.resume_from.get(k))
+            self.record(k, tr)
+            if tr.stop is not None:  # Ctrl-C or SIGTERM: recorded as interrupted; the batch ends here
+                raise tr.stop
 
     def run_dask(self, client: Any) -> None:
         """One task per item on ``client``'s cluster, recorded as each finishes."""
@@ -317,7 +338,8 @@ class _Batch:
             if isinstance(src, np.ndarray):
                 src = client.scatter(src, hash=False)
             key = f"napari-nst-{self.items[k].name}-{uuid.uuid4().hex[:8]}"
-            futures[client.submit(run_item, src, style, self.opts, key=key, resources=resources)] = k
+            resume = self.resume_from.get(k)
+            futures[client.submit(run_item, src, style, self.opts, resume, key=key, resources=resources)] = k
         try:
             for fut in as_completed(list(futures)):  # type: ignore[no-untyped-call]
                 try:
@@ -359,11 +381,33 @@ def _gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def _saved_pastiches(items: list[Item], stopped: list[str], log: Callable[[str], None]) -> dict[int, Any]:
+    """The pastiches the interrupted items of an earlier run left, by item (those still readable)."""
+    from . import resume
+    from .errors import OptionError
+
+    out: dict[int, Any] = {}
+    for k, it in enumerate(items):
+        if it.output is not None and it.output.name in stopped:
+            try:
+                out[k] = resume.load(it.output)
+            except OptionError as exc:
+                log(f"{it.label}: starting afresh: {exc}")
+    return out
+
+
 @contextmanager
 def _cluster(
-    client: Any, scheduler: str | None, workers: int | None, threads: int | None, log: Callable[[str], None]
+    client: Any,
+    scheduler: str | None,
+    workers: int | None,
+    threads: int | None,
+    log: Callable[[str], None],
+    warn: bool = True,
 ) -> Iterator[Any]:
-    """The client to run on (None: sequentially here), closed afterwards if made here."""
+    """The client to run on (None: sequentially here), closed afterwards if made here. ``warn``:
+    the note that dask.distributed is missing also as a UserWarning (for the API without ``log``;
+    with a ``log``, as on the command line, it is said once, there)."""
     if client is not None:
         yield client
         return
@@ -375,8 +419,10 @@ def _cluster(
                 f"a scheduler address needs dask.distributed, which is not installed: {INSTALL_HINT}"
             ) from None
         note = f"dask.distributed is not installed: running the batch sequentially here ({INSTALL_HINT} for a cluster)"
-        warnings.warn(note, stacklevel=4)
-        log(note)
+        if warn:
+            warnings.warn(note, stacklevel=4)
+        else:
+            log(note)
         yield None
         return
     if scheduler:
