@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -179,10 +180,14 @@ def test_resume_skips_complete_outputs_only(folder, tmp_path, fast):
 def test_without_distributed_the_batch_runs_here_and_says_how_to_install(monkeypatch, content, style, fast):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` raises ImportError
     lines = []
-    with pytest.warns(UserWarning, match=r"napari-nst\[distributed\]"):
+    with warnings.catch_warnings(record=True) as caught:  # with a log the note is said there, once
+        warnings.simplefilter("always")
         results = napari_nst.batch([content], style, log=lines.append, **fast)
+    assert not [w for w in caught if "distributed" in str(w.message)]
     assert results[0].status == "done" and results[0].worker == "local" and results[0].image.shape == (23, 32, 3)
-    assert any("sequentially" in line for line in lines)
+    assert sum("sequentially" in line and "napari-nst[distributed]" in line for line in lines) == 1
+    with pytest.warns(UserWarning, match=r"napari-nst\[distributed\]"):  # without a log: a warning
+        napari_nst.batch([content], style, **fast)
     with pytest.raises(ValueError, match=r"napari-nst\[distributed\]"):
         napari_nst.batch([content], style, scheduler="tcp://127.0.0.1:1", **fast)
 
