@@ -278,9 +278,9 @@ def test_local_cluster_shape():
 
 def test_batch_subcommand_has_every_generated_option_flag():
     from napari_nst.cli import build_parser
-    from napari_nst.core.options import Options, specs
+    from napari_nst.core.options import STACK_OPTIONS, Options, specs
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     parser = sub.choices["batch"]
     flags = {a.dest: a.option_strings for a in parser._actions if a.dest in Options.names()}
-    assert flags == {sp.name: [sp.flag] for sp in specs() if sp.cli}
+    assert flags == {sp.name: [sp.flag] for sp in specs() if sp.cli and sp.name not in STACK_OPTIONS}

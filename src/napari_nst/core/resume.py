@@ -139,7 +139,8 @@ def _glob_escape(name: str) -> str:
 
 def save(out: str | os.PathLike[str], pastiche: Pastiche) -> None:
     """Write ``pastiche`` to ``out`` (an image file) with its record beside it, each atomically:
-    the full-precision state, then the JSON naming it, then the image; older states go."""
+    the full-precision state, then the JSON naming it (enough to resume, should the process be
+    killed while the image is written), then the image (a PNG quickly compressed); older states go."""
     from .io import write_image
 
     p = Path(out).expanduser()
@@ -171,7 +172,7 @@ def save(out: str | os.PathLike[str], pastiche: Pastiche) -> None:
     for old in _states(p):
         if old != state:
             old.unlink(missing_ok=True)
-    write_image(p, pastiche.image)
+    write_image(p, pastiche.image, quick=True)
 
 
 def _write_json(path: Path, body: dict[str, Any]) -> None:
