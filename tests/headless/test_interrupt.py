@@ -6,6 +6,7 @@ Real runs on tiny images with seeded random weights (conftest's ``fast``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -498,3 +499,29 @@ def test_resume_record_round_trips(tmp_path):
     Path(tmp_path / "o.png.nst.json").write_text("{")
     with pytest.raises(OptionError, match="unreadable"):
         resume.load(tmp_path / "o.png")
+
+
+def test_a_resumed_run_is_estimated_from_where_it_starts():
+    from napari_nst.core.estimate import RunEstimate
+
+    est = RunEstimate([((1000, 1000), 100)], announce_over=10.0)
+    est.update(51, 2.0, (1000, 1000))  # the resumed run's first record: setup and one evaluation
+    est.update(52, 3.0, (1000, 1000))  # one second per evaluation
+    assert est.total_seconds() == pytest.approx(2.0 + 49 * 1.0)
+    assert est.remaining_seconds() == pytest.approx(48.0)
+    assert est.announcement() == "about 51 s on cpu (estimated after the first evaluations)"
+
+
+def test_resume_with_sizes_left_to_another_device_says_which_to_give():
+    from napari_nst.core.engine import resume_point
+
+    saved = Pastiche(np.zeros((192, 256, 3), np.float32), step=40, total=300, shape=(192, 256), size=512)
+    with pytest.raises(
+        OptionError, match=r"300 evaluations at 512 px, this one 100 at 256 px; give size=512 and steps=300"
+    ):
+        resume_point(saved, [(192, 256)], [100])
+    assert as_flags("give size=512 and steps=300 as") == "give --size 512 and --steps 300 as"
+    with pytest.raises(OptionError, match=r"step 40 is made at level 1 of 2 \(96x128 px\)"):
+        resume_point(dataclasses.replace(saved, size=256), [(96, 128), (192, 256)], [220, 80])  # other levels
+    at_level_2 = Pastiche(np.zeros((192, 256, 3), np.float32), 230, 300, level=2, levels=2, shape=(192, 256), size=256)
+    assert resume_point(at_level_2, [(96, 128), (192, 256)], [220, 80]) == (2, 10, False)

@@ -559,8 +559,8 @@ def resume_point(resume: Pastiche, shapes: list[tuple[int, int]], counts: list[i
     if int(resume.total) != total or (resume.size and int(resume.size) != size):
         raise OptionError(
             f"cannot resume: the saved run makes {resume.total} evaluations at {resume.size} px, this one "
-            f"{total} at {size} px; give size and steps as the saved run had them (left empty, both "
-            "depend on the device)"
+            f"{total} at {size} px; give size={resume.size} and steps={resume.total} as the saved run had "
+            "them (left empty, both depend on the device)"
         )
     if not 1 <= k < total:
         raise OptionError(
