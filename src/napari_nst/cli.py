@@ -114,7 +114,7 @@ def _add_stylize(sub: Any) -> None:
         "every N-th evaluation, each also as OUT-NNNNN.png; a time such as 90s or 5min = that often; auto = "
         f"every {AUTO_SAVE_S:.0f} s in a run estimated to take over {AUTO_SAVE_OVER_S / 60:.0f} min; 0 = only at "
         "the end. Each save, and Ctrl-C or SIGTERM, also writes the record --resume needs: OUT.nst.json and a "
-        "full-precision copy OUT.nst-NNNNNNNN.npy (removed when the run finishes). Default: auto.",
+        "full-precision copy OUT.nst-NNNNNNNN.npz (removed when the run finishes). Default: auto.",
     )
     p.add_argument(
         "--resume",

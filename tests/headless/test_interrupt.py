@@ -236,7 +236,7 @@ def test_cli_killed_by_a_signal_saves_the_pastiche(files, tmp_path, fast, sig, c
     assert record["step"] >= 2 and record["total"] == 1_000_000 and record["complete"] is False
     assert f"{word} at step {record['step']}/1000000: saved {out}" in err
     assert np.asarray(Image.open(out)).shape == (23, 32, 3)
-    state = np.load(tmp_path / record["state"])
+    state = np.load(tmp_path / record["state"])["image"]
     assert state.dtype == np.float32 and state.shape == (23, 32, 3)
     np.testing.assert_array_equal(np.asarray(Image.open(out)), (np.clip(state, 0, 1) * 255 + 0.5).astype(np.uint8))
 
@@ -485,13 +485,15 @@ def test_resume_record_round_trips(tmp_path):
     from napari_nst.core import resume
 
     image = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
-    p = Pastiche(image, step=3, total=9, losses={"total": 1.5}, shape=(5, 7), size=7, settings={"a": [1]})
+    gray = np.repeat(image[..., :1], 3, axis=-1)
+    p = Pastiche(image, step=3, total=9, losses={"total": 1.5}, shape=(5, 7), size=7, settings={"a": [1]}, state=gray)
     resume.save(tmp_path / "o.png", p)
     back = resume.load(tmp_path / "o.png")
     np.testing.assert_array_equal(back.image, image)  # full precision, not the PNG's 8 bits
+    np.testing.assert_array_equal(back.state, gray)
     assert (back.step, back.total, back.losses, back.settings) == (3, 9, {"total": 1.5}, {"a": [1]})
     resume.save(tmp_path / "o.png", Pastiche(image, step=4, total=9, shape=(5, 7)))
-    assert [q.name for q in tmp_path.glob("o.png.nst-*.npy")] == ["o.png.nst-00000004.npy"]
+    assert [q.name for q in tmp_path.glob("o.png.nst-*.npz")] == ["o.png.nst-00000004.npz"]
     resume.clear(tmp_path / "o.png")
     assert sorted(q.name for q in tmp_path.iterdir()) == ["o.png"]
     with pytest.raises(OptionError, match="no record of an interrupted run"):
@@ -525,3 +527,20 @@ def test_resume_with_sizes_left_to_another_device_says_which_to_give():
         resume_point(dataclasses.replace(saved, size=256), [(96, 128), (192, 256)], [220, 80])  # other levels
     at_level_2 = Pastiche(np.zeros((192, 256, 3), np.float32), 230, 300, level=2, levels=2, shape=(192, 256), size=256)
     assert resume_point(at_level_2, [(96, 128), (192, 256)], [220, 80]) == (2, 10, False)
+
+
+def test_resume_in_luminance_mode_starts_from_the_network_image(content, style, fast):
+    """The pastiche handed back has the content's colours (its luminance with the content's chroma,
+    clamped to [0, 1]); its ``state`` is the image the network evaluated, which the resumed run
+    starts from: the same objective value at the saved step."""
+    opts = {**fast, "steps": 6, "preserve_color": "luminance"}
+    run = iter_stylize(content, style, **opts)
+    for rec in run:
+        if rec.step == 3:
+            break
+    run.close()
+    stopped = run.last()
+    assert stopped.state is not None and not np.array_equal(stopped.state, stopped.image)
+    resumed = list(iter_stylize(content, style, resume=stopped, **opts))
+    assert [r.step for r in resumed] == [4, 5, 6]
+    assert resumed[0].losses["total"] == pytest.approx(stopped.losses["total"], rel=1e-4)

@@ -312,7 +312,9 @@ def pastiche(ctx: _Run) -> Pastiche | None:
     if image is None:
         shown = held.image if ctx.controls is None else ctx.controls.shown(held.image)
         image = to_numpy(shown)
+    luminance = ctx.controls is not None and ctx.controls.chroma is not None
     return Pastiche(
+        state=to_numpy(held.image) if luminance else None,  # the network's image: resume from it
         image=image,
         step=held.step,
         total=ctx.total,
@@ -543,8 +545,9 @@ def _start(ctx: _Run) -> tuple[int, int, torch.Tensor, bool]:
             x = ctx.controls.network_image(x, ctx.opts.init)
         return 1, 0, x, False
     level, done, carried = resume_point(ctx.resume, ctx.shapes, ctx.counts)
-    x = to_tensor(np.asarray(ctx.resume.image, dtype=np.float32), ctx.device)
-    if ctx.controls is not None:  # luminance mode: the network's image is the pastiche's luminance
+    state = ctx.resume.state if ctx.resume.state is not None else ctx.resume.image
+    x = to_tensor(np.asarray(state, dtype=np.float32), ctx.device)
+    if ctx.controls is not None and ctx.resume.state is None:  # luminance mode: the pastiche's luminance
         x = ctx.controls.network_image(x, ctx.resume.image)
     ctx.step = ctx.resume.step
     return level, done, x, carried

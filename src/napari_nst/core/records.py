@@ -61,7 +61,11 @@ class Pastiche:
     coarse levels are smaller than the output of long edge ``size``), with ``losses`` its losses.
     It is the full-precision image a run resumes from (``resume=``). In a stack run ``frame`` is
     the frame it belongs to, of ``frames``. ``settings``: what a resumed run must match (the
-    options and digests of the inputs; filled by :func:`napari_nst.iter_stylize`).
+    options and digests of the inputs; filled by :func:`napari_nst.iter_stylize`). ``state``: the
+    image the optimiser works on where it differs from ``image`` (``preserve_color="luminance"``:
+    the image the network evaluated, whose luminance ``image`` shows with the content's colours);
+    None: ``image``.
+    A resumed run starts from ``state`` if given.
 
     Handing it back costs nothing during the run: the engine keeps the evaluated image on the
     device and copies it to the host once, on the way out.
@@ -78,6 +82,7 @@ class Pastiche:
     frame: int = 0
     frames: int = 1
     settings: dict[str, Any] = field(default_factory=dict)
+    state: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def complete(self) -> bool:

@@ -3,8 +3,9 @@
 An interrupted (or periodically saved) run leaves, beside its output ``OUT`` (say ``out.png``):
 
 - ``OUT`` itself: the newest pastiche, as any output (8-bit for PNG);
-- ``OUT.nst-NNNNNNNN.npy``: the same image in full precision (float32, the working shape of the
-  step ``NNNNNNNN`` it was made at), which a resumed run starts from;
+- ``OUT.nst-NNNNNNNN.npz``: the same image in full precision (float32, the working shape of the
+  step ``NNNNNNNN`` it was made at; with the image the network evaluated in luminance mode), which
+  a resumed run starts from;
 - ``OUT.nst.json``: the step reached, of how many, the level, the losses, and the settings the run
   was made with (its options, and SHA-256 digests of its content and style images).
 
@@ -126,11 +127,11 @@ def from_record(rec: Any, settings: dict[str, Any] | None = None) -> Pastiche:
 
 
 def _state_path(out: Path, step: int) -> Path:
-    return out.with_name(f"{out.name}.nst-{int(step):08d}.npy")
+    return out.with_name(f"{out.name}.nst-{int(step):08d}.npz")
 
 
 def _states(out: Path) -> list[Path]:
-    return sorted(out.parent.glob(f"{_glob_escape(out.name)}.nst-*.npy"))
+    return sorted(out.parent.glob(f"{_glob_escape(out.name)}.nst-*.npz"))
 
 
 def _glob_escape(name: str) -> str:
@@ -147,8 +148,11 @@ def save(out: str | os.PathLike[str], pastiche: Pastiche) -> None:
     state = _state_path(p, pastiche.step)
     tmp = state.with_name(f".{state.name}.part")
     try:
+        arrays = {"image": np.ascontiguousarray(pastiche.image, dtype=np.float32)}
+        if pastiche.state is not None:
+            arrays["state"] = np.ascontiguousarray(pastiche.state, dtype=np.float32)
         with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(pastiche.image, dtype=np.float32))
+            np.savez(fh, **arrays)
         os.replace(tmp, state)
     finally:
         if tmp.exists():
@@ -206,9 +210,12 @@ def load(out: str | os.PathLike[str]) -> Pastiche:
     try:
         body = json.loads(side.read_text())
         state = p.with_name(str(body["state"]))
-        image = np.load(state, allow_pickle=False)
+        with np.load(state, allow_pickle=False) as arrays:
+            image = np.asarray(arrays["image"], dtype=np.float32)
+            network = np.asarray(arrays["state"], dtype=np.float32) if "state" in arrays.files else None
         saved = Pastiche(
-            image=np.asarray(image, dtype=np.float32),
+            image=image,
+            state=network,
             step=int(body["step"]),
             total=int(body["total"]),
             losses={str(k): float(v) for k, v in body.get("losses", {}).items()},
