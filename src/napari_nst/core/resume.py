@@ -148,11 +148,12 @@ def save(out: str | os.PathLike[str], pastiche: Pastiche) -> None:
     state = _state_path(p, pastiche.step)
     tmp = state.with_name(f".{state.name}.part")
     try:
-        arrays = {"image": np.ascontiguousarray(pastiche.image, dtype=np.float32)}
-        if pastiche.state is not None:
-            arrays["state"] = np.ascontiguousarray(pastiche.state, dtype=np.float32)
+        image = np.ascontiguousarray(pastiche.image, dtype=np.float32)
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            if pastiche.state is None:
+                np.savez(fh, image=image)
+            else:
+                np.savez(fh, image=image, state=np.ascontiguousarray(pastiche.state, dtype=np.float32))
         os.replace(tmp, state)
     finally:
         if tmp.exists():
