@@ -120,8 +120,8 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, quick: bool = F
     """Save a float (H, W, 3) image in [0, 1]; 8-bit for PNG/JPEG, 16-bit for TIFF.
 
     Written to a temporary file first and renamed, so an interrupted save never leaves half a file.
-    ``quick``: a PNG with the fastest compression (a save during a run, or on the way out: about
-    6x faster than the default level at 2048x1536 px, a larger file).
+    ``quick``: a PNG with the fastest compression, for saves during a run or on the way out (a
+    2048x1536 px photo: about 1 s instead of 5 s on a busy 2-core CPU, a file 10 % larger).
     """
     p = Path(path).expanduser()
     fmt = output_format(p)
