@@ -1,18 +1,33 @@
 """Command line: ``napari-nst stylize CONTENT STYLE [STYLE ...] -o OUT.png``, ``napari-nst batch CONTENT...
---style STYLE -o OUTDIR`` and ``napari-nst demo``."""
+--style STYLE -o OUTDIR`` and ``napari-nst demo``.
+
+Ctrl-C (SIGINT, exit status 130) and SIGTERM (143) end a run keeping its work: the newest pastiche
+is written to the output with its record for ``--resume`` (core/resume.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import re
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_nst.core.errors import OptionError
-from napari_nst.core.options import INITS, MAX_STEPS, specs
+from napari_nst.core.errors import OptionError, Terminated
+from napari_nst.core.options import INITS, MAX_STEPS, STACK_OPTIONS, specs
 from napari_nst.core.spec import Spec
+
+#: ``--save-every auto``: save the newest pastiche (and its record for --resume) this often (s) ...
+AUTO_SAVE_S = 60.0
+#: ... in a run estimated (after its first evaluations) to take longer than this (s)
+AUTO_SAVE_OVER_S = 120.0
+#: exit status after SIGINT (Ctrl-C) and SIGTERM: 128 + the signal's number, as shells report it
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 def _arg_type(sp: Spec) -> Any:
@@ -55,11 +70,12 @@ _METAVARS = {
 }
 
 
-def add_option_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per engine option, generated from :func:`specs` (absent flags keep the defaults)."""
-    group = parser.add_argument_group("style-transfer options (docs/options.md lists them all)")
+def add_option_flags(parser: argparse.ArgumentParser, stack: bool = False) -> None:
+    """One flag per engine option, generated from :func:`specs` (absent flags keep the defaults);
+    the stack-only options (:data:`STACK_OPTIONS`) only where ``stack``."""
+    group = parser.add_argument_group("style-transfer options (see README's Options table)")
     for sp in specs():
-        if not sp.cli:
+        if not sp.cli or (sp.name in STACK_OPTIONS and not stack):
             continue
         metavar = "{" + ",".join(sp.choices) + "}" if sp.kind == "choice" and sp.choices else _METAVARS[sp.kind]
         group.add_argument(
@@ -97,13 +113,54 @@ def _add_stylize(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.png, .jpg, .tif = 16-bit)")
     p.add_argument(
         "--save-every",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also write every N-th evaluation's image as OUT-NNNNN.png (default: 0, off)",
+        type=_save_every,
+        default=SaveEvery(seconds=AUTO_SAVE_S, auto=True),
+        metavar="N|TIME|auto",
+        help="save the newest pastiche to OUT while the run goes on, so that a killed run loses little: N = "
+        "every N-th evaluation, each also as OUT-NNNNN.png; a time such as 90s or 5min = that often; auto = "
+        f"every {AUTO_SAVE_S:.0f} s in a run estimated to take over {AUTO_SAVE_OVER_S / 60:.0f} min; 0 = only at "
+        "the end. Each save, and Ctrl-C or SIGTERM, also writes the record --resume needs: OUT.nst.json and a "
+        "full-precision copy OUT.nst-NNNNNNNN.npz (removed when the run finishes). Default: auto.",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run whose record is beside OUT (OUT.nst.json): the same images and "
+        "options, the remaining evaluations from the saved full-precision image",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_option_flags(p)
+
+
+@dataclass(frozen=True)
+class SaveEvery:
+    """``--save-every``: every ``steps`` evaluations, or every ``seconds`` (``auto``: only in a
+    long run); all zero: only at the end."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    auto: bool = False
+
+
+_TIME_UNITS = {"": None, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _save_every(text: str) -> SaveEvery:
+    t = text.strip().lower()
+    if t == "auto":
+        return SaveEvery(seconds=AUTO_SAVE_S, auto=True)
+    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([a-z]*)", t)
+    unit = _TIME_UNITS.get(m.group(2), 0.0) if m else 0.0
+    if m is None or unit == 0.0 or (unit is None and "." in m.group(1)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a number of evaluations (50), a time (90s, 5min), auto, or 0 (only at the end)"
+        )
+    if unit is None:
+        return SaveEvery(steps=int(m.group(1)))
+    seconds = float(m.group(1)) * unit
+    if seconds <= 0:
+        return SaveEvery()
+    return SaveEvery(seconds=seconds)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,11 +174,12 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         opts["regions"] = _read_labels(opts["regions"])
     if opts.get("style_regions") is not None:
         opts["style_regions"] = [None if p is None else _read_labels(p) for p in opts["style_regions"]]
-    if args.save_every < 0:
-        raise ValueError("--save-every must be 0 (off) or a positive number of evaluations")
-    if args.save_every:
-        opts["preview_every"] = args.save_every
-    else:  # only the final image is wanted
+    every = args.save_every if isinstance(args.save_every, SaveEvery) else SaveEvery()
+    if every.steps:
+        opts["preview_every"] = every.steps
+    elif every.seconds:  # the engine copies an image at most this often (and the last of each level)
+        opts["preview_every"], opts["preview_interval"] = 1, every.seconds
+    else:  # only the final image is wanted (an interrupted run's comes from the engine's hand-back)
         opts["preview_every"] = opts.get("steps") or MAX_STEPS
     return opts
 
@@ -156,46 +214,151 @@ def _stylize(args: argparse.Namespace) -> int:
     output_format(out)  # a bad extension or folder fails now, not after the whole run
     content = read_image(args.content)
     styles = [read_image(p) for p in args.style]
-    records = iter_stylize(content, styles if len(styles) > 1 else styles[0], **_options(args))  # validates first
+    style = styles if len(styles) > 1 else styles[0]
+    if not args.resume:
+        _note_unfinished(out)
+    records = iter_stylize(content, style, resume=out if args.resume else None, **_options(args))  # validates first
     return _drive(records, out, args)
 
 
-def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
-    """Run to the end with the progress bar (and its up-front estimate); write the pastiche."""
-    from napari_nst.core.api import console_progress
-    from napari_nst.core.errors import NonFiniteLossError
-    from napari_nst.core.image.files import write_image
+def _note_unfinished(out: Path) -> None:
+    from napari_nst.core.resume import saved_step
 
+    found = saved_step(out)
+    if found is not None:
+        print(
+            f"napari-nst: note: {out} holds an interrupted run (step {found[0]}/{found[1]}); starting afresh "
+            "(--resume would continue it)",
+            file=sys.stderr,
+        )
+
+
+def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
+    """Run to the end with the progress bar (and its up-front estimate); write the pastiche, and
+    the newest one with its record while the run goes on (``--save-every``) and when it ends early."""
+    from napari_nst.core import resume
+    from napari_nst.core.api import console_progress
+    from napari_nst.core.image.files import write_image
+    from napari_nst.core.optim.engine import split_steps
+    from napari_nst.core.progress import RunEstimate, level_plan
+
+    every: SaveEvery = args.save_every
     last = rec = None
-    note = ""
+    note, saved_at = "", 0.0
+    estimate: RunEstimate | None = None
     try:
         with console_progress(not args.quiet) as bar:
             for rec in records:
                 if rec.note and rec.note != note:  # e.g. tiles chosen because the whole image does not fit
                     note = rec.note
                     print(f"napari-nst: note: {note}", file=sys.stderr)
+                if every.auto:
+                    if estimate is None:
+                        counts = split_steps(rec.total, rec.levels) if rec.levels > 1 else [rec.total]
+                        estimate = RunEstimate(level_plan(rec.shape, counts), rec.device)
+                    estimate.update(rec.step, rec.elapsed, rec.shape)
                 if rec.image is not None:
-                    last = rec.image
-                    if args.save_every and rec.step % args.save_every == 0 and rec.step != rec.total:
-                        write_image(out.with_name(f"{out.stem}-{rec.step:05d}{out.suffix}"), rec.image)
+                    last = rec
+                    if rec.step < rec.total and _save_due(every, rec, saved_at, estimate):
+                        with _signals_held():  # a save is never cut in half; Ctrl-C acts right after it
+                            if every.steps:
+                                write_image(out.with_name(f"{out.stem}-{rec.step:05d}{out.suffix}"), rec.image)
+                            resume.save(out, resume.from_record(rec, records.settings))
+                        saved_at = rec.elapsed
                 if bar is not None:
                     bar.update(rec)
-    except KeyboardInterrupt:
-        if last is not None:
-            write_image(out, last)
-            print(f"napari-nst: stopped; the last pastiche is saved to {out}", file=sys.stderr)
-        return 130
-    except NonFiniteLossError as exc:
-        if exc.last_image is not None:
-            partial = out.with_name(f"{out.stem}-partial{out.suffix}")
-            write_image(partial, exc.last_image)
-            raise ValueError(f"{exc} (saved to {partial})") from None
-        raise
-    assert last is not None and rec is not None
-    write_image(out, last)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        return _ended_early(records, out, exc)
+    except Exception as exc:
+        kept = _keep_newest(records, out)
+        raise _with(exc, kept) from None
+    assert last is not None and rec is not None and last.image is not None
+    write_image(out, last.image)
+    resume.clear(out)  # finished: nothing is left to resume
     if not args.quiet:
-        print(f"saved {out} ({last.shape[1]}x{last.shape[0]}; losses {rec.losses}; weights {rec.weights})")
+        print(f"saved {out} ({last.image.shape[1]}x{last.image.shape[0]}; losses {rec.losses}; weights {rec.weights})")
     return 0
+
+
+def _save_due(every: SaveEvery, rec: Any, saved_at: float, estimate: Any) -> bool:
+    if every.steps:
+        return bool(rec.step % every.steps == 0)
+    if not every.seconds or rec.elapsed - saved_at < every.seconds:
+        return False
+    if every.auto:
+        total = estimate.total_seconds() if estimate is not None else None
+        return total is not None and total > AUTO_SAVE_OVER_S
+    return True
+
+
+def _where(p: Any) -> str:
+    """``step 84/300`` (and the level and working size of a coarse-to-fine run's coarser levels)."""
+    text = f"step {p.step}/{p.total}"
+    if p.levels > 1:
+        text += f" (level {p.level}/{p.levels}, {p.shape[1]}x{p.shape[0]} px)"
+    return text
+
+
+def _ended_early(records: Any, out: Path, exc: BaseException) -> int:
+    """Ctrl-C or SIGTERM: the newest pastiche and its record to ``out``; the exit status."""
+    code, what = (EXIT_SIGTERM, "terminated") if isinstance(exc, Terminated) else (EXIT_SIGINT, "interrupted")
+    kept = _keep_newest(records, out)
+    if kept is None:
+        print(f"napari-nst: {what} before the first evaluation finished; nothing to save", file=sys.stderr)
+    else:
+        print(f"napari-nst: {what} at {kept}: saved {out}; --resume continues the run", file=sys.stderr)
+    return code
+
+
+def _keep_newest(records: Any, out: Path) -> str | None:
+    """Stop the run, write its newest pastiche to ``out`` with its record; where it was (None: no
+    finished evaluation, nothing written)."""
+    from napari_nst.core import resume
+
+    records.close()  # the engine hands back its newest pastiche
+    newest = records.last()
+    if newest is None:
+        return None
+    with _signals_held(reraise=False):
+        resume.save(out, newest)
+    return _where(newest)
+
+
+def _with(exc: Exception, kept: str | None) -> Exception:
+    """The error, with where the pastiche so far is kept, as the exception family main() reports."""
+    if kept is None:
+        return exc
+    return _with_text(exc, f"the pastiche of {kept} is saved to the output; --resume continues the run")
+
+
+def _with_text(exc: Exception, text: str) -> Exception:
+    for family in (ValueError, MemoryError, OSError, RuntimeError):
+        if isinstance(exc, family):
+            return family(f"{exc} ({text})")
+    return exc
+
+
+@contextmanager
+def _signals_held(reraise: bool = True) -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (a file is never half written), then act
+    (``reraise``) or are dropped (the command is ending anyway)."""
+    got: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        got.append(signum)
+
+    try:
+        before = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals cannot arrive here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    if got and reraise:
+        raise Terminated() if signal.SIGTERM in got else KeyboardInterrupt()
 
 
 def _add_batch(sub: Any) -> None:
@@ -210,10 +373,9 @@ def _add_batch(sub: Any) -> None:
     p.add_argument("content", nargs="+", help="content image files, globs (quoted) or folders (their image files)")
     p.add_argument(
         "--style",
-        nargs="+",
         required=True,
         metavar="STYLE",
-        help="the style image file (exactly one for now; several styles are a feature still to come)",
+        help="the style image file (one; several styles per batch are a feature still to come)",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     p.add_argument(
@@ -231,7 +393,7 @@ def _add_batch(sub: Any) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="LocalCluster workers; 0 = sequentially in this process (default: by machine, see docs/distributed.md)",
+        help="LocalCluster workers; 0 = sequentially in this process (default: by machine, see docs/batch_results.md)",
     )
     p.add_argument("--threads-per-worker", type=int, metavar="N", help="LocalCluster threads per worker (default: 1)")
     p.add_argument(
@@ -269,13 +431,15 @@ def _batch(args: argparse.Namespace) -> int:
             log=log,
             **_options(args),
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
         print(
-            f"napari-nst: stopped; finished images and {Path(args.output) / 'batch.json'} are kept: rerun with "
-            "--resume to continue",
+            f"napari-nst: {'terminated' if terminated else 'interrupted'}; finished images, the image in progress "
+            f"(interrupted in {Path(args.output) / 'batch.json'}) and batch.json are kept: rerun with --resume to "
+            "continue",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_SIGTERM if terminated else EXIT_SIGINT
     failed = paths(results, "failed")
     done = len(results) - len(failed)
     skipped = sum(r.skipped for r in results)
@@ -300,7 +464,7 @@ def _add_stylize_stack(sub: Any) -> None:
         help="stylise every frame of a stack or time-lapse, consistently",
         description="Stylise each frame of IN (a multi-page TIFF, a folder of numbered images, or a video with "
         "napari-nst[video]) in the style of STYLE; frame t starts from frame t-1's pastiche carried along the "
-        "optical flow (docs/stacks.md). --regions takes a multi-page TIFF of labels, one page per "
+        "optical flow (README: Stacks and time-lapses). --regions takes a multi-page TIFF of labels, one page per "
         "frame (or one label image for every frame).",
     )
     p.add_argument(
@@ -331,7 +495,7 @@ def _add_stylize_stack(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_cluster_flags(p)
     p.set_defaults(save_every=0)
-    add_option_flags(p)
+    add_option_flags(p, stack=True)
 
 
 def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
@@ -376,7 +540,8 @@ def _stylize_stack(args: argparse.Namespace) -> int:
 
 
 def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
-    """Write each frame as it is finished; Ctrl-C keeps every finished frame."""
+    """Write each frame as it is finished; Ctrl-C, SIGTERM or an error keep every finished frame
+    and the unfinished frame's newest pastiche (beside the output)."""
     bar, rec, note = None, None, ""
     try:
         for rec in records:
@@ -394,12 +559,24 @@ def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.set_postfix_str(f"frame {rec.frame + 1}/{rec.frames}", refresh=False)
                 bar.update(rec.stack_step - bar.n)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         writer.close()
-        print(f"napari-nst: stopped; {writer.written} finished frame(s) saved to {_kept(writer)}", file=sys.stderr)
-        return 130
-    except BaseException:
+        code, what = (EXIT_SIGTERM, "terminated") if isinstance(exc, Terminated) else (EXIT_SIGINT, "interrupted")
+        partial = _keep_frame(records, args.output)
+        print(
+            f"napari-nst: {what}{partial[0] if partial else ''}; {writer.written} finished frame(s) saved to "
+            f"{_kept(writer)}" + (f"; the frame's pastiche so far: {partial[1]}" if partial else ""),
+            file=sys.stderr,
+        )
+        return code
+    except Exception as exc:
         writer.close()  # the finished frames are kept
+        partial = _keep_frame(records, args.output)
+        if partial is None:
+            raise
+        raise _with_text(exc, f"{partial[0].strip()}: the frame's pastiche so far is saved to {partial[1]}") from None
+    except BaseException:
+        writer.close()
         raise
     finally:
         if bar is not None:
@@ -412,6 +589,28 @@ def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
 
 def _kept(writer: Any) -> str:
     return str(getattr(writer, "kept", writer.out))
+
+
+def partial_frame_path(output: str | Path, frame: int) -> Path:
+    """Where a stopped stack keeps its unfinished frame's pastiche: beside the output, as
+    ``<output stem>-frame-NNNNN-partial.png`` (never inside it, where it would pass for a frame)."""
+    out = Path(output).expanduser()
+    return out.with_name(f"{out.stem if out.suffix else out.name}-frame-{frame:05d}-partial.png")
+
+
+def _keep_frame(records: Any, output: str) -> tuple[str, Path] | None:
+    """Stop a stack run; write its unfinished frame's newest pastiche beside ``output``:
+    (`` at frame F/N, step S/T``, the file), or None (no unfinished frame with an evaluation)."""
+    from napari_nst.core.image.files import write_image
+
+    records.close()
+    newest = records.last() if hasattr(records, "last") else None
+    if newest is None:
+        return None
+    path = partial_frame_path(output, newest.frame)
+    with _signals_held(reraise=False):
+        write_image(path, newest.image)
+    return f" at frame {newest.frame + 1}/{newest.frames}, {_where(newest)}", path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -457,13 +656,78 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    commands = {"stylize": _stylize, "stylize-stack": _stylize_stack, "batch": _batch, "demo": _demo}
     try:
-        commands = {"stylize": _stylize, "stylize-stack": _stylize_stack, "batch": _batch, "demo": _demo}
-        return commands[args.command](args)
+        with _sigterm_raises(args.command != "demo"):
+            return commands[args.command](args)
     except (ValueError, MemoryError, RuntimeError, OSError) as exc:
-        msg = " ".join(str(exc).split())  # one line
+        msg = as_flags(" ".join(str(exc).split()))  # one line, in the command line's words
         print(f"napari-nst: error: {msg}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # before the run started (reading the images, importing torch ...)
+        terminated = isinstance(exc, Terminated)
+        print(f"napari-nst: {'terminated' if terminated else 'interrupted'}; nothing to save yet", file=sys.stderr)
+        return EXIT_SIGTERM if terminated else EXIT_SIGINT
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_raises(install: bool) -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) while the command runs, so that a
+    job scheduler ending the job gets what Ctrl-C gets: the work done so far saved, no traceback."""
+    before = None
+    if install:
+        try:
+            before = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread
+            before = None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+# --------------------------------------------------------------------------- messages in the command line's words
+
+
+def as_flags(message: str) -> str:
+    """An engine message (shared with the Python API) in the command line's words: ``name=value``
+    of an option becomes ``--flag value`` (``regions=...``: ``--regions LABELS_FILE``), a bare option
+    name with an underscore becomes its flag, and one-word names where they follow a verb of
+    advice (``increase size`` -> ``increase --size``). Made from :func:`specs`, so every option is
+    covered; messages are written once, for both."""
+    flags = {sp.name: sp for sp in specs() if sp.cli}
+
+    def assignment(m: re.Match[str]) -> str:
+        sp = flags[m.group(1)]
+        value = m.group(2).strip("'\"")
+        if value in ("...", ""):
+            value = _METAVARS.get(sp.kind, "VALUE")
+        elif value == "None":
+            value = "auto" if sp.nullable else value
+        return f"{sp.flag} {value}"
+
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    out = re.sub(rf"(?<![\w.-])({names})=('[^']*'|\"[^\"]*\"|\.\.\.|[^\s,;:)]+)", assignment, message)
+    out = re.sub(
+        rf"(?<![\w.-])({names})(?![\w=(-])",
+        lambda m: flags[m.group(1)].flag if "_" in m.group(1) else m.group(1),
+        out,
+    )
+    one_word = "|".join(sorted((re.escape(n) for n in flags if "_" not in n), key=len, reverse=True))
+    out = re.sub(
+        rf"\b(increase|lower|raise|use|give|set|leave|drop)( fewer| more)? ({one_word})\b(?![\w=(])",
+        lambda m: f"{m.group(1)}{m.group(2) or ''} {flags[m.group(3)].flag}",
+        out,
+    )
+    out = re.sub(rf"(?:^|(?<=: )|(?<=; ))({one_word}) must\b", lambda m: f"{flags[m.group(1)].flag} must", out)
+    out = re.sub(r"\bleave (--[\w-]+) empty\b", r"leave out \1", out)
+    out = re.sub(r"\(leave out resume\)", "(leave out --resume)", out)
+    return out
 
 
 if __name__ == "__main__":

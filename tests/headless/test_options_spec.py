@@ -9,12 +9,12 @@ import pytest
 
 from napari_nst.cli import build_parser, main
 from napari_nst.core.errors import OptionError
-from napari_nst.core.options import Options, spec, specs
+from napari_nst.core.options import STACK_OPTIONS, Options, spec, specs
 
 
-def _stylize_parser():
+def _stylize_parser(command="stylize"):
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
-    return sub.choices["stylize"]
+    return sub.choices[command]
 
 
 def test_every_field_has_a_spec():
@@ -23,15 +23,21 @@ def test_every_field_has_a_spec():
     assert all(sp.help and sp.label for sp in specs()), [sp.name for sp in specs() if not sp.help]
 
 
-def test_every_cli_option_is_a_flag_and_no_flag_is_handwritten():
-    parser = _stylize_parser()
+@pytest.mark.parametrize("command", ["stylize", "stylize-stack"])
+def test_every_cli_option_is_a_flag_and_no_flag_is_handwritten(command):
+    parser = _stylize_parser(command)
+    wanted = {sp.name for sp in specs() if sp.cli and (command == "stylize-stack" or sp.name not in STACK_OPTIONS)}
     dests = {a.dest: a for a in parser._actions}
     for sp in specs():
-        if sp.cli:
-            assert sp.name in dests, f"{sp.flag} missing from `napari-nst stylize`"
+        if sp.name in wanted:
+            assert sp.name in dests, f"{sp.flag} missing from `napari-nst {command}`"
             assert sp.flag in dests[sp.name].option_strings
     engine_flags = {a.dest for a in parser._actions if a.dest in Options.names()}
-    assert engine_flags == {sp.name for sp in specs() if sp.cli}
+    assert engine_flags == wanted
+
+
+def test_stack_only_options_say_so():
+    assert all(spec(name).help.startswith("Stacks only") for name in STACK_OPTIONS)
 
 
 @pytest.mark.parametrize("sp", specs(), ids=lambda sp: sp.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import json
 import os
 import pickle
 import signal
@@ -93,17 +94,18 @@ def test_non_finite_mid_run_keeps_the_last_finite_pastiche(content, style, fast,
     assert spy.calls == 4  # nothing evaluated after the failure
 
 
-def test_non_finite_with_sparse_previews_keeps_the_last_shown(content, style, fast, monkeypatch):
-    """With preview_every=2 the last image the engine copied is step 4's (documented: the last finite
-    pastiche a record carried)."""
+def test_non_finite_with_sparse_previews_keeps_the_last_finite_evaluation(content, style, fast, monkeypatch):
+    """With preview_every=2 no record carried step 5's image, yet the error has it: the engine keeps
+    the last finished evaluation's image and copies it to the host on the way out."""
+    every = list(iter_stylize(content, style, **{**fast, "steps": 5, "scales": 1, "preview_every": 1}))
     StyleTermSpy(monkeypatch, poison_at=6)
     records = []
     with pytest.raises(NonFiniteLossError) as info:
         for rec in iter_stylize(content, style, **{**fast, "steps": 10, "scales": 1, "preview_every": 2}):
             records.append(rec)
     shown = [r for r in records if r.image is not None]
-    assert [r.step for r in shown] == [2, 4]
-    np.testing.assert_array_equal(info.value.last_image, shown[-1].image)
+    assert [r.step for r in shown] == [2, 4] and records[-1].step == 5
+    np.testing.assert_array_equal(info.value.last_image, every[4].image)  # step 5's, as evaluated
 
 
 def test_non_finite_at_the_first_step_is_still_a_clear_error(content, style, fast, monkeypatch):
@@ -181,9 +183,9 @@ def test_cli_saves_the_partial_pastiche(tmp_path, content, style, fast, monkeypa
     )
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("napari-nst: error: the objective became") and "\n" not in err
-    partial = tmp_path / "out-partial.png"
-    assert str(partial) in err and partial.exists() and not out.exists()
-    assert np.asarray(Image.open(partial)).shape == (23, 32, 3)
+    assert "the pastiche of step 2/10 is saved to the output; --resume continues" in err
+    assert np.asarray(Image.open(out)).shape == (23, 32, 3)  # the last finite pastiche, with its record
+    assert json.loads((tmp_path / "out.png.nst.json").read_text())["step"] == 2
 
 
 # --------------------------------------------------------------------------- out of memory

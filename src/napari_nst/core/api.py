@@ -2,21 +2,112 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import TracebackType
+from typing import Any, Union
 
 import numpy as np
 
 from napari_nst.core.image.arrays import to_rgb_float
 from napari_nst.core.inputs import ImageInput, StyleInput, prepare, prepare_stack
 from napari_nst.core.options import Options
+from napari_nst.core.records import Pastiche, Progress
 
 __all__ = ["iter_stylize", "iter_stylize_stack", "prepare", "prepare_stack", "stylize", "stylize_stack"]
 
 
-def iter_stylize(content: ImageInput, style: StyleInput, **options: Any) -> Iterator[Any]:
+ResumeInput = Union[Pastiche, str, "os.PathLike[str]"]
+
+
+Keep = Callable[[Pastiche], None]
+
+
+class StyleRun(Generator[Progress, None, None]):
+    """A run of :func:`iter_stylize` (or :func:`iter_stylize_stack`): iterate it for
+    :class:`~napari_nst.core.records.Progress` records; it is a generator (``close()`` stops the
+    run within one evaluation).
+
+    :meth:`last` hands back the newest pastiche once the run has ended, however it ended.
+    ``records(keep)``: the engine's generator, which calls ``keep`` with that pastiche.
+    """
+
+    def __init__(self, records: Callable[[Keep], Iterator[Progress]], settings: dict[str, Any] | None = None) -> None:
+        self.settings = settings or {}
+        self._last: Pastiche | None = None
+        self._inner = records(self._keep)  # a generator: no work before the first next()
+        self._records = self._run()
+
+    def _run(self) -> Generator[Progress, None, None]:
+        yield from self._inner
+
+    def _keep(self, pastiche: Pastiche) -> None:
+        pastiche.settings = self.settings
+        self._last = pastiche
+
+    def last(self) -> Pastiche | None:
+        """The newest pastiche (:class:`~napari_nst.core.records.Pastiche`: the image of the last
+        finished evaluation, its step, losses, level and the run's settings) once the run has
+        ended: finished, closed, interrupted (KeyboardInterrupt) or failed after its first
+        evaluation. None while the run goes on, or when it ended before its first evaluation.
+        Pass it as ``resume=`` to continue the run. A stack's: the unfinished frame's (``frame``),
+        None when the run ended between frames (or on a cluster)."""
+        return self._last
+
+    def __iter__(self) -> StyleRun:
+        return self
+
+    def __next__(self) -> Progress:
+        return next(self._records)
+
+    def send(self, value: None) -> Progress:
+        return self._records.send(value)
+
+    def throw(  # type: ignore[override]
+        self, typ: Any, val: BaseException | None = None, tb: TracebackType | None = None
+    ) -> Progress:
+        exc = typ if val is None else val
+        return self._records.throw(exc() if isinstance(exc, type) else exc)
+
+    def close(self) -> None:
+        """Stop the run (a no-op once it has ended); :meth:`last` then has its newest pastiche."""
+        self._records.close()
+        getattr(self._inner, "close", lambda: None)()  # also when it never started
+
+
+def run_settings(content: np.ndarray, style: Any, opts: Options) -> dict[str, Any]:
+    """What a resumed run must match: options and image digests (:mod:`napari_nst.core.resume`)."""
+    from napari_nst.core.resume import run_settings as settings
+
+    return settings(opts, content, style)
+
+
+def _resume_from(resume: ResumeInput | None, settings: dict[str, Any]) -> Pastiche | None:
+    """The pastiche to continue from, checked against this run's settings (OptionError naming
+    each difference)."""
+    if resume is None:
+        return None
+    from napari_nst.core import resume as saved
+    from napari_nst.core.errors import OptionError
+
+    if isinstance(resume, (str, os.PathLike)):
+        found, where = saved.load(resume), repr(os.fspath(resume))
+    elif isinstance(resume, Pastiche):
+        found, where = resume, "the given pastiche"
+    else:
+        raise OptionError(
+            f"resume must be a Pastiche (a stopped run's last()) or the path of an interrupted run's output, "
+            f"got {type(resume).__name__}"
+        )
+    saved.check(found, settings, where)
+    return found
+
+
+def iter_stylize(
+    content: ImageInput, style: StyleInput, *, resume: ResumeInput | None = None, **options: Any
+) -> StyleRun:
     """Run Gatys style transfer, yielding a progress record per objective evaluation.
 
     Parameters
@@ -28,22 +119,42 @@ def iter_stylize(content: ImageInput, style: StyleInput, **options: Any) -> Iter
         each paints its own regions (``regions``, ``region_styles``).
     **options
         See :class:`napari_nst.core.options.Options` (size, steps, content_weight, style_weight, ...).
+    resume : Pastiche or path, optional
+        Continue an interrupted run: a :class:`~napari_nst.core.records.Pastiche` (an earlier
+        run's ``last()``) or the path of an output that an interrupted ``napari-nst stylize`` saved
+        (its record ``OUT.nst.json`` beside it). The content, style and options must be those it
+        was made with (``device`` may differ; OptionError naming each difference otherwise); the
+        run makes the remaining evaluations, from the saved full-precision image at its level.
+        The optimiser's history (L-BFGS's curvature pairs) starts empty, so the result is close
+        to, not the same as, that of a run never stopped.
 
-    Yields
-    ------
-    napari_nst.core.optim.engine.Progress
-        ``step`` (1-based), ``total``, ``losses`` (``content``, ``style``, ``total`` ...), ``image``
-        (float32 (H, W, 3) in [0, 1], or None on records skipped by ``preview_every``).
-        Closing the generator stops the run within one evaluation and frees device memory.
+    Returns
+    -------
+    StyleRun
+        A generator of :class:`~napari_nst.core.records.Progress` records: ``step`` (1-based;
+        a resumed run goes on from the saved step), ``total``, ``losses`` (``content``, ``style``,
+        ``total`` ...), ``image`` (float32 (H, W, 3) in [0, 1], or None on records skipped by
+        ``preview_every``). Closing it stops the run within one evaluation and frees device
+        memory; its ``last()`` then hands back the image of the last finished evaluation (also
+        after an exception such as KeyboardInterrupt, and after the end).
 
-    Raises (at the first ``next``)
-    ------------------------------
+    Raises (at the call)
+    --------------------
     ValueError
-        Bad images or options (``ImageError``, ``OptionError``, ``WeightsError``), with a message
-        that says what to change.
+        Bad images or options (``ImageError``, ``OptionError``, ``WeightsError``), or a ``resume``
+        that does not match, with a message that says what to change. Errors that need the
+        device (memory) are raised at the first ``next``.
     """
     c, s, opts = prepare(content, style, **options)
-    return _run(c, s, opts)
+    settings = run_settings(c, s, opts)
+    start = _resume_from(resume, settings)
+
+    def records(keep: Keep) -> Iterator[Progress]:
+        from napari_nst.core.optim.engine import run
+
+        return run(c, s, opts, keep=keep, resume=start)
+
+    return StyleRun(records, settings)
 
 
 def _run(c: np.ndarray, s: Any, opts: Options) -> Iterator[Any]:
@@ -52,24 +163,41 @@ def _run(c: np.ndarray, s: Any, opts: Options) -> Iterator[Any]:
     yield from run(c, s, opts)
 
 
-def stylize(content: ImageInput, style: StyleInput, *, progress: bool | None = None, **options: Any) -> np.ndarray:
+def stylize(
+    content: ImageInput,
+    style: StyleInput,
+    *,
+    progress: bool | None = None,
+    resume: ResumeInput | None = None,
+    **options: Any,
+) -> np.ndarray:
     """The whole run, blocking: the pastiche as float32 ``(H, W, 3)`` in [0, 1].
 
-    Same arguments as :func:`iter_stylize`, and ``progress``: a tqdm bar on stderr with the
-    evaluations, losses and time left, preceded, for a run that will take over 30 s, by one line
-    "about N s on cpu (estimated after the first evaluations)". None (default): shown when stderr
-    is a terminal (not in a log file or a pipe); True/False: always/never.
+    Same arguments as :func:`iter_stylize` (``resume`` included), and ``progress``: a tqdm bar on
+    stderr with the evaluations, losses and time left, preceded, for a run that will take over
+    30 s, by one line "about N s on cpu (estimated after the first evaluations)". None (default):
+    shown when stderr is a terminal (not in a log file or a pipe); True/False: always/never.
+
+    A run that ends early (KeyboardInterrupt, an error after its first evaluation) raises as
+    usual, and the exception carries the newest pastiche as ``exc.pastiche`` (a
+    :class:`~napari_nst.core.records.Pastiche`, or None before the first evaluation): pass it as
+    ``resume=`` to continue.
     """
-    records = iter_stylize(content, style, **options)  # validates before any work
+    records = iter_stylize(content, style, resume=resume, **options)  # validates before any work
     if progress is None:
         progress = _is_terminal(sys.stderr)
     image = None
-    with console_progress(bool(progress)) as bar:
-        for rec in records:
-            if rec.image is not None:
-                image = rec.image
-            if bar is not None:
-                bar.update(rec)
+    try:
+        with console_progress(bool(progress)) as bar:
+            for rec in records:
+                if rec.image is not None:
+                    image = rec.image
+                if bar is not None:
+                    bar.update(rec)
+    except BaseException as exc:
+        records.close()  # the engine hands back its newest pastiche
+        exc.pastiche = records.last()  # type: ignore[attr-defined]
+        raise
     assert image is not None  # the last record always carries the image
     return np.asarray(image)
 
@@ -112,7 +240,7 @@ def iter_stylize_stack(
     overlap: int | None = None,
     in_order: bool = False,
     **options: Any,
-) -> Iterator[Any]:
+) -> StyleRun:
     """Stylise every frame of ``stack``, each consistent with the one before; yield per evaluation.
 
     ``stack``: an array whose ``axis`` runs over frames (or z slices) and whose other axes are one
@@ -134,6 +262,10 @@ def iter_stylize_stack(
     workers (``chunk_frames`` each, None: one chunk per worker), each chunk warm-started within
     itself, ``overlap`` frames cross-faded at each chunk border (None: 2); one record per frame,
     its last, as frames finish (``in_order``: in frame order). See docs/distributed.md.
+
+    Returns a :class:`StyleRun`: when the run ends before its last frame is finished (closed,
+    KeyboardInterrupt, an error), its ``last()`` is the unfinished frame's newest pastiche
+    (in this process; None on a cluster).
     """
     frames, s, opts = prepare_stack(stack, style, axis, **options)
     if not 0 <= int(start) < len(frames):
@@ -143,26 +275,20 @@ def iter_stylize_stack(
     if client is not None or scheduler or workers:
         from napari_nst.core.distributed.stack import run_on_cluster
 
-        where = dict(client=client, scheduler=scheduler, workers=workers)
         prev = None if previous is None else to_rgb_float(previous, name="previous")
-        return run_on_cluster(
-            frames,
-            s,
-            opts,
-            **where,
-            start=int(start),
-            previous=prev,
-            chunk_frames=chunk_frames,
-            overlap=overlap,
-            in_order=in_order,
-        )
-    return _run_stack(frames, s, opts, int(start), previous)
+        where: dict[str, Any] = dict(client=client, scheduler=scheduler, workers=workers)
+        chunks: dict[str, Any] = dict(start=int(start), previous=prev, chunk_frames=chunk_frames, overlap=overlap)
+        cluster = run_on_cluster(frames, s, opts, **where, **chunks, in_order=in_order)
+        return StyleRun(lambda keep: cluster)
+    return StyleRun(lambda keep: _run_stack(frames, s, opts, int(start), previous, keep))
 
 
-def _run_stack(frames: Any, s: Any, opts: Options, start: int, previous: Any) -> Iterator[Any]:
+def _run_stack(
+    frames: Any, s: Any, opts: Options, start: int, previous: Any, keep: Keep | None = None
+) -> Iterator[Any]:
     from napari_nst.core.stack.engine import run_stack
 
-    yield from run_stack(frames, s, opts, start, previous)
+    yield from run_stack(frames, s, opts, start, previous, keep)
 
 
 def stylize_stack(stack: Any, style: StyleInput, axis: int = 0, **options: Any) -> np.ndarray:

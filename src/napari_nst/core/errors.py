@@ -1,6 +1,6 @@
 """The engine's exceptions (no torch here, so another process can unpickle them).
 
-Every one is a ``ValueError`` or ``MemoryError`` whose message says what to change.
+Every error is a ``ValueError`` or ``MemoryError`` whose message says what to change.
 """
 
 from __future__ import annotations
@@ -53,3 +53,8 @@ class EngineProcessError(ChildProcessError):
 
 class PrecisionWarning(UserWarning):
     """A precision asked for that the device only emulates (slow); the message says what to use."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler ending the job, ``kill``), raised by the command line's signal
+    handler where Ctrl-C raises KeyboardInterrupt, so that the same code keeps the work done."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_nst.core.encoder.layer_names import check_layers, min_side
+from napari_nst.core.encoder.layer_names import check_layers, min_side, model_in_file
 from napari_nst.core.errors import OptionError
 from napari_nst.core.image.arrays import resized_shape
 from napari_nst.core.spec import Spec, docstring_help, option
@@ -32,6 +32,9 @@ COLOUR_MODES = ("luminance", "histogram")
 MAX_SIZE = 16384
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**31 - 1  # a Qt spin box's int range, so the widget offers every seed the API takes
+#: options only a stack run uses (``iter_stylize_stack``; the command line offers them on
+#: ``stylize-stack`` only)
+STACK_OPTIONS = ("temporal_weight", "frame_steps")
 
 #: size and steps when left at None ("by device"): a run of about a minute on a 2-core CPU,
 #: the paper-like run on a GPU
@@ -369,6 +372,15 @@ class Options:
         check_layers(self.network, self.style_layers, "style layer")
 
 
+def network_used(opts: Options) -> str:
+    """The network a run builds, for messages: ``model``, else the one the weights file holds
+    (read without torch: :func:`napari_nst.core.encoder.layer_names.model_in_file`), else vgg19."""
+    if opts.model is not None:
+        return opts.model
+    weights = opts.weights or os.environ.get("NAPARI_NST_WEIGHTS") or None
+    return (model_in_file(weights) if weights else None) or "vgg19"
+
+
 def _check_size(opts: Options, shape: tuple[int, int]) -> None:
     need = min_side(opts.network, opts.layers)
     shapes = opts.level_shapes(shape)
@@ -376,7 +388,7 @@ def _check_size(opts: Options, shape: tuple[int, int]) -> None:
     if min(h, w) < need:
         where = "the coarsest level" if len(shapes) > 1 else "the output"
         raise OptionError(
-            f"{where} would be {h}x{w} px, but {opts.network} up to {opts.layers[-1]} needs at least "
+            f"{where} would be {h}x{w} px, but {network_used(opts)} up to {opts.layers[-1]} needs at least "
             f"{need} px on each side: increase size (now {opts.size or CPU_SIZE})"
             + (f" or use fewer scales (now {len(shapes)})" if len(shapes) > 1 else "")
             + " or crop the content to a less elongated shape"
@@ -397,7 +409,7 @@ def _check_style_size(opts: Options, content_shape: tuple[int, int], style_shape
     if min(h, w) < need:
         where = "at the coarsest level" if len(shapes) > 1 else "at this size"
         raise OptionError(
-            f"the style image would be {h}x{w} px {where}, but {opts.network} up to {opts.layers[-1]} needs "
+            f"the style image would be {h}x{w} px {where}, but {network_used(opts)} up to {opts.layers[-1]} needs "
             f"at least {need} px on each side: increase style_scale ({name} now {scale:g}) or size (now "
             f"{opts.size or CPU_SIZE}), or crop the style image to a less elongated shape"
         )

@@ -71,7 +71,8 @@ class RunEstimate:
     """Feed it each progress record's ``step``, ``elapsed`` and ``shape``; it estimates the run.
 
     ``plan``: the levels' working shapes and evaluation counts, ``[(shape, count), ...]``
-    (one entry for a single-scale run).
+    (one entry for a single-scale run). A resumed run's records start after step 1: its first
+    record stands for step 1's (setup included) and the estimates are of what is left of it.
     """
 
     def __init__(
@@ -82,15 +83,16 @@ class RunEstimate:
         self.announce_over = float(announce_over)
         self.rate: float | None = None  # seconds per evaluation per megapixel
         self._first: float | None = None
+        self._first_step = 1
         self._step, self._elapsed, self._evals_measured = 0, 0.0, 0
         self._announced = False
 
     def update(self, step: int, elapsed: float, shape: Shape) -> None:
         if step == 1 or self._first is None:
-            self._first = elapsed
+            self._first, self._first_step = elapsed, int(step)
             self.rate = seconds_per_megapixel(elapsed, shape)
             self._evals_measured = 1
-        elif step == 2:
+        elif step == self._first_step + 1:
             self.rate = seconds_per_megapixel(max(elapsed - self._first, 1e-9), shape)
             self._evals_measured = 2
         self._step, self._elapsed = int(step), float(elapsed)
@@ -99,7 +101,7 @@ class RunEstimate:
         """Expected wall time of the whole run (None before the first evaluation)."""
         if self.rate is None or self._first is None:
             return None
-        return self._first + self._seconds_after(1)
+        return self._first + self._seconds_after(self._first_step)
 
     def remaining_seconds(self) -> float | None:
         if self.rate is None:
@@ -121,7 +123,7 @@ class RunEstimate:
         run has only one), and only if the run will take longer than ``announce_over`` seconds."""
         if self._announced or self.rate is None:
             return None
-        total_steps = sum(n for _, n in self.plan)
+        total_steps = sum(n for _, n in self.plan) - self._first_step + 1
         if self._evals_measured < min(2, total_steps):
             return None
         self._announced = True
@@ -164,7 +166,8 @@ class ConsoleProgress:
 
             n = list(self.counts(rec.total, rec.levels)) if self.counts and rec.levels > 1 else [rec.total]
             self.estimate = RunEstimate(level_plan(rec.shape, n), rec.device, self.announce_over)
-            self.bar = tqdm(total=rec.total, unit="eval", dynamic_ncols=True, file=self.file)
+            # a resumed run starts at its saved step: the bar (and its rate) from there
+            self.bar = tqdm(total=rec.total, initial=rec.step - 1, unit="eval", dynamic_ncols=True, file=self.file)
         assert self.estimate is not None
         self.estimate.update(rec.step, rec.elapsed, rec.shape)
         line = self.estimate.announcement()

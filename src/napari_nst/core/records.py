@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,43 @@ class Progress:
     stack_step: int = 0
     stack_total: int = 0
     note: str = ""  # a one-line remark: a stack's about this frame ("no optical flow: ..."), or why tiles
-    tile_size: int = (
-        0  # the tiles (px) this evaluation was made in (core/objective/tiles.py); 0: the whole image at once
-    )
+    tile_size: int = 0  # the tiles (px) this evaluation was made in (objective/tiles.py); 0: the whole image
+
+
+@dataclass
+class Pastiche:
+    """The newest pastiche of a run, handed back when the run ends, however it ends: finished,
+    stopped (the generator closed, Ctrl-C, SIGTERM) or failed after its first evaluation.
+
+    ``image`` is the image of the last *finished* evaluation, ``step`` (of ``total``): float32
+    ``(H, W, 3)`` in [0, 1] at that evaluation's working ``shape`` (level ``level`` of ``levels``;
+    coarse levels are smaller than the output of long edge ``size``), with ``losses`` its losses.
+    It is the full-precision image a run resumes from (``resume=``). In a stack run ``frame`` is
+    the frame it belongs to, of ``frames``. ``settings``: what a resumed run must match (the
+    options and digests of the inputs; filled by :func:`napari_nst.iter_stylize`). ``state``: the
+    image the optimiser works on where it differs from ``image`` (``preserve_color="luminance"``:
+    the image the network evaluated, whose luminance ``image`` shows with the content's colours);
+    None: ``image``.
+    A resumed run starts from ``state`` if given.
+
+    Handing it back costs nothing during the run: the engine keeps the evaluated image on the
+    device and copies it to the host once, on the way out.
+    """
+
+    image: np.ndarray
+    step: int
+    total: int
+    losses: dict[str, float] = field(default_factory=dict)
+    level: int = 1
+    levels: int = 1
+    shape: tuple[int, int] = (0, 0)
+    size: int = 0
+    frame: int = 0
+    frames: int = 1
+    settings: dict[str, Any] = field(default_factory=dict)
+    state: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run made all its evaluations."""
+        return self.step >= self.total

@@ -60,7 +60,7 @@ def test_devices_that_are_not_there_are_refused_naming_what_to_use(fake):
     assert D.pick_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(OptionError, match="'cuda:0'"):
         D.pick_device("cuda:1")
-    with pytest.raises(OptionError, match="device='auto' or 'cpu'"):
+    with pytest.raises(OptionError, match="device='auto' or device='cpu'"):
         D.pick_device("mps")
     fake(cuda=[])
     with pytest.raises(OptionError, match="CUDA is not available"):

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from PIL import Image
 
 import napari_nst
 from napari_nst.cli import main
-from napari_nst.core.distributed import batch as B
+from napari_nst.core.distributed import cluster
 from napari_nst.core.distributed.manifest import file_digest
 from napari_nst.core.errors import OptionError
 
@@ -35,13 +36,13 @@ def folder(tmp_path, content, style):
 
 
 def _stats():
-    from napari_nst.core.distributed.batch_task import stats
+    from napari_nst.core.distributed.cluster import stats
 
     return stats()
 
 
 def _reset_stats():
-    from napari_nst.core.distributed.batch_task import reset_stats
+    from napari_nst.core.distributed.cluster import reset_stats
 
     reset_stats()
 
@@ -179,10 +180,14 @@ def test_resume_skips_complete_outputs_only(folder, tmp_path, fast):
 def test_without_distributed_the_batch_runs_here_and_says_how_to_install(monkeypatch, content, style, fast):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` raises ImportError
     lines = []
-    with pytest.warns(UserWarning, match=r"napari-nst\[distributed\]"):
+    with warnings.catch_warnings(record=True) as caught:  # with a log the note is said there, once
+        warnings.simplefilter("always")
         results = napari_nst.batch([content], style, log=lines.append, **fast)
+    assert not [w for w in caught if "distributed" in str(w.message)]
     assert results[0].status == "done" and results[0].worker == "local" and results[0].image.shape == (23, 32, 3)
-    assert any("sequentially" in line for line in lines)
+    assert sum("sequentially" in line and "napari-nst[distributed]" in line for line in lines) == 1
+    with pytest.warns(UserWarning, match=r"napari-nst\[distributed\]"):  # without a log: a warning
+        napari_nst.batch([content], style, **fast)
     with pytest.raises(ValueError, match=r"napari-nst\[distributed\]"):
         napari_nst.batch([content], style, scheduler="tcp://127.0.0.1:1", **fast)
 
@@ -267,15 +272,15 @@ def test_no_worker_declares_a_gpu(client, content, style, fast):
 
 
 def test_local_cluster_shape():
-    assert B.local_cluster_shape(cores=2, gpus=0)[2] == {}
-    assert B.local_cluster_shape(cores=8, gpus=2) == (1, 1, {"GPU": 1})
+    assert cluster.local_cluster_shape(cores=2, gpus=0)[2] == {}
+    assert cluster.local_cluster_shape(cores=8, gpus=2) == (1, 1, {"GPU": 1})
 
 
 def test_batch_subcommand_has_every_generated_option_flag():
     from napari_nst.cli import build_parser
-    from napari_nst.core.options import Options, specs
+    from napari_nst.core.options import STACK_OPTIONS, Options, specs
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     parser = sub.choices["batch"]
     flags = {a.dest: a.option_strings for a in parser._actions if a.dest in Options.names()}
-    assert flags == {sp.name: [sp.flag] for sp in specs() if sp.cli}
+    assert flags == {sp.name: [sp.flag] for sp in specs() if sp.cli and sp.name not in STACK_OPTIONS}

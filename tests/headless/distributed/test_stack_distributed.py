@@ -41,13 +41,13 @@ def _by_frame(records):
 
 
 def _network_stats():
-    from napari_nst.core.distributed.batch_task import stats
+    from napari_nst.core.distributed.cluster import stats
 
     return stats()
 
 
 def _reset_stats():
-    from napari_nst.core.distributed.batch_task import reset_stats
+    from napari_nst.core.distributed.cluster import reset_stats
 
     reset_stats()
 

@@ -64,7 +64,7 @@ def test_folder_in_and_out_keeps_names_and_numeric_order(tmp_path, stack, style_
     [
         ("sizes", "frame 1 is 40x50 px"),
         ("two_d", "not a stack of 2-D images"),
-        ("negative", "temporal_weight must be"),
+        ("negative", "--temporal-weight must be"),
         ("video", "as a video"),
         ("not_a_stack", "is not a TIFF"),
     ],

@@ -39,7 +39,9 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise OptionError(f"device {name!r} asked for, but CUDA is not available here; use device='auto' or 'cpu'")
+            raise OptionError(
+                f"device {name!r} asked for, but CUDA is not available here; use device='auto' or device='cpu'"
+            )
         dev = torch.device(name)
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
@@ -48,7 +50,9 @@ def pick_device(name: str) -> torch.device:
             )
         return dev
     if name == "mps" and not mps_available():
-        raise OptionError("device 'mps' asked for, but Apple MPS is not available here; use device='auto' or 'cpu'")
+        raise OptionError(
+            "device 'mps' asked for, but Apple MPS is not available here; use device='auto' or device='cpu'"
+        )
     return torch.device(name)
 
 

@@ -18,7 +18,8 @@ worker that dies mid-task has its tasks rerun elsewhere by dask (up to the sched
 ``allowed-failures``, then the item is ``failed`` with dask's ``KilledWorker``). ``batch.json`` is
 rewritten after every finished item, so an interrupted batch (Ctrl-C: ``KeyboardInterrupt`` is
 re-raised after the remaining tasks are cancelled) keeps its finished outputs and ``resume=True``
-continues it.
+continues it. Run here (sequentially), the item in progress is recorded ``interrupted``, its
+newest pastiche written to its output with the record it resumes from (core/resume.py).
 """
 
 from __future__ import annotations
@@ -27,12 +28,8 @@ import glob
 import hashlib
 import logging
 import os
-import shutil
-import subprocess
 import uuid
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from napari_nst.core.distributed.batch_task import TaskResult, run_item
+from napari_nst.core.distributed.cluster import cluster, threads_per_host
+from napari_nst.core.distributed.cluster import resources as cluster_resources
 from napari_nst.core.distributed.manifest import ItemResult, Manifest, file_digest, fingerprint, from_entry
 from napari_nst.core.options import Options
 
@@ -47,10 +46,6 @@ logger = logging.getLogger("napari_nst.batch")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 FORMATS = {"png": ".png", "tif": ".tif"}
-INSTALL_HINT = 'pip install "napari-nst[distributed]"'
-#: (workers, threads per worker) of the LocalCluster on a CPU-only machine: measured on a 2-core
-#: machine by benchmarks/batch.py (docs/batch_results.md); one worker per this many cores
-CORES_PER_WORKER = 1
 Source = str | np.ndarray
 
 
@@ -192,7 +187,8 @@ def batch(
         sized to this machine; sequentially in this process when ``distributed`` is not installed
         or ``workers=0``.
     resume : bool
-        Skip items that ``out_dir/batch.json`` records as done and whose file is still complete.
+        Skip items that ``out_dir/batch.json`` records as done and whose file is still complete;
+        continue those it records as interrupted from their saved pastiche.
     workers, threads_per_worker : int or None
         The LocalCluster's shape (None: by machine, see :func:`local_cluster_shape`).
     log : callable or None
@@ -205,7 +201,7 @@ def batch(
     list of :class:`~napari_nst.core.distributed.manifest.ItemResult`
     """
     job = _Batch.prepare(contents, style, out_dir, format, resume, log or logger.info, options)
-    with _cluster(client, scheduler, workers, threads_per_worker, job.log) as c:
+    with cluster(client, scheduler, workers, threads_per_worker, job.log, warn=log is None) as c:
         if c is None:
             job.run_sequential()
         else:
@@ -231,6 +227,7 @@ class _Batch:
         self.items, self.style, self.opts, self.manifest = items, style, opts, manifest
         self.results, self.log = results, log
         self.todo = [i for i, r in enumerate(results) if not r.skipped]
+        self.resume_from: dict[int, Any] = {}  # item -> the Pastiche its interrupted run left
 
     @classmethod
     def prepare(
@@ -267,30 +264,45 @@ class _Batch:
             for k, it in enumerate(items):
                 if it.output is not None and it.output.name in kept:
                     results[k] = from_entry({**kept[it.output.name], "content": it.label, "output": str(it.output)})
+            stopped = manifest.interrupted_earlier(resume)
             folder.mkdir(parents=True, exist_ok=True)
-        return cls(items, style_arr, opts, manifest, results, log)
+        job = cls(items, style_arr, opts, manifest, results, log)
+        if manifest is not None:
+            job.resume_from = _saved_pastiches(items, stopped, log)
+        return job
 
     def record(self, k: int, tr: TaskResult) -> None:
         """Store a task's result: write its image (atomically), update batch.json, log one line."""
         r, item = self.results[k], self.items[k]
         r.status, r.error, r.worker, r.seconds = tr.status, tr.error, tr.worker, round(tr.seconds, 3)
         r.weights, r.losses, r.model = tr.weights, tr.losses, tr.model
-        r.weights_file, r.device = tr.weights_file, tr.device
+        r.weights_file, r.device, r.step, r.total = tr.weights_file, tr.device, tr.step, tr.total
         if tr.status == "done" and item.output is not None:
+            from napari_nst.core import resume
             from napari_nst.core.image.files import write_image
 
             assert tr.image is not None  # a done task carries its pastiche
             try:
                 write_image(item.output, tr.image)
                 r.bytes, r.sha256 = file_digest(item.output)
+                resume.clear(item.output)  # an interrupted run's record, if it was resumed
             except OSError as exc:
                 r.status, r.error = "failed", f"cannot write {str(item.output)!r}: {exc}"
-        elif tr.status == "done":
+        elif tr.status == "interrupted" and item.output is not None and tr.pastiche is not None:
+            from napari_nst.core import resume
+
+            try:
+                resume.save(item.output, tr.pastiche)  # the pastiche so far, and what --resume needs
+            except OSError as exc:
+                r.error = f"{r.error}; cannot write {str(item.output)!r}: {exc}"
+        elif tr.status in ("done", "interrupted"):
             r.image = tr.image
         if self.manifest is not None:
             self.manifest.write()
         where = f" on {r.worker}" if r.worker and r.worker != "local" else ""
-        tail = f" -> {r.output}" if r.status == "done" and r.output else (f": {r.error}" if r.error else "")
+        kept = r.status == "done" or (r.status == "interrupted" and tr.pastiche is not None)
+        tail = f" -> {r.output}" if kept and r.output else ""
+        tail = f": {r.error}{tail}" if r.error else tail
         self.log(f"{r.status:6s} {item.label}{tail} ({r.seconds:.1f} s{where})")
 
     def run_sequential(self) -> None:
@@ -298,7 +310,10 @@ class _Batch:
         if self.manifest is not None:
             self.manifest.write()
         for k in self.todo:
-            self.record(k, run_item(self.items[k].source, self.style, self.opts))
+            tr = run_item(self.items[k].source, self.style, self.opts, self.resume_from.get(k))
+            self.record(k, tr)
+            if tr.stop is not None:  # Ctrl-C or SIGTERM: recorded as interrupted; the batch ends here
+                raise tr.stop
 
     def run_dask(self, client: Any) -> None:
         """One task per item on ``client``'s cluster, recorded as each finishes."""
@@ -308,8 +323,8 @@ class _Batch:
 
         if self.manifest is not None:
             self.manifest.write()
-        resources = _resources(client, self.opts.device)
-        client.register_plugin(NetworkPlugin(self.opts.weights, _threads_per_host(client)))
+        resources = cluster_resources(client, self.opts.device)
+        client.register_plugin(NetworkPlugin(self.opts.weights, threads_per_host(client)))
         style = client.scatter(self.style, broadcast=True, hash=False)
         futures = {}
         for k in self.todo:
@@ -317,7 +332,8 @@ class _Batch:
             if isinstance(src, np.ndarray):
                 src = client.scatter(src, hash=False)
             key = f"napari-nst-{self.items[k].name}-{uuid.uuid4().hex[:8]}"
-            futures[client.submit(run_item, src, style, self.opts, key=key, resources=resources)] = k
+            resume = self.resume_from.get(k)
+            futures[client.submit(run_item, src, style, self.opts, resume, key=key, resources=resources)] = k
         try:
             for fut in as_completed(list(futures)):  # type: ignore[no-untyped-call]
                 try:
@@ -333,112 +349,19 @@ class _Batch:
 # ----------------------------------------------------------------------------- the cluster
 
 
-def local_cluster_shape(cores: int | None = None, gpus: int | None = None) -> tuple[int, int, dict[str, float]]:
-    """(workers, threads per worker, resources per worker) of the LocalCluster for this machine.
+def _saved_pastiches(items: list[Item], stopped: list[str], log: Callable[[str], None]) -> dict[int, Any]:
+    """The pastiches the interrupted items of an earlier run left, by item (those still readable)."""
+    from napari_nst.core import resume
+    from napari_nst.core.errors import OptionError
 
-    With NVIDIA GPUs: one worker with one thread that declares ``GPU=1`` (it uses the first GPU;
-    for several, start one ``dask worker`` per GPU, see docs/distributed.md). Else one worker per
-    :data:`CORES_PER_WORKER` cores, one thread each (torch's threads fill the worker's cores).
-    """
-    cores = cores if cores is not None else (os.cpu_count() or 1)
-    gpus = gpus if gpus is not None else _gpu_count()
-    if gpus:
-        return 1, 1, {"GPU": 1}
-    return max(1, cores // CORES_PER_WORKER), 1, {}
-
-
-def _gpu_count() -> int:
-    """NVIDIA GPUs on this machine, without torch (``nvidia-smi -L``); 0 if none or unknown."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return 0
-    try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-
-
-@contextmanager
-def _cluster(
-    client: Any, scheduler: str | None, workers: int | None, threads: int | None, log: Callable[[str], None]
-) -> Iterator[Any]:
-    """The client to run on (None: sequentially here), closed afterwards if made here."""
-    if client is not None:
-        yield client
-        return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        if scheduler:
-            raise ValueError(
-                f"a scheduler address needs dask.distributed, which is not installed: {INSTALL_HINT}"
-            ) from None
-        note = f"dask.distributed is not installed: running the batch sequentially here ({INSTALL_HINT} for a cluster)"
-        warnings.warn(note, stacklevel=4)
-        log(note)
-        yield None
-        return
-    if scheduler:
-        with _connect(Client, scheduler) as c:
-            yield c
-        return
-    if workers == 0:
-        yield None
-        return
-    n, t, res = local_cluster_shape()
-    n, t = workers or n, threads or t
-    log(f"starting a LocalCluster: {n} worker(s) x {t} thread(s){' with ' + str(res) if res else ''}")
-    with (
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=t,
-            processes=True,  # type: ignore[no-untyped-call]
-            resources=res or None,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as c,  # type: ignore[no-untyped-call]
-    ):
-        yield c
-
-
-@contextmanager
-def _connect(client_class: Any, address: str) -> Iterator[Any]:
-    try:
-        c = client_class(address, timeout="10s")
-    except (OSError, TimeoutError) as exc:
-        raise ValueError(
-            f"cannot reach the dask scheduler at {address!r} ({exc}); start one with "
-            "`dask scheduler` and workers with `dask worker ADDRESS` (docs/distributed.md)"
-        ) from None
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-def _threads_per_host(client: Any) -> dict[str, int]:
-    """dask threads of all workers on each host (for torch's thread count on each worker)."""
-    out: dict[str, int] = {}
-    for addr, info in client.scheduler_info().get("workers", {}).items():
-        host = str(addr).rsplit(":", 1)[0]
-        out[host] = out.get(host, 0) + int(info.get("nthreads", 1))
+    out: dict[int, Any] = {}
+    for k, it in enumerate(items):
+        if it.output is not None and it.output.name in stopped:
+            try:
+                out[k] = resume.load(it.output)
+            except OptionError as exc:
+                log(f"{it.label}: starting afresh: {exc}")
     return out
-
-
-def _resources(client: Any, device: str) -> dict[str, float] | None:
-    """``{"GPU": 1}`` for a GPU run (cuda, or auto on a cluster with GPU workers), else None."""
-    workers = client.scheduler_info().get("workers", {}).values()
-    has_gpu = any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers)
-    if device.startswith("cuda"):
-        if not has_gpu:
-            raise ValueError(
-                f"device={device!r} but no worker of the cluster declares a GPU: start GPU workers with "
-                "`dask worker ADDRESS --nthreads 1 --resources GPU=1`, or use device='cpu'"
-            )
-        return {"GPU": 1}
-    return {"GPU": 1} if device == "auto" and has_gpu else None
 
 
 def paths(items: Sequence[ItemResult], status: str) -> list[str]:

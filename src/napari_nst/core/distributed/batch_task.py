@@ -17,19 +17,21 @@ from typing import Any
 
 import numpy as np
 
+from napari_nst.core.distributed.cluster import TORCH_THREADS, worker_address
 from napari_nst.core.options import Options
-
-#: the worker plugin's warm-up: seconds to read the weights file into memory
-STATS: dict[str, float] = {"warmup_s": 0.0}
-#: torch threads per task in this process (set by the worker plugin; None: leave torch's setting)
-TORCH_THREADS: dict[str, int | None] = {"n": None}
+from napari_nst.core.records import Pastiche
 
 
 @dataclass
 class TaskResult:
-    """What one task sends back: the pastiche (float32 (H, W, 3) in [0, 1]) or the error."""
+    """What one task sends back: the pastiche (float32 (H, W, 3) in [0, 1]) or the error.
 
-    status: str  # "done" or "failed"
+    ``interrupted`` (Ctrl-C or SIGTERM in this process): ``pastiche`` is the newest one, of
+    ``step`` of ``total`` (None before the first evaluation) and ``stop`` the exception to
+    re-raise once it is recorded.
+    """
+
+    status: str  # "done", "failed" or "interrupted"
     image: np.ndarray | None = None
     error: str = ""
     worker: str = "local"
@@ -39,51 +41,34 @@ class TaskResult:
     model: str = ""
     weights_file: str = ""
     device: str = ""
+    step: int = 0
+    total: int = 0
+    pastiche: Pastiche | None = field(default=None, repr=False)
+    stop: BaseException | None = field(default=None, repr=False)
 
 
-def stats() -> dict[str, float]:
-    """This process's networks built, builds saved by the cache, and warm-up seconds."""
-    from napari_nst.core.encoder import vgg
-
-    return {**vgg.NETWORK_STATS, **STATS}
-
-
-def reset_stats() -> None:
-    from napari_nst.core.encoder import vgg
-
-    vgg.NETWORK_STATS.update(builds=0, hits=0)
-
-
-def worker_address() -> str:
-    """The dask worker's address when running on one, else ``local``."""
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return "local"
-
-
-def run_item(content: str | np.ndarray, style: np.ndarray, opts: Options) -> TaskResult:
-    """Stylise one content image (a file path, read here, or an array) with ``style``.
+def run_item(content: str | np.ndarray, style: np.ndarray, opts: Options, resume: Pastiche | None = None) -> TaskResult:
+    """Stylise one content image (a file path, read here, or an array) with ``style``;
+    ``resume``: continue it from an interrupted run's pastiche (:func:`napari_nst.iter_stylize`).
 
     Never raises for a bad item: the error comes back as a ``failed`` result with its message
-    (a killed worker, by contrast, is dask's to handle: the task is rerun elsewhere).
+    (a killed worker, by contrast, is dask's to handle: the task is rerun elsewhere). Ctrl-C or
+    SIGTERM (KeyboardInterrupt) gives an ``interrupted`` result with the newest pastiche; the
+    caller records it and re-raises ``stop``.
     """
-    t0 = time.perf_counter()
-    where = worker_address()
+    t0, where, records = time.perf_counter(), worker_address(), None
     try:
+        from napari_nst.core.api import iter_stylize
         from napari_nst.core.encoder import vgg
-        from napari_nst.core.inputs import prepare
 
-        c, s, o = prepare(content, style, **_kwargs(opts))
+        records = iter_stylize(content, style, resume=resume, **_kwargs(opts))
         if TORCH_THREADS["n"]:
             import torch
 
             torch.set_num_threads(TORCH_THREADS["n"])  # per thread: OpenMP settings are thread-local
-        image, rec = _last_image(c, s, o)
-        weights_file = vgg._weights_key(o.weights)[0] or "torchvision"
-        model = vgg.resolve_model(o.model, o.weights)
+        image, rec = _last_image(records)
+        weights_file = vgg._weights_key(opts.weights)[0] or "torchvision"
+        model = vgg.resolve_model(opts.model, opts.weights)
         return TaskResult(
             "done",
             image=image,
@@ -94,6 +79,25 @@ def run_item(content: str | np.ndarray, style: np.ndarray, opts: Options) -> Tas
             model=model,
             weights_file=weights_file,
             device=rec.device,
+            step=rec.step,
+            total=rec.total,
+        )
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM in this process: keep the newest pastiche
+        newest = None
+        if records is not None:
+            records.close()
+            newest = records.last()
+        return TaskResult(
+            "interrupted",
+            image=None if newest is None else newest.image,
+            error="" if newest is None else f"interrupted at step {newest.step}/{newest.total}",
+            worker=where,
+            seconds=time.perf_counter() - t0,
+            losses={} if newest is None else dict(newest.losses),
+            step=0 if newest is None else newest.step,
+            total=0 if newest is None else newest.total,
+            pastiche=newest,
+            stop=exc,
         )
     except Exception as exc:  # one bad item must not end the batch
         msg = " ".join(str(exc).split())
@@ -108,11 +112,9 @@ def _kwargs(opts: Options) -> dict[str, Any]:
     return {name: getattr(opts, name) for name in Options.names()}
 
 
-def _last_image(c: np.ndarray, s: np.ndarray, o: Options) -> tuple[np.ndarray, Any]:
-    from napari_nst.core.optim.engine import run
-
+def _last_image(records: Any) -> tuple[np.ndarray, Any]:
     image = rec = None
-    for rec in run(c, s, o):
+    for rec in records:
         if rec.image is not None:
             image = rec.image
     assert image is not None and rec is not None  # the last record always carries the image

@@ -28,8 +28,10 @@ _NOT_FINGERPRINTED = ("preview_every", "preview_interval", "device")
 class ItemResult:
     """One item of a batch: its content, output and what happened to it.
 
-    ``status``: ``done``, ``failed`` (``error`` says why), or ``pending`` (the batch was stopped
-    before it finished; ``--resume`` runs it). ``worker``: the dask worker's address, or ``local``.
+    ``status``: ``done``, ``failed`` (``error`` says why), ``interrupted`` (stopped by Ctrl-C or
+    SIGTERM while it was made here: ``output`` holds its pastiche of evaluation ``step`` of
+    ``total``, with the record ``--resume`` continues it from), or ``pending`` (not started, or
+    stopped on a cluster; ``--resume`` runs it). ``worker``: the dask worker's address, or ``local``.
     ``weights``: the resolved ``a`` (content) and ``b`` (style) weights; ``weights_file`` and
     ``model``: the network used. ``image``: the pastiche (float32 (H, W, 3) in [0, 1]) when the
     batch has no output folder, else None (it is in ``output``). ``skipped``: done by an earlier
@@ -49,6 +51,8 @@ class ItemResult:
     device: str = ""
     bytes: int = 0
     sha256: str = ""
+    step: int = 0
+    total: int = 0
     skipped: bool = False
     image: np.ndarray | None = field(default=None, repr=False)
 
@@ -122,6 +126,17 @@ class Manifest:
                 "or drop --resume"
             )
         return {name: e for name, e in entries.items() if _complete(e, self.path.parent / name)}
+
+    def interrupted_earlier(self, resume: bool) -> list[str]:
+        """Output file names of the items an earlier run here left ``interrupted`` (call after
+        :meth:`done_earlier`, which checks that run's settings)."""
+        if not resume or not self.path.exists():
+            return []
+        try:
+            items = json.loads(self.path.read_text())["items"]
+            return [Path(e["output"]).name for e in items if e.get("status") == "interrupted" and e.get("output")]
+        except (ValueError, KeyError, TypeError):
+            return []
 
 
 def _complete(entry: dict[str, Any], out: Path) -> bool:

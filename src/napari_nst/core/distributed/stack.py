@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_nst.core.distributed.batch import INSTALL_HINT
+from napari_nst.core.distributed.cluster import INSTALL_HINT
 from napari_nst.core.distributed.stack_task import FrameResult, run_frame
 from napari_nst.core.options import Options
 from napari_nst.core.records import Progress
@@ -113,7 +113,7 @@ def iter_stack_on_cluster(
     Closing the generator (or setting ``cancelled``) cancels the frames not made; a frame's error
     is raised here after the rest are cancelled.
     """
-    from napari_nst.core.distributed.batch import _resources
+    from napari_nst.core.distributed.cluster import resources as _resources
 
     resources = _resources(client, opts.device)
     opts = opts.for_device(gpu=resources is not None)  # one size and length for every worker
@@ -169,7 +169,7 @@ class _StackJob:
 
     def submit(self, style: np.ndarray, chunks: list[Chunk], resources: Any) -> None:
         """The network plugin, the style to every worker, and the first frame of every chunk."""
-        from napari_nst.core.distributed.batch import _threads_per_host
+        from napari_nst.core.distributed.cluster import threads_per_host as _threads_per_host
         from napari_nst.core.distributed.worker_plugin import NetworkPlugin
 
         self.chunks, self._resources = chunks, resources
@@ -306,7 +306,7 @@ def _on_cluster(
     in_order: bool,
     log: Callable[[str], None],
 ) -> Iterator[Progress]:
-    from napari_nst.core.distributed.batch import _cluster
+    from napari_nst.core.distributed.cluster import cluster as _cluster
 
     with _cluster(client, scheduler, workers, None, log) as c:
         assert c is not None  # distributed is installed (checked above) and workers >= 1

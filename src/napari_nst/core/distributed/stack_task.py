@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_nst.core.distributed.batch_task import TORCH_THREADS, worker_address
+from napari_nst.core.distributed.cluster import TORCH_THREADS, worker_address
 from napari_nst.core.errors import EngineProcessError
 from napari_nst.core.options import Options
 from napari_nst.core.records import Progress

@@ -11,7 +11,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-from napari_nst.core.distributed import batch_task
+from napari_nst.core.distributed import cluster
 
 
 class NetworkPlugin(WorkerPlugin):
@@ -32,7 +32,7 @@ class NetworkPlugin(WorkerPlugin):
         restore_malloc_thresholds()
         host = str(worker.address).rsplit(":", 1)[0]
         busy = self.threads_per_host.get(host, worker.state.nthreads)
-        batch_task.TORCH_THREADS["n"] = max(1, (os.cpu_count() or 1) // max(1, busy))
+        cluster.TORCH_THREADS["n"] = max(1, (os.cpu_count() or 1) // max(1, busy))
         t0 = time.perf_counter()
         try:
             from napari_nst.core.encoder import vgg
@@ -40,7 +40,7 @@ class NetworkPlugin(WorkerPlugin):
             vgg.resolve_model(None, self.weights)  # reads the weights file into vgg's in-memory cache
         except Exception:  # noqa: S110 (a bad weights file fails each task, with its message)
             pass
-        batch_task.STATS["warmup_s"] = time.perf_counter() - t0
+        cluster.STATS["warmup_s"] = time.perf_counter() - t0
 
 
 #: glibc's mallopt parameters, and the most its own sliding mmap threshold grows to on 64-bit

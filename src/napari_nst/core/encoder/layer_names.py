@@ -1,11 +1,18 @@
 """VGG layer names derived from torchvision's ``features`` indices (no torch here).
 
 ``conv{block}_{i}``, ``relu{block}_{i}`` and ``pool{block}``, as pystiche names them, so that
-options can be checked before torch is imported (in napari's process, say).
+options can be checked before torch is imported (in napari's process, say); and which network a
+weights file holds, from its index alone (:func:`model_in_file`).
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import io
+import os
+import pickle
+import zipfile
 from typing import Any
 
 from napari_nst.core.errors import OptionError
@@ -44,3 +51,73 @@ def min_side(model: str, layers: list[str] | tuple[str, ...]) -> int:
     last = max(names.index(n) for n in layers)
     pools = sum(1 for n in names[: last + 1] if n.startswith("pool"))
     return int(2**pools)
+
+
+def conv_shapes(model: str) -> dict[int, tuple[int, int, int, int]]:
+    """``{features index: weight shape}`` of the convolutions of torchvision's ``model``."""
+    out, idx, in_ch = {}, 0, 3
+    for v in _CFGS[model]:
+        if v == "M":
+            idx += 1
+        else:
+            out[idx] = (int(v), in_ch, 3, 3)
+            idx, in_ch = idx + 2, int(v)  # the conv, then its ReLU
+    return out
+
+
+def model_in_file(path: str | os.PathLike[str]) -> str | None:
+    """Which VGG a weights file (``torch.save``'s zip format) holds, ``vgg16`` or ``vgg19``, read
+    without torch: only its pickled index (names and shapes; no tensor data is read and no code
+    runs: any object but a tensor or a dict refuses). None when unknown (not such a file,
+    unreadable, or neither network fits): callers then say vgg19, as before the file is read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _model_in_file(os.path.realpath(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _model_in_file(path: str, mtime: int, size: int) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return None
+            state = _Index(io.BytesIO(z.read(name))).load()
+    except Exception:  # not a zip, a pickle of other objects, truncated ...
+        return None
+    if not isinstance(state, dict):
+        return None
+    convs: dict[int, tuple[int, ...]] = {}
+    for key, shape in state.items():
+        parts = key[len("features.") :].split(".") if key.startswith("features.") else key.split(".")
+        if isinstance(shape, tuple) and len(shape) == 4 and len(parts) == 2 and parts[0].isdigit():
+            if parts[1] == "weight":
+                convs[int(parts[0])] = shape
+    if not convs:
+        return None
+    fits = [m for m in _CFGS if all(conv_shapes(m).get(i) == s for i, s in convs.items())]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _tensor_shape(storage: Any, offset: Any, size: Any, *rest: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in size)
+
+
+class _Index(pickle.Unpickler):
+    """Unpickles a state dict's index only: each tensor as its shape; refuses every other object."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return _tensor_shape
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return lambda data, *rest: data
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module == "torch" and name.endswith("Storage"):
+            return name
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a plain state dict")
+
+    def persistent_load(self, pid: Any) -> Any:
+        return None  # the tensor's data: not read

@@ -1,7 +1,10 @@
 """The optimisation loop: a generator that yields one :class:`Progress` per objective evaluation.
 
 The widget, the command line and the Python API all drive :func:`run`. Closing the generator
-stops the work within one evaluation and frees the device memory.
+stops the work within one evaluation and frees the device memory. However the run ends (finished,
+closed, interrupted, or an error after its first evaluation), ``run``'s ``keep`` callback gets the
+image of the last finished evaluation as a :class:`~napari_nst.core.records.Pastiche`; ``resume``
+continues a run from such a pastiche.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from napari_nst.core.optim.lbfgs import LBFGS
 from napari_nst.core.optim.levers import Levers
 from napari_nst.core.optim.pyramid import PyramidImage
 from napari_nst.core.options import Options
-from napari_nst.core.records import Progress
+from napari_nst.core.records import Pastiche, Progress
 
 #: the largest change of any pixel one L-BFGS step may make (image units, [0, 1]; see lbfgs.py)
 LBFGS_MAX_CHANGE = 0.25
@@ -232,6 +235,8 @@ class _Run:
     tile_size: int | None = None  # evaluate levels larger than this in tiles (core/objective/tiles.py); None: whole
     memory_note: str = ""  # why the run is tiled, when the engine chose it (the records' note)
     levers: Levers = field(default_factory=levers.current)  # what a measurement switched (optim/levers.py)
+    held: _Held | None = None  # the last finished evaluation's image, kept on the device (see pastiche)
+    resume: Pastiche | None = None  # continue from this pastiche (its step) instead of the start
 
     @property
     def total(self) -> int:
@@ -291,9 +296,73 @@ def _make_optimizer(opts: Options, var: PyramidImage, lv: Levers, tiled: bool = 
     )
 
 
-def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
+@dataclass(frozen=True)
+class _Held:
+    """The image of the last finished evaluation, as evaluated (on the device; no copy to the
+    host until the run ends), its step, losses and level; ``recorded``: the host copy when that
+    evaluation's record carried one already."""
+
+    image: torch.Tensor
+    step: int
+    losses: dict[str, float]
+    level: int
+    shape: tuple[int, int]
+    recorded: np.ndarray | None
+
+
+def pastiche(ctx: _Run) -> Pastiche | None:
+    """The last finished evaluation's pastiche (None before the first): copied to the host here,
+    once (nothing when its record carried the image already)."""
+    held = ctx.held
+    if held is None:
+        return None
+    image = held.recorded
+    if image is None:
+        shown = held.image if ctx.controls is None else ctx.controls.shown(held.image)
+        image = to_numpy(shown)
+    luminance = ctx.controls is not None and ctx.controls.chroma is not None
+    return Pastiche(
+        state=to_numpy(held.image) if luminance else None,  # the network's image: resume from it
+        image=image,
+        step=held.step,
+        total=ctx.total,
+        losses=dict(held.losses),
+        level=held.level,
+        levels=len(ctx.shapes),
+        shape=held.shape,
+        size=max(ctx.shapes[-1]),
+    )
+
+
+def _hand_back(ctx: _Run, keep: Callable[[Pastiche], None] | None) -> None:
+    """Give ``keep`` the run's newest pastiche on the way out; never masks the error ending the run."""
+    if keep is None:
+        return
+    try:
+        found = pastiche(ctx)
+    except Exception:  # e.g. the device failed: the error that ended the run is what matters
+        return
+    if found is not None:
+        keep(found)
+
+
+def run(
+    content: np.ndarray,
+    style: Any,
+    opts: Options,
+    keep: Callable[[Pastiche], None] | None = None,
+    resume: Pastiche | None = None,
+) -> Iterator[Progress]:
     """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style`` (one such image or a
     list); yield per evaluation.
+
+    ``keep``: called once when the run ends, however it ends (finished, the generator closed, an
+    exception such as KeyboardInterrupt or an error after the first evaluation), with the last
+    finished evaluation's :class:`Pastiche`; not called when it ends before its first evaluation.
+    ``resume``: continue a run of the same inputs and options from this pastiche: its remaining
+    evaluations, starting from its image at its level (settings are the caller's to compare:
+    :mod:`napari_nst.core.resume`; the evaluation count and the level's shape are checked here).
+    The optimiser's history starts empty.
 
     Errors in the options, the size or the memory estimate are raised at the first ``next()``
     (this is a generator); :func:`napari_nst.iter_stylize` checks the options before that.
@@ -307,9 +376,12 @@ def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
     counts = split_steps(opts.steps, len(shapes))
     styles = len(style) if isinstance(style, (list, tuple)) else 1
     opts.check_tiles(content.shape[:2], styles)
+    if resume is not None:
+        resume_point(resume, shapes, counts)  # before any work
     mplan = plan_memory(content.shape[:2], shapes[-1], opts, device, dtype, styles)
     ctx = _prepare(content, style, opts, device, dtype, shapes, counts)
     ctx.tile_size, ctx.memory_note = mplan.tile_size, mplan.text if mplan.auto else ""
+    ctx.resume = resume
     oom = None
     try:
         with cudnn_benchmark(device):
@@ -321,6 +393,7 @@ def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
             raise
         oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
+        _hand_back(ctx, keep)  # finished, closed or interrupted: the newest pastiche goes back
         del ctx  # free the network and the pictures before anything else
         empty_cache(device)
     if oom is not None:
@@ -382,13 +455,66 @@ def _first_image(ctx: _Run) -> torch.Tensor:
 
 
 def _levels(ctx: _Run) -> Iterator[Progress]:
-    x = _first_image(ctx)
-    if ctx.controls is not None:
-        x = ctx.controls.network_image(x, ctx.opts.init)
+    first, done, x, carried = _start(ctx)
     for level, (shape, count) in enumerate(zip(ctx.shapes, ctx.counts, strict=True), start=1):
-        if level > 1:
+        if level < first:
+            continue  # done before the run was resumed
+        if level > first or carried:
             x = _next_level_start(ctx, x, shape)
-        x = yield from _level(ctx, level, shape, count, x)  # the next level starts from this one's result
+        todo = count - (done if level == first else 0)
+        x = yield from _level(ctx, level, shape, todo, x)  # the next level starts from this one's result
+
+
+def _start(ctx: _Run) -> tuple[int, int, torch.Tensor, bool]:
+    """Where the run starts: (level, its evaluations already made, image, whether the image is
+    the previous level's result, to be carried up to the level's size first)."""
+    if ctx.resume is None:
+        x = _first_image(ctx)
+        if ctx.controls is not None:
+            x = ctx.controls.network_image(x, ctx.opts.init)
+        return 1, 0, x, False
+    level, done, carried = resume_point(ctx.resume, ctx.shapes, ctx.counts)
+    state = ctx.resume.state if ctx.resume.state is not None else ctx.resume.image
+    x = to_tensor(np.asarray(state, dtype=np.float32), ctx.device)
+    if ctx.controls is not None and ctx.resume.state is None:  # luminance mode: the pastiche's luminance
+        x = ctx.controls.network_image(x, ctx.resume.image)
+    ctx.step = ctx.resume.step
+    return level, done, x, carried
+
+
+def resume_point(resume: Pastiche, shapes: list[tuple[int, int]], counts: list[int]) -> tuple[int, int, bool]:
+    """Where a run of levels ``shapes`` with ``counts`` evaluations continues from ``resume``:
+    (level, evaluations of it already made, whether ``resume`` is the previous level's result).
+    Raises :class:`OptionError` when the pastiche cannot belong to such a run."""
+    total, k = sum(counts), int(resume.step)
+    size = max(shapes[-1])
+    if int(resume.total) != total or (resume.size and int(resume.size) != size):
+        raise OptionError(
+            f"cannot resume: the saved run makes {resume.total} evaluations at {resume.size} px, this one "
+            f"{total} at {size} px; give size={resume.size} and steps={resume.total} as the saved run had "
+            "them (left empty, both depend on the device)"
+        )
+    if not 1 <= k < total:
+        raise OptionError(
+            f"cannot resume: the saved pastiche is at step {k} of {total}; "
+            + ("the run is complete, nothing is left to do" if k >= total else "it has no finished evaluation")
+        )
+    end = 0
+    for level, count in enumerate(counts, start=1):
+        begin, end = end, end + count
+        if k < end:
+            carried = k == begin  # the previous level's last evaluation
+            made_at = level - 1 if carried else level
+            want = shapes[made_at - 1]
+            got = tuple(int(n) for n in np.shape(resume.image)[:2])
+            if got != tuple(want) or int(resume.level) != made_at:
+                raise OptionError(
+                    f"cannot resume: step {k} is made at level {made_at} of {len(shapes)} ({want[0]}x{want[1]} px) "
+                    f"in this run, but the saved pastiche is {got[0]}x{got[1]} px at level {resume.level} of "
+                    f"{resume.levels}; resume with the settings the saved run had (scales, size, steps)"
+                )
+            return level, k - begin, carried
+    raise AssertionError("unreachable: k < total")
 
 
 def _next_level_start(ctx: _Run, x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -457,17 +583,20 @@ def _level(
     for i in range(count):
         ctx.step += 1
         last = i == count - 1
-        losses, image = _evaluate_and_step(ctx, objective, var, optimizer, _want_image(ctx, last))
+        losses, image, evaluated = _evaluate_and_step(ctx, objective, var, optimizer, _want_image(ctx, last))
         if not math.isfinite(losses["total"]):
+            newest = pastiche(ctx)  # the last finite evaluation's image
             raise NonFiniteLossError(
                 f"the objective became {losses['total']} at step {ctx.step} (weights {weights}); "
                 "lower style_weight/content_weight or use precision='float32'. "
                 "The last finite pastiche is kept.",
-                ctx.last_good,
+                newest.image if newest is not None else ctx.last_good,
             )
         if image is not None:
             shown = image if ctx.controls is None else ctx.controls.shown(image)  # luminance: content's chroma
             ctx.last_good, ctx.last_image_at = to_numpy(shown), time.perf_counter()
+        # one assignment: a KeyboardInterrupt between two bytecodes sees the old or the new, whole
+        ctx.held = _Held(evaluated, ctx.step, losses, level, shape, ctx.last_good if image is not None else None)
         yield Progress(
             step=ctx.step,
             total=ctx.total,
@@ -559,8 +688,10 @@ def _evaluate_and_step(
     var: PyramidImage,
     optimizer: Any,
     want_image: bool,
-) -> tuple[dict[str, float], torch.Tensor | None]:
-    """One objective evaluation (+ the optimiser's update); losses and, if wanted, the image evaluated."""
+) -> tuple[dict[str, float], torch.Tensor | None, torch.Tensor]:
+    """One objective evaluation (+ the optimiser's update): losses, the image evaluated if wanted
+    (a copy), and the image evaluated, kept for :func:`pastiche` (a copy only where it is the
+    optimiser's own variable, which the step then moves: ``pyramid=0``)."""
     out: dict[str, Any] = {}
 
     def closure() -> torch.Tensor:
@@ -571,6 +702,8 @@ def _evaluate_and_step(
         torch.autograd.backward(g, grad)  # d total / d G, on through the pyramid to the optimiser's variables
         out["parts"], out["total"] = parts, total
         out["image"] = g.detach().clone() if want_image else None
+        own = any(g is p for p in var.params)
+        out["evaluated"] = out["image"] if out["image"] is not None else (g.detach().clone() if own else g.detach())
         return total
 
     optimizer.step(closure)
@@ -579,4 +712,4 @@ def _evaluate_and_step(
     values = torch.stack([out["total"].float(), *(out["parts"][n].float() for n in names)]).tolist()
     losses = dict(zip(names, values[1:], strict=True))
     losses["total"] = values[0]
-    return losses, out["image"]
+    return losses, out["image"], out["evaluated"]

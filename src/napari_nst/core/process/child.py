@@ -4,7 +4,9 @@ Serves requests ``(kind, id, body)`` read from stdin, one after the other, until
 
 - ``("run", id, {"content", "style", "options", "min_interval"})``: runs the engine and writes
   ``("started", id, None)``, ``("progress", id, record)``..., then ``("done", id, None)`` or
-  ``("error", id, exception)``;
+  ``("error", id, exception)``; a run that ends early (cancelled, or an error after its first
+  evaluation) first writes ``("stopped", id, pastiche)``, the last finished evaluation's
+  :class:`~napari_nst.core.records.Pastiche` (a stack's: its unfinished frame's);
 - ``("warm", id, {"options"})``: imports torch, sets up the device and reads the network's
   weights (kept in the weights cache of :mod:`napari_nst.core.encoder.vgg` for the next run);
 - ``("cancel", id, None)``: ends request ``id`` after the evaluation in progress (or before it
@@ -46,19 +48,25 @@ def _picklable(exc: BaseException) -> BaseException:
         return EngineProcessError(f"{type(exc).__name__}: {exc}")
 
 
-def _records(request: dict[str, Any]) -> Any:
-    """The engine's records for a request: one image, or a stack (``request["stack"]``)."""
+def _records(request: dict[str, Any], keep: Any = None) -> Any:
+    """The engine's records for a request: one image, or a stack (``request["stack"]``);
+    ``keep`` gets the newest pastiche when the run ends."""
     if "stack" in request:
         from napari_nst.core.stack.engine import run_stack
         from napari_nst.core.stack.frames import FrameSource
 
         st = request["stack"]
         return run_stack(
-            FrameSource(st["frames"], st["limits"]), request["style"], request["options"], st["start"], st["previous"]
+            FrameSource(st["frames"], st["limits"]),
+            request["style"],
+            request["options"],
+            st["start"],
+            st["previous"],
+            keep,
         )
     from napari_nst.core.optim.engine import run
 
-    return run(request["content"], request["style"], request["options"])
+    return run(request["content"], request["style"], request["options"], keep)
 
 
 class Inbox:
@@ -96,7 +104,8 @@ def serve(request: dict[str, Any], out: BinaryIO, rid: int = 0, cancelled: Any =
     """Run the engine on ``request``; send each record; stop between evaluations once ``cancelled()``."""
     min_interval = request.get("min_interval", 0.0)
     last_sent = 0.0
-    records = _records(request)
+    kept: list[Any] = []
+    records = _records(request, kept.append)
     try:
         for rec in records:
             if cancelled():
@@ -112,6 +121,8 @@ def serve(request: dict[str, Any], out: BinaryIO, rid: int = 0, cancelled: Any =
                 break
     finally:
         getattr(records, "close", lambda: None)()  # the engine frees the run's tensors (its own finally)
+        if kept and kept[-1].step < kept[-1].total:  # ended early: the newest pastiche goes back first
+            send(out, ("stopped", rid, kept[-1]))
 
 
 def warm(request: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ tensors dropped, the allocator caches emptied); an idle child exits after :data:
 seconds, or at once with :func:`shutdown_engines`. :func:`prewarm` starts one in the background.
 Stop ends a run in a warm child within one evaluation (a cancel message, checked by the child
 between evaluations); a child that does not confirm within :data:`CANCEL_GRACE` seconds is
-killed, and the next run starts a fresh one. A child that crashes or is killed fails only the run
+killed, and the next run starts a fresh one. A run that ended early sends back its newest
+pastiche (:meth:`EngineProcess.last`). A child that crashes or is killed fails only the run
 it was doing (:class:`EngineProcessError`). ``warm=False`` gives a run its own child, killed by
 :meth:`EngineProcess.cancel` and ended after the run.
 
@@ -104,6 +105,7 @@ class _Child:
         self.stderr: deque[str] = deque(maxlen=40)
         self.ended = 0  # the id of the last request the child has finished
         self.dead = False  # its stdout is closed: it has exited or is about to
+        self.stopped: dict[int, Any] = {}  # the newest pastiche of a run that ended early (the latest only)
         self.timer: threading.Timer | None = None  # the idle timeout, while in the pool
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -123,6 +125,10 @@ class _Child:
         try:
             while True:
                 kind, rid, payload = receive(self.proc.stdout)
+                if kind == "stopped":
+                    with self._cond:
+                        self.stopped = {rid: payload}
+                    continue
                 if kind in ("done", "error"):
                     with self._cond:
                         self.ended = max(self.ended, rid)
@@ -157,6 +163,13 @@ class _Child:
     def finished(self, rid: int) -> bool:
         with self._cond:
             return self.ended >= rid or self.dead
+
+    def stopped_pastiche(self, rid: int, timeout: float) -> Any:
+        """The newest pastiche request ``rid`` sent back when it ended early (None if it did not),
+        waiting at most ``timeout`` seconds for the request to end."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.ended >= rid or self.dead, timeout=timeout)
+            return self.stopped.pop(rid, None)
 
     def cancel(self, rid: int) -> None:
         """Ask the child to end request ``rid`` (thread-safe, idempotent); kill it after the grace."""
@@ -353,6 +366,7 @@ class EngineProcess:
         self.returncode: int | None = None
         #: True when this run was given a warm process that an earlier run had started
         self.reused = False
+        self._last: Any = None
 
     @property
     def cancelled(self) -> bool:
@@ -379,6 +393,19 @@ class EngineProcess:
             child.cancel(rid)
         else:
             child.kill()
+
+    def last(self, timeout: float = CANCEL_GRACE) -> Any:
+        """The newest :class:`~napari_nst.core.records.Pastiche` of a run that ended early
+        (cancelled, or an error after its first evaluation): the image of the last evaluation the
+        child finished, sent back when it stopped. Waits at most ``timeout`` seconds for the child
+        to end the run (a cancelled warm child finishes the evaluation in progress first). None
+        when the run finished (its last record has the image), ended before its first
+        evaluation, or its process was killed (``warm=False``, :meth:`kill`, or no answer within
+        :data:`CANCEL_GRACE`)."""
+        child = self._child
+        if self._last is None and child is not None:
+            self._last = child.stopped_pastiche(self._rid, timeout)
+        return self._last
 
     def kill(self) -> None:
         """Stop the run and end its process at once, warm or not (e.g. when napari closes)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from napari_nst.core.objective.colour import gray3, luminance
 from napari_nst.core.objective.losses import TemporalTerm
 from napari_nst.core.optim import engine
 from napari_nst.core.options import Options
-from napari_nst.core.records import Progress
+from napari_nst.core.records import Pastiche, Progress
 from napari_nst.core.stack.flow import OPENCV_NOTE, carry, have_flow
 from napari_nst.core.stack.frames import FrameSource, frame_steps_for
 
@@ -62,12 +62,20 @@ class _Carried:
 
 
 def run_stack(
-    frames: FrameSource, style: np.ndarray, opts: Options, start: int = 0, previous: np.ndarray | None = None
+    frames: FrameSource,
+    style: np.ndarray,
+    opts: Options,
+    start: int = 0,
+    previous: np.ndarray | None = None,
+    keep: Callable[[Pastiche], None] | None = None,
 ) -> Iterator[Progress]:
     """Stylise ``frames[start:]`` one after the other; yield per evaluation (see Progress.frame).
 
     ``previous``: the pastiche of frame ``start - 1`` (to continue a stopped stack); frame
     ``start`` then starts from it as any later frame does. Closing the generator stops at once.
+    ``keep``: called when the run ends before the last frame is finished (closed, interrupted, an
+    error) with the unfinished frame's newest :class:`Pastiche` (its ``frame`` set), if it had
+    a finished evaluation; the finished frames are in their last records.
     """
     device = pick_device(opts.device)
     opts = opts.for_device(gpu=device.type != "cpu")
@@ -96,7 +104,7 @@ def run_stack(
     oom = None
     try:
         with cudnn_benchmark(device):
-            yield from _frames(base, frames, start, previous)
+            yield from _frames(base, frames, start, previous, keep)
     except DeviceMemoryError:
         raise
     except (RuntimeError, MemoryError) as exc:
@@ -111,7 +119,13 @@ def run_stack(
         raise engine._out_of_memory(first.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
 
 
-def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.ndarray | None) -> Iterator[Progress]:
+def _frames(
+    base: engine._Run,
+    frames: FrameSource,
+    start: int,
+    previous: np.ndarray | None,
+    keep: Callable[[Pastiche], None] | None = None,
+) -> Iterator[Progress]:
     n, opts, shape = len(frames), base.opts, base.shapes[-1]
     later = frame_steps(opts)
     totals = [later if (t > start or previous is not None) else int(opts.steps or 1) for t in range(start, n)]
@@ -128,15 +142,28 @@ def _frames(base: engine._Run, frames: FrameSource, start: int, previous: np.nda
         content = frames[t]
         ctx, note = _frame_context(base, t, content, steps, carried, flow, t0)
         last: np.ndarray | None = None
-        for rec in engine._levels(ctx):
-            if rec.image is not None:
-                last = rec.image
-            yield dataclasses.replace(
-                rec, frame=t, frames=n, stack_step=done + rec.step, stack_total=stack_total, note=note
-            )
+        try:
+            for rec in engine._levels(ctx):
+                if rec.image is not None:
+                    last = rec.image
+                yield dataclasses.replace(
+                    rec, frame=t, frames=n, stack_step=done + rec.step, stack_total=stack_total, note=note
+                )
+        except BaseException:  # closed, interrupted, an error: the frame's newest pastiche goes back
+            _hand_back(ctx, keep, t, n)
+            raise
         assert last is not None
         done += steps
         carried = _Carried(last, _at(content, shape), _labels_at(opts, t, shape))
+
+
+def _hand_back(ctx: engine._Run, keep: Callable[[Pastiche], None] | None, frame: int, frames: int) -> None:
+    def frame_keep(p: Pastiche) -> None:
+        assert keep is not None
+        if p.step < p.total:  # a frame whose last record (with its pastiche) was yielded is finished
+            keep(dataclasses.replace(p, frame=frame, frames=frames))
+
+    engine._hand_back(ctx, frame_keep if keep is not None else None)
 
 
 def _frame_context(
