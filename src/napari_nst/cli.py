@@ -411,7 +411,11 @@ def _kept(writer: Any) -> str:
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    return run_demo(run=args.run)
+    try:
+        return run_demo(run=args.run)
+    except KeyboardInterrupt:  # napari re-raises Ctrl-C once its window is closed and the run ended
+        print("napari-nst: interrupted (Ctrl-C); napari closed", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -457,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = " ".join(str(exc).split())  # one line
         print(f"napari-nst: error: {msg}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before a command handles it itself (reading images, loading torch)
+        print("napari-nst: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

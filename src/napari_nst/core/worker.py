@@ -10,6 +10,10 @@ Serves requests ``(kind, id, body)`` read from stdin, one after the other, until
 - ``("cancel", id, None)``: ends request ``id`` after the evaluation in progress (or before it
   starts); it then answers ``("done", id, None)``.
 
+SIGINT is ignored: Ctrl-C in a terminal reaches every process of its group, this one too, and
+the parent decides what ends the run (it cancels or kills this process). A KeyboardInterrupt here
+would otherwise travel back as the run's error and be raised in the parent's reading thread.
+
 The messages go to the original stdout; anything else that would print to stdout (libraries,
 tqdm) is sent to stderr so that it cannot corrupt the stream. After each request the run's memory
 is given back (tensors dropped, garbage collected, the device's and the C allocator's caches
@@ -22,6 +26,7 @@ import gc
 import os
 import pickle
 import queue
+import signal
 import sys
 import threading
 import time
@@ -169,6 +174,7 @@ def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends this process (see the docstring)
     args = sys.argv[1:] if argv is None else argv
     nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
     out = _protocol_stream()
