@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import EngineProcessError
+from ..core.errors import EngineProcessError, InstallError
 from ..core.records import Progress
 from .inputs import read_input
 from .plan import Task
@@ -180,6 +180,6 @@ def run_task(runner: ProcessRunner, task: Task) -> Generator[Any, None, tuple[st
         yield from runner.records(inputs)
         return ("stopped" if runner.cancelled else "finished", None)
     except Exception as exc:
-        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError)):
+        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError, InstallError)):
             log.exception("style transfer failed")
         return ("failed", exc)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import EngineProcessError
+from ..core.errors import EngineProcessError, InstallError
 from ..core.images import resized_shape
 from .inputs import LayerSnapshot, read_input, slice_axes, slice_shape
 from .labels import LabelsSnapshot, labels_snapshot, read_labels
@@ -203,7 +203,7 @@ def run_stack_plan(runner: ProcessRunner, plan: RunPlan) -> Generator[Any, None,
         yield from _stack_records(runner, frames, style, previous, plan, regions)
         return ("stopped" if runner.cancelled else "finished", None)
     except Exception as exc:
-        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError)):
+        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError, InstallError)):
             log.exception("style transfer failed")
         return ("failed", exc)
 

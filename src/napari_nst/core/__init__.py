@@ -1,7 +1,15 @@
 """The headless engine: no Qt, no napari. Torch is imported by ``engine`` and ``vgg`` only."""
 
 from .api import iter_stylize, prepare, stylize
-from .errors import DeviceMemoryError, EngineProcessError, ImageError, NonFiniteLossError, OptionError, WeightsError
+from .errors import (
+    DeviceMemoryError,
+    EngineProcessError,
+    ImageError,
+    InstallError,
+    NonFiniteLossError,
+    OptionError,
+    WeightsError,
+)
 from .images import to_rgb_float
 from .options import Options
 from .records import Progress
@@ -10,6 +18,7 @@ __all__ = [
     "DeviceMemoryError",
     "EngineProcessError",
     "ImageError",
+    "InstallError",
     "NonFiniteLossError",
     "OptionError",
     "Options",

@@ -33,7 +33,7 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
-from .errors import EngineProcessError
+from .errors import EngineProcessError, InstallError
 from .remote import receive, send
 
 
@@ -153,8 +153,9 @@ def free_memory() -> None:
             pass
 
 
-def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> None:
-    """Serve one request and send its end message."""
+def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> bool:
+    """Serve one request and send its end message; False when this process should end now (an
+    InstallError: torch or torchvision half imported; the next run gets a fresh process)."""
     try:
         if not inbox.cancelled(rid):
             send(out, ("started", rid, None))
@@ -167,10 +168,12 @@ def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> None:
         send(out, ("error", rid, _picklable(exc)))
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: this process ends
+        return not isinstance(exc, InstallError)
     else:
         send(out, ("done", rid, None))
     finally:
         inbox.forget(rid)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         kind, rid, body = item
         del item
         try:
-            handle(kind, rid, body, out, inbox)
+            if not handle(kind, rid, body, out, inbox):
+                sys.stderr.flush()
+                os._exit(0)  # not a return: the inbox thread's read of stdin would abort the interpreter's exit
         except BrokenPipeError:
             return 1  # the parent is gone
         finally:
