@@ -137,9 +137,11 @@ def wait_gone(pid: int) -> bool:
 
 
 def interrupted_quietly(app: App, code: int) -> None:
-    """Exit code 130 (as for SIGINT) and one line about it, no traceback."""
+    """Exit status 130 and one line about it, no traceback. (CPython sometimes ends by re-raising
+    SIGINT on itself, -2 here, though the interrupt was handled: seen for a Ctrl-C during the
+    imports; a shell reports both as 130.)"""
     err = app.stderr()
-    assert code == 130, err
+    assert code in (130, -signal.SIGINT), err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "napari-nst: interrupted" in err, err
 
