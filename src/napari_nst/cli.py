@@ -616,7 +616,11 @@ def _keep_frame(records: Any, output: str) -> tuple[str, Path] | None:
 def _demo(args: argparse.Namespace) -> int:
     from napari_nst._demo import run_demo
 
-    return run_demo(run=args.run)
+    try:
+        return run_demo(run=args.run)
+    except KeyboardInterrupt:  # napari re-raises Ctrl-C once its window is closed and the run ended
+        print("napari-nst: interrupted (Ctrl-C); napari closed", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,6 +62,8 @@ class RunController:
     def start(self, plan: RunPlan, sources: dict[str, Any], sink: Any = None) -> None:
         from napari.qt.threading import create_worker
 
+        from .run_worker import RunWorker
+
         run = RunState(plan, sink if sink is not None else LayerSink(self._viewer, plan), sources)
         self.run, self._box[:], self._result = run, [run], None
         self._view.plot.clear(plan.steps)
@@ -71,9 +73,11 @@ class RunController:
         # time.process_time in an idle viewer: 1 % -> 25 %); the status line and the loss plot
         # below the button show the step, losses and time left.
         if plan.stack_axis is None:
-            worker = create_worker(run_task, run.runner, plan.tasks[0], _start_thread=False)
+            worker = create_worker(run_task, run.runner, plan.tasks[0], _start_thread=False, _worker_class=RunWorker)
         else:  # every slice, one engine process (_run/stack.py)
-            worker = create_worker(run_stack_plan, run.runner, plan, _start_thread=False)
+            worker = create_worker(run_stack_plan, run.runner, plan, _start_thread=False, _worker_class=RunWorker)
+        # napari quits (Ctrl-C, last window closed) and waits for its workers: end the engine now
+        worker.on_quit = run.kill
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)

@@ -22,7 +22,7 @@ import numpy as np
 
 from napari_nst._run.inputs import read_input
 from napari_nst._run.plan import Task
-from napari_nst.core.errors import EngineProcessError
+from napari_nst.core.errors import EngineProcessError, InstallError
 from napari_nst.core.records import Progress
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,6 @@ def run_task(runner: ProcessRunner, task: Task) -> Generator[Any, None, tuple[st
         yield from runner.records(inputs)
         return ("stopped" if runner.cancelled else "finished", None)
     except Exception as exc:
-        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError)):
+        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError, InstallError)):
             log.exception("style transfer failed")
         return ("failed", exc)

@@ -23,7 +23,7 @@ from napari_nst._run.inputs import LayerSnapshot, read_input, slice_axes, slice_
 from napari_nst._run.labels import LabelsSnapshot, labels_snapshot, read_labels
 from napari_nst._run.plan import RunPlan, Task, output_name, with_controls
 from napari_nst._run.runner import _LIVE_PROCESSES, ENGINE_NICE, PREVIEW_INTERVAL, Notes, ProcessRunner, read_inputs
-from napari_nst.core.errors import EngineProcessError
+from napari_nst.core.errors import EngineProcessError, InstallError
 from napari_nst.core.image.arrays import resized_shape
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def run_stack_plan(runner: ProcessRunner, plan: RunPlan) -> Generator[Any, None,
         yield from _stack_records(runner, frames, style, previous, plan, regions)
         return ("stopped" if runner.cancelled else "finished", None)
     except Exception as exc:
-        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError)):
+        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError, InstallError)):
             log.exception("style transfer failed")
         return ("failed", exc)
 

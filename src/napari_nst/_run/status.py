@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from napari_nst.core.errors import DeviceMemoryError, EngineProcessError, NonFiniteLossError, WeightsError
+from napari_nst.core.errors import DeviceMemoryError, EngineProcessError, InstallError, NonFiniteLossError, WeightsError
 from napari_nst.core.records import Progress
 
 #: weight of the previous estimate when smoothing the seconds per step (exponential moving average)
@@ -97,6 +97,8 @@ def stopped_text(rec: Progress | None, reason: str | None, kept: bool) -> str:
 def failure_text(exc: BaseException) -> str:
     """A failed run's exception as a message that says what to do."""
     msg = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, InstallError):  # names the package to install
+        return msg
     if isinstance(exc, WeightsError):
         return f"Network weights: {msg}"
     if isinstance(exc, DeviceMemoryError):

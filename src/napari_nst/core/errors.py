@@ -1,6 +1,8 @@
 """The engine's exceptions (no torch here, so another process can unpickle them).
 
-Every error is a ``ValueError`` or ``MemoryError`` whose message says what to change.
+Every one is a ``ValueError`` or ``MemoryError`` whose message says what to change, but for
+:class:`EngineProcessError` (the engine's process was lost) and :class:`InstallError` (a package
+to install or fix).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class EngineProcessError(ChildProcessError):
 
     An OSError, not a RuntimeError: napari's thread workers swallow RuntimeErrors.
     """
+
+
+class InstallError(RuntimeError):
+    """A package the engine needs cannot be imported (missing, or a version or build that does not
+    go with torch); the message says what to install."""
 
 
 class PrecisionWarning(UserWarning):

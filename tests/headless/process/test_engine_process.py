@@ -248,3 +248,58 @@ def test_each_run_gets_the_network_its_options_ask_for(content, style, fast, vgg
         finals.append(got.losses["total"])
     assert len(pids) == 1
     assert len({round(t, 6) for t in finals[:4]}) == 4  # the four networks differ
+
+
+# --------------------------------------------------------------------------- Ctrl-C and quitting
+
+
+def test_ctrl_c_in_the_terminal_does_not_end_the_child(content, style, fast):
+    """SIGINT reaches every process of the terminal's group; the child leaves it to its parent."""
+    proc = EngineProcess(content, style, **{**fast, "steps": 8})
+    steps = []
+    for rec in proc:
+        steps.append(rec.step)
+        if rec.step == 2:
+            os.kill(proc.pid, signal.SIGINT)
+    assert steps == list(range(1, 9))  # the run went on to its end
+    assert idle_engines() == [proc.pid]  # and the child is kept, warm
+
+
+class _SilentChild:
+    """A child that says nothing more (loading torch, or in a long evaluation) and whose pipe
+    does not close when it is killed (a grandchild holding it open)."""
+
+    def __init__(self, *messages):
+        import queue
+
+        self.messages = queue.Queue()
+        for m in messages:
+            self.messages.put(m)
+        self.killed = False
+
+    def finished(self, rid):
+        return False
+
+    def kill(self):
+        self.killed = True
+
+
+def test_an_interrupt_in_the_child_is_not_raised_as_keyboardinterrupt(content, style, fast):
+    """Raised in napari's worker thread, a KeyboardInterrupt made napari's quit wait for ever."""
+    proc = EngineProcess(content, style, **fast)
+    child = _SilentChild(("started", 1, None), ("error", 1, KeyboardInterrupt()))
+    with pytest.raises(BaseException) as info:  # a KeyboardInterrupt would end pytest itself: caught too
+        list(proc._stream(child, 1))
+    assert isinstance(info.value, EngineProcessError) and "interrupted" in str(info.value)
+
+
+def test_kill_wakes_an_iteration_waiting_for_the_next_record(content, style, fast):
+    proc = EngineProcess(content, style, **fast)
+    child = _SilentChild(("started", 1, None))
+    proc._child, proc._rid = child, 1
+    ended = []
+    reader = threading.Thread(target=lambda: ended.append(list(proc._stream(child, 1))), daemon=True)
+    reader.start()
+    proc.kill()
+    reader.join(60)  # a liveness guard: without the wake-up this thread waits for ever
+    assert ended == [[]] and child.killed and proc.cancelled

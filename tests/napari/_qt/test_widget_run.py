@@ -144,3 +144,36 @@ def test_offline_without_weights_says_how_to_fix(
     assert len(msgs) == 1, notifications
     assert "weights" in msgs[0].lower() and "NAPARI_NST_WEIGHTS" in msgs[0] and "Weights field" in msgs[0]
     assert widget.run.text == "Run" and len(viewer.layers) == 2
+
+
+def test_torchvision_built_for_another_torch_says_what_to_install(
+    make_napari_viewer, qtbot, images, notifications, monkeypatch, tmp_path
+):
+    """The engine process imports a torchvision that fails as one built for another torch does
+    (RuntimeError: operator torchvision::nms does not exist; its metadata says 0.27.0)."""
+    import os
+    import re
+    from importlib import metadata
+
+    nms = "operator torchvision::nms does not exist"
+    fake = tmp_path / "site"
+    (fake / "torchvision").mkdir(parents=True)
+    (fake / "torchvision" / "__init__.py").write_text(f"raise RuntimeError({nms!r})\n")
+    (fake / "torchvision-0.27.0.dist-info").mkdir()
+    (fake / "torchvision-0.27.0.dist-info" / "METADATA").write_text("Name: torchvision\nVersion: 0.27.0\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    torch_version = metadata.version("torch")  # torch is not imported in napari's process
+    want = f"0.{int(torch_version.split('.')[1]) + 15}"
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
+    widget.size.value, widget.steps.value, widget.device.value = 32, 2, "cpu"
+    assert widget.weights.value is None  # empty = torchvision's weights
+    widget.run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT)
+    msgs = errors(notifications)
+    assert len(msgs) == 1, notifications
+    head = rf"torchvision 0\.27\.0 does not match torch {re.escape(torch_version)}(\+\w+)?: install matching versions"
+    assert re.match(head, msgs[0]), msgs[0]  # torch's local build tag (+cpu, +cu130) is not in its metadata
+    assert f'pip install "torchvision=={want}.*"' in msgs[0] and nms in msgs[0]
+    assert "Weights field" in msgs[0]  # and how to do without torchvision
+    assert widget.run.text == "Run" and len(viewer.layers) == 2
+    assert "torch" not in sys.modules

@@ -337,8 +337,9 @@ def _first_sentence(msg: str) -> str:
 
 def _torchvision_weights(model: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights through its own API and cache (downloads once)."""
-    import torchvision.models as tvm
+    from napari_nst.core.deps import torchvision_models
 
+    tvm = torchvision_models()  # InstallError naming the torchvision to install if it cannot be imported
     enum = {"vgg16": tvm.VGG16_Weights, "vgg19": tvm.VGG19_Weights}[model].IMAGENET1K_V1
     url = enum.url
     filename = url.rsplit("/", 1)[-1]

@@ -12,6 +12,10 @@ Serves requests ``(kind, id, body)`` read from stdin, one after the other, until
 - ``("cancel", id, None)``: ends request ``id`` after the evaluation in progress (or before it
   starts); it then answers ``("done", id, None)``.
 
+SIGINT is ignored: Ctrl-C in a terminal reaches every process of its group, this one too, and
+the parent decides what ends the run (it cancels or kills this process). A KeyboardInterrupt here
+would otherwise travel back as the run's error and be raised in the parent's reading thread.
+
 The messages go to the original stdout; anything else that would print to stdout (libraries,
 tqdm) is sent to stderr so that it cannot corrupt the stream. After each request the run's memory
 is given back (tensors dropped, garbage collected, the device's and the C allocator's caches
@@ -24,13 +28,14 @@ import gc
 import os
 import pickle
 import queue
+import signal
 import sys
 import threading
 import time
 import traceback
 from typing import Any, BinaryIO
 
-from napari_nst.core.errors import EngineProcessError
+from napari_nst.core.errors import EngineProcessError, InstallError
 from napari_nst.core.process.client import receive, send
 
 
@@ -159,8 +164,9 @@ def release_memory() -> None:
             pass
 
 
-def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> None:
-    """Serve one request and send its end message."""
+def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> bool:
+    """Serve one request and send its end message; False when this process should end now (an
+    InstallError: torch or torchvision half imported; the next run gets a fresh process)."""
     try:
         if not inbox.cancelled(rid):
             send(out, ("started", rid, None))
@@ -173,13 +179,16 @@ def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> None:
         send(out, ("error", rid, _picklable(exc)))
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: this process ends
+        return not isinstance(exc, InstallError)
     else:
         send(out, ("done", rid, None))
     finally:
         inbox.forget(rid)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends this process (see the docstring)
     args = sys.argv[1:] if argv is None else argv
     nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
     out = _protocol_stream()
@@ -193,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         kind, rid, body = item
         del item
         try:
-            handle(kind, rid, body, out, inbox)
+            if not handle(kind, rid, body, out, inbox):
+                sys.stderr.flush()
+                os._exit(0)  # not a return: the inbox thread's read of stdin would abort the interpreter's exit
         except BrokenPipeError:
             return 1  # the parent is gone
         finally:

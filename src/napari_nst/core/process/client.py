@@ -408,12 +408,16 @@ class EngineProcess:
         return self._last
 
     def kill(self) -> None:
-        """Stop the run and end its process at once, warm or not (e.g. when napari closes)."""
+        """Stop the run and end its process at once, warm or not (e.g. when napari closes).
+
+        Thread-safe; a thread waiting in the iteration for the next record returns at once, even
+        before the killed process's pipe reports its end."""
         self._killed = True
+        self._cancelled.set()  # first: the end of the pipe that follows is no failure
         child = self._child
         if child is not None:
             child.kill()
-        self._cancelled.set()
+            child.messages.put(("wake", self._rid, None))
 
     def __iter__(self) -> Iterator[Progress]:
         if self._cancelled.is_set():
@@ -463,6 +467,9 @@ class EngineProcess:
             elif kind == "progress":
                 yield payload
             elif kind == "error":
+                if not isinstance(payload, Exception):  # KeyboardInterrupt, SystemExit: the child was
+                    # interrupted; raised here it would end this thread's caller (napari's worker thread)
+                    raise EngineProcessError(f"the style-transfer process was interrupted ({type(payload).__name__})")
                 raise payload
             elif kind == "done":
                 return "done"
