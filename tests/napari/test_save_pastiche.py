@@ -17,7 +17,7 @@ def _idle(widget):
 def test_finished_pastiche_saves_as_png_with_naparis_own_writer(
     make_napari_viewer, qtbot, images, fake_engine, tmp_path
 ):
-    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images, fake_engine)
     widget.size.value, widget.steps.value = 32, 4
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: _idle(widget), timeout=10_000)
@@ -33,9 +33,9 @@ def test_finished_pastiche_saves_as_png_with_naparis_own_writer(
 
 
 def test_continue_starts_from_the_float32_pastiche(make_napari_viewer, qtbot, images, fake_engine):
-    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images, fake_engine)
     widget.size.value, widget.steps.value = 32, 4
-    engine = fake_engine()
+    engine = fake_engine
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: _idle(widget), timeout=10_000)
     first = engine.instances[-1]
