@@ -86,19 +86,20 @@ class FakeEngine:
     seconds before each; then raises ``fail`` if given.
     """
 
-    instances: list = []
-
     def __init__(self, content, style, *, min_interval=0.0, nice=0, fail=None, delay=0.0, **options):
         from napari_nst.core.api import prepare
 
         self.content, self.style, self.opts = prepare(content, style, **options)
         self.options = options
         self.fail, self.delay = fail, delay
-        self.cancelled = False
-        FakeEngine.instances.append(self)
+        self.cancelled = self.killed = False
 
     def cancel(self):
         self.cancelled = True
+
+    def kill(self):
+        self.killed = True
+        self.cancel()
 
     def __iter__(self):
         from napari_nst.core.image.arrays import resized_shape
@@ -131,24 +132,75 @@ class FakeEngine:
             raise self.fail
 
 
+class FakeStackEngine(FakeEngine):
+    """Stands in for StackEngineProcess: 2 records per frame whose image is the frame darkened;
+    remembers what it was given (``source``: the frames, ``start``, ``previous``)."""
+
+    def __init__(self, frames, style, *, start=0, previous=None, min_interval=0.0, nice=0, delay=0.0, **options):
+        from napari_nst.core.api import prepare_stack
+
+        self.source, self.style, self.opts = prepare_stack(frames, style, 0, **options)
+        self.options = options
+        self.start, self.previous, self.delay, self.fail = start, previous, delay, None
+        self.cancelled = self.killed = False
+
+    def __iter__(self):
+        from napari_nst.core.records import Progress
+
+        n, steps = len(self.source), 2
+        total = steps * (n - self.start)
+        done = 0
+        for t in range(self.start, n):
+            frame = self.source[t]
+            for step in range(1, steps + 1):
+                if self.delay:
+                    time.sleep(self.delay)
+                if self.cancelled:
+                    return
+                done += 1
+                yield Progress(
+                    step=step,
+                    total=steps,
+                    losses={"total": 1.0 / done},
+                    image=frame * 0.5,
+                    shape=frame.shape[:2],
+                    elapsed=0.01 * done,
+                    device="cpu",
+                    last_of_level=step == steps,
+                    frame=t,
+                    frames=n,
+                    stack_step=done,
+                    stack_total=total,
+                )
+
+
+class FakeEngines:
+    """The engine factory of the widget tests (``StyleTransferWidget(viewer, engines=...)``): a
+    :class:`FakeEngine` for one image, a :class:`FakeStackEngine` for a stack; ``instances``: every
+    engine it made, in order; :meth:`configure` sets how the next ones behave (``fail``, ``delay``)."""
+
+    def __init__(self):
+        self.instances: list[FakeEngine] = []
+        self.behaviour: dict = {}
+
+    def configure(self, **behaviour):
+        self.behaviour = dict(behaviour)
+        return self
+
+    def __call__(self, job):
+        if job.stack:
+            delay = self.behaviour.get("delay", 0.0)
+            engine = FakeStackEngine(
+                job.content, job.style, start=job.start, previous=job.previous, delay=delay, **job.options
+            )
+        else:
+            engine = FakeEngine(job.content, job.style, **{**job.options, **self.behaviour})
+        self.instances.append(engine)
+        return engine
+
+
 @pytest.fixture
-def fake_engine(monkeypatch):
-    """Replace the engine process by :class:`FakeEngine`; returns a function to set its behaviour."""
-    import functools
-
-    import napari_nst.core.process.client as remote
-
-    FakeEngine.instances = []
-    behaviour: dict = {}
-
-    def factory(*args, **kwargs):
-        return FakeEngine(*args, **{**kwargs, **behaviour})
-
-    monkeypatch.setattr(remote, "EngineProcess", factory)
-
-    def configure(**kw):
-        behaviour.clear()
-        behaviour.update(kw)
-        return FakeEngine
-
-    return functools.partial(configure)
+def fake_engine():
+    """The fake engine factory, to pass to the widget (``open_widget(viewer, engines=fake_engine)``)
+    or a runner."""
+    return FakeEngines()

@@ -59,9 +59,9 @@ def main() -> int:
     from napari_nst._qt.controller import RunController
 
     if engine == "blocked":
-        from napari_nst.core.process import client as remote
+        from napari_nst._run import runner
 
-        remote.EngineProcess = BlockedEngine
+        runner.EngineProcess = BlockedEngine  # what the widget's engine factory (local_engines) makes
 
     state: dict = {}
 

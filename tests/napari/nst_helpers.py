@@ -14,19 +14,29 @@ def digest(array) -> str:
     return hashlib.sha256(a.tobytes() + str((a.shape, a.dtype)).encode()).hexdigest()
 
 
-def open_widget(viewer):
-    """The widget as a user opens it: Plugins > Style Transfer."""
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-nst", "Style Transfer")
+def open_widget(viewer, engines=None):
+    """The widget as a user opens it: Plugins > Style Transfer; with ``engines`` (an engine factory,
+    e.g. the ``fake_engine`` fixture), the same widget made with that factory and docked as napari
+    docks a plugin's widget (it is given the viewer behind napari's public-only proxy)."""
+    if engines is None:
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-nst", "Style Transfer")
+        return widget
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_nst._widget import StyleTransferWidget
+
+    widget = StyleTransferWidget(PublicOnlyProxy(viewer), engines=engines)
+    viewer.window.add_dock_widget(widget, name="Style Transfer (napari-nst)")
     return widget
 
 
-def viewer_with_widget(make_napari_viewer, images):
+def viewer_with_widget(make_napari_viewer, images, engines=None):
     """The user's order: a viewer, a content and a style layer, then the widget with both picked."""
     viewer = make_napari_viewer()
     content, style = images
     c = viewer.add_image(content, name="content")
     s = viewer.add_image(style, name="style", rgb=True)
-    widget = open_widget(viewer)
+    widget = open_widget(viewer, engines)
     widget.content.value, widget.style.value = c, s
     return viewer, widget, c, s
 

@@ -1,6 +1,6 @@
 """Connects a run's worker thread to its sink, the status text, the loss plot and the progress bar.
 
-The worker (napari's ``thread_worker``) runs :func:`napari_nst._run.runner.run_task` and yields
+The worker (napari's ``thread_worker``) runs :meth:`napari_nst._run.runner.Runner.run` and yields
 records; on the main thread they are coalesced (:class:`napari_nst._run.state.RunState`) and the
 newest is shown at most as often as napari can draw it (:class:`UpdateThrottle`). Layers are
 only touched here, on the main thread.
@@ -14,11 +14,11 @@ from functools import partial
 from typing import Any, Protocol
 
 from napari_nst._qt import notify
+from napari_nst._qt.run_worker import RunWorker
 from napari_nst._qt.throttle import UpdateThrottle
 from napari_nst._run.plan import RunPlan
-from napari_nst._run.runner import Notes, run_task, shutdown
+from napari_nst._run.runner import EngineFactory, Notes, Runner, shutdown
 from napari_nst._run.sink import LayerSink
-from napari_nst._run.stack import run_stack_plan
 from napari_nst._run.state import RunState
 from napari_nst._run.status import done_text, failure_text, progress_text, stopped_text
 from napari_nst.core.errors import NonFiniteLossError
@@ -40,11 +40,12 @@ class RunView(Protocol):
 
 
 class RunController:
-    """Starts, stops and follows one run at a time."""
+    """Starts, stops and follows one run at a time; ``engines`` makes each run's engine."""
 
-    def __init__(self, viewer: Any, view: RunView, parent: Any) -> None:
+    def __init__(self, viewer: Any, view: RunView, parent: Any, engines: EngineFactory) -> None:
         self._viewer = viewer
         self._view = view
+        self._engines = engines
         self.run: RunState | None = None
         self.worker: Any = None
         self.last_pastiche: Any = None
@@ -62,9 +63,9 @@ class RunController:
     def start(self, plan: RunPlan, sources: dict[str, Any], sink: Any = None) -> None:
         from napari.qt.threading import create_worker
 
-        from .run_worker import RunWorker
-
-        run = RunState(plan, sink if sink is not None else LayerSink(self._viewer, plan), sources)
+        run = RunState(
+            plan, sink if sink is not None else LayerSink(self._viewer, plan), sources, Runner(self._engines)
+        )
         self.run, self._box[:], self._result = run, [run], None
         self._view.plot.clear(plan.steps)
         self._view.show_status("Starting the engine (loading torch and the network) ...")
@@ -72,10 +73,7 @@ class RunController:
         # at about a quarter of a core from its creation on, even after close (measured with
         # time.process_time in an idle viewer: 1 % -> 25 %); the status line and the loss plot
         # below the button show the step, losses and time left.
-        if plan.stack_axis is None:
-            worker = create_worker(run_task, run.runner, plan.tasks[0], _start_thread=False, _worker_class=RunWorker)
-        else:  # every slice, one engine process (_run/stack.py)
-            worker = create_worker(run_stack_plan, run.runner, plan, _start_thread=False, _worker_class=RunWorker)
+        worker = create_worker(run.runner.run, plan, _start_thread=False, _worker_class=RunWorker)
         # napari quits (Ctrl-C, last window closed) and waits for its workers: end the engine now
         worker.on_quit = run.kill
         worker.yielded.connect(self._on_yielded)
@@ -161,7 +159,7 @@ class RunController:
         if self.run is not None:
             self._result = result
 
-    def _on_errored(self, exc: BaseException) -> None:  # a bug in run_task itself
+    def _on_errored(self, exc: BaseException) -> None:  # a bug in Runner.run itself
         if self.run is not None:
             self._result = ("failed", exc)
 

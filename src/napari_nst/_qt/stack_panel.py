@@ -1,8 +1,8 @@
 """The widget's stack choice: "This slice" or "All slices along axis k (N)", and following the frame.
 
 Shown only when the content layer has more dimensions than the canvas displays. A stack run is
-planned by :func:`napari_nst._run.stack.plan_stack` and shown by a
-:class:`napari_nst._run.stack.StackSink`; Continue on a stack pastiche that is not finished
+planned by :func:`napari_nst._run.plan.build_plan` (as a 2-D run, with a ``stack_axis``) and shown
+by a :class:`napari_nst._run.stack.StackSink`; Continue on a stack pastiche that is not finished
 resumes at its first frame not made.
 """
 
@@ -14,15 +14,9 @@ from magicgui.widgets import CheckBox, ComboBox
 
 from napari_nst._qt import notify
 from napari_nst._run.inputs import slice_axes, snapshot
+from napari_nst._run.plan import RunPlan, stack_axes
 from napari_nst._run.sink import META_KEY
-from napari_nst._run.stack import (
-    StackSink,
-    labels_per_frame,
-    plan_stack,
-    stack_axes,
-    stack_memory_problem,
-    with_stack_controls,
-)
+from napari_nst._run.stack import StackSink, stack_memory_problem
 from napari_nst.core.compute.memory import host_available
 
 THIS_SLICE = "This slice"
@@ -81,43 +75,23 @@ class StackPanel:
             return meta if int(meta.get("frames_done", 0)) < int(meta["frames"]) else None
         return None
 
-    def start(
-        self,
-        controller: Any,
-        content: Any,
-        style: Any,
-        opts: dict[str, Any],
-        settings: dict[str, Any],
-        resume: Any = None,
-        styles: tuple[Any, ...] = (),
-        labels: Any = None,
-    ) -> bool:
-        """Plan and start a stack run (``resume``: an unfinished stack pastiche layer to fill further;
-        ``styles``: style layers 2, 3 ...; ``labels``: a Labels layer, read over each frame)."""
-        point, displayed = tuple(self._viewer.dims.point), tuple(self._viewer.dims.displayed)
-        meta = self.unfinished(resume) or {}
-        axis = int(meta["settings"]["stack"]["axis"]) if meta else self.axis()
-        assert axis is not None
-        start = int(meta.get("frames_done", 0))
-        plan = plan_stack(
-            snapshot(content, point),
-            snapshot(style, point),
-            dict(opts, init="content"),
-            settings,
-            self._viewer.dims.ndim,
-            displayed,
-            axis,
-            start=start,
-            previous=snapshot(resume, point) if meta and start > 0 else None,
-        )
-        regions = labels_per_frame(labels, content, point, plan) if labels is not None else None
-        extras = [snapshot(lay, point) for lay in styles]
-        plan = with_stack_controls(plan, extras, regions, self._viewer.dims.ndim, displayed)
+    def request(self, init_layer: Any) -> dict[str, Any] | None:
+        """The stack part of a run request (``stack_axis``, ``start``, ``previous``) when the run is a
+        stack: every slice along the axis chosen, or Continue on a stack pastiche whose frames are
+        not all made (``init_layer``: resumed at its first frame not made); None: a 2-D run."""
+        meta = self.unfinished(init_layer)
+        if meta:
+            axis, start = int(meta["settings"]["stack"]["axis"]), int(meta.get("frames_done", 0))
+            return {"stack_axis": axis, "start": start, "previous": init_layer}
+        if init_layer is None and self.axis() is not None:
+            return {"stack_axis": self.axis()}
+        return None
+
+    def sink(self, plan: RunPlan, resume: Any = None) -> StackSink | None:
+        """The nD layer a stack plan fills (``resume``: the stack pastiche to fill further); None, and
+        an error shown, when the stack would not fit in memory."""
         problem = stack_memory_problem(plan, host_available())
         if problem:
             notify.error(problem)
-            return False
-        sink = StackSink(self._viewer, plan, follow=bool(self.follow.value), layer=resume if meta else None)
-        sources = {"content": content, "style": style, "init": None, "styles": list(styles), "regions": labels}
-        controller.start(plan, sources, sink=sink)
-        return True
+            return None
+        return StackSink(self._viewer, plan, follow=bool(self.follow.value), layer=resume)

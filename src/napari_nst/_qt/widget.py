@@ -26,10 +26,8 @@ from napari_nst._qt.remembered import RememberedSettings
 from napari_nst._qt.run_on import RunOnPanel
 from napari_nst._qt.stack_panel import StackPanel
 from napari_nst._qt.styles_panel import StylesPanel
-from napari_nst._run.inputs import snapshot
-from napari_nst._run.labels import labels_snapshot
-from napari_nst._run.plan import RunPlan, plan_2d, with_controls, with_style_regions
-from napari_nst._run.runner import prewarm
+from napari_nst._run.plan import RunRequest, build_plan
+from napari_nst._run.runner import EngineFactory, local_engines, prewarm
 from napari_nst._run.sink import META_KEY
 from napari_nst._run.state import same_layer
 from napari_nst.core.errors import OptionError
@@ -42,9 +40,10 @@ RUN_TIP = "Start painting (Stop ends the run and keeps the pastiche so far)."
 
 
 class StyleTransferWidget(Container[Any]):
-    """Paint the content image in the style of another, live, in the viewer."""
+    """Paint the content image in the style of another, live, in the viewer; ``engines`` makes
+    each run's engine (the default: a child process, or a dask scheduler's workers)."""
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, engines: EngineFactory = local_engines) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
         self.machine = MachinePart(None if quick_device_guess() is None else False)
@@ -73,7 +72,7 @@ class StyleTransferWidget(Container[Any]):
         self._refresh_stack()
         self._show_advanced(self.show_advanced.value)
         self._apply_machine_defaults()
-        self.controller = RunController(viewer, self, self.native)
+        self.controller = RunController(viewer, self, self.native, engines)
         self.inputs.follow_renames()
         self.reset_choices()
         self._probe = start_probe(self._on_probe_done) if self._gpu is None else None
@@ -268,18 +267,25 @@ class StyleTransferWidget(Container[Any]):
                 raise ValueError(f"The {what} layer {lay.name!r} is no longer in the viewer; pick another one.")
         return content, style
 
-    def _plan(self, content: Any, style: Any, init_layer: Any, opts: dict[str, Any]) -> RunPlan:
-        """Snapshots of the layers (main thread) and the plan; the engine validates the options, once."""
-        point, displayed = tuple(self._viewer.dims.point), tuple(self._viewer.dims.displayed)
+    def _request(self, content: Any, opts: dict[str, Any], init_layer: Any) -> RunRequest | None:
+        """What to run: the slice shown, or every slice (a stack); None (and an error shown) when the
+        scheduler to run a stack on is not valid."""
+        stack = self.stack.request(init_layer)  # None: the slice shown
         settings = {**Options().as_dict(), **opts}
-        settings["init"] = f"layer: {init_layer.name}" if init_layer is not None else opts["init"]
-        init = snapshot(init_layer, point) if init_layer is not None else None
-        plan = plan_2d(snapshot(content, point), snapshot(style, point), init, opts, settings, len(point), displayed)
-        labels = self.regions.value
-        regions = labels_snapshot(labels, content, point, plan.tasks[0].axes) if labels is not None else None
-        extras = [snapshot(lay, point) for lay in self.styles_panel.layers()[1:]]
-        plan = with_controls(plan, extras, regions, len(point), displayed)
-        return with_style_regions(plan, self.regions_panel.style_sources(), self.styles_panel.layers(), point)
+        if stack is None:
+            settings["init"] = f"layer: {init_layer.name}" if init_layer is not None else opts["init"]
+        elif not self.run_on_panel.add_to(settings):
+            return None
+        return RunRequest(
+            content,
+            self.styles_panel.layers(),
+            opts,
+            settings,
+            init=init_layer if stack is None else None,
+            regions=self.regions.value,
+            style_regions=self.regions_panel.style_sources(),
+            **(stack or {}),
+        )
 
     def start(self, init_layer: Any = None) -> bool:
         """Start a run (as the Run button does); False (and a notification) if it cannot start."""
@@ -297,23 +303,15 @@ class StyleTransferWidget(Container[Any]):
             notify.error("The layer to start from is no longer in the viewer; pick another one under Start from.")
             return False
         opts["init"] = "content" if init_layer is not None else opts["init"]
-        if self.stack.unfinished(init_layer) or (init_layer is None and self.stack.axis() is not None):
-            settings = {**Options().as_dict(), **opts, "init": opts["init"]}
-            if not self.run_on_panel.add_to(settings):
-                return False
-            extra = {"styles": tuple(self.styles_panel.layers()[1:]), "labels": self.regions.value}
-            return self.stack.start(self.controller, content, style, opts, settings, resume=init_layer, **extra)
-        plan = self._plan(content, style, init_layer, opts)
-        self.controller.start(
-            plan,
-            {
-                "content": content,
-                "style": style,
-                "init": init_layer,
-                "styles": self.styles_panel.layers()[1:],
-                "regions": self.regions.value,
-            },
-        )
+        req = self._request(content, opts, init_layer)
+        if req is None:
+            return False
+        plan = build_plan(req, tuple(self._viewer.dims.point), tuple(self._viewer.dims.displayed))
+        sink = None if plan.stack_axis is None else self.stack.sink(plan, req.previous)
+        if plan.stack_axis is not None and sink is None:
+            return False
+        sources = {"content": content, "style": style, "init": req.init, "styles": list(req.styles[1:])}
+        self.controller.start(plan, {**sources, "regions": req.regions}, sink=sink)
         return True
 
     def stop(self, reason: str | None = None) -> None:

@@ -1,20 +1,40 @@
 """A run plan: one task per output image (no Qt; built on the main thread from snapshots).
 
-A 2-D run is one task: the displayed slice of the content, painted at ``size``. A stack run
-will be one task per slice of the same plan (same inputs, another ``index``), and the sink that
-shows it an nD layer; the runner and the records do not change.
+:func:`build_plan` is the one plan builder, for a 2-D run and a stack alike: it takes what the
+widget asks for as live layers (:class:`RunRequest`) and snapshots them. A 2-D run is one task:
+the displayed slice of the content, painted at ``size``. A stack run is one task per slice along
+an axis the canvas does not show (``Task.index = (t,)``, the content snapshot's position moved to
+slice t), all run by one engine so that frame t starts from frame t-1. Each task holds its style
+images as :class:`StylePart` s (style 1 first).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari_nst._run.inputs import LayerSnapshot, slice_axes, slice_shape
-from napari_nst._run.labels import LabelsSnapshot
+import numpy as np
+
+from napari_nst._run.inputs import LayerSnapshot, slice_axes, slice_shape, snapshot
+from napari_nst._run.labels import LabelsSnapshot, labels_snapshot
 from napari_nst.core.image.arrays import resized_shape
 from napari_nst.core.options import Options
+
+
+@dataclass(frozen=True)
+class StylePart:
+    """One style image of a task: its snapshot, its axes shown as rows and columns, and the Labels
+    layer painted over it saying which part supplies each label's style (None: used whole)."""
+
+    snapshot: LayerSnapshot
+    axes: tuple[int, int]
+    regions: LabelsSnapshot | None = None
+
+    @property
+    def name(self) -> str:
+        return self.snapshot.name
 
 
 @dataclass(frozen=True)
@@ -22,41 +42,36 @@ class Task:
     """One output image: which slice of which inputs, with which engine options."""
 
     content: LayerSnapshot
-    style: LayerSnapshot
-    init: LayerSnapshot | None
+    styles: tuple[StylePart, ...]  #: style 1, 2 ... (several: blended, or painted in regions)
     options: dict[str, Any]  #: engine keywords (``init`` is a string here; a layer is in ``init``)
     axes: tuple[int, int]  #: the content's axes shown as rows and columns
-    style_axes: tuple[int, int]
-    init_axes: tuple[int, int] | None
     full_shape: tuple[int, int]  #: the content slice at full resolution
+    init: LayerSnapshot | None = None  #: a layer to start from
+    init_axes: tuple[int, int] | None = None
     index: tuple[int, ...] = ()  #: where the output goes in the sink (() for a 2-D run)
-    extra_styles: tuple[LayerSnapshot, ...] = ()  #: styles 2, 3 ... (blended, or painted in regions)
-    extra_style_axes: tuple[tuple[int, int], ...] = ()
     regions: LabelsSnapshot | None = None  #: the Labels layer that says which style goes where
-    #: per style image: a Labels layer over it saying which part supplies each label's style (None: whole)
-    style_regions: tuple[LabelsSnapshot | None, ...] = ()
 
     @property
     def final_shape(self) -> tuple[int, int]:
         """The pastiche's shape at the last (finest) level."""
         return resized_shape(self.full_shape, int(self.options["size"]))
 
-    @property
-    def style_long_edge(self) -> int:
-        """The style image's long edge at the finest level, by the engine's own formula."""
-        return self.long_edge_of(self.style, self.style_axes)
-
-    def long_edge_of(self, style: LayerSnapshot, axes: tuple[int, int]) -> int:
-        """A style image's long edge at the finest level (each style is resized on its own, with
-        its own ``style_scale`` when one is given per style)."""
+    def style_long_edge(self, k: int = 0) -> int:
+        """Style image ``k``'s long edge at the finest level, by the engine's own formula (each style
+        is resized on its own, with its own ``style_scale`` when one is given per style)."""
         opts = Options(style_scale=self.options.get("style_scale", 1.0))
-        index = next((k for k, s in enumerate([self.style, *self.extra_styles]) if s is style), 0)
-        index = index if isinstance(opts.style_scale, tuple) and index < len(opts.style_scale) else 0
-        return max(opts.style_shape(slice_shape(style, axes), self.final_shape, index))
+        index = k if isinstance(opts.style_scale, tuple) and k < len(opts.style_scale) else 0
+        part = self.styles[k]
+        return max(opts.style_shape(slice_shape(part.snapshot, part.axes), self.final_shape, index))
 
     @property
     def style_names(self) -> list[str]:
-        return [self.style.name, *(s.name for s in self.extra_styles)]
+        return [part.name for part in self.styles]
+
+    @property
+    def style_regions(self) -> bool:
+        """Whether a Labels layer is painted over any style image."""
+        return any(part.regions is not None for part in self.styles)
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,7 @@ class RunPlan:
     tasks: tuple[Task, ...]
     output_name: str
     settings: dict[str, Any] = field(default_factory=dict)  #: JSON-friendly, for the layer metadata
-    stack_axis: int | None = None  #: a stack run (_run/stack.py): the content's axis its tasks go along
+    stack_axis: int | None = None  #: a stack run: the content's axis its tasks go along
     start: int = 0  #: a stack run's first task (Continue)
     previous: LayerSnapshot | None = None  #: the stack pastiche layer a Continue fills further
 
@@ -79,74 +94,101 @@ class RunPlan:
         return self.tasks[rec.frame] if self.stack_axis is not None else self.tasks[0]
 
 
-def output_name(content: str, style: str, continued: bool) -> str:
-    return f"{content} × {style}" + (" (continued)" if continued else "")
+@dataclass(frozen=True)
+class RunRequest:
+    """What the widget asks for, as live layers (read on the main thread by :func:`build_plan`)."""
+
+    content: Any
+    styles: Sequence[Any]  #: style layers, style 1 first
+    options: dict[str, Any]  #: engine keywords (``init`` a string)
+    settings: dict[str, Any]  #: for the layer metadata
+    init: Any = None  #: a layer to start from (a 2-D run)
+    regions: Any = None  #: a Labels layer over the content
+    style_regions: Sequence[Any] = ()  #: a Labels layer over each style image (None: whole), or ()
+    stack_axis: int | None = None  #: every slice along this content axis; None: the slice shown
+    start: int = 0  #: a stack's first frame to make (Continue)
+    previous: Any = None  #: the stack pastiche layer holding the frames before ``start``
 
 
-def with_controls(
-    plan: RunPlan,
-    styles: Sequence[LayerSnapshot],
-    regions: LabelsSnapshot | None,
-    world_ndim: int,
-    displayed: Sequence[int],
-) -> RunPlan:
-    """``plan`` with more style images and/or a Labels layer of regions."""
-    if not styles and regions is None:
-        return plan
-    from dataclasses import replace
-
-    task = replace(
-        plan.tasks[0],
-        extra_styles=tuple(styles),
-        regions=regions,
-        extra_style_axes=tuple(slice_axes(s, world_ndim, displayed) for s in styles),
-    )
-    name = plan.output_name
-    if styles:
-        name = name.replace(f" × {task.style.name}", " × " + " + ".join(task.style_names), 1)
-    return replace(plan, tasks=(task,), output_name=name)
+def output_name(content: str, styles: Sequence[str], continued: bool) -> str:
+    return f"{content} × {' + '.join(styles)}" + (" (continued)" if continued else "")
 
 
-def with_style_regions(
-    plan: RunPlan, sources: Sequence[Any], style_layers: Sequence[Any], point: Sequence[float]
-) -> RunPlan:
-    """``plan`` with a Labels layer over each style image (None: the style image used whole),
-    each read as napari shows it over its style image's slice on screen. Main thread."""
-    if not any(lay is not None for lay in sources):
-        return plan
-    from dataclasses import replace
-
-    from napari_nst._run.labels import labels_snapshot
-
-    task = plan.tasks[0]
-    axes = [task.style_axes, *task.extra_style_axes]
-    snaps = tuple(
-        None if lab is None else labels_snapshot(lab, style, point, ax)
-        for lab, style, ax in zip(sources, style_layers, axes, strict=True)
-    )
-    return replace(plan, tasks=(replace(task, style_regions=snaps),))
+def stack_axes(snap: LayerSnapshot, axes: tuple[int, int]) -> list[tuple[int, int]]:
+    """``(axis, length)`` of each axis of the content a stack run can go along."""
+    return [(ax, int(snap.shape[ax])) for ax in range(snap.ndim) if ax not in axes and int(snap.shape[ax]) > 1]
 
 
-def plan_2d(
-    content: LayerSnapshot,
-    style: LayerSnapshot,
-    init: LayerSnapshot | None,
-    options: dict[str, Any],
-    settings: dict[str, Any],
-    world_ndim: int,
-    displayed: Sequence[int],
-) -> RunPlan:
-    """One task: the slice of ``content`` shown now, styled by the slice of ``style`` shown now."""
+def build_plan(req: RunRequest, point: Sequence[float], displayed: Sequence[int]) -> RunPlan:
+    """The plan for ``req`` with the viewer's dims at ``point`` showing the axes ``displayed``:
+    one task (the slice shown), or one per slice along ``req.stack_axis``. Main thread."""
+    world_ndim = len(point)
+    content = snapshot(req.content, point)
     axes = slice_axes(content, world_ndim, displayed)
-    task = Task(
-        content=content,
-        style=style,
-        init=init,
-        options=dict(options),
-        axes=axes,
-        style_axes=slice_axes(style, world_ndim, displayed),
-        init_axes=slice_axes(init, world_ndim, displayed) if init is not None else None,
-        full_shape=slice_shape(content, axes),
+    sources = list(req.style_regions) or [None] * len(req.styles)
+    styles = tuple(
+        _style_part(lay, lab, point, world_ndim, displayed) for lay, lab in zip(req.styles, sources, strict=True)
     )
-    name = output_name(content.name, style.name, continued=init is not None)
-    return RunPlan(tasks=(task,), output_name=name, settings=dict(settings))
+    base = Task(content, styles, dict(req.options), axes, slice_shape(content, axes))
+    if req.stack_axis is None:
+        init = snapshot(req.init, point) if req.init is not None else None
+        task = dataclasses.replace(
+            base,
+            init=init,
+            init_axes=slice_axes(init, world_ndim, displayed) if init is not None else None,
+            regions=labels_snapshot(req.regions, req.content, point, axes) if req.regions is not None else None,
+        )
+        name = output_name(content.name, task.style_names, continued=init is not None)
+        return RunPlan(tasks=(task,), output_name=name, settings=dict(req.settings))
+    previous = snapshot(req.previous, point) if req.previous is not None and req.start > 0 else None
+    tasks = _frame_tasks(req, base, point, continued=previous is not None)
+    settings = dict(req.settings, stack={"axis": req.stack_axis, "frames": len(tasks)})
+    return RunPlan(
+        tasks=tasks,
+        output_name=output_name(content.name, base.style_names, continued=False),
+        settings=settings,
+        stack_axis=req.stack_axis,
+        start=req.start,
+        previous=previous,
+    )
+
+
+def _style_part(
+    layer: Any, labels: Any, point: Sequence[float], world_ndim: int, displayed: Sequence[int]
+) -> StylePart:
+    snap = snapshot(layer, point)
+    axes = slice_axes(snap, world_ndim, displayed)
+    return StylePart(snap, axes, labels_snapshot(labels, layer, point, axes) if labels is not None else None)
+
+
+def _frame_tasks(req: RunRequest, base: Task, point: Sequence[float], continued: bool) -> tuple[Task, ...]:
+    """One task per slice of the content along ``req.stack_axis``; the first frame made has the
+    run's steps unless it continues from an earlier frame, the others the frame steps; a Labels
+    layer is read as it lies over each frame (one of the stack's dims gives each frame its own)."""
+    from napari_nst.core.stack.frames import frame_steps_for
+
+    axis, content = int(req.stack_axis or 0), base.content
+    pos0 = np.zeros(content.ndim) if content.position is None else np.asarray(content.position, dtype=float)
+    later = frame_steps_for(req.options.get("steps"), req.options.get("frame_steps"))
+    tasks = []
+    for t in range(int(content.shape[axis])):
+        pos = pos0.copy()
+        pos[axis] = t
+        first = t == req.start and not continued
+        opts = dict(req.options, init="content", steps=int(req.options["steps"]) if first else later)
+        regions = None
+        if req.regions is not None:
+            regions = labels_snapshot(req.regions, req.content, _frame_point(req.content, point, pos), base.axes)
+        snap = dataclasses.replace(content, position=pos)
+        tasks.append(dataclasses.replace(base, content=snap, options=opts, index=(t,), regions=regions))
+    return tuple(tasks)
+
+
+def _frame_point(layer: Any, point: Sequence[float], pos: np.ndarray) -> list[float]:
+    """The world point of the slice of ``layer`` at data position ``pos`` (the other world axes
+    as in ``point``)."""
+    world = np.asarray(layer.data_to_world(list(pos)), float)
+    p = list(point)
+    if len(world) <= len(p):
+        p[len(p) - len(world) :] = list(world)
+    return p

@@ -1,11 +1,10 @@
-"""The runner: turns a task into progress records (no Qt; runs in a worker thread).
+"""The runner: turns a plan into progress records (no Qt; runs in a worker thread).
 
-Today's runner is the engine in a child process (:class:`napari_nst.core.process.client.EngineProcess`):
-napari's process never imports torch (see docs/napari.md). Another runner (a dask cluster) would
-offer the same two calls: :meth:`ProcessRunner.records` and a thread-safe :meth:`ProcessRunner.cancel`.
-
-:func:`run_task` is the whole worker-thread side of a run: read the inputs, then relay records;
-it touches no layer and no widget.
+One :class:`Runner` for every kind of run: it reads the plan's inputs (:func:`napari_nst._run.job.read_job`)
+and relays the records of the engine its factory makes for them. The widget's factory,
+:func:`local_engines`, makes the engine in a child process (one image or a stack) or on a dask
+scheduler's workers: napari's process never imports torch (see docs/napari.md). The tests pass
+a fake factory.
 """
 
 from __future__ import annotations
@@ -14,15 +13,16 @@ import atexit
 import logging
 import os
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
-
-from napari_nst._run.inputs import read_input
-from napari_nst._run.plan import Task
-from napari_nst.core.errors import EngineProcessError, InstallError
+from napari_nst._run.dask_stack import DaskStackProcess
+from napari_nst._run.job import EngineJob, read_job
+from napari_nst._run.plan import RunPlan
+from napari_nst.core.errors import EngineProcessError, InstallError, OptionError
+from napari_nst.core.process import client as remote
+from napari_nst.core.process.client import EngineProcess, StackEngineProcess
 from napari_nst.core.records import Progress
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,13 @@ PREWARM_ENV = "NAPARI_NST_PREWARM"
 _PREWARM_OPTIONS = ("model", "weights", "device", "pooling", "precision")
 
 # every live engine process, so that none outlives napari (killed at interpreter exit)
-_LIVE_PROCESSES: set[Any] = set()
+_LIVE_PROCESSES: set[Engine] = set()
 
 
 @atexit.register
 def _kill_live_processes() -> None:  # pragma: no cover - runs at exit
     for proc in list(_LIVE_PROCESSES):
-        getattr(proc, "kill", proc.cancel)()
+        proc.kill()
 
 
 def prewarm(options: dict[str, Any]) -> bool:
@@ -52,9 +52,6 @@ def prewarm(options: dict[str, Any]) -> bool:
     settings are not valid yet (the run will say why)."""
     if os.environ.get(PREWARM_ENV, "1") == "0":
         return False
-    from napari_nst.core.errors import OptionError
-    from napari_nst.core.process import client as remote
-
     try:
         remote.prewarm(nice=ENGINE_NICE, **{k: options[k] for k in _PREWARM_OPTIONS if k in options})
     except (OptionError, OSError) as exc:
@@ -65,8 +62,6 @@ def prewarm(options: dict[str, Any]) -> bool:
 
 def shutdown() -> None:
     """Free the memory of the warm engine processes (napari closes, or the widget goes away)."""
-    from napari_nst.core.process import client as remote
-
     remote.shutdown_engines()
 
 
@@ -77,59 +72,40 @@ class Notes:
     lines: list[str]
 
 
-@dataclass
-class Inputs:
-    """A task's images, read and converted in the worker thread."""
+class Engine(Protocol):
+    """What the runner asks of an engine: its records, and ``cancel``/``kill`` from any thread."""
 
-    content: np.ndarray
-    style: Any  #: one image, or a list of them (several styles)
-    options: dict[str, Any]  #: the task's options, with ``init`` an image where a layer was given
-    notes: list[str]
+    def __iter__(self) -> Iterator[Progress]: ...
+    def cancel(self) -> None: ...
+    def kill(self) -> None: ...
 
 
-def read_inputs(task: Task) -> Inputs:
-    """Each input once, at about the size the engine works at (see :func:`read_input`)."""
-    size = int(task.options["size"])
-    content, c_note = read_input(task.content, task.axes, size, "content")
-    style, s_note = read_input(task.style, task.style_axes, task.style_long_edge, "style")
-    options, i_note = dict(task.options), None
-    if task.init is not None and task.init_axes is not None:
-        options["init"], i_note = read_input(task.init, task.init_axes, size, "init")
-    notes = [n for n in (c_note, s_note, i_note) if n]
-    if task.extra_styles:  # several styles: the engine takes a list
-        styles = [style]
-        for k, (snap, axes) in enumerate(zip(task.extra_styles, task.extra_style_axes, strict=True), start=2):
-            img, note = read_input(snap, axes, task.long_edge_of(snap, axes), f"style {k}")
-            styles.append(img)
-            notes += [note] if note else []
-        style = styles  # type: ignore[assignment]
-    if task.regions is not None:
-        from napari_nst._run.labels import read_labels
-
-        options["regions"] = read_labels(task.regions, task.full_shape, content.shape[:2])
-    if any(snap is not None for snap in task.style_regions):  # which part of each style image
-        options["style_regions"] = _style_labels(task, style if isinstance(style, list) else [style])
-    return Inputs(content, style, options, notes)
+#: makes the engine for a job (the widget's is :func:`local_engines`; the tests pass a fake)
+EngineFactory = Callable[[EngineJob], Engine]
 
 
-def _style_labels(task: Task, styles: list[np.ndarray]) -> list[np.ndarray | None]:
-    """Each style image's Labels layer read at the shape the style image was read at."""
-    from napari_nst._run.inputs import slice_shape
-    from napari_nst._run.labels import read_labels
+def local_engines(job: EngineJob) -> Engine:
+    """The engines of napari's widget: a child process on this machine (:class:`EngineProcess`, or
+    :class:`StackEngineProcess` for a stack), or a dask scheduler's workers for a stack with an
+    address (:class:`napari_nst._run.dask_stack.DaskStackProcess`). None of them imports torch here."""
+    if job.stack and job.address:
+        return DaskStackProcess(
+            job.content, job.style, address=job.address, start=job.start, previous=job.previous, **job.options
+        )
+    if job.stack:
+        return StackEngineProcess(
+            job.content, job.style, start=job.start, previous=job.previous, nice=ENGINE_NICE, **job.options
+        )
+    return EngineProcess(job.content, job.style, nice=ENGINE_NICE, **job.options)
 
-    snaps = [task.style, *task.extra_styles]
-    axes = [task.style_axes, *task.extra_style_axes]
-    return [
-        None if lab is None else read_labels(lab, slice_shape(snap, ax), img.shape[:2])
-        for lab, snap, ax, img in zip(task.style_regions, snaps, axes, styles, strict=True)
-    ]
 
+class Runner:
+    """Runs one plan in an engine made by ``engines`` (one image, a stack, on this machine or on a
+    cluster: the factory decides); :meth:`cancel` and :meth:`kill` from any thread."""
 
-class ProcessRunner:
-    """Runs one task at a time in an engine process; :meth:`cancel` from any thread."""
-
-    def __init__(self) -> None:
-        self.proc: Any = None  #: the current :class:`EngineProcess` (or the tests' fake)
+    def __init__(self, engines: EngineFactory) -> None:
+        self._engines = engines
+        self.proc: Engine | None = None  #: the engine of the current run (None before it started)
         self._cancelled = threading.Event()
 
     @property
@@ -148,15 +124,28 @@ class ProcessRunner:
         self._cancelled.set()
         proc = self.proc
         if proc is not None:
-            getattr(proc, "kill", proc.cancel)()
+            proc.kill()
 
-    def records(self, inputs: Inputs) -> Iterator[Progress]:
-        """The engine's progress records for ``inputs``; ends quietly when cancelled."""
-        from napari_nst.core.process import client as remote  # looked up now: the tests replace EngineProcess
+    def run(self, plan: RunPlan) -> Generator[Any, None, tuple[str, BaseException | None]]:
+        """Worker-thread side of a run: yields :class:`Notes`, then :class:`Progress` records.
 
-        # the engine makes a preview image only where one will be shown (no images made to be dropped)
-        options = {**inputs.options, "preview_interval": PREVIEW_INTERVAL}
-        proc = remote.EngineProcess(inputs.content, inputs.style, nice=ENGINE_NICE, **options)
+        Reads the inputs, then relays the engine's records; touches no layer and no widget.
+        Returns ``(outcome, exception or None)`` with outcome ``finished``, ``stopped`` or
+        ``failed``; every exception is returned, to be reported on the main thread.
+        """
+        try:
+            job, notes = read_job(plan, PREVIEW_INTERVAL)
+            yield Notes(notes)
+            yield from self._records(job)
+            return ("stopped" if self.cancelled else "finished", None)
+        except Exception as exc:
+            if not isinstance(exc, (ValueError, MemoryError, EngineProcessError, InstallError)):
+                log.exception("style transfer failed")
+            return ("failed", exc)
+
+    def _records(self, job: EngineJob) -> Iterator[Progress]:
+        """The engine's progress records for ``job``; ends quietly when cancelled."""
+        proc = self._engines(job)
         self.proc = proc
         if self.cancelled:
             proc.cancel()
@@ -164,22 +153,5 @@ class ProcessRunner:
         try:
             yield from proc
         finally:
-            proc.cancel()  # no-op after a normal end; kills the child if this generator is closed
+            proc.cancel()  # no-op after a normal end; stops the engine if this generator is closed
             _LIVE_PROCESSES.discard(proc)
-
-
-def run_task(runner: ProcessRunner, task: Task) -> Generator[Any, None, tuple[str, BaseException | None]]:
-    """Worker-thread side of a run: yields :class:`Notes`, then :class:`Progress` records.
-
-    Returns ``(outcome, exception or None)`` with outcome ``finished``, ``stopped`` or ``failed``;
-    every exception is returned, to be reported on the main thread.
-    """
-    try:
-        inputs = read_inputs(task)
-        yield Notes(inputs.notes)
-        yield from runner.records(inputs)
-        return ("stopped" if runner.cancelled else "finished", None)
-    except Exception as exc:
-        if not isinstance(exc, (ValueError, MemoryError, EngineProcessError, InstallError)):
-            log.exception("style transfer failed")
-        return ("failed", exc)

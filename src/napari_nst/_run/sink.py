@@ -2,8 +2,8 @@
 
 :class:`LayerSink` is the 2-D sink: one RGB Image layer, created with the first image, placed
 exactly over the content slice it was made from whatever the working size (coarse-to-fine levels
-are smaller), and its ``metadata["napari_nst"]`` kept up to date. A stack run will have an nD
-sink that fills one slice per task; :meth:`LayerSink.show` already takes the task.
+are smaller), and its ``metadata["napari_nst"]`` kept up to date. A stack run has an nD sink
+(:class:`napari_nst._run.stack.StackSink`) with the same calls.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ def run_metadata(
     task = plan.tasks[0]
     meta: dict[str, Any] = {
         "content": task.content.name,
-        "style": task.style.name,
+        "style": task.styles[0].name,
         "settings": dict(plan.settings),
         "status": outcome,
         "napari_nst_version": __version__,
     }
-    if task.extra_styles or task.regions is not None:
+    if len(task.styles) > 1 or task.regions is not None:
         meta.update(controls_metadata(task))
     if notes:
         meta["notes"] = list(notes)
@@ -80,9 +80,9 @@ def controls_metadata(task: Task) -> dict[str, Any]:
             },
             "other labels": "blend of all styles",
         }
-        if any(lab is not None for lab in task.style_regions):
+        if task.style_regions:
             out["regions"]["style_regions"] = {
-                n: ("whole" if lab is None else lab.name) for n, lab in zip(names, task.style_regions, strict=True)
+                part.name: ("whole" if part.regions is None else part.regions.name) for part in task.styles
             }
     return out
 

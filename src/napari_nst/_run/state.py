@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from napari_nst._run.plan import RunPlan
-from napari_nst._run.runner import ProcessRunner
+from napari_nst._run.runner import Runner
 from napari_nst._run.sink import LayerSink, run_metadata
 from napari_nst._run.status import RateTracker
 from napari_nst.core.records import Progress
@@ -33,7 +33,7 @@ class RunState:
     plan: RunPlan
     sink: LayerSink  #: or a _run.stack.StackSink (same calls)
     sources: dict[str, Any]  #: "content", "style", "init" -> the live layer (or None)
-    runner: ProcessRunner = field(default_factory=ProcessRunner)
+    runner: Runner
     outcome: str = "running"
     error: BaseException | None = None
     notes: list[str] = field(default_factory=list)
@@ -52,7 +52,7 @@ class RunState:
 
     @property
     def proc(self) -> Any:
-        """The engine process of the current task (None before it started)."""
+        """The engine of the run (None before it started)."""
         return self.runner.proc
 
     def stop(self, reason: str | None = None) -> None:

@@ -12,14 +12,14 @@ from nst_helpers import RUN_TIMEOUT, digest, errors, open_widget, tiny
 pytestmark = pytest.mark.gui
 
 
-def _viewer(make_napari_viewer, images, labels=None, **labels_kw):
+def _viewer(make_napari_viewer, images, labels=None, engines=None, **labels_kw):
     viewer = make_napari_viewer()
     content, style = images
     c = viewer.add_image(content, name="content")
     s1 = viewer.add_image(style, name="stripes", rgb=True)
     s2 = viewer.add_image(style[::-1, :, ::-1].copy(), name="flipped", rgb=True)
     lab = viewer.add_labels(labels, name="painted", **labels_kw) if labels is not None else None
-    widget = open_widget(viewer)
+    widget = open_widget(viewer, engines)
     widget.content.value, widget.style.value = c, s1
     return viewer, widget, c, s1, s2, lab
 
@@ -35,7 +35,7 @@ def test_styles_weights_regions_and_colours_reach_the_engine(
 ):
     labels = _halves((36, 52))
     labels[:5, :5] = 2
-    viewer, widget, c, s1, s2, lab = _viewer(make_napari_viewer, images, labels)
+    viewer, widget, c, s1, s2, lab = _viewer(make_napari_viewer, images, labels, engines=fake_engine)
     before = [digest(x.data) for x in (c, s1, s2, lab)]
     widget.add_style.clicked.emit()
     picker = widget.styles_panel.pickers[1]
@@ -56,12 +56,9 @@ def test_styles_weights_regions_and_colours_reach_the_engine(
     widget.preserve_color.value = "luminance"
     widget.style_strength.value = 2.0
     widget.size.value, widget.steps.value = 32, 3
-    fake_engine()
     assert widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
-    from conftest import FakeEngine
-
-    fake = FakeEngine.instances[-1]
+    fake = fake_engine.instances[-1]
     assert isinstance(fake.style, list) and len(fake.style) == 2
     assert fake.opts.style_blend == (3.0, 1.0) and fake.opts.region_styles == {1: 0, 2: None}
     assert fake.opts.preserve_color == "luminance" and fake.opts.style_strength == pytest.approx(2.0, rel=0.01)
@@ -86,8 +83,7 @@ def test_styles_weights_regions_and_colours_reach_the_engine(
 
 @pytest.mark.parametrize("what", ["zero weights", "all none"])
 def test_bad_controls_notify_and_start_nothing(make_napari_viewer, images, fake_engine, notifications, what):
-    viewer, widget, c, s1, s2, lab = _viewer(make_napari_viewer, images, _halves((36, 52)))
-    fake_engine()
+    viewer, widget, c, s1, s2, lab = _viewer(make_napari_viewer, images, _halves((36, 52)), engines=fake_engine)
     n = len(viewer.layers)
     if what == "zero weights":
         widget.add_style.clicked.emit()
@@ -99,9 +95,7 @@ def test_bad_controls_notify_and_start_nothing(make_napari_viewer, images, fake_
         for row in widget.region_styles:
             row.value = "none"
     assert not widget.start()
-    from conftest import FakeEngine
-
-    assert FakeEngine.instances == [] and len(viewer.layers) == n
+    assert fake_engine.instances == [] and len(viewer.layers) == n
     msg = " ".join(errors(notifications))
     assert {"zero weights": "weight above 0", "all none": "no pixel gets a style"}[what] in msg
 
@@ -148,7 +142,7 @@ def test_a_real_run_with_two_styles_on_two_regions(make_napari_viewer, qtbot, im
 def test_style_regions_and_per_style_scale_reach_the_engine(
     make_napari_viewer, qtbot, images, fake_engine, notifications
 ):
-    viewer, widget, c, s1, s2, lab = _viewer(make_napari_viewer, images, _halves((36, 52)))
+    viewer, widget, c, s1, s2, lab = _viewer(make_napari_viewer, images, _halves((36, 52)), engines=fake_engine)
     parts = viewer.add_labels(_halves((40, 40), 3), name="parts of stripes")  # over the 40x40 style image
     widget.add_style.clicked.emit()
     widget.styles_panel.pickers[1].value = s2
@@ -161,12 +155,9 @@ def test_style_regions_and_per_style_scale_reach_the_engine(
     widget.style_scale.value = "1, 0.5"
     widget.size.value, widget.steps.value = 64, 2
     before = [digest(x.data) for x in (c, s1, s2, lab, parts)]
-    fake_engine()
     assert widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
-    from conftest import FakeEngine
-
-    fake = FakeEngine.instances[-1]
+    fake = fake_engine.instances[-1]
     assert fake.opts.style_scale == (1.0, 0.5)
     # each read at its own scale's long edge (64 and 32 px; a smaller image is sent as it is)
     assert fake.style[0].shape[:2] == (40, 40) and fake.style[1].shape[:2] == (32, 32)

@@ -1,75 +1,19 @@
 """The widget's stack runs: "All slices along axis k", the nD layer filling in, Stop, Continue, memory.
 
-Viewer first, then the widget (never torch first). Most tests use a fake stack engine (no child
-process); one runs the real engine in its child process.
+Viewer first, then the widget (never torch first). Most tests use the fake engine factory
+(tests/napari/conftest.py: FakeStackEngine, no child process); one runs the real engine in its
+child process.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 import pytest
 from nst_helpers import RUN_TIMEOUT, errors, open_widget, tiny
 
 pytestmark = pytest.mark.gui
-
-
-class FakeStackEngine:
-    """Stands in for remote.StackEngineProcess: ``steps`` records per frame whose image is the
-    frame darkened; remembers what it was given."""
-
-    instances: list = []
-    delay = 0.0
-
-    def __init__(self, frames, style, *, start=0, previous=None, min_interval=0.0, nice=0, **options):
-        from napari_nst.core.api import prepare_stack
-
-        self.source, self.style, self.opts = prepare_stack(frames, style, 0, **options)
-        self.start, self.previous, self.cancelled = start, previous, False
-        FakeStackEngine.instances.append(self)
-
-    def cancel(self):
-        self.cancelled = True
-
-    def __iter__(self):
-        from napari_nst.core.records import Progress
-
-        n, steps = len(self.source), 2
-        total = steps * (n - self.start)
-        done = 0
-        for t in range(self.start, n):
-            frame = self.source[t]
-            for step in range(1, steps + 1):
-                if self.delay:
-                    time.sleep(self.delay)
-                if self.cancelled:
-                    return
-                done += 1
-                yield Progress(
-                    step=step,
-                    total=steps,
-                    losses={"total": 1.0 / done},
-                    image=frame * 0.5,
-                    shape=frame.shape[:2],
-                    elapsed=0.01 * done,
-                    device="cpu",
-                    last_of_level=step == steps,
-                    frame=t,
-                    frames=n,
-                    stack_step=done,
-                    stack_total=total,
-                )
-
-
-@pytest.fixture
-def fake_stack(monkeypatch):
-    import napari_nst.core.process.client as remote
-
-    FakeStackEngine.instances, FakeStackEngine.delay = [], 0.0
-    monkeypatch.setattr(remote, "StackEngineProcess", FakeStackEngine)
-    return FakeStackEngine
 
 
 @pytest.fixture
@@ -79,11 +23,11 @@ def timelapse():
     return np.stack([((np.sin((x - 2 * t) / 5.0) + np.cos(y / 4.0) + 2) * 10000).astype(np.uint16) for t in range(4)])
 
 
-def _setup(make_napari_viewer, timelapse, images, weights):
+def _setup(make_napari_viewer, timelapse, images, weights, engines=None):
     viewer = make_napari_viewer()
     c = viewer.add_image(timelapse, name="cells", scale=(1.0, 0.5, 0.25), translate=(0.0, 10.0, -3.0))
     s = viewer.add_image(images[1], name="paint", rgb=True)
-    widget = open_widget(viewer)
+    widget = open_widget(viewer, engines)
     widget.content.value, widget.style.value = c, s
     tiny(widget, weights, steps=4, size=32)
     return viewer, widget, c
@@ -104,9 +48,9 @@ def test_slices_choice_offers_the_hidden_axis_only_for_stacks(make_napari_viewer
 
 
 def test_all_slices_fill_one_layer_over_the_content(
-    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_stack, notifications
+    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_engine, notifications
 ):
-    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
+    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights, fake_engine)
     widget.slices.value = 0
     assert widget.start()
     _wait_idle(qtbot, widget)
@@ -114,7 +58,7 @@ def test_all_slices_fill_one_layer_over_the_content(
     out = viewer.layers[-1]
     assert out.rgb and out.data.shape == (4, 22, 32, 4) and np.isfinite(out.data).all()
     assert (out.data[..., 3] == 1).all()  # every frame made
-    eng = fake_stack.instances[0]
+    eng = fake_engine.instances[0]
     np.testing.assert_allclose(out.data[2, ..., :3], eng.source[2] * 0.5, atol=1e-6)
 
     # placed over the content: same world extent along the two shown axes, same frame axis
@@ -131,12 +75,12 @@ def test_all_slices_fill_one_layer_over_the_content(
 
 
 def test_stop_keeps_frames_and_continue_resumes_at_the_next(
-    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_stack, notifications
+    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_engine, notifications
 ):
-    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
+    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights, fake_engine)
     widget.slices.value = 0
     widget.follow_frame.value = False
-    fake_stack.delay = 0.3
+    fake_engine.configure(delay=0.3)
     shown = viewer.dims.current_step[0]
     assert widget.start()
     qtbot.waitUntil(lambda: widget._run.last is not None and widget._run.last.frame >= 2, timeout=RUN_TIMEOUT)
@@ -148,10 +92,10 @@ def test_stop_keeps_frames_and_continue_resumes_at_the_next(
     # frames not started are transparent (the frame being made when stopped shows its last preview)
     assert np.isfinite(out.data).all() and (out.data[done + 1 :, ..., 3] == 0).all()
     assert viewer.dims.current_step[0] == shown  # not followed
-    fake_stack.delay = 0.0
+    fake_engine.configure()
     widget._on_continue_clicked()
     _wait_idle(qtbot, widget)
-    eng = fake_stack.instances[-1]
+    eng = fake_engine.instances[-1]
     assert eng.start == done
     np.testing.assert_allclose(eng.previous, out.data[done - 1, ..., :3], atol=1e-6)
     assert viewer.layers[-1] is out and (out.data[..., 3] == 1).all()  # the same layer, filled
@@ -160,17 +104,17 @@ def test_stop_keeps_frames_and_continue_resumes_at_the_next(
 
 
 def test_a_stack_too_big_for_memory_is_refused_before_it_starts(
-    make_napari_viewer, images, timelapse, vgg16_weights, fake_stack, notifications, monkeypatch
+    make_napari_viewer, images, timelapse, vgg16_weights, fake_engine, notifications, monkeypatch
 ):
     from napari_nst._qt import stack_panel
 
-    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
+    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights, fake_engine)
     monkeypatch.setattr(stack_panel, "host_available", lambda: 40_000)
     widget.slices.value = 0
     assert not widget.start()
     msg = errors(notifications)[-1]
     assert "needs about" in msg and "set Size to" in msg
-    assert fake_stack.instances == [] and len(viewer.layers) == 2
+    assert fake_engine.instances == [] and len(viewer.layers) == 2
 
 
 def test_real_stack_run_in_the_child_process(
@@ -201,26 +145,28 @@ def test_frame_steps_field_is_auto_until_set(make_napari_viewer, images, timelap
     assert widget.options()["frame_steps"] is None
 
 
-def test_a_labels_stack_gives_each_frame_its_regions_and_two_styles_reach_the_engine(
-    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_stack, notifications
+def test_a_labels_stack_gives_each_frame_its_regions_and_two_styles_and_their_parts_reach_the_engine(
+    make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_engine, notifications
 ):
-    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
+    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights, fake_engine)
     s2 = viewer.add_image(images[1][::-1].copy(), name="flipped", rgb=True)
     labels = np.zeros(timelapse.shape, np.int32)
     for t in range(4):
         labels[t, :, 13 * t : 13 * t + 13] = 1  # a band that moves right 13 px a frame
     lab = viewer.add_labels(labels, name="cells mask", scale=(1.0, 0.5, 0.25), translate=(0.0, 10.0, -3.0))
+    parts = viewer.add_labels(np.where(np.arange(40) < 20, 0, 1).repeat(40).reshape(40, 40).T, name="parts")
     widget.content.value = c  # picker lists changed with the new layers
     widget.add_style.clicked.emit()
     widget.styles_panel.pickers[1].value = s2
     widget.regions.value = lab
     rows = {w.name: w for w in widget.region_styles}
     rows["label_1"].value = "style 2: flipped"
+    {w.name: w for w in widget.style_regions}["style_regions_1"].value = parts  # over the 40x40 style 2
     widget.slices.value = 0
     assert widget.start()
     _wait_idle(qtbot, widget)
     assert errors(notifications) == []
-    eng = fake_stack.instances[0]
+    eng = fake_engine.instances[0]
     assert isinstance(eng.style, list) and len(eng.style) == 2 and eng.opts.region_styles == {1: 1}
     regions = eng.opts.regions
     h, w = eng.source[0].shape[:2]
@@ -230,5 +176,9 @@ def test_a_labels_stack_gives_each_frame_its_regions_and_two_styles_reach_the_en
         expect = (np.arange(w) + 0.5) * 52 / w - 0.5  # content columns of the working pixels' centres
         inside = np.flatnonzero((np.rint(expect) >= 13 * t) & (np.rint(expect) < 13 * t + 13))
         np.testing.assert_array_equal(cols[t], inside)
+    first, second = eng.opts.style_regions  # the same for every frame, as in a 2-D run
+    assert first is None and second.shape == eng.style[1].shape[:2] and (second[:, -1] == 1).all()
     out = viewer.layers[-1]
-    assert out.name == "cells × paint + flipped" and out.metadata["napari_nst"]["regions"]["layer"] == "cells mask"
+    meta = out.metadata["napari_nst"]
+    assert out.name == "cells × paint + flipped" and meta["regions"]["layer"] == "cells mask"
+    assert meta["regions"]["style_regions"] == {"paint": "whole", "flipped": "parts"}

@@ -19,8 +19,8 @@ from napari_nst.core.image.arrays import resized_shape
 pytestmark = pytest.mark.gui
 
 
-def setup(make_napari_viewer, images, **kw):
-    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
+def setup(make_napari_viewer, images, engines=None, **kw):
+    viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images, engines)
     widget.size.value, widget.steps.value = kw.get("size", 32), kw.get("steps", 5)
     return viewer, widget, c, s
 
@@ -51,7 +51,7 @@ def test_same_layer_twice(make_napari_viewer, images, notifications):
 
 
 def test_bad_number_in_a_field(make_napari_viewer, images, notifications, fake_engine):
-    viewer, widget, c, s = setup(make_napari_viewer, images)
+    viewer, widget, c, s = setup(make_napari_viewer, images, fake_engine)
     widget.style_weight.value = "lots"
     widget.run.clicked.emit()
     msgs = errors(notifications)
@@ -60,9 +60,9 @@ def test_bad_number_in_a_field(make_napari_viewer, images, notifications, fake_e
 
 
 def test_bad_layer_name_in_advanced(make_napari_viewer, qtbot, images, notifications, fake_engine):
-    viewer, widget, c, s = setup(make_napari_viewer, images)
+    viewer, widget, c, s = setup(make_napari_viewer, images, fake_engine)
     widget.style_layers.value = "relu1_1, relu9_9"  # validated by the engine (in the worker here)
-    fake_engine(fail=ValueError("unknown style layer ['relu9_9'] for vgg19; valid names are: conv1_1, ..."))
+    fake_engine.configure(fail=ValueError("unknown style layer ['relu9_9'] for vgg19; valid names are: conv1_1, ..."))
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: idle(widget), timeout=10_000)
     msgs = errors(notifications)
@@ -70,8 +70,8 @@ def test_bad_layer_name_in_advanced(make_napari_viewer, qtbot, images, notificat
 
 
 def test_out_of_memory_suggests_a_size(make_napari_viewer, qtbot, images, notifications, fake_engine):
-    viewer, widget, c, s = setup(make_napari_viewer, images)
-    fake_engine(
+    viewer, widget, c, s = setup(make_napari_viewer, images, fake_engine)
+    fake_engine.configure(
         fail=DeviceMemoryError("CUDA ran out of memory at size 32 (needs 9 GiB, 2 GiB free)", suggested_size=16)
     )
     widget.run.clicked.emit()
@@ -82,9 +82,9 @@ def test_out_of_memory_suggests_a_size(make_napari_viewer, qtbot, images, notifi
 
 
 def test_nan_objective_keeps_last_finite_image(make_napari_viewer, qtbot, images, notifications, fake_engine):
-    viewer, widget, c, s = setup(make_napari_viewer, images, steps=3)
+    viewer, widget, c, s = setup(make_napari_viewer, images, fake_engine, steps=3)
     last = np.full((23, 32, 3), 0.25, np.float32)
-    fake_engine(fail=NonFiniteLossError("the objective became nan at step 4; lower style_weight", last))
+    fake_engine.configure(fail=NonFiniteLossError("the objective became nan at step 4; lower style_weight", last))
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: idle(widget), timeout=10_000)
     msgs = errors(notifications)
@@ -97,8 +97,8 @@ def test_nan_objective_keeps_last_finite_image(make_napari_viewer, qtbot, images
 
 
 def test_crashed_engine_process(make_napari_viewer, qtbot, images, notifications, fake_engine):
-    viewer, widget, c, s = setup(make_napari_viewer, images)
-    fake_engine(fail=EngineProcessError("the style-transfer process ended unexpectedly (exit code -9)"))
+    viewer, widget, c, s = setup(make_napari_viewer, images, fake_engine)
+    fake_engine.configure(fail=EngineProcessError("the style-transfer process ended unexpectedly (exit code -9)"))
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: idle(widget), timeout=10_000)
     msgs = errors(notifications)
@@ -107,8 +107,8 @@ def test_crashed_engine_process(make_napari_viewer, qtbot, images, notifications
 
 @pytest.mark.parametrize("which", ["content", "style", "pastiche"])
 def test_layer_deleted_during_run(make_napari_viewer, qtbot, images, notifications, fake_engine, which):
-    viewer, widget, c, s = setup(make_napari_viewer, images, steps=10_000)
-    fake_engine(delay=0.02)
+    viewer, widget, c, s = setup(make_napari_viewer, images, fake_engine, steps=10_000)
+    fake_engine.configure(delay=0.02)
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: len(viewer.layers) == 3, timeout=10_000)
     pastiche = viewer.layers[-1]
@@ -123,8 +123,8 @@ def test_layer_deleted_during_run(make_napari_viewer, qtbot, images, notificatio
 
 
 def test_run_pressed_twice_starts_one_worker(make_napari_viewer, qtbot, images, fake_engine):
-    viewer, widget, c, s = setup(make_napari_viewer, images, steps=10_000)
-    FakeEngine = fake_engine(delay=0.02)
+    viewer, widget, c, s = setup(make_napari_viewer, images, fake_engine, steps=10_000)
+    fake_engine.configure(delay=0.02)
     assert widget.start() is True
     worker = widget.worker
     assert widget.start() is False  # a second start while running does nothing
@@ -133,7 +133,7 @@ def test_run_pressed_twice_starts_one_worker(make_napari_viewer, qtbot, images, 
     assert widget.worker is worker
     widget.run.clicked.emit()  # the same button now stops
     qtbot.waitUntil(lambda: idle(widget), timeout=10_000)
-    assert len(FakeEngine.instances) == 1 and FakeEngine.instances[0].cancelled
+    assert len(fake_engine.instances) == 1 and fake_engine.instances[0].cancelled
 
 
 def test_nd_layer_uses_displayed_slice(make_napari_viewer, qtbot, images, notifications, fake_engine):
@@ -143,16 +143,15 @@ def test_nd_layer_uses_displayed_slice(make_napari_viewer, qtbot, images, notifi
     c = viewer.add_image(stack, name="stack", contrast_limits=(0, 65535), scale=(5, 2, 2))
     s = viewer.add_image(style, name="style", rgb=True)
     viewer.dims.set_point(0, 5.0)  # world z = 5 -> data index 1
-    widget = open_widget(viewer)
+    widget = open_widget(viewer, fake_engine)
     widget.content.value, widget.style.value = c, s
     widget.size.value, widget.steps.value = 32, 3
-    FakeEngine = fake_engine()
     before = digest(c.data)
     widget.run.clicked.emit()
     qtbot.waitUntil(lambda: idle(widget), timeout=10_000)
     infos = [m for sev, m in notifications if "info" in sev.lower()]
     assert any("2-D slice" in m and "axis 0 = 1" in m for m in infos), notifications
-    seen = FakeEngine.instances[0].content
+    seen = fake_engine.instances[0].content
     h, w = resized_shape((36, 52), 32)
     # slice 1, shrunk to the working size before it was sent
     np.testing.assert_allclose(seen[..., 0], shrink(content // 2, (h, w)) / 65535, atol=1e-6)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import pytest
 from nst_helpers import digest, world_extent
 
 from napari_nst._run.inputs import read_input, shrink, snapshot
-from napari_nst._run.plan import plan_2d
+from napari_nst._run.plan import RunRequest, build_plan
 from napari_nst.core.image.arrays import resized_shape
 
 
@@ -17,6 +16,22 @@ def _image(data, **kw):
     from napari.layers import Image
 
     return Image(data, **kw)
+
+
+def plan_of(content, style, options, point=(0.0, 0.0), displayed=(0, 1), **kw):
+    """The plan of a run of the layer ``content`` styled by the layer ``style`` (or several)."""
+    styles = list(style) if isinstance(style, list) else [style]
+    return build_plan(RunRequest(content, styles, options, kw.pop("settings", {}), **kw), point, displayed)
+
+
+def _drain(gen):
+    """Everything a runner's generator yields, and what it returns."""
+    items = []
+    try:
+        while True:
+            items.append(next(gen))
+    except StopIteration as end:
+        return items, end.value
 
 
 # --------------------------------------------------------------------------- inputs
@@ -70,54 +85,89 @@ def test_read_input_sends_the_working_size_from_the_smallest_fitting_level():
 # --------------------------------------------------------------------------- plan
 
 
-def test_plan_2d_is_one_task_over_the_displayed_slice():
-    content = snapshot(_image(np.zeros((4, 36, 52), np.float32), name="cells"), point=(1.0, 0.0, 0.0))
-    style = snapshot(_image(np.zeros((40, 60, 3), np.uint8), rgb=True, name="paint"), point=(1.0, 0.0, 0.0))
-    plan = plan_2d(content, style, None, {"size": 32, "steps": 7, "style_scale": 0.5}, {}, 3, (1, 2))
+def test_a_2d_plan_is_one_task_over_the_displayed_slice():
+    content = _image(np.zeros((4, 36, 52), np.float32), name="cells")
+    style = _image(np.zeros((40, 60, 3), np.uint8), rgb=True, name="paint")
+    point = (1.0, 0.0, 0.0)
+    plan = plan_of(content, style, {"size": 32, "steps": 7, "style_scale": 0.5}, point, (1, 2))
     (task,) = plan.tasks
-    assert plan.output_name == "cells × paint" and plan.steps == 7
+    assert plan.output_name == "cells × paint" and plan.steps == 7 and plan.stack_axis is None
     assert task.axes == (1, 2) and task.full_shape == (36, 52) and task.final_shape == resized_shape((36, 52), 32)
-    assert task.style_axes == (0, 1) and task.style_long_edge == 16
-    transposed = plan_2d(content, style, content, {"size": 32, "steps": 7}, {}, 3, (2, 1))
+    assert [p.axes for p in task.styles] == [(0, 1)] and task.style_long_edge(0) == 16
+    np.testing.assert_allclose(task.content.position, [1.0, 0.0, 0.0])
+    transposed = plan_of(content, style, {"size": 32, "steps": 7}, point, (2, 1), init=content)
     assert transposed.tasks[0].full_shape == (52, 36) and transposed.output_name.endswith("(continued)")
+    assert transposed.tasks[0].init is not None and transposed.tasks[0].init_axes == (2, 1)
+
+
+def test_a_stack_plan_is_one_task_per_slice_with_the_same_styles():
+    from napari.components import ViewerModel
+
+    viewer = ViewerModel()
+    content = viewer.add_image(np.zeros((4, 36, 52), np.float32), name="cells", scale=(2.0, 1.0, 1.0))
+    style = viewer.add_image(np.zeros((40, 60, 3), np.uint8), rgb=True, name="paint")
+    other = viewer.add_image(np.zeros((30, 30, 3), np.uint8), rgb=True, name="dots")
+    labels = np.zeros((4, 36, 52), np.int32)
+    for t in range(4):
+        labels[t, :, t] = 1  # column t in frame t
+    lab = viewer.add_labels(labels, name="mask", scale=(2.0, 1.0, 1.0))
+    parts = viewer.add_labels(np.ones((40, 60), np.int32), name="parts")
+    opts = {"size": 32, "steps": 7, "frame_steps": 3, "init": "noise", "region_styles": {1: 1}}
+    plan = plan_of(
+        content, [style, other], opts, (2.0, 0.0, 0.0), (1, 2), regions=lab, style_regions=[parts, None], stack_axis=0
+    )
+    assert plan.stack_axis == 0 and len(plan.tasks) == 4 and plan.settings["stack"] == {"axis": 0, "frames": 4}
+    assert plan.output_name == "cells × paint + dots" and plan.steps == 7 + 3 * 3
+    for t, task in enumerate(plan.tasks):
+        assert task.index == (t,) and task.content.position[0] == t and task.options["init"] == "content"
+        assert task.styles == plan.tasks[0].styles and task.style_names == ["paint", "dots"]
+        assert task.styles[0].regions is not None and task.styles[1].regions is None
+        assert task.regions is not None and task.regions.origin[0] == t  # frame t's own labels
+    resumed = plan_of(content, style, opts, (2.0, 0.0, 0.0), (1, 2), stack_axis=0, start=2, previous=content)
+    assert resumed.start == 2 and resumed.previous is not None and resumed.steps == 3 * 2
 
 
 # --------------------------------------------------------------------------- runner
 
 
-def test_run_task_sends_working_size_images_and_asks_for_throttled_previews(fake_engine):
-    from napari_nst._run.runner import PREVIEW_INTERVAL, Notes, ProcessRunner, run_task
+def test_the_runner_sends_working_size_images_and_asks_for_throttled_previews(fake_engine):
+    from napari_nst._run.runner import PREVIEW_INTERVAL, Notes, Runner
 
-    FakeEngine = fake_engine()
     big = np.random.default_rng(2).integers(0, 255, (600, 800), dtype=np.uint8)
-    content = snapshot(_image(big, name="big"))
-    style = snapshot(_image(np.zeros((40, 60, 3), np.uint8), rgb=True, name="paint"))
-    plan = plan_2d(content, style, None, {"size": 64, "steps": 3}, {}, 2, (0, 1))
-    gen = run_task(ProcessRunner(), plan.tasks[0])
-    items = []
-    try:
-        while True:
-            items.append(next(gen))
-    except StopIteration as end:
-        result = end.value
+    plan = plan_of(_image(big, name="big"), _image(np.zeros((40, 60, 3), np.uint8), rgb=True), {"size": 64, "steps": 3})
+    items, result = _drain(Runner(fake_engine).run(plan))
     assert result == ("finished", None)
     assert isinstance(items[0], Notes) and [r.step for r in items[1:]] == [1, 2, 3]
-    fake = FakeEngine.instances[0]
+    (fake,) = fake_engine.instances
     assert fake.content.shape == (48, 64, 3)  # not 600 x 800
     assert fake.options["preview_interval"] == PREVIEW_INTERVAL
     assert "torch" not in sys.modules
 
 
-def test_run_task_returns_errors_instead_of_raising():
-    from napari_nst._run.runner import ProcessRunner, run_task
+def test_the_runner_runs_a_stack_in_one_engine_and_ends_it_when_cancelled(fake_engine):
+    from napari_nst._run.runner import Notes, Runner
 
-    content = snapshot(_image(np.zeros((8, 8), bool), name="mask"))
-    plan = plan_2d(content, content, None, {"size": 32, "steps": 3}, {}, 2, (0, 1))
-    gen = run_task(ProcessRunner(), plan.tasks[0])
-    with pytest.raises(StopIteration) as end:
-        next(gen)
-    outcome, exc = end.value.value
-    assert outcome == "failed" and "astype" in str(exc)
+    frames = np.random.default_rng(3).integers(0, 255, (3, 36, 52), dtype=np.uint8)
+    style = _image(np.zeros((40, 60, 3), np.uint8), rgb=True)
+    plan = plan_of(_image(frames), style, {"size": 32, "steps": 4}, (0.0, 0.0, 0.0), (1, 2), stack_axis=0)
+    runner = Runner(fake_engine)
+    gen = runner.run(plan)
+    assert isinstance(next(gen), Notes) and next(gen).frame == 0
+    (fake,) = fake_engine.instances
+    assert fake.source.frames.shape == (3, 22, 32, 3) and fake.options["steps"] == 4  # every slice, one engine
+    runner.kill()  # from any thread: the engine is told at once
+    assert fake.killed and fake.cancelled
+    items, result = _drain(gen)
+    assert items == [] and result == ("stopped", None)
+
+
+def test_the_runner_returns_errors_instead_of_raising(fake_engine):
+    from napari_nst._run.runner import Runner
+
+    mask = _image(np.zeros((8, 8), bool), name="mask")
+    items, (outcome, exc) = _drain(Runner(fake_engine).run(plan_of(mask, mask, {"size": 32, "steps": 3})))
+    assert items == [] and outcome == "failed" and "astype" in str(exc)
+    assert fake_engine.instances == []  # refused before an engine was made
 
 
 # --------------------------------------------------------------------------- sink
@@ -130,8 +180,8 @@ def test_layer_sink_places_every_level_over_the_content():
 
     viewer = ViewerModel()
     layer = viewer.add_image(np.zeros((300, 451)), scale=(0.3, 0.7), translate=(12.0, -4.0), rotate=25, name="c")
-    style = snapshot(_image(np.zeros((40, 60, 3), np.uint8), rgb=True, name="s"))
-    plan = plan_2d(snapshot(layer), style, None, {"size": 256, "steps": 3}, {"size": 256}, 2, (0, 1))
+    style = _image(np.zeros((40, 60, 3), np.uint8), rgb=True, name="s")
+    plan = plan_of(layer, style, {"size": 256, "steps": 3}, settings={"size": 256})
     sink, task = LayerSink(viewer, plan), plan.tasks[0]
     meta = run_metadata(plan, "running")
     for working in [(43, 64), (85, 128), task.final_shape]:  # coarse to fine
@@ -149,8 +199,9 @@ def test_run_parts_import_no_qt_napari_or_torch():
     import subprocess
 
     code = (
-        "import sys, napari_nst._run.inputs, napari_nst._run.plan, napari_nst._run.runner, napari_nst._run.sink, "
-        "napari_nst._run.state, napari_nst._run.status, napari_nst._settings, napari_nst._devices\n"
+        "import sys, napari_nst._run.inputs, napari_nst._run.plan, napari_nst._run.job, napari_nst._run.runner, "
+        "napari_nst._run.sink, napari_nst._run.stack, napari_nst._run.state, napari_nst._run.status, "
+        "napari_nst._settings, napari_nst._devices\n"
         "print([m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'torch') "
         "if m in sys.modules])\n"
     )
