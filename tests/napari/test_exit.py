@@ -216,10 +216,10 @@ def test_napari_quitting_ends_a_run_whose_read_blocks(make_napari_viewer, qtbot,
     from napari.qt.threading import WorkerBase
     from nst_helpers import viewer_with_widget
 
-    from napari_nst.core.process import client as remote
+    from napari_nst._run import runner
 
     BlockedEngine.instances = []
-    monkeypatch.setattr(remote, "EngineProcess", BlockedEngine)
+    monkeypatch.setattr(runner, "EngineProcess", BlockedEngine)  # what local_engines makes
     viewer, widget, c, s = viewer_with_widget(make_napari_viewer, images)
     widget.run.clicked.emit()
     worker = widget.worker
