@@ -13,7 +13,7 @@ measured in the same run. Parts (``--parts``, default all):
               interleaved (cost model, robust to load), and in wall time;
 ``memory``    peak resident memory (VmHWM) of a whole run at --mem-size over --mem-steps
               evaluations (more than the baseline's 100 L-BFGS pairs), each side and each of
-              --mem-variants in its own process, side by side;
+              --mem-variants in its own process;
 ``scaling``   time per evaluation and peak memory at each of --sizes, own process each.
 
 Every image is scored with the harness's one float32 objective. Variants are names of
@@ -379,21 +379,17 @@ def _spec(args: argparse.Namespace, side: str, size: int, steps: int, variant: d
     return {**spec, "variant": variant or {}, "options": options}
 
 
-def _children(specs: list[dict[str, Any]], together: bool) -> list[dict[str, Any]]:
-    """Each spec's run in its own process: one after the other, or ``together`` (side by side:
-    peak memory does not depend on the load, times do)."""
-    target = "benchmarks.cpu:memory_child"
-    if together:
-        procs = [H.start_child(target, s) for s in specs]
-        return [H.child_result(p) for p in procs]
-    return [H.run_child(target, s) for s in specs]
+def _children(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each spec's run in its own process, one after the other (no run shares the machine's memory
+    or cores with another)."""
+    return [H.run_child("benchmarks.cpu:memory_child", s) for s in specs]
 
 
 def part_memory(args: argparse.Namespace) -> dict[str, Any]:
     vs = variants(args.mem_variants)
     specs = [_spec(args, "baseline", args.mem_size, args.mem_steps)]
     specs += [_spec(args, "napari-nst", args.mem_size, args.mem_steps, v) for v in vs.values()]
-    base, *runs = _children(specs, together=True)
+    base, *runs = _children(specs)
     H.say(f"  memory {args.mem_size} px: baseline {base['peak_rss'] / H.MiB:.0f} MiB")
     rows, figures = {}, []
     for (name, v), n in zip(vs.items(), runs, strict=True):
@@ -419,7 +415,7 @@ def part_scaling(args: argparse.Namespace) -> dict[str, Any]:
             _spec(args, "baseline", size, args.scaling_steps),
             _spec(args, "napari-nst", size, args.scaling_steps, scales=1),
         ]
-        b, n = _children(specs, together=args.dry_run)  # one after the other: the times matter
+        b, n = _children(specs)
         row = {
             "size": size,
             "shape": b["shape"],

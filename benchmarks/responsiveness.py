@@ -12,7 +12,7 @@ with the widget's defaults for this machine (or --size/--steps), and records:
 
 This process never imports torch (the engine runs in the widget's child process).
 
-    python -m benchmarks responsiveness [--size PX] [--steps N]
+    python -m benchmarks responsiveness [--size PX] [--steps N] [--screenshot docs/images/napari-widget.png]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from . import _harness as H
@@ -37,6 +38,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tick", type=float, default=5.0, help="timer interval, ms")
     ap.add_argument("--baseline", type=float, default=5.0, help="seconds of interaction without a run")
     ap.add_argument("--no-interaction", action="store_true", help="do not zoom / change contrast")
+    ap.add_argument("--screenshot", default="", help="save the window at the end here (README's picture)")
 
 
 def _display() -> Any:
@@ -178,6 +180,16 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "nice": runner.ENGINE_NICE,
         "interaction": not args.no_interaction,
     }
+    if args.screenshot:
+        c.contrast_limits = (lo0, hi0)
+        viewer.camera.zoom = 1.0
+        viewer.reset_view()
+        widget.show_advanced.value = False
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.02)
+        Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(args.screenshot, canvas_only=False)
     viewer.close()
     if state.outcome != "finished":
         raise H.BenchmarkError(f"the widget's run did not finish: {state.outcome}")

@@ -34,7 +34,7 @@ def test_widget_input_dry_run_records_ratios_without_torch(tmp_path):
 @pytest.mark.timeout(600)
 def test_responsiveness_dry_run_records_the_event_loop_gaps(tmp_path, vgg16_weights):
     cmd = [sys.executable, "-m", "benchmarks", "responsiveness", "--dry-run", "--weights", str(vgg16_weights)]
-    cmd += ["--results-dir", str(tmp_path)]
+    cmd += ["--results-dir", str(tmp_path), "--screenshot", str(tmp_path / "shot.png")]
     p = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=580)
     assert p.returncode == 0, p.stderr[-3000:]
     (run,) = json.loads((tmp_path / "responsiveness.json").read_text())["runs"]
@@ -43,3 +43,4 @@ def test_responsiveness_dry_run_records_the_event_loop_gaps(tmp_path, vgg16_weig
     assert res["baseline_gaps"]["n"] > 0 and res["run_gaps"]["n"] > 0
     gap = next(f for f in run["figures"] if f["name"].endswith("event-loop gap, 99th percentile"))
     assert gap["ratio"] > 0 and gap["against"].startswith("no run")
+    assert (tmp_path / "shot.png").stat().st_size > 1000  # README's picture of the widget
