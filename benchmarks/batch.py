@@ -1,25 +1,21 @@
-"""Batch throughput on a LocalCluster against the sequential CLI, and the overhead of a dask task.
+"""Batch: throughput of ``napari-nst batch`` against a loop of ``napari-nst stylize``, and a dask task's overhead.
 
-Eight small content images (crops of the shared Tübingen photo), one style (The Starry Night), the
-shared VGG16 weights, the same options everywhere. In one run, end to end (each a fresh process,
-wall clock from start to exit, so that every way pays its own start-up):
+--images small content pictures (crops of the content picture), one style, the same options
+everywhere. End to end, each way a fresh process, wall clock from start to exit (every way pays its
+own start-up), and CPU seconds of the process and its children (workers, nannies):
 
-* ``stylize loop``: ``napari-nst stylize`` once per image (what a shell loop does today);
-* ``batch, sequential``: ``napari-nst batch --workers 0`` (one process, one network);
-* ``batch, W x T``: ``napari-nst batch --workers W --threads-per-worker T`` (a LocalCluster of W
-  worker processes with T threads each, torch's threads splitting the cores among the tasks).
+* ``loop`` (the baseline): ``napari-nst stylize`` once per image (what a shell loop does);
+* ``sequential``: ``napari-nst batch --workers 0`` (one process, one network);
+* ``WxT`` (1x1, 1x2, 2x1): ``napari-nst batch --workers W --threads-per-worker T`` (a LocalCluster).
 
-Then the overhead of running an image as a dask task, measured in this process on a LocalCluster
-of one worker with one thread: cluster start; first network load on a worker (the weights file
-read by the worker plugin, plus building the network for the first task); and per task, the
-batch's wall time less the sum of the items' own times on the worker (scheduling, sending the
-path and the style, the pastiche back, writing it), as a fraction of a 256 px run of the
-default CPU length (100 evaluations; its time per evaluation measured here on 10).
+Then the overhead of an image as a dask task, in this process, on a LocalCluster of one worker with
+one thread: cluster start; first network load on a worker (weights read by the worker plugin, the
+network built for the first task); and per task, the batch's wall time less the sum of the items'
+own times on the worker, against one 256 px run of 100 evaluations (the CPU default; its time per
+evaluation measured here on 10).
 
-    python benchmarks/batch.py                          # 8 images, 128 px, 30 steps
-    python benchmarks/batch.py --size 96 --steps 12     # shorter, on a busy machine
-
-Results: docs/batch_results.md (rewritten; with the command, CPU and load average) and .json.
+    python -m benchmarks batch                          # 8 images, 128 px, 30 steps
+    python -m benchmarks batch --size 96 --steps 12     # shorter, on a busy machine
 """
 
 from __future__ import annotations
@@ -28,29 +24,47 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from . import _harness as H
 
-from napari_nst.core.image.files import read_image  # noqa: E402
+#: --ways: name -> (workers, threads per worker); None: the baseline, a ``napari-nst stylize`` per image
+WAYS: dict[str, tuple[int, int] | None] = {
+    "loop": None,
+    "sequential": (0, 1),
+    "1x1": (1, 1),
+    "1x2": (1, 2),
+    "2x1": (2, 1),
+}
 
-SHARED = Path(os.environ.get("NAPARI_NST_SHARED", ROOT.parent / "shared"))
-WEIGHTS = str(SHARED / "weights" / "vgg16-hed-features.pth")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+def label(way: str) -> str:
+    w = WAYS[way]
+    if w is None:
+        return "stylize loop (a process per image)"
+    return "batch, sequential" if w[0] == 0 else f"batch, {w[0]} worker(s) x {w[1]} thread(s)"
 
 
-def make_images(folder: Path, n: int, size: int) -> list[Path]:
-    """``n`` different crops of the Tübingen photo, each ``size`` px on the long edge."""
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of: {','.join(WAYS)} (loop first)")
+    ap.add_argument("--ref-size", type=int, default=256, help="the reference run the task overhead is set against")
+    ap.add_argument("--no-overhead", dest="overhead", action="store_false", help="skip the LocalCluster overhead part")
+
+
+def make_images(photo_spec: str, folder: Path, n: int, size: int) -> list[Path]:
+    """``n`` different crops of the content picture, each ``size`` px on the long edge."""
     from PIL import Image
 
-    photo = Image.fromarray(read_image(SHARED / "images" / "tubingen.jpg"))
+    photo = Image.fromarray(H.load_image(photo_spec)).convert("RGB")
     w, h = photo.size
     out = []
     for k in range(n):
@@ -66,101 +80,70 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-CPU: dict[str, float] = {}
-
-
-def cli(*args: str) -> float:
-    """Wall seconds of one CLI process; its CPU seconds (with its own children: workers, nannies)
-    are added to ``CPU["last"]``."""
+def cli(*args: str, threads: int = 0) -> tuple[float, float]:
+    """Wall seconds of one CLI process and its CPU seconds (with its own children: workers, nannies);
+    ``threads``: torch threads of the process (OMP_NUM_THREADS; 0: torch's default)."""
+    env = H.child_env({"OMP_NUM_THREADS": str(threads)} if threads else None)
     t0, c0 = time.perf_counter(), _children_cpu()
-    subprocess.run(
-        [sys.executable, "-m", "napari_nst.cli", *args],
-        check=True,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    CPU["last"] = CPU.get("last", 0.0) + _children_cpu() - c0
-    return time.perf_counter() - t0
+    p = subprocess.run([sys.executable, "-m", "napari_nst.cli", *args], env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise H.BenchmarkError(f"napari-nst {args[0]} failed (exit {p.returncode}):\n{p.stderr[-2000:]}")
+    return time.perf_counter() - t0, _children_cpu() - c0
 
 
-def options(a: argparse.Namespace) -> list[str]:
-    return ["--size", str(a.size), "--steps", str(a.steps), "--weights", WEIGHTS, "--device", "cpu", "--quiet"]
-
-
-def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) -> list[dict]:
+def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) -> list[dict[str, Any]]:
+    options = ["--size", str(a.size), "--steps", str(a.steps), "--weights", a.weights_path, "--device", "cpu"]
+    options.append("--quiet")
     rows = []
-    CPU["last"] = 0.0
-    load0 = os.getloadavg()[0]
-    t = sum(cli("stylize", str(p), str(style), "-o", str(tmp / f"loop-{p.name}"), *options(a)) for p in images)
-    rows.append(
-        {"way": "stylize loop", "seconds": t, "cpu_seconds": CPU["last"], "load_1min": [load0, os.getloadavg()[0]]}
-    )
-    print(json.dumps(rows[-1]), flush=True)  # each way as it finishes: a run cut short keeps its numbers
-    for name, workers, threads in [
-        ("batch, sequential", 0, 1),
-        ("batch, 1 x 1", 1, 1),
-        ("batch, 1 x 2", 1, 2),
-        ("batch, 2 x 1", 2, 1),
-    ]:
-        out = tmp / name.replace(", ", "-").replace(" ", "")
-        CPU["last"] = 0.0
-        load0 = os.getloadavg()[0]
-        t = cli(
-            "batch",
-            *map(str, images),
-            "--style",
-            str(style),
-            "-o",
-            str(out),
-            "--workers",
-            str(workers),
-            "--threads-per-worker",
-            str(threads),
-            *options(a),
-        )
-        items = json.loads((out / "batch.json").read_text())["items"]
-        assert all(e["status"] == "done" for e in items), items
-        rows.append(
-            {
-                "way": name,
-                "seconds": t,
-                "item_seconds": sum(e["seconds"] for e in items),
-                "cpu_seconds": CPU["last"],
-                "load_1min": [load0, os.getloadavg()[0]],
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    base = rows[0]["seconds"]
-    for r in rows:
-        r["images_per_min"] = 60 * len(images) / r["seconds"]
-        r["vs_loop"] = r["seconds"] / base
+    for name in a.ways.split(","):
+        if name not in WAYS:
+            raise H.BenchmarkError(f"no way {name!r}: the ways are {', '.join(WAYS)}")
+        row: dict[str, Any] = {"way": name, "label": label(name)}
+        if WAYS[name] is None:
+            secs = [
+                cli("stylize", str(p), str(style), "-o", str(tmp / f"loop-{p.name}"), *options, threads=a.threads)
+                for p in images
+            ]
+            row.update(seconds=sum(s for s, _ in secs), cpu_seconds=sum(c for _, c in secs))
+        else:
+            workers, threads = WAYS[name]  # type: ignore[misc]
+            out = tmp / f"batch-{name}"
+            args = ["--workers", str(workers), "--threads-per-worker", str(threads)]
+            row["seconds"], row["cpu_seconds"] = cli(
+                "batch", *map(str, images), "--style", str(style), "-o", str(out), *args, *options, threads=a.threads
+            )
+            items = json.loads((out / "batch.json").read_text())["items"]
+            if not all(e["status"] == "done" for e in items):
+                raise H.BenchmarkError(f"{name}: not every item is done: {items}")
+            row["item_seconds"] = sum(e["seconds"] for e in items)
+        row["images_per_min"] = 60 * len(images) / row["seconds"]
+        rows.append(row)
+        H.say(f"  {json.dumps(row)}")
     return rows
 
 
-def _worker_stats() -> dict:
-    from napari_nst.core.distributed.cluster import stats
+def _worker_stats() -> dict[str, Any]:
+    from napari_nst.core.distributed.batch_task import stats
 
     return stats()
 
 
-def _cold_load_seconds() -> tuple[float, float]:
+def _cold_load_seconds(weights: str) -> tuple[float, float]:
     """On a worker, with its caches emptied: seconds to read the weights file (what the plugin does
-    once per worker) and to build the network from it (what the first task does): what the caches
-    save every later task."""
+    once per worker) and to build the network from it (what the first task does)."""
     from napari_nst.core.encoder import vgg
     from napari_nst.core.options import Options
 
     vgg._NETS.clear()
     vgg._cached_features.cache_clear()
     t0 = time.perf_counter()
-    vgg.resolve_model(None, WEIGHTS)
+    vgg.resolve_model(None, weights)
     t1 = time.perf_counter()
-    vgg.build_vgg(None, Options().layers, weights=WEIGHTS)
+    vgg.build_vgg(None, Options().layers, weights=weights)
     return t1 - t0, time.perf_counter() - t1
 
 
-def overhead(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) -> dict:
+def overhead(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) -> dict[str, Any]:
     import distributed
 
     from napari_nst.core.distributed.batch import batch
@@ -173,7 +156,7 @@ def overhead(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) 
         distributed.Client(cluster) as client,
     ):
         start = time.perf_counter() - t0
-        kw = dict(client=client, size=a.size, steps=a.steps, weights=WEIGHTS, device="cpu")
+        kw = dict(client=client, size=a.size, steps=a.steps, weights=a.weights_path, device="cpu")
         t1 = time.perf_counter()
         first = batch(images[:1], style, tmp / "warm-up", **kw)  # torch imported, network built on the worker
         first_wall = time.perf_counter() - t1
@@ -181,15 +164,14 @@ def overhead(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) 
         res = batch(images, style, tmp / "overhead", **kw)
         wall = time.perf_counter() - t1
         stats = next(iter(client.run(_worker_stats).values()))  # both batches: one network each, reused
-        read, build = next(iter(client.run(_cold_load_seconds).values()))
-    per_task = (wall - sum(r.seconds for r in res)) / len(res)
+        read, build = next(iter(client.run(_cold_load_seconds, a.weights_path).values()))
     return {
         "cluster_start_s": start,
         "first_batch_wall_s": first_wall,
         "first_item_s": first[0].seconds,
         "batch_wall_s": wall,
         "items_s": sum(r.seconds for r in res),
-        "per_task_overhead_s": per_task,
+        "per_task_overhead_s": (wall - sum(r.seconds for r in res)) / len(res),
         "weights_read_s": read,
         "network_build_s": build,
         "builds": stats["builds"],
@@ -197,103 +179,72 @@ def overhead(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path) 
     }
 
 
-def run_256(a: argparse.Namespace, style: Path) -> float:
-    """Seconds of a 256 px run of 100 evaluations, from the time per evaluation over evaluations 3-12."""
+def reference_run(a: argparse.Namespace, style: Path) -> float:
+    """Seconds of a --ref-size px run of 100 evaluations, from the time per evaluation over evaluations 3-12."""
     import torch
 
     from napari_nst.core.api import iter_stylize
 
     # torch imported after a LocalCluster started reads the OMP_NUM_THREADS=1 dask set for its nannies
-    torch.set_num_threads(os.cpu_count() or 1)
-
-    content = read_image(SHARED / "images" / "tubingen.jpg")
-    times = [
-        rec.elapsed
-        for rec in iter_stylize(
-            content, str(style), size=256, steps=12, weights=WEIGHTS, device="cpu", preview_every=1000
-        )
-    ]
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
+    steps = 4 if a.dry_run else 12
+    content = H.load_image(a.content)
+    kw = dict(size=a.ref_size, steps=steps, model=H.MODEL, weights=a.weights_path, device="cpu", preview_every=1000)
+    times = [rec.elapsed for rec in iter_stylize(content, str(style), **kw)]
     return (times[-1] - times[1]) / (len(times) - 2) * 100
 
 
-def write(a: argparse.Namespace, rows: list[dict], over: dict, s256: float) -> None:
-    load = os.getloadavg()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    doc = ROOT / "docs"
-    json.dump(
-        {"args": vars(a), "rows": rows, "overhead": over, "run_256_s": s256, "load": load},
-        open(doc / "batch_results.json", "w"),
-        indent=1,
-    )
-    lines = [
-        "# Batch throughput and task overhead",
-        "",
-        f"`python benchmarks/batch.py {' '.join(sys.argv[1:])}`: {a.images} images of {a.size} px, {a.steps} "
-        f"evaluations each, style The Starry Night, weights `vgg16-hed-features.pth`, device cpu. "
-        f"Machine: {os.cpu_count()} cores, {cpu} (AVX-512 with avx512_bf16), {platform.python_version()}; "
-        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end: the machine is "
-        "shared, so the ratios carry that noise.",
-        "",
-        "## End to end (each a fresh process: start-up, cluster, network load included)",
-        "",
-        "Wall seconds from start to exit; CPU seconds of the process and its children (workers, nannies: "
-        "user + system, from `getrusage(RUSAGE_CHILDREN)`), which the machine's other jobs do not change; "
-        "load average (1 min) before and after each way.",
-        "",
-        "| way | seconds | images/min | time vs stylize loop | sum of item times | CPU seconds | CPU vs loop | load |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    cpu0 = rows[0]["cpu_seconds"]
+def figures(a: argparse.Namespace, rows: list[dict[str, Any]], over: dict[str, Any] | None, ref: float) -> list:
+    what = f"{a.images} images of {a.size} px, {a.steps} evaluations"
+    base = rows[0] if rows and rows[0]["way"] == "loop" else None
+    out = []
     for r in rows:
-        items = f"{r['item_seconds']:.1f}" if "item_seconds" in r else ""
-        lines.append(
-            f"| {r['way']} | {r['seconds']:.1f} | {r['images_per_min']:.2f} | {r['vs_loop']:.2f}x | {items} | "
-            f"{r['cpu_seconds']:.1f} | {r['cpu_seconds'] / cpu0:.2f}x | {r['load_1min'][0]:.1f} / "
-            f"{r['load_1min'][1]:.1f} |"
-        )
-    o = over
-    lines += [
-        "",
-        "## Overhead of a task (LocalCluster, 1 worker x 1 thread)",
-        "",
-        f"- cluster start (one scheduler, one worker process): {o['cluster_start_s']:.2f} s, once per batch",
-        f"- first network load on a worker: weights file read by the plugin {o['weights_read_s']:.2f} s + "
-        f"network built for the first task {o['network_build_s']:.2f} s, once per worker "
-        f"and batch (over the two batches here, {o['builds']:.0f} networks built and {o['hits']:.0f} tasks that "
-        "reused one)",
-        f"- the first batch on a fresh cluster (one image): {o['first_batch_wall_s']:.1f} s wall, of which the "
-        f"item itself {o['first_item_s']:.1f} s (its worker imports torch and builds the network)",
-        f"- per task, on a warm cluster (scheduling, path and style to the worker, pastiche back, PNG and "
-        f"batch.json written, and the batch's fixed costs: plugin, style broadcast, spread over {a.images} "
-        f"tasks): {o['per_task_overhead_s']:.3f} s = ({o['batch_wall_s']:.1f} s batch wall - "
-        f"{o['items_s']:.1f} s of item time on the worker) / {a.images}",
-        f"- a 256 px run of 100 evaluations (the CPU default) takes {s256:.1f} s here, so the per-task overhead is "
-        f"{100 * o['per_task_overhead_s'] / s256:.2f} % of it, and the one-off network load "
-        f"{100 * (o['weights_read_s'] + o['network_build_s']) / s256:.1f} %",
-        "",
-    ]
-    (doc / "batch_results.md").write_text("\n".join(lines))
+        if r is base:
+            continue
+        for key, what_time in (("seconds", "wall time"), ("cpu_seconds", "CPU time")):
+            out.append(
+                H.figure(
+                    f"{what}, {r['label']}: {what_time}",
+                    None if base is None else r[key] / base[key],
+                    label("loop"),
+                    r[key],
+                    "s",
+                )
+            )
+    if over is not None:
+        ref_name = f"a {a.ref_size} px run of 100 evaluations"
+        out += [
+            H.figure(
+                "dask task overhead per image, warm cluster",
+                over["per_task_overhead_s"] / ref,
+                ref_name,
+                over["per_task_overhead_s"],
+                "s",
+            ),
+            H.figure(
+                "first network load on a worker (weights read + network built)",
+                (over["weights_read_s"] + over["network_build_s"]) / ref,
+                ref_name,
+                over["weights_read_s"] + over["network_build_s"],
+                "s",
+            ),
+        ]
+    return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, default=8)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=30)
-    a = p.parse_args()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.dry_run:
+        args.images, args.size, args.steps, args.ref_size = 1, 32, 2, 48
+        if args.ways == ",".join(WAYS):
+            args.ways = "loop,sequential"
+    args.weights_path = H.weights_file(args.weights)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "in").mkdir()
-        images = make_images(tmp / "in", a.images, a.size)
-        style = SHARED / "images" / "starry_night.jpg"
-        rows = end_to_end(a, images, style, tmp)
-        print(json.dumps(rows, indent=1), flush=True)
-        over = overhead(a, images, style, tmp)
-        print(json.dumps(over, indent=1), flush=True)
-        s256 = run_256(a, style)
-    write(a, rows, over, s256)
-    print((ROOT / "docs" / "batch_results.md").read_text())
-
-
-if __name__ == "__main__":
-    main()
+        images = make_images(args.content, tmp / "in", args.images, args.size)
+        style = H.image_file(args.style, tmp)
+        rows = end_to_end(args, images, style, tmp)
+        over = overhead(args, images, style, tmp) if args.overhead else None
+        H.say(f"  overhead {json.dumps(over)}")
+        ref = reference_run(args, style)
+    return {"figures": figures(args, rows, over, ref), "rows": rows, "overhead": over, "reference_run_s": ref}

@@ -3,7 +3,7 @@
 Failures are injected by wrapping the style term (counted per objective evaluation) or the
 network's forward pass, so the tests do not depend on how the engine's loop is written. No
 assertion here is about time; the stop latency and the memory over many runs are measured in
-``benchmarks/stop_latency.py`` and ``benchmarks/memory_growth.py`` (results in docs/).
+``python -m benchmarks stop_latency`` and ``python -m benchmarks memory_growth``.
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def _live(kind: type) -> int:
 def test_many_runs_leave_nothing_behind(content, style, fast):
     """Run after run, the number of live tensors and networks stays where it was after the first
     (only the cached weights remain). (Process runs: see the cancel test; RSS over 20 runs:
-    benchmarks/memory_growth.py.)"""
+    python -m benchmarks memory_growth.)"""
     stylize(content, style, **{**fast, "steps": 1})
     tensors_after_first = _live(torch.Tensor)
     for _ in range(2):

@@ -1,0 +1,78 @@
+"""Every CPU benchmark runs end to end at a toy size (``--dry-run``: 32-128 px, 2-4 evaluations,
+generated pictures, seeded random weights, one thread), so that the harness cannot rot. The numbers
+mean nothing; what is checked is that each run is recorded with figures against its baseline.
+
+(gpu's dry run: test_bench_gpu.py; widget_input and responsiveness: tests/napari/test_benchmarks_dry.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks.__main__ import run_benchmark
+
+#: benchmark -> extra arguments of its dry run (every part of it)
+DRY = {
+    "cpu": [],
+    "tiles": ["--parts", "quality,rss"],
+    "stack": [],
+    "batch": [],
+    "controls": [],
+    "memory_growth": [],
+    "stop_latency": [],
+}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", list(DRY))
+def test_dry_run_records_figures(name, tmp_path, vgg16_random):
+    if name == "batch":
+        pytest.importorskip("distributed")
+    run_benchmark(name, ["--dry-run", "--weights", str(vgg16_random), "--results-dir", str(tmp_path), *DRY[name]])
+    (run,) = json.loads((tmp_path / f"{name}.json").read_text())["runs"]
+    assert run["complete"] and run["args"]["dry_run"] and run["args"]["threads"] == 1
+    assert run["command"].startswith(f"python -m benchmarks {name} --dry-run")
+    assert run["machine"]["torch_threads"] == 1 and run["machine"]["class"].startswith("CPU")
+    figures = run["figures"]
+    assert figures, run
+    for f in figures:
+        assert f["name"] and (f["ratio"] is None or (math.isfinite(f["ratio"]) and f["ratio"] > 0)), f
+        assert f["ratio"] is None or f["against"], f
+    assert any(f["ratio"] is not None for f in figures)
+    if name in ("cpu", "tiles"):  # every part ran and is tagged
+        parts = {f["part"] for f in figures}
+        assert parts == ({"per-eval", "quality", "reach", "memory", "scaling"} if name == "cpu" else {"quality", "rss"})
+
+
+def test_cpu_figures_are_against_the_textbook_measured_in_the_same_run(tmp_path, vgg16_random):
+    argv = ["--dry-run", "--weights", str(vgg16_random), "--results-dir", str(tmp_path), "--parts", "per-eval"]
+    run_benchmark("cpu", [*argv, "--variants", "default,float32"])
+    (run,) = json.loads((tmp_path / "cpu.json").read_text())["runs"]
+    times = run["results"]["per-eval"]["times"]
+    assert list(times) == ["baseline", "default", "float32"] and len(times["baseline"]["all"]) == 2
+    for f, name in zip(run["figures"], ("default", "float32"), strict=True):
+        assert f["against"] == "textbook" and f["name"].endswith(name)
+        ratios = [v / b for v, b in zip(times[name]["all"], times["baseline"]["all"], strict=True)]
+        assert f["ratio"] == pytest.approx(sorted(ratios)[0] / 2 + sorted(ratios)[1] / 2)
+        assert f["value"] == times[name]["median"]
+
+
+def test_a_child_process_runs_the_function_and_returns_its_result(vgg16_random):
+    """What real runs use for peak memory (dry runs call the function in their own process)."""
+    from benchmarks import _harness as H
+
+    inputs = {"content": "generated:content", "style": "generated:style", "weights": str(vgg16_random)}
+    spec = {"side": "napari-nst", "size": 32, "steps": 2, "threads": 1, "inputs": inputs, "variant": {}}
+    res = H.run_child("benchmarks.cpu:memory_child", spec)
+    assert res["side"] == "napari-nst" and res["shape"] == [24, 32] and res["steps"] == 2
+    assert res["peak_rss"] > 50 * H.MiB and res["objective"] > 0
+
+
+def test_a_failing_child_process_says_why():
+    from benchmarks import _harness as H
+
+    with pytest.raises(H.BenchmarkError, match="(?s)exit 1.*no_such_function"):
+        H.run_child("benchmarks.cpu:no_such_function", {})
