@@ -393,7 +393,7 @@ def _add_batch(sub: Any) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="LocalCluster workers; 0 = sequentially in this process (default: by machine, see docs/batch_results.md)",
+        help="LocalCluster workers; 0 = sequentially in this process (default: by machine, see docs/benchmarks.md)",
     )
     p.add_argument("--threads-per-worker", type=int, metavar="N", help="LocalCluster threads per worker (default: 1)")
     p.add_argument(

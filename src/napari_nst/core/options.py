@@ -45,7 +45,7 @@ _STEPS_BY_DEVICE = f"by device: {CPU_STEPS} on a CPU, {GPU_STEPS} on a GPU"
 #: ``scales=None``: single scale up to AUTO_SINGLE_MAX px (at 1024 px coarse-to-fine looked alike
 #: and matched the objective worse for the same CPU time); above, as many levels as put the
 #: coarsest within (AUTO_COARSEST / 2, AUTO_COARSEST], so that a poster has the large strokes of a
-#: run at that size (at 2048 px single scale keeps them small); docs/coarse_to_fine.md
+#: run at that size (at 2048 px single scale keeps them small); docs/benchmarks.md
 AUTO_SINGLE_MAX = 1024
 AUTO_COARSEST = 512
 _SCALES_BY_SIZE = (

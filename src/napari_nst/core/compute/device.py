@@ -155,10 +155,10 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
     """Channels-last and the index-free max pooling, each only where measured (or known) to pay.
 
     * CPU, bfloat16 (AVX-512 with avx512_bf16 / AMX): channels-last and the index-free pool.
-      Measured on a 2-core EPYC (docs/perf_levers_isa.md: one thread, CPU time, 192x256 and
+      Measured on a 2-core EPYC (docs/benchmarks.md: one thread, CPU time, 192x256 and
       256x341 px): channels-last 0.85-0.90x of contiguous; with it the index-free pool costs 0-4 %
       against torch's max_pool2d but keeps no int64 indices (8 bytes per pooled value: 45 MiB at
-      512 px in bf16, which the bf16 run's 0.55x peak memory in docs/performance.md counts on).
+      512 px in bf16, which the bf16 run's 0.55x peak memory in docs/benchmarks.md counts on).
     * CPU, float32: torch's max_pool2d (the index-free pool costs 4-10 % in every float32 row, and
       its memory matters less beside float32 activations). Channels-last only with AVX-512: there
       0.97-0.99x (0.90-0.94x in an earlier run); under AVX2 (ONEDNN_MAX_CPU_ISA=AVX2,
@@ -166,7 +166,7 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
       slower (1.17x -> 1.36x of torchvision's network), so contiguous there.
     * CPU, float32: the convolutions through NNPACK's Winograd transform (where
       torch has NNPACK; vgg.Conv3x3), 2.0-2.9x faster per layer than oneDNN's direct convolution
-      with AVX2 and with AVX-512 alike (docs/performance.md). NNPACK takes NCHW only, so the
+      with AVX2 and with AVX-512 alike (docs/benchmarks.md). NNPACK takes NCHW only, so the
       float32 layout is contiguous on every CPU now (channels-last bought 0.97-0.99x with AVX-512).
       bfloat16 keeps oneDNN: NNPACK has no bfloat16.
     * CUDA: channels-last only with bfloat16 on compute capability >= 8.0: tensor-core convolutions
@@ -198,10 +198,10 @@ def lbfgs_history_dtype(device: torch.device) -> torch.dtype | None:
 
     * CPU: bfloat16. The pairs are the largest part of the optimiser's memory (40 vectors of 4/3
       the image), and a CPU's memory is the machine's RAM; bfloat16 halves them: 0.71x -> see
-      docs/performance.md for the peak at 512 px and the objective after 300
+      docs/benchmarks.md for the peak at 512 px and the objective after 300
       evaluations. Reading a pair back costs two conversions per pair and step (measured there).
     * GPU: float32. Each conversion is a kernel launch, and the L-BFGS step runs eagerly beside
-      the CUDA graph of the objective (launch-bound: docs/performance.md, GPU); a GPU's memory
+      the CUDA graph of the objective (launch-bound: docs/benchmarks.md, GPU); a GPU's memory
       at 512 px was 0.64x the textbook's already. Not measured with bfloat16 there.
     """
     return torch.bfloat16 if device.type == "cpu" else None

@@ -2,7 +2,7 @@
 
 The widget calls :func:`plan` before a run (it never imports torch); the engine calls it again
 with the device's free memory (``engine.check_memory``). Numbers are a linear model of measured
-peak resident memory (docs/performance.md, docs/tiles.md); precision is a string,
+peak resident memory (docs/benchmarks.md, docs/tiles.md); precision is a string,
 ``"float32"`` or ``"bfloat16"``.
 """
 
@@ -18,7 +18,7 @@ from napari_nst.core.errors import OptionError
 from napari_nst.core.image.arrays import resized_shape
 from napari_nst.core.optim import levers
 
-#: L-BFGS memory (pairs of image-sized vectors kept; see docs/performance.md)
+#: L-BFGS memory (pairs of image-sized vectors kept; see docs/benchmarks.md)
 LBFGS_HISTORY = 20
 #: L-BFGS memory when the run is tiled: the pairs are image-sized whatever the tile, and at 4096 px
 #: twenty pairs alone are ~8 GB (docs/tiles.md measures what the shorter history costs)
@@ -27,7 +27,7 @@ TILED_HISTORY = 5
 #: Bytes per input pixel the network's forward + backward keeps at its peak (saved activations,
 #: their gradients, the float32 copies the Gram matrices take), up to relu5_1: the growth of a
 #: 4-evaluation run's peak resident memory (VmHWM) from 256 to 512 px on the CPU (vgg16: 2.8 KB/px
-#: float32, 2.6 KB/px bf16), rounded up; vgg19 ~15 % more (docs/performance.md).
+#: float32, 2.6 KB/px bf16), rounded up; vgg19 ~15 % more (docs/benchmarks.md).
 ACTIVATION_BYTES_PER_PX = {
     ("vgg16", "float32"): 2900,
     ("vgg16", "bfloat16"): 2700,

@@ -21,7 +21,7 @@ INSTALL_HINT = 'pip install "napari-nst[distributed]"'
 
 
 #: (workers, threads per worker) of the LocalCluster on a CPU-only machine: measured on a 2-core
-#: machine by benchmarks/batch.py (docs/batch_results.md); one worker per this many cores
+#: machine by benchmarks/batch.py (docs/benchmarks.md); one worker per this many cores
 CORES_PER_WORKER = 1
 
 

@@ -97,7 +97,7 @@ class _WinogradConv3x3Fn(torch.autograd.Function):
 
     Winograd F(6x6, 3x3) multiplies about 5x fewer numbers than the direct convolution oneDNN
     runs; measured 2.0-2.9x faster per layer at VGG16's shapes (192x256 px, one thread, AVX2 and
-    AVX-512; docs/performance.md), with a relative error of ~1e-5 against it (float32
+    AVX-512; docs/benchmarks.md), with a relative error of ~1e-5 against it (float32
     rounding of the transforms; the objective's formulas are unchanged). The input gradient of a
     3x3 padding-1 convolution is the same convolution of the output gradient with the kernel
     flipped and its channels swapped, so backward runs through NNPACK too. Only the weight is

@@ -2,7 +2,7 @@
 
 numpy only: the widget converts layers with these functions without importing torch.
 
-Mapping rules (documented in README.md):
+Mapping rules (documented in docs/python.md):
 
 - shape ``(H, W)`` is grayscale, ``(H, W, 1)`` too; ``(H, W, 2)`` is grayscale + alpha;
   ``(H, W, 3)`` RGB; ``(H, W, 4)`` RGBA. Grayscale is repeated to three channels; alpha is

@@ -2,7 +2,7 @@
 
 On a GPU one evaluation of the network and the losses is several hundred small kernels: at 512 px
 on an H200 the launches took about four times longer on the CPU than the kernels ran on the GPU
-(docs/performance.md, GPU). The shapes are fixed within a level, so the whole forward + backward
+(docs/benchmarks.md, GPU). The shapes are fixed within a level, so the whole forward + backward
 is captured once per level as a CUDA graph and replayed, one launch per evaluation. The image
 goes in through a fixed input tensor; the gradient comes out of a fixed tensor and is passed
 back through the (cheap, eager) pyramid to the optimiser's variables. Same objective, same

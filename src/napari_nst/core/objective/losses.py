@@ -43,7 +43,7 @@ class _Gram(torch.autograd.Function):
     The same forward as ``f = F.float(); f @ f.T``, so the same float32 ``G``. Backward uses that
     ``G`` is symmetric: ``dL/dF = (dL/dG + dL/dG^T) F``, one ``(N, N) x (N, M)`` product, where
     autograd's ``dL/dG F + (F^T dL/dG)^T`` takes two (0.54x the Gram's forward + backward time at
-    the VGG layers' shapes, one thread, AVX2: docs/performance.md); the two are equal up
+    the VGG layers' shapes, one thread, AVX2: docs/benchmarks.md); the two are equal up
     to float32 rounding. For bfloat16 features it keeps only ``F`` itself for backward (which the
     network keeps anyway: a ReLU's output and the next convolution's input), not the float32
     copy, which autograd would keep at twice ``F``'s bytes (48 MiB for relu1_1 at 512x384), and

@@ -9,7 +9,7 @@ from napari_nst.core.objective.losses import content_loss, gram_loss
 from napari_nst.core.options import Options
 
 #: the automatic style weight: ``b = STYLE_BALANCE / L_style(0)`` (see Options.style_weight); 5, re-tuned
-#: on photo/painting pairs against the textbook's a = 1, b = 100 (docs/controls.md, benchmarks/balance.py)
+#: on photo/painting pairs against the textbook's a = 1, b = 100 (docs/controls.md, python -m benchmarks controls)
 STYLE_BALANCE = 5.0
 
 

@@ -84,7 +84,7 @@ OOM_SIZE_FACTOR = 0.7
 
 #: coarse-to-fine (``Options.scales``): each level gets this fraction of the evaluations of the
 #: level before it (coarser, a quarter of the pixels), so that most evaluations are cheap and a
-#: few refine the full size (measured at 1024 px in docs/coarse_to_fine.md)
+#: few refine the full size (measured at 1024 px in docs/benchmarks.md)
 LEVEL_STEP_RATIO = 1 / 3
 
 
@@ -525,7 +525,7 @@ def _next_level_start(ctx: _Run, x: torch.Tensor, shape: tuple[int, int]) -> tor
     Not in the paper (which has no levels; an option's detail, ``scales``). The previous result
     merely enlarged is blurred at the new size: the lowest style layers' ReLUs are dead on it, no
     gradient revives them, and at 1024 px it scored worse than the content (34 against 28) and
-    the level stalled near 11 while single scale fell to 0.14 (docs/coarse_to_fine.md)."""
+    the level stalled near 11 while single scale fell to 0.14 (docs/benchmarks.md)."""
     c = ctx.resized(ctx.content, shape)  # the content as the network sees it (controls: colours done)
     change = x - resize(c, (int(x.shape[-2]), int(x.shape[-1])))  # what the coarse level did to its content
     up = F.interpolate(change, size=shape, mode="bilinear", align_corners=False)

@@ -10,7 +10,7 @@ The objective is unchanged (it is a function of G only, and every G is reachable
 only the optimiser's coordinates change. A gradient step in z moves low frequencies further than
 a step in the pixels (a multigrid-like preconditioner: the gradient of z_k sums 4^k pixels'
 gradients), which is where L-BFGS without a line search is slowest on this objective
-(docs/performance.md measures it). At the start z_0 is the initial image and the other layers are
+(docs/benchmarks.md measures it). At the start z_0 is the initial image and the other layers are
 zero, so G starts exactly where the pixel parametrisation starts.
 """
 
