@@ -49,8 +49,9 @@ class StackPanel:
     def widgets(self) -> list[Any]:
         return [self.slices, self.follow]
 
-    def refresh(self, content: Any = None) -> None:
-        """Offer the content layer's axes that are not displayed (hidden when there are none)."""
+    def refresh(self, content: Any = None, keep: int | None = None) -> None:
+        """Offer the content layer's axes that are not displayed (hidden when there are none);
+        the choice made stays (``keep``: the one made before the choices were reset)."""
         self._content = content if content is not None else self._content
         choices: list[tuple[str, int | None]] = [(THIS_SLICE, None)]
         layer = self._content
@@ -58,7 +59,7 @@ class StackPanel:
             snap = snapshot(layer, tuple(self._viewer.dims.point))
             axes = slice_axes(snap, self._viewer.dims.ndim, tuple(self._viewer.dims.displayed))
             choices += [(f"All slices along axis {ax} ({n})", ax) for ax, n in stack_axes(snap, axes)]
-        current = self.slices.value
+        current = keep if keep is not None else self.slices.value
         self.slices.choices = choices
         self.slices.value = current if current in [v for _, v in choices] else None
         self.offered = len(choices) > 1

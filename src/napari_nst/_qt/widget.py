@@ -160,15 +160,18 @@ class StyleTransferWidget(Container[Any]):
     # ------------------------------------------------------------------ choices, devices, defaults
 
     def reset_choices(self, *args: Any) -> None:
-        """Refresh the layer pickers (napari's dock calls this when layers are added, removed, renamed)."""
+        """Refresh the layer pickers (napari's dock calls this when layers are added, removed, renamed).
+        magicgui's reset also puts the Slices choice back to its first value: the user's is kept."""
+        slices = self.stack.slices.value if hasattr(self, "stack") else None
         super().reset_choices(*args)
         self.inputs.after_reset()
         if hasattr(self, "stack"):
-            self._refresh_stack(self.content.value)
+            self._refresh_stack(self.content.value, slices)
 
-    def _refresh_stack(self, content: Any = None) -> None:
-        """The stack choice for the content's axes, and "Run on" with it."""
-        self.stack.refresh(content)
+    def _refresh_stack(self, content: Any = None, slices: int | None = None) -> None:
+        """The stack choice for the content's axes (``slices``: the one to keep, if still offered),
+        and "Run on" with it."""
+        self.stack.refresh(content, slices)
         self.run_on_panel.refresh(self.stack.offered)
 
     @property

@@ -47,6 +47,15 @@ def test_slices_choice_offers_the_hidden_axis_only_for_stacks(make_napari_viewer
     assert not widget.stack.offered and widget.stack.axis() is None
 
 
+def test_the_slices_choice_stays_when_layers_are_added(make_napari_viewer, images, timelapse, vgg16_weights):
+    """napari resets a dock widget's choices when a layer is added (the pastiche layer of a run too):
+    the user's "All slices" must stay, or the next Run or Continue would make one slice only."""
+    viewer, widget, c = _setup(make_napari_viewer, timelapse, images, vgg16_weights)
+    widget.slices.value = 0
+    viewer.add_image(images[0], name="another")
+    assert widget.slices.value == 0 and widget.stack.axis() == 0
+
+
 def test_all_slices_fill_one_layer_over_the_content(
     make_napari_viewer, qtbot, images, timelapse, vgg16_weights, fake_engine, notifications
 ):
