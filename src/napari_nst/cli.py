@@ -434,9 +434,9 @@ def _batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         print(
-            f"napari-nst: {'terminated' if terminated else 'interrupted'}; finished images, the image in progress "
-            f"(interrupted in {Path(args.output) / 'batch.json'}) and batch.json are kept: rerun with --resume to "
-            "continue",
+            f"napari-nst: {'terminated' if terminated else 'interrupted'}; the finished images and "
+            f"{Path(args.output) / 'batch.json'} are kept (an image stopped half-way is marked interrupted there, "
+            "its pastiche so far saved): rerun with --resume to continue",
             file=sys.stderr,
         )
         return EXIT_SIGTERM if terminated else EXIT_SIGINT
