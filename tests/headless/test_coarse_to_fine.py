@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import napari_nst
+from napari_nst.core import options
 from napari_nst.core.errors import OptionError
 from napari_nst.core.image.files import read_image
 from napari_nst.core.optim import engine
@@ -28,7 +29,7 @@ def test_split_steps_follows_the_level_ratio():
     for scales in (2, 3, 4):
         counts = engine.split_steps(3000, scales)
         for coarse, fine in zip(counts, counts[1:], strict=False):
-            assert fine / coarse == pytest.approx(engine.LEVEL_STEP_RATIO, rel=0.02)
+            assert fine / coarse == pytest.approx(options.LEVEL_STEP_RATIO, rel=0.02)
 
 
 def test_automatic_scales_by_size():

@@ -59,7 +59,7 @@ from napari_nst.core.optim import levers
 from napari_nst.core.optim.lbfgs import LBFGS
 from napari_nst.core.optim.levers import Levers
 from napari_nst.core.optim.pyramid import PyramidImage
-from napari_nst.core.options import Options
+from napari_nst.core.options import Options, split_steps
 from napari_nst.core.records import Progress
 
 #: the largest change of any pixel one L-BFGS step may make (image units, [0, 1]; see lbfgs.py)
@@ -74,31 +74,6 @@ ADAM_LR = 0.02
 #: after an out-of-memory half-way, when the free memory says nothing better: suggest this
 #: fraction of the size that failed
 OOM_SIZE_FACTOR = 0.7
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-#: coarse-to-fine (``Options.scales``): each level gets this fraction of the evaluations of the
-#: level before it (coarser, a quarter of the pixels), so that most evaluations are cheap and a
-#: few refine the full size (measured at 1024 px in docs/coarse_to_fine.md)
-LEVEL_STEP_RATIO = 1 / 3
-
-
-def split_steps(steps: int, scales: int) -> list[int]:
-    """Evaluations per level, coarse to fine: one each, and the rest in proportion ``1, r, r^2, ...``
-    with ``r = LEVEL_STEP_RATIO`` (largest remainders rounded up, coarser first), so that they add
-    up to ``steps`` and never grow from one level to the next (300 over two levels: 225 + 75;
-    over three: 207 + 69 + 24)."""
-    if scales < 1 or steps < scales:
-        raise OptionError(f"steps={steps} is too few for scales={scales}; give at least {scales} steps")
-    weights = [LEVEL_STEP_RATIO**k for k in range(scales)]
-    shares = [(steps - scales) * w / sum(weights) for w in weights]
-    counts = [1 + math.floor(x) for x in shares]
-    by_remainder = sorted(range(scales), key=lambda k: (-(shares[k] - math.floor(shares[k])), k))
-    for k in by_remainder[: steps - sum(counts)]:
-        counts[k] += 1
-    return counts
 
 
 # --------------------------------------------------------------------------- memory
