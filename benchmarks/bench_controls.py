@@ -61,6 +61,7 @@ def objective(content, style, extra, args):
 
     from napari_nst.core.api import prepare
     from napari_nst.core.optim import engine
+    from napari_nst.core.options import split_steps
 
     c, s, opts = prepare(
         content,
@@ -77,7 +78,7 @@ def objective(content, style, extra, args):
     opts = opts.for_device(gpu=False)
     dtype = engine.autocast_dtype(opts.precision, device)
     shapes = opts.level_shapes(c.shape[:2])
-    ctx = engine._prepare(c, s, opts, device, dtype, shapes, engine.split_steps(opts.steps, len(shapes)))
+    ctx = engine._prepare(c, s, opts, device, dtype, shapes, split_steps(opts.steps, len(shapes)))
     terms, _ = engine._terms(ctx, shapes[-1])
     x = engine.resize(engine._first_image(ctx), shapes[-1])
     return engine._objective(ctx, terms), x

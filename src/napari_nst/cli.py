@@ -162,9 +162,9 @@ def _stylize(args: argparse.Namespace) -> int:
 
 def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
     """Run to the end with the progress bar (and its up-front estimate); write the pastiche."""
-    from napari_nst.core.api import console_progress
     from napari_nst.core.errors import NonFiniteLossError
     from napari_nst.core.image.files import write_image
+    from napari_nst.core.progress import console_progress
 
     last = rec = None
     note = ""
@@ -239,7 +239,7 @@ def _add_batch(sub: Any) -> None:
         action="store_true",
         help="skip images that OUTDIR/batch.json records as done whose file is unchanged",
     )
-    p.add_argument("--quiet", action="store_true", help="no line per finished image")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no line per finished image")
     p.set_defaults(save_every=0)  # only the final image of each run is wanted
     add_option_flags(p)
 
@@ -267,6 +267,7 @@ def _batch(args: argparse.Namespace) -> int:
             workers=args.workers,
             threads_per_worker=args.threads_per_worker,
             log=log,
+            progress=not args.quiet,
             **_options(args),
         )
     except KeyboardInterrupt:
@@ -377,13 +378,12 @@ def _stylize_stack(args: argparse.Namespace) -> int:
 
 def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
     """Write each frame as it is finished; Ctrl-C keeps every finished frame."""
-    bar, rec, note = None, None, ""
+    from napari_nst.core.progress import ConsoleProgress
+
+    bar = None if args.quiet else ConsoleProgress(sys.stderr)  # the one bar (stylize's and batch's too)
+    rec, note = None, ""
     try:
         for rec in records:
-            if bar is None and not args.quiet:
-                from tqdm import tqdm
-
-                bar = tqdm(total=rec.stack_total, unit="eval", dynamic_ncols=True, file=sys.stderr)
             if rec.note and rec.note != note:
                 note = rec.note
                 print(f"napari-nst: note: {note}", file=sys.stderr)
@@ -392,8 +392,7 @@ def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
                     writer.frames = rec.frames  # a video: its PNG frames go once all are in it
                 writer.write(rec.frame, rec.image)
             if bar is not None:
-                bar.set_postfix_str(f"frame {rec.frame + 1}/{rec.frames}", refresh=False)
-                bar.update(rec.stack_step - bar.n)
+                bar.update(rec)
     except KeyboardInterrupt:
         writer.close()
         print(f"napari-nst: stopped; {writer.written} finished frame(s) saved to {_kept(writer)}", file=sys.stderr)

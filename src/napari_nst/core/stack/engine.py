@@ -32,7 +32,7 @@ from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
 from napari_nst.core.objective.colour import gray3, luminance
 from napari_nst.core.objective.losses import TemporalTerm
 from napari_nst.core.optim import engine
-from napari_nst.core.options import Options
+from napari_nst.core.options import Options, split_steps
 from napari_nst.core.records import Progress
 from napari_nst.core.stack.flow import OPENCV_NOTE, carry, have_flow
 from napari_nst.core.stack.frames import FrameSource, frame_steps_for
@@ -86,7 +86,7 @@ def run_stack(
         device,
         dtype,
         shapes,
-        engine.split_steps(int(opts.steps or 1), len(shapes)),
+        split_steps(int(opts.steps or 1), len(shapes)),
     )
     assert base is not None
     base.style_grams = {}  # the style's Grams once for the whole stack
@@ -166,7 +166,7 @@ def _frame_context(
         opts=opts,
         controls=controls,
         content=to_tensor(net_content, where),
-        counts=engine.split_steps(steps, len(base.shapes)),
+        counts=split_steps(steps, len(base.shapes)),
         step=0,
         t0=t0,
         last_image_at=-math.inf,
