@@ -9,7 +9,7 @@ that carries an image. Measured, in one script run:
 * ``warm`` runs 1..N: run 1 starts the warm process (as cold as the above), runs 2..N reuse it;
 * ``prewarmed``: :func:`prewarm` (what the widget can call when it opens), a wait, then a run.
 
-Each run does ``--steps`` evaluations (the widget's throttle ``min_interval=0.1``) to the end. The
+Each run does ``--steps`` evaluations (the widget's throttle ``preview_interval=0.1``) to the end. The
 warm process's resident memory is read before each run (idle), as its peak during the run
 (VmHWM, reset before the run through /proc/PID/clear_refs) and after it (once it has settled):
 after a run it should fall back near the idle level.
@@ -97,7 +97,7 @@ def one_run(content, style, opts: dict, warm: bool, nice: int) -> dict:
     cpu0 = _cpu(idle_pid) if idle_pid else 0.0
     me0 = time.process_time()
     t0 = time.perf_counter()
-    proc = EngineProcess(content, style, min_interval=0.1, nice=nice, warm=warm, **opts)
+    proc = EngineProcess(content, style, preview_interval=0.1, nice=nice, warm=warm, **opts)
     first_image = first_record = None
     cpu = float("nan")
     peak = float("nan")

@@ -87,7 +87,7 @@ class FakeEngine:
 
     instances: list = []
 
-    def __init__(self, content, style, *, min_interval=0.0, nice=0, fail=None, delay=0.0, **options):
+    def __init__(self, content, style, *, nice=0, fail=None, delay=0.0, **options):
         from napari_nst.core.api import prepare
 
         self.content, self.style, self.opts = prepare(content, style, **options)

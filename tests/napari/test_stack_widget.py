@@ -23,7 +23,7 @@ class FakeStackEngine:
     instances: list = []
     delay = 0.0
 
-    def __init__(self, frames, style, *, start=0, previous=None, min_interval=0.0, nice=0, **options):
+    def __init__(self, frames, style, *, start=0, previous=None, nice=0, **options):
         from napari_nst.core.api import prepare_stack
 
         self.source, self.style, self.opts = prepare_stack(frames, style, 0, **options)

@@ -2,7 +2,7 @@
 
 Serves requests ``(kind, id, body)`` read from stdin, one after the other, until stdin closes:
 
-- ``("run", id, {"content", "style", "options", "min_interval"})``: runs the engine and writes
+- ``("run", id, {"content", "style", "options"})``: runs the engine and writes
   ``("started", id, None)``, ``("progress", id, record)``..., then ``("done", id, None)`` or
   ``("error", id, exception)``;
 - ``("warm", id, {"options"})``: imports torch, sets up the device and reads the network's
@@ -24,7 +24,6 @@ import pickle
 import queue
 import sys
 import threading
-import time
 import traceback
 from typing import Any, BinaryIO
 
@@ -94,19 +93,11 @@ class Inbox:
 
 def serve(request: dict[str, Any], out: BinaryIO, rid: int = 0, cancelled: Any = lambda: False) -> None:
     """Run the engine on ``request``; send each record; stop between evaluations once ``cancelled()``."""
-    min_interval = request.get("min_interval", 0.0)
-    last_sent = 0.0
-    records = _records(request)
+    records = _records(request)  # images only where wanted: the options' preview_every and preview_interval
     try:
         for rec in records:
             if cancelled():
                 break
-            if rec.image is not None and min_interval > 0:
-                now = time.monotonic()
-                if now - last_sent < min_interval and not rec.last_of_level:
-                    rec.image = None  # throttled: a GUI cannot show more anyway
-                else:
-                    last_sent = now
             send(out, ("progress", rid, rec))
             if cancelled():
                 break
