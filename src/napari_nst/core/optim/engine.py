@@ -285,21 +285,39 @@ def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
     mplan = plan_memory(content.shape[:2], shapes[-1], opts, device, dtype, styles)
     ctx = _prepare(content, style, opts, device, dtype, shapes, counts)
     ctx.tile_size, ctx.memory_note = mplan.tile_size, mplan.text if mplan.auto else ""
+    records = _levels(ctx)
+    del ctx  # held by the records alone: freed with them, before an out-of-memory error is made
+    yield from guard_memory(records, content.shape[:2], shapes[-1], opts, device, dtype)
+
+
+def guard_memory(
+    records: Iterator[Progress],
+    content_shape: tuple[int, int],
+    shape: tuple[int, int],
+    opts: Options,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> Iterator[Progress]:
+    """``records`` (a run's levels, a stack's frames) in cuDNN's benchmark mode; when they end
+    (done, failed or closed) the device's cached memory goes back, and an allocation failure
+    becomes :class:`DeviceMemoryError` naming a size that fits what is free once the run is freed.
+    For that the caller keeps no reference to the run's network and pictures, only ``records``."""
     oom = None
     try:
         with cudnn_benchmark(device):
-            yield from _levels(ctx)
+            yield from records
     except DeviceMemoryError:
         raise
     except (RuntimeError, MemoryError) as exc:
         if not is_oom(exc):
             raise
+        # text only: the exception's traceback would keep the failed run's tensors alive
         oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
-        del ctx  # free the network and the pictures before anything else
         empty_cache(device)
     if oom is not None:
-        raise _out_of_memory(content.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
+        assert opts.size is not None  # for_device filled it in
+        raise _out_of_memory(content_shape, shape, opts, opts.size, device, dtype, oom)
 
 
 def _prepare(
