@@ -156,7 +156,11 @@ class ProcessRunner:
 
         # the engine makes a preview image only where one will be shown (no images made to be dropped)
         options = {**inputs.options, "preview_interval": PREVIEW_INTERVAL}
-        proc = remote.EngineProcess(inputs.content, inputs.style, nice=ENGINE_NICE, **options)
+        yield from self.follow(remote.EngineProcess(inputs.content, inputs.style, nice=ENGINE_NICE, **options))
+
+    def follow(self, proc: Any) -> Iterator[Progress]:
+        """The records of ``proc`` (an engine process, a stack's, or a stand-in), the runner's
+        current one: cancelled at once if the runner was, and when the iteration ends or is closed."""
         self.proc = proc
         if self.cancelled:
             proc.cancel()

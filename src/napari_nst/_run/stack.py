@@ -22,7 +22,7 @@ import numpy as np
 from napari_nst._run.inputs import LayerSnapshot, read_input, slice_axes, slice_shape
 from napari_nst._run.labels import LabelsSnapshot, labels_snapshot, read_labels
 from napari_nst._run.plan import RunPlan, Task, output_name, with_controls
-from napari_nst._run.runner import _LIVE_PROCESSES, ENGINE_NICE, PREVIEW_INTERVAL, Notes, ProcessRunner, read_inputs
+from napari_nst._run.runner import ENGINE_NICE, PREVIEW_INTERVAL, Notes, ProcessRunner, read_inputs
 from napari_nst.core.errors import EngineProcessError
 from napari_nst.core.image.arrays import resized_shape
 
@@ -222,15 +222,7 @@ def _stack_records(
         proc = remote.StackEngineProcess(
             frames, style, start=plan.start, previous=previous, nice=ENGINE_NICE, **options
         )
-    runner.proc = proc
-    if runner.cancelled:
-        proc.cancel()
-    _LIVE_PROCESSES.add(proc)
-    try:
-        yield from proc
-    finally:
-        proc.cancel()
-        _LIVE_PROCESSES.discard(proc)
+    yield from runner.follow(proc)
 
 
 # --------------------------------------------------------------------------- the layer
