@@ -237,10 +237,8 @@ def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
     """Run to the end with the progress bar (and its up-front estimate); write the pastiche, and
     the newest one with its record while the run goes on (``--save-every``) and when it ends early."""
     from napari_nst.core import resume
-    from napari_nst.core.api import console_progress
     from napari_nst.core.image.files import write_image
-    from napari_nst.core.optim.engine import split_steps
-    from napari_nst.core.progress import RunEstimate, level_plan
+    from napari_nst.core.progress import RunEstimate, console_progress
 
     every: SaveEvery = args.save_every
     last = rec = None
@@ -253,10 +251,8 @@ def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
                     note = rec.note
                     print(f"napari-nst: note: {note}", file=sys.stderr)
                 if every.auto:
-                    if estimate is None:
-                        counts = split_steps(rec.total, rec.levels) if rec.levels > 1 else [rec.total]
-                        estimate = RunEstimate(level_plan(rec.shape, counts), rec.device)
-                    estimate.update(rec.step, rec.elapsed, rec.shape)
+                    estimate = estimate or RunEstimate()
+                    estimate.add(rec)
                 if rec.image is not None:
                     last = rec
                     if rec.step < rec.total and _save_due(every, rec, saved_at, estimate):
@@ -401,7 +397,7 @@ def _add_batch(sub: Any) -> None:
         action="store_true",
         help="skip images that OUTDIR/batch.json records as done whose file is unchanged",
     )
-    p.add_argument("--quiet", action="store_true", help="no line per finished image")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no line per finished image")
     p.set_defaults(save_every=0)  # only the final image of each run is wanted
     add_option_flags(p)
 
@@ -429,6 +425,7 @@ def _batch(args: argparse.Namespace) -> int:
             workers=args.workers,
             threads_per_worker=args.threads_per_worker,
             log=log,
+            progress=not args.quiet,
             **_options(args),
         )
     except KeyboardInterrupt as exc:
@@ -542,13 +539,12 @@ def _stylize_stack(args: argparse.Namespace) -> int:
 def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
     """Write each frame as it is finished; Ctrl-C, SIGTERM or an error keep every finished frame
     and the unfinished frame's newest pastiche (beside the output)."""
-    bar, rec, note = None, None, ""
+    from napari_nst.core.progress import ConsoleProgress
+
+    bar = None if args.quiet else ConsoleProgress(sys.stderr)  # the one bar (stylize's and batch's too)
+    rec, note = None, ""
     try:
         for rec in records:
-            if bar is None and not args.quiet:
-                from tqdm import tqdm
-
-                bar = tqdm(total=rec.stack_total, unit="eval", dynamic_ncols=True, file=sys.stderr)
             if rec.note and rec.note != note:
                 note = rec.note
                 print(f"napari-nst: note: {note}", file=sys.stderr)
@@ -557,8 +553,7 @@ def _drive_stack(records: Any, writer: Any, args: argparse.Namespace) -> int:
                     writer.frames = rec.frames  # a video: its PNG frames go once all are in it
                 writer.write(rec.frame, rec.image)
             if bar is not None:
-                bar.set_postfix_str(f"frame {rec.frame + 1}/{rec.frames}", refresh=False)
-                bar.update(rec.stack_step - bar.n)
+                bar.update(rec)
     except KeyboardInterrupt as exc:
         writer.close()
         code, what = (EXIT_SIGTERM, "terminated") if isinstance(exc, Terminated) else (EXIT_SIGINT, "interrupted")

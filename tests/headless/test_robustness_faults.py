@@ -231,6 +231,44 @@ def test_out_of_memory_names_a_size_that_fits_and_frees_memory(content, style, f
     assert seen and all(ref() is None for ref in seen), "tensors of the failed run are still alive"
 
 
+@pytest.mark.parametrize("kind", ["image", "stack"])
+def test_out_of_memory_is_measured_after_the_run_is_freed(content, style, fast, monkeypatch, kind):
+    """Single images and stacks share one handler (engine.guard_memory): the size it suggests is
+    worked out from the memory free once the failed run's tensors are gone."""
+    from napari_nst.core.api import iter_stylize_stack
+
+    original, measure, prepare = VGGFeatures.forward, engine.available_memory, engine._prepare
+    seen: list[weakref.ref] = []  # the run's context (network, pictures) and the images evaluated
+    alive_when_measured: list[int] = []
+
+    def prepared(*args):
+        ctx = prepare(*args)
+        seen.append(weakref.ref(ctx))
+        return ctx
+
+    def forward(self, x):
+        seen.append(weakref.ref(x))
+        if x.requires_grad:  # the pastiche's evaluation, after the targets were computed
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+        return original(self, x)
+
+    def available(device):
+        gc.collect()
+        alive_when_measured.append(sum(ref() is not None for ref in seen))
+        return measure(device)
+
+    monkeypatch.setattr(VGGFeatures, "forward", forward)
+    monkeypatch.setattr(engine, "available_memory", available)
+    monkeypatch.setattr(engine, "_prepare", prepared)
+    run = iter_stylize(content, style, **fast) if kind == "image" else iter_stylize_stack([content] * 2, style, **fast)
+    with pytest.raises(DeviceMemoryError) as info:
+        list(run)
+    assert 0 < info.value.suggested_size < fast["size"] and "out of memory" in str(info.value)
+    assert seen and alive_when_measured[-1] == 0, (
+        "the failed run's tensors were alive when the free memory was measured"
+    )
+
+
 def test_out_of_memory_is_not_mistaken_for_other_runtime_errors(content, style, fast, monkeypatch):
     """Only allocation failures become DeviceMemoryError; another torch failure keeps its own type."""
 

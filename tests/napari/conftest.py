@@ -86,7 +86,7 @@ class FakeEngine:
     seconds before each; then raises ``fail`` if given.
     """
 
-    def __init__(self, content, style, *, min_interval=0.0, nice=0, fail=None, delay=0.0, **options):
+    def __init__(self, content, style, *, nice=0, fail=None, delay=0.0, **options):
         from napari_nst.core.api import prepare
 
         self.content, self.style, self.opts = prepare(content, style, **options)
@@ -136,7 +136,7 @@ class FakeStackEngine(FakeEngine):
     """Stands in for StackEngineProcess: 2 records per frame whose image is the frame darkened;
     remembers what it was given (``source``: the frames, ``start``, ``previous``)."""
 
-    def __init__(self, frames, style, *, start=0, previous=None, min_interval=0.0, nice=0, delay=0.0, **options):
+    def __init__(self, frames, style, *, start=0, previous=None, nice=0, delay=0.0, **options):
         from napari_nst.core.api import prepare_stack
 
         self.source, self.style, self.opts = prepare_stack(frames, style, 0, **options)

@@ -147,7 +147,7 @@ class RunController:
             if rec is not None and run.outcome == "running":
                 run.last = rec
                 shown = f" · display every {self._throttle.interval:.2g} s" if self._throttle.draw_cost else ""
-                self._view.show_status(progress_text(rec, run.rate) + shown)
+                self._view.show_status(progress_text(rec, run.estimate) + shown)
                 run.sink.set_metadata(run.metadata())
             self._view.plot.update()
         finally:

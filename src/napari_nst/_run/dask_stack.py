@@ -60,7 +60,6 @@ class DaskStackProcess:
         address: str,
         start: int = 0,
         previous: Any = None,
-        min_interval: float = 0.0,
         nice: int = 0,
         **options: Any,
     ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from napari_nst._run.plan import RunPlan
 from napari_nst._run.runner import Runner
 from napari_nst._run.sink import LayerSink, run_metadata
-from napari_nst._run.status import RateTracker
+from napari_nst.core.progress import RunEstimate
 from napari_nst.core.records import Progress
 
 
@@ -45,10 +45,7 @@ class RunState:
     pending: Progress | None = None
     pending_image: Progress | None = None
     finished: list[Progress] = field(default_factory=list)  #: a stack's finished frames not shown yet
-    rate: RateTracker = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rate = RateTracker(self.plan.tasks[0].final_shape)
+    estimate: RunEstimate = field(default_factory=RunEstimate)  #: the time left, from the records
 
     @property
     def proc(self) -> Any:
@@ -68,7 +65,7 @@ class RunState:
 
     def add(self, rec: Progress) -> None:
         """A new record: the newest wins, and the newest with an image is kept for display."""
-        self.rate.add(rec)
+        self.estimate.add(rec)
         self.level = rec.level
         self.pending = rec
         if rec.image is not None:

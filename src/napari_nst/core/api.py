@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Union
 
@@ -14,6 +12,7 @@ import numpy as np
 from napari_nst.core.image.arrays import to_rgb_float
 from napari_nst.core.inputs import ImageInput, StyleInput, prepare, prepare_stack
 from napari_nst.core.options import Options
+from napari_nst.core.progress import console_progress
 from napari_nst.core.records import Pastiche, Progress
 
 __all__ = ["iter_stylize", "iter_stylize_stack", "prepare", "prepare_stack", "stylize", "stylize_stack"]
@@ -173,8 +172,9 @@ def stylize(
 ) -> np.ndarray:
     """The whole run, blocking: the pastiche as float32 ``(H, W, 3)`` in [0, 1].
 
-    Same arguments as :func:`iter_stylize` (``resume`` included), and ``progress``: a tqdm bar on
-    stderr with the evaluations, losses and time left, preceded, for a run that will take over
+    Same arguments as :func:`iter_stylize` (``resume`` included), and ``progress``: a bar on stderr
+    with the evaluations, the time so far and left, and the losses
+    (:class:`~napari_nst.core.progress.ConsoleProgress`), preceded, for a run that will take over
     30 s, by one line "about N s on cpu (estimated after the first evaluations)". None (default):
     shown when stderr is a terminal (not in a log file or a pipe); True/False: always/never.
 
@@ -184,11 +184,9 @@ def stylize(
     ``resume=`` to continue.
     """
     records = iter_stylize(content, style, resume=resume, **options)  # validates before any work
-    if progress is None:
-        progress = _is_terminal(sys.stderr)
     image = None
     try:
-        with console_progress(bool(progress)) as bar:
+        with console_progress(progress) as bar:
             for rec in records:
                 if rec.image is not None:
                     image = rec.image
@@ -200,30 +198,6 @@ def stylize(
         raise
     assert image is not None  # the last record always carries the image
     return np.asarray(image)
-
-
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
-@contextmanager
-def console_progress(show: bool) -> Iterator[Any]:
-    """A :class:`~napari_nst.core.progress.ConsoleProgress` on stderr (None when ``show`` is False);
-    ``stylize`` and the command line both use it."""
-    if not show:
-        yield None
-        return
-    from napari_nst.core.optim.engine import split_steps
-    from napari_nst.core.progress import ConsoleProgress
-
-    bar = ConsoleProgress(sys.stderr, counts=split_steps)
-    try:
-        yield bar
-    finally:
-        bar.close()
 
 
 def iter_stylize_stack(

@@ -8,6 +8,7 @@ command line's flags, the widget's form and the documentation's option table are
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
@@ -458,6 +459,28 @@ def effective_levels(shape: tuple[int, int], size: int, scales: int, steps: int,
     while levels > 1 and min(level_shapes(shape, size, levels)[0]) < need:
         levels -= 1
     return levels
+
+
+#: coarse-to-fine (``Options.scales``): each level gets this fraction of the evaluations of the
+#: level before it (coarser, a quarter of the pixels), so that most evaluations are cheap and a
+#: few refine the full size (measured at 1024 px in docs/coarse_to_fine.md)
+LEVEL_STEP_RATIO = 1 / 3
+
+
+def split_steps(steps: int, scales: int) -> list[int]:
+    """Evaluations per level, coarse to fine: one each, and the rest in proportion ``1, r, r^2, ...``
+    with ``r = LEVEL_STEP_RATIO`` (largest remainders rounded up, coarser first), so that they add
+    up to ``steps`` and never grow from one level to the next (300 over two levels: 225 + 75;
+    over three: 207 + 69 + 24)."""
+    if scales < 1 or steps < scales:
+        raise OptionError(f"steps={steps} is too few for scales={scales}; give at least {scales} steps")
+    weights = [LEVEL_STEP_RATIO**k for k in range(scales)]
+    shares = [(steps - scales) * w / sum(weights) for w in weights]
+    counts = [1 + math.floor(x) for x in shares]
+    by_remainder = sorted(range(scales), key=lambda k: (-(shares[k] - math.floor(shares[k])), k))
+    for k in by_remainder[: steps - sum(counts)]:
+        counts[k] += 1
+    return counts
 
 
 def _int(v: Any, sp: Spec) -> int:

@@ -215,7 +215,9 @@ def test_cli_sequential_exit_zero_and_tif(folder, tmp_path, fast, capsys):
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["batch.json", "c0.tif", "c1.tif"]
     assert tifffile.imread(out / "c0.tif").dtype == np.uint16
-    assert "2 of 2 done" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2 of 2 done" in err and err.count("done   ") == 2
+    assert "2/2 [" in err and " s/image]" in err  # the bar of stylize, counting images
 
 
 @pytest.mark.parametrize(

@@ -183,13 +183,14 @@ def test_bad_tile_size_and_max_memory_fail_before_any_work(monkeypatch, fast, co
 
 
 def test_the_widgets_status_line_says_tiles():
-    from napari_nst._run.status import RateTracker, progress_text
+    from napari_nst._run.status import progress_text
+    from napari_nst.core.progress import RunEstimate
     from napari_nst.core.records import Progress
 
     rec = Progress(step=2, total=10, losses={"total": 1.0}, image=None, shape=(96, 128), tile_size=256)
-    assert "in tiles of 256 px" in progress_text(rec, RateTracker((96, 128)))
+    assert "in tiles of 256 px" in progress_text(rec, RunEstimate())
     rec.tile_size = 0
-    assert "tiles" not in progress_text(rec, RateTracker((96, 128)))
+    assert "tiles" not in progress_text(rec, RunEstimate())
 
 
 def test_stacks_say_they_are_not_tiled(fast, content, style):

@@ -7,28 +7,28 @@ import numpy as np
 import pytest
 
 import napari_nst
+from napari_nst.core import options
 from napari_nst.core.errors import OptionError
 from napari_nst.core.image.files import read_image
-from napari_nst.core.optim import engine
 from napari_nst.core.options import AUTO_COARSEST, Options, auto_scales, spec
 
 
 @pytest.mark.parametrize("scales", range(1, 9))
 def test_split_steps_adds_up_with_most_evaluations_at_the_small_levels(scales):
     for steps in [*range(scales, scales + 40), 100, 300, 1001]:
-        counts = engine.split_steps(steps, scales)
+        counts = options.split_steps(steps, scales)
         assert len(counts) == scales and sum(counts) == steps and min(counts) >= 1, (steps, counts)
         assert counts == sorted(counts, reverse=True), (steps, counts)  # coarse levels get more
     with pytest.raises(OptionError, match=f"at least {scales} steps"):
-        engine.split_steps(scales - 1, scales)
+        options.split_steps(scales - 1, scales)
 
 
 def test_split_steps_follows_the_level_ratio():
-    assert engine.split_steps(300, 1) == [300]
+    assert options.split_steps(300, 1) == [300]
     for scales in (2, 3, 4):
-        counts = engine.split_steps(3000, scales)
+        counts = options.split_steps(3000, scales)
         for coarse, fine in zip(counts, counts[1:], strict=False):
-            assert fine / coarse == pytest.approx(engine.LEVEL_STEP_RATIO, rel=0.02)
+            assert fine / coarse == pytest.approx(options.LEVEL_STEP_RATIO, rel=0.02)
 
 
 def test_automatic_scales_by_size():

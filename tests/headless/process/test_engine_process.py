@@ -141,7 +141,7 @@ def test_kill_ends_a_warm_child_at_once(content, style, fast):
 
 
 def test_throttled_images_keep_the_last(content, style, fast):
-    recs = list(EngineProcess(content, style, min_interval=3600, **{**fast, "steps": 4}))
+    recs = list(EngineProcess(content, style, preview_interval=3600, **{**fast, "steps": 4}))  # the engine's throttle
     assert recs[-1].image is not None
     assert sum(r.image is not None for r in recs) <= 2
 

@@ -119,3 +119,30 @@ def test_ctrl_c_keeps_the_finished_frames(tmp_path, stack, style_file, monkeypat
     out = tmp_path / "out.tif"
     assert main(["stylize-stack", str(src), str(style_file), "-o", str(out), "--quiet"]) == 130
     assert tifffile.imread(out).shape == (2, 8, 10, 3)
+
+
+def test_the_bar_counts_the_stacks_evaluations(tmp_path, stack, style_file, monkeypatch, capsys):
+    """stylize-stack shows stylize's bar: the whole stack's evaluations, the frame, the losses."""
+    from napari_nst.core import api
+
+    def fake(frames, style, axis=0, **options):
+        for t in range(3):
+            for step in (1, 2):
+                yield Progress(
+                    step=step,
+                    total=2,
+                    losses={"total": 1.5},
+                    image=np.full((8, 10, 3), 0.5, np.float32) if step == 2 else None,
+                    frame=t,
+                    frames=3,
+                    stack_step=2 * t + step,
+                    stack_total=6,
+                    elapsed=float(2 * t + step),
+                )
+
+    monkeypatch.setattr(api, "iter_stylize_stack", fake)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, stack, photometric="rgb")
+    assert main(["stylize-stack", str(src), str(style_file), "-o", str(tmp_path / "out.tif")]) == 0
+    err = capsys.readouterr().err
+    assert "6/6 [6 s, 1 s/eval, frame 3/3, total=1.5]" in err and err.count("6/6") == 1

@@ -28,6 +28,7 @@ import glob
 import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from napari_nst.core.distributed.cluster import cluster, threads_per_host
 from napari_nst.core.distributed.cluster import resources as cluster_resources
 from napari_nst.core.distributed.manifest import ItemResult, Manifest, file_digest, fingerprint, from_entry
 from napari_nst.core.options import Options
+from napari_nst.core.progress import ConsoleProgress, console_progress
 
 logger = logging.getLogger("napari_nst.batch")
 
@@ -169,6 +171,7 @@ def batch(
     workers: int | None = None,
     threads_per_worker: int | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
     **options: Any,
 ) -> list[ItemResult]:
     """Stylise every content image with ``style`` and the same options; one result per item, in order.
@@ -193,6 +196,10 @@ def batch(
         The LocalCluster's shape (None: by machine, see :func:`local_cluster_shape`).
     log : callable or None
         Called with one line per finished item and per notice (None: the ``napari_nst.batch`` logger).
+    progress : bool or None
+        A bar of the images finished on stderr, with the time so far and left (the console bar of
+        ``stylize``: :class:`~napari_nst.core.progress.ConsoleProgress`); ``log``'s lines print
+        above it. None (default): shown when stderr is a terminal; True/False: always/never.
     **options
         The options of :func:`napari_nst.stylize`, validated once before any work.
 
@@ -201,7 +208,11 @@ def batch(
     list of :class:`~napari_nst.core.distributed.manifest.ItemResult`
     """
     job = _Batch.prepare(contents, style, out_dir, format, resume, log or logger.info, options)
-    with cluster(client, scheduler, workers, threads_per_worker, job.log, warn=log is None) as c:
+    with (
+        cluster(client, scheduler, workers, threads_per_worker, job.log, warn=log is None) as c,
+        console_progress(progress, "image") as bar,
+    ):
+        job.show(bar)
         if c is None:
             job.run_sequential()
         else:
@@ -228,6 +239,14 @@ class _Batch:
         self.results, self.log = results, log
         self.todo = [i for i, r in enumerate(results) if not r.skipped]
         self.resume_from: dict[int, Any] = {}  # item -> the Pastiche its interrupted run left
+        self.bar: ConsoleProgress | None = None
+        self.finished, self.t0 = 0, time.perf_counter()
+
+    def show(self, bar: ConsoleProgress | None) -> None:
+        """Show the items finished on ``bar`` (None: no bar) from now on."""
+        self.bar, self.finished, self.t0 = bar, 0, time.perf_counter()
+        if bar is not None:
+            bar.advance(0, len(self.todo), 0.0)
 
     @classmethod
     def prepare(
@@ -303,7 +322,14 @@ class _Batch:
         kept = r.status == "done" or (r.status == "interrupted" and tr.pastiche is not None)
         tail = f" -> {r.output}" if kept and r.output else ""
         tail = f": {r.error}{tail}" if r.error else tail
-        self.log(f"{r.status:6s} {item.label}{tail} ({r.seconds:.1f} s{where})")
+        line = f"{r.status:6s} {item.label}{tail} ({r.seconds:.1f} s{where})"
+        self.finished += 1
+        if self.bar is None:
+            self.log(line)
+            return
+        with self.bar.printing():  # the line above the bar
+            self.log(line)
+        self.bar.advance(self.finished, len(self.todo), time.perf_counter() - self.t0)
 
     def run_sequential(self) -> None:
         """One item after the other in this process (the network built once: vgg.build_vgg's cache)."""

@@ -21,6 +21,7 @@ from torch.autograd.function import once_differentiable
 
 from napari_nst.core.encoder.layer_names import _CFGS, check_layers, layer_names
 from napari_nst.core.errors import WeightsError
+from napari_nst.core.inputs import check_weights_path
 
 MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
@@ -295,11 +296,8 @@ def _as_param(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a weights file safely (``weights_only=True``); return its ``features.*`` tensors."""
+    check_weights_path(path)  # missing, a folder: what the API says before a run
     p = Path(path).expanduser()
-    if not p.exists():
-        raise WeightsError(f"no weights file at {str(p)!r}; check the path")
-    if p.is_dir():
-        raise WeightsError(f"{str(p)!r} is a directory; pass the weights file (.pth) inside it")
     if p.stat().st_size == 0:
         raise WeightsError(f"the weights file {str(p)!r} is empty")
     try:

@@ -62,7 +62,7 @@ from napari_nst.core.optim import levers
 from napari_nst.core.optim.lbfgs import LBFGS
 from napari_nst.core.optim.levers import Levers
 from napari_nst.core.optim.pyramid import PyramidImage
-from napari_nst.core.options import Options
+from napari_nst.core.options import Options, split_steps
 from napari_nst.core.records import Pastiche, Progress
 
 #: the largest change of any pixel one L-BFGS step may make (image units, [0, 1]; see lbfgs.py)
@@ -77,31 +77,6 @@ ADAM_LR = 0.02
 #: after an out-of-memory half-way, when the free memory says nothing better: suggest this
 #: fraction of the size that failed
 OOM_SIZE_FACTOR = 0.7
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-#: coarse-to-fine (``Options.scales``): each level gets this fraction of the evaluations of the
-#: level before it (coarser, a quarter of the pixels), so that most evaluations are cheap and a
-#: few refine the full size (measured at 1024 px in docs/benchmarks.md)
-LEVEL_STEP_RATIO = 1 / 3
-
-
-def split_steps(steps: int, scales: int) -> list[int]:
-    """Evaluations per level, coarse to fine: one each, and the rest in proportion ``1, r, r^2, ...``
-    with ``r = LEVEL_STEP_RATIO`` (largest remainders rounded up, coarser first), so that they add
-    up to ``steps`` and never grow from one level to the next (300 over two levels: 225 + 75;
-    over three: 207 + 69 + 24)."""
-    if scales < 1 or steps < scales:
-        raise OptionError(f"steps={steps} is too few for scales={scales}; give at least {scales} steps")
-    weights = [LEVEL_STEP_RATIO**k for k in range(scales)]
-    shares = [(steps - scales) * w / sum(weights) for w in weights]
-    counts = [1 + math.floor(x) for x in shares]
-    by_remainder = sorted(range(scales), key=lambda k: (-(shares[k] - math.floor(shares[k])), k))
-    for k in by_remainder[: steps - sum(counts)]:
-        counts[k] += 1
-    return counts
 
 
 # --------------------------------------------------------------------------- memory
@@ -382,22 +357,39 @@ def run(
     ctx = _prepare(content, style, opts, device, dtype, shapes, counts)
     ctx.tile_size, ctx.memory_note = mplan.tile_size, mplan.text if mplan.auto else ""
     ctx.resume = resume
+    records = _levels(ctx, keep)
+    del ctx  # held by the records alone: freed with them, before an out-of-memory error is made
+    yield from guard_memory(records, content.shape[:2], shapes[-1], opts, device, dtype)
+
+
+def guard_memory(
+    records: Iterator[Progress],
+    content_shape: tuple[int, int],
+    shape: tuple[int, int],
+    opts: Options,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> Iterator[Progress]:
+    """``records`` (a run's levels, a stack's frames) in cuDNN's benchmark mode; when they end
+    (done, failed or closed) the device's cached memory goes back, and an allocation failure
+    becomes :class:`DeviceMemoryError` naming a size that fits what is free once the run is freed.
+    For that the caller keeps no reference to the run's network and pictures, only ``records``."""
     oom = None
     try:
         with cudnn_benchmark(device):
-            yield from _levels(ctx)
+            yield from records
     except DeviceMemoryError:
         raise
     except (RuntimeError, MemoryError) as exc:
         if not is_oom(exc):
             raise
+        # text only: the exception's traceback would keep the failed run's tensors alive
         oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
-        _hand_back(ctx, keep)  # finished, closed or interrupted: the newest pastiche goes back
-        del ctx  # free the network and the pictures before anything else
         empty_cache(device)
     if oom is not None:
-        raise _out_of_memory(content.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
+        assert opts.size is not None  # for_device filled it in
+        raise _out_of_memory(content_shape, shape, opts, opts.size, device, dtype, oom)
 
 
 def _prepare(
@@ -454,15 +446,20 @@ def _first_image(ctx: _Run) -> torch.Tensor:
     return ctx.resized(ctx.content, shape)
 
 
-def _levels(ctx: _Run) -> Iterator[Progress]:
-    first, done, x, carried = _start(ctx)
-    for level, (shape, count) in enumerate(zip(ctx.shapes, ctx.counts, strict=True), start=1):
-        if level < first:
-            continue  # done before the run was resumed
-        if level > first or carried:
-            x = _next_level_start(ctx, x, shape)
-        todo = count - (done if level == first else 0)
-        x = yield from _level(ctx, level, shape, todo, x)  # the next level starts from this one's result
+def _levels(ctx: _Run, keep: Callable[[Pastiche], None] | None = None) -> Iterator[Progress]:
+    """The run's levels, coarse to fine (from where a resumed run stopped); however they end
+    (finished, closed, interrupted, failed), ``keep`` gets the newest pastiche on the way out."""
+    try:
+        first, done, x, carried = _start(ctx)
+        for level, (shape, count) in enumerate(zip(ctx.shapes, ctx.counts, strict=True), start=1):
+            if level < first:
+                continue  # done before the run was resumed
+            if level > first or carried:
+                x = _next_level_start(ctx, x, shape)
+            todo = count - (done if level == first else 0)
+            x = yield from _level(ctx, level, shape, todo, x)  # the next level starts from this one's result
+    finally:
+        _hand_back(ctx, keep)
 
 
 def _start(ctx: _Run) -> tuple[int, int, torch.Tensor, bool]:

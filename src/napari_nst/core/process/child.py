@@ -2,7 +2,7 @@
 
 Serves requests ``(kind, id, body)`` read from stdin, one after the other, until stdin closes:
 
-- ``("run", id, {"content", "style", "options", "min_interval"})``: runs the engine and writes
+- ``("run", id, {"content", "style", "options"})``: runs the engine and writes
   ``("started", id, None)``, ``("progress", id, record)``..., then ``("done", id, None)`` or
   ``("error", id, exception)``; a run that ends early (cancelled, or an error after its first
   evaluation) first writes ``("stopped", id, pastiche)``, the last finished evaluation's
@@ -31,7 +31,6 @@ import queue
 import signal
 import sys
 import threading
-import time
 import traceback
 from typing import Any, BinaryIO
 
@@ -107,20 +106,12 @@ class Inbox:
 
 def serve(request: dict[str, Any], out: BinaryIO, rid: int = 0, cancelled: Any = lambda: False) -> None:
     """Run the engine on ``request``; send each record; stop between evaluations once ``cancelled()``."""
-    min_interval = request.get("min_interval", 0.0)
-    last_sent = 0.0
     kept: list[Any] = []
-    records = _records(request, kept.append)
+    records = _records(request, kept.append)  # images only where wanted: preview_every and preview_interval
     try:
         for rec in records:
             if cancelled():
                 break
-            if rec.image is not None and min_interval > 0:
-                now = time.monotonic()
-                if now - last_sent < min_interval and not rec.last_of_level:
-                    rec.image = None  # throttled: a GUI cannot show more anyway
-                else:
-                    last_sent = now
             send(out, ("progress", rid, rec))
             if cancelled():
                 break

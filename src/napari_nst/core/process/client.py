@@ -333,8 +333,8 @@ class EngineProcess:
     """One style-transfer run in a child process; iterate it for :class:`Progress` records.
 
     Arguments are those of :func:`napari_nst.iter_stylize`; they are validated here, in this
-    process, before the child starts. ``min_interval`` (seconds) limits how often images are sent
-    (records in between carry ``image=None``; the last record of each level always has one).
+    process, before the child starts; how often a record carries an image is the options'
+    ``preview_every`` and ``preview_interval`` (the engine makes no image it would not send).
     ``nice`` lowers the child's CPU priority (POSIX) so that a GUI stays responsive. ``warm``
     (default True): run in a warm engine process kept between runs (see the module's docstring);
     False: in a process of its own.
@@ -349,13 +349,12 @@ class EngineProcess:
         content: ImageInput,
         style: ImageInput,
         *,
-        min_interval: float = 0.0,
         nice: int = 0,
         warm: bool = True,
         **options: Any,
     ) -> None:
         c, s, opts = prepare(content, style, **options)
-        self._request = {"content": c, "style": s, "options": opts, "min_interval": float(min_interval)}
+        self._request = {"content": c, "style": s, "options": opts}
         self._nice = int(nice)
         self._warm = bool(warm)
         self._child: _Child | None = None
@@ -505,7 +504,6 @@ class StackEngineProcess(EngineProcess):
         *,
         start: int = 0,
         previous: Any = None,
-        min_interval: float = 0.0,
         nice: int = 0,
         **options: Any,
     ) -> None:
@@ -515,7 +513,7 @@ class StackEngineProcess(EngineProcess):
         first = dict(options)
         if opts.regions is not None and opts.regions.ndim == 3:  # one label image per frame
             first["regions"] = opts.regions[0]
-        super().__init__(source[0], s, min_interval=min_interval, nice=nice, **first)
+        super().__init__(source[0], s, nice=nice, **first)
         self._request["options"] = opts
         self._request["stack"] = {
             "frames": source.frames,

@@ -21,18 +21,15 @@ import torch
 
 from napari_nst.core.compute.device import (
     autocast_dtype,
-    cudnn_benchmark,
-    empty_cache,
-    is_oom,
     pick_device,
     resize_on_host,
 )
-from napari_nst.core.errors import DeviceMemoryError, OptionError
+from napari_nst.core.errors import OptionError
 from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
 from napari_nst.core.objective.colour import gray3, luminance
 from napari_nst.core.objective.losses import TemporalTerm
 from napari_nst.core.optim import engine
-from napari_nst.core.options import Options
+from napari_nst.core.options import Options, split_steps
 from napari_nst.core.records import Pastiche, Progress
 from napari_nst.core.stack.flow import OPENCV_NOTE, carry, have_flow
 from napari_nst.core.stack.frames import FrameSource, frame_steps_for
@@ -87,36 +84,22 @@ def run_stack(
     shapes = opts.level_shapes(first.shape[:2])
     engine.check_memory(first.shape[:2], shapes[-1], opts, device, dtype)
     regions = opts.regions if opts.regions is not None and np.ndim(opts.regions) == 3 else None
-    base: engine._Run | None = engine._prepare(
+    base = engine._prepare(
         first,
         style,
         opts if regions is None else dataclasses.replace(opts, regions=regions[start]),
         device,
         dtype,
         shapes,
-        engine.split_steps(int(opts.steps or 1), len(shapes)),
+        split_steps(int(opts.steps or 1), len(shapes)),
     )
-    assert base is not None
     base.style_grams = {}  # the style's Grams once for the whole stack
     if base.controls is not None:
         base.controls.grams_memo = {}  # also those of several styles (core/objective/controls.py)
     base.opts = opts  # per-frame regions: _frame_context gives each frame its own
-    oom = None
-    try:
-        with cudnn_benchmark(device):
-            yield from _frames(base, frames, start, previous, keep)
-    except DeviceMemoryError:
-        raise
-    except (RuntimeError, MemoryError) as exc:
-        if not is_oom(exc):
-            raise
-        oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    finally:
-        base = None
-        empty_cache(device)
-    if oom is not None:
-        assert opts.size is not None  # for_device filled it in
-        raise engine._out_of_memory(first.shape[:2], shapes[-1], opts, opts.size, device, dtype, oom)
+    records = _frames(base, frames, start, previous, keep)
+    del base  # held by the records alone (see engine.guard_memory)
+    yield from engine.guard_memory(records, first.shape[:2], shapes[-1], opts, device, dtype)
 
 
 def _frames(
@@ -193,7 +176,7 @@ def _frame_context(
         opts=opts,
         controls=controls,
         content=to_tensor(net_content, where),
-        counts=engine.split_steps(steps, len(base.shapes)),
+        counts=split_steps(steps, len(base.shapes)),
         step=0,
         t0=t0,
         last_image_at=-math.inf,
