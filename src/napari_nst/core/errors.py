@@ -53,3 +53,7 @@ class EngineProcessError(ChildProcessError):
 
 class PrecisionWarning(UserWarning):
     """A precision asked for that the device only emulates (slow); the message says what to use."""
+
+
+class MissingExtraError(ImportError):
+    """An optional part whose packages are not installed; the message names the ``pip install`` line."""
