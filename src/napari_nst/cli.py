@@ -1,5 +1,5 @@
-"""Command line: ``napari-nst stylize CONTENT STYLE [STYLE ...] -o OUT.png``, ``napari-nst batch CONTENT...
---style STYLE -o OUTDIR`` and ``napari-nst demo``."""
+"""Command line: ``napari-nst stylize CONTENT STYLE [STYLE ...] -o OUT.png``, ``napari-nst preview CONTENT
+STYLE [STYLE ...] -o OUT.png``, ``napari-nst batch CONTENT... --style STYLE -o OUTDIR`` and ``napari-nst demo``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_nst.core.errors import OptionError
-from napari_nst.core.options import INITS, MAX_STEPS, specs
+from napari_nst.core.errors import MissingExtraError, OptionError
+from napari_nst.core.options import INITS, MAX_STEPS, spec, specs
 from napari_nst.core.spec import Spec
 
 
@@ -55,11 +55,14 @@ _METAVARS = {
 }
 
 
-def add_option_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per engine option, generated from :func:`specs` (absent flags keep the defaults)."""
-    group = parser.add_argument_group("style-transfer options (see README's Options table)")
+def add_option_flags(
+    parser: argparse.ArgumentParser, only: Sequence[str] | None = None, title: str | None = None
+) -> None:
+    """One flag per engine option, generated from :func:`specs` (absent flags keep the defaults);
+    ``only``: just these options."""
+    group = parser.add_argument_group(title or "style-transfer options (see README's Options table)")
     for sp in specs():
-        if not sp.cli:
+        if not sp.cli or (only is not None and sp.name not in only):
             continue
         metavar = "{" + ",".join(sp.choices) + "}" if sp.kind == "choice" and sp.choices else _METAVARS[sp.kind]
         group.add_argument(
@@ -196,6 +199,59 @@ def _drive(records: Any, out: Path, args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"saved {out} ({last.shape[1]}x{last.shape[0]}; losses {rec.losses}; weights {rec.weights})")
     return 0
+
+
+def _add_preview(sub: Any) -> None:
+    from napari_nst.core.preview import CONTROLS, LIMITS
+
+    p = sub.add_parser(
+        "preview",
+        help="an instant preview: a feed-forward network paints CONTENT in the style of STYLE in about a second",
+        description="An instant pastiche from an arbitrary-style feed-forward network (Ghiasi et al. 2017; "
+        'needs napari-nst[preview]: pip install "napari-nst[preview]"). Not the optimisation: a first look, '
+        "painted at 384 px and resized to --size. See docs/preview.md.",
+    )
+    p.add_argument("content", help="content image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
+    p.add_argument(
+        "style",
+        nargs="+",
+        metavar="STYLE",
+        help="style image file; several blend their styles (--style-blend) or paint regions (--regions, "
+        "--region-styles)",
+    )
+    p.add_argument("-o", "--output", required=True, help="output file (.png, .jpg, .tif = 16-bit)")
+    p.add_argument(
+        "--size",
+        type=_arg_type(spec("size")),
+        metavar="N",
+        help="long edge of the output in pixels (default: the content's, at most 1024)",
+    )
+    add_option_flags(p, only=[n for n in (*CONTROLS, *LIMITS) if n != "size"], title="controls (as for stylize)")
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from napari_nst.core.image.files import output_format, read_image, write_image
+    from napari_nst.core.preview import CONTROLS, LIMITS, preview
+
+    out = _checked_output(args.output, (args.content, *args.style))
+    output_format(out)
+    opts = {n: getattr(args, n) for n in (*CONTROLS, *LIMITS) if hasattr(args, n)}
+    if opts.get("regions") is not None:
+        opts["regions"] = _read_labels(opts["regions"])
+    styles = [read_image(p) for p in args.style]
+    image = preview(read_image(args.content), styles if len(styles) > 1 else styles[0], size=args.size, **opts)
+    write_image(out, image)
+    print(f"saved {out} ({image.shape[1]}x{image.shape[0]}; instant preview)")
+    return 0
+
+
+def _checked_output(output: str, inputs: Sequence[str]) -> Path:
+    """The output path, refused when it is one of the input images (which are never overwritten)."""
+    out = Path(output)
+    for given in inputs:
+        if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+            raise ValueError(f"the output {str(out)!r} is one of the input images; choose another file name")
+    return out
 
 
 def _add_batch(sub: Any) -> None:
@@ -425,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
+    _add_preview(sub)
     _add_batch(sub)
     _add_stylize_stack(sub)
     d = sub.add_parser("demo", help="open napari with sample images and the Style Transfer widget")
@@ -458,9 +515,9 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     try:
-        commands = {"stylize": _stylize, "stylize-stack": _stylize_stack, "batch": _batch, "demo": _demo}
-        return commands[args.command](args)
-    except (ValueError, MemoryError, RuntimeError, OSError) as exc:
+        commands = {"stylize": _stylize, "preview": _preview, "stylize-stack": _stylize_stack, "batch": _batch}
+        return {**commands, "demo": _demo}[args.command](args)
+    except (ValueError, MemoryError, RuntimeError, OSError, MissingExtraError) as exc:
         msg = " ".join(str(exc).split())  # one line
         print(f"napari-nst: error: {msg}", file=sys.stderr)
         return 1

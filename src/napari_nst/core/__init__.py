@@ -16,7 +16,7 @@ objective, the optimiser, ``compute.device``, ``image.tensors``, ``stack.engine`
 run starts. The napari process imports the torch-free ones only.
 """
 
-from napari_nst.core.api import iter_stylize, prepare, stylize
+from napari_nst.core.api import iter_stylize, prepare, preview, stylize
 from napari_nst.core.errors import (
     DeviceMemoryError,
     EngineProcessError,
@@ -40,6 +40,7 @@ __all__ = [
     "WeightsError",
     "iter_stylize",
     "prepare",
+    "preview",
     "stylize",
     "to_rgb_float",
 ]

@@ -12,8 +12,9 @@ import numpy as np
 from napari_nst.core.image.arrays import to_rgb_float
 from napari_nst.core.inputs import ImageInput, StyleInput, prepare, prepare_stack
 from napari_nst.core.options import Options
+from napari_nst.core.preview import preview
 
-__all__ = ["iter_stylize", "iter_stylize_stack", "prepare", "prepare_stack", "stylize", "stylize_stack"]
+__all__ = ["iter_stylize", "iter_stylize_stack", "prepare", "prepare_stack", "preview", "stylize", "stylize_stack"]
 
 
 def iter_stylize(content: ImageInput, style: StyleInput, **options: Any) -> Iterator[Any]:

@@ -63,9 +63,9 @@ def check_init(opts: Options) -> None:
     """OptionError for ``init="preview"`` without the preview's packages (naming the install line)."""
     if isinstance(opts.init, str) and opts.init == "preview":
         from napari_nst.core.errors import OptionError
-        from napari_nst.core.preview import unavailable
+        from napari_nst.core.extras import missing
 
-        why = unavailable()
+        why = missing("preview", "the instant preview")
         if why is not None:
             raise OptionError(f"init='preview': {why}; or start from the content (init='content')")
 

