@@ -26,7 +26,7 @@ class StylesPanel:
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._choices = choices
-        self._on_change = on_change
+        self._on_change: Callable[[], None] | None = None  # its owner is still being built: told from now on
         self.pickers: list[ComboBox] = [first]
         self.weights: list[FloatSpinBox] = [self._weight(0)]
         self.container: Container[Any] = Container(name="styles", label="Styles", labels=False)
@@ -43,6 +43,7 @@ class StylesPanel:
         self.container.extend([self.add, self.style_blend])
         self.add.changed.connect(lambda *_: self.add_style())
         self._show_blend()
+        self._on_change = on_change
 
     def _weight(self, k: int) -> FloatSpinBox:
         w = FloatSpinBox(
