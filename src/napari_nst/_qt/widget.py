@@ -20,6 +20,7 @@ from napari_nst._qt.form import OptionsForm
 from napari_nst._qt.inputs_panel import InputsPanel
 from napari_nst._qt.machine import MachinePart
 from napari_nst._qt.memory_panel import MemoryPanel
+from napari_nst._qt.preview_panel import PreviewPanel
 from napari_nst._qt.probe import start_probe
 from napari_nst._qt.regions_panel import RegionsPanel
 from napari_nst._qt.remembered import RememberedSettings
@@ -74,6 +75,7 @@ class StyleTransferWidget(Container[Any]):
         self._show_advanced(self.show_advanced.value)
         self._apply_machine_defaults()
         self.controller = RunController(viewer, self, self.native)
+        self.preview = PreviewPanel(viewer, self)  # the instant preview on picking content and style
         self.inputs.follow_renames()
         self.reset_choices()
         self._probe = start_probe(self._on_probe_done) if self._gpu is None else None
@@ -81,6 +83,8 @@ class StyleTransferWidget(Container[Any]):
         self.set_idle()
         self._show_remembered()
         self._prewarm()
+        self.preview.connect()
+        self.preview.request()
 
     def _prewarm(self) -> None:
         """Load torch and the network in a warm engine process now, not when Run is pressed."""
@@ -304,6 +308,7 @@ class StyleTransferWidget(Container[Any]):
             extra = {"styles": tuple(self.styles_panel.layers()[1:]), "labels": self.regions.value}
             return self.stack.start(self.controller, content, style, opts, settings, resume=init_layer, **extra)
         plan = self._plan(content, style, init_layer, opts)
+        sink = self.preview.sink_for(plan) if init_layer is None else None  # Run paints over the preview
         self.controller.start(
             plan,
             {
@@ -313,6 +318,7 @@ class StyleTransferWidget(Container[Any]):
                 "styles": self.styles_panel.layers()[1:],
                 "regions": self.regions.value,
             },
+            sink,
         )
         return True
 
