@@ -94,7 +94,7 @@ class Options:
         against divergence) or ``adam``.
     init : str or array
         Where the pastiche starts: ``content``, ``noise``, ``preview`` (the instant preview of a
-        feed-forward network, :func:`napari_nst.preview`; needs ``napari-nst[preview]``), or an
+        feed-forward network, ``napari_nst.preview``; needs ``napari-nst[preview]``), or an
         image array such as an earlier pastiche (on the command line, an image file).
     scales : int or None
         Coarse-to-fine levels, each twice the size of the one before and starting from the
