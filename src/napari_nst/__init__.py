@@ -12,11 +12,11 @@ try:
     __version__ = version("napari-nst")  # defined once, in pyproject.toml
 except PackageNotFoundError:  # pragma: no cover - source tree not installed
     __version__ = "0+unknown"
-__all__ = ["batch", "iter_stylize", "iter_stylize_stack", "stylize", "stylize_stack", "__version__"]
+__all__ = ["batch", "iter_stylize", "iter_stylize_stack", "preview", "stylize", "stylize_stack", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("stylize", "iter_stylize", "stylize_stack", "iter_stylize_stack"):
+    if name in ("stylize", "iter_stylize", "stylize_stack", "iter_stylize_stack", "preview"):  # preview: no torch
         from napari_nst.core import api
 
         return getattr(api, name)

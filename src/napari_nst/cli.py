@@ -1,5 +1,5 @@
-"""Command line: ``napari-nst stylize CONTENT STYLE [STYLE ...] -o OUT.png``, ``napari-nst batch CONTENT...
---style STYLE -o OUTDIR`` and ``napari-nst demo``.
+"""Command line: ``napari-nst stylize CONTENT STYLE [STYLE ...] -o OUT.png``, ``napari-nst preview CONTENT
+STYLE [STYLE ...] -o OUT.png``, ``napari-nst batch CONTENT... --style STYLE -o OUTDIR`` and ``napari-nst demo``.
 
 Ctrl-C (SIGINT, exit status 130) and SIGTERM (143) end a run keeping its work: the newest pastiche
 is written to the output with its record for ``--resume`` (core/resume.py).
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_nst.core.errors import OptionError, Terminated
-from napari_nst.core.options import INITS, MAX_STEPS, STACK_OPTIONS, specs
+from napari_nst.core.errors import MissingExtraError, OptionError, Terminated
+from napari_nst.core.options import INITS, MAX_STEPS, STACK_OPTIONS, spec, specs
 from napari_nst.core.spec import Spec
 
 #: ``--save-every auto``: save the newest pastiche (and its record for --resume) this often (s) ...
@@ -70,12 +70,14 @@ _METAVARS = {
 }
 
 
-def add_option_flags(parser: argparse.ArgumentParser, stack: bool = False) -> None:
+def add_option_flags(
+    parser: argparse.ArgumentParser, stack: bool = False, only: Sequence[str] | None = None, title: str | None = None
+) -> None:
     """One flag per engine option, generated from :func:`specs` (absent flags keep the defaults);
-    the stack-only options (:data:`STACK_OPTIONS`) only where ``stack``."""
-    group = parser.add_argument_group("style-transfer options (see README's Options table)")
+    the stack-only options (:data:`STACK_OPTIONS`) only where ``stack``; ``only``: just these options."""
+    group = parser.add_argument_group(title or "style-transfer options (see README's Options table)")
     for sp in specs():
-        if not sp.cli or (sp.name in STACK_OPTIONS and not stack):
+        if not sp.cli or (sp.name in STACK_OPTIONS and not stack) or (only is not None and sp.name not in only):
             continue
         metavar = "{" + ",".join(sp.choices) + "}" if sp.kind == "choice" and sp.choices else _METAVARS[sp.kind]
         group.add_argument(
@@ -357,6 +359,59 @@ def _signals_held(reraise: bool = True) -> Iterator[None]:
         raise Terminated() if signal.SIGTERM in got else KeyboardInterrupt()
 
 
+def _add_preview(sub: Any) -> None:
+    from napari_nst.core.preview import CONTROLS, LIMITS
+
+    p = sub.add_parser(
+        "preview",
+        help="an instant preview: a feed-forward network paints CONTENT in the style of STYLE in about a second",
+        description="An instant pastiche from an arbitrary-style feed-forward network (Ghiasi et al. 2017; "
+        'needs napari-nst[preview]: pip install "napari-nst[preview]"). Not the optimisation: a first look, '
+        "painted at 384 px and resized to --size. See docs/preview.md.",
+    )
+    p.add_argument("content", help="content image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
+    p.add_argument(
+        "style",
+        nargs="+",
+        metavar="STYLE",
+        help="style image file; several blend their styles (--style-blend) or paint regions (--regions, "
+        "--region-styles)",
+    )
+    p.add_argument("-o", "--output", required=True, help="output file (.png, .jpg, .tif = 16-bit)")
+    p.add_argument(
+        "--size",
+        type=_arg_type(spec("size")),
+        metavar="N",
+        help="long edge of the output in pixels (default: the content's, at most 1024)",
+    )
+    add_option_flags(p, only=[n for n in (*CONTROLS, *LIMITS) if n != "size"], title="controls (as for stylize)")
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from napari_nst.core.image.files import output_format, read_image, write_image
+    from napari_nst.core.preview import CONTROLS, LIMITS, preview
+
+    out = _checked_output(args.output, (args.content, *args.style))
+    output_format(out)
+    opts = {n: getattr(args, n) for n in (*CONTROLS, *LIMITS) if hasattr(args, n)}
+    if opts.get("regions") is not None:
+        opts["regions"] = _read_labels(opts["regions"])
+    styles = [read_image(p) for p in args.style]
+    image = preview(read_image(args.content), styles if len(styles) > 1 else styles[0], size=args.size, **opts)
+    write_image(out, image)
+    print(f"saved {out} ({image.shape[1]}x{image.shape[0]}; instant preview)")
+    return 0
+
+
+def _checked_output(output: str, inputs: Sequence[str]) -> Path:
+    """The output path, refused when it is one of the input images (which are never overwritten)."""
+    out = Path(output)
+    for given in inputs:
+        if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+            raise ValueError(f"the output {str(out)!r} is one of the input images; choose another file name")
+    return out
+
+
 def _add_batch(sub: Any) -> None:
     p = sub.add_parser(
         "batch",
@@ -623,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
+    _add_preview(sub)
     _add_batch(sub)
     _add_stylize_stack(sub)
     d = sub.add_parser("demo", help="open napari with sample images and the Style Transfer widget")
@@ -655,11 +711,11 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    commands = {"stylize": _stylize, "stylize-stack": _stylize_stack, "batch": _batch, "demo": _demo}
     try:
+        commands = {"stylize": _stylize, "preview": _preview, "stylize-stack": _stylize_stack, "batch": _batch}
         with _sigterm_raises(args.command != "demo"):
-            return commands[args.command](args)
-    except (ValueError, MemoryError, RuntimeError, OSError) as exc:
+            return {**commands, "demo": _demo}[args.command](args)
+    except (ValueError, MemoryError, RuntimeError, OSError, MissingExtraError) as exc:
         msg = as_flags(" ".join(str(exc).split()))  # one line, in the command line's words
         print(f"napari-nst: error: {msg}", file=sys.stderr)
         return 1

@@ -35,6 +35,8 @@ def _private_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("NAPARI_NST_WEIGHTS", raising=False)
     # no warm engine process per opened widget (tests that want one ask for it)
     monkeypatch.setenv("NAPARI_NST_PREWARM", "0")
+    # no instant preview layer on picking layers (tests/napari/test_preview_widget.py switches it on)
+    monkeypatch.setenv("NAPARI_NST_PREVIEW", "0")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from magicgui.widgets import ComboBox
 from napari_nst._run.state import same_layer
 
 #: how the init option's string choices read in the "Start from" picker
-INIT_LABELS = {"content": "content image"}
+INIT_LABELS = {"content": "content image", "preview": "instant preview"}
 
 
 class InputsPanel:

@@ -20,6 +20,7 @@ from napari_nst._qt.form import OptionsForm
 from napari_nst._qt.inputs_panel import InputsPanel
 from napari_nst._qt.machine import MachinePart
 from napari_nst._qt.memory_panel import MemoryPanel
+from napari_nst._qt.preview_panel import PreviewPanel
 from napari_nst._qt.probe import start_probe
 from napari_nst._qt.regions_panel import RegionsPanel
 from napari_nst._qt.remembered import RememberedSettings
@@ -73,6 +74,7 @@ class StyleTransferWidget(Container[Any]):
         self._show_advanced(self.show_advanced.value)
         self._apply_machine_defaults()
         self.controller = RunController(viewer, self, self.native, engines)
+        self.preview = PreviewPanel(viewer, self)  # the instant preview on picking content and style
         self.inputs.follow_renames()
         self.reset_choices()
         self._probe = start_probe(self._on_probe_done) if self._gpu is None else None
@@ -80,6 +82,8 @@ class StyleTransferWidget(Container[Any]):
         self.set_idle()
         self._show_remembered()
         self._prewarm()
+        self.preview.connect()
+        self.preview.request()
 
     def _prewarm(self) -> None:
         """Load torch and the network in a warm engine process now, not when Run is pressed."""
@@ -297,22 +301,19 @@ class StyleTransferWidget(Container[Any]):
         try:
             content, style = self._checked_layers()
             opts = self.options()
+            init_layer = _start_layer(opts, init_layer, self._viewer.layers)
         except (OptionError, ValueError) as exc:
             notify.error(str(exc))
             return False
-        if init_layer is None and not isinstance(opts["init"], str):
-            init_layer = opts["init"]
-        if init_layer is not None and init_layer not in self._viewer.layers:
-            notify.error("The layer to start from is no longer in the viewer; pick another one under Start from.")
-            return False
-        opts["init"] = "content" if init_layer is not None else opts["init"]
         req = self._request(content, opts, init_layer)
         if req is None:
             return False
         plan = build_plan(req, tuple(self._viewer.dims.point), tuple(self._viewer.dims.displayed))
-        sink = None if plan.stack_axis is None else self.stack.sink(plan, req.previous)
+        sink: Any = None if plan.stack_axis is None else self.stack.sink(plan, req.previous)
         if plan.stack_axis is not None and sink is None:
             return False
+        if plan.stack_axis is None and init_layer is None:
+            sink = self.preview.sink_for(plan)  # Run paints over the preview
         sources = {"content": content, "style": style, "init": req.init, "styles": list(req.styles[1:])}
         self.controller.start(plan, {**sources, "regions": req.regions}, sink=sink)
         return True
@@ -372,3 +373,14 @@ class _Buttons:
         self.status = Label(name="status", label="", value="", tooltip="Progress of the current or last run")
         self.status.native.setWordWrap(True)
         self.remembered.native.setWordWrap(True)
+
+
+def _start_layer(opts: dict[str, Any], init_layer: Any, layers: Any) -> Any:
+    """The layer a run starts from (Continue's, or the one picked under Start from), None for
+    none; ``opts["init"]`` becomes "content" then. ValueError if that layer left the viewer."""
+    if init_layer is None and not isinstance(opts["init"], str):
+        init_layer = opts["init"]
+    if init_layer is not None and init_layer not in layers:
+        raise ValueError("The layer to start from is no longer in the viewer; pick another one under Start from.")
+    opts["init"] = "content" if init_layer is not None else opts["init"]
+    return init_layer

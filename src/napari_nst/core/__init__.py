@@ -9,7 +9,9 @@ Its front door is :mod:`.api` (``stylize``, ``iter_stylize`` and their stack ver
 - ``optim``: the optimisation loop as a generator (``engine``), L-BFGS, the image pyramid;
 - ``compute``: device, precision and layout per device, the memory model;
 - ``process``: the engine in a warm child process;
-- ``stack``: stacks and time-lapses; ``distributed``: batches and stacks on dask.
+- ``stack``: stacks and time-lapses; ``distributed``: batches and stacks on dask;
+- ``preview``: the instant preview of a feed-forward network (onnxruntime, ``napari-nst[preview]``);
+  the function is ``napari_nst.preview`` (not exported here, where the name is the module's).
 
 Importing this package imports no torch: torch comes with the modules that compute (the encoder, the
 objective, the optimiser, ``compute.device``, ``image.tensors``, ``stack.engine``), imported when a

@@ -12,10 +12,11 @@ import numpy as np
 from napari_nst.core.image.arrays import to_rgb_float
 from napari_nst.core.inputs import ImageInput, StyleInput, prepare, prepare_stack
 from napari_nst.core.options import Options
+from napari_nst.core.preview import preview
 from napari_nst.core.progress import console_progress
 from napari_nst.core.records import Pastiche, Progress
 
-__all__ = ["iter_stylize", "iter_stylize_stack", "prepare", "prepare_stack", "stylize", "stylize_stack"]
+__all__ = ["iter_stylize", "iter_stylize_stack", "prepare", "prepare_stack", "preview", "stylize", "stylize_stack"]
 
 
 ResumeInput = Union[Pastiche, str, "os.PathLike[str]"]

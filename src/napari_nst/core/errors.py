@@ -65,3 +65,7 @@ class PrecisionWarning(UserWarning):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a job scheduler ending the job, ``kill``), raised by the command line's signal
     handler where Ctrl-C raises KeyboardInterrupt, so that the same code keeps the work done."""
+
+
+class MissingExtraError(ImportError):
+    """An optional part whose packages are not installed; the message names the ``pip install`` line."""

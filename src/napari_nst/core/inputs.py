@@ -55,7 +55,19 @@ def prepare(content: ImageInput, style: StyleInput, **options: Any) -> tuple[np.
     _check_controls(c, [s.shape[:2] for s in loaded], opts)
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")  # fail early on a bad init array
+    check_init(opts)
     return c, (loaded if several else loaded[0]), opts
+
+
+def check_init(opts: Options) -> None:
+    """OptionError for ``init="preview"`` without the preview's packages (naming the install line)."""
+    if isinstance(opts.init, str) and opts.init == "preview":
+        from napari_nst.core.errors import OptionError
+        from napari_nst.core.extras import missing
+
+        why = missing("preview", "the instant preview")
+        if why is not None:
+            raise OptionError(f"init='preview': {why}; or start from the content (init='content')")
 
 
 def load_styles(style: StyleInput, content_shape: tuple[int, int], opts: Options) -> list[np.ndarray]:
@@ -174,6 +186,7 @@ def prepare_stack(stack: Any, style: StyleInput, axis: int = 0, **options: Any) 
         opts.regions = regions
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")
+    check_init(opts)
     return frames, (styles if several else styles[0]), opts
 
 

@@ -24,7 +24,7 @@ from napari_nst.core.spec import Spec, docstring_help, option
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise")
+INITS = ("content", "noise", "preview")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bfloat16")
 MODELS = ("vgg19", "vgg16")
@@ -97,8 +97,9 @@ class Options:
         ``lbfgs`` (the paper's; one evaluation per step, with a trust region and backtracking
         against divergence) or ``adam``.
     init : str or array
-        Where the pastiche starts: ``content``, ``noise``, or an image array such as an earlier
-        pastiche (on the command line, an image file).
+        Where the pastiche starts: ``content``, ``noise``, ``preview`` (the instant preview of a
+        feed-forward network, ``napari_nst.preview``; needs ``napari-nst[preview]``), or an
+        image array such as an earlier pastiche (on the command line, an image file).
     scales : int or None
         Coarse-to-fine levels, each twice the size of the one before and starting from the
         previous level's result, most evaluations at the small levels (``engine.split_steps``);

@@ -443,7 +443,24 @@ def _first_image(ctx: _Run) -> torch.Tensor:
         return ctx.resized(to_tensor(init, ctx.content.device), shape)
     if opts.init == "noise":
         return torch.rand(1, 3, *shape, generator=ctx.gen).to(ctx.device)
+    if opts.init == "preview":
+        return ctx.resized(to_tensor(_preview(ctx, shape), ctx.content.device), shape)
     return ctx.resized(ctx.content, shape)
+
+
+def _preview(ctx: _Run, shape: tuple[int, int]) -> np.ndarray:
+    """The instant preview (core/preview.py) at ``shape``, of the images as the network sees them
+    (in luminance mode gray, in histogram mode the styles' colours matched): the start the
+    optimisation would look for."""
+    from napari_nst.core.preview import paint
+
+    ctl = ctx.controls
+    styles = [to_numpy(s) for s in ctl.styles] if ctl is not None else [to_numpy(ctx.style)]
+    regions = None if ctl is None else ctl.regions
+    opts = dataclasses.replace(ctx.opts, preserve_color=None, regions=regions, region_styles=None)
+    if ctl is not None:
+        opts.region_styles = ctl.mapping
+    return paint(to_numpy(ctx.content), styles, shape, opts)
 
 
 def _levels(ctx: _Run, keep: Callable[[Pastiche], None] | None = None) -> Iterator[Progress]:
