@@ -33,6 +33,8 @@ def _private_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("NAPARI_NST_WEIGHTS", raising=False)
     # no warm engine process per opened widget (tests that want one ask for it)
     monkeypatch.setenv("NAPARI_NST_PREWARM", "0")
+    # engines use the static plan rules, not a plan measured on this machine (a test asks for it)
+    monkeypatch.setenv("NAPARI_NST_TUNE", "0")
 
 
 @pytest.fixture(scope="session")

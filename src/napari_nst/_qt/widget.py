@@ -26,7 +26,7 @@ from . import notify
 from .controller import RunController
 from .form import OptionsForm
 from .inputs_panel import InputsPanel
-from .machine import MachinePart
+from .machine import MachinePart, PlanPart
 from .memory_panel import MemoryPanel
 from .probe import start_probe
 from .regions_panel import RegionsPanel
@@ -62,6 +62,8 @@ class StyleTransferWidget(Container[Any]):
             setattr(self, name, w)
         self.memory = MemoryPanel(viewer, self, self._will_use_gpu)  # the estimate beside Size
         self.memory_estimate, self.size_row = self.memory.label, self.memory.row(self.form.fields["size"])
+        self.plan_part = PlanPart()  # Advanced: measure the fastest compute plan, show the table
+        self.measure_plan, self.plan_table = self.plan_part.button, self.plan_part.table
         self._build()
         switches = {
             "show_advanced": self.show_advanced,
@@ -95,7 +97,7 @@ class StyleTransferWidget(Container[Any]):
         b = _Buttons()
         self.show_advanced, self.reset_defaults, self.run, self.continue_run = b.show, b.reset, b.run, b.again
         self.remembered, self.forget, self.status = b.remembered, b.forget, b.status
-        self._advanced = [*self.form.advanced(), self.reset_defaults]
+        self._advanced = [*self.form.advanced(), *self.plan_part.widgets(), self.reset_defaults]
         self._remembered_row = self._row("remembered_row", self.remembered, self.forget)
         self._buttons = self._row("buttons", self.run, self.continue_run)
         self.extend(
@@ -127,6 +129,7 @@ class StyleTransferWidget(Container[Any]):
         self.forget.changed.connect(self._on_reset_defaults)
         self.show_advanced.changed.connect(self._show_advanced)
         self.device.changed.connect(lambda *_: self._apply_machine_defaults())
+        self.measure_plan.changed.connect(self._on_measure_plan)
 
     def _controls_panels(self, viewer: Any) -> None:
         """Several styles with weights, and regions from a Labels layer (issue 13)."""
@@ -190,6 +193,18 @@ class StyleTransferWidget(Container[Any]):
         self.machine.probed(result, self.device, self.settings)
         self._apply_machine_defaults()
         self.memory.refresh()  # a GPU's memory is not known here: the estimate says so
+
+    def _on_measure_plan(self, *_: Any) -> None:
+        """Time the compute plans for the current Size and Device in the engine process; show the table."""
+        if self.worker is not None:
+            notify.info("Stop the run first: a measurement beside it would time both.")
+            return
+        try:
+            opts = self.form.options()
+        except (OptionError, ValueError) as exc:
+            notify.error(str(exc))
+            return
+        self.plan_part.start(opts, notify.error)
 
     def _on_reset_defaults(self, *_: Any) -> None:
         with self.settings.quiet():

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import memory, tiles
+from . import memory, tiles, tune
 from .controls import Controls
 from .device import (
     NetworkPlan,
@@ -272,7 +272,7 @@ class _Run:
     style_grams: dict[Any, dict[str, torch.Tensor]] | None = None
     extra_terms: Callable[[tuple[int, int]], list[Any]] | None = None
     tile_size: int | None = None  # evaluate levels larger than this in tiles (core/tiles.py); None: whole
-    memory_note: str = ""  # why the run is tiled, when the engine chose it (the records' note)
+    memory_note: str = ""  # the records' note: why the run is tiled (the engine chose it), the plan measured
 
     @property
     def total(self) -> int:
@@ -369,8 +369,11 @@ def run(content: np.ndarray, style: Any, opts: Options) -> Iterator[Progress]:
     styles = len(style) if isinstance(style, (list, tuple)) else 1
     opts.check_tiles(content.shape[:2], styles)
     mplan = plan_memory(content.shape[:2], shapes[-1], opts, device, dtype, styles)
-    ctx = _prepare(content, style, opts, device, dtype, shapes, counts)
-    ctx.tile_size, ctx.memory_note = mplan.tile_size, mplan.text if mplan.auto else ""
+    ctx = _prepare(content, style, opts, device, dtype, shapes, counts, tune_shape=_tuned_shape(shapes[-1], mplan))
+    if ctx.dtype != dtype and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles):
+        _static_plan(ctx, dtype)  # the measured precision would need another memory plan: keep the static one
+    ctx.tile_size = mplan.tile_size
+    ctx.memory_note = "; ".join(n for n in (mplan.text if mplan.auto else "", ctx.memory_note) if n)
     oom = None
     try:
         with cudnn_benchmark(device):
@@ -396,7 +399,11 @@ def _prepare(
     dtype: torch.dtype | None,
     shapes: list[tuple[int, int]],
     counts: list[int],
+    *,
+    tune_shape: tuple[int, int] | None = None,
 ) -> _Run:
+    """The run's context. ``tune_shape``: the shape the network is evaluated at, to choose the
+    plan measured on this machine (core/tune.py: cached, or timed now); None: the static rules."""
     where = torch.device("cpu") if resize_on_host(device) else device
     controls, content, style = Controls.build(content, style, opts, where)  # None without controls
     if opts.style_layer_weights is None:
@@ -404,14 +411,24 @@ def _prepare(
     else:
         layer_w = dict(zip(opts.style_layers, opts.style_layer_weights, strict=True))
     gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
-    plan = network_plan(device, dtype)
-    for knob in ("channels_last", "lean_pool", "winograd"):  # only to measure what each buys
-        if knob in opts.extra:
-            plan = dataclasses.replace(plan, **{knob: bool(opts.extra[knob])})
     # model None: the network the weights file holds (vgg.resolve_model), else vgg19
     net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling)
     if device.type != "cpu":  # the kept network stays on the CPU: the device's memory goes back after the run
         net = copy.deepcopy(net).to(device)
+    decision = tune.static_decision(device, dtype)
+    if tune_shape is not None:
+        pic = content
+        decision = tune.plan_for_run(
+            net,
+            device,
+            opts.precision,
+            dtype,
+            lambda: resize(to_tensor(pic, where), tune_shape).to(device),
+            tune_shape,
+            opts.content_layers,
+            opts.style_layers,
+        )
+    dtype, plan = decision.dtype, _with_knobs(decision.plan, opts)
     net.set_lean_pool(plan.lean_pool)
     net.set_winograd(plan.winograd)
     return _Run(
@@ -428,7 +445,47 @@ def _prepare(
         layer_w,
         gen,
         controls=controls,
+        memory_note=decision.note,
     )
+
+
+def _with_knobs(plan: NetworkPlan, opts: Options) -> NetworkPlan:
+    """``plan`` with the engine's measuring knobs applied (they win over the rules and the tuner)."""
+    for knob in ("channels_last", "lean_pool", "winograd"):  # only to measure what each buys
+        if knob in opts.extra:
+            plan = dataclasses.replace(plan, **{knob: bool(opts.extra[knob])})
+    return plan
+
+
+def _tuned_shape(shape: tuple[int, int], mplan: memory.MemoryPlan) -> tuple[int, int]:
+    """The shape the network is evaluated at: the finest level's, or (tiled) a tile's at most."""
+    if mplan.tile_size is None:
+        return shape
+    return (min(shape[0], mplan.tile_size), min(shape[1], mplan.tile_size))
+
+
+def _same_memory_plan(
+    content_shape: tuple[int, int],
+    shape: tuple[int, int],
+    opts: Options,
+    ctx: _Run,
+    mplan: memory.MemoryPlan,
+    styles: int,
+) -> bool:
+    """Whether the run's memory plan (whole image or tiles of a size) holds in ``ctx.dtype`` too."""
+    try:
+        other = plan_memory(content_shape, shape, opts, ctx.device, ctx.dtype, styles)
+    except (DeviceMemoryError, OptionError):
+        return False
+    return other.tile_size == mplan.tile_size
+
+
+def _static_plan(ctx: _Run, dtype: torch.dtype | None) -> None:
+    """Back to the static rules' precision and plan (device.network_plan)."""
+    ctx.dtype, ctx.plan = dtype, _with_knobs(network_plan(ctx.device, dtype), ctx.opts)
+    ctx.net.set_lean_pool(ctx.plan.lean_pool)
+    ctx.net.set_winograd(ctx.plan.winograd)
+    ctx.memory_note = ""
 
 
 def _first_image(ctx: _Run) -> torch.Tensor:
