@@ -37,11 +37,17 @@ def trace_textbook(prob: B.Problem, steps: int) -> list[list[float]]:
     return [[float(s), float(t), float(f)] for s, t, f in tr]
 
 
-def trace_nst(prob: B.Problem, size: int, steps: int, variant: dict[str, Any], every: int) -> list[list[float]]:
+def trace_nst(
+    prob: B.Problem, size: int, steps: int, variant: dict[str, Any], every: int, ab: tuple[float, float] | None = None
+) -> list[list[float]]:
     """napari-nst's run; the images kept every ``every`` evaluations (and the last 10) are scored
-    with the benchmark's float32 objective after the run (scoring is not timed)."""
+    with the benchmark's float32 objective after the run (scoring is not timed). ``ab``: the
+    weights a, b (None: napari-nst's automatic ones, as ``prob`` has)."""
     v = dict(variant)
     extra = v.pop("extra", {})
+    if ab is not None:
+        v.setdefault("content_weight", ab[0])
+        v.setdefault("style_weight", ab[1])
     opts = C.nst_options(size, steps, extra=extra, preview_every=1, **v)
     kept = []
     for r in engine.run(prob.content, prob.style, opts):
@@ -58,17 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--variants", default='["textbook", {}]')
     ap.add_argument("--out", default=None, help="append the JSON lines here too")
+    ap.add_argument("--ab", default=None, help="the weights 'a,b' on both sides (default: napari-nst's automatic ones)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     prob = B.setup(args.size)
+    ab = None
+    if args.ab:
+        ab = tuple(float(x) for x in args.ab.split(","))
+        prob.a, prob.b = ab
     for v in json.loads(args.variants):
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         tr = (
             trace_textbook(prob, args.steps)
             if v == "textbook"
-            else trace_nst(prob, args.size, args.steps, v, args.every)
+            else trace_nst(prob, args.size, args.steps, v, args.every, ab)
         )
         line = json.dumps(
             {
@@ -78,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 "isa": torch.backends.cpu.get_cpu_capability(),
                 "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
                 "variant": v,
+                "ab": [prob.a, prob.b],
                 "load_start": load,
                 "seconds": time.perf_counter() - t0,
                 "final": tr[-1][2],

@@ -179,7 +179,7 @@ def test_cuda_candidates_are_precision_and_layout(monkeypatch, cap, precisions):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: cap)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     cands = tune.candidates(torch.device("cuda"))
-    assert [c.precision for c in cands[:: 2]] == precisions
+    assert [c.precision for c in cands[::2]] == precisions
     assert all(not c.plan.winograd and not c.plan.lean_pool for c in cands)
     assert {c.plan.channels_last for c in cands} == {False, True}
     assert cands[0] == Candidate(precisions[0], D.network_plan(torch.device("cuda"), cands[0].dtype))
@@ -268,7 +268,8 @@ def test_other_devices_have_other_keys(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: f"GPU {i}")
     cpu = tune.machine_key(CPU, (192, 256))
-    gpu0, gpu1 = tune.machine_key(torch.device("cuda"), (192, 256)), tune.machine_key(torch.device("cuda:1"), (192, 256))
+    gpu0 = tune.machine_key(torch.device("cuda"), (192, 256))
+    gpu1 = tune.machine_key(torch.device("cuda:1"), (192, 256))
     assert len({cpu, gpu0, gpu1}) == 3 and gpu0.device == "cuda:0" and gpu0.isa == "sm_80"
     assert tune.size_class((192, 256)) == 256 and tune.size_class((300, 362)) == 256
     assert tune.size_class((300, 363)) == 512

@@ -273,6 +273,8 @@ class _Run:
     extra_terms: Callable[[tuple[int, int]], list[Any]] | None = None
     tile_size: int | None = None  # evaluate levels larger than this in tiles (core/tiles.py); None: whole
     memory_note: str = ""  # the records' note: why the run is tiled (the engine chose it), the plan measured
+    float32_plan: NetworkPlan | None = None  # the plan a bfloat16 level finishes in (see _Finish)
+    finished_from: tuple[torch.dtype | None, NetworkPlan] | None = None  # the level's own, after a switch
 
     @property
     def total(self) -> int:
@@ -429,6 +431,8 @@ def _prepare(
             opts.style_layers,
         )
     dtype, plan = decision.dtype, _with_knobs(decision.plan, opts)
+    f32 = decision.table.choose("float32") if decision.table is not None else None
+    float32_plan = _with_knobs(f32.plan if f32 is not None else network_plan(device, None), opts)
     net.set_lean_pool(plan.lean_pool)
     net.set_winograd(plan.winograd)
     return _Run(
@@ -446,6 +450,7 @@ def _prepare(
         gen,
         controls=controls,
         memory_note=decision.note,
+        float32_plan=float32_plan,
     )
 
 
@@ -575,6 +580,9 @@ def _level(
     ctx: _Run, level: int, shape: tuple[int, int], count: int, x: torch.Tensor
 ) -> Generator[Progress, None, torch.Tensor]:
     """One coarse-to-fine level: ``count`` evaluations at ``shape`` starting from ``x``."""
+    if ctx.finished_from is not None:  # the previous level finished in float32: this one starts as the run does
+        _set_plan(ctx, *ctx.finished_from)
+        ctx.finished_from = None
     tiling = _tiling(ctx, shape)
     terms, weights = _terms(ctx, shape, tiling)
     gamma = float(ctx.opts.extra.get("pyramid_gamma", PYRAMID_GAMMA))
@@ -582,6 +590,7 @@ def _level(
     del x
     optimizer = _make_optimizer(ctx.opts, var, tiling is not None)
     objective = _objective(ctx, terms) if tiling is None else _tiled_objective(ctx, terms, tiling)
+    finish = _Finish.start(ctx, weights, var.image().detach()) if tiling is None else None
     for i in range(count):
         ctx.step += 1
         last = i == count - 1
@@ -613,7 +622,91 @@ def _level(
             tile_size=tiling.size if tiling is not None else 0,
             note=ctx.memory_note,
         )
+        if finish is not None and finish.due(losses["total"]) and not last:
+            ctx.finished_from = (ctx.dtype, ctx.plan)
+            _set_plan(ctx, None, ctx.float32_plan or network_plan(ctx.device, None))
+            objective = _objective(ctx, terms)
+            restart = getattr(optimizer, "restart_reference", None)
+            if restart is not None:
+                restart()  # the objective's value jumps by up to bfloat16's error: no step is judged across it
+            finish = None
     return var.detached()
+
+
+def _set_plan(ctx: _Run, dtype: torch.dtype | None, plan: NetworkPlan) -> None:
+    ctx.dtype, ctx.plan = dtype, plan
+    ctx.net.set_lean_pool(plan.lean_pool)
+    ctx.net.set_winograd(plan.winograd)
+
+
+#: a bfloat16 level goes on in float32 once the objective's decrease per evaluation (best so far,
+#: over the last FINISH_WINDOW evaluations) falls below FINISH_FACTOR times bfloat16's resolution:
+#: the objective that bfloat16's rounding alone makes (see _Finish)
+FINISH_WINDOW = 10
+FINISH_FACTOR = 1.0
+
+
+class _Finish:
+    """When a bfloat16 level goes on in float32 (the objective's formulas unchanged; only the
+    network's number format changes).
+
+    bfloat16 keeps 8 bits of each value: the network's features are off by ~0.4 % of themselves,
+    so near the optimum the objective and its gradient are those of a slightly different problem
+    and the run stalls above the float32 objective's minimum. The *resolution* ``r`` is measured
+    at the level's start: the objective of the bfloat16 features against the float32 features of
+    the same image as targets (``a * L_content(F16, F32) + b * sum_l w_l L_GM(G(F16), G(F32))``),
+    one forward pass in each precision without gradients. Once the objective falls by less than
+    ``FINISH_FACTOR * r`` per evaluation (its best value, over the last ``FINISH_WINDOW``
+    evaluations), bfloat16 has nothing more to give: the level goes on in float32, with the float32
+    plan measured on this machine. ``Options.extra["finish"]``: ``"off"`` never, an int N after the
+    level's N-th evaluation (both only to measure); ``extra["finish_factor"]``: the factor.
+    """
+
+    def __init__(self, resolution: float, factor: float, window: int, at: int | None) -> None:
+        self.resolution, self.factor, self.window, self.at = resolution, factor, window, at
+        self.best: list[float] = []
+
+    @classmethod
+    def start(cls, ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> _Finish | None:
+        """The level's switch, or None where it runs float32 already (or it is switched off)."""
+        mode = ctx.opts.extra.get("finish", "auto")
+        if ctx.dtype is None or mode == "off" or ctx.opts.optimizer != "lbfgs":
+            return None
+        if mode != "auto":
+            return cls(0.0, 0.0, FINISH_WINDOW, int(mode))
+        factor = float(ctx.opts.extra.get("finish_factor", FINISH_FACTOR))
+        return cls(_bf16_resolution(ctx, weights, g), factor, FINISH_WINDOW, None)
+
+    def due(self, total: float) -> bool:
+        """After each evaluation (its objective ``total``): whether to go on in float32 now."""
+        self.best.append(min(total, self.best[-1]) if self.best else total)
+        n = len(self.best)
+        if self.at is not None:
+            return n >= self.at
+        if n <= self.window:
+            return False
+        progress = (self.best[-1 - self.window] - self.best[-1]) / self.window
+        return progress < self.factor * self.resolution
+
+
+def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> float:
+    """The objective bfloat16's rounding alone makes at image ``g``: bfloat16 features against
+    the float32 features of ``g`` as targets, with the level's weights (see :class:`_Finish`)."""
+    dtype, plan = ctx.dtype, ctx.plan
+    with torch.no_grad():
+        _set_plan(ctx, None, ctx.float32_plan or network_plan(ctx.device, None))
+        f32 = ctx.net(g)
+        _set_plan(ctx, dtype, plan)
+        with _autocast(ctx.device, dtype):
+            f16 = ctx.net(g.contiguous(memory_format=torch.channels_last) if plan.channels_last else g)
+        content = torch.zeros((), device=g.device)
+        for n in ctx.opts.content_layers:
+            content = content + content_loss(f16[n], f32[n])
+        style = torch.zeros((), device=g.device)
+        for n, w in ctx.layer_w.items():
+            ch, m = f32[n].shape[1], f32[n].shape[2] * f32[n].shape[3]
+            style = style + w * gram_loss(gram(f16[n]), gram(f32[n]), ch, m)
+        return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * style)
 
 
 def _out_of_memory(

@@ -12,9 +12,10 @@ size class) read it back.
 
 Noise: the candidates are timed in rounds, interleaved, each against the static rule's plan timed in
 the same round, every other round in reverse order (the median of those ratios ranks them, so a
-load that drifts hits every candidate alike); clearly slower candidates are dropped after two rounds; another plan replaces the static
-rule's only when it is faster by more than :data:`MARGIN`, and among plans within the margin of the
-fastest the first in :func:`candidates`' order is kept (the static plan, then less memory).
+load that drifts hits every candidate alike); clearly slower candidates are dropped after two
+rounds; another plan replaces the static rule's only when it is faster by more than
+:data:`MARGIN`, and among plans within the margin of the fastest the first in :func:`candidates`'
+order is kept (the static plan, then less memory).
 
 ``precision="auto"`` takes the fastest plan of every precision the device runs in hardware; an
 explicit ``float32`` or ``bfloat16`` the fastest of that precision; the engine's measuring knobs
