@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-CONFIG_ENV = "NAPARI_NST_CONFIG_DIR"
+from napari_nst.core.config import CONFIG_ENV, config_dir  # noqa: F401  (the path logic lives in core: the engine reads it too)
+
 SETTINGS_FILE = "widget.json"
 SETTINGS_VERSION = 1
-
-
-def config_dir() -> Path:
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env).expanduser()
-    try:
-        from platformdirs import user_config_dir
-
-        return Path(user_config_dir("napari-nst", appauthor=False))
-    except ImportError:  # pragma: no cover - platformdirs comes with napari
-        return Path.home() / ".config" / "napari-nst"
 
 
 def load_settings() -> dict[str, Any]:

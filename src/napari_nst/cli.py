@@ -1,5 +1,6 @@
 """Command line: ``napari-nst stylize CONTENT STYLE [STYLE ...] -o OUT.png``, ``napari-nst preview CONTENT
-STYLE [STYLE ...] -o OUT.png``, ``napari-nst batch CONTENT... --style STYLE -o OUTDIR`` and ``napari-nst demo``.
+STYLE [STYLE ...] -o OUT.png``, ``napari-nst batch CONTENT... --style STYLE -o OUTDIR``, ``napari-nst tune``
+and ``napari-nst demo``.
 
 Ctrl-C (SIGINT, exit status 130) and SIGTERM (143) end a run keeping its work: the newest pastiche
 is written to the output with its record for ``--resume`` (core/resume.py).
@@ -648,6 +649,58 @@ def partial_frame_path(output: str | Path, frame: int) -> Path:
     return out.with_name(f"{out.stem if out.suffix else out.name}-frame-{frame:05d}-partial.png")
 
 
+def _add_tune(sub: Any) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="measure the fastest way to run the network on this machine (and show it)",
+        description="Time the candidate compute plans (precision, memory layout, convolution algorithm, pooling) "
+        "on one forward + backward of the network at --size on --device, keep the table for later runs at that "
+        "size class (first runs on a machine measure it themselves) and print it. --show prints the tables kept "
+        "without measuring. NAPARI_NST_TUNE=0 makes runs use the built-in rules instead.",
+    )
+    p.add_argument("--size", type=int, metavar="N", help="long edge of the runs to measure for (default: by device)")
+    p.add_argument("--device", default="auto", help="device to measure on (default: auto)")
+    p.add_argument("--model", choices=("vgg19", "vgg16"), help="network (default: the weights file's, else vgg19)")
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="the network's weights (default: $NAPARI_NST_WEIGHTS, else untrained weights: timings do not depend "
+        "on them, and nothing is downloaded)",
+    )
+    p.add_argument("--budget", type=float, default=None, metavar="S", help="seconds of timing (default: 2.5)")
+    p.add_argument("--show", action="store_true", help="print the tables kept, measure nothing")
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from napari_nst.core.compute import tune
+    from napari_nst.core.options import Options
+
+    if args.show:
+        tables = tune.tables()
+        if not tables:
+            print(f"no measured plans kept in {tune.cache_path()}; run 'napari-nst tune' to measure")
+            return 0
+        for kept in tables:
+            print(kept.text() + "\n")
+        print(f"(kept in {tune.cache_path()})")
+        return 0
+    if args.budget is not None and not args.budget > 0:
+        raise ValueError("--budget must be a positive number of seconds")
+    opts = Options.from_kwargs(size=args.size, device=args.device, model=args.model, weights=args.weights)
+    print("napari-nst: measuring the compute plans (a few seconds) ...", file=sys.stderr, flush=True)
+    table = tune.tune_options(opts, budget=args.budget or tune.BUDGET)
+    if table is None:
+        print("nothing to measure on this device: runs use the built-in rules")
+        return 0
+    print(table.text())
+    print(
+        f"kept in {tune.cache_path()}: runs in this size class use the plan marked 'auto' (or, with an explicit "
+        "precision, the one marked with it)"
+        + ("; NAPARI_NST_TUNE=0 is set, so runs use the built-in rules for now" if not tune.enabled() else "")
+    )
+    return 0
+
+
 def _keep_frame(records: Any, output: str) -> tuple[str, Path] | None:
     """Stop a stack run; write its unfinished frame's newest pastiche beside ``output``:
     (`` at frame F/N, step S/T``, the file), or None (no unfinished frame with an evaluation)."""
@@ -681,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preview(sub)
     _add_batch(sub)
     _add_stylize_stack(sub)
+    _add_tune(sub)
     d = sub.add_parser("demo", help="open napari with sample images and the Style Transfer widget")
     d.add_argument("--run", action="store_true", help="press Run at once")
     return parser
@@ -712,7 +766,13 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     try:
-        commands = {"stylize": _stylize, "preview": _preview, "stylize-stack": _stylize_stack, "batch": _batch}
+        commands = {
+            "stylize": _stylize,
+            "preview": _preview,
+            "stylize-stack": _stylize_stack,
+            "batch": _batch,
+            "tune": _tune,
+        }
         with _sigterm_raises(args.command != "demo"):
             return {**commands, "demo": _demo}[args.command](args)
     except (ValueError, MemoryError, RuntimeError, OSError, MissingExtraError) as exc:

@@ -108,6 +108,15 @@ def _no_downloads(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _static_plans(monkeypatch):
+    """Runs use the static rules of core/compute/device.py, not a plan measured on this machine (timing
+    would make the tests slower and their plan depend on the load): ``NAPARI_NST_TUNE=0``. The
+    tuner's own tests switch it on with a faked timer and a temporary config folder
+    (tests/headless/test_tune.py)."""
+    monkeypatch.setenv("NAPARI_NST_TUNE", "0")
+
+
+@pytest.fixture(autouse=True)
 def _simulated_precision(monkeypatch):
     """``NAPARI_NST_TEST_PRECISION=float32``: the CPU's fast-bf16 check says no, as on AVX2."""
     wanted = os.environ.get("NAPARI_NST_TEST_PRECISION", "")

@@ -37,6 +37,8 @@ def _private_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_NST_PREWARM", "0")
     # no instant preview layer on picking layers (tests/napari/test_preview_widget.py switches it on)
     monkeypatch.setenv("NAPARI_NST_PREVIEW", "0")
+    # engines use the static plan rules, not a plan measured on this machine (a test asks for it)
+    monkeypatch.setenv("NAPARI_NST_TUNE", "0")
 
 
 @pytest.fixture(scope="session")

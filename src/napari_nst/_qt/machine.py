@@ -1,4 +1,5 @@
-"""Which devices the widget offers, and the fields whose default depends on the device (size, steps).
+"""Which devices the widget offers, the fields whose default depends on the device (size, steps), and
+the Advanced button that measures the fastest compute plan on this machine (:class:`PlanPart`).
 
 The napari process never imports torch: a quick guess first (``_devices.quick_device_guess``), then
 the probe's answer from a child process (``probe.start_probe``).
@@ -50,3 +51,95 @@ class MachinePart:
                 device_field.value = current
         names = ", ".join(self.gpu_names) or ("Apple MPS" if result.get("mps") else "none found")
         device_field.tooltip = f"{spec('device').help} GPUs here: {names}."
+
+
+#: the button's text and tooltip
+MEASURE_TEXT = "Measure the fastest plan"
+MEASURE_TIP = (
+    "Time the ways this machine can run the network (precision, memory layout, convolution algorithm, "
+    "pooling) at the current Size and Device, a few seconds, and keep the fastest for later runs; the "
+    "first run on a machine does this by itself. Shows the table."
+)
+
+
+class PlanPart:
+    """Advanced: the "Measure the fastest plan" button and the table it shows.
+
+    The measurement runs in the engine process (``runner.measure_plans``; this process never
+    imports torch), from a thread; its answer reaches the main thread through a Qt signal.
+    """
+
+    def __init__(self) -> None:
+        from magicgui.widgets import Label, PushButton
+
+        self.button = PushButton(name="measure_plan", text=MEASURE_TEXT, tooltip=MEASURE_TIP)
+        self.table = Label(name="plan_table", label="", value="")
+        self.table.native.setWordWrap(False)
+        self.table.native.setStyleSheet("font-family: monospace;")
+        self.table.visible = False
+        self._emitter: Any = None  # keeps the signal carrier alive until the answer came
+
+    def widgets(self) -> list[Any]:
+        return [self.button, self.table]
+
+    @property
+    def busy(self) -> bool:
+        return self._emitter is not None
+
+    def measure(self, busy: bool, options: Any) -> None:
+        """The button: time the compute plans for the form's ``options()`` (Size, Device) in the engine
+        process and show the table; not beside a run (``busy``), which would time both."""
+        from napari_nst._qt import notify
+
+        if busy:
+            notify.info("Stop the run first: a measurement beside it would time both.")
+            return
+        try:
+            opts = options()
+        except ValueError as exc:  # OptionError is a ValueError
+            notify.error(str(exc))
+            return
+        self.start(opts, notify.error)
+
+    def start(self, options: dict[str, Any], on_error: Any) -> bool:
+        """Measure for ``options`` (the form's); False if a measurement is running already."""
+        if self.busy:
+            return False
+        from qtpy.QtCore import QObject, Signal  # type: ignore[attr-defined]
+
+        from napari_nst._run.runner import measure_plans
+
+        class _Emitter(QObject):
+            done = Signal(object)
+
+        emitter = _Emitter()
+        emitter.done.connect(lambda result: self._done(result, on_error))
+        self._emitter = emitter
+        self.button.enabled, self.button.text = False, "Measuring ..."
+        keys = ("size", "device", "model", "weights", "pooling", "content_layers", "style_layers")
+        opts = {k: options[k] for k in keys if k in options}
+
+        def work() -> None:
+            try:
+                result: Any = measure_plans(opts)
+            except Exception as exc:  # bad options, the engine process failed
+                result = exc
+            try:
+                emitter.done.emit(result)
+            except RuntimeError:  # the widget is gone
+                pass
+
+        import threading
+
+        threading.Thread(target=work, name="napari-nst-measure-plan", daemon=True).start()
+        return True
+
+    def _done(self, result: Any, on_error: Any) -> None:
+        self._emitter = None
+        self.button.enabled, self.button.text = True, MEASURE_TEXT
+        if isinstance(result, BaseException):
+            on_error(f"Could not measure the compute plan: {result}")
+            return
+        path = result.get("path", "")
+        self.table.value = result.get("text", "") + (f"\nKept in {path}." if path else "")
+        self.table.visible = True

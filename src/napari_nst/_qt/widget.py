@@ -18,7 +18,7 @@ from napari_nst._qt import notify
 from napari_nst._qt.controller import RunController
 from napari_nst._qt.form import OptionsForm
 from napari_nst._qt.inputs_panel import InputsPanel
-from napari_nst._qt.machine import MachinePart
+from napari_nst._qt.machine import MachinePart, PlanPart
 from napari_nst._qt.memory_panel import MemoryPanel
 from napari_nst._qt.preview_panel import PreviewPanel
 from napari_nst._qt.probe import start_probe
@@ -50,7 +50,7 @@ class StyleTransferWidget(Container[Any]):
         self.machine = MachinePart(None if quick_device_guess() is None else False)
         self.inputs = InputsPanel(viewer)
         self.content, self.style = self.inputs.content, self.inputs.style
-        self._controls_panels(viewer)
+        _controls_panels(self, viewer)
         self.stack = StackPanel(viewer)  # "This slice" / "All slices along axis k" (stacks)
         self.slices, self.follow_frame = self.stack.slices, self.stack.follow
         self.run_on_panel = RunOnPanel()  # a stack on this machine or on a dask scheduler's workers
@@ -62,6 +62,8 @@ class StyleTransferWidget(Container[Any]):
             setattr(self, name, w)
         self.memory = MemoryPanel(viewer, self, self._will_use_gpu)  # the estimate beside Size
         self.memory_estimate, self.size_row = self.memory.label, self.memory.row(self.form.fields["size"])
+        self.plan_part = PlanPart()  # Advanced: measure the fastest compute plan, show the table
+        self.measure_plan, self.plan_table = self.plan_part.button, self.plan_part.table
         self._build()
         switches = {
             "show_advanced": self.show_advanced,
@@ -98,7 +100,7 @@ class StyleTransferWidget(Container[Any]):
         b = _Buttons()
         self.show_advanced, self.reset_defaults, self.run, self.continue_run = b.show, b.reset, b.run, b.again
         self.remembered, self.forget, self.status = b.remembered, b.forget, b.status
-        self._advanced = [*self.form.advanced(), self.reset_defaults]
+        self._advanced = [*self.form.advanced(), *self.plan_part.widgets(), self.reset_defaults]
         self._remembered_row = self._row("remembered_row", self.remembered, self.forget)
         self._buttons = self._row("buttons", self.run, self.continue_run)
         self.extend(
@@ -130,18 +132,7 @@ class StyleTransferWidget(Container[Any]):
         self.forget.changed.connect(self._on_reset_defaults)
         self.show_advanced.changed.connect(self._show_advanced)
         self.device.changed.connect(lambda *_: self._apply_machine_defaults())
-
-    def _controls_panels(self, viewer: Any) -> None:
-        """Several styles with weights, and regions from a Labels layer."""
-        self.styles_panel = StylesPanel(self.style, self.inputs.image_choices, self._on_styles_changed)
-        self.regions_panel = RegionsPanel(
-            viewer, lambda: [getattr(p.value, "name", "?") for p in self.styles_panel.pickers]
-        )
-        self.styles, self.style_blend = self.styles_panel.container, self.styles_panel.style_blend
-        self.add_style = self.styles_panel.add
-        self.regions, self.region_styles = self.regions_panel.picker, self.regions_panel.rows
-        self.style_regions = self.regions_panel.sources
-        self.style.changed.connect(lambda *_: self._on_styles_changed())
+        self.measure_plan.changed.connect(lambda *_: self.plan_part.measure(self.worker is not None, self.form.options))
 
     def _on_styles_changed(self) -> None:
         self.regions_panel.refresh()
@@ -384,3 +375,22 @@ def _start_layer(opts: dict[str, Any], init_layer: Any, layers: Any) -> Any:
         raise ValueError("The layer to start from is no longer in the viewer; pick another one under Start from.")
     opts["init"] = "content" if init_layer is not None else opts["init"]
     return init_layer
+
+
+def _controls_panels(self: StyleTransferWidget, viewer: Any) -> None:
+    """The widget's panels of several styles with weights, and regions from a Labels layer."""
+    self.styles_panel = StylesPanel(self.style, self.inputs.image_choices, self._on_styles_changed)
+    self.regions_panel = RegionsPanel(
+        viewer, lambda: [getattr(p.value, "name", "?") for p in self.styles_panel.pickers]
+    )
+    self.styles, self.style_blend, self.add_style = (
+        self.styles_panel.container,
+        self.styles_panel.style_blend,
+        self.styles_panel.add,
+    )
+    self.regions, self.region_styles, self.style_regions = (
+        self.regions_panel.picker,
+        self.regions_panel.rows,
+        self.regions_panel.sources,
+    )
+    self.style.changed.connect(lambda *_: self._on_styles_changed())

@@ -60,6 +60,14 @@ def prewarm(options: dict[str, Any]) -> bool:
     return True
 
 
+def measure_plans(options: dict[str, Any]) -> dict[str, Any]:
+    """Measure the fastest compute plan for runs with ``options`` in the (warm) engine process and
+    keep it there (``{"text", "path", "plan"}``, see ``remote.measure_plans``). Blocking: from a thread."""
+    from napari_nst.core.process import client as remote
+
+    return remote.measure_plans(nice=ENGINE_NICE, **options)
+
+
 def shutdown() -> None:
     """Free the memory of the warm engine processes (napari closes, or the widget goes away)."""
     remote.shutdown_engines()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_nst.core.compute import memory
+from napari_nst.core.compute import memory, tune
 from napari_nst.core.compute.device import (
     NetworkPlan,
     autocast_dtype,
@@ -54,8 +54,10 @@ from napari_nst.core.objective.losses import (
     StyleTarget,
     StyleTerm,
     TVTerm,
+    content_loss,
     evaluate,
     gram,
+    gram_loss,
 )
 from napari_nst.core.objective.weights import resolve_weights
 from napari_nst.core.optim import levers
@@ -208,10 +210,12 @@ class _Run:
     style_grams: dict[Any, dict[str, torch.Tensor]] | None = None
     extra_terms: Callable[[tuple[int, int]], list[Any]] | None = None
     tile_size: int | None = None  # evaluate levels larger than this in tiles (core/objective/tiles.py); None: whole
-    memory_note: str = ""  # why the run is tiled, when the engine chose it (the records' note)
+    memory_note: str = ""  # the records' note: why the run is tiled (the engine chose it), the plan measured
     levers: Levers = field(default_factory=levers.current)  # what a measurement switched (optim/levers.py)
     held: _Held | None = None  # the last finished evaluation's image, kept on the device (see pastiche)
     resume: Pastiche | None = None  # continue from this pastiche (its step) instead of the start
+    float32_plan: NetworkPlan | None = None  # the plan a bfloat16 level finishes in (see _Finish)
+    finished_from: tuple[torch.dtype | None, NetworkPlan] | None = None  # the level's own, after a switch
 
     @property
     def total(self) -> int:
@@ -354,8 +358,11 @@ def run(
     if resume is not None:
         resume_point(resume, shapes, counts)  # before any work
     mplan = plan_memory(content.shape[:2], shapes[-1], opts, device, dtype, styles)
-    ctx = _prepare(content, style, opts, device, dtype, shapes, counts)
-    ctx.tile_size, ctx.memory_note = mplan.tile_size, mplan.text if mplan.auto else ""
+    ctx = _prepare(content, style, opts, device, dtype, shapes, counts, tune_shape=_tuned_shape(shapes[-1], mplan))
+    if ctx.dtype != dtype and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles):
+        _static_plan(ctx, dtype)  # the measured precision would need another memory plan: keep the static one
+    ctx.tile_size = mplan.tile_size
+    ctx.memory_note = "; ".join(n for n in (mplan.text if mplan.auto else "", ctx.memory_note) if n)
     ctx.resume = resume
     records = _levels(ctx, keep)
     del ctx  # held by the records alone: freed with them, before an out-of-memory error is made
@@ -400,7 +407,11 @@ def _prepare(
     dtype: torch.dtype | None,
     shapes: list[tuple[int, int]],
     counts: list[int],
+    *,
+    tune_shape: tuple[int, int] | None = None,
 ) -> _Run:
+    """The run's context. ``tune_shape``: the shape the network is evaluated at, to choose the
+    plan measured on this machine (core/compute/tune.py: cached, or timed now); None: the static rules."""
     where = torch.device("cpu") if resize_on_host(device) else device
     controls, content, style = Controls.build(content, style, opts, where)  # None without controls
     if opts.style_layer_weights is None:
@@ -408,15 +419,26 @@ def _prepare(
     else:
         layer_w = dict(zip(opts.style_layers, opts.style_layer_weights, strict=True))
     gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
-    plan = network_plan(device, dtype)
-    lv = levers.current()
-    for knob in ("channels_last", "lean_pool", "winograd"):  # only to measure what each buys
-        if getattr(lv, knob) is not None:
-            plan = dataclasses.replace(plan, **{knob: bool(getattr(lv, knob))})
     # model None: the network the weights file holds (vgg.resolve_model), else vgg19
     net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling)
     if device.type != "cpu":  # the kept network stays on the CPU: the device's memory goes back after the run
         net = copy.deepcopy(net).to(device)
+    decision = tune.static_decision(device, dtype)
+    if tune_shape is not None:
+        pic = content
+        decision = tune.plan_for_run(
+            net,
+            device,
+            opts.precision,
+            dtype,
+            lambda: resize(to_tensor(pic, where), tune_shape).to(device),
+            tune_shape,
+            opts.content_layers,
+            opts.style_layers,
+        )
+    dtype, plan = decision.dtype, _with_knobs(decision.plan, opts)
+    f32 = decision.table.choose("float32") if decision.table is not None else None
+    float32_plan = _with_knobs(f32.plan if f32 is not None else network_plan(device, None), opts)
     net.set_lean_pool(plan.lean_pool)
     net.set_winograd(plan.winograd)
     return _Run(
@@ -433,7 +455,49 @@ def _prepare(
         layer_w,
         gen,
         controls=controls,
+        memory_note=decision.note,
+        float32_plan=float32_plan,
     )
+
+
+def _with_knobs(plan: NetworkPlan, opts: Options) -> NetworkPlan:
+    """``plan`` with the levers a measurement set (optim/levers.py; they win over the rules and the tuner)."""
+    lv = levers.current()
+    for knob in ("channels_last", "lean_pool", "winograd"):  # only to measure what each buys
+        if getattr(lv, knob) is not None:
+            plan = dataclasses.replace(plan, **{knob: bool(getattr(lv, knob))})
+    return plan
+
+
+def _tuned_shape(shape: tuple[int, int], mplan: memory.MemoryPlan) -> tuple[int, int]:
+    """The shape the network is evaluated at: the finest level's, or (tiled) a tile's at most."""
+    if mplan.tile_size is None:
+        return shape
+    return (min(shape[0], mplan.tile_size), min(shape[1], mplan.tile_size))
+
+
+def _same_memory_plan(
+    content_shape: tuple[int, int],
+    shape: tuple[int, int],
+    opts: Options,
+    ctx: _Run,
+    mplan: memory.MemoryPlan,
+    styles: int,
+) -> bool:
+    """Whether the run's memory plan (whole image or tiles of a size) holds in ``ctx.dtype`` too."""
+    try:
+        other = plan_memory(content_shape, shape, opts, ctx.device, ctx.dtype, styles)
+    except (DeviceMemoryError, OptionError):
+        return False
+    return other.tile_size == mplan.tile_size
+
+
+def _static_plan(ctx: _Run, dtype: torch.dtype | None) -> None:
+    """Back to the static rules' precision and plan (device.network_plan)."""
+    ctx.dtype, ctx.plan = dtype, _with_knobs(network_plan(ctx.device, dtype), ctx.opts)
+    ctx.net.set_lean_pool(ctx.plan.lean_pool)
+    ctx.net.set_winograd(ctx.plan.winograd)
+    ctx.memory_note = ""
 
 
 def _first_image(ctx: _Run) -> torch.Tensor:
@@ -587,6 +651,9 @@ def _level(
     ctx: _Run, level: int, shape: tuple[int, int], count: int, x: torch.Tensor
 ) -> Generator[Progress, None, torch.Tensor]:
     """One coarse-to-fine level: ``count`` evaluations at ``shape`` starting from ``x``."""
+    if ctx.finished_from is not None:  # the previous level finished in float32: this one starts as the run does
+        _set_plan(ctx, *ctx.finished_from)
+        ctx.finished_from = None
     tiling = _tiling(ctx, shape)
     terms, weights = _terms(ctx, shape, tiling)
     gamma = PYRAMID_GAMMA if ctx.levers.pyramid_gamma is None else ctx.levers.pyramid_gamma
@@ -594,6 +661,7 @@ def _level(
     del x
     optimizer = _make_optimizer(ctx.opts, var, ctx.levers, tiling is not None)
     objective = _objective(ctx, terms) if tiling is None else _tiled_objective(ctx, terms, tiling)
+    finish = _Finish.start(ctx, weights, var.image().detach()) if tiling is None else None
     for i in range(count):
         ctx.step += 1
         last = i == count - 1
@@ -628,7 +696,91 @@ def _level(
             tile_size=tiling.size if tiling is not None else 0,
             note=ctx.memory_note,
         )
+        if finish is not None and finish.due(losses["total"]) and not last:
+            ctx.finished_from = (ctx.dtype, ctx.plan)
+            _set_plan(ctx, None, ctx.float32_plan or network_plan(ctx.device, None))
+            objective = _objective(ctx, terms)
+            restart = getattr(optimizer, "restart_reference", None)
+            if restart is not None:
+                restart()  # the objective's value jumps by up to bfloat16's error: no step is judged across it
+            finish = None
     return var.detached()
+
+
+def _set_plan(ctx: _Run, dtype: torch.dtype | None, plan: NetworkPlan) -> None:
+    ctx.dtype, ctx.plan = dtype, plan
+    ctx.net.set_lean_pool(plan.lean_pool)
+    ctx.net.set_winograd(plan.winograd)
+
+
+#: a bfloat16 level goes on in float32 once the objective's decrease per evaluation (best so far,
+#: over the last FINISH_WINDOW evaluations) falls below FINISH_FACTOR times bfloat16's resolution:
+#: the objective that bfloat16's rounding alone makes (see _Finish)
+FINISH_WINDOW = 10
+FINISH_FACTOR = 1.0
+
+
+class _Finish:
+    """When a bfloat16 level goes on in float32 (the objective's formulas unchanged; only the
+    network's number format changes).
+
+    bfloat16 keeps 8 bits of each value: the network's features are off by ~0.4 % of themselves,
+    so near the optimum the objective and its gradient are those of a slightly different problem
+    and the run stalls above the float32 objective's minimum. The *resolution* ``r`` is measured
+    at the level's start: the objective of the bfloat16 features against the float32 features of
+    the same image as targets (``a * L_content(F16, F32) + b * sum_l w_l L_GM(G(F16), G(F32))``),
+    one forward pass in each precision without gradients. Once the objective falls by less than
+    ``FINISH_FACTOR * r`` per evaluation (its best value, over the last ``FINISH_WINDOW``
+    evaluations), bfloat16 has nothing more to give: the level goes on in float32, with the float32
+    plan measured on this machine. Levers (optim/levers.py, only to measure): ``finish`` "off" never,
+    an int N after the level's N-th evaluation; ``finish_factor`` the factor.
+    """
+
+    def __init__(self, resolution: float, factor: float, window: int, at: int | None) -> None:
+        self.resolution, self.factor, self.window, self.at = resolution, factor, window, at
+        self.best: list[float] = []
+
+    @classmethod
+    def start(cls, ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> _Finish | None:
+        """The level's switch, or None where it runs float32 already (or it is switched off)."""
+        mode = ctx.levers.finish
+        if ctx.dtype is None or mode == "off" or ctx.opts.optimizer != "lbfgs":
+            return None
+        if mode != "auto":
+            return cls(0.0, 0.0, FINISH_WINDOW, int(mode))
+        factor = FINISH_FACTOR if ctx.levers.finish_factor is None else ctx.levers.finish_factor
+        return cls(_bf16_resolution(ctx, weights, g), factor, FINISH_WINDOW, None)
+
+    def due(self, total: float) -> bool:
+        """After each evaluation (its objective ``total``): whether to go on in float32 now."""
+        self.best.append(min(total, self.best[-1]) if self.best else total)
+        n = len(self.best)
+        if self.at is not None:
+            return n >= self.at
+        if n <= self.window:
+            return False
+        progress = (self.best[-1 - self.window] - self.best[-1]) / self.window
+        return progress < self.factor * self.resolution
+
+
+def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> float:
+    """The objective bfloat16's rounding alone makes at image ``g``: bfloat16 features against
+    the float32 features of ``g`` as targets, with the level's weights (see :class:`_Finish`)."""
+    dtype, plan = ctx.dtype, ctx.plan
+    with torch.no_grad():
+        _set_plan(ctx, None, ctx.float32_plan or network_plan(ctx.device, None))
+        f32 = ctx.net(g)
+        _set_plan(ctx, dtype, plan)
+        with _autocast(ctx.device, dtype):
+            f16 = ctx.net(g.contiguous(memory_format=torch.channels_last) if plan.channels_last else g)
+        content = torch.zeros((), device=g.device)
+        for n in ctx.opts.content_layers:
+            content = content + content_loss(f16[n], f32[n])
+        style = torch.zeros((), device=g.device)
+        for n, w in ctx.layer_w.items():
+            ch, m = f32[n].shape[1], f32[n].shape[2] * f32[n].shape[3]
+            style = style + w * gram_loss(gram(f16[n]), gram(f32[n]), ch, m)
+        return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * style)
 
 
 def _out_of_memory(

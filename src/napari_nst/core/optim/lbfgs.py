@@ -167,6 +167,13 @@ class LBFGS:
             p.add_(dp.to(p.dtype))
         return loss
 
+    def restart_reference(self) -> None:
+        """The objective changed (the same formulas in another number format): the next
+        evaluation is not compared with the last (no step back) and makes no curvature pair with
+        it; the pairs kept so far still shape the next direction."""
+        self._x_prev = self._g_prev = None
+        self._f_prev = float("inf")
+
     def _trust_region(self, d: torch.Tensor) -> None:
         """Shorten ``d`` in place so that no pixel of the image moves by more than ``max_change``."""
         if self.max_change is None or self.image_change is None:

@@ -37,6 +37,11 @@ class Levers:
     cuda_graph: bool = True
     #: the tiles' halo of context in px (None: from the network's receptive field)
     tile_halo: int | None = None
+    #: when a bfloat16 level goes on in float32 (``optim.engine._Finish``): "auto" (once progress per
+    #: evaluation falls below bfloat16's resolution), "off" (never) or after the level's N-th evaluation
+    finish: str | int = "auto"
+    #: the factor on bfloat16's resolution in the "auto" rule (None: the engine's constant)
+    finish_factor: float | None = None
 
 
 DEFAULT = Levers()

@@ -9,6 +9,9 @@ Serves requests ``(kind, id, body)`` read from stdin, one after the other, until
   :class:`~napari_nst.core.records.Pastiche` (a stack's: its unfinished frame's);
 - ``("warm", id, {"options"})``: imports torch, sets up the device and reads the network's
   weights (kept in the weights cache of :mod:`napari_nst.core.encoder.vgg` for the next run);
+- ``("tune", id, {"options"})``: measures the fastest compute plan for runs with these options
+  (core/compute/tune.py) and keeps it; answers ``("progress", id, {"text", "path", "plan"})`` (the table as
+  text, the cache file, the plan ``auto`` uses now), then ``("done", id, None)``;
 - ``("cancel", id, None)``: ends request ``id`` after the evaluation in progress (or before it
   starts); it then answers ``("done", id, None)``.
 
@@ -136,6 +139,17 @@ def warm(request: dict[str, Any]) -> None:
     del net
 
 
+def tune_plans(request: dict[str, Any]) -> dict[str, Any]:
+    """Measure the compute plans for runs with ``request["options"]``; the table as text."""
+    from napari_nst.core.compute import tune
+
+    table = tune.tune_options(request["options"])
+    if table is None:
+        return {"text": "Nothing to measure on this device: the built-in rules hold.", "path": "", "plan": ""}
+    chosen = table.choose("auto")
+    return {"text": table.text(), "path": str(tune.cache_path()), "plan": chosen.label if chosen else ""}
+
+
 def release_memory() -> None:
     """Give the memory of the request just served back to the device and the operating system."""
     gc.collect()
@@ -165,6 +179,8 @@ def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> bool:
                 serve(body, out, rid, lambda: inbox.cancelled(rid))
             elif kind == "warm":
                 warm(body)
+            elif kind == "tune":
+                send(out, ("progress", rid, tune_plans(body)))
     except BaseException as exc:  # every failure goes back to the parent as a message
         traceback.print_exc(file=sys.stderr)
         send(out, ("error", rid, _picklable(exc)))

@@ -323,6 +323,42 @@ def prewarm(*, nice: int = 0, **options: Any) -> None:
     _release(child)
 
 
+def measure_plans(*, nice: int = 0, **options: Any) -> dict[str, Any]:
+    """Measure the fastest compute plan for runs with ``options`` in a warm engine process (this
+    process does not import torch) and keep it there for later runs (core/compute/tune.py). Blocking (a few
+    seconds): call it from a thread. Returns ``{"text", "path", "plan"}``: the table as text, the
+    file it is kept in and the plan ``precision="auto"`` uses now. Raises :class:`OptionError` for
+    bad options, :class:`EngineProcessError` when the process fails."""
+    from napari_nst.core.options import Options
+
+    opts = Options.from_kwargs(**options)
+    key = _pool_key(nice)
+    child = _take(key) or _Child(key, nice)
+    rid = child.request("tune", {"options": opts})
+    result: dict[str, Any] | None = None
+    try:
+        while True:
+            kind, mid, payload = child.messages.get()
+            if kind == "eof":
+                raise EngineProcessError(
+                    "the style-transfer process ended while measuring the compute plan"
+                    + (f"; its last output:\n{child.last_output()}" if child.last_output() else "")
+                )
+            if mid != rid:
+                continue
+            if kind == "progress":
+                result = dict(payload)
+            elif kind == "error":
+                raise payload
+            elif kind == "done":
+                break
+    finally:
+        _release(child)
+    if result is None:
+        raise EngineProcessError("the style-transfer process did not answer the measurement")
+    return result
+
+
 atexit.register(shutdown_engines)
 
 

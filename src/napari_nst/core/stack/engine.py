@@ -24,7 +24,7 @@ from napari_nst.core.compute.device import (
     pick_device,
     resize_on_host,
 )
-from napari_nst.core.errors import OptionError
+from napari_nst.core.errors import DeviceMemoryError, OptionError
 from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
 from napari_nst.core.objective.colour import gray3, luminance
 from napari_nst.core.objective.losses import TemporalTerm
@@ -92,7 +92,14 @@ def run_stack(
         dtype,
         shapes,
         split_steps(int(opts.steps or 1), len(shapes)),
+        tune_shape=shapes[-1],
     )
+    assert base is not None
+    if base.dtype != dtype:  # the measured plan's precision: does the stack still fit?
+        try:
+            engine.check_memory(first.shape[:2], shapes[-1], opts, device, base.dtype)
+        except DeviceMemoryError:
+            engine._static_plan(base, dtype)
     base.style_grams = {}  # the style's Grams once for the whole stack
     if base.controls is not None:
         base.controls.grams_memo = {}  # also those of several styles (core/objective/controls.py)
