@@ -98,7 +98,7 @@ def run_stack(
 
 
 def flow_seconds(frames: np.ndarray) -> float:
-    from napari_nst.core.stack.engine import flow
+    from napari_nst.core.stack import flow
 
     f = frames / np.float32(255)
     t = time.process_time()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import napari_nst
-from napari_nst.core.stack.engine import engine as stack_mod
+from napari_nst.core.stack import engine as stack_mod
 
 
 @pytest.fixture

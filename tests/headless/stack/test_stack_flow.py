@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("cv2")
 
 from napari_nst.core.objective.losses import TemporalTerm, temporal_loss  # noqa: E402
-from napari_nst.core.stack.engine import flow  # noqa: E402
+from napari_nst.core.stack import flow  # noqa: E402
 
 
 def _scene(shape=(64, 80)) -> np.ndarray:

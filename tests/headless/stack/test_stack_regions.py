@@ -148,7 +148,7 @@ def test_cli_passes_several_styles_to_the_stack(tmp_path, frames, style, monkeyp
 def test_preserve_luminance_keeps_each_frames_own_colours(frames, style, fast):
     from napari_nst.core.image.arrays import to_rgb_float
     from napari_nst.core.objective.colour import yuv
-    from napari_nst.core.stack.engine import engine as stack_mod
+    from napari_nst.core.stack import engine as stack_mod
 
     out = napari_nst.stylize_stack(frames, style, preserve_color="luminance", **fast)
 
