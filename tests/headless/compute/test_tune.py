@@ -17,6 +17,7 @@ from napari_nst.core.compute import tune
 from napari_nst.core.compute.device import NetworkPlan
 from napari_nst.core.compute.tune import Candidate
 from napari_nst.core.optim import engine
+from napari_nst.core.optim.levers import Levers, use_levers
 from napari_nst.core.options import Options
 
 CPU = torch.device("cpu")
@@ -323,8 +324,8 @@ def test_the_engine_runs_the_measured_plan_and_says_so(config, counted, fast, co
     again = list(iter_stylize(content, style, **fast))
     pinned = list(iter_stylize(content, style, **fast, precision="float32"))
     opts = Options.from_kwargs(**fast)
-    opts.extra["winograd"] = True  # an engine knob (measurement only)
-    knob = list(engine.run(content.astype(np.float32) / 255, style.astype(np.float32) / 255, opts))
+    with use_levers(Levers(winograd=True)):  # an engine lever (measurement only)
+        knob = list(engine.run(content.astype(np.float32) / 255, style.astype(np.float32) / 255, opts))
     assert counted["n"] == 1 and again[0].note == "" and pinned[-1].precision == "float32"
     # oneDNN's direct convolutions, as measured (the static rule says Winograd); a knob still wins
     assert plans[:3] == [F32_DIRECT.plan] * 3 and plans[3].winograd

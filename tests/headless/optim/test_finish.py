@@ -10,6 +10,7 @@ import torch
 
 from napari_nst.core.optim import engine
 from napari_nst.core.optim.lbfgs import LBFGS
+from napari_nst.core.optim.levers import Levers, use_levers
 from napari_nst.core.options import Options
 
 
@@ -57,9 +58,9 @@ def test_restart_reference_neither_steps_back_nor_pairs_across_the_switch():
 def bf16_run(fast, content, style):
     def run(finish, **kw):
         o = Options.from_kwargs(**{**fast, "precision": "bfloat16", "steps": 8, **kw})
-        o.extra["finish"] = finish
         c, s = content.astype(np.float32) / 255, style.astype(np.float32) / 255
-        return list(engine.run(c, s, o))
+        with use_levers(Levers(finish=finish)):
+            return list(engine.run(c, s, o))
 
     return run
 
