@@ -1,7 +1,7 @@
 """Widget input: what the widget sends to the engine process for a large layer, against a full-resolution copy.
 
 The baseline is what the widget sent before it shrank first: the full-resolution slice (level 0 of a
-multiscale layer) converted to a float32 RGB copy (``_layers.layer_to_rgb``), pickled to the child.
+multiscale layer) converted to a float32 RGB copy (``layer_view.read_slice`` + ``display_rgb`` at level 0), pickled to the child.
 Now ``_run.inputs.read_input`` reads the smallest level that still has the working size, shrinks the
 slice to the working shape and converts it once. Per layer kind and working size, in this process
 (napari's layer models, no Qt, no torch; the request built and pickled as ``EngineProcess`` does):
@@ -53,9 +53,11 @@ def _request_bytes(content: np.ndarray, style: np.ndarray, size: int) -> int:
 
 
 def full_copy(layer: Any, style: np.ndarray, size: int) -> int:
-    from napari_nst._run.layer_view import layer_to_rgb
+    """The baseline: level 0's slice, at full resolution, converted as shown."""
+    from napari_nst._run.layer_view import display_rgb, read_slice
 
-    content, _ = layer_to_rgb(layer, name="content")
+    arr, _ = read_slice(layer, (0, 1), None, 0, "content")
+    content, _ = display_rgb(arr, layer, "content", "content")
     return _request_bytes(content, style, size)
 
 
