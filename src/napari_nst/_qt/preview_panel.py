@@ -148,7 +148,7 @@ class PreviewPanel:
 
         place = pastiche_placement(snap, self._axes, full_shape, image.shape[:2])
         meta = {META_KEY: {"preview": True, "content": names[0], "style": names[1], "status": "preview"}}
-        name = output_name(names[0], names[1], continued=False)
+        name = output_name(names[0], [names[1]], continued=False)
         if self.layer is not None and self.layer in self._viewer.layers:
             self.layer.data = image
             self.layer.scale, self.layer.translate = place["scale"], place["translate"]
