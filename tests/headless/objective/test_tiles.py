@@ -163,7 +163,7 @@ def test_the_cli_prints_the_tiling_note(tmp_path, fast, content, style, capsys):
     assert code == 0
     assert "napari-nst: note: about" in capsys.readouterr().err
     code = main(["stylize", str(cp), str(sp), "-o", str(tmp_path / "o.png"), "--tile-size", "80", *args])
-    assert code != 0 and "raise tile_size to 96" in capsys.readouterr().err
+    assert code != 0 and "raise --tile-size to 96" in capsys.readouterr().err
 
 
 def test_bad_tile_size_and_max_memory_fail_before_any_work(monkeypatch, fast, content, style):
