@@ -1,7 +1,7 @@
 """Widget input: what the widget sends to the engine process for a large layer, against a full-resolution copy.
 
 The baseline is what the widget sent before it shrank first: the full-resolution slice (level 0 of a
-multiscale layer) converted to a float32 RGB copy (``layer_view.read_slice`` + ``display_rgb`` at level 0), pickled to the child.
+multiscale layer) converted to a float32 RGB copy (``read_slice`` + ``display_rgb`` at level 0), pickled to the child.
 Now ``_run.inputs.read_input`` reads the smallest level that still has the working size, shrinks the
 slice to the working shape and converts it once. Per layer kind and working size, in this process
 (napari's layer models, no Qt, no torch; the request built and pickled as ``EngineProcess`` does):

@@ -111,7 +111,8 @@ def render_cli() -> str:
             if not [a for a in group._group_actions if a.help != argparse.SUPPRESS]:
                 continue
             if group.title.startswith(SHARED_GROUP):
-                shared = shared or (sub, group)
+                if shared is None or len(group._group_actions) > len(shared[1]._group_actions):
+                    shared = (sub, group)  # the fullest: stylize-stack's has the stack-only flags too
                 out += [
                     f"and every [style-transfer option](#{_anchor(SHARED_GROUP)}) "
                     "(`--size`, `--steps`, `--style-weight`, ...).",

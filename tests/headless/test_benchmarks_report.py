@@ -248,13 +248,10 @@ def test_variants_combine_presets_and_levers():
 def test_levers_reach_the_engine_inside_the_block_only():
     """A lever set with the harness is what the engine reads in the block, and gone after it."""
     from napari_nst.core.compute import memory
-    from napari_nst.core.options import Options
 
-    opts = Options(size=64, steps=2)
-    default = memory._history(opts, False)
+    default = memory._history(False)
     with H.levers(history_size=3, lbfgs=None):
-        assert memory._history(opts, False) == 3
-        assert memory._history(Options(size=64, steps=2), False) == 3
-    assert memory._history(opts, False) == default
+        assert memory._history(False) == 3
+    assert memory._history(False) == default
     with pytest.raises(H.BenchmarkError, match="unknown lever"):
         H.levers(history=3)
