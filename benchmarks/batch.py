@@ -123,7 +123,7 @@ def end_to_end(a: argparse.Namespace, images: list[Path], style: Path, tmp: Path
 
 
 def _worker_stats() -> dict[str, Any]:
-    from napari_nst.core.distributed.batch_task import stats
+    from napari_nst.core.distributed.cluster import stats
 
     return stats()
 

@@ -506,13 +506,13 @@ def test_resume_record_round_trips(tmp_path):
 
 def test_a_resumed_run_is_estimated_from_where_it_starts():
     from napari_nst.core.progress import RunEstimate
+    from napari_nst.core.records import Progress
 
-    est = RunEstimate([((1000, 1000), 100)], announce_over=10.0)
-    est.update(51, 2.0, (1000, 1000))  # the resumed run's first record: setup and one evaluation
-    est.update(52, 3.0, (1000, 1000))  # one second per evaluation
-    assert est.total_seconds() == pytest.approx(2.0 + 49 * 1.0)
-    assert est.remaining_seconds() == pytest.approx(48.0)
-    assert est.announcement() == "about 51 s on cpu (estimated after the first evaluations)"
+    est = RunEstimate(announce_over=10.0)
+    # the resumed run's first record (step 51: setup and one evaluation), then one second per evaluation
+    for step, elapsed in ((51, 2.0), (52, 3.0), (53, 4.0)):
+        est.add(Progress(step=step, total=100, losses={}, image=None, shape=(1000, 1000), elapsed=elapsed))
+    assert est.remaining_seconds() == pytest.approx(47.0)
 
 
 def test_resume_with_sizes_left_to_another_device_says_which_to_give():

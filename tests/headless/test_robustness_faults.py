@@ -241,8 +241,8 @@ def test_out_of_memory_is_measured_after_the_run_is_freed(content, style, fast, 
     seen: list[weakref.ref] = []  # the run's context (network, pictures) and the images evaluated
     alive_when_measured: list[int] = []
 
-    def prepared(*args):
-        ctx = prepare(*args)
+    def prepared(*args, **kwargs):
+        ctx = prepare(*args, **kwargs)
         seen.append(weakref.ref(ctx))
         return ctx
 
