@@ -609,6 +609,12 @@ def set_threads(threads: int | None) -> None:
 # --------------------------------------------------------------------------- results
 
 
+def ratio(value: float, baseline: float) -> float | None:
+    """``value / baseline``, or None where the baseline is zero (a dry run's memory can peak before the
+    measured part starts, leaving nothing to compare against)."""
+    return value / baseline if baseline else None
+
+
 def figure(
     name: str,
     ratio: float | None,

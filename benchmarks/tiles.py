@@ -173,9 +173,9 @@ def part_quality(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             style=s,
             content_ratio=c / ref_c,
             style_ratio=s / ref_s,
-            rss_ratio=r["rss"] / whole["rss"],
-            own_rss_ratio=own / own_whole,
-            cpu_ratio=r["cpu_s"] / whole["cpu_s"],
+            rss_ratio=H.ratio(r["rss"], whole["rss"]),
+            own_rss_ratio=H.ratio(own, own_whole),
+            cpu_ratio=H.ratio(r["cpu_s"], whole["cpu_s"]),
             seams_columns=seam_score(profile_ratio(mag, ref_mag, 0), list(range(core, img.shape[1], core))),
             seams_rows=seam_score(profile_ratio(mag, ref_mag, 1), list(range(core, img.shape[0], core))),
         )
@@ -204,7 +204,7 @@ def part_quality(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 )
                 for axis in ("columns", "rows")
             ]
-        H.say(f"  {name}: {r['rss_ratio']:.2f}x memory, {r['cpu_ratio']:.2f}x CPU time")
+        H.say(f"  {name}: {r['rss_ratio'] or 0:.2f}x memory, {r['cpu_ratio'] or 0:.2f}x CPU time")
     return {"figures": figures, "size": args.size, "tile": args.tile, "steps": args.steps, "runs": res}
 
 
