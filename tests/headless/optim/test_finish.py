@@ -109,3 +109,19 @@ def test_the_resolution_is_what_bfloat16_rounding_makes_of_the_objective(fast, c
     o = Options.from_kwargs(**{**fast, "precision": "float32", "steps": 2})
     list(engine.run(content.astype(np.float32) / 255, style.astype(np.float32) / 255, o))
     assert len(seen) == 1  # float32 runs never measure it
+
+
+@pytest.mark.filterwarnings("ignore::napari_nst.core.errors.PrecisionWarning")
+def test_a_run_whose_memory_plan_holds_only_in_bfloat16_stays_in_bfloat16(bf16_run, monkeypatch):
+    original = engine.plan_memory
+
+    def tight(content_shape, shape, opts, device, dtype, styles=1, available=None):
+        if dtype is None:  # float32 needs more than is free: another plan, or none
+            raise engine.DeviceMemoryError("float32 does not fit", 1)
+        return original(content_shape, shape, opts, device, dtype, styles, available)
+
+    monkeypatch.setattr(engine, "plan_memory", tight)
+    recs = bf16_run(3)  # would switch after 3 evaluations where float32 fits (the test above)
+    assert [r.precision for r in recs] == ["bfloat16"] * 8
+    monkeypatch.setattr(engine, "plan_memory", original)
+    assert [r.precision for r in bf16_run(3)][-1] == "float32"

@@ -214,7 +214,7 @@ class _Run:
     levers: Levers = field(default_factory=levers.current)  # what a measurement switched (optim/levers.py)
     held: _Held | None = None  # the last finished evaluation's image, kept on the device (see pastiche)
     resume: Pastiche | None = None  # continue from this pastiche (its step) instead of the start
-    float32_plan: NetworkPlan | None = None  # the plan a bfloat16 level finishes in (see _Finish)
+    float32_plan: NetworkPlan | None = None  # the plan a bfloat16 level finishes in (_Finish; None: it does not)
     finished_from: tuple[torch.dtype | None, NetworkPlan] | None = None  # the level's own, after a switch
 
     @property
@@ -361,6 +361,8 @@ def run(
     ctx = _prepare(content, style, opts, device, dtype, shapes, counts, tune_shape=_tuned_shape(shapes[-1], mplan))
     if ctx.dtype != dtype and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles):
         _static_plan(ctx, dtype)  # the measured precision would need another memory plan: keep the static one
+    if ctx.dtype is not None and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles, None):
+        ctx.float32_plan = None  # finishing in float32 (more memory) would not fit the plan: stay in bfloat16
     ctx.tile_size = mplan.tile_size
     ctx.memory_note = "; ".join(n for n in (mplan.text if mplan.auto else "", ctx.memory_note) if n)
     ctx.resume = resume
@@ -483,10 +485,12 @@ def _same_memory_plan(
     ctx: _Run,
     mplan: memory.MemoryPlan,
     styles: int,
+    *dtype: torch.dtype | None,
 ) -> bool:
-    """Whether the run's memory plan (whole image or tiles of a size) holds in ``ctx.dtype`` too."""
+    """Whether the run's memory plan (whole image or tiles of a size) holds in ``ctx.dtype`` (or
+    in ``dtype``, if given) too."""
     try:
-        other = plan_memory(content_shape, shape, opts, ctx.device, ctx.dtype, styles)
+        other = plan_memory(content_shape, shape, opts, ctx.device, dtype[0] if dtype else ctx.dtype, styles)
     except (DeviceMemoryError, OptionError):
         return False
     return other.tile_size == mplan.tile_size
@@ -698,7 +702,8 @@ def _level(
         )
         if finish is not None and finish.due(losses["total"]) and not last:
             ctx.finished_from = (ctx.dtype, ctx.plan)
-            _set_plan(ctx, None, ctx.float32_plan or network_plan(ctx.device, None))
+            assert ctx.float32_plan is not None  # _Finish.start saw to it
+            _set_plan(ctx, None, ctx.float32_plan)
             objective = _objective(ctx, terms)
             restart = getattr(optimizer, "restart_reference", None)
             if restart is not None:
@@ -744,7 +749,7 @@ class _Finish:
     def start(cls, ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> _Finish | None:
         """The level's switch, or None where it runs float32 already (or it is switched off)."""
         mode = ctx.levers.finish
-        if ctx.dtype is None or mode == "off" or ctx.opts.optimizer != "lbfgs":
+        if ctx.dtype is None or ctx.float32_plan is None or mode == "off" or ctx.opts.optimizer != "lbfgs":
             return None
         if mode != "auto":
             return cls(0.0, 0.0, FINISH_WINDOW, int(mode))

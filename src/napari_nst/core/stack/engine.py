@@ -100,6 +100,11 @@ def run_stack(
             engine.check_memory(first.shape[:2], shapes[-1], opts, device, base.dtype)
         except DeviceMemoryError:
             engine._static_plan(base, dtype)
+    if base.dtype is not None:  # a bfloat16 frame may finish in float32 (engine._Finish) where that fits
+        try:
+            engine.check_memory(first.shape[:2], shapes[-1], opts, device, None)
+        except DeviceMemoryError:
+            base.float32_plan = None
     base.style_grams = {}  # the style's Grams once for the whole stack
     if base.controls is not None:
         base.controls.grams_memo = {}  # also those of several styles (core/objective/controls.py)
