@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from napari_nst.core.optim.levers import Levers as _Levers
 
 if TYPE_CHECKING:
     import torch
@@ -197,19 +200,9 @@ def resolve_common(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- levers
 
 
-#: the engine's internal switches a benchmark may set (None: the engine's own choice)
-LEVER_NAMES = (
-    "history_size",
-    "lbfgs",
-    "max_change",
-    "history_dtype",
-    "channels_last",
-    "lean_pool",
-    "winograd",
-    "pyramid_gamma",
-    "cuda_graph",
-    "tile_halo",
-)
+#: the engine's internal switches a benchmark may set (None: the engine's own choice): every field of
+#: optim/levers.Levers (a module without torch, so that ``--isa`` still comes before torch loads)
+LEVER_NAMES = tuple(f.name for f in dataclasses.fields(_Levers))
 
 
 def levers(**values: Any) -> contextlib.AbstractContextManager[Any]:
