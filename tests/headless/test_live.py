@@ -187,6 +187,12 @@ def test_the_mailbox_merges_and_empties():
     box.put({"a": 2, "b": 3})
     assert box.take() == (2, {"a": 2, "b": 3})
     assert box.take() is None
+    box.put({"a": 5, "c": 1}, 5)
+    box.put({"a": 4, "d": 1}, 4)  # arrives late: its value of a is older than update 5's
+    assert box.take() == (5, {"a": 5, "c": 1, "d": 1})
+    box.put({"a": 3}, 3)  # older than the value applied already
+    assert box.take() is None
+    assert box.put({"e": 1}) == 6
     sent = []
     channel = LiveChannel(Options(), 1, lambda n, o: sent.append((n, o)))
     channel.send({"tv_weight": 1})

@@ -124,29 +124,37 @@ def _check_against_run(opts: Options, n_styles: int, changes: dict[str, Any]) ->
 class Updates:
     """The mailbox between the caller's thread and the engine (thread-safe): :meth:`put` adds
     checked options, :meth:`take` (the engine, before an evaluation) returns those not applied
-    yet, merged (a later value wins), with the number of the newest :meth:`put`."""
+    yet, merged, with the number of the newest update among them. Updates are numbered 1, 2 ...;
+    of two values of one option the one of the higher number wins, whatever order they arrive in
+    (an update made before a run started travels with its request, a later one on its own)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
-        self._count = 0
-        self._newest = 0
+        self._numbers: dict[str, int] = {}  # option -> the number of the update its value is from
+        self._newest = 0  # the highest number seen
+        self._waiting = 0  # the highest number among the pending options
 
     def put(self, changes: dict[str, Any], number: int | None = None) -> int:
-        """Queue ``changes`` (checked already); the update's number (1, 2, ...; or ``number``)."""
+        """Queue ``changes`` (checked already) as update ``number`` (None: the next); its number."""
         with self._lock:
-            self._count = self._count + 1 if number is None else int(number)
-            self._pending.update(changes)
-            self._newest = self._count
-            return self._count
+            number = self._newest + 1 if number is None else int(number)
+            self._newest = max(self._newest, number)
+            for name, value in changes.items():
+                if number >= self._numbers.get(name, 0):
+                    self._numbers[name] = number
+                    self._pending[name] = value
+                    self._waiting = max(self._waiting, number)
+            return number
 
     def take(self) -> tuple[int, dict[str, Any]] | None:
-        """``(number of the newest update, options)`` not applied yet, or None."""
+        """``(number of the newest update included, options)`` not applied yet, or None."""
         with self._lock:
             if not self._pending:
                 return None
             out, self._pending = self._pending, {}
-            return self._newest, out
+            newest, self._waiting = self._waiting, 0
+            return newest, out
 
 
 class LiveChannel:

@@ -2,7 +2,8 @@
 
 Serves requests ``(kind, id, body)`` read from stdin, one after the other, until stdin closes:
 
-- ``("run", id, {"content", "style", "options"})``: runs the engine and writes
+- ``("run", id, {"content", "style", "options", "updates"})``: runs the engine (``updates``:
+  ``[(number, options)]`` changed before it started, applied at its first evaluation) and writes
   ``("started", id, None)``, ``("progress", id, record)``..., then ``("done", id, None)`` or
   ``("error", id, exception)``; a run that ends early (cancelled, or an error after its first
   evaluation) first writes ``("stopped", id, pastiche)``, the last finished evaluation's
@@ -193,7 +194,10 @@ def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> bool:
         if not inbox.cancelled(rid):
             send(out, ("started", rid, None))
             if kind == "run":
-                serve(body, out, rid, lambda: inbox.cancelled(rid), inbox.updates(rid))
+                updates = inbox.updates(rid)
+                for number, options in body.get("updates", ()):  # made before the run started
+                    updates.put(options, number)
+                serve(body, out, rid, lambda: inbox.cancelled(rid), updates)
             elif kind == "warm":
                 warm(body)
             elif kind == "tune":

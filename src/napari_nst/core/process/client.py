@@ -505,11 +505,9 @@ class EngineProcess:
         self.reused = child is not None
         if child is None:
             child = _Child(key, self._nice)
-        with self._live_lock:
-            self._rid = child.request("run", self._request)
+        with self._live_lock:  # updates made before the run started go with it
+            self._rid = child.request("run", {**self._request, "updates": list(self._sent)})
             self._child = child
-            for number, options in self._sent:  # updates made before the run started
-                child.update(self._rid, number, options)
         if not self._warm:
             child.close_input()
         return child
