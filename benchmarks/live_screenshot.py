@@ -3,7 +3,7 @@
     xvfb-run -a python benchmarks/live_screenshot.py [--out docs/images/widget-live.png]
 
 Opens napari with tubingen and starry_night (../shared, or ``$NAPARI_NST_SHARED``), the Style
-Transfer widget with both picked, presses Run (256 px on the CPU), sets Style strength to x3 after
+Transfer widget with both picked, presses Run (256 px on the CPU), sets Style strength to x4 after
 ``--change-at`` steps, and once the engine has applied it and ``--after`` more steps are made,
 saves the dock widget (status line and loss curve with the change marked) and the window beside it
 (``--window``). Needs ``napari-nst[napari]`` and the shared VGG16 weights.
@@ -55,9 +55,9 @@ def main() -> None:
     app = QApplication.instance()
     widget.run.clicked.emit()
     _wait(app, lambda: widget._run.last is not None and widget._run.last.step >= args.change_at, args.timeout, "steps")
-    widget.style_strength.value = 3.0
+    widget.style_strength.value = 4.0
     run = widget._run
-    _wait(app, lambda: run.live_marks, args.timeout, "the engine to apply the change")
+    _wait(app, lambda: bool(run.live_marks), args.timeout, "the engine to apply the change")
     step = run.live_marks[0][0]
     _wait(app, lambda: run.last.step >= step + args.after, args.timeout, "more steps")
     viewer.layers.selection.active = viewer.layers[-1]

@@ -53,15 +53,17 @@ def test_live_changes_are_debounced_and_said(make_napari_viewer, qtbot, images, 
     for value in (2.0, 5.0, 0.5):  # a slider dragged: one update, when it rests
         widget.style_strength.value = value
     widget.size.value = 64  # not live: waits for the next Run
-    qtbot.waitUntil(lambda: engine.updates, timeout=5_000)
+    qtbot.waitUntil(lambda: bool(engine.updates), timeout=5_000)
     qtbot.waitUntil(lambda: "from step" in widget.status.value, timeout=5_000)
     qtbot.wait(400)
     assert len(engine.updates) == 1 and list(engine.updates[0]) == ["style_strength"]
     assert engine.updates[0]["style_strength"] == pytest.approx(0.5, rel=0.05)
+    shown = f"Style strength ×{widget.style_strength.value:.2g}"  # the slider's own step near 0.5
+    assert shown == f"Style strength ×{engine.updates[0]['style_strength']:.2g}"
     status = widget.status.value
-    step = int(re.search(r"Style strength ×0\.5 from step (\d+)", status).group(1))
+    step = int(re.search(rf"{shown} from step (\d+)", status).group(1))
     assert "Size (px) applies at the next Run" in status
-    assert widget.plot.marks == [(step, "Style strength ×0.5")]
+    assert widget.plot.marks == [(step, shown)]
     widget.tv_weight.value = "abc"  # a value the engine cannot take: said, not sent
     qtbot.waitUntil(lambda: "Not applied: TV weight" in widget.status.value, timeout=5_000)
     widget.tv_weight.value = "0.1"
@@ -71,7 +73,7 @@ def test_live_changes_are_debounced_and_said(make_napari_viewer, qtbot, images, 
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
     assert "Changed during the run: TV weight 0.1 from step" in widget.status.value
     notes = viewer.layers[-1].metadata["napari_nst"]["notes"]
-    assert any(n.startswith("changed during the run: Style strength ×0.5") for n in notes)
+    assert any(n.startswith(f"changed during the run: {shown} from step {step}") for n in notes)
     widget.style_strength.value = 2.0  # no run: nothing is sent
     qtbot.wait(400)
     assert len(engine.updates) == 2
@@ -89,11 +91,11 @@ def test_changing_strength_during_a_real_run_reaches_the_engine(
     widget.run.clicked.emit()
     run = widget._run
     qtbot.waitUntil(lambda: run.last is not None and run.last.step >= 2, timeout=RUN_TIMEOUT)
-    widget.style_strength.value = 3.0
-    qtbot.waitUntil(lambda: run.live_marks, timeout=60_000)  # a record from the engine's child said so
+    widget.style_strength.value = 4.0
+    qtbot.waitUntil(lambda: bool(run.live_marks), timeout=60_000)  # a record from the engine's child said so
     step, what = run.live_marks[0]
-    assert what.startswith("Style strength ×3")
-    qtbot.waitUntil(lambda: f"Style strength ×3 from step {step}" in widget.status.value, timeout=10_000)
+    assert what == f"Style strength ×{widget.style_strength.value:.2g}" == "Style strength ×4"
+    qtbot.waitUntil(lambda: f"Style strength ×4 from step {step}" in widget.status.value, timeout=10_000)
     assert widget.plot.marks == [(step, what)]
     assert run.last.step >= step
     widget.run.clicked.emit()  # Stop
