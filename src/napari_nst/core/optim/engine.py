@@ -890,7 +890,23 @@ class _Finish:
 
 def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> float:
     """The objective bfloat16's rounding alone makes at image ``g``: bfloat16 features against
-    the float32 features of ``g`` as targets, with the level's weights (see :class:`_Finish`)."""
+    the float32 features of ``g`` as targets, with the level's weights (see :class:`_Finish`).
+    A run whose options may change keeps the unweighted parts for the level (``targets_memo``):
+    a new objective weighs them again instead of evaluating the network twice more."""
+    memo, key = ctx.targets_memo, ("bf16", tuple(g.shape[-2:]))
+    if memo is not None and key in memo:
+        content, style = memo[key]
+    else:
+        content, style = _bf16_parts(ctx, g)
+        if memo is not None:
+            memo[key] = (content, style)
+    styled = sum(w * style[n] for n, w in ctx.layer_w.items())
+    return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * styled)
+
+
+def _bf16_parts(ctx: _Run, g: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """The content loss and each style layer's Gram loss of ``g``'s bfloat16 features against its
+    float32 features (unweighted)."""
     dtype, plan = ctx.dtype, ctx.plan
     with torch.no_grad():
         _set_plan(ctx, None, ctx.float32_plan or network_plan(ctx.device, None))
@@ -901,11 +917,12 @@ def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> f
         content = torch.zeros((), device=g.device)
         for n in ctx.opts.content_layers:
             content = content + content_loss(f16[n], f32[n])
-        style = torch.zeros((), device=g.device)
-        for n, w in ctx.layer_w.items():
+        style = []
+        for n in ctx.opts.style_layers:
             ch, m = f32[n].shape[1], f32[n].shape[2] * f32[n].shape[3]
-            style = style + w * gram_loss(gram(f16[n]), gram(f32[n]), ch, m)
-        return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * style)
+            style.append(gram_loss(gram(f16[n]), gram(f32[n]), ch, m))
+        values = torch.stack([content.float(), *(v.float() for v in style)]).tolist()  # one transfer
+    return values[0], dict(zip(ctx.opts.style_layers, values[1:], strict=True))
 
 
 def _out_of_memory(
