@@ -69,3 +69,27 @@ def test_an_update_at_a_level_start_applies_there(content, style, fast, spies):
     first_fine = next(r for r in recs if r.level == 2)
     assert first_fine.update == {"style_strength": 2.0}
     assert recs[-1].step == recs[-1].total == 6
+
+
+@pytest.mark.filterwarnings("ignore::napari_nst.core.errors.PrecisionWarning")
+def test_a_bfloat16_level_measures_its_resolution_once(content, style, fast, monkeypatch):
+    calls = []
+    parts = engine._bf16_parts
+
+    def spy(ctx, g):
+        calls.append(tuple(g.shape))
+        return parts(ctx, g)
+
+    monkeypatch.setattr(engine, "_bf16_parts", spy)
+    run = iter_stylize(content, style, **{**fast, "steps": 100, "precision": "bfloat16"})
+    next(run)
+    assert len(calls) == 1
+    seen = []
+    original = engine._bf16_resolution
+    monkeypatch.setattr(engine, "_bf16_resolution", lambda ctx, w, g: seen.append(original(ctx, w, g)) or seen[-1])
+    run.update(style_strength=4, style_layer_weights=(1, 0, 0, 0, 0))
+    rec = next(run)
+    assert rec.update_id == 1 and rec.precision == "bfloat16"
+    assert len(calls) == 1 and len(seen) == 1  # weighed again, not measured again
+    assert seen[0] > 0
+    run.close()
