@@ -11,6 +11,7 @@ BENCHMARKS = {
     "controls": "benchmarks.controls",
     "memory_growth": "benchmarks.memory_growth",
     "stop_latency": "benchmarks.stop_latency",
+    "live_update": "benchmarks.live_update",
     "widget_input": "benchmarks.widget_input",
     "responsiveness": "benchmarks.responsiveness",
 }

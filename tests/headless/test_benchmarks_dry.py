@@ -23,6 +23,7 @@ DRY = {
     "controls": [],
     "memory_growth": [],
     "stop_latency": [],
+    "live_update": [],
 }
 
 

@@ -119,6 +119,9 @@ class RunController:
         self._view.plot.add(
             rec.stack_step or rec.step, rec.losses.get("total", float("nan")), new_level=rec.level != run.level
         )
+        changed = run.applied(rec)  # options changed during the run, applied from this step on
+        if changed is not None:
+            self._view.plot.mark(rec.stack_step or rec.step, changed)
         run.add(rec)
         self._throttle.request()
 
@@ -147,11 +150,19 @@ class RunController:
             if rec is not None and run.outcome == "running":
                 run.last = rec
                 shown = f" · display every {self._throttle.interval:.2g} s" if self._throttle.draw_cost else ""
-                self._view.show_status(progress_text(rec, run.estimate) + shown)
+                self._view.show_status(progress_text(rec, run.estimate) + shown + run.live_text())
                 run.sink.set_metadata(run.metadata())
             self._view.plot.update()
         finally:
             self._busy = False
+
+    def show_live(self) -> None:
+        """The status again, with what changed during the run (_qt/live_link.py)."""
+        run = self.run
+        if run is None or self.closed or run.outcome != "running":
+            return
+        head = progress_text(run.last, run.estimate) if run.last is not None else "Starting the engine ..."
+        self._view.show_status(head + run.live_text())
 
     # ------------------------------------------------------------------ the end
 
@@ -198,10 +209,11 @@ class RunController:
             run.outcome = "stopped" if outcome == "stopped" or run.stop_requested else "finished"
         run.sink.set_metadata(run.metadata())
         run.sink.finish()  # 8-bit, so that napari's own writers save it as PNG/JPEG
+        changed = f"\nChanged during the run: {run.live_applied}" if run.live_applied else ""
         if run.outcome == "finished" and run.last is not None:
-            self._view.show_status(done_text(run.last))
+            self._view.show_status(done_text(run.last) + changed)
         elif run.outcome == "stopped":
-            self._view.show_status(stopped_text(run.last, run.stop_reason, kept=run.sink.alive()))
+            self._view.show_status(stopped_text(run.last, run.stop_reason, kept=run.sink.alive()) + changed)
 
     def _fail(self, run: RunState, exc: BaseException) -> None:
         text = failure_text(exc)

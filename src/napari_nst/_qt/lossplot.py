@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from qtpy.QtCore import QPointF, QRect, Qt
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
+
+#: the colour of the lines where settings changed during the run took effect
+MARK_COLOUR = QColor(255, 150, 40)
 
 
 def readable(value: float) -> str:
@@ -38,15 +42,25 @@ class LossPlot(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip(
             "Total loss per objective evaluation, log axis (lines at 0.1, 1, 10 ...); "
-            "dashed lines: a new, finer level starts"
+            "dashed lines: a new, finer level starts; orange lines: settings changed during the run"
         )
         self._values: list[tuple[int, float]] = []
         self._levels: list[int] = []
+        self._marks: list[tuple[int, str]] = []
         self._total = 1
 
     def clear(self, total: int = 1) -> None:
-        self._values, self._levels, self._total = [], [], max(1, int(total))
+        self._values, self._levels, self._marks, self._total = [], [], [], max(1, int(total))
         self.update()
+
+    def mark(self, step: int, text: str) -> None:
+        """A line at ``step`` where settings changed during the run took effect, ``text`` beside it."""
+        self._marks.append((int(step), str(text)))
+
+    @property
+    def marks(self) -> list[tuple[int, str]]:
+        """The steps marked and their texts."""
+        return list(self._marks)
 
     def add(self, step: int, total_loss: float, new_level: bool = False) -> None:
         if total_loss > 0 and math.isfinite(total_loss):
@@ -116,3 +130,15 @@ class LossPlot(QWidget):
             path.lineTo(pt(s, y))
         p.setPen(QPen(QColor(90, 170, 255), 1.6))
         p.drawPath(path)
+        self._draw_marks(p, pt, lo, hi, r)
+
+    def _draw_marks(self, p: QPainter, pt: Any, lo: float, hi: float, r: QRect) -> None:
+        """Settings changed during the run: a solid line at the step, what changed at its top."""
+        fm = p.fontMetrics()
+        for step, text in self._marks:
+            top, bottom = pt(step, hi), pt(step, lo)
+            p.setPen(QPen(MARK_COLOUR, 1.4))
+            p.drawLine(top, bottom)
+            label = fm.elidedText(text, Qt.TextElideMode.ElideRight, max(20, r.right() - int(top.x()) - 4))
+            x = min(top.x() + 3, r.right() - fm.horizontalAdvance(label))
+            p.drawText(QPointF(x, r.top() + fm.ascent()), label)

@@ -18,6 +18,7 @@ from napari_nst._qt import notify
 from napari_nst._qt.controller import RunController
 from napari_nst._qt.form import OptionsForm
 from napari_nst._qt.inputs_panel import InputsPanel
+from napari_nst._qt.live_link import LiveLink
 from napari_nst._qt.machine import MachinePart, PlanPart
 from napari_nst._qt.memory_panel import MemoryPanel
 from napari_nst._qt.preview_panel import PreviewPanel
@@ -76,6 +77,7 @@ class StyleTransferWidget(Container[Any]):
         self._show_advanced(self.show_advanced.value)
         self._apply_machine_defaults()
         self.controller = RunController(viewer, self, self.native, engines)
+        self.live = LiveLink(self, self.controller)  # settings changed during a run
         self.preview = PreviewPanel(viewer, self)  # the instant preview on picking content and style
         self.inputs.follow_renames()
         self.reset_choices()
@@ -292,6 +294,7 @@ class StyleTransferWidget(Container[Any]):
         try:
             content, style = self._checked_layers()
             opts = self.options()
+            settings = self.live.settings(dict(opts))  # what a change during the run is compared with
             init_layer = _start_layer(opts, init_layer, self._viewer.layers)
         except (OptionError, ValueError) as exc:
             notify.error(str(exc))
@@ -307,6 +310,7 @@ class StyleTransferWidget(Container[Any]):
             sink = self.preview.sink_for(plan)  # Run paints over the preview
         sources = {"content": content, "style": style, "init": req.init, "styles": list(req.styles[1:])}
         self.controller.start(plan, {**sources, "regions": req.regions}, sink=sink)
+        self.live.started(settings, live=plan.stack_axis is None)
         return True
 
     def stop(self, reason: str | None = None) -> None:

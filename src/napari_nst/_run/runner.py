@@ -21,6 +21,7 @@ from napari_nst._run.dask_stack import DaskStackProcess
 from napari_nst._run.job import EngineJob, read_job
 from napari_nst._run.plan import RunPlan
 from napari_nst.core.errors import EngineProcessError, InstallError, OptionError
+from napari_nst.core.live import STACK_REFUSAL
 from napari_nst.core.process import client as remote
 from napari_nst.core.process.client import EngineProcess, StackEngineProcess
 from napari_nst.core.records import Progress
@@ -133,6 +134,18 @@ class Runner:
         proc = self.proc
         if proc is not None:
             proc.kill()
+
+    def update(self, options: dict[str, Any]) -> int | None:
+        """Options changed during the run, for the engine's next evaluation (thread-safe): the
+        update's number, or None when the engine has not started yet (try again). Raises
+        OptionError when the engine refuses them (a stack's, or an option checked against the run)."""
+        proc = self.proc
+        if proc is None or self.cancelled:
+            return None
+        send = getattr(proc, "update", None)
+        if send is None:
+            raise OptionError(STACK_REFUSAL)
+        return int(send(**options))
 
     def run(self, plan: RunPlan) -> Generator[Any, None, tuple[str, BaseException | None]]:
         """Worker-thread side of a run: yields :class:`Notes`, then :class:`Progress` records.

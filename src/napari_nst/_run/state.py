@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from napari_nst._run.live import applied_text, describe, status_lines
 from napari_nst._run.plan import RunPlan
 from napari_nst._run.runner import Runner
 from napari_nst._run.sink import LayerSink, run_metadata
@@ -46,6 +47,14 @@ class RunState:
     pending_image: Progress | None = None
     finished: list[Progress] = field(default_factory=list)  #: a stack's finished frames not shown yet
     estimate: RunEstimate = field(default_factory=RunEstimate)  #: the time left, from the records
+    # settings changed during the run (_run/live.py): the newest the engine applied, the one sent
+    # and not applied yet, those that wait for the next Run, and why one was refused
+    live_applied: str = ""
+    live_pending: str = ""
+    live_later: list[str] = field(default_factory=list)
+    live_error: str = ""
+    live_sent: int = 0  #: the number of the newest update sent
+    live_marks: list[tuple[int, str]] = field(default_factory=list)  #: (step, what changed) per update applied
 
     @property
     def proc(self) -> Any:
@@ -72,6 +81,22 @@ class RunState:
             self.pending_image = rec
             if rec.frames > 1 and rec.step == rec.total:
                 self.finished.append(rec)
+
+    def applied(self, rec: Progress) -> str | None:
+        """A record that applied options changed during the run: what changed (None: it applied none)."""
+        if rec.update is None:
+            return None
+        what = describe(rec.update)
+        self.live_applied = applied_text(rec.update, rec.step)
+        self.live_marks.append((rec.step, what))
+        self.notes.append(f"changed during the run: {self.live_applied}")  # kept in the layer's metadata
+        if rec.update_id >= self.live_sent:
+            self.live_pending = ""
+        return what
+
+    def live_text(self) -> str:
+        """The status's lines about settings changed during the run."""
+        return status_lines(self.live_applied, self.live_pending, self.live_later, self.live_error)
 
     def take_finished(self) -> list[Progress]:
         """A stack's frames finished since the last call (each is shown, none coalesced away)."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from napari_nst.core.image.arrays import to_rgb_float
 from napari_nst.core.inputs import ImageInput, StyleInput, prepare, prepare_stack
+from napari_nst.core.live import STACK_REFUSAL, LiveChannel
 from napari_nst.core.options import Options
 from napari_nst.core.preview import preview
 from napari_nst.core.progress import console_progress
@@ -31,11 +32,22 @@ class StyleRun(Generator[Progress, None, None]):
     run within one evaluation).
 
     :meth:`last` hands back the newest pastiche once the run has ended, however it ended.
-    ``records(keep)``: the engine's generator, which calls ``keep`` with that pastiche.
+    :meth:`update` changes the objective's options while the run goes on.
+    ``records(keep)``: the engine's generator, which calls ``keep`` with that pastiche;
+    ``live``: the run's channel for :meth:`update` (None: the run refuses updates, ``refused``
+    says why); ``settings_of``: the settings of the options as updated (what a resumed run must match).
     """
 
-    def __init__(self, records: Callable[[Keep], Iterator[Progress]], settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        records: Callable[[Keep], Iterator[Progress]],
+        settings: dict[str, Any] | None = None,
+        live: LiveChannel | None = None,
+        settings_of: Callable[[Options], dict[str, Any]] | None = None,
+        refused: str = "",
+    ) -> None:
         self.settings = settings or {}
+        self._live, self._settings_of, self._refused = live, settings_of, refused
         self._last: Pastiche | None = None
         self._inner = records(self._keep)  # a generator: no work before the first next()
         self._records = self._run()
@@ -55,6 +67,30 @@ class StyleRun(Generator[Progress, None, None]):
         Pass it as ``resume=`` to continue the run. A stack's: the unfinished frame's (``frame``),
         None when the run ended between frames (or on a cluster)."""
         return self._last
+
+    def update(self, **options: Any) -> int:
+        """Change options while the run goes on (thread-safe: call it from any thread).
+
+        Only the objective's options: ``style_strength``, ``style_weight``, ``content_weight``,
+        ``style_layer_weights``, ``style_blend``, ``preserve_color``, ``region_styles``,
+        ``tv_weight`` (:data:`napari_nst.core.live.LIVE_OPTIONS`). They are checked here, at once
+        (:class:`~napari_nst.core.errors.OptionError` naming the fix; an option that decides the
+        image's size, the network or the run's start, such as ``size``, ``steps``, ``model``,
+        ``device`` or ``precision``, is refused: stop the run and start a new one). The engine
+        applies them before its next evaluation and goes on from the current image, with a fresh
+        optimiser (L-BFGS's history belongs to the old objective). The first record made under
+        them carries them as ``update`` (several updates within one evaluation: merged) and this
+        call's number as ``update_id``, at its ``step``; it always carries an image. Returns the
+        number (1, 2, ...). No effect once the run has ended.
+        """
+        if self._live is None:
+            from napari_nst.core.errors import OptionError
+
+            raise OptionError(self._refused or "this run does not take options while it runs")
+        number = self._live.send(options)
+        if self._settings_of is not None:
+            self.settings = self._settings_of(self._live.options.current)
+        return number
 
     def __iter__(self) -> StyleRun:
         return self
@@ -136,7 +172,8 @@ def iter_stylize(
         ``total`` ...), ``image`` (float32 (H, W, 3) in [0, 1], or None on records skipped by
         ``preview_every``). Closing it stops the run within one evaluation and frees device
         memory; its ``last()`` then hands back the image of the last finished evaluation (also
-        after an exception such as KeyboardInterrupt, and after the end).
+        after an exception such as KeyboardInterrupt, and after the end). Its ``update(**options)``
+        changes the objective's options during the run (docs/live.md).
 
     Raises (at the call)
     --------------------
@@ -148,13 +185,14 @@ def iter_stylize(
     c, s, opts = prepare(content, style, **options)
     settings = run_settings(c, s, opts)
     start = _resume_from(resume, settings)
+    live = LiveChannel(opts, len(s) if isinstance(s, list) else 1)
 
     def records(keep: Keep) -> Iterator[Progress]:
         from napari_nst.core.optim.engine import run
 
-        return run(c, s, opts, keep=keep, resume=start)
+        return run(c, s, opts, keep=keep, resume=start, updates=live.updates)
 
-    return StyleRun(records, settings)
+    return StyleRun(records, settings, live, lambda o: run_settings(c, s, o))
 
 
 def _run(c: np.ndarray, s: Any, opts: Options) -> Iterator[Any]:
@@ -254,8 +292,8 @@ def iter_stylize_stack(
         where: dict[str, Any] = dict(client=client, scheduler=scheduler, workers=workers)
         chunks: dict[str, Any] = dict(start=int(start), previous=prev, chunk_frames=chunk_frames, overlap=overlap)
         cluster = run_on_cluster(frames, s, opts, **where, **chunks, in_order=in_order)
-        return StyleRun(lambda keep: cluster)
-    return StyleRun(lambda keep: _run_stack(frames, s, opts, int(start), previous, keep))
+        return StyleRun(lambda keep: cluster, refused=STACK_REFUSAL)
+    return StyleRun(lambda keep: _run_stack(frames, s, opts, int(start), previous, keep), refused=STACK_REFUSAL)
 
 
 def _run_stack(

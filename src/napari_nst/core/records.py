@@ -28,6 +28,12 @@ class Progress:
 
     ``tile_size``: the size of the tiles the evaluation was made in (0: the whole image at once);
     ``note`` says why when the engine chose tiles because the whole image does not fit.
+
+    ``update``: on the first record made under options changed during the run
+    (:meth:`napari_nst.core.api.StyleRun.update`), those options (merged when several updates
+    came within one evaluation), applied from this record's ``step`` on; ``update_id`` is the
+    number of the newest update it includes (1, 2 ... as ``update()`` returned it). None and 0 on
+    every other record.
     """
 
     step: int
@@ -49,6 +55,8 @@ class Progress:
     stack_total: int = 0
     note: str = ""  # a one-line remark: a stack's about this frame ("no optical flow: ..."), or why tiles
     tile_size: int = 0  # the tiles (px) this evaluation was made in (objective/tiles.py); 0: the whole image
+    update: dict[str, Any] | None = None  # options changed during the run, applied from this step on (core/live.py)
+    update_id: int = 0  # the newest update() this record's evaluation applied (0: none)
 
 
 @dataclass

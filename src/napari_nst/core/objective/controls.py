@@ -261,6 +261,11 @@ class Controls:
         luminance mode (Continue from a pastiche whose colours are the content's)."""
         if self.chroma is None or not isinstance(init, np.ndarray):
             return x
+        return self.luminance_image(x)
+
+    @staticmethod
+    def luminance_image(x: torch.Tensor) -> torch.Tensor:
+        """``x``'s luminance in all three channels (the network's image in luminance mode)."""
         y = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device)[None, :, None, None]).sum(1, keepdim=True)
         return y.expand_as(x).clamp(0, 1).contiguous()
 

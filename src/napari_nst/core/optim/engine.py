@@ -216,6 +216,11 @@ class _Run:
     resume: Pastiche | None = None  # continue from this pastiche (its step) instead of the start
     float32_plan: NetworkPlan | None = None  # the plan a bfloat16 level finishes in (_Finish; None: it does not)
     finished_from: tuple[torch.dtype | None, NetworkPlan] | None = None  # the level's own, after a switch
+    # options changed during the run (core/live.py): the mailbox read before each evaluation, the
+    # images as given (to build the controls again), and the level's targets kept for a rebuild
+    updates: Any = None
+    sources: tuple[np.ndarray, Any] | None = None
+    targets_memo: dict[Any, Any] | None = None
 
     @property
     def total(self) -> int:
@@ -331,6 +336,7 @@ def run(
     opts: Options,
     keep: Callable[[Pastiche], None] | None = None,
     resume: Pastiche | None = None,
+    updates: Any = None,
 ) -> Iterator[Progress]:
     """Stylise ``content`` (float32 (H, W, 3) in [0, 1]) with ``style`` (one such image or a
     list); yield per evaluation.
@@ -342,6 +348,9 @@ def run(
     evaluations, starting from its image at its level (settings are the caller's to compare:
     :mod:`napari_nst.core.resume`; the evaluation count and the level's shape are checked here).
     The optimiser's history starts empty.
+    ``updates``: a :class:`napari_nst.core.live.Updates` mailbox of options changed during the run
+    (checked already, :data:`napari_nst.core.live.LIVE_OPTIONS` only), applied before the next
+    evaluation (see :func:`_apply_update`).
 
     Errors in the options, the size or the memory estimate are raised at the first ``next()``
     (this is a generator); :func:`napari_nst.iter_stylize` checks the options before that.
@@ -366,6 +375,8 @@ def run(
     ctx.tile_size = mplan.tile_size
     ctx.memory_note = "; ".join(n for n in (mplan.text if mplan.auto else "", ctx.memory_note) if n)
     ctx.resume = resume
+    if updates is not None:
+        _take_updates(ctx, updates, content, style)
     records = _levels(ctx, keep)
     del ctx  # held by the records alone: freed with them, before an out-of-memory error is made
     yield from guard_memory(records, content.shape[:2], shapes[-1], opts, device, dtype)
@@ -416,10 +427,7 @@ def _prepare(
     plan measured on this machine (core/compute/tune.py: cached, or timed now); None: the static rules."""
     where = torch.device("cpu") if resize_on_host(device) else device
     controls, content, style = Controls.build(content, style, opts, where)  # None without controls
-    if opts.style_layer_weights is None:
-        layer_w = {n: 1.0 / len(opts.style_layers) for n in opts.style_layers}
-    else:
-        layer_w = dict(zip(opts.style_layers, opts.style_layer_weights, strict=True))
+    layer_w = _layer_weights(opts)
     gen = torch.Generator().manual_seed(opts.seed if opts.seed is not None else int(time.time_ns() % 2**31))
     # model None: the network the weights file holds (vgg.resolve_model), else vgg19
     net = build_vgg(opts.model, opts.layers, weights=opts.weights, pooling=opts.pooling)
@@ -460,6 +468,13 @@ def _prepare(
         memory_note=decision.note,
         float32_plan=float32_plan,
     )
+
+
+def _layer_weights(opts: Options) -> dict[str, float]:
+    """The weight ``w_l`` of each style layer: ``style_layer_weights``, else equal, summing to 1."""
+    if opts.style_layer_weights is None:
+        return {n: 1.0 / len(opts.style_layers) for n in opts.style_layers}
+    return dict(zip(opts.style_layers, opts.style_layer_weights, strict=True))
 
 
 def _with_knobs(plan: NetworkPlan, opts: Options) -> NetworkPlan:
@@ -618,6 +633,29 @@ def _terms(ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None = None
     """The objective's terms at working ``shape`` (targets and weights of this level);
     ``tiling``: the targets computed tile by tile."""
     opts = ctx.opts
+    kept = ctx.targets_memo  # a run whose options may change: the level's targets are computed once
+    if kept is not None and shape in kept:
+        content_t, grams, nm = kept[shape]
+    else:
+        content_t, grams, nm = _level_targets(ctx, shape, tiling)
+        if kept is not None:
+            kept[shape] = (content_t, grams, nm)
+    a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
+    terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
+    if ctx.controls is not None:  # several styles, regions, style strength (core/objective/controls.py)
+        terms[1] = ctx.controls.style_term(ctx, shape, terms[1], nm)
+    if opts.tv_weight > 0:
+        terms.append(TVTerm(opts.tv_weight))
+    if ctx.extra_terms is not None:
+        terms.extend(ctx.extra_terms(shape))
+    return terms, {t.name: float(t.weight) for t in terms}
+
+
+def _level_targets(
+    ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
+    """The level's content features, the first style's Gram matrices and the pastiche's (N_l, M_l)."""
+    opts = ctx.opts
     c = ctx.resized(ctx.content, shape)
     s = ctx.resized(ctx.style, opts.style_shape(ctx.style_shape, shape))
     memo = ctx.style_grams
@@ -629,16 +667,7 @@ def _terms(ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None = None
         content_t, grams, nm = tiles.tiled_targets(ctx.net, c, s, tiling, ctx.net.model, *layers, known)
     if memo is not None:
         memo[tuple(s.shape)] = grams
-    del c, s
-    a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
-    terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
-    if ctx.controls is not None:  # several styles, regions, style strength (core/objective/controls.py)
-        terms[1] = ctx.controls.style_term(ctx, shape, terms[1], nm)
-    if opts.tv_weight > 0:
-        terms.append(TVTerm(opts.tv_weight))
-    if ctx.extra_terms is not None:
-        terms.extend(ctx.extra_terms(shape))
-    return terms, {t.name: float(t.weight) for t in terms}
+    return content_t, grams, nm
 
 
 def _want_image(ctx: _Run, last_of_level: bool) -> bool:
@@ -651,6 +680,41 @@ def _want_image(ctx: _Run, last_of_level: bool) -> bool:
     return time.perf_counter() - ctx.last_image_at >= ctx.opts.preview_interval
 
 
+@dataclass
+class _LevelState:
+    """What a level's evaluations use: its terms and weights, the variable, the optimiser, the
+    objective and the bfloat16 level's switch to float32; made anew when options change."""
+
+    terms: list[Any]
+    weights: dict[str, float]
+    var: PyramidImage
+    optimizer: Any
+    objective: Any
+    finish: _Finish | None
+
+    @classmethod
+    def start(cls, ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None, x: torch.Tensor) -> _LevelState:
+        """The level's objective from the options now, and a fresh optimiser starting at ``x``."""
+        terms, weights = _terms(ctx, shape, tiling)
+        gamma = PYRAMID_GAMMA if ctx.levers.pyramid_gamma is None else ctx.levers.pyramid_gamma
+        var = PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma)
+        optimizer = _make_optimizer(ctx.opts, var, ctx.levers, tiling is not None)
+        objective = _objective(ctx, terms) if tiling is None else _tiled_objective(ctx, terms, tiling)
+        finish = _Finish.start(ctx, weights, var.image().detach()) if tiling is None else None
+        return cls(terms, weights, var, optimizer, objective, finish)
+
+    def to_float32(self, ctx: _Run) -> None:
+        """The bfloat16 level goes on in float32 (see :class:`_Finish`)."""
+        ctx.finished_from = (ctx.dtype, ctx.plan)
+        assert ctx.float32_plan is not None  # _Finish.start saw to it
+        _set_plan(ctx, None, ctx.float32_plan)
+        self.objective = _objective(ctx, self.terms)
+        restart = getattr(self.optimizer, "restart_reference", None)
+        if restart is not None:
+            restart()  # the objective's value jumps by up to bfloat16's error: no step is judged across it
+        self.finish = None
+
+
 def _level(
     ctx: _Run, level: int, shape: tuple[int, int], count: int, x: torch.Tensor
 ) -> Generator[Progress, None, torch.Tensor]:
@@ -659,21 +723,25 @@ def _level(
         _set_plan(ctx, *ctx.finished_from)
         ctx.finished_from = None
     tiling = _tiling(ctx, shape)
-    terms, weights = _terms(ctx, shape, tiling)
-    gamma = PYRAMID_GAMMA if ctx.levers.pyramid_gamma is None else ctx.levers.pyramid_gamma
-    var = PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma)
+    if ctx.targets_memo is not None:
+        ctx.targets_memo.clear()  # the previous level's
+    st = _LevelState.start(ctx, shape, tiling, x)
     del x
-    optimizer = _make_optimizer(ctx.opts, var, ctx.levers, tiling is not None)
-    objective = _objective(ctx, terms) if tiling is None else _tiled_objective(ctx, terms, tiling)
-    finish = _Finish.start(ctx, weights, var.image().detach()) if tiling is None else None
     for i in range(count):
+        applied = ctx.updates.take() if ctx.updates is not None else None
+        if applied is not None:  # options changed: the new objective from the current image, a fresh optimiser
+            x = _apply_update(ctx, applied[1], st.var.detached())
+            del st  # the old optimiser's history goes before the new one is made
+            st = _LevelState.start(ctx, shape, tiling, x)
+            del x
         ctx.step += 1
         last = i == count - 1
-        losses, image, evaluated = _evaluate_and_step(ctx, objective, var, optimizer, _want_image(ctx, last))
+        want = _want_image(ctx, last) or applied is not None  # the first image of the new objective
+        losses, image, evaluated = _evaluate_and_step(ctx, st.objective, st.var, st.optimizer, want)
         if not math.isfinite(losses["total"]):
             newest = pastiche(ctx)  # the last finite evaluation's image
             raise NonFiniteLossError(
-                f"the objective became {losses['total']} at step {ctx.step} (weights {weights}); "
+                f"the objective became {losses['total']} at step {ctx.step} (weights {st.weights}); "
                 "lower style_weight/content_weight or use precision='float32'. "
                 "The last finite pastiche is kept.",
                 newest.image if newest is not None else ctx.last_good,
@@ -683,33 +751,90 @@ def _level(
             ctx.last_good, ctx.last_image_at = to_numpy(shown), time.perf_counter()
         # one assignment: a KeyboardInterrupt between two bytecodes sees the old or the new, whole
         ctx.held = _Held(evaluated, ctx.step, losses, level, shape, ctx.last_good if image is not None else None)
-        yield Progress(
-            step=ctx.step,
-            total=ctx.total,
-            losses=losses,
-            image=ctx.last_good if image is not None else None,
-            level=level,
-            levels=len(ctx.shapes),
-            shape=shape,
-            elapsed=time.perf_counter() - ctx.t0,
-            weights=weights,
-            device=str(ctx.device),
-            last_of_level=last,
-            size=max(ctx.shapes[-1]),
-            precision="bfloat16" if ctx.dtype is not None else "float32",
-            tile_size=tiling.size if tiling is not None else 0,
-            note=ctx.memory_note,
-        )
-        if finish is not None and finish.due(losses["total"]) and not last:
-            ctx.finished_from = (ctx.dtype, ctx.plan)
-            assert ctx.float32_plan is not None  # _Finish.start saw to it
-            _set_plan(ctx, None, ctx.float32_plan)
-            objective = _objective(ctx, terms)
-            restart = getattr(optimizer, "restart_reference", None)
-            if restart is not None:
-                restart()  # the objective's value jumps by up to bfloat16's error: no step is judged across it
-            finish = None
-    return var.detached()
+        yield _record(ctx, losses, image is not None, (level, shape, last), st.weights, tiling, applied)
+        if st.finish is not None and st.finish.due(losses["total"]) and not last:
+            st.to_float32(ctx)
+    return st.var.detached()
+
+
+def _record(
+    ctx: _Run,
+    losses: dict[str, float],
+    has_image: bool,
+    where: tuple[int, tuple[int, int], bool],
+    weights: dict[str, float],
+    tiling: tiles.Tiling | None,
+    applied: tuple[int, dict[str, Any]] | None,
+) -> Progress:
+    """The record of the evaluation just made (``where``: its level, shape, whether the level's last)."""
+    level, shape, last = where
+    return Progress(
+        step=ctx.step,
+        total=ctx.total,
+        losses=losses,
+        image=ctx.last_good if has_image else None,
+        level=level,
+        levels=len(ctx.shapes),
+        shape=shape,
+        elapsed=time.perf_counter() - ctx.t0,
+        weights=weights,
+        device=str(ctx.device),
+        last_of_level=last,
+        size=max(ctx.shapes[-1]),
+        precision="bfloat16" if ctx.dtype is not None else "float32",
+        tile_size=tiling.size if tiling is not None else 0,
+        note=ctx.memory_note,
+        update=None if applied is None else dict(applied[1]),
+        update_id=0 if applied is None else applied[0],
+    )
+
+
+# --------------------------------------------------------------------------- options changed during the run
+
+
+def _take_updates(ctx: _Run, updates: Any, content: np.ndarray, style: Any) -> None:
+    """Make ``ctx`` ready for options that change during the run: the mailbox, the images as
+    given, and memos so that a new objective does not compute the level's targets again."""
+    ctx.updates, ctx.sources, ctx.targets_memo = updates, (content, style), {}
+    if ctx.controls is not None and ctx.controls.grams_memo is None:
+        ctx.controls.grams_memo = {}
+
+
+def _apply_update(ctx: _Run, changes: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+    """Options changed during the run (:data:`napari_nst.core.live.LIVE_OPTIONS`, checked
+    already): the run's options, layer weights and controls (several styles, regions, colours,
+    strength) made anew; returns the current image ``x`` as the new objective's network sees it
+    (it changes only when ``preserve_color`` switches to or from ``luminance``)."""
+    assert ctx.sources is not None
+    old, colour = ctx.controls, ctx.opts.preserve_color
+    ctx.opts = dataclasses.replace(ctx.opts, **changes)
+    ctx.layer_w = _layer_weights(ctx.opts)
+    where = ctx.content.device
+    controls, content, style = Controls.build(*ctx.sources, ctx.opts, where)
+    if ctx.opts.preserve_color != colour:  # the content and styles as the network sees them change
+        ctx.content, ctx.style = to_tensor(content, where), to_tensor(style, where)
+        if ctx.targets_memo is not None:
+            ctx.targets_memo.clear()
+        x = _recoloured(old, controls, x)
+        if ctx.held is not None:  # the pastiche handed back if the run ends now, in the new terms
+            ctx.held = dataclasses.replace(ctx.held, image=_recoloured(old, controls, ctx.held.image))
+    elif old is not None and controls is not None:
+        controls.grams_memo = old.grams_memo  # the same style images: their Gram matrices hold
+    if controls is not None and controls.grams_memo is None:
+        controls.grams_memo = {}
+    ctx.controls = controls
+    return x
+
+
+def _recoloured(old: Controls | None, new: Controls | None, x: torch.Tensor) -> torch.Tensor:
+    """The network's image ``x`` under ``old`` controls as the network sees it under ``new``: out
+    of luminance mode, the pastiche as shown (the luminance with the content's chroma); into it,
+    the pastiche's luminance."""
+    if old is not None and old.chroma is not None:
+        x = old.shown(x)
+    if new is not None and new.chroma is not None:
+        x = Controls.luminance_image(x)
+    return x
 
 
 def _set_plan(ctx: _Run, dtype: torch.dtype | None, plan: NetworkPlan) -> None:
@@ -770,7 +895,23 @@ class _Finish:
 
 def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> float:
     """The objective bfloat16's rounding alone makes at image ``g``: bfloat16 features against
-    the float32 features of ``g`` as targets, with the level's weights (see :class:`_Finish`)."""
+    the float32 features of ``g`` as targets, with the level's weights (see :class:`_Finish`).
+    A run whose options may change keeps the unweighted parts for the level (``targets_memo``):
+    a new objective weighs them again instead of evaluating the network twice more."""
+    memo, key = ctx.targets_memo, ("bf16", tuple(g.shape[-2:]))
+    if memo is not None and key in memo:
+        content, style = memo[key]
+    else:
+        content, style = _bf16_parts(ctx, g)
+        if memo is not None:
+            memo[key] = (content, style)
+    styled = sum(w * style[n] for n, w in ctx.layer_w.items())
+    return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * styled)
+
+
+def _bf16_parts(ctx: _Run, g: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """The content loss and each style layer's Gram loss of ``g``'s bfloat16 features against its
+    float32 features (unweighted)."""
     dtype, plan = ctx.dtype, ctx.plan
     with torch.no_grad():
         _set_plan(ctx, None, ctx.float32_plan or network_plan(ctx.device, None))
@@ -781,11 +922,12 @@ def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> f
         content = torch.zeros((), device=g.device)
         for n in ctx.opts.content_layers:
             content = content + content_loss(f16[n], f32[n])
-        style = torch.zeros((), device=g.device)
-        for n, w in ctx.layer_w.items():
+        style = []
+        for n in ctx.opts.style_layers:
             ch, m = f32[n].shape[1], f32[n].shape[2] * f32[n].shape[3]
-            style = style + w * gram_loss(gram(f16[n]), gram(f32[n]), ch, m)
-        return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * style)
+            style.append(gram_loss(gram(f16[n]), gram(f32[n]), ch, m))
+        values = torch.stack([content.float(), *(v.float() for v in style)]).tolist()  # one transfer
+    return values[0], dict(zip(ctx.opts.style_layers, values[1:], strict=True))
 
 
 def _out_of_memory(

@@ -2,7 +2,8 @@
 
 Serves requests ``(kind, id, body)`` read from stdin, one after the other, until stdin closes:
 
-- ``("run", id, {"content", "style", "options"})``: runs the engine and writes
+- ``("run", id, {"content", "style", "options", "updates"})``: runs the engine (``updates``:
+  ``[(number, options)]`` changed before it started, applied at its first evaluation) and writes
   ``("started", id, None)``, ``("progress", id, record)``..., then ``("done", id, None)`` or
   ``("error", id, exception)``; a run that ends early (cancelled, or an error after its first
   evaluation) first writes ``("stopped", id, pastiche)``, the last finished evaluation's
@@ -13,7 +14,9 @@ Serves requests ``(kind, id, body)`` read from stdin, one after the other, until
   (core/compute/tune.py) and keeps it; answers ``("progress", id, {"text", "path", "plan"})`` (the table as
   text, the cache file, the plan ``auto`` uses now), then ``("done", id, None)``;
 - ``("cancel", id, None)``: ends request ``id`` after the evaluation in progress (or before it
-  starts); it then answers ``("done", id, None)``.
+  starts); it then answers ``("done", id, None)``;
+- ``("update", id, (number, options))``: options of run ``id`` changed during the run (checked by
+  the parent), applied before its next evaluation (:mod:`napari_nst.core.live`).
 
 SIGINT is ignored: Ctrl-C in a terminal reaches every process of its group, this one too, and
 the parent decides what ends the run (it cancels or kills this process). A KeyboardInterrupt here
@@ -38,6 +41,7 @@ import traceback
 from typing import Any, BinaryIO
 
 from napari_nst.core.errors import EngineProcessError, InstallError
+from napari_nst.core.live import Updates
 from napari_nst.core.process.client import receive, send
 
 
@@ -55,9 +59,10 @@ def _picklable(exc: BaseException) -> BaseException:
         return EngineProcessError(f"{type(exc).__name__}: {exc}")
 
 
-def _records(request: dict[str, Any], keep: Any = None) -> Any:
+def _records(request: dict[str, Any], keep: Any = None, updates: Any = None) -> Any:
     """The engine's records for a request: one image, or a stack (``request["stack"]``);
-    ``keep`` gets the newest pastiche when the run ends."""
+    ``keep`` gets the newest pastiche when the run ends; ``updates``: options changed during a
+    one-image run (a :class:`napari_nst.core.live.Updates`)."""
     if "stack" in request:
         from napari_nst.core.stack.engine import run_stack
         from napari_nst.core.stack.frames import FrameSource
@@ -73,15 +78,16 @@ def _records(request: dict[str, Any], keep: Any = None) -> Any:
         )
     from napari_nst.core.optim.engine import run
 
-    return run(request["content"], request["style"], request["options"], keep)
+    return run(request["content"], request["style"], request["options"], keep, updates=updates)
 
 
 class Inbox:
-    """Reads stdin on a thread: requests are queued, cancel messages are noted at once."""
+    """Reads stdin on a thread: requests are queued, cancel and update messages are noted at once."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self.requests: queue.Queue[tuple[str, int, Any] | None] = queue.Queue()
         self._cancelled: set[int] = set()
+        self._updates: dict[int, Updates] = {}
         self._lock = threading.Lock()
         threading.Thread(target=self._read, args=(stream,), daemon=True, name="nst-inbox").start()
 
@@ -92,6 +98,9 @@ class Inbox:
                 if kind == "cancel":
                     with self._lock:
                         self._cancelled.add(rid)
+                elif kind == "update":
+                    number, options = body
+                    self.updates(rid).put(options, number)
                 else:
                     self.requests.put((kind, rid, body))
         except Exception:  # EOF (the parent closed our input or is gone) or a broken message
@@ -102,15 +111,24 @@ class Inbox:
         with self._lock:
             return rid in self._cancelled
 
+    def updates(self, rid: int) -> Updates:
+        """Request ``rid``'s mailbox of options changed during the run (made on first use)."""
+        with self._lock:
+            return self._updates.setdefault(rid, Updates())
+
     def forget(self, rid: int) -> None:
         with self._lock:
             self._cancelled.discard(rid)
+            self._updates.pop(rid, None)
 
 
-def serve(request: dict[str, Any], out: BinaryIO, rid: int = 0, cancelled: Any = lambda: False) -> None:
-    """Run the engine on ``request``; send each record; stop between evaluations once ``cancelled()``."""
+def serve(
+    request: dict[str, Any], out: BinaryIO, rid: int = 0, cancelled: Any = lambda: False, updates: Any = None
+) -> None:
+    """Run the engine on ``request``; send each record; stop between evaluations once ``cancelled()``;
+    ``updates``: the run's mailbox of options changed during it."""
     kept: list[Any] = []
-    records = _records(request, kept.append)  # images only where wanted: preview_every and preview_interval
+    records = _records(request, kept.append, updates)  # images only where wanted: preview_every and preview_interval
     try:
         for rec in records:
             if cancelled():
@@ -176,7 +194,10 @@ def handle(kind: str, rid: int, body: Any, out: BinaryIO, inbox: Inbox) -> bool:
         if not inbox.cancelled(rid):
             send(out, ("started", rid, None))
             if kind == "run":
-                serve(body, out, rid, lambda: inbox.cancelled(rid))
+                updates = inbox.updates(rid)
+                for number, options in body.get("updates", ()):  # made before the run started
+                    updates.put(options, number)
+                serve(body, out, rid, lambda: inbox.cancelled(rid), updates)
             elif kind == "warm":
                 warm(body)
             elif kind == "tune":

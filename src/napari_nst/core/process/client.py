@@ -42,6 +42,7 @@ from typing import IO, Any
 
 from napari_nst.core.errors import EngineProcessError
 from napari_nst.core.inputs import ImageInput, prepare
+from napari_nst.core.live import STACK_REFUSAL, LiveChannel
 from napari_nst.core.records import Progress
 
 _HEADER = struct.Struct("!Q")
@@ -170,6 +171,11 @@ class _Child:
         with self._cond:
             self._cond.wait_for(lambda: self.ended >= rid or self.dead, timeout=timeout)
             return self.stopped.pop(rid, None)
+
+    def update(self, rid: int, number: int, options: dict[str, Any]) -> None:
+        """Options changed during run ``rid`` (checked already), for its next evaluation."""
+        with self._send_lock:
+            self._send(("update", rid, (number, options)))
 
     def cancel(self, rid: int) -> None:
         """Ask the child to end request ``rid`` (thread-safe, idempotent); kill it after the grace."""
@@ -377,7 +383,8 @@ class EngineProcess:
 
     :meth:`cancel` may be called from any thread: the iteration ends at once without an error (a
     warm child ends the run within one evaluation and is kept; a process of its own is killed).
-    Closing the iteration early cancels the run too.
+    Closing the iteration early cancels the run too. :meth:`update` (any thread) changes the
+    objective's options during the run, as :meth:`napari_nst.core.api.StyleRun.update` does.
     """
 
     def __init__(
@@ -391,6 +398,9 @@ class EngineProcess:
     ) -> None:
         c, s, opts = prepare(content, style, **options)
         self._request = {"content": c, "style": s, "options": opts}
+        self._live = LiveChannel(opts, len(s) if isinstance(s, list) else 1, self._deliver)
+        self._live_lock = threading.Lock()
+        self._sent: list[tuple[int, dict[str, Any]]] = []  # every update, sent again to a replacement child
         self._nice = int(nice)
         self._warm = bool(warm)
         self._child: _Child | None = None
@@ -428,6 +438,20 @@ class EngineProcess:
             child.cancel(rid)
         else:
             child.kill()
+
+    def update(self, **options: Any) -> int:
+        """Change the objective's options while the run goes on (thread-safe); checked here, at
+        once (OptionError naming the fix, or saying to stop first for an option such as ``size``);
+        the engine applies them before its next evaluation. The update's number (1, 2, ...), which
+        the first record made under it carries as ``update_id``."""
+        return self._live.send(options)
+
+    def _deliver(self, number: int, options: dict[str, Any]) -> None:
+        with self._live_lock:
+            self._sent.append((number, options))
+            child = self._child
+            if child is not None and not child.finished(self._rid):  # else sent when the run starts (_start)
+                child.update(self._rid, number, options)
 
     def last(self, timeout: float = CANCEL_GRACE) -> Any:
         """The newest :class:`~napari_nst.core.records.Pastiche` of a run that ended early
@@ -481,8 +505,9 @@ class EngineProcess:
         self.reused = child is not None
         if child is None:
             child = _Child(key, self._nice)
-        self._rid = child.request("run", self._request)
-        self._child = child
+        with self._live_lock:  # updates made before the run started go with it
+            self._rid = child.request("run", {**self._request, "updates": list(self._sent)})
+            self._child = child
         if not self._warm:
             child.close_input()
         return child
@@ -551,12 +576,19 @@ class StackEngineProcess(EngineProcess):
             first["regions"] = opts.regions[0]
         super().__init__(source[0], s, nice=nice, **first)
         self._request["options"] = opts
+        self._live = LiveChannel(opts, len(s) if isinstance(s, list) else 1, self._refuse)
         self._request["stack"] = {
             "frames": source.frames,
             "limits": source.limits,
             "start": int(start),
             "previous": previous,
         }
+
+    @staticmethod
+    def _refuse(number: int, options: dict[str, Any]) -> None:
+        from napari_nst.core.errors import OptionError
+
+        raise OptionError(STACK_REFUSAL)
 
 
 def iter_stylize_process(content: ImageInput, style: ImageInput, **options: Any) -> Iterator[Progress]:
