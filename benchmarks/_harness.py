@@ -209,6 +209,7 @@ LEVER_NAMES = (
     "pyramid_gamma",
     "cuda_graph",
     "tile_halo",
+    "keep_unstyled",
 )
 
 

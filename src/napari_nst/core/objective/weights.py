@@ -12,6 +12,16 @@ from napari_nst.core.options import Options
 #: on photo/painting pairs against the textbook's a = 1, b = 100 (docs/controls.md, python -m benchmarks controls)
 STYLE_BALANCE = 5.0
 
+#: ``style_strength`` s multiplies the style weight by ``s ** STRENGTH_EXPONENT`` (1 at s = 1: the
+#: weights unchanged). Not in the papers, which have no strength: the objective's formulas stay the
+#: paper's, only ``b`` is scaled (docs/controls.md measures the strip; python -m benchmarks strength)
+STRENGTH_EXPONENT = 1.0
+
+
+def strength_factor(strength: float) -> float:
+    """The factor ``style_strength`` puts on the style weight ``b``."""
+    return float(strength) ** STRENGTH_EXPONENT
+
 
 def resolve_weights(
     opts: Options,
