@@ -315,7 +315,10 @@ DOT_VARIANTS: dict[str, dict[str, Any]] = {
     "no relu1_1 Gram": {"style_layers": ("relu2_1", "relu3_1", "relu4_1", "relu5_1")},
     "pixels (pyramid=0)": {"pyramid": 0},
     "tv_weight 1": {"tv_weight": 1.0},
+    "tv_weight 10": {"tv_weight": 10.0},
     "reflect padding": {"_padding": "reflect"},
+    "The Scream as style (--style2)": {"_style": "style2"},
+    "seeded random weights": {"_weights": "random"},
 }
 
 
@@ -328,9 +331,11 @@ def dots(imgs: dict[str, np.ndarray], args: argparse.Namespace) -> tuple[dict[st
     for name, extra in DOT_VARIANTS.items():
         opts = dict(extra)
         pad = opts.pop("_padding", None)
-        ctx = _padding(pad, H.weights_file(ns.weights)) if pad else contextlib.nullcontext()
+        style = imgs[opts.pop("_style", "style")]
+        nv = argparse.Namespace(**{**vars(ns), "weights": opts.pop("_weights", ns.weights)})
+        ctx = _padding(pad, H.weights_file(nv.weights)) if pad else contextlib.nullcontext()
         with ctx, H.levers(winograd=False) if pad else contextlib.nullcontext():
-            r = stylise(imgs["content"], imgs["style"], ns, **opts)
+            r = stylise(imgs["content"], style, nv, **opts)
         energy[name] = hf_energy(r["image"])
         crops.append(r["image"][: max(3, round(r["image"].shape[0] * SKY))])
     figures = [

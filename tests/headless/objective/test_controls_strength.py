@@ -43,7 +43,7 @@ def _at(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def test_strength_maps_to_the_style_weight():
-    assert strength_factor(1.0) == 1.0
+    assert strength_factor(1.0) == 1.0 and strength_factor(10.0) == pytest.approx(100.0)  # b x s^2
     values = [strength_factor(s) for s in (0.1, 0.3, 1.0, 3.0, 10.0)]
     assert all(a < b for a, b in zip(values, values[1:], strict=False))
 
