@@ -312,8 +312,8 @@ class Controls:
         mapped to None (``c + m (g - c)``). Not in the 2017 paper, whose guided Grams alone leave
         the deep layers' gradients free to change the unstyled pixels within their receptive
         fields (at 192 px the styled neighbour's colours bled 36 px in: docs/controls.md): the
-        optimiser moves only the styled pixels and a border feathered by :data:`KEEP_FEATHER` px. The objective's formulas are
-        unchanged; ``g`` itself when no region is mapped to None."""
+        optimiser moves only the styled pixels and a border feathered by :data:`KEEP_FEATHER` px.
+        The objective's formulas are unchanged; ``g`` itself when no region is mapped to None."""
         if self._keep is None:
             return g
         m, c = self._keep
