@@ -9,6 +9,7 @@ BENCHMARKS = {
     "stack": "benchmarks.stack",
     "batch": "benchmarks.batch",
     "controls": "benchmarks.controls",
+    "strength": "benchmarks.strength",
     "memory_growth": "benchmarks.memory_growth",
     "stop_latency": "benchmarks.stop_latency",
     "live_update": "benchmarks.live_update",

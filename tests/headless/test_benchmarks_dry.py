@@ -21,6 +21,7 @@ DRY = {
     "stack": [],
     "batch": [],
     "controls": [],
+    "strength": ["--parts", "strip,blend,border,sizes,dots"],
     "memory_growth": [],
     "stop_latency": [],
     "live_update": [],

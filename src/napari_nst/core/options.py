@@ -30,6 +30,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 MODELS = ("vgg19", "vgg16")
 POOLINGS = ("max", "avg")
 COLOUR_MODES = ("luminance", "histogram")
+BLEND_MODES = ("balanced", "linear")
 MAX_SIZE = 16384
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**31 - 1  # a Qt spin box's int range, so the widget offers every seed the API takes
@@ -43,12 +44,13 @@ CPU_SIZE, CPU_STEPS = 256, 100
 GPU_SIZE, GPU_STEPS = 512, 300
 _SIZE_BY_DEVICE = f"by device: {CPU_SIZE} on a CPU, {GPU_SIZE} on a GPU"
 _STEPS_BY_DEVICE = f"by device: {CPU_STEPS} on a CPU, {GPU_STEPS} on a GPU"
-#: ``scales=None``: single scale up to AUTO_SINGLE_MAX px (at 1024 px coarse-to-fine looked alike
-#: and matched the objective worse for the same CPU time); above, as many levels as put the
-#: coarsest within (AUTO_COARSEST / 2, AUTO_COARSEST], so that a poster has the large strokes of a
-#: run at that size (at 2048 px single scale keeps them small); docs/benchmarks.md
-AUTO_SINGLE_MAX = 1024
-AUTO_COARSEST = 512
+#: ``scales=None``: single scale up to AUTO_SINGLE_MAX px; above, as many levels as put the coarsest
+#: within (AUTO_COARSEST / 2, AUTO_COARSEST], so that the painting's strokes keep their size relative
+#: to the picture as the output grows: every size has the large strokes of a run at that size (the
+#: network's receptive fields are fixed in pixels; single scale at 1024 px paints a fine texture
+#: with a pale tint: docs/controls.md#output-size-and-stroke-size, python -m benchmarks strength)
+AUTO_SINGLE_MAX = 256
+AUTO_COARSEST = 256
 _SCALES_BY_SIZE = (
     f"by size: 1 up to {AUTO_SINGLE_MAX} px; above, levels from {AUTO_COARSEST // 2 + 1}-{AUTO_COARSEST} px up"
 )
@@ -103,11 +105,10 @@ class Options:
     scales : int or None
         Coarse-to-fine levels, each twice the size of the one before and starting from the
         previous level's result, most evaluations at the small levels (``engine.split_steps``);
-        1 = single scale. None: by size, 1 up to 1024 px; above, as many levels as make the
-        coarsest 257-512 px (2048 px: 512, 1024, 2048), so that a poster has the large strokes of
-        a 512 px run: at 2048 px single scale matches the paper's objective better for the same
-        CPU time but keeps the painting's strokes small; at 1024 px the two look alike and single
-        scale matches it better (docs/tiles.md). At most this
+        1 = single scale. None: by size, 1 up to 256 px; above, as many levels as make the
+        coarsest 129-256 px (1024 px: 256, 512, 1024), so that the painting's strokes keep their
+        size relative to the picture as the output grows (single scale at 1024 px paints a fine
+        texture; docs/controls.md). At most this
         many: levels smaller than the network's minimum, or more levels than ``steps``, are
         dropped. A level starts from the content's fine detail plus the change the coarser level
         made (``c + up(x - down(c))``, not in the paper); the coarser result merely enlarged made
@@ -117,8 +118,10 @@ class Options:
         through, added on top of its pixels; 0 = the pixels themselves, as in the paper. Same
         objective, fewer evaluations to reach a given value (docs/benchmarks.md).
     style_scale : float or tuple of float
-        The style image is resized to ``size * style_scale`` on its long edge. One number for
-        every style image, or one per style image (``style`` a list; as text ``1,0.5``).
+        At each level the style image is resized to the level's long edge times ``style_scale``,
+        so that its strokes follow the output's size: below 1 the strokes come out larger, above
+        1 smaller. One number for every style image, or one per style image (``style`` a list;
+        as text ``1,0.5``).
     tv_weight : float
         Weight of a total-variation term (not in the paper; 0 = off).
     precision : str
@@ -143,6 +146,11 @@ class Options:
     style_blend : tuple of float or None
         One weight per style image (``style`` a list), >= 0, normalised to sum 1; the Gram
         targets are blended ``A_l = sum_i w_i A_l(i)``. None: equal weights.
+    style_blend_mode : str
+        How the weights blend the styles' Gram targets: ``balanced`` (each style's per-layer Gram
+        divided by its size first, so that 50/50 lands halfway between the two styles by their
+        style terms; not in the papers) or ``linear`` (``A_l = sum_i w_i A_l(i)``, neural-style's:
+        the style with the larger Grams, a bold painting beside a hazy one, takes over).
     preserve_color : str or None
         Keep the content's colours: ``luminance`` (the style transferred on luminance only; the
         pastiche keeps the content's chroma) or ``histogram`` (the style's colours matched to the
@@ -234,6 +242,9 @@ class Options:
     )
     style_blend: tuple[float, ...] | None = option(
         None, label="Style blend", kind="floats", lo=0, none="equal", form=False
+    )
+    style_blend_mode: str = option(
+        "balanced", label="Blend mode", kind="choice", choices=BLEND_MODES, advanced=True, form=False
     )
     preserve_color: str | None = option(
         None, label="Keep colours", kind="choice", choices=COLOUR_MODES, none="off (the paper's: the style's colours)"

@@ -9,7 +9,7 @@ import torch
 
 from napari_nst.core.errors import OptionError
 from napari_nst.core.objective import colour
-from napari_nst.core.objective.controls import blend_grams, blend_weights
+from napari_nst.core.objective.controls import KEEP_FEATHER, blend_coefficients, blend_grams, blend_weights, feathered
 from napari_nst.core.objective.losses import (
     GuidedStyleTerm,
     RegionTargets,
@@ -25,12 +25,52 @@ from napari_nst.core.options import Options, spec
 
 def test_blended_grams_by_hand():
     a1, a2 = torch.tensor([[2.0, 1.0], [1.0, 4.0]]), torch.tensor([[0.0, 3.0], [3.0, 8.0]])
-    out = blend_grams([{"l": a1}, {"l": a2}], [{"l": 10}, {"l": 10}], [0.25, 0.75])
+    out = blend_grams([{"l": a1}, {"l": a2}], [{"l": 10}, {"l": 10}], [0.25, 0.75], "linear")
     assert torch.allclose(out["l"], torch.tensor([[0.5, 2.5], [2.5, 7.0]]))
-    assert torch.equal(blend_grams([{"l": a1}, {"l": a1}], [{"l": 10}, {"l": 10}], [0.5, 0.5])["l"], a1)
+    for mode in ("linear", "balanced"):
+        assert torch.equal(blend_grams([{"l": a1}, {"l": a1}], [{"l": 10}, {"l": 10}], [0.5, 0.5], mode)["l"], a1)
+        assert torch.equal(blend_grams([{"l": a1}, {"l": a2}], [{"l": 10}, {"l": 10}], [1.0, 0.0], mode)["l"], a1)
     # different pixel counts: blended per position, scaled to the weighted mean count
-    out = blend_grams([{"l": a1}, {"l": a2}], [{"l": 10}, {"l": 30}], [0.5, 0.5])
+    out = blend_grams([{"l": a1}, {"l": a2}], [{"l": 10}, {"l": 30}], [0.5, 0.5], "linear")
     assert torch.allclose(out["l"], 20 * (0.5 * a1 / 10 + 0.5 * a2 / 30))
+    c = blend_coefficients([a1 / 10, a2 / 30], [0.5, 0.5], "balanced")
+    out = blend_grams([{"l": a1}, {"l": a2}], [{"l": 10}, {"l": 30}], [0.5, 0.5])  # balanced by default
+    assert torch.allclose(out["l"], 20 * (c[0] * a1 / 10 + c[1] * a2 / 30))
+
+
+@pytest.mark.parametrize("w", [0.5, 0.7, 0.2])
+def test_a_balanced_blend_minimises_the_normalised_style_terms(w):
+    """The balanced target minimises ``sum_i w_i ||T - A_i||^2 / ||A_i||^2`` (each style's term over a
+    blank image's); the linear blend of a bold and a faint style lands next to the bold one, the
+    balanced one nearer the faint one."""
+    g = torch.Generator().manual_seed(0)
+    f1, f2 = torch.randn(8, 50, generator=g, dtype=torch.float64), torch.randn(8, 50, generator=g, dtype=torch.float64)
+    a1, a2 = f1 @ f1.T, 0.05 * (f2 @ f2.T)  # the second style 20x fainter
+    sizes = [{"l": 50}, {"l": 50}]
+
+    def cost(t: torch.Tensor) -> float:
+        return float(w * (t - a1).pow(2).sum() / a1.pow(2).sum() + (1 - w) * (t - a2).pow(2).sum() / a2.pow(2).sum())
+
+    t = blend_grams([{"l": a1}, {"l": a2}], sizes, [w, 1 - w])["l"]
+    for _ in range(5):
+        d = torch.randn(8, 8, generator=g, dtype=torch.float64) * 1e-3 * a1.norm()
+        assert cost(t + d) > cost(t) and cost(t - d) > cost(t)
+
+    def rel(t: torch.Tensor) -> list[float]:
+        return [float((t - a).norm() / a.norm()) for a in (a1, a2)]
+
+    linear = rel(blend_grams([{"l": a1}, {"l": a2}], sizes, [0.5, 0.5], "linear")["l"])
+    balanced = rel(blend_grams([{"l": a1}, {"l": a2}], sizes, [0.5, 0.5])["l"])
+    assert linear[1] / linear[0] > 10 and balanced[1] < linear[1]
+
+
+def test_the_feather_of_a_region_without_style():
+    m = torch.zeros(1, 1, 8, 40)
+    m[..., :20] = 1.0
+    out = feathered(m, KEEP_FEATHER)[0, 0, 0]
+    reach = int(np.ceil(3 * KEEP_FEATHER))
+    assert torch.all(out[: 20 - reach] == 1) and torch.all(out[20 + reach :] == 0)
+    assert torch.all(out[1:] <= out[:-1]) and 0.4 < float(out[19]) < 0.8  # a ramp across the border
     assert blend_weights((3.0, 1.0), 2) == [0.75, 0.25] and blend_weights(None, 4) == [0.25] * 4
 
 
@@ -141,6 +181,10 @@ def test_options_parse_and_refuse():
         Options.from_kwargs(region_styles={1: "a"})
     with pytest.raises(OptionError, match="style_strength"):
         Options.from_kwargs(style_strength=20)
+    assert Options().style_blend_mode == "balanced"
+    assert Options.from_kwargs(style_blend_mode="linear").style_blend_mode == "linear"
+    with pytest.raises(OptionError, match="style_blend_mode"):
+        Options.from_kwargs(style_blend_mode="mean")
     with pytest.raises(OptionError, match="2-D label image"):
         Options.from_kwargs(regions=np.zeros((2, 2, 3, 4), int))  # (N, H, W) is a stack's (test_stack_regions.py)
 

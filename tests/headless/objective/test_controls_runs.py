@@ -10,6 +10,7 @@ from conftest import IMAGES, needs_shared
 import napari_nst
 from napari_nst.core.image.files import read_image
 from napari_nst.core.objective.colour import yuv
+from napari_nst.core.objective.weights import strength_factor
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def test_histogram_mode_and_strength(pictures, opts):
     kw = {k: v for k, v in opts.items() if k != "progress"}
     plain = next(iter(napari_nst.iter_stylize(c, s, size=64, steps=1, **kw)))
     strong = next(iter(napari_nst.iter_stylize(c, s, size=64, steps=1, style_strength=3.0, **kw)))
-    assert strong.weights["style"] == pytest.approx(3.0 * plain.weights["style"], rel=1e-6)
+    assert strong.weights["style"] == pytest.approx(strength_factor(3.0) * plain.weights["style"], rel=1e-6)
     hist = next(iter(napari_nst.iter_stylize(c, s, size=64, steps=1, preserve_color="histogram", **kw)))
     assert hist.weights["style"] != pytest.approx(plain.weights["style"], rel=1e-3)  # other style colours, other b
 

@@ -33,22 +33,24 @@ def test_split_steps_follows_the_level_ratio():
 
 def test_automatic_scales_by_size():
     assert Options().scales is None and "by size" in spec("scales").help
-    assert [auto_scales(s) for s in (64, 256, 512, 513, 1024, 1025, 2048, 2049, 4096, 8192)] == [
-        *[1] * 5,
+    assert [auto_scales(s) for s in (64, 256, 257, 512, 513, 1024, 1025, 2048, 2049, 4096, 8192)] == [
+        *[1] * 2,
+        *[2, 2],
         *[3, 3],
         *[4, 4],
-        5,
+        *[5, 5],
+        6,
     ]
     content = (768, 1024)
-    for size in (600, 1024):
+    for size in (200, 256):
         assert len(Options(size=size, steps=300).level_shapes(content)) == 1
-    for size in (1500, 2048, 4096):
+    for size in (512, 1024, 1500, 2048, 4096):  # the strokes of a run at the coarsest size, whatever the size
         shapes = Options(size=size, steps=300).level_shapes(content)
         assert max(shapes[-1]) == size
         assert AUTO_COARSEST // 2 < max(shapes[0]) <= AUTO_COARSEST, (size, shapes)
         for coarse, fine in zip(shapes, shapes[1:], strict=False):
             assert max(fine) == pytest.approx(2 * max(coarse), abs=1)
-    assert Options(size=512, steps=300).level_shapes(content) == [(384, 512)]
+    assert Options(size=1024, steps=300).level_shapes(content) == [(192, 256), (384, 512), (768, 1024)]
     assert len(Options(size=2048, steps=300, scales=1).level_shapes(content)) == 1  # given: kept
     assert len(Options(size=2048, steps=2).level_shapes(content)) == 2  # no more levels than steps
 

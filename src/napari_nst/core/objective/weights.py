@@ -12,6 +12,19 @@ from napari_nst.core.options import Options
 #: on photo/painting pairs against the textbook's a = 1, b = 100 (docs/controls.md, python -m benchmarks controls)
 STYLE_BALANCE = 5.0
 
+#: ``style_strength`` s multiplies the style weight by ``s ** STRENGTH_EXPONENT`` (1 at s = 1: the
+#: weights unchanged). Not in the papers, which have no strength: the objective's formulas stay the
+#: paper's, only ``b`` is scaled. The style term at the end of a run goes about as ``b ** -0.64``
+#: (192 px, 80 evaluations), so a plain factor (exponent 1) moved it only 4.9x between 0.3 and 3;
+#: squared, the strip 0.1 .. 10 moves it 337x in even steps (2.0-2.15x per quarter decade) from a
+#: photo with a hint to a painting (docs/controls.md; python -m benchmarks strength --parts strip)
+STRENGTH_EXPONENT = 2.0
+
+
+def strength_factor(strength: float) -> float:
+    """The factor ``style_strength`` puts on the style weight ``b``."""
+    return float(float(strength) ** STRENGTH_EXPONENT)
+
 
 def resolve_weights(
     opts: Options,

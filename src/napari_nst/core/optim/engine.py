@@ -962,7 +962,10 @@ def _out_of_memory(
 def _objective(ctx: _Run, terms: list[Any]) -> Objective:
     """The objective of one level as a function of the image, as a CUDA graph where that pays."""
 
+    keep = ctx.controls.composite if ctx.controls is not None else None  # regions mapped to None: the content
+
     def fn(g: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        g = keep(g) if keep is not None else g
         with _autocast(ctx.device, ctx.dtype):
             feats = ctx.net(g.contiguous(memory_format=torch.channels_last) if ctx.plan.channels_last else g)
         return evaluate(terms, feats, g)

@@ -42,6 +42,9 @@ class Levers:
     finish: str | int = "auto"
     #: the factor on bfloat16's resolution in the "auto" rule (None: the engine's constant)
     finish_factor: float | None = None
+    #: regions mapped to None keep the content's pixels (``Controls.composite``); False: the guided
+    #: Grams alone, as before (only to measure the bleed it removes)
+    keep_unstyled: bool = True
 
 
 DEFAULT = Levers()
