@@ -63,6 +63,7 @@ from napari_nst.core.objective.weights import resolve_weights
 from napari_nst.core.optim import levers
 from napari_nst.core.optim.lbfgs import LBFGS
 from napari_nst.core.optim.levers import Levers
+from napari_nst.core.optim.masked import Restyle
 from napari_nst.core.optim.pyramid import PyramidImage
 from napari_nst.core.options import Options, split_steps
 from napari_nst.core.records import Pastiche, Progress
@@ -216,6 +217,7 @@ class _Run:
     resume: Pastiche | None = None  # continue from this pastiche (its step) instead of the start
     float32_plan: NetworkPlan | None = None  # the plan a bfloat16 level finishes in (see _Finish)
     finished_from: tuple[torch.dtype | None, NetworkPlan] | None = None  # the level's own, after a switch
+    restyle: Restyle | None = None  # a mask: only its pixels change (core/optim/masked.py); None: every pixel
 
     @property
     def total(self) -> int:
@@ -297,8 +299,7 @@ def pastiche(ctx: _Run) -> Pastiche | None:
         return None
     image = held.recorded
     if image is None:
-        shown = held.image if ctx.controls is None else ctx.controls.shown(held.image)
-        image = to_numpy(shown)
+        image = to_numpy(_shown(ctx, held.image))
     luminance = ctx.controls is not None and ctx.controls.chroma is not None
     return Pastiche(
         state=to_numpy(held.image) if luminance else None,  # the network's image: resume from it
@@ -311,6 +312,13 @@ def pastiche(ctx: _Run) -> Pastiche | None:
         shape=held.shape,
         size=max(ctx.shapes[-1]),
     )
+
+
+def _shown(ctx: _Run, image: torch.Tensor) -> torch.Tensor:
+    """An evaluated image as recorded: in luminance mode with the content's chroma; with a mask,
+    composited with the kept image (exactly it outside the mask)."""
+    shown = image if ctx.controls is None else ctx.controls.shown(image)
+    return shown if ctx.restyle is None else ctx.restyle.shown(shown)
 
 
 def _hand_back(ctx: _Run, keep: Callable[[Pastiche], None] | None) -> None:
@@ -362,6 +370,7 @@ def run(
     if ctx.dtype != dtype and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles):
         _static_plan(ctx, dtype)  # the measured precision would need another memory plan: keep the static one
     ctx.tile_size = mplan.tile_size
+    ctx.restyle = _restyle(content, opts, shapes[-1])  # a mask (not in the paper): core/optim/masked.py
     ctx.memory_note = "; ".join(n for n in (mplan.text if mplan.auto else "", ctx.memory_note) if n)
     ctx.resume = resume
     records = _levels(ctx, keep)
@@ -458,6 +467,15 @@ def _prepare(
         memory_note=decision.note,
         float32_plan=float32_plan,
     )
+
+
+def _restyle(content: np.ndarray, opts: Options, final: tuple[int, int]) -> Restyle | None:
+    """The mask's settings (None without one): the image kept outside it is ``init`` where that is
+    an image (Continue: the pastiche repainted), else the content."""
+    if opts.mask is None:
+        return None
+    keep = to_rgb_float(opts.init, name="init") if isinstance(opts.init, np.ndarray) else content
+    return Restyle.build(opts.mask, keep, final, gray=opts.preserve_color == "luminance")
 
 
 def _with_knobs(plan: NetworkPlan, opts: Options) -> NetworkPlan:
@@ -656,8 +674,7 @@ def _level(
         ctx.finished_from = None
     tiling = _tiling(ctx, shape)
     terms, weights = _terms(ctx, shape, tiling)
-    gamma = PYRAMID_GAMMA if ctx.levers.pyramid_gamma is None else ctx.levers.pyramid_gamma
-    var = PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma)
+    var = _variable(ctx, x, shape)
     del x
     optimizer = _make_optimizer(ctx.opts, var, ctx.levers, tiling is not None)
     objective = _objective(ctx, terms) if tiling is None else _tiled_objective(ctx, terms, tiling)
@@ -675,8 +692,7 @@ def _level(
                 newest.image if newest is not None else ctx.last_good,
             )
         if image is not None:
-            shown = image if ctx.controls is None else ctx.controls.shown(image)  # luminance: content's chroma
-            ctx.last_good, ctx.last_image_at = to_numpy(shown), time.perf_counter()
+            ctx.last_good, ctx.last_image_at = to_numpy(_shown(ctx, image)), time.perf_counter()
         # one assignment: a KeyboardInterrupt between two bytecodes sees the old or the new, whole
         ctx.held = _Held(evaluated, ctx.step, losses, level, shape, ctx.last_good if image is not None else None)
         yield Progress(
@@ -705,6 +721,16 @@ def _level(
                 restart()  # the objective's value jumps by up to bfloat16's error: no step is judged across it
             finish = None
     return var.detached()
+
+
+def _variable(ctx: _Run, x: torch.Tensor, shape: tuple[int, int]) -> PyramidImage:
+    """The level's variable, starting from ``x`` resized to ``shape``; with a mask the image it
+    evaluates is the kept image outside it (core/optim/masked.py)."""
+    gamma = PYRAMID_GAMMA if ctx.levers.pyramid_gamma is None else ctx.levers.pyramid_gamma
+    keep = weight = None
+    if ctx.restyle is not None:
+        weight, keep, _ = ctx.restyle.at(shape, ctx.device)
+    return PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma, keep, weight)
 
 
 def _set_plan(ctx: _Run, dtype: torch.dtype | None, plan: NetworkPlan) -> None:

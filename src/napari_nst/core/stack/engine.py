@@ -83,11 +83,10 @@ def run_stack(
     opts.check_size(first.shape[:2])
     shapes = opts.level_shapes(first.shape[:2])
     engine.check_memory(first.shape[:2], shapes[-1], opts, device, dtype)
-    regions = opts.regions if opts.regions is not None and np.ndim(opts.regions) == 3 else None
     base = engine._prepare(
         first,
         style,
-        opts if regions is None else dataclasses.replace(opts, regions=regions[start]),
+        _frame_options(opts, start),
         device,
         dtype,
         shapes,
@@ -101,12 +100,23 @@ def run_stack(
         except DeviceMemoryError:
             engine._static_plan(base, dtype)
     base.style_grams = {}  # the style's Grams once for the whole stack
+    base.restyle = engine._restyle(first, _frame_options(opts, start), shapes[-1])  # each frame: its own
     if base.controls is not None:
         base.controls.grams_memo = {}  # also those of several styles (core/objective/controls.py)
-    base.opts = opts  # per-frame regions: _frame_context gives each frame its own
+    base.opts = opts  # per-frame regions and masks: _frame_context gives each frame its own
     records = _frames(base, frames, start, previous, keep)
     del base  # held by the records alone (see engine.guard_memory)
     yield from engine.guard_memory(records, first.shape[:2], shapes[-1], opts, device, dtype)
+
+
+def _frame_options(opts: Options, frame: int) -> Options:
+    """``opts`` with frame ``frame``'s own regions and mask where they are given per frame (N, H, W)."""
+    changes = {
+        name: np.asarray(getattr(opts, name)[frame])
+        for name in ("regions", "mask")
+        if getattr(opts, name) is not None and np.ndim(getattr(opts, name)) == 3
+    }
+    return dataclasses.replace(opts, **changes) if changes else opts
 
 
 def _frames(
@@ -160,7 +170,7 @@ def _frame_context(
     base: engine._Run, frame: int, content: np.ndarray, steps: int, carried: _Carried | None, flow: bool, t0: float
 ) -> tuple[engine._Run, str]:
     """The run context of frame ``frame``: the shared network and Grams, this frame's content,
-    regions, start and temporal term."""
+    regions, mask, start and temporal term."""
     opts, note, extra = base.opts, "", None
     if carried is not None:
         shape = base.shapes[-1]
@@ -178,10 +188,14 @@ def _frame_context(
         opts = dataclasses.replace(opts, init=start_image, steps=steps)
     where = torch.device("cpu") if resize_on_host(base.device) else base.device
     controls, net_content = _frame_controls(base.controls, opts, frame, content, where)
+    restyle = None
+    if base.restyle is not None:  # outside its mask a frame keeps its own content
+        restyle = base.restyle.for_frame(_frame_options(base.opts, frame).mask, content)
     ctx = dataclasses.replace(
         base,
         opts=opts,
         controls=controls,
+        restyle=restyle,
         content=to_tensor(net_content, where),
         counts=split_steps(steps, len(base.shapes)),
         step=0,
