@@ -87,7 +87,9 @@ def test_stylize_stack_takes_a_mask_per_frame_or_one_for_all(tmp_path, photo, st
     steps = ["--steps", "3", "--frame-steps", "2"]
     for mask, expect in ((per_frame, masks != 0), (one, np.stack([masks[0] != 0] * 3))):
         out = tmp_path / f"out-{mask.stem}.tif"
-        assert main(["stylize-stack", str(src), str(sp), "-o", str(out), "--mask", str(mask), *steps, *_args(fast)]) == 0
+        assert (
+            main(["stylize-stack", str(src), str(sp), "-o", str(out), "--mask", str(mask), *steps, *_args(fast)]) == 0
+        )
         res = tifffile.imread(out).astype(np.int64)
         for t in range(3):
             assert np.array_equal(res[t][~expect[t]], frames[t][~expect[t]].astype(np.int64) * 257)

@@ -182,13 +182,11 @@ def _frame_tasks(req: RunRequest, base: Task, point: Sequence[float], continued:
         pos[axis] = t
         first = t == req.start and not continued
         opts = dict(req.options, init="content", steps=int(req.options["steps"]) if first else later)
-        over = {  # a Labels layer (a mask) as it lies over frame t
-            name: labels_snapshot(lay, req.content, _frame_point(req.content, point, pos), base.axes)
-            for name, lay in (("regions", req.regions), ("mask", req.mask))
-            if lay is not None
-        }
+        at = _frame_point(req.content, point, pos)  # the Labels layers as they lie over frame t
+        regions = labels_snapshot(req.regions, req.content, at, base.axes) if req.regions is not None else None
+        mask = labels_snapshot(req.mask, req.content, at, base.axes) if req.mask is not None else None
         snap = dataclasses.replace(content, position=pos)
-        tasks.append(dataclasses.replace(base, content=snap, options=opts, index=(t,), **over))
+        tasks.append(dataclasses.replace(base, content=snap, options=opts, index=(t,), regions=regions, mask=mask))
     return tuple(tasks)
 
 

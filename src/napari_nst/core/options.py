@@ -596,7 +596,9 @@ def _regions(v: Any, sp: Spec) -> np.ndarray:
 
 def _mask(v: Any, sp: Spec) -> np.ndarray:
     if isinstance(v, (str, os.PathLike)):
-        raise OptionError("mask is a file name; read it first (napari_nst.core.image.masks.read_mask; the command line does)")
+        raise OptionError(
+            "mask is a file name; read it first (napari_nst.core.image.masks.read_mask; the command line does)"
+        )
     arr = np.asarray(v)
     if arr.ndim not in (2, 3):  # (N, H, W): one mask per frame of a stack (api.prepare_stack)
         raise OptionError(

@@ -115,7 +115,9 @@ def read_mask(path: str | os.PathLike[str], stack: bool = False) -> np.ndarray:
     frames = _tiff_stack(p) if stack and p.is_file() else None
     if frames is not None:
         if frames.ndim not in (3, 4):
-            raise ImageError(f"the mask {str(p)!r} holds an array of shape {frames.shape}; give (N, H, W), one per frame")
+            raise ImageError(
+                f"the mask {str(p)!r} holds an array of shape {frames.shape}; give (N, H, W), one per frame"
+            )
         return np.stack([_nonzero(f, p) for f in frames])
     return _nonzero(read_image(p), p)
 

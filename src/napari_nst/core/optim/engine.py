@@ -727,7 +727,8 @@ def _variable(ctx: _Run, x: torch.Tensor, shape: tuple[int, int]) -> PyramidImag
     """The level's variable, starting from ``x`` resized to ``shape``; with a mask the image it
     evaluates is the kept image outside it (core/optim/masked.py)."""
     gamma = PYRAMID_GAMMA if ctx.levers.pyramid_gamma is None else ctx.levers.pyramid_gamma
-    keep = weight = None
+    keep: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
     if ctx.restyle is not None:
         weight, keep, _ = ctx.restyle.at(shape, ctx.device)
     return PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma, keep, weight)

@@ -111,12 +111,13 @@ def run_stack(
 
 def _frame_options(opts: Options, frame: int) -> Options:
     """``opts`` with frame ``frame``'s own regions and mask where they are given per frame (N, H, W)."""
-    changes = {
-        name: np.asarray(getattr(opts, name)[frame])
-        for name in ("regions", "mask")
-        if getattr(opts, name) is not None and np.ndim(getattr(opts, name)) == 3
-    }
-    return dataclasses.replace(opts, **changes) if changes else opts
+    out = opts
+    for name in ("regions", "mask"):
+        given = getattr(opts, name)
+        if given is not None and np.ndim(given) == 3:
+            out = dataclasses.replace(out) if out is opts else out  # a copy: the caller's options unchanged
+            setattr(out, name, np.asarray(given[frame]))
+    return out
 
 
 def _frames(
