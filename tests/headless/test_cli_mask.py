@@ -55,7 +55,7 @@ def test_stylize_with_a_mask_file_keeps_the_rest_of_the_photo(files, tmp_path, f
     "make, match",
     [
         (lambda box: np.zeros((H, W), np.uint8), "mask has no nonzero pixel"),
-        (lambda box: np.full((H + 2, W), 255, np.uint8), r"mask has shape \(38, 48\)"),
+        (lambda box: np.full((H + 2, W), 255, np.uint8), "mask has shape (38, 48)"),
     ],
     ids=["empty", "shape"],
 )
