@@ -29,7 +29,7 @@ class MaskPanel:
         )
 
     def layers(self) -> list[Any]:
-        """The Labels and Shapes layers, topmost first."""
+        """The Labels and Shapes layers."""
         from napari.layers import Labels, Shapes
 
         return [lay for lay in reversed(self._viewer.layers) if isinstance(lay, (Labels, Shapes))]
