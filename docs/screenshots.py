@@ -144,7 +144,7 @@ def mask_shot(shared: Path) -> None:
     widget.start()
     _wait(widget, app)
     first = viewer.layers[-1]
-    viewer.layers.move(viewer.layers.index(sky_layer), len(viewer.layers) - 1)  # the outline on top
+    viewer.layers.move(viewer.layers.index(sky_layer), len(viewer.layers))  # the outline on top
     _close_notifications(viewer)
     _window_shot(viewer, app, "widget-mask.png")
     sky_layer.visible = False
@@ -157,7 +157,7 @@ def mask_shot(shared: Path) -> None:
     viewer.layers.selection.active = first
     widget.continue_run.clicked.emit()
     _wait(widget, app)
-    viewer.layers.move(viewer.layers.index(shapes), len(viewer.layers) - 1)
+    viewer.layers.move(viewer.layers.index(shapes), len(viewer.layers))
     viewer.layers.selection.active = viewer.layers[-2]
     _close_notifications(viewer)
     _window_shot(viewer, app, "widget-mask-continue.png")
