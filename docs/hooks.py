@@ -31,6 +31,7 @@ WIDGET_ELSEWHERE = {
     "regions": "Regions (a Labels layer)",
     "region_styles": "Region styles: a row per label",
     "style_regions": "Style regions: parts of style k",
+    "mask": "Restyle only (a Labels or Shapes layer)",
 }
 
 

@@ -7,7 +7,9 @@ Real runs of the widget, on this machine's CPU, with the shared images and VGG16
 NAME: ``main`` (napari-widget.png: Tübingen in the style of The Starry Night, the CPU defaults),
 ``advanced`` (widget-advanced.png: the widget with Advanced settings open), ``regions``
 (widget-regions.png: the sky from a Labels layer painted with The Scream, the rest with The Starry
-Night) and ``stack`` (widget-stack.png: a 5-frame stack being made, three frames done). Each screenshot takes
+Night), ``mask`` (widget-mask.png: only the sky, a Labels layer, restyled; widget-mask-continue.png:
+Continue repaints the river, a Shapes layer, with The Scream) and ``stack`` (widget-stack.png: a
+5-frame stack being made, three frames done). Each screenshot takes
 a fresh viewer and fresh remembered settings (a temporary config folder), so the widget shows the
 machine's defaults except where the script sets a field.
 """
@@ -44,7 +46,7 @@ def _viewer(shared: Path):
     from qtpy.QtWidgets import QApplication
 
     import napari
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     viewer = napari.Viewer(title="napari-nst", show=True)
     viewer.window._qt_window.resize(1500, 950)
@@ -103,7 +105,7 @@ def advanced_shot(shared: Path) -> None:
 
 
 def regions_shot(shared: Path) -> None:
-    from napari_nst.core.io import read_image
+    from napari_nst.core.image.files import read_image
 
     viewer, widget, app = _viewer(shared)
     scream = viewer.add_image(read_image(shared / "images" / "the_scream.jpg"), name="the_scream", rgb=True)
@@ -121,6 +123,44 @@ def regions_shot(shared: Path) -> None:
     viewer.layers["sky and town"].visible = True
     viewer.layers.selection.active = viewer.layers["sky and town"]
     _window_shot(viewer, app, "widget-regions.png")
+    viewer.close()
+
+
+def mask_shot(shared: Path) -> None:
+    """Restyle only part of the image: the sky (a Labels layer) in the style of The Starry Night,
+    the rest kept; then Continue repaints the river (a Shapes layer) of that pastiche with The Scream."""
+    from napari_nst.core.image.files import read_image
+
+    viewer, widget, app = _viewer(shared)
+    scream = viewer.add_image(read_image(shared / "images" / "the_scream.jpg"), name="the_scream", rgb=True)
+    scream.visible = False
+    rgb = viewer.layers["tubingen"].data.astype(np.int32)
+    r, b = rgb[..., 0], rgb[..., 2]
+    rows = np.arange(rgb.shape[0])[:, None]
+    sky = (b > 150) & (b > r + 40) & (rows < 0.6 * rgb.shape[0])  # blue, in the upper part
+    sky_layer = viewer.add_labels(sky.astype(np.uint8), name="sky")
+    sky_layer.contour = 3  # its outline only: the pastiche shows through
+    widget.mask.value = sky_layer
+    widget.start()
+    _wait(widget, app)
+    first = viewer.layers[-1]
+    viewer.layers.move(viewer.layers.index(sky_layer), len(viewer.layers))  # the outline on top
+    _close_notifications(viewer)
+    _window_shot(viewer, app, "widget-mask.png")
+    sky_layer.visible = False
+    river = np.array([[585.0, 0.0], [560.0, 330.0], [620.0, 560.0], [700.0, 760.0], [767.0, 860.0], [767.0, 0.0]])
+    shapes = viewer.add_shapes(
+        [river], shape_type="polygon", name="river", edge_color="yellow", face_color="transparent", edge_width=4
+    )
+    widget.style.value = scream
+    widget.mask.value = shapes
+    viewer.layers.selection.active = first
+    widget.continue_run.clicked.emit()
+    _wait(widget, app)
+    viewer.layers.move(viewer.layers.index(shapes), len(viewer.layers))
+    viewer.layers.selection.active = viewer.layers[-2]
+    _close_notifications(viewer)
+    _window_shot(viewer, app, "widget-mask-continue.png")
     viewer.close()
 
 
@@ -166,7 +206,13 @@ def stack_shot(shared: Path) -> None:
     viewer.close()
 
 
-SHOTS = {"main": main_shot, "advanced": advanced_shot, "regions": regions_shot, "stack": stack_shot}
+SHOTS = {
+    "main": main_shot,
+    "advanced": advanced_shot,
+    "regions": regions_shot,
+    "mask": mask_shot,
+    "stack": stack_shot,
+}
 
 
 def main() -> int:

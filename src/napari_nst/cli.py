@@ -68,6 +68,7 @@ _METAVARS = {
     "bytes": "BYTES",
     "scales": "X[,X...]",
     "style_regions": "LABELS_FILE[,...]",
+    "mask": "MASK_FILE",
 }
 
 
@@ -177,6 +178,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         opts["regions"] = _read_labels(opts["regions"])
     if opts.get("style_regions") is not None:
         opts["style_regions"] = [None if p is None else _read_labels(p) for p in opts["style_regions"]]
+    if opts.get("mask") is not None:  # nonzero = restyle
+        from napari_nst.core.image.masks import read_mask
+
+        opts["mask"] = read_mask(opts["mask"])
     every = args.save_every if isinstance(args.save_every, SaveEvery) else SaveEvery()
     if every.steps:
         opts["preview_every"] = every.steps
@@ -211,7 +216,7 @@ def _stylize(args: argparse.Namespace) -> int:
     from napari_nst.core.image.files import output_format, read_image
 
     out = Path(args.output)
-    for given in (args.content, *args.style):
+    for given in (args.content, *args.style, *([args.mask] if getattr(args, "mask", None) else [])):
         if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
             raise ValueError(f"the output {str(out)!r} is one of the input images; choose another file name")
     output_format(out)  # a bad extension or folder fails now, not after the whole run
@@ -518,7 +523,8 @@ def _add_stylize_stack(sub: Any) -> None:
         description="Stylise each frame of IN (a multi-page TIFF, a folder of numbered images, or a video with "
         "napari-nst[video]) in the style of STYLE; frame t starts from frame t-1's pastiche carried along the "
         "optical flow (README: Stacks and time-lapses). --regions takes a multi-page TIFF of labels, one page per "
-        "frame (or one label image for every frame).",
+        "frame (or one label image for every frame); --mask a multi-page TIFF, one mask per frame (or one image "
+        "for every frame).",
     )
     p.add_argument(
         "input",
@@ -577,14 +583,19 @@ def _stylize_stack(args: argparse.Namespace) -> int:
 
     frames = read_stack(args.input)
     regions = vars(args).pop("regions", None)  # a stack of labels, not the one image _options reads
+    mask = vars(args).pop("mask", None)  # a multi-page TIFF (one mask per frame) or one image
     names = frames.names if isinstance(frames, FolderFrames) else None
     writer = stack_writer(args.output, names, fps=args.fps or getattr(frames, "fps", None))
-    writer.check_inputs(args.input, *args.style)
+    writer.check_inputs(args.input, *args.style, *([mask] if mask else []))
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be 1 or more (without it the stack runs in this process)")
     options = _options(args)
     if regions is not None:
         options["regions"] = read_stack_labels(regions)
+    if mask is not None:
+        from napari_nst.core.image.masks import read_mask
+
+        options["mask"] = read_mask(mask, stack=True)
     style = args.style if len(args.style) > 1 else args.style[0]
     cluster = dict(scheduler=args.scheduler, workers=args.workers, chunk_frames=args.chunk_frames, overlap=args.overlap)
     # validates first; frames in order for the writer

@@ -20,6 +20,7 @@ from napari_nst._qt.form import OptionsForm
 from napari_nst._qt.inputs_panel import InputsPanel
 from napari_nst._qt.live_link import LiveLink
 from napari_nst._qt.machine import MachinePart, PlanPart
+from napari_nst._qt.mask_panel import MaskPanel
 from napari_nst._qt.memory_panel import MemoryPanel
 from napari_nst._qt.preview_panel import PreviewPanel
 from napari_nst._qt.probe import start_probe
@@ -112,6 +113,7 @@ class StyleTransferWidget(Container[Any]):
                 self.regions,
                 self.region_styles,
                 self.style_regions,
+                self.mask,
                 *self.stack.widgets(),
                 *self.run_on_panel.widgets(),
                 *(self.size_row if w is self.form.fields["size"] else w for w in self.form.basic()),
@@ -259,8 +261,9 @@ class StyleTransferWidget(Container[Any]):
             )
         self.styles_panel.check()
         self.regions_panel.check()
+        self.mask_panel.check()
         extra = [(lay, "style") for lay in self.styles_panel.layers()[1:]]
-        extra += [(lay, "Labels") for lay in self.regions_panel.layers_in_use()] if self.regions_panel else []
+        extra += [(lay, "Labels") for lay in [*self.regions_panel.layers_in_use(), *self.mask_panel.in_use()]]
         for lay, what in ((content, "content"), (style, "style"), *extra):
             if lay not in self._viewer.layers:
                 self.reset_choices()
@@ -284,6 +287,7 @@ class StyleTransferWidget(Container[Any]):
             init=init_layer if stack is None else None,
             regions=self.regions.value,
             style_regions=self.regions_panel.style_sources(),
+            mask=self.mask.value,
             **(stack or {}),
         )
 
@@ -309,7 +313,7 @@ class StyleTransferWidget(Container[Any]):
         if plan.stack_axis is None and init_layer is None:
             sink = self.preview.sink_for(plan)  # Run paints over the preview
         sources = {"content": content, "style": style, "init": req.init, "styles": list(req.styles[1:])}
-        self.controller.start(plan, {**sources, "regions": req.regions}, sink=sink)
+        self.controller.start(plan, {**sources, "regions": req.regions, "mask": req.mask}, sink=sink)
         self.live.started(settings, live=plan.stack_axis is None)
         return True
 
@@ -382,7 +386,8 @@ def _start_layer(opts: dict[str, Any], init_layer: Any, layers: Any) -> Any:
 
 
 def _controls_panels(self: StyleTransferWidget, viewer: Any) -> None:
-    """The widget's panels of several styles with weights, and regions from a Labels layer."""
+    """The widget's panels of several styles with weights, regions from a Labels layer, and the
+    layer that limits which pixels are restyled."""
     self.styles_panel = StylesPanel(self.style, self.inputs.image_choices, self._on_styles_changed)
     self.regions_panel = RegionsPanel(
         viewer, lambda: [getattr(p.value, "name", "?") for p in self.styles_panel.pickers]
@@ -398,3 +403,5 @@ def _controls_panels(self: StyleTransferWidget, viewer: Any) -> None:
         self.regions_panel.sources,
     )
     self.style.changed.connect(lambda *_: self._on_styles_changed())
+    self.mask_panel = MaskPanel(viewer)  # "Restyle only": a Labels or Shapes layer
+    self.mask = self.mask_panel.picker

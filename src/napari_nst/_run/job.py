@@ -2,7 +2,7 @@
 (no Qt; :func:`read_job` runs in the worker thread and reads snapshots only).
 
 A 2-D run reads the displayed slice of the content and each style image; a stack reads every
-slice of the content (N, h, w, 3), each frame's regions, and (Continue) the last frame made. The
+slice of the content (N, h, w, 3), each frame's regions and mask, and (Continue) the last frame made. The
 :class:`EngineJob` is what an engine factory (:mod:`napari_nst._run.runner`) makes an engine for.
 """
 
@@ -42,8 +42,8 @@ def read_job(plan: RunPlan, preview_interval: float) -> tuple[EngineJob, list[st
 
 
 def read_task(task: Task) -> tuple[np.ndarray, Any, dict[str, Any], list[str]]:
-    """A task's content, style(s) (a list: several), options (with ``init``, ``regions`` and
-    ``style_regions`` as images where layers were given) and notes; each input read once, at
+    """A task's content, style(s) (a list: several), options (with ``init``, ``regions``,
+    ``style_regions`` and ``mask`` as images where layers were given) and notes; each input read once, at
     about the size the engine works at (see :func:`read_input`)."""
     size = int(task.options["size"])
     content, note = read_input(task.content, task.axes, size, "content")
@@ -60,6 +60,8 @@ def read_task(task: Task) -> tuple[np.ndarray, Any, dict[str, Any], list[str]]:
         notes += [note] if note else []
     if task.regions is not None:
         options["regions"] = read_labels(task.regions, task.full_shape, content.shape[:2])
+    if task.mask is not None:  # nonzero = restyle
+        options["mask"] = read_labels(task.mask, task.full_shape, content.shape[:2]) != 0
     if task.style_regions:  # which part of each style image
         options["style_regions"] = [
             None
@@ -77,13 +79,18 @@ def _read_stack(plan: RunPlan, preview_interval: float) -> tuple[EngineJob, list
     size = int(plan.tasks[0].options["size"])
     frames: list[np.ndarray] = [first]
     labels: list[np.ndarray] = [options["regions"]] if "regions" in options else []
+    masks: list[np.ndarray] = [options["mask"]] if "mask" in options else []
     for task in plan.tasks[1:]:
         img, _ = read_input(task.content, task.axes, size, "content")
         frames.append(img)
         if task.regions is not None:
             labels.append(read_labels(task.regions, task.full_shape, img.shape[:2]))
+        if task.mask is not None:
+            masks.append(read_labels(task.mask, task.full_shape, img.shape[:2]) != 0)
     if labels:
         options["regions"] = np.stack(labels)  # (N, h, w): each frame's own labels
+    if masks:
+        options["mask"] = np.stack(masks)  # (N, h, w): each frame's own mask
     options["steps"] = int(plan.settings.get("steps") or options["steps"])
     options["preview_interval"] = preview_interval
     previous = None

@@ -7,6 +7,7 @@ so those three points give the whole map from content pixels to labels pixels, w
 layers' scale, translate, rotation or dimensionality (a 3-D labels volume over a 2-D image: the
 slice on screen). :func:`read_labels` (worker) samples the labels at the centre of each working
 pixel, nearest label as napari draws it; outside the labels layer: 0 (the background).
+:func:`as_labels` (main thread) makes a Shapes layer such a label image first (``mask``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,43 @@ def labels_snapshot(labels: Any, content: Any, point: Sequence[float] | None, ax
     o = to_labels(0.0, 0.0)
     data = labels.data[0] if getattr(labels, "multiscale", False) else labels.data
     return LabelsSnapshot(str(labels.name), data, o, to_labels(1.0, 0.0) - o, to_labels(0.0, 1.0) - o)
+
+
+@dataclass(frozen=True)
+class Rasterised:
+    """A Shapes layer as a label image in its own data coordinates (shape k + 1 where shape k is,
+    0 elsewhere), read as a Labels layer is (:func:`labels_snapshot`)."""
+
+    name: str
+    ndim: int
+    data: np.ndarray
+    world_to_data: Any  #: the Shapes layer's transform (called on the main thread only)
+
+
+def as_labels(layer: Any, content: Any, point: Sequence[float] | None, axes: tuple[int, int]) -> Any:
+    """A Labels layer as it is; a Shapes layer (it has ``to_labels``) rasterised by napari's
+    ``Shapes.to_labels`` over the part of its data coordinates that the content covers (and every
+    slice its shapes lie on). Main thread."""
+    if not hasattr(layer, "to_labels"):
+        return layer
+    nd = int(layer.ndim)
+    if len(layer.data) == 0:
+        return Rasterised(str(layer.name), nd, np.zeros((1,) * nd, np.uint8), layer.world_to_data)
+    snap = labels_snapshot(layer, content, point, axes)
+    rows, cols = _content_extent(content, axes)
+    corners = [snap.origin + snap.d_row * r + snap.d_col * c for r in (-0.5, rows - 0.5) for c in (-0.5, cols - 0.5)]
+    reach = np.max(corners, axis=0)
+    moving = (snap.d_row != 0) | (snap.d_col != 0)
+    top = np.asarray(layer.extent.data[1], float)[-nd:]
+    top = np.where(moving, np.minimum(top, reach), top)
+    shape = tuple(max(1, int(np.ceil(v)) + 1) for v in top)
+    raster = np.asarray(layer.to_labels(labels_shape=shape)) != 0
+    return Rasterised(str(layer.name), nd, raster.astype(np.uint8), layer.world_to_data)
+
+
+def _content_extent(content: Any, axes: tuple[int, int]) -> tuple[int, int]:
+    data = content.data[0] if getattr(content, "multiscale", False) else content.data
+    return int(data.shape[axes[0]]), int(data.shape[axes[1]])
 
 
 def read_labels(snap: LabelsSnapshot, full_shape: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_nst._run.inputs import LayerSnapshot, slice_axes, slice_shape, snapshot
-from napari_nst._run.labels import LabelsSnapshot, labels_snapshot
+from napari_nst._run.labels import LabelsSnapshot, as_labels, labels_snapshot
 from napari_nst.core.image.arrays import resized_shape
 from napari_nst.core.options import Options
 
@@ -50,6 +50,7 @@ class Task:
     init_axes: tuple[int, int] | None = None
     index: tuple[int, ...] = ()  #: where the output goes in the sink (() for a 2-D run)
     regions: LabelsSnapshot | None = None  #: the Labels layer that says which style goes where
+    mask: LabelsSnapshot | None = None  #: the Labels (or rasterised Shapes) layer: restyle only where nonzero
 
     @property
     def final_shape(self) -> tuple[int, int]:
@@ -105,6 +106,7 @@ class RunRequest:
     init: Any = None  #: a layer to start from (a 2-D run)
     regions: Any = None  #: a Labels layer over the content
     style_regions: Sequence[Any] = ()  #: a Labels layer over each style image (None: whole), or ()
+    mask: Any = None  #: a Labels or Shapes layer over the content: restyle only where it marks
     stack_axis: int | None = None  #: every slice along this content axis; None: the slice shown
     start: int = 0  #: a stack's first frame to make (Continue)
     previous: Any = None  #: the stack pastiche layer holding the frames before ``start``
@@ -125,6 +127,9 @@ def build_plan(req: RunRequest, point: Sequence[float], displayed: Sequence[int]
     world_ndim = len(point)
     content = snapshot(req.content, point)
     axes = slice_axes(content, world_ndim, displayed)
+    if req.mask is not None:  # a Shapes layer rasterised once, here on the main thread
+        settings = {**req.settings, "mask": f"layer: {req.mask.name}"}
+        req = dataclasses.replace(req, mask=as_labels(req.mask, req.content, point, axes), settings=settings)
     sources = list(req.style_regions) or [None] * len(req.styles)
     styles = tuple(
         _style_part(lay, lab, point, world_ndim, displayed) for lay, lab in zip(req.styles, sources, strict=True)
@@ -137,6 +142,7 @@ def build_plan(req: RunRequest, point: Sequence[float], displayed: Sequence[int]
             init=init,
             init_axes=slice_axes(init, world_ndim, displayed) if init is not None else None,
             regions=labels_snapshot(req.regions, req.content, point, axes) if req.regions is not None else None,
+            mask=labels_snapshot(req.mask, req.content, point, axes) if req.mask is not None else None,
         )
         name = output_name(content.name, task.style_names, continued=init is not None)
         return RunPlan(tasks=(task,), output_name=name, settings=dict(req.settings))
@@ -176,11 +182,11 @@ def _frame_tasks(req: RunRequest, base: Task, point: Sequence[float], continued:
         pos[axis] = t
         first = t == req.start and not continued
         opts = dict(req.options, init="content", steps=int(req.options["steps"]) if first else later)
-        regions = None
-        if req.regions is not None:
-            regions = labels_snapshot(req.regions, req.content, _frame_point(req.content, point, pos), base.axes)
+        at = _frame_point(req.content, point, pos)  # the Labels layers as they lie over frame t
+        regions = labels_snapshot(req.regions, req.content, at, base.axes) if req.regions is not None else None
+        mask = labels_snapshot(req.mask, req.content, at, base.axes) if req.mask is not None else None
         snap = dataclasses.replace(content, position=pos)
-        tasks.append(dataclasses.replace(base, content=snap, options=opts, index=(t,), regions=regions))
+        tasks.append(dataclasses.replace(base, content=snap, options=opts, index=(t,), regions=regions, mask=mask))
     return tuple(tasks)
 
 

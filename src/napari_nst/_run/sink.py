@@ -40,6 +40,8 @@ def run_metadata(
     }
     if len(task.styles) > 1 or task.regions is not None:
         meta.update(controls_metadata(task))
+    if task.mask is not None:
+        meta["mask"] = {"layer": task.mask.name, "restyled": "where it is nonzero; elsewhere the start image"}
     if notes:
         meta["notes"] = list(notes)
     if last is not None:

@@ -124,6 +124,8 @@ class RunState:
                 return f"the style layer {layer.name!r} was deleted"
         if same_layer(layer, self.sources.get("regions")) and self.first_record_at is None:
             return f"the Labels layer {layer.name!r} of the regions was deleted"
+        if same_layer(layer, self.sources.get("mask")) and self.first_record_at is None:
+            return f"the layer {layer.name!r} of Restyle only was deleted"
         if same_layer(layer, self.sources.get("init")) and self.first_record_at is None:
             return f"the layer {layer.name!r} to start from was deleted"
         return None

@@ -261,13 +261,13 @@ def iter_stylize_stack(
     integer stacks are mapped with one range for all frames), a sequence of such images, or the
     path of a multi-page TIFF, a folder of numbered images or a video (``napari-nst[video]``).
     ``style``: one image or a list (``style_blend``); ``regions``: one (H, W) label image for
-    every frame, or (N, H, W), one per frame (frame axis first); ``preserve_color`` keeps each
-    frame's own colours. Records are :class:`~napari_nst.core.records.Progress` with
-    ``frame``/``frames``; a frame's last record (``step == total``) carries its pastiche. Frame t
-    starts from frame t-1's pastiche carried along the optical flow, kept there by the temporal
-    term (``temporal_weight``; 0 = independent frames); later frames get ``frame_steps``
-    evaluations. ``start``/``previous``: continue a stopped stack at frame ``start`` from the
-    pastiche of frame ``start - 1``.
+    every frame, or (N, H, W), one per frame (frame axis first); so does ``mask`` (outside it each
+    frame keeps its own content); ``preserve_color`` keeps each frame's own colours. Records are
+    :class:`~napari_nst.core.records.Progress` with ``frame``/``frames``; a frame's last record
+    (``step == total``) carries its pastiche. Frame t starts from frame t-1's pastiche carried
+    along the optical flow, kept there by the temporal term (``temporal_weight``; 0 = independent
+    frames); later frames get ``frame_steps`` evaluations. ``start``/``previous``: continue a
+    stopped stack at frame ``start`` from the pastiche of frame ``start - 1``.
     Closing the generator stops at once. Errors in the input raise ValueError at the call.
 
     On a dask.distributed cluster (``client``, a ``scheduler`` address, or a LocalCluster of

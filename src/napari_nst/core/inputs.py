@@ -1,5 +1,5 @@
-"""What a run takes, checked before any work (no torch): images and stacks loaded as float32 RGB, styles
-and controls checked against them, options validated. Every front end calls :func:`prepare` or
+"""What a run takes, checked before any work (no torch): images and stacks loaded as float32 RGB, styles,
+controls and the mask checked against them, options validated. Every front end calls :func:`prepare` or
 :func:`prepare_stack` first; errors are ValueErrors that say what to change."""
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ def prepare(content: ImageInput, style: StyleInput, **options: Any) -> tuple[np.
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")  # fail early on a bad init array
     check_init(opts)
+    if opts.mask is not None:
+        from napari_nst.core.image.masks import check_mask
+
+        opts.mask = check_mask(opts.mask, c.shape[:2], opts.level_shapes(c.shape[:2])[-1])
     return c, (loaded if several else loaded[0]), opts
 
 
@@ -187,6 +191,11 @@ def prepare_stack(stack: Any, style: StyleInput, axis: int = 0, **options: Any) 
     if isinstance(opts.init, np.ndarray):
         to_rgb_float(opts.init, name="init")
     check_init(opts)
+    if opts.mask is not None:  # one (H, W) mask for every frame, or (N, H, W): one per frame
+        from napari_nst.core.image.masks import check_mask_stack
+
+        working = opts.level_shapes(first.shape[:2])[-1]
+        opts.mask = check_mask_stack(opts.mask, len(frames), first.shape[:2], working)
     return frames, (styles if several else styles[0]), opts
 
 

@@ -186,6 +186,13 @@ class Options:
         style image; a style image without label L gives all of itself. Needs ``regions``. On
         the command line, label image files separated by commas (``none`` for a style image
         used whole). None: every style image used whole.
+    mask : array or None
+        Restyle only part of the image: an (H, W) boolean or label image of the content's size
+        (nonzero = restyle; in napari a Labels or Shapes layer; on the command line an image
+        file). The other pixels stay exactly those of the start image (``init`` when it is an
+        image, such as the pastiche Continue repaints, else the content); the mask's border is
+        feathered inwards over a few pixels (docs/controls.md). For a stack also (N, H, W), one
+        per frame (each frame keeps its content outside). None: every pixel.
     """
 
     size: int | None = option(None, label="Size (px)", kind="int", lo=1, hi=MAX_SIZE, step=32, none=_SIZE_BY_DEVICE)
@@ -261,6 +268,7 @@ class Options:
     style_regions: list[np.ndarray | None] | None = option(
         None, label="Style regions", kind="style_regions", none="the style images used whole", form=False
     )
+    mask: np.ndarray | None = option(None, label="Restyle only", kind="mask", none="every pixel", form=False)
 
     @classmethod
     def names(cls) -> list[str]:
@@ -365,6 +373,8 @@ class Options:
             d["regions"] = f"labels{tuple(np.shape(self.regions))}"
         if self.style_regions is not None:
             d["style_regions"] = [None if r is None else f"labels{tuple(np.shape(r))}" for r in self.style_regions]
+        if self.mask is not None:
+            d["mask"] = f"mask{tuple(np.shape(self.mask))}"
         return d
 
     # ------------------------------------------------------------------ validation
@@ -595,6 +605,20 @@ def _regions(v: Any, sp: Spec) -> np.ndarray:
     return arr  # dtype and shape against the content: regions.check_regions (api.prepare)
 
 
+def _mask(v: Any, sp: Spec) -> np.ndarray:
+    if isinstance(v, (str, os.PathLike)):
+        raise OptionError(
+            "mask is a file name; read it first (napari_nst.core.image.masks.read_mask; the command line does)"
+        )
+    arr = np.asarray(v)
+    if arr.ndim not in (2, 3):  # (N, H, W): one mask per frame of a stack (api.prepare_stack)
+        raise OptionError(
+            f"mask must be a 2-D (H, W) boolean or label image of the content's size (for a stack also (N, H, W), "
+            f"one per frame), got shape {arr.shape}"
+        )
+    return arr  # dtype, shape and emptiness against the content: masks.check_mask (api.prepare)
+
+
 def _mapping(v: Any, sp: Spec) -> dict[int, int | None]:
     if isinstance(v, str):
         v = sp.parse(v)
@@ -679,4 +703,5 @@ _CHECKS = {
     "bytes": _bytes,
     "scales": _scales,
     "style_regions": _style_regions,
+    "mask": _mask,
 }

@@ -58,6 +58,8 @@ def run_settings(opts: Options, content: np.ndarray, style: Any) -> dict[str, An
         options["regions"] = f"labels {digest(opts.regions)[:16]}"
     if opts.style_regions is not None:
         options["style_regions"] = [None if r is None else f"labels {digest(r)[:16]}" for r in opts.style_regions]
+    if opts.mask is not None:
+        options["mask"] = f"mask {digest(opts.mask)[:16]}"
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     body = {"options": options, "content": digest(content), "style": [digest(s) for s in styles]}
     out: dict[str, Any] = json.loads(json.dumps(body))  # tuples as lists, keys as text: as read back

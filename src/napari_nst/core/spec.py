@@ -32,6 +32,7 @@ KINDS = (
     "bytes",
     "scales",
     "style_regions",
+    "mask",
 )
 
 _NONE_WORDS = ("", "auto", "none", "default")
@@ -227,6 +228,7 @@ _WHAT = {
     "bytes": "an amount of memory like '8GB', '512MiB' or 2000000000",
     "scales": "a number, or one per style image separated by commas (e.g. 1 or 1,0.5)",
     "style_regions": "label image files, one per style image, separated by commas (none: the whole image)",
+    "mask": "a mask image file (nonzero = restyle)",
 }
 
 

@@ -184,8 +184,10 @@ class _StackJob:
     def _frame(self, j: int, t: int, previous: np.ndarray | None, before: Any) -> None:
         raw = self.frames.frames[t]
         opts = dataclasses.replace(self.opts, steps=self.steps_of(self.chunks[j], t))
-        if opts.regions is not None and np.ndim(opts.regions) == 3:  # per-frame labels: this task's frames
-            opts.regions = np.asarray(opts.regions[t : t + 1] if previous is None else opts.regions[t - 1 : t + 1])
+        for name in ("regions", "mask"):  # per-frame labels and masks: this task's frames
+            per_frame = getattr(opts, name)
+            if per_frame is not None and np.ndim(per_frame) == 3:
+                setattr(opts, name, np.asarray(per_frame[t : t + 1] if previous is None else per_frame[t - 1 : t + 1]))
         args = (t, raw, before, previous, self._style, opts, self.frames.limits)
         key = f"napari-nst-frame-{t:05d}-c{j}-{self._tag}"
         fut = self.client.submit(run_frame, *args, key=key, resources=self._resources, pure=False)

@@ -63,6 +63,7 @@ from napari_nst.core.objective.weights import resolve_weights
 from napari_nst.core.optim import levers
 from napari_nst.core.optim.lbfgs import LBFGS
 from napari_nst.core.optim.levers import Levers
+from napari_nst.core.optim.masked import Restyle
 from napari_nst.core.optim.pyramid import PyramidImage
 from napari_nst.core.options import Options, split_steps
 from napari_nst.core.records import Pastiche, Progress
@@ -221,6 +222,7 @@ class _Run:
     updates: Any = None
     sources: tuple[np.ndarray, Any] | None = None
     targets_memo: dict[Any, Any] | None = None
+    restyle: Restyle | None = None  # a mask: only its pixels change (core/optim/masked.py); None: every pixel
 
     @property
     def total(self) -> int:
@@ -302,8 +304,7 @@ def pastiche(ctx: _Run) -> Pastiche | None:
         return None
     image = held.recorded
     if image is None:
-        shown = held.image if ctx.controls is None else ctx.controls.shown(held.image)
-        image = to_numpy(shown)
+        image = to_numpy(_shown(ctx, held.image))
     luminance = ctx.controls is not None and ctx.controls.chroma is not None
     return Pastiche(
         state=to_numpy(held.image) if luminance else None,  # the network's image: resume from it
@@ -316,6 +317,13 @@ def pastiche(ctx: _Run) -> Pastiche | None:
         shape=held.shape,
         size=max(ctx.shapes[-1]),
     )
+
+
+def _shown(ctx: _Run, image: torch.Tensor) -> torch.Tensor:
+    """An evaluated image as recorded: in luminance mode with the content's chroma; with a mask,
+    composited with the kept image (exactly it outside the mask)."""
+    shown = image if ctx.controls is None else ctx.controls.shown(image)
+    return shown if ctx.restyle is None else ctx.restyle.shown(shown)
 
 
 def _hand_back(ctx: _Run, keep: Callable[[Pastiche], None] | None) -> None:
@@ -373,6 +381,7 @@ def run(
     if ctx.dtype is not None and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles, None):
         ctx.float32_plan = None  # finishing in float32 (more memory) would not fit the plan: stay in bfloat16
     ctx.tile_size = mplan.tile_size
+    ctx.restyle = _restyle(content, opts, shapes[-1])  # a mask (not in the paper): core/optim/masked.py
     ctx.memory_note = "; ".join(n for n in (mplan.text if mplan.auto else "", ctx.memory_note) if n)
     ctx.resume = resume
     if updates is not None:
@@ -475,6 +484,15 @@ def _layer_weights(opts: Options) -> dict[str, float]:
     if opts.style_layer_weights is None:
         return {n: 1.0 / len(opts.style_layers) for n in opts.style_layers}
     return dict(zip(opts.style_layers, opts.style_layer_weights, strict=True))
+
+
+def _restyle(content: np.ndarray, opts: Options, final: tuple[int, int]) -> Restyle | None:
+    """The mask's settings (None without one): the image kept outside it is ``init`` where that is
+    an image (Continue: the pastiche repainted), else the content."""
+    if opts.mask is None:
+        return None
+    keep = to_rgb_float(opts.init, name="init") if isinstance(opts.init, np.ndarray) else content
+    return Restyle.build(opts.mask, keep, final, gray=opts.preserve_color == "luminance")
 
 
 def _with_knobs(plan: NetworkPlan, opts: Options) -> NetworkPlan:
@@ -696,8 +714,7 @@ class _LevelState:
     def start(cls, ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None, x: torch.Tensor) -> _LevelState:
         """The level's objective from the options now, and a fresh optimiser starting at ``x``."""
         terms, weights = _terms(ctx, shape, tiling)
-        gamma = PYRAMID_GAMMA if ctx.levers.pyramid_gamma is None else ctx.levers.pyramid_gamma
-        var = PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma)
+        var = _variable(ctx, x, shape)
         optimizer = _make_optimizer(ctx.opts, var, ctx.levers, tiling is not None)
         objective = _objective(ctx, terms) if tiling is None else _tiled_objective(ctx, terms, tiling)
         finish = _Finish.start(ctx, weights, var.image().detach()) if tiling is None else None
@@ -747,8 +764,7 @@ def _level(
                 newest.image if newest is not None else ctx.last_good,
             )
         if image is not None:
-            shown = image if ctx.controls is None else ctx.controls.shown(image)  # luminance: content's chroma
-            ctx.last_good, ctx.last_image_at = to_numpy(shown), time.perf_counter()
+            ctx.last_good, ctx.last_image_at = to_numpy(_shown(ctx, image)), time.perf_counter()
         # one assignment: a KeyboardInterrupt between two bytecodes sees the old or the new, whole
         ctx.held = _Held(evaluated, ctx.step, losses, level, shape, ctx.last_good if image is not None else None)
         yield _record(ctx, losses, image is not None, (level, shape, last), st.weights, tiling, applied)
@@ -816,6 +832,8 @@ def _apply_update(ctx: _Run, changes: dict[str, Any], x: torch.Tensor) -> torch.
         if ctx.targets_memo is not None:
             ctx.targets_memo.clear()
         x = _recoloured(old, controls, x)
+        if ctx.restyle is not None:  # the kept image as the network sees it changes too
+            ctx.restyle = _restyle(ctx.sources[0], ctx.opts, ctx.shapes[-1])
         if ctx.held is not None:  # the pastiche handed back if the run ends now, in the new terms
             ctx.held = dataclasses.replace(ctx.held, image=_recoloured(old, controls, ctx.held.image))
     elif old is not None and controls is not None:
@@ -835,6 +853,17 @@ def _recoloured(old: Controls | None, new: Controls | None, x: torch.Tensor) -> 
     if new is not None and new.chroma is not None:
         x = Controls.luminance_image(x)
     return x
+
+
+def _variable(ctx: _Run, x: torch.Tensor, shape: tuple[int, int]) -> PyramidImage:
+    """The level's variable, starting from ``x`` resized to ``shape``; with a mask the image it
+    evaluates is the kept image outside it (core/optim/masked.py)."""
+    gamma = PYRAMID_GAMMA if ctx.levers.pyramid_gamma is None else ctx.levers.pyramid_gamma
+    keep: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    if ctx.restyle is not None:
+        weight, keep, _ = ctx.restyle.at(shape, ctx.device)
+    return PyramidImage(resize(x.detach(), shape), ctx.opts.pyramid, gamma, keep, weight)
 
 
 def _set_plan(ctx: _Run, dtype: torch.dtype | None, plan: NetworkPlan) -> None:

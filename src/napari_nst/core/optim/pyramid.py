@@ -12,6 +12,10 @@ a step in the pixels (a multigrid-like preconditioner: the gradient of z_k sums 
 gradients), which is where L-BFGS without a line search is slowest on this objective
 (docs/benchmarks.md measures it). At the start z_0 is the initial image and the other layers are
 zero, so G starts exactly where the pixel parametrisation starts.
+
+With a mask (option ``mask``, :mod:`napari_nst.core.optim.masked`), the image evaluated is
+``K + W * (G - K)``: ``K`` the image kept outside the mask, ``W`` the feathered mask (0 outside,
+so those pixels are ``K`` exactly, whatever ``G`` holds there).
 """
 
 from __future__ import annotations
@@ -23,13 +27,22 @@ import torch.nn.functional as F
 class PyramidImage:
     """The pastiche ``G`` as a pyramid of ``levels`` coarser layers on top of the pixels."""
 
-    def __init__(self, image: torch.Tensor, levels: int = 0, gamma: float = 0.5) -> None:
+    def __init__(
+        self,
+        image: torch.Tensor,
+        levels: int = 0,
+        gamma: float = 0.5,
+        keep: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> None:
         if levels < 0:
             raise ValueError(f"levels must be >= 0, got {levels}")
         h, w = image.shape[-2:]
         self.shape = (int(h), int(w))
         self.gamma = float(gamma)
         self._matrices: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        #: a mask: the image kept (1, 3, h, w) and the weight of G (1, 1, h, w) in [0, 1]; None: G itself
+        self.keep, self.weight = keep, weight
         self.layers = [image.detach().clone().contiguous().requires_grad_(True)]
         for k in range(1, levels + 1):
             hk, wk = -(-h // 2**k), -(-w // 2**k)  # ceil: never empty
@@ -48,8 +61,11 @@ class PyramidImage:
         return self.layers
 
     def image(self) -> torch.Tensor:
-        """``G`` (differentiable with respect to the layers)."""
-        return self.compose(self.layers)
+        """``G`` (differentiable with respect to the layers); with a mask ``K + W * (G - K)``."""
+        g = self.compose(self.layers)
+        if self.keep is None or self.weight is None:
+            return g
+        return self.keep + self.weight * (g - self.keep)  # W = 0: K + 0, exactly K
 
     def compose(self, layers: list[torch.Tensor]) -> torch.Tensor:
         """The image that ``layers`` (shaped like :attr:`params`) stand for; linear in them."""
@@ -83,7 +99,10 @@ class PyramidImage:
     def change(self, deltas: list[torch.Tensor]) -> torch.Tensor:
         """The largest absolute change a step ``deltas`` in the layers makes to the image (a 0-d
         tensor on the image's device: reading it is left to the caller, e.g. not at all on a GPU)."""
-        return self.compose(deltas).abs().max()
+        change = self.compose(deltas)
+        if self.weight is not None:
+            change = change * self.weight
+        return change.abs().max()
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -91,12 +110,12 @@ class PyramidImage:
         if not self.levels:
             self.layers[0].clamp_(0.0, 1.0)
             return
-        g = self.image()
+        g = self.compose(self.layers)  # G itself (with a mask, K + W (G - K) then lies in [0, 1] too)
         self.layers[0].add_(g.clamp(0.0, 1.0) - g)
 
     @torch.no_grad()
     def detached(self) -> torch.Tensor:
-        """A copy of ``G`` clamped to [0, 1], outside the graph."""
+        """A copy of ``G`` (with a mask: the image evaluated) clamped to [0, 1], outside the graph."""
         return self.image().detach().clamp(0.0, 1.0)
 
 

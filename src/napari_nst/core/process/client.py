@@ -574,6 +574,8 @@ class StackEngineProcess(EngineProcess):
         first = dict(options)
         if opts.regions is not None and opts.regions.ndim == 3:  # one label image per frame
             first["regions"] = opts.regions[0]
+        if opts.mask is not None and opts.mask.ndim == 3:  # one mask per frame (checked: some frame's marks pixels)
+            first["mask"] = opts.mask.any(0)
         super().__init__(source[0], s, nice=nice, **first)
         self._request["options"] = opts
         self._live = LiveChannel(opts, len(s) if isinstance(s, list) else 1, self._refuse)

@@ -83,11 +83,10 @@ def run_stack(
     opts.check_size(first.shape[:2])
     shapes = opts.level_shapes(first.shape[:2])
     engine.check_memory(first.shape[:2], shapes[-1], opts, device, dtype)
-    regions = opts.regions if opts.regions is not None and np.ndim(opts.regions) == 3 else None
     base = engine._prepare(
         first,
         style,
-        opts if regions is None else dataclasses.replace(opts, regions=regions[start]),
+        _frame_options(opts, start),
         device,
         dtype,
         shapes,
@@ -106,12 +105,24 @@ def run_stack(
         except DeviceMemoryError:
             base.float32_plan = None
     base.style_grams = {}  # the style's Grams once for the whole stack
+    base.restyle = engine._restyle(first, _frame_options(opts, start), shapes[-1])  # each frame: its own
     if base.controls is not None:
         base.controls.grams_memo = {}  # also those of several styles (core/objective/controls.py)
-    base.opts = opts  # per-frame regions: _frame_context gives each frame its own
+    base.opts = opts  # per-frame regions and masks: _frame_context gives each frame its own
     records = _frames(base, frames, start, previous, keep)
     del base  # held by the records alone (see engine.guard_memory)
     yield from engine.guard_memory(records, first.shape[:2], shapes[-1], opts, device, dtype)
+
+
+def _frame_options(opts: Options, frame: int) -> Options:
+    """``opts`` with frame ``frame``'s own regions and mask where they are given per frame (N, H, W)."""
+    out = opts
+    for name in ("regions", "mask"):
+        given = getattr(opts, name)
+        if given is not None and np.ndim(given) == 3:
+            out = dataclasses.replace(out) if out is opts else out  # a copy: the caller's options unchanged
+            setattr(out, name, np.asarray(given[frame]))
+    return out
 
 
 def _frames(
@@ -165,7 +176,7 @@ def _frame_context(
     base: engine._Run, frame: int, content: np.ndarray, steps: int, carried: _Carried | None, flow: bool, t0: float
 ) -> tuple[engine._Run, str]:
     """The run context of frame ``frame``: the shared network and Grams, this frame's content,
-    regions, start and temporal term."""
+    regions, mask, start and temporal term."""
     opts, note, extra = base.opts, "", None
     if carried is not None:
         shape = base.shapes[-1]
@@ -183,10 +194,14 @@ def _frame_context(
         opts = dataclasses.replace(opts, init=start_image, steps=steps)
     where = torch.device("cpu") if resize_on_host(base.device) else base.device
     controls, net_content = _frame_controls(base.controls, opts, frame, content, where)
+    restyle = None
+    if base.restyle is not None:  # outside its mask a frame keeps its own content
+        restyle = base.restyle.for_frame(_frame_options(base.opts, frame).mask, content)
     ctx = dataclasses.replace(
         base,
         opts=opts,
         controls=controls,
+        restyle=restyle,
         content=to_tensor(net_content, where),
         counts=split_steps(steps, len(base.shapes)),
         step=0,
