@@ -233,6 +233,12 @@ def tiles_supported(opts: Any, styles: int = 1) -> str:
         return "tiles work with one style image (not a blend of several)"
     if getattr(opts, "regions", None) is not None:
         return "tiles do not work with regions"
+    if getattr(opts, "style_loss", "gram") == "sliced":
+        # the sliced loss sorts the whole image's projections at every style layer: as many
+        # numbers as the style layers' whole feature maps, the memory tiles are there to avoid
+        return (
+            "tiles do not work with style_loss='sliced' (it sorts the whole image's features): use wasserstein or gram"
+        )
     return ""
 
 

@@ -31,6 +31,7 @@ from napari_nst.core.objective.regions import (
     guided_groups,
     layer_shape,
 )
+from napari_nst.core.objective.statistics import controls_term
 from napari_nst.core.options import Options
 
 #: a region group: its target (a style index, the blend, or None) and the style-image label its
@@ -140,6 +141,8 @@ class Controls:
         if len(self.styles) == 1 and self.regions is None:
             plain.weight *= self.strength
             return plain
+        if ctx.opts.style_loss != "gram":  # the other style losses' blends and regions
+            return controls_term(self, ctx, shape, nm)
         keyed = self._groups() if self.regions is not None else {}
         grams, sizes, guided = self._style_grams(ctx, shape, self._needed(keyed))
         if self.regions is None:

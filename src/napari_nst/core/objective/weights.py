@@ -12,6 +12,11 @@ from napari_nst.core.options import Options
 #: on photo/painting pairs against the textbook's a = 1, b = 100 (docs/controls.md, python -m benchmarks controls)
 STYLE_BALANCE = 5.0
 
+#: the automatic style weight of the other style losses (``style_loss``): ``b = LOSS_BALANCE[loss] /
+#: L_style(0)``, ``L_style(0)`` the loss of zero features (``at_zero`` of the loss's term:
+#: core/objective/statistics.py); set so that style_strength 1 looks balanced (docs/controls.md)
+LOSS_BALANCE = {"wasserstein": 5.0, "sliced": 5.0}
+
 
 def resolve_weights(
     opts: Options,
@@ -30,3 +35,10 @@ def resolve_weights(
         ref = sum(w * gram_loss(torch.zeros_like(grams[n]), grams[n], *nm[n]).item() for n, w in layer_w.items())
         b = STYLE_BALANCE / max(ref, 1e-30)
     return a, b
+
+
+def auto_style_weight(opts: Options, at_zero: float) -> float:
+    """``b`` of a style loss other than the Gram's: ``style_weight``, or the automatic one."""
+    if opts.style_weight is not None:
+        return float(opts.style_weight)
+    return LOSS_BALANCE[opts.style_loss] / max(at_zero, 1e-30)

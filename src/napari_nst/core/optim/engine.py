@@ -46,7 +46,7 @@ from napari_nst.core.encoder.vgg import VGGFeatures, build_vgg
 from napari_nst.core.errors import DeviceMemoryError, NonFiniteLossError, OptionError
 from napari_nst.core.image.arrays import to_rgb_float
 from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
-from napari_nst.core.objective import tiles
+from napari_nst.core.objective import statistics, tiles
 from napari_nst.core.objective.controls import Controls
 from napari_nst.core.objective.graphed import Objective
 from napari_nst.core.objective.losses import (
@@ -59,7 +59,7 @@ from napari_nst.core.objective.losses import (
     gram,
     gram_loss,
 )
-from napari_nst.core.objective.weights import resolve_weights
+from napari_nst.core.objective.weights import auto_style_weight, resolve_weights
 from napari_nst.core.optim import levers
 from napari_nst.core.optim.lbfgs import LBFGS
 from napari_nst.core.optim.levers import Levers
@@ -231,17 +231,23 @@ def _targets(
     content: torch.Tensor,
     style: torch.Tensor,
     opts: Options,
-    grams: dict[str, torch.Tensor] | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
-    """Content features, style Gram matrices (``grams`` if given) and the pastiche's (N_l, M_l),
-    without autograd."""
+    grams: Any = None,
+    seed: int = 0,
+) -> tuple[dict[str, torch.Tensor], Any, dict[str, tuple[int, int]]]:
+    """Content features, style Gram matrices (``grams`` if given; another ``style_loss``: the
+    style's :class:`~napari_nst.core.objective.statistics.StyleStats`, the sliced loss's
+    directions drawn from ``seed`` and the level's shape) and the pastiche's (N_l, M_l), without autograd."""
     # The targets are computed once per level, so they cost nothing to compute in float32: the
     # objective is then exactly the float32 one, whatever precision the evaluations run in.
     with torch.no_grad():
         cf = net(content)
         if grams is None:
             sf = net(style)
-            grams = {n: gram(sf[n]) for n in opts.style_layers}
+            if opts.style_loss == "gram":
+                grams = {n: gram(sf[n]) for n in opts.style_layers}
+            else:
+                shape = (int(content.shape[-2]), int(content.shape[-1]))
+                grams = statistics.style_stats(opts.style_loss, sf, opts.style_layers, seed, shape)
     nm = {n: (cf[n].shape[1], cf[n].shape[2] * cf[n].shape[3]) for n in opts.style_layers}
     return {n: cf[n].float() for n in opts.content_layers}, grams, nm
 
@@ -619,15 +625,17 @@ def _terms(ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None = None
     memo = ctx.style_grams
     known = None if memo is None else memo.get(tuple(s.shape))
     if tiling is None:
-        content_t, grams, nm = _targets(ctx.net, c, s, opts, known)
+        content_t, grams, nm = _targets(ctx.net, c, s, opts, known, ctx.gen.initial_seed())
     else:
         layers = (list(opts.content_layers), list(opts.style_layers))
-        content_t, grams, nm = tiles.tiled_targets(ctx.net, c, s, tiling, ctx.net.model, *layers, known)
+        content_t, grams, nm = tiles.tiled_targets(
+            ctx.net, c, s, tiling, ctx.net.model, *layers, known, loss=opts.style_loss
+        )
     if memo is not None:
         memo[tuple(s.shape)] = grams
     del c, s
-    a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
-    terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
+    a, style = _style_term(opts, content_t, grams, ctx.layer_w, nm)
+    terms: list[Any] = [ContentTerm(content_t, a), style]
     if ctx.controls is not None:  # several styles, regions, style strength (core/objective/controls.py)
         terms[1] = ctx.controls.style_term(ctx, shape, terms[1], nm)
     if opts.tv_weight > 0:
@@ -635,6 +643,24 @@ def _terms(ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None = None
     if ctx.extra_terms is not None:
         terms.extend(ctx.extra_terms(shape))
     return terms, {t.name: float(t.weight) for t in terms}
+
+
+def _style_term(
+    opts: Options,
+    content_t: dict[str, torch.Tensor],
+    grams: Any,
+    layer_w: dict[str, float],
+    nm: dict[str, tuple[int, int]],
+) -> tuple[float, Any]:
+    """The content weight ``a`` and the style term of one style, weight ``b``: the paper's, or
+    another ``style_loss``'s (its automatic ``b`` from its own loss at zero features)."""
+    if opts.style_loss == "gram":
+        a, b = resolve_weights(opts, content_t, grams, layer_w, nm)
+        return a, StyleTerm([StyleTarget(grams)], layer_w, b)
+    a, _ = resolve_weights(dataclasses.replace(opts, style_weight=1.0), content_t, {}, layer_w, nm)
+    term = statistics.blended_term(opts.style_loss, [grams], [1.0], layer_w, nm)
+    term.weight = auto_style_weight(opts, term.at_zero())
+    return a, term
 
 
 def _want_image(ctx: _Run, last_of_level: bool) -> bool:
@@ -778,6 +804,9 @@ def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> f
             content = content + content_loss(f16[n], f32[n])
         style = torch.zeros((), device=g.device)
         for n, w in ctx.layer_w.items():
+            if ctx.opts.style_loss != "gram":  # the run's own style loss, against f32's statistics
+                style = statistics.resolution_style(ctx.opts.style_loss, f16, f32, ctx.layer_w, ctx.gen.initial_seed())
+                break
             ch, m = f32[n].shape[1], f32[n].shape[2] * f32[n].shape[3]
             style = style + w * gram_loss(gram(f16[n]), gram(f32[n]), ch, m)
         return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * style)
