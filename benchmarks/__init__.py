@@ -9,6 +9,7 @@ BENCHMARKS = {
     "stack": "benchmarks.stack",
     "batch": "benchmarks.batch",
     "controls": "benchmarks.controls",
+    "quality": "benchmarks.quality",
     "memory_growth": "benchmarks.memory_growth",
     "stop_latency": "benchmarks.stop_latency",
     "widget_input": "benchmarks.widget_input",

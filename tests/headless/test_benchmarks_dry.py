@@ -21,6 +21,7 @@ DRY = {
     "stack": [],
     "batch": [],
     "controls": [],
+    "quality": [],
     "memory_growth": [],
     "stop_latency": [],
 }

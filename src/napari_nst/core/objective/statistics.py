@@ -102,26 +102,63 @@ class Gaussian:
         return (self.mean.pow(2).sum(-1) + self.trace) / self.mean.shape[-1]
 
 
-def sqrtm_ns(a: torch.Tensor, iterations: int = NS_ITERATIONS) -> torch.Tensor:
-    """Square root of symmetric positive semi-definite ``a`` ``(..., N, N)`` by coupled Newton-Schulz
-    iterations (``Y -> a^1/2``, ``Z -> a^-1/2`` of ``a / |a|_F``): matrix products only, no
-    host synchronisation. Eigenvalues far below ``|a|_F`` converge slowly: the root is then a
-    little low there (the W2 distance a little high). Differentiable by autograd."""
+def _newton_schulz(a: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coupled Newton-Schulz iterations on ``a / |a|_F``: ``(Y, Z, |a|_F)`` with ``Y -> (a/|a|)^1/2``,
+    ``Z -> (a/|a|)^-1/2``. Matrix products only: no host synchronisation."""
     norm = a.pow(2).sum((-2, -1), keepdim=True).sqrt().clamp(min=1e-30)
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
     y, z = a / norm, eye
     for _ in range(iterations):
         t = 1.5 * eye - 0.5 * (z @ y)
         y, z = y @ t, t @ z
+    return y, z, norm
+
+
+def sqrtm_ns(a: torch.Tensor, iterations: int = NS_ITERATIONS) -> torch.Tensor:
+    """Square root of symmetric positive semi-definite ``a`` ``(..., N, N)`` by coupled Newton-Schulz
+    iterations. Eigenvalues far below ``|a|_F`` converge slowly: the root is a little low there.
+    Differentiable by autograd (through the iterations)."""
+    y, _, norm = _newton_schulz(a, iterations)
     return y * norm.sqrt()
 
 
-def w2_loss(mean: torch.Tensor, second: torch.Tensor, target: Gaussian) -> torch.Tensor:
+def trace_sqrtm(a: torch.Tensor, iterations: int = NS_ITERATIONS) -> torch.Tensor:
+    """``tr(a^1/2)`` (per leading index) by Newton-Schulz, its gradient ``a^-1/2 / 2`` from the
+    same iterations' inverse root (see :class:`_TraceSqrt`)."""
+    out: torch.Tensor = _TraceSqrt.apply(a, iterations)
+    return out
+
+
+class _TraceSqrt(torch.autograd.Function):
+    """``tr(a^1/2)``; backward ``d tr(a^1/2) / da = a^-1/2 / 2``, where the iterations' ``Z`` is
+    ``a^-1/2`` already: no backward through the iterations, which would cost twice the forward's
+    matrix products (the iterations are most of W2's cost: two 512 x 512 layers). Where an
+    eigenvalue far below ``|a|_F`` has not converged, this gradient is up to half the derivative
+    of the value computed there (both are the converged function's where it has converged)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, iterations: int) -> torch.Tensor:
+        y, z, norm = _newton_schulz(a, iterations)
+        root_norm = norm.sqrt()
+        ctx.save_for_backward(z / root_norm)
+        return torch.diagonal(y, dim1=-2, dim2=-1).sum(-1) * root_norm[..., 0, 0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (inv_root,) = ctx.saved_tensors
+        half = 0.25 * (inv_root + inv_root.transpose(-1, -2))
+        return half * grad[..., None, None], None
+
+
+def w2_loss(
+    mean: torch.Tensor, second: torch.Tensor, target: Gaussian, iterations: int = NS_ITERATIONS
+) -> torch.Tensor:
     """``L_W2`` (module docstring) of the Gaussian with ``mean`` and second moment ``second``
     against ``target``; leading dimensions (regions) give one value each."""
     cov = second - mean[..., :, None] * mean[..., None, :]
-    cross = sqrtm_ns(target.root @ cov @ target.root)
-    trace = torch.diagonal(cov + (-2.0) * cross, dim1=-2, dim2=-1).sum(-1) + target.trace
+    cross = trace_sqrtm(target.root @ cov @ target.root, iterations)
+    trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1) + target.trace - 2.0 * cross
     return ((mean - target.mean).pow(2).sum(-1) + trace) / mean.shape[-1]
 
 
