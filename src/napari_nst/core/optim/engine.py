@@ -803,10 +803,9 @@ def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> f
         for n in ctx.opts.content_layers:
             content = content + content_loss(f16[n], f32[n])
         style = torch.zeros((), device=g.device)
-        for n, w in ctx.layer_w.items():
-            if ctx.opts.style_loss != "gram":  # the run's own style loss, against f32's statistics
-                style = statistics.resolution_style(ctx.opts.style_loss, f16, f32, ctx.layer_w, ctx.gen.initial_seed())
-                break
+        if ctx.opts.style_loss != "gram":  # the run's own style loss, against f32's statistics
+            style = statistics.resolution_style(ctx.opts.style_loss, f16, f32, ctx.layer_w, ctx.gen.initial_seed())
+        for n, w in ctx.layer_w.items() if ctx.opts.style_loss == "gram" else ():
             ch, m = f32[n].shape[1], f32[n].shape[2] * f32[n].shape[3]
             style = style + w * gram_loss(gram(f16[n]), gram(f32[n]), ch, m)
         return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * style)
