@@ -233,3 +233,20 @@ def test_blends_regions_and_colours_run_with_each_loss(pictures, hed_weights, lo
         assert np.isfinite(out).all() and not np.array_equal(out, one)
     out = napari_nst.stylize(c, s, preserve_color="luminance", **opts)
     assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("loss", ["wasserstein", "sliced"])
+def test_a_stack_keeps_the_styles_statistics_for_every_frame(content, style, fast, loss):
+    """The stack engine memoises the style's statistics as it does the Grams; each frame is finite."""
+    frames = np.stack([np.roll(content, 2 * t, axis=1) for t in range(2)])
+    out = napari_nst.stylize_stack(frames, style, style_loss=loss, **fast)
+    assert out.shape[0] == 2 and np.isfinite(out).all()
+
+
+def test_the_tiled_engine_runs_wasserstein_and_refuses_sliced(content, style, fast):
+    opts = dict(fast, size=160, steps=4, tile_size=96, seed=1)
+    recs = list(napari_nst.iter_stylize(content, style, style_loss="wasserstein", **opts))
+    assert [r.tile_size for r in recs] == [96] * 4 and np.isfinite(recs[-1].image).all()
+    assert recs[-1].losses["total"] < recs[0].losses["total"]
+    with pytest.raises(OptionError, match="style_loss='sliced'"):
+        napari_nst.stylize(content, style, style_loss="sliced", **opts)
