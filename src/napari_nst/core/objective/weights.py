@@ -15,7 +15,7 @@ STYLE_BALANCE = 5.0
 #: the automatic style weight of the other style losses (``style_loss``): ``b = LOSS_BALANCE[loss] /
 #: L_style(0)``, ``L_style(0)`` the loss of zero features (``at_zero`` of the loss's term:
 #: core/objective/statistics.py); set so that style_strength 1 looks balanced (docs/controls.md)
-LOSS_BALANCE = {"wasserstein": 5.0, "sliced": 5.0}
+LOSS_BALANCE = {"wasserstein": 2.5, "sliced": 6.0}
 
 
 def resolve_weights(
