@@ -10,6 +10,7 @@ BENCHMARKS = {
     "batch": "benchmarks.batch",
     "controls": "benchmarks.controls",
     "strength": "benchmarks.strength",
+    "quality": "benchmarks.quality",
     "memory_growth": "benchmarks.memory_growth",
     "stop_latency": "benchmarks.stop_latency",
     "live_update": "benchmarks.live_update",

@@ -22,6 +22,7 @@ DRY = {
     "batch": [],
     "controls": [],
     "strength": ["--parts", "strip,blend,border,sizes,dots"],
+    "quality": [],
     "memory_growth": [],
     "stop_latency": [],
     "live_update": [],

@@ -73,6 +73,7 @@ def test_every_control_has_a_tooltip(make_napari_viewer):
         "style_layers",
         "style_layer_weights",
         "pooling",
+        "style_loss",
         "optimizer",
         "init",
         "scales",

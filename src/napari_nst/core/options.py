@@ -29,6 +29,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bfloat16")
 MODELS = ("vgg19", "vgg16")
 POOLINGS = ("max", "avg")
+STYLE_LOSSES = ("gram", "wasserstein", "sliced")
 COLOUR_MODES = ("luminance", "histogram")
 BLEND_MODES = ("balanced", "linear")
 MAX_SIZE = 16384
@@ -95,6 +96,12 @@ class Options:
         The weight ``w_l`` of each style layer. None: equal weights that sum to 1.
     pooling : str
         ``max`` (torchvision's network) or ``avg`` (the paper's recommendation).
+    style_loss : str
+        How the pastiche's style statistics are compared with the style's at each style layer:
+        ``gram`` (the paper's: Gram matrices), ``wasserstein`` (the 2-Wasserstein distance of
+        the Gaussians fitted to the features: their means and covariances) or ``sliced`` (the
+        sliced Wasserstein distance: sorted random projections of the features, Heitz et al.
+        2021). docs/controls.md shows the three side by side; ``sliced`` does not work with tiles.
     optimizer : str
         ``lbfgs`` (the paper's; one evaluation per step, with a trust region and backtracking
         against divergence) or ``adam``.
@@ -217,6 +224,7 @@ class Options:
         None, label="Layer weights", kind="floats", lo=0, advanced=True, none="equal"
     )
     pooling: str = option("max", label="Pooling", kind="choice", choices=POOLINGS, advanced=True)
+    style_loss: str = option("gram", label="Style loss", kind="choice", choices=STYLE_LOSSES, advanced=True)
     optimizer: str = option("lbfgs", label="Optimiser", kind="choice", choices=OPTIMIZERS, advanced=True)
     init: str | np.ndarray = option("content", label="Start from", kind="init", choices=INITS, advanced=True)
     scales: int | None = option(None, label="Scales", kind="int", lo=1, hi=8, advanced=True, none=_SCALES_BY_SIZE)
@@ -393,6 +401,11 @@ class Options:
             )
         check_layers(self.network, self.content_layers, "content layer")
         check_layers(self.network, self.style_layers, "style layer")
+        if self.style_regions is not None and self.style_loss != "gram":
+            raise OptionError(
+                f"style_regions works with style_loss='gram' only (not {self.style_loss!r}); "
+                "use style_loss='gram', or leave style_regions empty (regions still work)"
+            )
 
 
 def network_used(opts: Options) -> str:

@@ -34,6 +34,12 @@ ACTIVATION_BYTES_PER_PX = {
     ("vgg19", "float32"): 3300,
     ("vgg19", "bfloat16"): 3100,
 }
+#: ``style_loss="sliced"``'s bytes per input pixel on top (computed from the tensors' sizes, not
+#: measured): the style layers hold 122 values per input pixel (relu1_1 64, relu2_1 32, relu3_1
+#: 16, relu4_1 8, relu5_1 2); their sorted targets and kept gradients in float32 (2 x 488 B), and
+#: one layer's projections sorted with their int64 order and scattered gradient at a time (relu1_1:
+#: 64 x 16 B)
+SLICED_BYTES_PER_PX = 2 * 488 + 64 * 16
 #: the network's weights, their bfloat16 copies, the style image's pass and allocator slack
 FIXED_BYTES = 320 * 2**20
 #: fraction of the free memory a run may plan to use
@@ -79,15 +85,18 @@ def estimate_memory(
     optimizer: str = "lbfgs",
     history: int = LBFGS_HISTORY,
     device_type: str = "cpu",
+    style_loss: str = "gram",
 ) -> int:
     """Bytes a whole-image run at working ``shape`` (H, W) needs on its device beyond what is in use.
 
     ``dtype``: ``"bfloat16"`` or ``"float32"`` (None: float32). A linear model of the measurements:
     ``FIXED_BYTES`` + pixels x (network bytes per pixel + optimiser state, each vector up to 4/3 of
-    the image: the pyramid's coarser layers, Options.pyramid).
+    the image: the pyramid's coarser layers, Options.pyramid); ``style_loss="sliced"`` adds
+    ``SLICED_BYTES_PER_PX``.
     """
     px = int(shape[0]) * int(shape[1])
-    return FIXED_BYTES + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16))
+    extra = SLICED_BYTES_PER_PX if style_loss == "sliced" else 0
+    return FIXED_BYTES + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra)
 
 
 def estimate_tiled(
@@ -233,6 +242,12 @@ def tiles_supported(opts: Any, styles: int = 1) -> str:
         return "tiles work with one style image (not a blend of several)"
     if getattr(opts, "regions", None) is not None:
         return "tiles do not work with regions"
+    if getattr(opts, "style_loss", "gram") == "sliced":
+        # the sliced loss sorts the whole image's projections at every style layer: as many
+        # numbers as the style layers' whole feature maps, the memory tiles are there to avoid
+        return (
+            "tiles do not work with style_loss='sliced' (it sorts the whole image's features): use wasserstein or gram"
+        )
     return ""
 
 
@@ -297,7 +312,7 @@ def plan(
                 shape, budget, opts, dt, device_type
             )
         return MemoryPlan(need, opts.tile_size, text, fits, budget=budget)
-    need = estimate_memory(shape, *args, _history(False), device_type)
+    need = estimate_memory(shape, *args, _history(False), device_type, getattr(opts, "style_loss", "gram"))
     if budget is None or need <= budget:
         return MemoryPlan(need, None, f"about {format_bytes(need)}", budget=budget)
     why_not = tiles_supported(opts, styles)

@@ -32,6 +32,7 @@ from napari_nst.core.objective.regions import (
     guided_groups,
     layer_shape,
 )
+from napari_nst.core.objective.statistics import controls_term
 from napari_nst.core.objective.weights import STYLE_BALANCE, strength_factor
 from napari_nst.core.options import Options
 
@@ -177,6 +178,8 @@ class Controls:
         if len(self.styles) == 1 and self.regions is None:
             plain.weight *= strength_factor(self.strength)
             return plain
+        if ctx.opts.style_loss != "gram":  # the other style losses' blends and regions
+            return controls_term(self, ctx, shape, nm)
         keyed = self._groups() if self.regions is not None else {}
         grams, sizes, guided = self._style_grams(ctx, shape, self._needed(keyed))
         if self.regions is None:

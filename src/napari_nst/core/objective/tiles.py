@@ -38,6 +38,7 @@ import torch
 
 from napari_nst.core.encoder.layer_names import layer_names
 from napari_nst.core.objective.losses import ContentTerm, StyleTerm, content_loss, gram, gram_loss
+from napari_nst.core.objective.statistics import Moments, StyleStats, W2StyleTerm
 
 Features = Mapping[str, torch.Tensor]
 Forward = Callable[[torch.Tensor], Features]
@@ -164,19 +165,40 @@ def tiled_targets(
     model: str,
     content_layers: list[str],
     style_layers: list[str],
-    grams: dict[str, torch.Tensor] | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
+    grams: Any = None,
+    loss: str = "gram",
+) -> tuple[dict[str, torch.Tensor], Any, dict[str, tuple[int, int]]]:
     """Content features, style Gram matrices (``grams`` if given) and the pastiche's (N_l, M_l),
-    as ``engine._targets`` returns them, computed tile by tile."""
+    as ``engine._targets`` returns them, computed tile by tile. ``loss="wasserstein"``: the
+    style's :class:`~napari_nst.core.objective.statistics.StyleStats` instead of its Grams (its
+    moments summed over the tiles' cores as the Grams are)."""
     factors = layer_factors(model, list(dict.fromkeys([*content_layers, *style_layers])))
     # only the content layers' maps are kept whole (relu4_2: 32 B/px); the style layers' would be
     # ~0.5 KB/px (relu1_1 alone 256 B/px: 3.2 GB at 4096 px)
     feats = tiled_features(forward, content, tiling, {n: factors[n] for n in content_layers})
-    if grams is None:
-        grams = tiled_grams(forward, style, tiling, {n: factors[n] for n in style_layers})
+    style_factors = {n: factors[n] for n in style_layers}
+    if grams is None and loss == "gram":
+        grams = tiled_grams(forward, style, tiling, style_factors)
+    elif grams is None:
+        grams = StyleStats(moments=tiled_moments(forward, style, tiling, style_factors))
     h, w = content.shape[-2:]
-    nm = {n: (grams[n].shape[0], (h // factors[n]) * (w // factors[n])) for n in style_layers}
+    channels = {n: (g.shape[0] if loss == "gram" else grams.moments[n].gram.shape[0]) for n, g in _items(grams)}
+    nm = {n: (channels[n], (h // factors[n]) * (w // factors[n])) for n in style_layers}
     return {n: feats[n] for n in content_layers}, grams, nm
+
+
+def _items(grams: Any) -> list[tuple[str, Any]]:
+    return list(grams.items()) if isinstance(grams, dict) else list(grams.moments.items())
+
+
+def tiled_moments(forward: Forward, image: torch.Tensor, tiling: Tiling, factors: dict[str, int]) -> dict[str, Moments]:
+    """The whole image's :class:`~napari_nst.core.objective.statistics.Moments`, summed over the tiles' cores."""
+    out: dict[str, Moments] = {}
+    for _, cores in features_by_tile(forward, image, tiling, factors):
+        for n, f in cores.items():
+            m = Moments.of(f.contiguous())
+            out[n] = m if n not in out else out[n] + m
+    return out
 
 
 class TiledObjective:
@@ -195,7 +217,8 @@ class TiledObjective:
     ) -> None:
         self.forward, self.tiling = forward, tiling
         self.content = next(t for t in terms if isinstance(t, ContentTerm))
-        self.style = next(t for t in terms if isinstance(t, StyleTerm))
+        self.style = next(t for t in terms if isinstance(t, (StyleTerm, W2StyleTerm)))
+        self.w2 = isinstance(self.style, W2StyleTerm)  # style_loss="wasserstein": moments, not Grams
         self.others = [t for t in terms if t is not self.content and t is not self.style]
         self.factors = layer_factors(model, list(dict.fromkeys([*self.content.layers, *self.style.layers])))
         self.tiles_last = 0  # tiles of the last evaluation
@@ -204,8 +227,12 @@ class TiledObjective:
         x = image.detach()
         tiles = self.tiling.tiles(tuple(x.shape[-2:]))  # type: ignore[arg-type]
         style_layers = {n: self.factors[n] for n in self.style.layers}
-        grams = self._grams(x, tiles, style_layers)  # pass 1: the whole image's Grams
-        s_value, d_grams = self._style_and_its_gram_gradient(grams, (x.shape[-2], x.shape[-1]))
+        grams = self._grams(x, tiles, style_layers)  # pass 1: the whole image's Grams (W2: moments)
+        d_totals: dict[str, torch.Tensor] = {}
+        if self.w2:
+            s_value, d_grams, d_totals = self._w2_and_its_gradient(grams)
+        else:
+            s_value, d_grams = self._style_and_its_gram_gradient(grams, (x.shape[-2], x.shape[-1]))
         grad = torch.zeros_like(x)
         c_sum = torch.zeros((), device=x.device)
         for t in tiles:  # pass 2: each tile's share of the gradient
@@ -215,6 +242,8 @@ class TiledObjective:
             surrogate = sum(
                 (d_grams[n] * gram(_core(feats[n], t, k).contiguous())).sum() for n, k in style_layers.items()
             )
+            for n, d in d_totals.items():  # W2: the mean's share, <dL/d(F 1), F_core 1>
+                surrogate = surrogate + (d * _core(feats[n], t, style_layers[n]).float().sum((-2, -1)).flatten()).sum()
             (g,) = torch.autograd.grad(self.content.weight * c + self.style.weight * surrogate, xt)
             grad[..., t.y0 : t.y1, t.x0 : t.x1] += g
             c_sum = c_sum + c.detach()
@@ -231,17 +260,34 @@ class TiledObjective:
             parts.update({k: v.detach() for k, v in extra.items()})
         return total.detach(), parts, grad
 
-    def _grams(self, x: torch.Tensor, tiles: list[Tile], layers: dict[str, int]) -> dict[str, torch.Tensor]:
-        """Pass 1 (no autograd): the whole image's ``G_l = sum_t F_core F_core^T`` (float32)."""
-        grams: dict[str, torch.Tensor] = {}
+    def _grams(self, x: torch.Tensor, tiles: list[Tile], layers: dict[str, int]) -> dict[str, Any]:
+        """Pass 1 (no autograd): the whole image's ``G_l = sum_t F_core F_core^T`` (float32);
+        W2: its :class:`Moments` (the Grams and ``sum_t F_core 1``)."""
+        grams: dict[str, Any] = {}
         with torch.no_grad():
             for t in tiles:
                 feats = self.forward(x[..., t.y0 : t.y1, t.x0 : t.x1])
                 for n, k in layers.items():
-                    g = gram(_core(feats[n], t, k).contiguous())
+                    core = _core(feats[n], t, k).contiguous()
+                    g: Any = Moments.of(core) if self.w2 else gram(core)
                     grams[n] = g if n not in grams else grams[n] + g
                 del feats
         return grams
+
+    def _w2_and_its_gradient(
+        self, moments: dict[str, Moments]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """W2's ``L_style`` of the whole image's moments and its gradients with respect to the
+        Grams and the sums (autograd through the small ``(N, N)`` statistics only)."""
+        assert isinstance(self.style, W2StyleTerm)
+        names = list(self.style.layer_weights)
+        g = {n: moments[n].gram.detach().requires_grad_(True) for n in names}
+        s = {n: moments[n].total.detach().requires_grad_(True) for n in names}
+        with torch.enable_grad():
+            value = self.style.of_moments({n: Moments(g[n], s[n], moments[n].count) for n in names})
+            grads = torch.autograd.grad(value, [*g.values(), *s.values()])
+        n_g = len(names)
+        return value.detach(), dict(zip(names, grads[:n_g], strict=True)), dict(zip(names, grads[n_g:], strict=True))
 
     def _style_and_its_gram_gradient(
         self, grams: dict[str, torch.Tensor], shape: tuple[int, int]
@@ -249,6 +295,7 @@ class TiledObjective:
         """The seed's ``L_style`` of the whole image's Grams and ``dL_style/dG_l`` (closed form:
         ``sum_k weight_k w_l (G_l - A_kl) / (2 N_l^2 M_l^2)``)."""
         h, w = shape
+        assert isinstance(self.style, StyleTerm)
         value = torch.zeros((), device=next(iter(grams.values())).device)
         d_grams: dict[str, torch.Tensor] = {}
         for n, w_l in self.style.layer_weights.items():

@@ -46,7 +46,7 @@ from napari_nst.core.encoder.vgg import VGGFeatures, build_vgg
 from napari_nst.core.errors import DeviceMemoryError, NonFiniteLossError, OptionError
 from napari_nst.core.image.arrays import to_rgb_float
 from napari_nst.core.image.tensors import resize, to_numpy, to_tensor
-from napari_nst.core.objective import tiles
+from napari_nst.core.objective import statistics, tiles
 from napari_nst.core.objective.controls import Controls
 from napari_nst.core.objective.graphed import Objective
 from napari_nst.core.objective.losses import (
@@ -59,7 +59,7 @@ from napari_nst.core.objective.losses import (
     gram,
     gram_loss,
 )
-from napari_nst.core.objective.weights import resolve_weights
+from napari_nst.core.objective.weights import auto_style_weight, resolve_weights
 from napari_nst.core.optim import levers
 from napari_nst.core.optim.lbfgs import LBFGS
 from napari_nst.core.optim.levers import Levers
@@ -238,17 +238,23 @@ def _targets(
     content: torch.Tensor,
     style: torch.Tensor,
     opts: Options,
-    grams: dict[str, torch.Tensor] | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
-    """Content features, style Gram matrices (``grams`` if given) and the pastiche's (N_l, M_l),
-    without autograd."""
+    grams: Any = None,
+    seed: int = 0,
+) -> tuple[dict[str, torch.Tensor], Any, dict[str, tuple[int, int]]]:
+    """Content features, style Gram matrices (``grams`` if given; another ``style_loss``: the
+    style's :class:`~napari_nst.core.objective.statistics.StyleStats`, the sliced loss's
+    directions drawn from ``seed`` and the level's shape) and the pastiche's (N_l, M_l), without autograd."""
     # The targets are computed once per level, so they cost nothing to compute in float32: the
     # objective is then exactly the float32 one, whatever precision the evaluations run in.
     with torch.no_grad():
         cf = net(content)
         if grams is None:
             sf = net(style)
-            grams = {n: gram(sf[n]) for n in opts.style_layers}
+            if opts.style_loss == "gram":
+                grams = {n: gram(sf[n]) for n in opts.style_layers}
+            else:
+                shape = (int(content.shape[-2]), int(content.shape[-1]))
+                grams = statistics.style_stats(opts.style_loss, sf, opts.style_layers, seed, shape)
     nm = {n: (cf[n].shape[1], cf[n].shape[2] * cf[n].shape[3]) for n in opts.style_layers}
     return {n: cf[n].float() for n in opts.content_layers}, grams, nm
 
@@ -658,8 +664,8 @@ def _terms(ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None = None
         content_t, grams, nm = _level_targets(ctx, shape, tiling)
         if kept is not None:
             kept[shape] = (content_t, grams, nm)
-    a, b = resolve_weights(opts, content_t, grams, ctx.layer_w, nm)
-    terms: list[Any] = [ContentTerm(content_t, a), StyleTerm([StyleTarget(grams)], ctx.layer_w, b)]
+    a, style = _style_term(opts, content_t, grams, ctx.layer_w, nm)
+    terms: list[Any] = [ContentTerm(content_t, a), style]
     if ctx.controls is not None:  # several styles, regions, style strength (core/objective/controls.py)
         terms[1] = ctx.controls.style_term(ctx, shape, terms[1], nm)
     if opts.tv_weight > 0:
@@ -679,13 +685,33 @@ def _level_targets(
     memo = ctx.style_grams
     known = None if memo is None else memo.get(tuple(s.shape))
     if tiling is None:
-        content_t, grams, nm = _targets(ctx.net, c, s, opts, known)
+        content_t, grams, nm = _targets(ctx.net, c, s, opts, known, ctx.gen.initial_seed())
     else:
         layers = (list(opts.content_layers), list(opts.style_layers))
-        content_t, grams, nm = tiles.tiled_targets(ctx.net, c, s, tiling, ctx.net.model, *layers, known)
+        content_t, grams, nm = tiles.tiled_targets(
+            ctx.net, c, s, tiling, ctx.net.model, *layers, known, loss=opts.style_loss
+        )
     if memo is not None:
         memo[tuple(s.shape)] = grams
     return content_t, grams, nm
+
+
+def _style_term(
+    opts: Options,
+    content_t: dict[str, torch.Tensor],
+    grams: Any,
+    layer_w: dict[str, float],
+    nm: dict[str, tuple[int, int]],
+) -> tuple[float, Any]:
+    """The content weight ``a`` and the style term of one style, weight ``b``: the paper's, or
+    another ``style_loss``'s (its automatic ``b`` from its own loss at zero features)."""
+    if opts.style_loss == "gram":
+        a, b = resolve_weights(opts, content_t, grams, layer_w, nm)
+        return a, StyleTerm([StyleTarget(grams)], layer_w, b)
+    a, _ = resolve_weights(dataclasses.replace(opts, style_weight=1.0), content_t, {}, layer_w, nm)
+    term = statistics.blended_term(opts.style_loss, [grams], [1.0], layer_w, nm)
+    term.weight = auto_style_weight(opts, term.at_zero())
+    return a, term
 
 
 def _want_image(ctx: _Run, last_of_level: bool) -> bool:
@@ -922,6 +948,12 @@ class _Finish:
         return progress < self.factor * self.resolution
 
 
+#: the key of ``_bf16_parts``' style part when it is the layers' weighted sum already (another
+#: ``style_loss``: its statistics are not split by layer; a live change of the layer weights then
+#: keeps the level's resolution as measured, an estimate either way)
+WEIGHED = ""
+
+
 def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> float:
     """The objective bfloat16's rounding alone makes at image ``g``: bfloat16 features against
     the float32 features of ``g`` as targets, with the level's weights (see :class:`_Finish`).
@@ -934,7 +966,7 @@ def _bf16_resolution(ctx: _Run, weights: dict[str, float], g: torch.Tensor) -> f
         content, style = _bf16_parts(ctx, g)
         if memo is not None:
             memo[key] = (content, style)
-    styled = sum(w * style[n] for n, w in ctx.layer_w.items())
+    styled = style[WEIGHED] if WEIGHED in style else sum(w * style[n] for n, w in ctx.layer_w.items())
     return float(weights.get("content", 0.0) * content + weights.get("style", 0.0) * styled)
 
 
@@ -951,6 +983,10 @@ def _bf16_parts(ctx: _Run, g: torch.Tensor) -> tuple[float, dict[str, float]]:
         content = torch.zeros((), device=g.device)
         for n in ctx.opts.content_layers:
             content = content + content_loss(f16[n], f32[n])
+        if ctx.opts.style_loss != "gram":  # the run's own style loss against f32's statistics, weighted already
+            total = statistics.resolution_style(ctx.opts.style_loss, f16, f32, ctx.layer_w, ctx.gen.initial_seed())
+            both = torch.stack([content.float(), torch.as_tensor(total).float()]).tolist()
+            return both[0], {WEIGHED: both[1]}
         style = []
         for n in ctx.opts.style_layers:
             ch, m = f32[n].shape[1], f32[n].shape[2] * f32[n].shape[3]
