@@ -13,6 +13,7 @@ import pytest
 from napari_nst import iter_stylize, iter_stylize_stack
 from napari_nst.core.errors import OptionError
 from napari_nst.core.live import LIVE_OPTIONS, REFUSED, LiveChannel, LiveOptions, Updates
+from napari_nst.core.objective.weights import strength_factor
 from napari_nst.core.options import Options
 
 
@@ -72,7 +73,7 @@ def test_an_update_applies_at_the_next_evaluation_and_its_record_says_so(content
     assert after.step == before[-1].step + 1
     assert after.update == {"style_strength": 3.0} and after.update_id == 1
     assert after.image is not None  # the first image of the new objective, whatever preview_every says
-    assert after.weights["style"] == pytest.approx(3 * before[-1].weights["style"])
+    assert after.weights["style"] == pytest.approx(strength_factor(3) * before[-1].weights["style"])
     assert after.weights["content"] == pytest.approx(before[-1].weights["content"])
     later = next(run)
     assert later.update is None and later.update_id == 0 and later.image is None

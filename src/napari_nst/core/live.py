@@ -29,6 +29,7 @@ LIVE_OPTIONS = (
     "content_weight",
     "style_layer_weights",
     "style_blend",
+    "style_blend_mode",
     "preserve_color",
     "region_styles",
     "tv_weight",
@@ -38,6 +39,8 @@ LIVE_OPTIONS = (
 _WHY = {
     "the image's size or the number of evaluations": ("size", "steps", "scales", "style_scale", "frame_steps"),
     "the network": ("model", "weights", "content_layers", "style_layers", "pooling"),
+    "the style statistics compared and the memory they take": ("style_loss",),
+    "which pixels may change": ("mask",),
     "where and how the network runs": ("device", "precision", "tile_size", "max_memory"),
     "how the run starts and moves": ("seed", "init", "optimizer", "pyramid"),
     "the images read": ("content_limits", "style_limits", "regions", "style_regions"),

@@ -14,10 +14,11 @@ from napari_nst.core.options import Options
 def test_defaults_are_the_fast_path():
     o = Options()
     assert o.precision == "auto"
-    # single scale up to 1024 px: coarse-to-fine reached a worse objective for the same CPU time at
-    # 1024 px; by size above, for the look (the benchmarks page)
-    assert o.scales is None and len(Options(size=1024).level_shapes((1024, 1024))) == 1
-    assert len(Options(size=2048).level_shapes((2048, 2048))) == 3
+    # single scale up to 256 px (the CPU's default size); above, coarse-to-fine from 129-256 px, so
+    # that the painting's strokes keep their size relative to the picture (docs/controls.md)
+    assert o.scales is None and len(Options(size=256).level_shapes((256, 256))) == 1
+    assert [max(s) for s in Options(size=1024).level_shapes((1024, 1024))] == [256, 512, 1024]
+    assert [max(s) for s in Options(size=300).level_shapes((300, 200))] == [150, 300]
     assert o.optimizer == "lbfgs" and o.pyramid >= 3
     assert engine.LBFGS_HISTORY <= 20, "a long L-BFGS history costs memory without paying"
     # outside a measurement the engine's internals are its own choices

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_nst.core.errors import OptionError
+from napari_nst.core.objective.weights import strength_factor
 from napari_nst.core.process import client as remote
 from napari_nst.core.process.client import EngineProcess, StackEngineProcess, shutdown_engines
 
@@ -35,7 +36,7 @@ def test_an_update_from_another_thread_reaches_the_child(content, style, fast):
             break
     assert rec.update == {"style_strength": 4.0, "tv_weight": 0.25} and rec.update_id == 1
     assert rec.step > first.step and rec.image is not None and "tv" in rec.weights
-    assert rec.weights["style"] == pytest.approx(4 * first.weights["style"])
+    assert rec.weights["style"] == pytest.approx(strength_factor(4) * first.weights["style"])
     with pytest.raises(OptionError, match="size cannot change during a run"):
         proc.update(size=64)
     with pytest.raises(OptionError, match="style_strength must be between"):

@@ -74,9 +74,9 @@ def test_style_grams_are_computed_once(frames, style, fast, monkeypatch):
     given = []
     real = engine._targets
 
-    def spy(net, content, style_t, opts, grams=None):
+    def spy(net, content, style_t, opts, grams=None, *rest):
         given.append(grams is not None)
-        return real(net, content, style_t, opts, grams)
+        return real(net, content, style_t, opts, grams, *rest)
 
     monkeypatch.setattr(engine, "_targets", spy)
     napari_nst.stylize_stack(frames, style, **fast)
