@@ -75,6 +75,7 @@ def _style_term(img: np.ndarray, painting: np.ndarray, weights: str) -> float:
     return total
 
 
+@pytest.mark.slow  # 10 s; the strength benchmark's blend part measures it (test_controls.py: the blend's maths)
 def test_a_balanced_50_50_blend_lands_between_the_two_paintings(pictures, kw):
     c, s1, s2 = pictures
     run = dict(size=64, steps=12, **kw)

@@ -118,6 +118,7 @@ def _run(content, style, **kw):
     return list(iter_stylize(content, style, **kw))
 
 
+@pytest.mark.slow  # 20 s; the tiles benchmark's quality part runs tiled runs to the end and scores them
 def test_a_tiled_run_makes_progress_and_is_repeatable(fast, content, style):
     opts = dict(fast, size=160, steps=6, tile_size=96, seed=1)
     recs = _run(content, style, **opts)
