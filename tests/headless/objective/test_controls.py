@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from napari_nst.core.errors import OptionError
+from napari_nst.core.image.tensors import gaussian_blur
 from napari_nst.core.objective import colour
-from napari_nst.core.objective.controls import KEEP_FEATHER, blend_coefficients, blend_grams, blend_weights, feathered
+from napari_nst.core.objective.controls import KEEP_FEATHER, blend_coefficients, blend_grams, blend_weights
 from napari_nst.core.objective.losses import (
     GuidedStyleTerm,
     RegionTargets,
@@ -67,7 +68,7 @@ def test_a_balanced_blend_minimises_the_normalised_style_terms(w):
 def test_the_feather_of_a_region_without_style():
     m = torch.zeros(1, 1, 8, 40)
     m[..., :20] = 1.0
-    out = feathered(m, KEEP_FEATHER)[0, 0, 0]
+    out = gaussian_blur(m, KEEP_FEATHER)[0, 0, 0]
     reach = int(np.ceil(3 * KEEP_FEATHER))
     assert torch.all(out[: 20 - reach] == 1) and torch.all(out[20 + reach :] == 0)
     assert torch.all(out[1:] <= out[:-1]) and 0.4 < float(out[19]) < 0.8  # a ramp across the border

@@ -3,6 +3,8 @@ their resizing (torch)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,3 +27,15 @@ def resize(t: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         return t
     shrink = shape[0] < t.shape[-2] or shape[1] < t.shape[-1]
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=shrink).clamp(0, 1)
+
+
+def gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``(1, 1, h, w)`` ``mask`` blurred by a separable Gaussian of standard deviation ``sigma`` px
+    (the image's edges replicated), clamped to [0, 1]: the feathers of masks and unstyled regions."""
+    r = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, dtype=mask.dtype, device=mask.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    out = F.pad(mask, (r, r, r, r), mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1))
+    return F.conv2d(out, k.view(1, 1, -1, 1)).clamp(0.0, 1.0)

@@ -11,7 +11,6 @@ first image) and :meth:`Controls.shown` (each recorded image).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_nst.core.image.tensors import gaussian_blur
 from napari_nst.core.objective.colour import LUMA, gray3, luminance, prepare_colours
 from napari_nst.core.objective.losses import GuidedStyleTerm, RegionTargets, StyleTarget, StyleTerm, gram
 from napari_nst.core.objective.regions import (
@@ -308,7 +308,7 @@ class Controls:
         if none is None or not none.any():
             return None
         styled = _masks_at([~none], shape, ctx.device)[None]  # (1, 1, h, w)
-        return feathered(styled, KEEP_FEATHER), ctx.resized(ctx.content, shape)
+        return gaussian_blur(styled, KEEP_FEATHER), ctx.resized(ctx.content, shape)
 
     def composite(self, g: torch.Tensor) -> torch.Tensor:
         """The image the objective sees: ``g`` where a style applies, the content in the regions
@@ -359,18 +359,6 @@ class Controls:
 #: the feather of the border between a region mapped to None and a styled one: a Gaussian of this
 #: standard deviation in working pixels (the styles reach about twice as far into the unstyled region)
 KEEP_FEATHER = 1.5
-
-
-def feathered(mask: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(1, 1, h, w)`` ``mask`` blurred by a Gaussian of standard deviation ``sigma`` px
-    (the image's edges replicated)."""
-    r = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=mask.dtype, device=mask.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    out = F.pad(mask, (r, r, r, r), mode="replicate")
-    out = F.conv2d(out, k.view(1, 1, 1, -1))
-    return F.conv2d(out, k.view(1, 1, -1, 1)).clamp(0.0, 1.0)
 
 
 def _part_grams(

@@ -23,16 +23,14 @@ back) is composited with ``K`` in RGB by the same ``W``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_nst.core.image.masks import mask_at
-from napari_nst.core.image.tensors import resize, to_tensor
+from napari_nst.core.image.tensors import gaussian_blur, resize, to_tensor
 from napari_nst.core.objective.colour import LUMA
 
 #: the feather's Gaussian standard deviation, in pixels at the working size (the finest level)
@@ -43,12 +41,7 @@ def feather(inside: torch.Tensor, sigma: float) -> torch.Tensor:
     """``inside`` (1, 1, h, w) of 0s and 1s -> the weight ``inside * clamp(2 * blur - 1, 0, 1)``."""
     if sigma < 0.3:  # under a third of a pixel: a hard mask
         return inside
-    r = max(1, math.ceil(3.0 * sigma))
-    x = torch.arange(-r, r + 1, dtype=torch.float32, device=inside.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    padded = F.pad(inside, (r, r, r, r), mode="replicate")
-    blurred = F.conv2d(F.conv2d(padded, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+    blurred = gaussian_blur(inside.float(), sigma)
     return inside * (2.0 * blurred - 1.0).clamp(0.0, 1.0)
 
 
