@@ -82,6 +82,43 @@ def test_w2_gradient_is_finite_and_that_of_the_value():
     assert torch.autograd.gradcheck(lambda y: S.w2_loss(y.mean(1), y @ y.T / 6, target), (x,))
 
 
+def test_trace_root_by_eigendecomposition_and_by_iterations_agree():
+    """The CPU's eigendecomposition and the GPU's Newton-Schulz iterations (run here on a device
+    type that is not "cpu" by calling them directly): the same tr(a^1/2) and the same gradient
+    a^-1/2 / 2 on a well-conditioned matrix, also batched (regions)."""
+    a = torch.stack([_spd(6, 4), _spd(6, 5)]).float().requires_grad_(True)
+    value = S.trace_sqrtm(a)
+    (grad,) = torch.autograd.grad(value.sum(), a)
+    want = torch.tensor([np.trace(_sqrtm(x.numpy())) for x in a.detach().double()])
+    torch.testing.assert_close(value.double(), want, rtol=1e-5, atol=0)
+    y, z, norm = S._newton_schulz(a.detach(), 40)
+    torch.testing.assert_close(value.detach(), torch.diagonal(y, dim1=-2, dim2=-1).sum(-1) * norm[:, 0, 0].sqrt())
+    torch.testing.assert_close(grad, 0.5 * z / norm.sqrt(), rtol=1e-4, atol=1e-6)
+
+
+def test_moments_gradient_is_autograds_also_channels_last_and_bfloat16():
+    """The fused backward of (F F^T, F 1) equals autograd's of the plain products; for bfloat16 F
+    it is that gradient rounded once to bfloat16."""
+    f = torch.tensor(rng.normal(size=(1, 5, 6, 7)), dtype=torch.float32).relu()
+    w = torch.tensor(rng.normal(size=(5, 5)), dtype=torch.float32)
+    v = torch.tensor(rng.normal(size=5), dtype=torch.float32)
+
+    def objective(m: S.Moments) -> torch.Tensor:
+        return (m.second() * w).sum() + (m.mean() * v).sum() ** 2
+
+    x = f.clone().requires_grad_(True)
+    flat = x.reshape(5, -1)
+    (objective(S.Moments(flat @ flat.T, flat.sum(1), 42.0))).backward()
+    for y in (f.clone(), f.contiguous(memory_format=torch.channels_last)):
+        y.requires_grad_(True)
+        (g,) = torch.autograd.grad(objective(S.Moments.of(y)), y)
+        torch.testing.assert_close(g, x.grad, rtol=1e-5, atol=1e-6)
+    b = f.bfloat16().requires_grad_(True)
+    (g,) = torch.autograd.grad(objective(S.Moments.of(b)), b)
+    assert g.dtype == torch.bfloat16
+    torch.testing.assert_close(g.float(), x.grad, rtol=2e-2, atol=1e-3)
+
+
 def test_w2_in_bfloat16_is_computed_in_float32():
     f = torch.tensor(rng.normal(size=(1, 8, 6, 6)), dtype=torch.float32).relu()
     m = S.Moments.of(f.bfloat16())
@@ -129,6 +166,20 @@ def test_sliced_gradient_is_autograds_of_sorting_also_channels_last_and_bfloat16
     b = f.bfloat16().requires_grad_(True)
     (g,) = torch.autograd.grad(S.sliced_loss(b, proj, target), b)
     assert g.dtype == torch.bfloat16 and torch.isfinite(g.float()).all()
+
+
+def test_sort_rows_of_long_rows_is_torchs_sort():
+    """Rows long enough for the int32-key radix path: the same values, positions that reorder the
+    row into them, negative numbers, zeros of both signs and ties included."""
+    p = torch.tensor(rng.normal(size=(3, S.RADIX_MIN + 5)), dtype=torch.float32) * 3
+    p[0, :6] = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 5.0, 5.0])
+    p[2] = p[2].round()  # many ties
+    values, order = S.sort_rows(p)
+    torch.testing.assert_close(values, p.sort(dim=1).values, rtol=0, atol=0)
+    torch.testing.assert_close(p.gather(1, order), values, rtol=0, atol=0)
+    assert torch.equal(order.sort(dim=1).values, torch.arange(p.shape[1]).expand_as(order))
+    short = p[:, :100]
+    torch.testing.assert_close(S.sort_rows(short)[0], short.sort(dim=1).values, rtol=0, atol=0)
 
 
 def test_sliced_projections_are_fixed_by_the_seed_and_the_level():

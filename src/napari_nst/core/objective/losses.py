@@ -61,24 +61,32 @@ class _Gram(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (f,) = ctx.saved_tensors
-        if f.dtype == torch.float32:
-            s32 = grad + grad.T
-            with torch.autocast(f.device.type, enabled=False):
-                # the gradient in F's own layout: (F^T S)^T is S F for a symmetric S
-                out: torch.Tensor = (f.T @ s32).T if f.T.is_contiguous() else s32 @ f
-                return out
-        # (M, N) rows are contiguous for a channels_last map: one float32 slice at a time, so the
-        # float32 copy of F and the float32 gradient are never whole (G's gradient is symmetric
-        # up to rounding; (g + g^T) is exactly symmetric, so (F^T S) = (S F)^T)
-        s = grad.float() + grad.float().T
-        out = torch.empty_like(f)
-        ft, ot = f.T, out.T
-        chunk = _GRAM_CHUNK_ELEMENTS if f.device.type == "cpu" else _GRAM_CHUNK_ELEMENTS_GPU
-        step = max(1, chunk // max(1, f.shape[0]))
+        return gram_grad(f, grad)
+
+
+def gram_grad(f: torch.Tensor, grad: torch.Tensor, row: torch.Tensor | None = None) -> torch.Tensor:
+    """``dL/dF = (dL/dG + dL/dG^T) F`` (plus ``row`` ``(N,)`` added at every position: the gradient
+    of a sum over positions, :class:`~napari_nst.core.objective.statistics.Moments`), in ``F``'s
+    dtype and layout; see :class:`_Gram`."""
+    if f.dtype == torch.float32:
+        s32 = grad + grad.T
         with torch.autocast(f.device.type, enabled=False):
-            for a in range(0, ft.shape[0], step):
-                ot[a : a + step] = ft[a : a + step].float() @ s
-        return out
+            # the gradient in F's own layout: (F^T S)^T is S F for a symmetric S
+            out: torch.Tensor = (f.T @ s32).T if f.T.is_contiguous() else s32 @ f
+            return out if row is None else out.add_(row[:, None])
+    # (M, N) rows are contiguous for a channels_last map: one float32 slice at a time, so the
+    # float32 copy of F and the float32 gradient are never whole (G's gradient is symmetric
+    # up to rounding; (g + g^T) is exactly symmetric, so (F^T S) = (S F)^T)
+    s = grad.float() + grad.float().T
+    out = torch.empty_like(f)
+    ft, ot = f.T, out.T
+    chunk = _GRAM_CHUNK_ELEMENTS if f.device.type == "cpu" else _GRAM_CHUNK_ELEMENTS_GPU
+    step = max(1, chunk // max(1, f.shape[0]))
+    with torch.autocast(f.device.type, enabled=False):
+        for a in range(0, ft.shape[0], step):
+            part = ft[a : a + step].float() @ s
+            ot[a : a + step] = part if row is None else part.add_(row.float())
+    return out
 
 
 #: float32 elements per slice in :class:`_Gram`'s bfloat16 backward: on the CPU a cache-sized
