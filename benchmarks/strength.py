@@ -15,15 +15,17 @@ Parts (``--parts``, comma-separated):
   pixels against the content by distance from the border, with the unstyled region kept
   (the default) and without (``keep_unstyled`` lever: the guided Grams alone). Figure: the bleed's
   width (columns changed by more than ``BLEED_LEVEL``), default against the guided Grams alone.
-- ``sizes``: one run per ``--sizes`` value with the default levels and with ``scales=1``; the
-  style term of each result shrunk to the smallest size, against the style at that size (the
-  strokes' size relative to the picture). Figure: default over single scale.
+- ``sizes``: one run per ``--sizes`` value with the default levels, and with ``scales=1`` for
+  the ``--singles`` sizes (default every size); the style term of each result shrunk to the
+  smallest size, against the style at that size (the strokes' size relative to the picture).
+  Figure, where both ran: default over single scale.
 - ``dots``: the fine pattern in flat areas (the top ``SKY`` of the content): its high-frequency
   energy (luminance minus its 3x3 box blur, squared, mean) for the default and variants that each
   change one suspect. Figure: each variant's energy over the default's.
 
     python -m benchmarks strength --parts strip,blend,border,dots --size 192 --steps 80 --pictures docs/images
-    python -m benchmarks strength --parts sizes --sizes 256,512,1024 --size-steps 100 --pictures docs/images
+    python -m benchmarks strength --parts sizes --sizes 256,512,1024,2048 --singles 1024 --size-steps 80 \\
+        --pictures docs/images
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--style2", default=None, help="the blend's second style (default the shared the_scream.jpg)")
     ap.add_argument("--sizes", default="256,512,1024")
     ap.add_argument("--size-steps", type=int, default=100, help="evaluations of each run of the sizes part")
+    ap.add_argument("--singles", default=None, help="sizes also run at one scale only (default: every size)")
     ap.add_argument("--dot-size", type=int, default=128, help="working size of the dots part")
     ap.add_argument("--pictures", default=None, help="folder for the PNGs to look at (default: none written)")
 
@@ -246,10 +249,13 @@ def sizes(imgs: dict[str, np.ndarray], args: argparse.Namespace) -> tuple[dict[s
     out: dict[str, Any] = {"sizes": values, "runs": {}}
     figures = []
     rows: dict[str, list[np.ndarray]] = {"single": [], "levels": []}
+    singles = values if args.singles is None else [int(v) for v in args.singles.split(",")]
     for size in values:
         levels = 1 + round(math.log2(size / small))
         for name, scales in (("single", 1), ("levels", levels)):
             key = f"{size} {name}"
+            if name == "single" and size not in singles and levels > 1:
+                continue
             if name == "levels" and levels == 1:
                 out["runs"][key] = out["runs"][f"{size} single"]
                 rows[name].append(rows["single"][-1])
@@ -264,6 +270,8 @@ def sizes(imgs: dict[str, np.ndarray], args: argparse.Namespace) -> tuple[dict[s
                 "style_at_size": m.style(r["image"], imgs["style"]),
             }
             rows[name].append(r["image"])
+        if f"{size} single" not in out["runs"]:
+            continue
         d, s = out["runs"][f"{size} levels"], out["runs"][f"{size} single"]
         figures.append(
             H.figure(

@@ -75,50 +75,38 @@ def active(opts: Options, n_styles: int) -> bool:
     return n_styles > 1 or opts.regions is not None or opts.preserve_color is not None or opts.style_strength != 1.0
 
 
-#: ``balanced``: the coefficients go as ``w_i / ||P_i|| ** BLEND_POWER``; 2: the target that
-#: minimises ``sum_i w_i L_i / L_i(0)``. Measured (python -m benchmarks strength --parts blend, 192 px,
-#: 80 evaluations, Starry Night and The Scream 50/50): the blend's style terms, each over its
-#: painting's own pastiche's, 5.7x apart linear, 3.4x with power 1, 2.1x with 2
-BLEND_POWER = 2.0
-
-
-def blend_coefficients(per_position: list[torch.Tensor], weights: list[float], mode: str) -> list[float]:
-    """The coefficients ``c_i`` (summing to 1) that blend the styles' per-position Grams ``P_i``
-    of one layer into ``T = sum_i c_i P_i``.
+def blend_coefficients(weights: list[float], floors: list[float] | None, mode: str) -> list[float]:
+    """The coefficients ``c_i`` (summing to 1) that blend the styles' per-position statistics
+    ``P_i`` of every layer into one target ``T = sum_i c_i P_i``.
 
     ``linear``: the weights themselves (neural-style's blend). ``balanced`` (the default; not in
-    either paper): ``c_i ~ w_i / ||P_i||^2``, so that ``T`` minimises ``sum_i w_i ||T - P_i||^2 /
-    ||P_i||^2``: each style's term over the term of a blank image, the style's statistics
-    normalised by their own size. The linear blend lands near the style whose Grams are larger (a
-    bold painting beside a hazy one); this one lands nearer halfway by the style terms. Equal
-    styles, or a weight of 0, give the linear blend's exact result."""
-    if mode == "linear":
+    either paper): ``c_i ~ w_i / sqrt(floor_i)``, ``floor_i`` the style term a short run with style
+    ``i`` alone reaches (:mod:`napari_nst.core.optim.probe`), so that a 50/50 blend lands halfway
+    between the styles as each is reached on its own. Without floors, or with equal ones, the
+    linear blend; a weight of 0 stays 0."""
+    if mode == "linear" or floors is None:
         return list(weights)
-    inv = [
-        w / max(float(torch.linalg.vector_norm(p)), 1e-30) ** BLEND_POWER
-        for w, p in zip(weights, per_position, strict=True)
-    ]
+    inv = [w / max(f, 1e-30) ** 0.5 for w, f in zip(weights, floors, strict=True)]
     total = sum(inv)
     return [v / total for v in inv]
 
 
 def blend_grams(
-    grams: list[dict[str, torch.Tensor]], sizes: list[dict[str, int]], weights: list[float], mode: str = "balanced"
+    grams: list[dict[str, torch.Tensor]], sizes: list[dict[str, int]], coefficients: list[float]
 ) -> dict[str, torch.Tensor]:
-    """``A_l = sum_i c_i A_l(i)`` with ``c`` from :func:`blend_coefficients` (``linear``: the
-    weights, what neural-style does): with equal style sizes, ``[s, s]`` gives ``s``'s targets
-    exactly. Styles of different pixel counts are blended per position (``M * sum_i c_i
-    A_l(i) / M_i`` with ``M = sum_i w_i M_i``), so that a larger style image does not weigh
-    more than its weight says."""
+    """``A_l = sum_i c_i A_l(i)`` (the coefficients from :func:`blend_coefficients`; the weights
+    themselves are neural-style's blend): with equal style sizes, ``[s, s]`` gives ``s``'s targets
+    exactly. Styles of different pixel counts are blended per position (``M * sum_i c_i A_l(i) /
+    M_i`` with ``M = sum_i c_i M_i``), so that a larger style image does not weigh more than its
+    coefficient says."""
     out = {}
     for name in grams[0]:
         m = [s[name] for s in sizes]
-        c = blend_coefficients([g[name] / mi for g, mi in zip(grams, m, strict=True)], weights, mode)
         if len(set(m)) == 1:
-            out[name] = sum(ci * g[name] for ci, g in zip(c, grams, strict=True))
+            out[name] = sum(ci * g[name] for ci, g in zip(coefficients, grams, strict=True))
         else:
-            mean = sum(w * mi for w, mi in zip(weights, m, strict=True))
-            out[name] = sum(ci * g[name] * (mean / mi) for ci, g, mi in zip(c, grams, m, strict=True))
+            mean = sum(c * mi for c, mi in zip(coefficients, m, strict=True))
+            out[name] = sum(ci * g[name] * (mean / mi) for ci, g, mi in zip(coefficients, grams, m, strict=True))
     return out  # type: ignore[return-value]
 
 
@@ -137,6 +125,8 @@ class Controls:
     grams_memo: dict[Any, Any] | None = None
     style_masks: list[np.ndarray | None] = field(default_factory=list)  #: style_regions, per style
     blend_mode: str = "balanced"  #: style_blend_mode (see blend_coefficients)
+    #: each style's floor (core/optim/probe.py), set by the engine where a balanced blend needs them
+    floors: list[float] | None = None
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict)
     #: the level's (mask, content) for :meth:`composite`: 1 where a style applies, 0 in the regions
     #: mapped to None, feathered over a few pixels; None where no region is mapped to None
@@ -184,7 +174,7 @@ class Controls:
         grams, sizes, guided = self._style_grams(ctx, shape, self._needed(keyed))
         if self.regions is None:
             term: Any = StyleTerm(
-                [StyleTarget(blend_grams(grams, sizes, self.weights, self.blend_mode))],
+                [StyleTarget(blend_grams(grams, sizes, self.coefficients()))],
                 plain.layer_weights,
                 plain.weight,
             )
@@ -201,6 +191,27 @@ class Controls:
             term.weight = STYLE_BALANCE / max(ref, 1e-30)
         term.weight *= strength_factor(self.strength)
         return term
+
+    def coefficients(self) -> list[float]:
+        """The blend's coefficients (:func:`blend_coefficients`)."""
+        return blend_coefficients(self.weights, self.floors, self.blend_mode)
+
+    def wants_floors(self) -> bool:
+        """Whether a balanced blend is used and its floors are not known yet."""
+        if self.floors is not None or self.blend_mode != "balanced" or len(self.styles) < 2:
+            return False
+        if self.grams_memo is not None and "floors" in self.grams_memo:  # a stack's or an update's: the same styles
+            self.floors = self.grams_memo["floors"]
+            return False
+        if self.regions is None:
+            return True
+        labels = np.unique(self.regions).tolist()  # a label not in the mapping takes the blend
+        return any(self.mapping.get(int(lab), BLEND) == BLEND for lab in labels)
+
+    def set_floors(self, floors: list[float]) -> None:
+        self.floors = floors
+        if self.grams_memo is not None:
+            self.grams_memo["floors"] = floors
 
     def _groups(self) -> dict[Key, np.ndarray]:
         """The regions grouped by target (and, with ``style_regions``, by the label that says
@@ -292,8 +303,7 @@ class Controls:
 
         if target == BLEND:
             parts = [one(i) for i in range(len(self.weights))]
-            c = blend_coefficients(parts, self.weights, self.blend_mode)
-            return sum(ci * p for ci, p in zip(c, parts, strict=True))  # type: ignore[return-value]
+            return sum(ci * p for ci, p in zip(self.coefficients(), parts, strict=True))  # type: ignore[return-value]
         return one(int(target))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ regions without a style

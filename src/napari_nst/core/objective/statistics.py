@@ -183,7 +183,8 @@ class _TraceSqrt(torch.autograd.Function):
             norm = a64.pow(2).sum((-2, -1), keepdim=True).sqrt()[..., 0]
             inv = vals.clamp(min=0).add(ROOT_FLOOR * norm).clamp(min=1e-300).rsqrt()
             ctx.save_for_backward(((vecs * inv[..., None, :]) @ vecs.transpose(-1, -2)).to(a.dtype))
-            return vals.clamp(min=0).sqrt().sum(-1).to(a.dtype)
+            value: torch.Tensor = vals.clamp(min=0).sqrt().sum(-1).to(a.dtype)
+            return value
         y, z, norm = _newton_schulz(a, iterations)
         root_norm = norm.sqrt()
         ctx.save_for_backward(z / root_norm)
@@ -532,7 +533,7 @@ def controls_term(ctl: Any, ctx: Any, shape: tuple[int, int], nm: Mapping[str, t
     stats = _styles_stats(ctl, ctx, shape)
     term: Any
     if ctl.regions is None:
-        term = blended_term(ctx.opts.style_loss, stats, ctl.weights, layer_weights, nm)
+        term = blended_term(ctx.opts.style_loss, stats, ctl.coefficients(), layer_weights, nm)
     elif ctx.opts.style_loss == "wasserstein":
         term = GuidedW2Term(_region_gaussians(ctl, ctx, shape, stats, nm), layer_weights, 1.0)
     else:
@@ -563,7 +564,7 @@ def _group_mix(ctl: Any, target: Any) -> tuple[list[int], list[float]]:
     from napari_nst.core.objective.regions import BLEND
 
     if target == BLEND:
-        return list(range(len(ctl.styles))), list(ctl.weights)
+        return list(range(len(ctl.styles))), ctl.coefficients()
     return [int(target)], [1.0]
 
 

@@ -60,7 +60,7 @@ from napari_nst.core.objective.losses import (
     gram_loss,
 )
 from napari_nst.core.objective.weights import auto_style_weight, resolve_weights
-from napari_nst.core.optim import levers
+from napari_nst.core.optim import levers, probe
 from napari_nst.core.optim.lbfgs import LBFGS
 from napari_nst.core.optim.levers import Levers
 from napari_nst.core.optim.masked import Restyle
@@ -667,6 +667,8 @@ def _terms(ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None = None
     a, style = _style_term(opts, content_t, grams, ctx.layer_w, nm)
     terms: list[Any] = [ContentTerm(content_t, a), style]
     if ctx.controls is not None:  # several styles, regions, style strength (core/objective/controls.py)
+        if ctx.controls.wants_floors():  # a balanced blend: how far each style is reached alone
+            ctx.controls.set_floors(probe.style_floors(ctx, ctx.controls.styles, ctx.controls.style_shapes))
         terms[1] = ctx.controls.style_term(ctx, shape, terms[1], nm)
     if opts.tv_weight > 0:
         terms.append(TVTerm(opts.tv_weight))
