@@ -668,7 +668,8 @@ def _terms(ctx: _Run, shape: tuple[int, int], tiling: tiles.Tiling | None = None
     terms: list[Any] = [ContentTerm(content_t, a), style]
     if ctx.controls is not None:  # several styles, regions, style strength (core/objective/controls.py)
         if ctx.controls.wants_floors():  # a balanced blend: how far each style is reached alone
-            ctx.controls.set_floors(probe.style_floors(ctx, ctx.controls.styles, ctx.controls.style_shapes))
+            ctl = ctx.controls
+            ctx.controls.set_floors(probe.style_floors(ctx, ctl.styles, ctl.style_shapes, _targets, _style_term))
         terms[1] = ctx.controls.style_term(ctx, shape, terms[1], nm)
     if opts.tv_weight > 0:
         terms.append(TVTerm(opts.tv_weight))

@@ -18,6 +18,7 @@ once per run (a stack: once for all frames).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,13 +33,20 @@ PROBE_SIZE = 64
 PROBE_STEPS = 30
 
 
-def style_floors(ctx: Any, styles: list[torch.Tensor], style_shapes: list[tuple[int, int]]) -> list[float]:
+def style_floors(
+    ctx: Any,
+    styles: list[torch.Tensor],
+    style_shapes: list[tuple[int, int]],
+    targets: Callable[..., Any],
+    style_term: Callable[..., Any],
+) -> list[float]:
     """Each style's floor (see the module docstring), in the units the blend mixes the styles in:
     for ``gram``, the per-position distance ``sum_l w_l |G_l / M_l - A_l / M_l(style)|^2 / (4
     N_l^2)`` of the probe's pastiche to the style (the blend's target is per position,
     :func:`~napari_nst.core.objective.controls.blend_grams`); for the other losses, their term
-    (per position already). ``ctx``: the engine's run context."""
-    from napari_nst.core.optim import engine  # the engine's targets and weights, as a run of one style
+    (per position already). ``ctx``: the engine's run context; ``targets`` and ``style_term``: the
+    engine's level targets and one style's term with its weights (a run of one style, as the engine
+    makes it)."""
 
     opts = ctx.opts
     h, w = (int(v) for v in ctx.content.shape[-2:])
@@ -47,8 +55,8 @@ def style_floors(ctx: Any, styles: list[torch.Tensor], style_shapes: list[tuple[
     floors = []
     for i, (s, s_shape) in enumerate(zip(styles, style_shapes, strict=True)):
         style = ctx.resized(s, opts.style_shape(s_shape, shape, i))
-        content_t, grams, nm = engine._targets(ctx.net, content, style, opts, None, ctx.gen.initial_seed())
-        a, term = engine._style_term(opts, content_t, grams, ctx.layer_w, nm)
+        content_t, grams, nm = targets(ctx.net, content, style, opts, None, ctx.gen.initial_seed())
+        a, term = style_term(opts, content_t, grams, ctx.layer_w, nm)
         x = _run(ctx.net, [ContentTerm(content_t, a), term], content)
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             feats = ctx.net(x)
