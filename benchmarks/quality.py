@@ -119,6 +119,16 @@ def _pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [tuple(p.split(":", 1)) for p in args.pairs.split(",")]  # type: ignore[misc]
 
 
+def pictures(run: dict[str, Any]) -> list[str]:
+    """The contact sheets a recorded run of the quality part wrote (paths from the repository root),
+    for the Benchmarks page (benchmarks/report.py)."""
+    args = run.get("args") or {}
+    if "quality" not in str(args.get("parts", "")).split(",") or args.get("dry_run"):
+        return []
+    pairs = [p.split(":", 1) for p in str(args.get("pairs", "")).split(",") if ":" in p]
+    return [f"{args.get('sheets', 'docs/images')}/losses-{c}-{s}.png" for c, s in pairs]
+
+
 def _sheet(path: Path, tiles: list[tuple[str, np.ndarray]], height: int) -> None:
     """Photo, painting and pastiches side by side, each ``height`` px high, labelled below."""
     from PIL import Image, ImageDraw

@@ -159,7 +159,22 @@ def render(results_dir: Path = H.RESULTS) -> str:
             now = f"; now: `{run['rerun']}`" if run.get("rerun") else ""
             lines.append(f"{number[rid]}. `{run.get('command', '')}`{now}")
         lines.append("")
+        lines += _pictures(runs, number)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _pictures(runs: dict[str, dict[str, Any]], number: dict[str, int]) -> list[str]:
+    """The pictures the table's runs wrote under docs/ (a benchmark module's ``pictures(run)``)."""
+    out = []
+    for rid, run in runs.items():
+        module = importlib.import_module(BENCHMARKS[run["benchmark"]]) if run.get("benchmark") in BENCHMARKS else None
+        for path in getattr(module, "pictures", lambda r: [])(run):
+            rel = Path(path)
+            if rel.parts[:1] == ("docs",) and (H.ROOT / rel).is_file():
+                out.append(
+                    f"![{run['benchmark']}, run ({number[rid]}): {rel.stem}]({rel.relative_to('docs').as_posix()})"
+                )
+    return ["Pictures:", "", *[f"{line}\n" for line in out]] if out else []
 
 
 def main(argv: list[str] | None = None) -> int:

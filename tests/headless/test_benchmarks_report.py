@@ -144,6 +144,16 @@ def test_an_empty_results_folder_gives_a_page_that_says_so(tmp_path):
     assert "No results yet" in report.render(tmp_path)
 
 
+def test_the_quality_runs_contact_sheets_are_on_the_page(tmp_path):
+    """Pictures a run wrote under docs/ (its module's ``pictures``) follow its table; missing ones not."""
+    args = {"parts": "quality,timing", "pairs": "tubingen:starry_night,photo:nowhere", "sheets": "docs/images"}
+    run = _run("q", "2026-01-01T00:00:00+00:00", AVX512, "python -m benchmarks quality", [_fig("x", 0.9, "quality")])
+    (tmp_path / "quality.json").write_text(json.dumps({"benchmark": "quality", "runs": [{**run, "args": args}]}))
+    page = report.render(tmp_path)
+    assert "](images/losses-tubingen-starry_night.png)" in page
+    assert "losses-photo-nowhere" not in page
+
+
 def test_a_broken_results_file_is_named(tmp_path):
     (tmp_path / "cpu.json").write_text("{not json")
     with pytest.raises(H.BenchmarkError, match="cpu.json is not valid JSON"):
