@@ -402,6 +402,10 @@ def _preview(args: argparse.Namespace) -> int:
     opts = {n: getattr(args, n) for n in (*CONTROLS, *LIMITS) if hasattr(args, n)}
     if opts.get("regions") is not None:
         opts["regions"] = _read_labels(opts["regions"])
+    if opts.get("mask") is not None:  # nonzero = restyle
+        from napari_nst.core.image.masks import read_mask
+
+        opts["mask"] = read_mask(opts["mask"])
     styles = [read_image(p) for p in args.style]
     image = preview(read_image(args.content), styles if len(styles) > 1 else styles[0], size=args.size, **opts)
     write_image(out, image)

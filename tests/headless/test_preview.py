@@ -120,6 +120,38 @@ def test_regions_paint_each_label_its_style(content, style, second_style):
     np.testing.assert_allclose(out[labels == 0], second[labels == 0], atol=1e-6)
 
 
+@needs_extra
+def test_a_mask_keeps_the_content_outside_and_feathers_inwards(content, style, tmp_path, capsys):
+    """As a run with ``mask``: outside the mask the content exactly, inside the preview, the border
+    feathered inwards as the engine's (numpy's copy of its feather); the same from the command line."""
+    import torch
+
+    from napari_nst.cli import main
+    from napari_nst.core.image.masks import FEATHER_SIGMA, feather_np
+    from napari_nst.core.optim.masked import feather
+
+    mask = np.zeros(content.shape[:2], bool)
+    mask[5:30, 10:45] = True
+    out = pv.preview(content, style, size=56, mask=mask)
+    whole = pv.preview(content, style, size=56)
+    np.testing.assert_allclose(out[~mask], content[~mask] / 255, atol=1e-6)
+    deep = np.zeros_like(mask)
+    deep[12:23, 17:38] = True  # over 3 sigmas inside
+    np.testing.assert_allclose(out[deep], whole[deep], atol=1e-6)
+    edge = mask & ~deep
+    assert np.abs(out[edge] - whole[edge]).max() > 0.01  # the feather
+    torch_w = feather(torch.from_numpy(mask.astype(np.float32))[None, None], FEATHER_SIGMA)[0, 0].numpy()
+    np.testing.assert_allclose(feather_np(mask, FEATHER_SIGMA), torch_w, atol=1e-6)
+    cp, sp, mp, op = (tmp_path / n for n in ("c.png", "s.png", "m.png", "o.png"))
+    Image.fromarray(content).save(cp)
+    Image.fromarray(style).save(sp)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(mp)
+    assert main(["preview", str(cp), str(sp), "-o", str(op), "--size", "56", "--mask", str(mp)]) == 0, (
+        capsys.readouterr()
+    )
+    assert np.abs(np.asarray(Image.open(op)).astype(float) - np.round(out * 255)).max() <= 1
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -141,6 +173,8 @@ def test_regions_paint_each_label_its_style(content, style, second_style):
             "maps label 1 to style 2, but there are 2 styles",
         ),
         (lambda c, s: (c, s, {"regions": np.ones((3, 3), int)}), OptionError, "regions has shape"),
+        (lambda c, s: (c, s, {"mask": np.ones((3, 3), bool)}), OptionError, "mask has shape"),
+        (lambda c, s: (c, s, {"mask": np.zeros(c.shape[:2], bool)}), OptionError, "no nonzero pixel"),
     ],
 )
 def test_bad_input_says_what_to_change(content, style, make, error, match):

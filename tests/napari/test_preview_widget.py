@@ -92,3 +92,28 @@ def test_without_the_extra_a_note_and_nothing_else(make_napari_viewer, qtbot, im
     assert 'pip install "napari-nst[preview]"' in widget.status.value
     assert "\n" not in widget.status.value
     assert not errors(notifications)
+
+
+def test_restyle_only_keeps_the_content_outside_the_mask_in_the_preview(
+    make_napari_viewer, qtbot, images, monkeypatch, notifications
+):
+    """Picking a Labels layer under Restyle only paints the preview again: the content (gray, as the
+    content is) where nothing is painted, the preview as before deep inside the painted part."""
+    _needs_extra()
+    viewer, widget, c, s, _ = _open(make_napari_viewer, images, monkeypatch)
+    qtbot.waitUntil(lambda: len(_previews(viewer)) == 1 and widget.preview.worker is None, timeout=PREVIEW_TIMEOUT)
+    (layer,) = _previews(viewer)
+    whole = np.array(layer.data)
+    painted = np.zeros(c.data.shape, np.uint8)
+    painted[:, :26] = 1
+    labels = viewer.add_labels(painted, name="sky", scale=c.scale, translate=c.translate)
+    widget.mask.value = labels
+    qtbot.waitUntil(lambda: not np.array_equal(layer.data, whole), timeout=PREVIEW_TIMEOUT)
+    qtbot.waitUntil(lambda: widget.preview.worker is None, timeout=PREVIEW_TIMEOUT)
+    out = np.asarray(layer.data)
+    outside = out[:, 26:]
+    np.testing.assert_allclose(outside[..., 0], outside[..., 1], atol=1e-6)  # the grayscale content
+    assert np.abs(outside - whole[:, 26:]).max() > 0.05
+    np.testing.assert_allclose(out[:, :16], whole[:, :16], atol=1e-6)  # over 3 sigmas inside the mask
+    assert not errors(notifications)
+    assert "torch" not in sys.modules

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_nst._run.inputs import LayerSnapshot, read_input, slice_axes, slice_shape, snapshot
+from napari_nst._run.labels import as_labels, labels_snapshot, read_labels
 from napari_nst._run.plan import output_name
 from napari_nst._run.sink import META_KEY, LayerSink
 from napari_nst._run.state import same_layer
@@ -39,6 +40,11 @@ def _paint(
 
     image, _ = read_input(content, axes[0], size, "content")
     read = [read_input(s, a, size, "style")[0] for s, a in zip(styles, axes[1:], strict=True)]
+    if controls.get("mask") is not None:  # "Restyle only": the labels under the content's pixels, nonzero
+        controls = {
+            **controls,
+            "mask": read_labels(controls["mask"], slice_shape(content, axes[0]), image.shape[:2]) != 0,
+        }
     out = preview(image, read if len(read) > 1 else read[0], size=max(image.shape[:2]), **controls)
     return out, slice_shape(content, axes[0])
 
@@ -67,6 +73,8 @@ class PreviewPanel:
     def connect(self) -> None:
         self._widget.content.changed.connect(self.request)
         self._widget.style.changed.connect(self.request)
+        if getattr(self._widget, "mask", None) is not None:
+            self._widget.mask.changed.connect(self.request)
 
     @property
     def enabled(self) -> bool:
@@ -98,6 +106,11 @@ class PreviewPanel:
         snaps = [snapshot(lay, point) for lay in (content, *styles)]
         axes = [slice_axes(s, len(point), displayed) for s in snaps]
         controls = self._controls(len(styles))
+        mask = getattr(self._widget, "mask", None)
+        layer = getattr(mask, "value", None)
+        if layer is not None and not (hasattr(layer, "to_labels") and len(layer.data) == 0):
+            labels = as_labels(layer, content, point, axes[0])  # a Shapes layer rasterised here, on the main thread
+            controls["mask"] = labels_snapshot(labels, content, point, axes[0])
         size = self._size()
         self._generation += 1
         generation, self._snap, self._axes = self._generation, snaps[0], axes[0]

@@ -41,6 +41,7 @@ import numpy as np
 from napari_nst.core.errors import MissingExtraError, OptionError
 from napari_nst.core.extras import install_line, missing
 from napari_nst.core.image.arrays import resized_shape
+from napari_nst.core.image.masks import FEATHER_SIGMA, check_mask, feather_np, mask_at
 from napari_nst.core.inputs import ImageInput, StyleInput, _check_controls, load_image
 from napari_nst.core.objective.colour import match_histogram, with_chroma
 from napari_nst.core.objective.regions import BLEND, Target, groups
@@ -53,7 +54,7 @@ STYLE_SIZE = 256
 #: previews are upsampled and only softer)
 MAX_AUTO_SIZE = 1024
 #: the options a preview honours besides ``size`` (the others are the optimisation's)
-CONTROLS = ("style_blend", "preserve_color", "style_strength", "regions", "region_styles")
+CONTROLS = ("style_blend", "preserve_color", "style_strength", "regions", "region_styles", "mask")
 #: and how its inputs are read, as ``stylize`` reads them
 LIMITS = ("content_limits", "style_limits")
 
@@ -174,7 +175,8 @@ def preview(content: ImageInput, style: StyleInput, size: int | None = None, **c
         Long edge of the output in pixels (the content's aspect ratio kept). None: the content's
         own, at most 1024. The network paints at 384 px; other sizes are resized from that.
     **controls
-        ``style_blend``, ``preserve_color``, ``style_strength``, ``regions``, ``region_styles``
+        ``style_blend``, ``preserve_color``, ``style_strength``, ``regions``, ``region_styles``,
+        ``mask`` (outside it the content, the border feathered inwards as a run's)
         (as in :class:`~napari_nst.core.options.Options`), and ``content_limits`` and
         ``style_limits``. Other options belong to the optimisation and are refused.
 
@@ -199,6 +201,8 @@ def preview(content: ImageInput, style: StyleInput, size: int | None = None, **c
         raise OptionError("style is an empty list; give at least one style image")
     styles = [load_image(s, f"style {i}" if several else "style", opts.style_limits) for i, s in enumerate(given)]
     _check_controls(c, [s.shape[:2] for s in styles], opts)
+    if opts.mask is not None:
+        opts.mask = check_mask(opts.mask, c.shape[:2])
     require()
     out_shape = resized_shape(c.shape[:2], opts.size if opts.size is not None else min(max(c.shape[:2]), MAX_AUTO_SIZE))
     return paint(c, styles, out_shape, opts)
@@ -234,6 +238,9 @@ def paint(content: np.ndarray, styles: list[np.ndarray], shape: tuple[int, int],
             out[mask] = painted(target)[mask]
     if opts.preserve_color == "luminance":
         out = with_chroma(out, out_content)
+    if opts.mask is not None:  # as a run: the content outside, the mask's border feathered inwards
+        w = feather_np(mask_at(np.asarray(opts.mask, bool), shape), FEATHER_SIGMA)[..., None]
+        out = out_content + w * (out - out_content)
     return np.asarray(out, np.float32)
 
 

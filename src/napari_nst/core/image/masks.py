@@ -41,6 +41,26 @@ def mask_at(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(mask[rows[:, None], cols[None, :]], dtype=bool)
 
 
+#: the feather's Gaussian standard deviation, in pixels at the working size (the finest level)
+FEATHER_SIGMA = 2.0
+
+
+def feather_np(inside: np.ndarray, sigma: float) -> np.ndarray:
+    """numpy's copy of :func:`napari_nst.core.optim.masked.feather` (for the instant preview, which
+    runs without torch): boolean ``(h, w)`` -> float32 ``inside * clamp(2 * blur - 1, 0, 1)``,
+    ``blur`` a Gaussian of ``sigma`` px truncated at 3 sigmas, edges replicated."""
+    m = np.asarray(inside, np.float32)
+    if sigma < 0.3:
+        return m
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1, dtype=np.float32) / sigma) ** 2)
+    k /= k.sum()
+    blurred = np.pad(m, r, mode="edge")
+    blurred = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, blurred)
+    blurred = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 0, blurred)
+    return np.asarray(m * np.clip(2.0 * np.clip(blurred, 0, 1) - 1.0, 0.0, 1.0), np.float32)
+
+
 def _empty_error(what: str) -> OptionError:
     return OptionError(
         f"{what} has no nonzero pixel, so nothing would be restyled; mark the pixels to restyle with "

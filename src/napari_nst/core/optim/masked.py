@@ -29,12 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_nst.core.image.masks import mask_at
+from napari_nst.core.image.masks import FEATHER_SIGMA, mask_at
 from napari_nst.core.image.tensors import gaussian_blur, resize, to_tensor
 from napari_nst.core.objective.colour import LUMA
-
-#: the feather's Gaussian standard deviation, in pixels at the working size (the finest level)
-FEATHER_SIGMA = 2.0
 
 
 def feather(inside: torch.Tensor, sigma: float) -> torch.Tensor:
