@@ -88,13 +88,14 @@ def _class_order(cls: str) -> tuple[int, str]:
 
 
 def _key_order(key: tuple[str, str]) -> tuple[int, int, str]:
-    """Benchmarks in --list's order, the parts of one in the order its module lists them."""
+    """Benchmarks in --list's order, the parts of one in the order its module lists them (figures
+    without a part name first)."""
     bench, part = key
     names = list(BENCHMARKS)
     if bench not in names:
         return (len(names), 0, f"{bench} {part}")
     parts = list(getattr(importlib.import_module(BENCHMARKS[bench]), "PARTS", ()))
-    return (names.index(bench), parts.index(part) if part in parts else len(parts), part)
+    return (names.index(bench), -1 if not part else parts.index(part) if part in parts else len(parts), part)
 
 
 def _machines(runs: list[dict[str, Any]]) -> str:

@@ -18,7 +18,7 @@ from benchmarks.__main__ import run_benchmark
 DRY = {
     "cpu": [],
     "tiles": ["--parts", "quality,rss"],
-    "stack": [],
+    "stack": ["--parts", "consistency,edge"],
     "batch": [],
     "controls": [],
     "strength": ["--parts", "strip,blend,border,sizes,dots"],

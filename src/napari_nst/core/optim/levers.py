@@ -45,6 +45,10 @@ class Levers:
     #: regions mapped to None keep the content's pixels (``Controls.composite``); False: the guided
     #: Grams alone, as before (only to measure the bleed it removes)
     keep_unstyled: bool = True
+    #: a stack's frame starts from its content plus the carried paint where the flow cannot be trusted
+    #: (``stack.flow._repainted``); False: from the warped pastiche everywhere, as Ruder et al. start
+    #: (only to measure the smeared band at the frame's edge it removes)
+    repaint_unreliable: bool = True
 
 
 DEFAULT = Levers()

@@ -3,6 +3,8 @@
 Frame t starts from frame t-1's pastiche carried along the optical flow between the two content
 frames (core/stack/flow.py) and is kept there by a temporal term (Ruder, Dosovitskiy and Brox 2016,
 ``losses.TemporalTerm``: squared difference to the carried pastiche where the flow is reliable).
+Where the flow is not reliable (content entering at the edge, disocclusions) it starts from its own
+content plus the carried paint instead (``flow._repainted``), and the temporal term is off there.
 The network, the style's Gram matrices and the weights file are set up once for the whole stack
 (engine._prepare, with ``_Run.style_grams`` memoising the Grams); only the frame being made is on
 the device. Frames are read one at a time from a :class:`FrameSource`.
@@ -184,7 +186,9 @@ def _frame_context(
         if flow:
             now = _labels_at(opts, frame, shape)
             labels = None if carried.labels is None or now is None else (carried.labels, now)
-            start_image, mask = carry(carried.pastiche, carried.content, here, labels=labels)
+            start_image, mask = carry(
+                carried.pastiche, carried.content, here, labels=labels, repaint=base.levers.repaint_unreliable
+            )
             weight = temporal_weight(opts)
             if weight > 0:  # in luminance mode the network's image is gray: so is the target
                 lum = base.controls is not None and base.controls.chroma is not None
