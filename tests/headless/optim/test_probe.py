@@ -56,3 +56,21 @@ def test_a_stack_measures_the_floors_once_for_all_frames(content, style, fast, c
     frames = np.stack([content, np.roll(content, 2, axis=1), np.roll(content, 4, axis=1)])
     out = napari_nst.stylize_stack(frames, [style, style[::-1]], **{**fast, "size": 48, "steps": 2})
     assert out.shape[0] == 3 and len(counted) == 1
+
+
+def test_a_second_run_of_the_same_pictures_reuses_the_floors(content, style, fast, monkeypatch):
+    """Kept in the process by what they depend on: the same run again measures nothing; another
+    painting measures only its own floor."""
+    measured = []
+    real = probe._floor
+    monkeypatch.setattr(probe, "_floor", lambda *a, **k: measured.append(1) or real(*a, **k))
+    monkeypatch.setattr(probe, "_KNOWN", {})
+    run = {**fast, "size": 48, "steps": 2}
+    napari_nst.stylize(content, [style, style[::-1]], **run)
+    assert len(measured) == 2
+    napari_nst.stylize(content, [style, style[::-1]], **run)
+    assert len(measured) == 2
+    napari_nst.stylize(content, [style, np.ascontiguousarray(style[:, ::-1])], **run)
+    assert len(measured) == 3
+    napari_nst.stylize(content, [style, style[::-1]], **{**run, "style_loss": "wasserstein"})
+    assert len(measured) == 5

@@ -18,6 +18,7 @@ once per run (a stack: once for all frames).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -55,21 +56,63 @@ def style_floors(
     floors = []
     for i, (s, s_shape) in enumerate(zip(styles, style_shapes, strict=True)):
         style = ctx.resized(s, opts.style_shape(s_shape, shape, i))
-        content_t, grams, nm = targets(ctx.net, content, style, opts, None, ctx.gen.initial_seed())
-        a, term = style_term(opts, content_t, grams, ctx.layer_w, nm)
-        x = _run(ctx.net, [ContentTerm(content_t, a), term], content)
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            feats = ctx.net(x)
-            if opts.style_loss != "gram":
-                floors.append(float(term(feats, x)))
-                continue
-            floor = 0.0
-            for n, wl in ctx.layer_w.items():
-                hs, ws = layer_shape(n, tuple(style.shape[-2:]))
-                g = gram(feats[n]) / nm[n][1]
-                floor += wl * float(((g - grams[n] / (hs * ws)) / (2.0 * nm[n][0])).pow(2).sum())
-            floors.append(floor)
+        key = _key(ctx, content, style)
+        if key in _KNOWN:
+            floors.append(_KNOWN[key])
+            continue
+        floors.append(_floor(ctx, content, style, targets, style_term))
+        _KNOWN[key] = floors[-1]
+        while len(_KNOWN) > KNOWN_MAX:
+            del _KNOWN[next(iter(_KNOWN))]
     return floors
+
+
+#: floors measured in this process, by what they depend on (:func:`_key`): a warm engine running
+#: the same photo and painting again (the widget's Run after Stop, a knob changed) measures nothing
+_KNOWN: dict[str, float] = {}
+KNOWN_MAX = 64
+
+
+def _key(ctx: Any, content: torch.Tensor, style: torch.Tensor) -> str:
+    """A digest of the probe's images, the network (its options and first convolution's weights)
+    and the objective's options that a floor depends on."""
+    o = ctx.opts
+    h = hashlib.blake2b(digest_size=16)
+    for t in (content, style, next(ctx.net.parameters())):
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    fields = (
+        o.model,
+        o.weights,
+        o.pooling,
+        o.style_loss,
+        o.style_layers,
+        o.content_layers,
+        o.content_weight,
+        o.style_weight,
+        sorted(ctx.layer_w.items()),
+    )
+    h.update(repr((fields, ctx.gen.initial_seed(), str(ctx.device))).encode())
+    return h.hexdigest()
+
+
+def _floor(
+    ctx: Any, content: torch.Tensor, style: torch.Tensor, targets: Callable[..., Any], style_term: Callable[..., Any]
+) -> float:
+    """One style's floor: the probe run, then its pastiche's distance to the style."""
+    opts = ctx.opts
+    content_t, grams, nm = targets(ctx.net, content, style, opts, None, ctx.gen.initial_seed())
+    a, term = style_term(opts, content_t, grams, ctx.layer_w, nm)
+    x = _run(ctx.net, [ContentTerm(content_t, a), term], content)
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        feats = ctx.net(x)
+        if opts.style_loss != "gram":
+            return float(term(feats, x))
+        floor = 0.0
+        for n, wl in ctx.layer_w.items():
+            hs, ws = layer_shape(n, tuple(style.shape[-2:]))
+            g = gram(feats[n]) / nm[n][1]
+            floor += wl * float(((g - grams[n] / (hs * ws)) / (2.0 * nm[n][0])).pow(2).sum())
+        return floor
 
 
 def _run(net: Any, terms: list[Any], start: torch.Tensor) -> torch.Tensor:
