@@ -6,14 +6,16 @@ blend lands near the style that is harder to reach: measured as each style's ter
 with that style alone reaches (its *floor* ``L_i``), the pastiche's distance to style ``i`` grows
 as ``(1 - c_i)^2 D / L_i`` (``D`` the styles' distance from each other), so a style that its own
 run matches closely (a small floor) is far away in that measure. ``balanced`` takes ``c_i ~ w_i /
-sqrt(L_i)`` instead, which puts a 50/50 blend halfway by that measure (The Starry Night and The
-Scream on Tübingen, 128 px: 1.04x apart, linear 5.9x). Not in Gatys et al. (their blends are the
-linear one); the objective's formulas are unchanged, only the blend's coefficients.
+sqrt(L_i)`` instead, which puts a 50/50 blend near halfway by that measure (The Starry Night and
+The Scream on Tübingen, 192 px, 80 evaluations: 1.24x apart, linear 5.75x; docs/controls.md). Not
+in Gatys et al. (their blends are the linear one); the objective's formulas are unchanged, only
+the blend's coefficients.
 
-The floors come from :data:`PROBE_STEPS` evaluations per style at :data:`PROBE_SIZE` px, from
-the content, at the paper's weights (automatic balance, strength 1), whatever the run's strength
-or explicit weights (they scale every style alike): a fraction of a second per style on a CPU,
-once per run (a stack: once for all frames).
+The floors come from :data:`PROBE_STEPS` evaluations per style at :data:`PROBE_SIZE` px (or the
+run's size, where that is smaller), from the content, with the run's content and style weights
+(automatic unless given) at strength 1 (the strength scales every style alike): a fraction of a
+second per style on a CPU, once per run (a stack: once for all frames), and kept in the process
+for the next run of the same pictures.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def style_floors(
 
     opts = ctx.opts
     h, w = (int(v) for v in ctx.content.shape[-2:])
-    shape = resized_shape((h, w), min(PROBE_SIZE, max(h, w)))
+    shape = resized_shape((h, w), min(PROBE_SIZE, max(h, w), max(ctx.shapes[-1])))  # never above the run's size
     content = ctx.resized(ctx.content, shape)
     floors = []
     for i, (s, s_shape) in enumerate(zip(styles, style_shapes, strict=True)):
