@@ -48,6 +48,7 @@ def test_strength_maps_to_the_style_weight():
     assert all(a < b for a, b in zip(values, values[1:], strict=False))
 
 
+@pytest.mark.slow  # 9 s; the strength benchmark's strip part measures it (python -m benchmarks strength --parts strip)
 def test_the_strength_strip_moves_the_style_term_monotonically_and_far(pictures, kw):
     c, s, _ = pictures
     runs = {v: _last(c, s, size=64, steps=12, style_strength=v, **kw) for v in (0.1, 1.0, 10.0)}
@@ -92,6 +93,7 @@ def test_a_balanced_50_50_blend_lands_between_the_two_paintings(pictures, kw):
     assert apart["balanced"] < 2.0  # measured 1.10 (linear 3.0) at 64 px, 12 evaluations
 
 
+@pytest.mark.slow  # 11 s; measured by the strength benchmark (python -m benchmarks strength --parts border)
 def test_a_region_without_style_keeps_the_content_beyond_the_feather(pictures, kw):
     c, s, _ = pictures
     labels = np.zeros(c.shape[:2], np.int32)

@@ -38,6 +38,7 @@ def test_a_style_close_to_the_content_has_the_lower_floor(content, style, fast, 
     ("extra", "probes"),
     [
         ({"style_blend_mode": "linear"}, 0),
+        ({"style_blend": (1, 0)}, 0),  # one style in use: its weights are the coefficients
         ({"scales": 2}, 1),  # once for the run, not once per level
         ({"regions": "halves", "region_styles": {0: 0, 1: 1}}, 0),  # each region one style: no blend
         ({"regions": "halves", "region_styles": {0: 0}}, 1),  # label 1 takes the blend
@@ -65,7 +66,7 @@ def test_a_second_run_of_the_same_pictures_reuses_the_floors(content, style, fas
     real = probe._floor
     monkeypatch.setattr(probe, "_floor", lambda *a, **k: measured.append(1) or real(*a, **k))
     monkeypatch.setattr(probe, "_KNOWN", {})
-    run = {**fast, "size": 48, "steps": 2}
+    run = {**fast, "size": 32, "steps": 1}
     napari_nst.stylize(content, [style, style[::-1]], **run)
     assert len(measured) == 2
     napari_nst.stylize(content, [style, style[::-1]], **run)

@@ -198,8 +198,8 @@ class Controls:
 
     def wants_floors(self) -> bool:
         """Whether a balanced blend is used and its floors are not known yet."""
-        if self.floors is not None or self.blend_mode != "balanced" or len(self.styles) < 2:
-            return False
+        if self.floors is not None or self.blend_mode != "balanced" or sum(w > 0 for w in self.weights) < 2:
+            return False  # one style, or one weight that is not 0: the coefficients are the weights
         if self.grams_memo is not None and "floors" in self.grams_memo:  # a stack's or an update's: the same styles
             self.floors = self.grams_memo["floors"]
             return False
