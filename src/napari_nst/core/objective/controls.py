@@ -194,15 +194,18 @@ class Controls:
 
     def coefficients(self) -> list[float]:
         """The blend's coefficients (:func:`blend_coefficients`)."""
-        return blend_coefficients(self.weights, self.floors, self.blend_mode)
+        return blend_coefficients(self.weights, self.known_floors(), self.blend_mode)
+
+    def known_floors(self) -> list[float] | None:
+        """The floors measured for these styles: this run's, or a stack's or an update's (``grams_memo``)."""
+        if self.floors is None and self.grams_memo is not None:
+            return self.grams_memo.get("floors")
+        return self.floors
 
     def wants_floors(self) -> bool:
         """Whether a balanced blend is used and its floors are not known yet."""
-        if self.floors is not None or self.blend_mode != "balanced" or sum(w > 0 for w in self.weights) < 2:
+        if self.blend_mode != "balanced" or sum(w > 0 for w in self.weights) < 2 or self.known_floors() is not None:
             return False  # one style, or one weight that is not 0: the coefficients are the weights
-        if self.grams_memo is not None and "floors" in self.grams_memo:  # a stack's or an update's: the same styles
-            self.floors = self.grams_memo["floors"]
-            return False
         if self.regions is None:
             return True
         labels = np.unique(self.regions).tolist()  # a label not in the mapping takes the blend
