@@ -26,6 +26,7 @@ BF16_CL = Candidate("bfloat16", NetworkPlan(channels_last=True, lean_pool=False)
 F32_WINO = Candidate("float32", NetworkPlan(channels_last=False, lean_pool=False, winograd=True))
 F32_DIRECT = Candidate("float32", NetworkPlan(channels_last=False, lean_pool=False))
 F32_CL = Candidate("float32", NetworkPlan(channels_last=True, lean_pool=False))
+F32_CL_WIDE = Candidate("float32", NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True))
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def choose(cands, seconds, precision="auto", **kw):
 # --------------------------------------------------------------------------- the choice
 
 
-CANDS = [BF16_CL_LEAN, BF16_CL, F32_WINO, F32_DIRECT, F32_CL]
+CANDS = [BF16_CL_LEAN, BF16_CL, F32_WINO, F32_DIRECT, F32_CL, F32_CL_WIDE]
 
 
 def test_the_fastest_plan_is_chosen_when_it_beats_the_static_one_by_more_than_the_margin():
@@ -170,9 +171,9 @@ def test_candidates_follow_the_capabilities(caps):
     caps(bf16=True, nnpack=True)
     assert tune.candidates(CPU) == CANDS  # the static plan (bf16) first, its precision next
     caps(bf16=False, nnpack=True)
-    assert tune.candidates(CPU) == [F32_WINO, F32_DIRECT, F32_CL]  # no emulated bfloat16
+    assert tune.candidates(CPU) == [F32_WINO, F32_DIRECT, F32_CL, F32_CL_WIDE]  # no emulated bfloat16
     caps(bf16=False, nnpack=False)
-    assert tune.candidates(CPU) == [F32_DIRECT, F32_CL]
+    assert tune.candidates(CPU) == [F32_DIRECT, F32_CL, F32_CL_WIDE]  # ours needs no NNPACK
     assert tune.candidates(torch.device("mps")) == []
 
 
@@ -345,3 +346,23 @@ def test_cli_tune_measures_shows_and_keeps_the_table(config, counted, capsys):
     assert "size class 64 px" in capsys.readouterr().out
     assert main(["tune", "--budget", "0"]) == 1
     assert "--budget must be a positive" in capsys.readouterr().err
+
+
+def test_a_run_measured_fastest_with_wide_winograd_uses_it_and_releases_its_kernels(
+    config, caps, fast, content, style, monkeypatch
+):
+    from napari_nst import iter_stylize
+    from napari_nst.core.encoder import vgg, winograd
+
+    caps(bf16=False, nnpack=False)
+    seconds = {F32_DIRECT: 0.3, F32_CL: 0.25, F32_CL_WIDE: 0.1}
+    tune.store(_table(tune.machine_key(CPU, (24, 32)), seconds))  # fast's 32 px runs: this size class
+    calls = []
+    real = winograd.WinogradConv3x3Fn.apply
+    monkeypatch.setattr(winograd.WinogradConv3x3Fn, "apply", lambda *a: calls.append(1) or real(*a))
+    recs = list(iter_stylize(content, style, **fast))
+    assert calls  # the wide layers (conv3_2 on) went through it
+    assert np.isfinite(recs[-1].losses["total"]) and len(recs) == fast["steps"]
+    nets = [net for _, net in vgg._NETS.values()]  # the engine's networks, kept for the next run
+    wide = [m for n in nets for m in n.modules() if isinstance(m, vgg.Conv3x3) and m.winograd_wide]
+    assert wide and all(m._u is None for m in wide)  # the transformed kernels went with the run

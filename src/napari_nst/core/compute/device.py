@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -145,10 +146,21 @@ class NetworkPlan:
     channels_last: bool
     lean_pool: bool  # the index-free max pooling of vgg.MaxPool2x2 (False: torch's max_pool2d)
     winograd: bool = False  # the convolutions through NNPACK's Winograd transform (vgg.Conv3x3)
+    #: the layers of >= 256 input channels through napari-nst's Winograd F(4x4, 3x3) (encoder/winograd.py);
+    #: only where the tuner measured it faster (no static rule chooses it)
+    winograd_wide: bool = False
 
     @property
     def layout(self) -> str:
         return "channels-last" if self.channels_last else "contiguous"
+
+
+def apply_network_plan(net: Any, plan: NetworkPlan, release: bool = True) -> None:
+    """Set ``plan``'s pooling and convolution algorithms on a ``vgg.VGGFeatures`` (the memory
+    format is the input's, set by the caller); ``release``: see ``set_winograd_wide``."""
+    net.set_lean_pool(plan.lean_pool)
+    net.set_winograd(plan.winograd)
+    net.set_winograd_wide(plan.winograd_wide, release=release)
 
 
 def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from napari_nst.core.encoder.layer_names import min_side
+from napari_nst.core.encoder.layer_names import _CFGS, WIDE_MIN, min_side
 from napari_nst.core.errors import OptionError
 from napari_nst.core.image.arrays import resized_shape
 from napari_nst.core.optim import levers
@@ -42,6 +42,27 @@ ACTIVATION_BYTES_PER_PX = {
 SLICED_BYTES_PER_PX = 2 * 488 + 64 * 16
 #: the network's weights, their bfloat16 copies, the style image's pass and allocator slack
 FIXED_BYTES = 320 * 2**20
+#: CPU float32 plans may run the wide layers through napari-nst's Winograd F(4x4, 3x3), which keeps
+#: each one's transformed kernel (36/9 = 4x its float32 weights; encoder/winograd.py): counted in
+#: every float32 CPU estimate, since the plan is measured only when the run starts
+
+
+def winograd_bytes(model: str) -> int:
+    """Bytes of the transformed kernels of ``model``'s layers up to conv5_1 with at least
+    ``winograd.WIDE_MIN`` input channels (vgg16: 151 MB, vgg19: 198 MB)."""
+    total, c_in, pools = 0, 3, 0
+    for v in _CFGS[model if model in _CFGS else "vgg19"]:
+        if v == "M":
+            pools += 1
+            continue
+        if c_in >= WIDE_MIN:
+            total += 36 * c_in * int(v) * 4
+        c_in = int(v)
+        if pools == 4:  # conv5_1: the deepest layer the objective uses
+            break
+    return total
+
+
 #: fraction of the free memory a run may plan to use
 MEMORY_HEADROOM = 0.85
 #: cuDNN's convolution workspaces on top of the activations (a CUDA run's bytes per pixel x this)
@@ -90,13 +111,14 @@ def estimate_memory(
     """Bytes a whole-image run at working ``shape`` (H, W) needs on its device beyond what is in use.
 
     ``dtype``: ``"bfloat16"`` or ``"float32"`` (None: float32). A linear model of the measurements:
-    ``FIXED_BYTES`` + pixels x (network bytes per pixel + optimiser state, each vector up to 4/3 of
+    ``FIXED_BYTES`` (plus :func:`winograd_bytes` for a float32 CPU run) + pixels x (network bytes per pixel + optimiser state, each vector up to 4/3 of
     the image: the pyramid's coarser layers, Options.pyramid); ``style_loss="sliced"`` adds
     ``SLICED_BYTES_PER_PX``.
     """
     px = int(shape[0]) * int(shape[1])
     extra = SLICED_BYTES_PER_PX if style_loss == "sliced" else 0
-    return FIXED_BYTES + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra)
+    fixed = FIXED_BYTES + (winograd_bytes(model) if device_type == "cpu" and _dtype_name(dtype) == "float32" else 0)
+    return fixed + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra)
 
 
 def estimate_tiled(

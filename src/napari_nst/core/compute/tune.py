@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from napari_nst.core.compute import device as D
 from napari_nst.core.compute.device import NetworkPlan
 from napari_nst.core.config import config_dir
-from napari_nst.core.encoder.vgg import VGGFeatures, nnpack_available
+from napari_nst.core.encoder.vgg import Conv3x3, VGGFeatures, nnpack_available
 from napari_nst.core.objective.losses import content_loss, gram, gram_loss
 
 log = logging.getLogger("napari_nst")
@@ -55,7 +55,7 @@ log = logging.getLogger("napari_nst")
 TUNE_ENV = "NAPARI_NST_TUNE"
 #: the measured plans, in :func:`napari_nst.core.config.config_dir`
 CACHE_FILE = "plans.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the candidate with Winograd F(4x4) on the wide layers (tables without it are measured again)
 #: entries kept in the cache file (the oldest go first)
 CACHE_ENTRIES = 64
 #: seconds of timing, the warm-up round included (at least MIN_ROUNDS rounds are timed whatever it takes)
@@ -93,6 +93,8 @@ class Candidate:
     @property
     def label(self) -> str:
         conv = "NNPACK Winograd" if self.plan.winograd else "direct"
+        if self.plan.winograd_wide:
+            conv += " + Winograd F(4x4) from 256 channels"
         pool = "index-free pool" if self.plan.lean_pool else "torch pool"
         return f"{self.precision}, {self.plan.layout}, {conv} conv, {pool}"
 
@@ -102,7 +104,10 @@ class Candidate:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Candidate:
         plan = NetworkPlan(
-            channels_last=bool(d["channels_last"]), lean_pool=bool(d["lean_pool"]), winograd=bool(d["winograd"])
+            channels_last=bool(d["channels_last"]),
+            lean_pool=bool(d["lean_pool"]),
+            winograd=bool(d["winograd"]),
+            winograd_wide=bool(d.get("winograd_wide", False)),
         )
         if d["precision"] not in PRECISIONS:
             raise ValueError(f"unknown precision {d['precision']!r}")
@@ -184,7 +189,9 @@ def candidates(device: torch.device) -> list[Candidate]:
 
     * CPU: float32 with oneDNN's direct convolutions (the textbook's network) contiguous and
       channels-last, and with NNPACK's Winograd convolutions (contiguous only; where torch has
-      NNPACK); bfloat16 (only where it runs in hardware: emulated it is tens of times slower)
+      NNPACK), and channels-last with napari-nst's Winograd F(4x4, 3x3) on the layers of 256 or
+      more input channels (``encoder/winograd.py``; last of the float32 plans, so a near tie keeps
+      the plan without its transformed kernels, 4x those layers' weights); bfloat16 (only where it runs in hardware: emulated it is tens of times slower)
       channels-last with the index-free or torch's pool (contiguous bfloat16 was 1.1-1.2x
       channels-last in every measurement here: docs/perf_levers_isa.md).
     * CUDA: float32 and (compute capability >= 8.0) bfloat16, each contiguous and channels-last,
@@ -216,6 +223,7 @@ def candidates(device: torch.device) -> list[Candidate]:
                 add(Candidate(p, NetworkPlan(channels_last=False, lean_pool=False, winograd=True)))
             add(Candidate(p, NetworkPlan(channels_last=False, lean_pool=False)))
             add(Candidate(p, NetworkPlan(channels_last=True, lean_pool=False)))
+            add(Candidate(p, NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True)))
     return out
 
 
@@ -413,8 +421,7 @@ def _objective_pass(
 ) -> None:
     """One forward + backward of the network and the paper's objective (against zero targets,
     which cost what the real ones cost) in plan ``c``."""
-    net.set_lean_pool(c.plan.lean_pool)
-    net.set_winograd(c.plan.winograd)
+    D.apply_network_plan(net, c.plan, release=False)  # measure() releases what the net does not keep
     g = x.detach().requires_grad_(True)
     autocast: Any = (
         torch.autocast(device_type=x.device.type, dtype=c.dtype, cache_enabled=False)
@@ -472,7 +479,8 @@ def measure(
     key = machine_key(device, shape or (int(image.shape[-2]), int(image.shape[-1])))
     targets: dict[str, torch.Tensor] = {}
     lean = [m.lean for m in net.modules() if hasattr(m, "lean")]
-    wino = [m.winograd for m in net.modules() if hasattr(m, "winograd")]
+    convs = [m for m in net.modules() if isinstance(m, Conv3x3)]
+    algos = [(m.winograd, m.winograd_wide) for m in convs]
     layers = list(net.wanted.values())
     content = [n for n in content_layers if n in layers]
     style = [n for n in style_layers if n in layers]
@@ -487,8 +495,10 @@ def measure(
     finally:
         for m, v in zip([m for m in net.modules() if hasattr(m, "lean")], lean, strict=True):
             m.lean = v
-        for m, v in zip([m for m in net.modules() if hasattr(m, "winograd")], wino, strict=True):
-            m.winograd = v
+        for m, (nnpack, wide) in zip(convs, algos, strict=True):
+            m.winograd, m.winograd_wide = nnpack, wide
+            if not wide:
+                m.release()
     if rounds == 0:
         return None
     when = time.strftime("%Y-%m-%d %H:%M")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from napari_nst.core.encoder import winograd
 from napari_nst.core.encoder.layer_names import _CFGS, check_layers, layer_names
 from napari_nst.core.errors import WeightsError
 from napari_nst.core.inputs import check_weights_path
@@ -129,24 +130,49 @@ def nnpack_available() -> bool:
 
 
 class Conv3x3(nn.Conv2d):
-    """VGG's ``nn.Conv2d(c_in, c_out, 3, padding=1)``, run through :class:`_WinogradConv3x3Fn`
-    while ``winograd`` is True and the call is one it serves (float32 NCHW on the CPU, frozen
-    weights, no autocast); otherwise torch's convolution. The engine sets it per run
-    (``VGGFeatures.set_winograd``; the choice is in device.py)."""
+    """VGG's ``nn.Conv2d(c_in, c_out, 3, padding=1)``. Two other convolution algorithms serve the
+    calls they can (float32 on the CPU, frozen weights, no autocast); otherwise torch's convolution:
+
+    * ``winograd`` (contiguous input): NNPACK's Winograd F(6x6, 3x3), :class:`_WinogradConv3x3Fn`;
+    * ``winograd_wide`` (layers of at least :data:`winograd.WIDE_MIN` input channels): napari-nst's
+      own Winograd F(4x4, 3x3) (:mod:`napari_nst.core.encoder.winograd`), which keeps the
+      transformed kernel on the module while it is on.
+
+    The engine sets them per run (``VGGFeatures.set_winograd``, ``set_winograd_wide``; the choice
+    is the compute plan's, measured by ``core.compute.tune``)."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__(c_in, c_out, 3, padding=1)
         self.winograd = False
+        self.winograd_wide = False
+        self._u: torch.Tensor | None = None  # winograd.transform_weight(self.weight)
+        self._u_of: tuple[int, int, torch.device] | None = None  # the weight it was made from
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            self.winograd
-            and x.device.type == "cpu"
+    def _serves(self, x: torch.Tensor) -> bool:
+        return (
+            x.device.type == "cpu"
             and x.dtype == self.weight.dtype == torch.float32
-            and x.is_contiguous()
             and not self.weight.requires_grad
             and not torch.is_autocast_enabled("cpu")
-        ):
+        )
+
+    def transformed_weight(self) -> torch.Tensor:
+        """The kernel's Winograd transform, made once per weight (a new or changed weight, or one
+        moved to another device, makes it again)."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.device)
+        if self._u is None or self._u_of != key:
+            self._u, self._u_of = winograd.transform_weight(self.weight), key
+        return self._u
+
+    def release(self) -> None:
+        """Drop the transformed kernel (the plan no longer uses it)."""
+        self._u = self._u_of = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.winograd_wide and self.in_channels >= winograd.WIDE_MIN and self._serves(x):
+            out: torch.Tensor = winograd.WinogradConv3x3Fn.apply(x, self.transformed_weight(), self.bias)
+            return out
+        if self.winograd and x.is_contiguous() and self._serves(x):
             y: torch.Tensor = _WinogradConv3x3Fn.apply(x, self.weight, self.bias)
             return y
         return super().forward(x)
@@ -197,6 +223,24 @@ class VGGFeatures(nn.Module):
             if isinstance(m, Conv3x3):
                 m.winograd = on
         return on
+
+    def set_winograd_wide(self, on: bool, release: bool = True) -> bool:
+        """The wide layers' convolutions through napari-nst's Winograd F(4x4, 3x3) (see
+        :class:`Conv3x3`); off releases their transformed kernels unless ``release`` is False (the
+        tuner, switching plans between passes, keeps them). Returns ``on``."""
+        for m in self.layers:
+            if isinstance(m, Conv3x3):
+                m.winograd_wide = bool(on)
+                if release and not on:
+                    m.release()
+        return bool(on)
+
+    def release_transforms(self) -> None:
+        """Drop the Winograd-transformed kernels (made again at the next call that needs them): a
+        run's end, so that a warm engine does not hold them while idle."""
+        for m in self.layers:
+            if isinstance(m, Conv3x3):
+                m.release()
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

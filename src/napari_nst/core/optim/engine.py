@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from napari_nst.core.compute import memory, tune
 from napari_nst.core.compute.device import (
     NetworkPlan,
+    apply_network_plan,
     autocast_dtype,
     available_memory,
     cudnn_benchmark,
@@ -464,8 +465,7 @@ def _prepare(
     dtype, plan = decision.dtype, _with_knobs(decision.plan, opts)
     f32 = decision.table.choose("float32") if decision.table is not None else None
     float32_plan = _with_knobs(f32.plan if f32 is not None else network_plan(device, None), opts)
-    net.set_lean_pool(plan.lean_pool)
-    net.set_winograd(plan.winograd)
+    apply_network_plan(net, plan)
     return _Run(
         opts,
         device,
@@ -504,7 +504,7 @@ def _restyle(content: np.ndarray, opts: Options, final: tuple[int, int]) -> Rest
 def _with_knobs(plan: NetworkPlan, opts: Options) -> NetworkPlan:
     """``plan`` with the levers a measurement set (optim/levers.py; they win over the rules and the tuner)."""
     lv = levers.current()
-    for knob in ("channels_last", "lean_pool", "winograd"):  # only to measure what each buys
+    for knob in ("channels_last", "lean_pool", "winograd", "winograd_wide"):  # only to measure what each buys
         if getattr(lv, knob) is not None:
             plan = dataclasses.replace(plan, **{knob: bool(getattr(lv, knob))})
     return plan
@@ -538,8 +538,7 @@ def _same_memory_plan(
 def _static_plan(ctx: _Run, dtype: torch.dtype | None) -> None:
     """Back to the static rules' precision and plan (device.network_plan)."""
     ctx.dtype, ctx.plan = dtype, _with_knobs(network_plan(ctx.device, dtype), ctx.opts)
-    ctx.net.set_lean_pool(ctx.plan.lean_pool)
-    ctx.net.set_winograd(ctx.plan.winograd)
+    apply_network_plan(ctx.net, ctx.plan)
     ctx.memory_note = ""
 
 
@@ -584,6 +583,7 @@ def _levels(ctx: _Run, keep: Callable[[Pastiche], None] | None = None) -> Iterat
             x = yield from _level(ctx, level, shape, todo, x)  # the next level starts from this one's result
     finally:
         _hand_back(ctx, keep)
+        ctx.net.release_transforms()
 
 
 def _start(ctx: _Run) -> tuple[int, int, torch.Tensor, bool]:
@@ -899,8 +899,7 @@ def _variable(ctx: _Run, x: torch.Tensor, shape: tuple[int, int]) -> PyramidImag
 
 def _set_plan(ctx: _Run, dtype: torch.dtype | None, plan: NetworkPlan) -> None:
     ctx.dtype, ctx.plan = dtype, plan
-    ctx.net.set_lean_pool(plan.lean_pool)
-    ctx.net.set_winograd(plan.winograd)
+    apply_network_plan(ctx.net, plan)
 
 
 #: a bfloat16 level goes on in float32 once the objective's decrease per evaluation (best so far,

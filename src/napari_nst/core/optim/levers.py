@@ -31,6 +31,7 @@ class Levers:
     channels_last: bool | None = None
     lean_pool: bool | None = None
     winograd: bool | None = None
+    winograd_wide: bool | None = None
     #: weight of each coarser pyramid level relative to the one below it (None: the engine's constant)
     pyramid_gamma: float | None = None
     #: replay each level's evaluation as a CUDA graph on NVIDIA GPUs

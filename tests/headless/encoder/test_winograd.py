@@ -1,0 +1,122 @@
+"""napari-nst's Winograd F(4x4, 3x3) convolution (encoder/winograd.py) and its use by VGG's layers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_nst.core.encoder import vgg, winograd
+
+
+def _reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gy: torch.Tensor):
+    """float64 output and input gradient of torch's convolution."""
+    xr = x.double().requires_grad_(True)
+    y = F.conv2d(xr, w.double(), b.double(), padding=1)
+    y.backward(gy.double())
+    return y.detach(), xr.grad
+
+
+@pytest.mark.parametrize(
+    "c_in, c_out, shape",
+    [(8, 16, (13, 17)), (16, 8, (4, 4)), (5, 3, (1, 9)), (12, 12, (9, 2))],  # whole tiles, partial tiles, one row
+)
+def test_output_and_input_gradient_equal_torchs_convolution(c_in, c_out, shape):
+    torch.manual_seed(0)
+    x = torch.randn(1, c_in, *shape)
+    w = torch.randn(c_out, c_in, 3, 3) / (3 * c_in**0.5)
+    b = torch.randn(c_out)
+    gy = torch.randn(1, c_out, *shape)
+    y0, g0 = _reference(x, w, b, gy)
+    xi = x.clone().requires_grad_(True)
+    y = winograd.WinogradConv3x3Fn.apply(xi, winograd.transform_weight(w), b)
+    y.backward(gy)
+    assert y.shape == y0.shape and y.dtype == torch.float32
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    # float32 rounding of the transforms (constants 1/4, 1/6, 1/24): ~1e-5 relative
+    torch.testing.assert_close(y.double(), y0, rtol=0, atol=1e-4 * y0.abs().max().item())
+    torch.testing.assert_close(xi.grad.double(), g0, rtol=0, atol=1e-4 * g0.abs().max().item())
+
+
+def test_the_kernel_is_not_symmetric_so_a_missing_flip_would_show():
+    """The backward's flips are what make one transform serve both directions: without them the
+    gradient is the correlation with the unflipped kernel, which this asymmetric kernel tells apart."""
+    torch.manual_seed(1)
+    x, gy = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    w = torch.randn(4, 4, 3, 3)
+    _, g0 = _reference(x, w, torch.zeros(4), gy)
+    wrong = winograd.correlate(gy, winograd.transform_weight(w), transpose=True)
+    assert (wrong.double() - g0).abs().max() > 0.1 * g0.abs().max()
+
+
+def test_conv3x3_uses_it_only_for_wide_frozen_float32_layers(monkeypatch):
+    calls = []
+    real = winograd.WinogradConv3x3Fn.apply
+    monkeypatch.setattr(winograd.WinogradConv3x3Fn, "apply", lambda *a: calls.append(1) or real(*a))
+    narrow = vgg.Conv3x3(winograd.WIDE_MIN // 2, 4).requires_grad_(False)
+    wide = vgg.Conv3x3(winograd.WIDE_MIN, 4)
+    for m in (narrow, wide):
+        m.winograd_wide = True
+    narrow(torch.rand(1, winograd.WIDE_MIN // 2, 6, 6))
+    x = torch.rand(1, winograd.WIDE_MIN, 6, 6)
+    wide(x)  # the weight wants its gradient: torch's convolution
+    wide.requires_grad_(False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        wide(x)
+    assert calls == []
+    y = wide(x)
+    assert calls == [1]
+    torch.testing.assert_close(y, F.conv2d(x, wide.weight, wide.bias, padding=1), rtol=0, atol=1e-4)
+
+
+def test_its_output_may_be_written_in_place_as_vggs_relu_does():
+    conv = vgg.Conv3x3(winograd.WIDE_MIN, 8).requires_grad_(False)
+    conv.winograd_wide = True
+    for shape in ((8, 12), (7, 9)):  # whole tiles and partial ones
+        x = torch.randn(1, winograd.WIDE_MIN, *shape, requires_grad=True)
+        y = torch.nn.ReLU(inplace=True)(conv(x))
+        torch.autograd.grad(y.sum(), x)  # no "view modified in place" error
+
+
+def test_only_the_transformed_kernel_is_kept_for_backward():
+    conv = vgg.Conv3x3(winograd.WIDE_MIN, 8).requires_grad_(False)
+    conv.winograd_wide = True
+    x = torch.rand(1, winograd.WIDE_MIN, 6, 6, requires_grad=True)
+    kept: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        conv(x).sum().backward()
+    assert len(kept) == 1 and kept[0] is conv.transformed_weight()
+
+
+def test_the_transformed_kernel_follows_the_weight_and_is_released_when_off(vgg16_random):
+    net = vgg.build_vgg("vgg16", ["relu3_3"], weights=str(vgg16_random))
+    wide = [m for m in net.layers if isinstance(m, vgg.Conv3x3) and m.in_channels >= winograd.WIDE_MIN]
+    assert wide  # conv3_2 and conv3_3
+    net.set_winograd_wide(True)
+    x = torch.rand(1, 3, 24, 24)
+    before = net(x)["relu3_3"]
+    u = wide[0].transformed_weight()
+    assert wide[0].transformed_weight() is u  # made once
+    with torch.no_grad():
+        wide[0].weight.mul_(2)  # new weights (the version counter moves)
+    assert wide[0].transformed_weight() is not u
+    assert not torch.allclose(net(x)["relu3_3"], before)
+    net.set_winograd_wide(False)
+    assert all(m._u is None for m in wide)
+
+
+def test_network_with_it_matches_torchs_features_and_input_gradient(vgg16_random):
+    net = vgg.build_vgg("vgg16", ["relu1_1", "relu3_1", "conv4_2", "relu5_1"], weights=str(vgg16_random))
+    x = torch.rand(1, 3, 40, 52)
+    res = []
+    for on in (False, True):
+        net.set_winograd_wide(on)
+        xi = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        f = net(xi)
+        sum(v.pow(2).mean() for v in f.values()).backward()
+        res.append(({k: v.detach() for k, v in f.items()}, xi.grad))
+    net.set_winograd_wide(False)
+    for k in res[0][0]:
+        torch.testing.assert_close(res[1][0][k], res[0][0][k], rtol=0, atol=1e-4 * res[0][0][k].abs().max().item())
+    torch.testing.assert_close(res[1][1], res[0][1], rtol=0, atol=1e-4 * res[0][1].abs().max().item())
+    assert not torch.equal(res[1][0]["relu5_1"], res[0][0]["relu5_1"])  # it did run another algorithm
