@@ -46,6 +46,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "contiguous": {"levers": {"channels_last": False}},
     "channels_last": {"levers": {"channels_last": True}},
     "no Winograd": {"levers": {"winograd": False}},
+    "wide Winograd": {"levers": {"winograd_wide": True}},
+    "no wide Winograd": {"levers": {"winograd_wide": False}},
     "index-free pool": {"levers": {"lean_pool": True}},
     "torch pool": {"levers": {"lean_pool": False}},
     "float32 L-BFGS history": {"levers": {"history_dtype": "float32"}},

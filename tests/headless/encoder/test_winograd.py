@@ -38,6 +38,18 @@ def test_output_and_input_gradient_equal_torchs_convolution(c_in, c_out, shape):
     torch.testing.assert_close(xi.grad.double(), g0, rtol=0, atol=1e-4 * g0.abs().max().item())
 
 
+def test_rows_of_tiles_at_a_time_give_the_same_convolution(monkeypatch):
+    """Large pictures are transformed a few rows of tiles at a time (CHUNK_BYTES); here one row."""
+    torch.manual_seed(2)
+    x, w = torch.randn(1, 6, 14, 11), torch.randn(5, 6, 3, 3)
+    u = winograd.transform_weight(w)
+    whole = winograd.correlate(x, u)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    rows = winograd.correlate(x, u)
+    torch.testing.assert_close(rows, whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(rows, F.conv2d(x, w, padding=1), rtol=0, atol=1e-4 * whole.abs().max().item())
+
+
 def test_the_kernel_is_not_symmetric_so_a_missing_flip_would_show():
     """The backward's flips are what make one transform serve both directions: without them the
     gradient is the correlation with the unflipped kernel, which this asymmetric kernel tells apart."""

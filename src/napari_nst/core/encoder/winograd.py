@@ -32,6 +32,9 @@ from torch.autograd.function import once_differentiable
 
 from napari_nst.core.encoder.layer_names import WIDE_MIN
 
+#: the largest intermediate :func:`correlate` makes at once (bytes)
+CHUNK_BYTES = 32 * 2**20
+
 __all__ = ["WIDE_MIN", "WinogradConv3x3Fn", "correlate", "transform_weight"]
 
 
@@ -73,7 +76,7 @@ _B2, _G2, _A2 = _kron(_BT), _kron(_G), _kron(_AT)
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
     """``(Co, Ci, 3, 3)`` -> ``U`` ``(36, Ci, Co)`` float32: each transform position's ``Ci x Co``
-    matrix, written in that layout by one matrix product (a 512 x 512 layer: ~15 ms)."""
+    matrix, written in that layout by one matrix product (a 512 x 512 layer: ~20 ms on 2 cores)."""
     co, ci = weight.shape[:2]
     w = weight.detach().to(torch.float32).transpose(0, 1).reshape(ci * co, 9)  # rows (i, o)
     return (_G2.to(w) @ w.T).view(A * A, ci, co)
@@ -84,21 +87,27 @@ def correlate(x: torch.Tensor, u: torch.Tensor, transpose: bool = False) -> torc
     kernel whose transform is ``u`` (``(36, Ci, Co)``; ``transpose``: ``u`` read as ``(36, Co, Ci)``,
     channels swapped). Returns ``(1, Co, H, W)`` in channels-last memory format, no bias."""
     _, c, h, w = x.shape
+    co = u.shape[1] if transpose else u.shape[2]
     th, tw = -(-h // M), -(-w // M)
-    hwc = x[0].permute(1, 2, 0)  # a view; contiguous when x is channels-last
-    xp = F.pad(hwc, (0, 0, 1, M * tw + 1 - w, 1, M * th + 1 - h))  # (M th + 2, M tw + 2, C)
+    xp = F.pad(x[0].permute(1, 2, 0), (0, 0, 1, M * tw + 1 - w, 1, M * th + 1 - h))  # (M th + 2, M tw + 2, C)
     tiles = xp.unfold(0, A, M).unfold(1, A, M)  # (th, tw, C, 6, 6), a view
-    t = th * tw
-    d = tiles.permute(3, 4, 0, 1, 2).reshape(A * A, t * c)
-    v = (_B2.to(d) @ d).view(A * A, t, c)
     k = u.transpose(1, 2) if transpose else u
-    prod = torch.bmm(v, k)  # (36, T, Co)
-    co = prod.shape[2]
-    y = (_A2.to(prod) @ prod.view(A * A, t * co)).view(M, M, th, tw, co)
-    y = y.permute(2, 0, 3, 1, 4).reshape(M * th, M * tw, co)[:h, :w]
     # a tensor of its own (not a view), so that the in-place ReLU after it may write to it
-    out = torch.empty((1, co, h, w), dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
-    out[0].permute(1, 2, 0).copy_(y)
+    out = torch.empty((1, co, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    hwc = out[0].permute(1, 2, 0)
+    # rows of tiles at a time, so that the intermediates (36 x tiles x channels) stay under
+    # CHUNK_BYTES: the allocator then reuses the same few blocks instead of growing the heap
+    rows = max(1, min(th, CHUNK_BYTES // (A * A * tw * max(c, co) * 4)))
+    for r0 in range(0, th, rows):
+        r1 = min(th, r0 + rows)
+        t = (r1 - r0) * tw
+        v = tiles[r0:r1].permute(3, 4, 0, 1, 2).reshape(A * A, t * c)  # the tiles, gathered (a copy)
+        v = (_B2.to(v) @ v).view(A * A, t, c)
+        v = torch.bmm(v, k)  # (36, T, Co): the products
+        v = (_A2.to(v) @ v.view(A * A, t * co)).view(M, M, r1 - r0, tw, co)
+        v = v.permute(2, 0, 3, 1, 4).reshape(M * (r1 - r0), M * tw, co)
+        y0, y1 = r0 * M, min(h, r1 * M)
+        hwc[y0:y1].copy_(v[: y1 - y0, :w])
     return out
 
 
@@ -119,5 +128,5 @@ class WinogradConv3x3Fn(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (u,) = ctx.saved_tensors
-        gx = correlate(gy.flip(2, 3), u, transpose=True).flip(2, 3)
-        return gx, None, None
+        gx = correlate(gy.flip(2, 3), u, transpose=True)
+        return gx.flip(2, 3), None, None
