@@ -75,6 +75,9 @@ def test_conv3x3_uses_it_only_for_wide_frozen_float32_layers(monkeypatch):
     wide.requires_grad_(False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         wide(x)
+    wide.padding_mode = "reflect"  # the transform pads with zeros
+    torch.testing.assert_close(wide(x), F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), wide.weight, wide.bias))
+    wide.padding_mode = "zeros"
     assert calls == []
     y = wide(x)
     assert calls == [1]

@@ -150,7 +150,8 @@ class Conv3x3(nn.Conv2d):
 
     def _serves(self, x: torch.Tensor) -> bool:
         return (
-            x.device.type == "cpu"
+            self.padding_mode == "zeros"  # both transforms pad with zeros
+            and x.device.type == "cpu"
             and x.dtype == self.weight.dtype == torch.float32
             and not self.weight.requires_grad
             and not torch.is_autocast_enabled("cpu")
