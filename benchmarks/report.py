@@ -111,7 +111,10 @@ def _machines(runs: list[dict[str, Any]]) -> str:
             hw[f"{m['cpu']}, {m.get('cores', '?')} cores"] = None
         if m.get("torch"):
             torch[str(m["torch"])] = None
-    return "; ".join([*hw, *(f"torch {t}" for t in torch)])
+    # a run whose parent process never imported torch records its version without the local
+    # part ("2.14.1" beside "2.14.1+cu130"): one entry per release, its fullest spelling
+    full = {t.split("+")[0]: t for t in sorted(torch, key=len)}
+    return "; ".join([*hw, *(f"torch {t}" for t in full.values())])
 
 
 def _ratio(r: float | None) -> str:
