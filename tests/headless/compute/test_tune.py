@@ -83,7 +83,7 @@ def choose(cands, seconds, precision="auto", **kw):
 # --------------------------------------------------------------------------- the choice
 
 
-CANDS = [BF16_CL_LEAN, BF16_CL, F32_WINO, F32_DIRECT, F32_CL, F32_CL_WIDE]
+CANDS = [BF16_CL_LEAN, BF16_CL, F32_DIRECT, F32_WINO, F32_CL, F32_CL_WIDE]
 
 
 def test_the_fastest_plan_is_chosen_when_it_beats_the_static_one_by_more_than_the_margin():
@@ -125,13 +125,13 @@ def test_noise_and_drifting_load_do_not_flip_the_choice(seed):
 
 def test_clearly_slower_plans_are_timed_no_more_and_the_budget_ends_the_rounds():
     clock = Clock()
-    seconds = {BF16_CL_LEAN: 0.2, BF16_CL: 0.2, F32_WINO: 0.5, F32_DIRECT: 0.7, F32_CL: 0.8}
+    seconds = {BF16_CL_LEAN: 0.2, BF16_CL: 0.2, F32_DIRECT: 0.5, F32_WINO: 0.7, F32_CL: 0.8}
     rows, rounds, spent = tune.race(CANDS, fake_passes(clock, seconds), timer=clock, budget=8.0)
     by = {r.candidate: r for r in rows}
-    assert by[F32_DIRECT].dropped and len(by[F32_DIRECT].seconds) == tune.MIN_ROUNDS
+    assert by[F32_WINO].dropped and len(by[F32_WINO].seconds) == tune.MIN_ROUNDS
     assert by[F32_CL].dropped and len(by[F32_CL].seconds) == tune.MIN_ROUNDS
     # each precision's first plan stays in: an explicit precision can still be chosen from it
-    assert not by[F32_WINO].dropped and len(by[F32_WINO].seconds) == rounds
+    assert not by[F32_DIRECT].dropped and len(by[F32_DIRECT].seconds) == rounds
     assert tune.MIN_ROUNDS < rounds < tune.MAX_ROUNDS  # the budget ended it, not the round limit
     warm_up = sum(seconds.values())
     assert spent - warm_up == pytest.approx(sum(sum(r.seconds) for r in rows))
@@ -171,7 +171,7 @@ def test_candidates_follow_the_capabilities(caps):
     caps(bf16=True, nnpack=True)
     assert tune.candidates(CPU) == CANDS  # the static plan (bf16) first, its precision next
     caps(bf16=False, nnpack=True)
-    assert tune.candidates(CPU) == [F32_WINO, F32_DIRECT, F32_CL, F32_CL_WIDE]  # no emulated bfloat16
+    assert tune.candidates(CPU) == [F32_DIRECT, F32_WINO, F32_CL, F32_CL_WIDE]  # no emulated bfloat16
     caps(bf16=False, nnpack=False)
     assert tune.candidates(CPU) == [F32_DIRECT, F32_CL, F32_CL_WIDE]  # ours needs no NNPACK
     assert tune.candidates(torch.device("mps")) == []
@@ -281,7 +281,7 @@ def test_other_devices_have_other_keys(monkeypatch):
 def test_static_rules_when_measuring_is_off_or_impossible(config, counted, monkeypatch):
     monkeypatch.setenv("NAPARI_NST_TUNE", "0")
     off = _decide()
-    assert counted["n"] == 0 and off.plan == F32_WINO.plan and off.note == ""
+    assert counted["n"] == 0 and off.plan == F32_DIRECT.plan and off.note == ""  # the textbook's network
     monkeypatch.setenv("NAPARI_NST_TUNE", "1")
 
     def broken(*a, **k):
@@ -289,7 +289,7 @@ def test_static_rules_when_measuring_is_off_or_impossible(config, counted, monke
 
     monkeypatch.setattr(tune, "measure", broken)
     failed = _decide()
-    assert failed.plan == F32_WINO.plan and "built-in rules" in failed.note
+    assert failed.plan == F32_DIRECT.plan and "built-in rules" in failed.note
     assert not (config / tune.CACHE_FILE).exists()  # nothing kept: the next run tries again
 
 
@@ -328,7 +328,7 @@ def test_the_engine_runs_the_measured_plan_and_says_so(config, counted, fast, co
     with use_levers(Levers(winograd=True)):  # an engine lever (measurement only)
         knob = list(engine.run(content.astype(np.float32) / 255, style.astype(np.float32) / 255, opts))
     assert counted["n"] == 1 and again[0].note == "" and pinned[-1].precision == "float32"
-    # oneDNN's direct convolutions, as measured (the static rule says Winograd); a knob still wins
+    # oneDNN's direct convolutions, as measured; a knob (NNPACK's Winograd) still wins
     assert plans[:3] == [F32_DIRECT.plan] * 3 and plans[3].winograd
     assert np.isfinite(again[-1].losses["total"]) and len(knob) == fast["steps"]
 

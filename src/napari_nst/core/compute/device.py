@@ -176,11 +176,13 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
       0.97-0.99x (0.90-0.94x in an earlier run); under AVX2 (ONEDNN_MAX_CPU_ISA=AVX2,
       ATEN_CPU_CAPABILITY=avx2) 0.97-1.03x, and the issue's measurement on a real AVX2 CPU had it
       slower (1.17x -> 1.36x of torchvision's network), so contiguous there.
-    * CPU, float32: the convolutions through NNPACK's Winograd transform (where
-      torch has NNPACK; vgg.Conv3x3), 2.0-2.9x faster per layer than oneDNN's direct convolution
-      with AVX2 and with AVX-512 alike (docs/benchmarks.md). NNPACK takes NCHW only, so the
-      float32 layout is contiguous on every CPU now (channels-last bought 0.97-0.99x with AVX-512).
-      bfloat16 keeps oneDNN: NNPACK has no bfloat16.
+    * CPU, float32: oneDNN's direct convolutions, contiguous: the textbook's network. The faster
+      convolution algorithms are not chosen without a measurement, because CPUs rank them
+      differently: NNPACK's Winograd transform measured 2.0-2.9x faster per layer on one 2-core
+      EPYC (one thread) and 1.2-2.3x slower on a newer one (both threads); napari-nst's own
+      Winograd F(4x4, 3x3) (encoder/winograd.py) is a candidate only the tuner picks. This rule
+      is what runs where nothing is measured (``NAPARI_NST_TUNE=0``, a failed measurement), and
+      it is never slower than the textbook.
     * CUDA: channels-last only with bfloat16 on compute capability >= 8.0: tensor-core convolutions
       are NHWC-native in cuDNN (NVIDIA's "Deep Learning Performance" guide; PyTorch's channels-last
       tutorial reports its gains with AMP on Volta and later); in float32 on pre-Ampere GPUs there
@@ -193,8 +195,7 @@ def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan
     if device.type == "cpu":
         if dtype is not None:
             return NetworkPlan(channels_last=True, lean_pool=True)
-        # float32: NNPACK's Winograd convolutions, which need NCHW (so contiguous, AVX-512 too)
-        return NetworkPlan(channels_last=False, lean_pool=False, winograd=True)
+        return NetworkPlan(channels_last=False, lean_pool=False)  # float32: the textbook's network
     if device.type == "cuda":
         return NetworkPlan(
             channels_last=dtype is not None and cuda_capability(device) >= CUDA_NATIVE_BF16, lean_pool=False
