@@ -165,3 +165,23 @@ def test_bad_tile_sizes_are_value_errors_naming_the_fix():
         Options.from_kwargs(size=512, tile_size=192).check_tiles((768, 1024), styles=2)
     with pytest.raises(ValueError, match="tile_size must be between"):
         Options.from_kwargs(tile_size=8)
+
+
+def test_float32_cpu_estimates_count_the_winograd_kernels(monkeypatch):
+    """A float32 CPU plan may keep each wide layer's Winograd-transformed kernel (4x its weights)."""
+    from napari_nst.core.encoder.vgg import Conv3x3, VGGFeatures
+    from napari_nst.core.encoder.winograd import WIDE_MIN
+
+    net = VGGFeatures("vgg16", ["relu5_1"])
+    want = sum(4 * m.weight.numel() * 4 for m in net.layers if isinstance(m, Conv3x3) and m.in_channels >= WIDE_MIN)
+    assert memory.winograd_bytes("vgg16") == want
+    runs = {
+        "whole": lambda **k: memory.estimate_memory((256, 256), "vgg16", **k),
+        "tiled": lambda **k: memory.estimate_tiled((1024, 1024), 256, "vgg16", **k),
+    }
+    with_kernels = {n: (f(dtype="float32"), f(dtype="bfloat16"), f(dtype="float32", device_type="cuda")) for n, f in runs.items()}
+    monkeypatch.setattr(memory, "winograd_bytes", lambda model: 0)
+    for n, f in runs.items():
+        f32, bf16, cuda = with_kernels[n]
+        assert f32 - f(dtype="float32") == want  # float32 on the CPU only
+        assert bf16 == f(dtype="bfloat16") and cuda == f(dtype="float32", device_type="cuda")

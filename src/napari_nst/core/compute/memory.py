@@ -99,6 +99,12 @@ def _activation(model: str, dtype: Any, device_type: str) -> int:
     return int(act * CUDNN_WORKSPACE_FACTOR) if device_type == "cuda" else act
 
 
+def _fixed(model: str, dtype: Any, device_type: str) -> int:
+    """``FIXED_BYTES``, plus :func:`winograd_bytes` for a float32 CPU run."""
+    cpu_f32 = device_type == "cpu" and _dtype_name(dtype) == "float32"
+    return FIXED_BYTES + (winograd_bytes(model) if cpu_f32 else 0)
+
+
 def estimate_memory(
     shape: tuple[int, int],
     model: str = "vgg19",
@@ -117,8 +123,7 @@ def estimate_memory(
     """
     px = int(shape[0]) * int(shape[1])
     extra = SLICED_BYTES_PER_PX if style_loss == "sliced" else 0
-    fixed = FIXED_BYTES + (winograd_bytes(model) if device_type == "cpu" and _dtype_name(dtype) == "float32" else 0)
-    return fixed + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra)
+    return _fixed(model, dtype, device_type) + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra)
 
 
 def estimate_tiled(
@@ -135,7 +140,7 @@ def estimate_tiled(
     h, w = int(shape[0]), int(shape[1])
     tile_px = min(h, tile_size) * min(w, tile_size)
     per_px = int(_vectors(optimizer, history) * 16) + TILED_IMAGE_BYTES_PER_PX
-    return FIXED_BYTES + tile_px * _activation(model, dtype, device_type) + h * w * per_px
+    return _fixed(model, dtype, device_type) + tile_px * _activation(model, dtype, device_type) + h * w * per_px
 
 
 def largest_fitting_size(
