@@ -94,7 +94,7 @@ class Candidate:
     def label(self) -> str:
         conv = "NNPACK Winograd" if self.plan.winograd else "direct"
         if self.plan.winograd_wide:
-            conv += " + Winograd F(4x4) from 256 channels"
+            conv += " + Winograd F(4x4) from 256 ch"
         pool = "index-free pool" if self.plan.lean_pool else "torch pool"
         return f"{self.precision}, {self.plan.layout}, {conv} conv, {pool}"
 
@@ -300,18 +300,19 @@ class Table:
         if chosen is None:
             chosen = {p: self.choose(p) for p in ("auto", *PRECISIONS)}
         h, w = self.shape
+        width = max([52, *(len(r.candidate.label) for r in self.rows)])
         lines = [
             f"{self.key.text}",
             f"timed at {w}x{h} px: {self.rounds} round(s) of one forward + backward each, {self.seconds:.1f} s"
             + (f", {self.when}" if self.when else ""),
-            f"{'plan':52s} {'ms/pass':>8s} {'x ref':>6s}  chosen for",
+            f"{'plan':{width}s} {'ms/pass':>8s} {'x ref':>6s}  chosen for",
         ]
         for r in self.rows:
             marks = [p for p, c in chosen.items() if c == r.candidate]
             note = ", ".join(marks) + (f" (dropped: {r.error})" if r.error else " (dropped)" if r.dropped else "")
             ms = f"{1000 * r.median:8.0f}" if r.seconds else f"{'-':>8s}"
             ratio = f"{r.ratio:6.2f}" if r.ratios else f"{'-':>6s}"
-            lines.append(f"{r.candidate.label:52s} {ms} {ratio}  {note}")
+            lines.append(f"{r.candidate.label:{width}s} {ms} {ratio}  {note}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
