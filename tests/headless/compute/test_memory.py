@@ -179,7 +179,9 @@ def test_float32_cpu_estimates_count_the_winograd_kernels(monkeypatch):
         "whole": lambda **k: memory.estimate_memory((256, 256), "vgg16", **k),
         "tiled": lambda **k: memory.estimate_tiled((1024, 1024), 256, "vgg16", **k),
     }
-    with_kernels = {n: (f(dtype="float32"), f(dtype="bfloat16"), f(dtype="float32", device_type="cuda")) for n, f in runs.items()}
+    with_kernels = {
+        n: (f(dtype="float32"), f(dtype="bfloat16"), f(dtype="float32", device_type="cuda")) for n, f in runs.items()
+    }
     monkeypatch.setattr(memory, "winograd_bytes", lambda model: 0)
     for n, f in runs.items():
         f32, bf16, cuda = with_kernels[n]

@@ -78,6 +78,8 @@ def test_conv3x3_uses_it_only_for_wide_frozen_float32_layers(monkeypatch):
     wide.padding_mode = "reflect"  # the transform pads with zeros
     torch.testing.assert_close(wide(x), F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), wide.weight, wide.bias))
     wide.padding_mode = "zeros"
+    two = torch.rand(2, winograd.WIDE_MIN, 6, 6)  # a batch: torch's convolution, every image
+    torch.testing.assert_close(wide(two), F.conv2d(two, wide.weight, wide.bias, padding=1))
     assert calls == []
     y = wide(x)
     assert calls == [1]

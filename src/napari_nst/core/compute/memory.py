@@ -117,13 +117,15 @@ def estimate_memory(
     """Bytes a whole-image run at working ``shape`` (H, W) needs on its device beyond what is in use.
 
     ``dtype``: ``"bfloat16"`` or ``"float32"`` (None: float32). A linear model of the measurements:
-    ``FIXED_BYTES`` (plus :func:`winograd_bytes` for a float32 CPU run) + pixels x (network bytes per pixel + optimiser state, each vector up to 4/3 of
-    the image: the pyramid's coarser layers, Options.pyramid); ``style_loss="sliced"`` adds
-    ``SLICED_BYTES_PER_PX``.
+    ``FIXED_BYTES`` (plus :func:`winograd_bytes` for a float32 CPU run) + pixels x (network bytes
+    per pixel + optimiser state, each vector up to 4/3 of the image: the pyramid's coarser layers,
+    Options.pyramid); ``style_loss="sliced"`` adds ``SLICED_BYTES_PER_PX``.
     """
     px = int(shape[0]) * int(shape[1])
     extra = SLICED_BYTES_PER_PX if style_loss == "sliced" else 0
-    return _fixed(model, dtype, device_type) + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra)
+    return _fixed(model, dtype, device_type) + px * (
+        _activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra
+    )
 
 
 def estimate_tiled(

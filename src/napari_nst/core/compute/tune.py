@@ -191,9 +191,9 @@ def candidates(device: torch.device) -> list[Candidate]:
       channels-last, and with NNPACK's Winograd convolutions (contiguous only; where torch has
       NNPACK), and channels-last with napari-nst's Winograd F(4x4, 3x3) on the layers of 256 or
       more input channels (``encoder/winograd.py``; last of the float32 plans, so a near tie keeps
-      the plan without its transformed kernels, 4x those layers' weights); bfloat16 (only where it runs in hardware: emulated it is tens of times slower)
-      channels-last with the index-free or torch's pool (contiguous bfloat16 was 1.1-1.2x
-      channels-last in every measurement here: docs/perf_levers_isa.md).
+      the plan without its transformed kernels, 4x those layers' weights); bfloat16 (only where
+      it runs in hardware: emulated it is tens of times slower) channels-last with the index-free
+      or torch's pool (contiguous bfloat16 was 1.1-1.2x channels-last in every measurement).
     * CUDA: float32 and (compute capability >= 8.0) bfloat16, each contiguous and channels-last,
       torch's pool (cuDNN benchmark mode picks the convolution algorithm within a plan).
     """

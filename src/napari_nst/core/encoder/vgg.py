@@ -134,8 +134,8 @@ class Conv3x3(nn.Conv2d):
     calls they can (float32 on the CPU, frozen weights, no autocast); otherwise torch's convolution:
 
     * ``winograd`` (contiguous input): NNPACK's Winograd F(6x6, 3x3), :class:`_WinogradConv3x3Fn`;
-    * ``winograd_wide`` (layers of at least :data:`winograd.WIDE_MIN` input channels): napari-nst's
-      own Winograd F(4x4, 3x3) (:mod:`napari_nst.core.encoder.winograd`), which keeps the
+    * ``winograd_wide`` (layers of at least :data:`winograd.WIDE_MIN` input channels, one image at a
+      time): napari-nst's own Winograd F(4x4, 3x3) (:mod:`napari_nst.core.encoder.winograd`), which keeps the
       transformed kernel on the module while it is on.
 
     The engine sets them per run (``VGGFeatures.set_winograd``, ``set_winograd_wide``; the choice
@@ -170,7 +170,7 @@ class Conv3x3(nn.Conv2d):
         self._u = self._u_of = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.winograd_wide and self.in_channels >= winograd.WIDE_MIN and self._serves(x):
+        if self.winograd_wide and self.in_channels >= winograd.WIDE_MIN and x.shape[0] == 1 and self._serves(x):
             out: torch.Tensor = winograd.WinogradConv3x3Fn.apply(x, self.transformed_weight(), self.bias)
             return out
         if self.winograd and x.is_contiguous() and self._serves(x):
