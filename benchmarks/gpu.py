@@ -64,10 +64,24 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tile-budget", type=float, default=150.0, help="seconds for the tiles section")
 
 
+def _cap_for_tiles_of_96(device: str, shape: tuple[int, int] = (96, 128)) -> int:
+    """Bytes between the memory model's estimates of 96 px and 128 px tiles of a 128 px, 4:3 run
+    in the precision ``auto`` picks on ``device`` (float32 counts the Winograd kernels a CPU plan
+    may keep): the engine then picks tiles of 96 px."""
+    import torch
+
+    from napari_nst.core.compute import memory
+    from napari_nst.core.compute.device import autocast_dtype
+
+    dt = "float32" if autocast_dtype("auto", torch.device(device)) is None else "bfloat16"
+    return (memory.estimate_tiled(shape, 96, H.MODEL, dt) + memory.estimate_tiled(shape, 128, H.MODEL, dt)) // 2
+
+
 def dry_run(args: argparse.Namespace) -> None:
     """CPU, 64 px, 4 evaluations; tiles of 96 px at 128 px."""
     args.sizes, args.steps, args.repeats, args.trace_every = "64", 4, "2", 2
-    args.tile_sizes, args.tile, args.tile_steps, args.tile_max_memory = "128", 96, 2, "370MB"
+    args.tile_sizes, args.tile, args.tile_steps = "128", 96, 2
+    args.tile_max_memory = str(_cap_for_tiles_of_96(args.device or "cpu"))
     args.tile_budget = 3600.0  # every tiles-section run, however loaded the machine (a test runs this)
     args.device = args.device or "cpu"
 
