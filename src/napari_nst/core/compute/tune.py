@@ -93,8 +93,8 @@ class Candidate:
     @property
     def label(self) -> str:
         conv = "NNPACK Winograd" if self.plan.winograd else "direct"
-        if self.plan.winograd_wide:
-            conv += " + Winograd F(4x4) from 256 ch"
+        if self.plan.winograd_wide:  # short: the widget shows the table in its dock
+            conv = "Winograd 4x4 wide"
         pool = "index-free pool" if self.plan.lean_pool else "torch pool"
         return f"{self.precision}, {self.plan.layout}, {conv} conv, {pool}"
 
