@@ -187,3 +187,12 @@ def test_float32_cpu_estimates_count_the_winograd_kernels(monkeypatch):
         f32, bf16, cuda = with_kernels[n]
         assert f32 - f(dtype="float32") == want  # float32 on the CPU only
         assert bf16 == f(dtype="bfloat16") and cuda == f(dtype="float32", device_type="cuda")
+
+
+def test_sliced_scratch_estimate_follows_the_matchings_chunk():
+    from napari_nst.core.objective import statistics
+
+    assert memory.SLICED_FIXED_BYTES == statistics.MATCH_CHUNK * (8 + 4 + 8)
+    assert memory.estimate_memory((256, 256), style_loss="sliced") - memory.estimate_memory((256, 256)) == (
+        memory.SLICED_FIXED_BYTES + 256 * 256 * memory.SLICED_BYTES_PER_PX
+    )

@@ -36,10 +36,13 @@ ACTIVATION_BYTES_PER_PX = {
 }
 #: ``style_loss="sliced"``'s bytes per input pixel on top (computed from the tensors' sizes, not
 #: measured): the style layers hold 122 values per input pixel (relu1_1 64, relu2_1 32, relu3_1
-#: 16, relu4_1 8, relu5_1 2); their sorted targets and kept gradients in float32 (2 x 488 B), and
-#: one layer's projections sorted with their int64 order and scattered gradient at a time (relu1_1:
-#: 64 x 16 B)
-SLICED_BYTES_PER_PX = 2 * 488 + 64 * 16
+#: 16, relu4_1 8, relu5_1 2); their sorted targets and their projections (kept by the term across
+#: evaluations) in float32 (2 x 488 B), and a float32 copy of the largest layer's features
+#: (relu1_1: 64 x 4 B)
+SLICED_BYTES_PER_PX = 2 * 488 + 64 * 4
+#: and the matching's scratch, a few directions at a time: ``statistics.MATCH_CHUNK`` (2^21)
+#: values in int64, float32 and complex64
+SLICED_FIXED_BYTES = 2**21 * (8 + 4 + 8)
 #: the network's weights, their bfloat16 copies, the style image's pass and allocator slack
 FIXED_BYTES = 320 * 2**20
 #: CPU float32 plans may run the wide layers through napari-nst's Winograd F(4x4, 3x3), which keeps
@@ -119,12 +122,16 @@ def estimate_memory(
     ``dtype``: ``"bfloat16"`` or ``"float32"`` (None: float32). A linear model of the measurements:
     ``FIXED_BYTES`` (plus :func:`winograd_bytes` for a float32 CPU run) + pixels x (network bytes
     per pixel + optimiser state, each vector up to 4/3 of the image: the pyramid's coarser layers,
-    Options.pyramid); ``style_loss="sliced"`` adds ``SLICED_BYTES_PER_PX``.
+    Options.pyramid); ``style_loss="sliced"`` adds ``SLICED_BYTES_PER_PX`` and
+    ``SLICED_FIXED_BYTES``.
     """
     px = int(shape[0]) * int(shape[1])
     extra = SLICED_BYTES_PER_PX if style_loss == "sliced" else 0
-    return _fixed(model, dtype, device_type) + px * (
-        _activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra
+    fixed = SLICED_FIXED_BYTES if style_loss == "sliced" else 0
+    return (
+        fixed
+        + _fixed(model, dtype, device_type)
+        + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra)
     )
 
 
