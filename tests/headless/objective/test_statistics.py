@@ -200,6 +200,21 @@ def test_sliced_ranks_from_the_histogram_are_the_sorts_at_a_layers_size(layout):
     assert ((g - g_want).norm() / g_want.norm()).item() < 2e-2
 
 
+def test_sliced_matching_reads_its_table_the_same_in_one_gather_or_two():
+    """The CPU's complex gather and the plain gathers a GPU uses give the same partners."""
+    gen = torch.Generator().manual_seed(4)
+    proj = S.projections(8, gen)
+    target = S.quantiles(S.sorted_projections(torch.randn(1, 8, 40, 50, generator=gen).relu(), proj), 3000)
+    lo, scale = S.bucket_frame(target)
+    f = torch.randn(8, 3000, generator=gen).relu()
+    one = torch.addmm((-lo * scale)[:, None], (proj * scale).T, f)
+    two = one.clone()
+    S.match_in_place(one, target, lo, scale, S.MatchBuffers(), complex_gather=True)
+    S.match_in_place(two, target, lo, scale, S.MatchBuffers(), complex_gather=False)
+    torch.testing.assert_close(one, two, rtol=0, atol=1e-3)
+    assert one.abs().max() > 1  # differences, not zeros
+
+
 def test_sliced_ties_share_their_targets_middle():
     """One direction, a value repeated 4 times among distinct ones: the sort gives the tied values
     4 different partners (in an arbitrary order); the histogram gives each their middle, so the
