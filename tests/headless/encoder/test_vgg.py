@@ -242,7 +242,9 @@ def test_network_gradient_equals_torchs_max_pooling(vgg16_random):
     """The whole network, float32 and bf16 autocast + channels_last: the image's gradient through
     the index-free pooling is torch's, bit for bit."""
     lean = vgg.build_vgg("vgg16", ["relu2_1", "relu3_1"], weights=vgg16_random)
+    vgg._NETS.clear()  # build_vgg hands out its cached network: the reference must be another one
     ref = vgg.build_vgg("vgg16", ["relu2_1", "relu3_1"], weights=vgg16_random)
+    assert ref is not lean
     assert sum(isinstance(m, vgg.MaxPool2x2) for m in lean.layers) == 2
     for i, m in enumerate(ref.layers):
         if isinstance(m, torch.nn.MaxPool2d):
@@ -372,3 +374,65 @@ def test_network_with_winograd_convolutions_matches_torchs(vgg16_random):
     for k in res[0][0]:
         torch.testing.assert_close(res[1][0][k], res[0][0][k], rtol=0, atol=1e-4 * res[0][0][k].abs().max().item())
     torch.testing.assert_close(res[1][1], res[0][1], rtol=0, atol=1e-4 * res[0][1].abs().max().item())
+
+
+# --------------------------------------------------------------------------- ReLU and pool at once
+
+
+def _saved_storages(net, x):
+    """The network's output, the image's gradient and {storage: (dtype, shape)} autograd kept."""
+    saved: dict[int, tuple[torch.dtype, tuple[int, ...]]] = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = (t.dtype, tuple(t.shape))
+        return t
+
+    xi = x.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(xi)
+    sum(o.pow(2).mean() for o in out.values()).backward()
+    return out, xi.grad, saved
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_relu_before_a_pool_runs_with_it_and_keeps_torchs_numbers(vgg16_random, channels_last):
+    """A ReLU whose output no loss wants runs with the max pool after it (float32, torch's pooling):
+    output and gradient bit for bit those of ReLU then max_pool2d, odd sizes and ties included,
+    and the ReLU's full-size output is no longer kept for backward."""
+    layers = ["relu1_1", "relu2_1", "relu3_1"]
+    fused = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
+    fused.set_lean_pool(False)
+    assert fused.fusible == {3, 8}  # relu1_2 and relu2_2; relu1_1 and relu2_1 are wanted
+    vgg._NETS.clear()  # build_vgg hands out its cached network: the reference must be another one
+    ref = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
+    vgg._NETS.clear()
+    assert ref is not fused
+    ref.set_lean_pool(False)
+    ref.fusible = set()
+    x = torch.rand(1, 3, 37, 30, generator=torch.Generator().manual_seed(0))
+    x[..., :8, :] = 0.5  # flat rows: ties in the windows, and windows whose maximum the ReLU zeroes
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out_f, grad_f, saved_f = _saved_storages(fused, x)
+    out_r, grad_r, saved_r = _saved_storages(ref, x)
+    assert all(torch.equal(out_f[k], out_r[k]) for k in layers)
+    assert torch.equal(grad_f, grad_r)
+    full = [s for s in saved_r.values() if s == (torch.float32, (1, 64, 37, 30))]
+    assert len(full) == 2  # relu1_1 (a style layer) and relu1_2 (for its ReLU and the pool)
+    assert [s for s in saved_f.values() if s == (torch.float32, (1, 64, 37, 30))] == full[:1]
+    assert grad_f.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_a_wanted_relu_or_another_pooling_is_not_fused(vgg16_random):
+    net = vgg.build_vgg("vgg16", ["relu1_2", "relu2_1"], weights=vgg16_random)
+    assert net.fusible == set()  # relu1_2's output is wanted as it is
+    avg = vgg.build_vgg("vgg16", ["relu2_1"], weights=vgg16_random, pooling="avg")
+    assert avg.fusible == set()
+    lean = vgg.build_vgg("vgg16", ["relu2_1"], weights=vgg16_random)
+    lean.set_lean_pool(True)  # the index-free pool keeps the ReLU's output anyway: not fused
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    assert not lean.layers[4].fuses_relu(x)
+    lean.set_lean_pool(False)
+    assert lean.layers[4].fuses_relu(x)
+    with torch.no_grad():
+        assert not lean.layers[4].fuses_relu(x)  # no backward, nothing to keep: the plain layers

@@ -201,3 +201,29 @@ def test_pairs_stored_in_bfloat16_take_half_the_bytes_and_still_converge():
     assert stored == [{torch.float32}, {torch.bfloat16}]
     assert torch.allclose(xs[1], x_star, atol=2e-3)
     assert torch.allclose(xs[1], xs[0], atol=2e-3)
+
+
+def test_pairs_reuse_the_rows_of_two_buffers():
+    """The pairs live in two buffers made once; the oldest row is reused, order is oldest first,
+    and the values are the ones stored (rounded to the history's dtype)."""
+    from napari_nst.core.optim.lbfgs import Pairs
+
+    pairs = Pairs(3, torch.bfloat16)
+    stored = []
+    for k in range(5):
+        s, y = torch.full((4, 2), float(k)), torch.full((4, 2), float(k) + 0.5)
+        pairs.append(s, y, torch.tensor(1.0 / (k + 1)))
+        stored.append(k)
+        if k == 0:
+            rows = pairs._s.data_ptr(), pairs._y.data_ptr()
+    assert (pairs._s.data_ptr(), pairs._y.data_ptr()) == rows  # no new buffers
+    assert len(pairs) == 3
+    assert [float(s[0]) for s, _, _ in pairs] == [2.0, 3.0, 4.0]  # the newest three, oldest first
+    assert [float(y[0]) for _, y, _ in reversed(pairs)] == [4.5, 3.5, 2.5]
+    assert pairs[-1][0].dtype == torch.bfloat16 and float(pairs[-1][2]) == pytest.approx(0.2)
+    pairs.clear()
+    assert not pairs and len(list(pairs)) == 0
+    pairs.append(torch.ones(8), torch.ones(8), torch.tensor(1.0))
+    assert len(pairs) == 1 and pairs._s.data_ptr() == rows[0]
+    pairs.append(torch.ones(6), torch.ones(6), torch.tensor(1.0))  # another size: buffers made again
+    assert len(pairs) == 1 and pairs._s.shape == (3, 6)

@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from napari_nst.core.encoder.layer_names import WIDE_MIN
 
 #: the largest intermediate :func:`correlate` makes at once (bytes)
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 8 * 2**20
 
 __all__ = ["WIDE_MIN", "WinogradConv3x3Fn", "correlate", "transform_weight"]
 

@@ -31,9 +31,67 @@ keeps a positive ``rho`` (the update stays positive definite whatever the roundi
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+
+
+class Pairs:
+    """The curvature pairs ``(s, y, 1 / s.y)``, oldest first, at most ``history`` of them.
+
+    ``s`` and ``y`` live in two buffers of ``history`` rows made once (at the first pair, in
+    ``dtype``; None: the vectors' own) and rows are reused as pairs come and go: a fresh tensor per
+    pair would stay alive for ``history`` steps among the evaluations' short-lived tensors, and a
+    CPU's heap (glibc's) cannot hand the memory around such islands back, so it grows. Iterating
+    yields views of the rows; a pair read after ``history`` more pairs were stored holds a newer
+    pair.
+    """
+
+    def __init__(self, history: int, dtype: torch.dtype | None = None) -> None:
+        self.history = max(1, int(history))
+        self.dtype = dtype
+        self._s: torch.Tensor | None = None
+        self._y: torch.Tensor | None = None
+        self._order: deque[int] = deque()  # rows, oldest pair first
+        self._rho: list[torch.Tensor | None] = [None] * self.history
+
+    def append(self, s: torch.Tensor, y: torch.Tensor, rho: torch.Tensor) -> None:
+        n, dtype = s.numel(), self.dtype or s.dtype
+        if self._s is None or self._s.shape[1] != n or self._s.device != s.device or self._s.dtype != dtype:
+            self._s = torch.empty((self.history, n), dtype=dtype, device=s.device)
+            self._y = torch.empty_like(self._s)
+            self._order.clear()
+        assert self._y is not None
+        if len(self._order) == self.history:
+            row = self._order.popleft()
+        else:
+            row = min(set(range(self.history)) - set(self._order))
+        self._s[row].copy_(s.reshape(-1))
+        self._y[row].copy_(y.reshape(-1))
+        self._rho[row] = rho
+        self._order.append(row)
+
+    def clear(self) -> None:
+        """Forget every pair (the buffers stay for the next)."""
+        self._order.clear()
+
+    def _pair(self, row: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert self._s is not None and self._y is not None
+        rho = self._rho[row]
+        assert rho is not None
+        return self._s[row], self._y[row], rho
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return (self._pair(r) for r in list(self._order))
+
+    def __reversed__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return (self._pair(r) for r in reversed(list(self._order)))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._pair(self._order[i])
 
 
 class LBFGS:
@@ -58,8 +116,8 @@ class LBFGS:
         self.max_change = max_change
         self.image_change = image_change
         self.history_dtype = history_dtype if history_dtype not in (None, torch.float32) else None
-        # (s, y, 1 / s.y) in history_dtype; _h0: s.y / y.y of the newest pair, from float32 vectors
-        self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=max(1, self.history))
+        # (s, y, 1 / s.y), s and y in history_dtype; _h0: s.y / y.y of the newest pair, from float32 vectors
+        self.pairs = Pairs(self.history, self.history_dtype)
         self._h0: torch.Tensor | None = None
         self._x_prev: torch.Tensor | None = None
         self._g_prev: torch.Tensor | None = None
@@ -123,9 +181,7 @@ class LBFGS:
     def _store(self, s: torch.Tensor, y: torch.Tensor, ys: torch.Tensor) -> None:
         """Keep the pair ``(s, y)`` (in ``history_dtype``) with its float32 scalars."""
         self._h0 = ys / (y @ y)
-        if self.history_dtype is not None:
-            s, y = s.to(self.history_dtype), y.to(self.history_dtype)
-        self.pairs.append((s, y, 1.0 / ys))
+        self.pairs.append(s, y, 1.0 / ys)  # rounded to history_dtype as they are copied in
 
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         out, i = [], 0
