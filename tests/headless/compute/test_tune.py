@@ -368,3 +368,27 @@ def test_a_run_measured_fastest_with_wide_winograd_uses_it_and_releases_its_kern
     nets = [net for _, net in vgg._NETS.values()]  # the engine's networks, kept for the next run
     wide = [m for n in nets for m in n.modules() if isinstance(m, vgg.Conv3x3) and m.winograd_wide]
     assert wide and all(m._u is None for m in wide)  # the transformed kernels went with the run
+
+
+def test_the_float32_finish_of_a_bfloat16_run_keeps_no_winograd_kernels(
+    config, caps, fast, content, style, monkeypatch
+):
+    """A bfloat16 run finishes in the fastest float32 plan without napari-nst's Winograd, whose
+    kernels would come on top of a run sized for bfloat16; an explicit float32 run still gets it."""
+    from napari_nst import iter_stylize
+
+    seconds = {BF16_CL_LEAN: 0.1, BF16_CL: 0.12, F32_DIRECT: 0.3, F32_CL: 0.25, F32_CL_WIDE: 0.15}
+    table = _table(tune.machine_key(CPU, (24, 32)), seconds)
+    assert table.choose("float32") == F32_CL_WIDE
+    assert table.choose("float32", kernels=False) == F32_CL
+    assert table.choose("auto", kernels=False) == BF16_CL_LEAN  # the others are unchanged
+    caps(bf16=True, nnpack=False)
+    tune.store(table)
+    plans = []
+    real = engine._set_plan
+    monkeypatch.setattr(engine, "_set_plan", lambda ctx, dt, plan: plans.append((dt, plan)) or real(ctx, dt, plan))
+    with use_levers(Levers(finish=2)):  # go on in float32 after the level's 2nd evaluation
+        recs = list(iter_stylize(content, style, **fast))
+    finished = [plan for dtype, plan in plans if dtype is None]
+    assert finished and all(p == F32_CL.plan for p in finished)
+    assert np.isfinite(recs[-1].losses["total"])

@@ -281,14 +281,21 @@ class Table:
     rounds: int
     when: str = ""
 
-    def choose(self, precision: str = "auto", margin: float = MARGIN) -> Candidate | None:
+    def choose(self, precision: str = "auto", margin: float = MARGIN, kernels: bool = True) -> Candidate | None:
         """The plan to run ``precision`` with (None: the table has no plan of that precision).
 
         Among the rows of that precision (all rows for ``auto``) the first is that precision's
         static plan; it is kept unless the fastest row is faster by more than ``margin``; else
         the first row (in the table's order of preference) within ``margin`` of the fastest.
+        ``kernels=False``: only the plans that keep no transformed kernels (not ``winograd_wide``).
         """
-        pool = [r for r in self.rows if r.ratios and (precision == "auto" or r.candidate.precision == precision)]
+        pool = [
+            r
+            for r in self.rows
+            if r.ratios
+            and (precision == "auto" or r.candidate.precision == precision)
+            and (kernels or not r.candidate.plan.winograd_wide)
+        ]
         if not pool:
             return None
         best = min(r.ratio for r in pool)

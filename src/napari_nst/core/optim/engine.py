@@ -463,7 +463,10 @@ def _prepare(
             opts.style_layers,
         )
     dtype, plan = decision.dtype, _with_knobs(decision.plan, opts)
-    f32 = decision.table.choose("float32") if decision.table is not None else None
+    # the plan a bfloat16 run finishes in (_Finish): the fastest float32 plan that keeps no Winograd
+    # kernels, whose 151 MB (VGG16) would come on top of a run sized for bfloat16 for the few
+    # evaluations of the finish (measured: docs/benchmarks.md, the memory rows)
+    f32 = decision.table.choose("float32", kernels=False) if decision.table is not None else None
     float32_plan = _with_knobs(f32.plan if f32 is not None else network_plan(device, None), opts)
     apply_network_plan(net, plan)
     return _Run(
