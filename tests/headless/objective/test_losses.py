@@ -208,3 +208,72 @@ def test_gram_is_float32_under_autocast():
     assert g.dtype == torch.float32
     torch.testing.assert_close(g, _plain_gram(bf.detach()))
     assert f.grad is not None and torch.isfinite(f.grad).all()
+
+
+# --------------------------------------------------------------------------- Grams made as the network goes
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_grams_tapped_in_the_forward_give_the_same_numbers_once_per_layer(vgg16_random, monkeypatch, precision):
+    """``gram_taps``: the network makes the plain style term's Gram matrices as each layer is
+    computed. With one target the objective and the image's gradient are bit for bit those of
+    Grams made after the forward pass; a blend of two targets reads one Gram per layer, not one
+    per target (its gradient then sums the targets' before the product: the same up to rounding)."""
+    from napari_nst.core.encoder import vgg
+    from napari_nst.core.objective import losses
+    from napari_nst.core.objective.losses import ContentTerm, StyleTarget, StyleTerm, evaluate, gram_taps
+
+    style_layers = ["relu1_1", "relu2_1", "relu3_1"]
+    net = vgg.build_vgg("vgg16", ["relu2_2", *style_layers], weights=vgg16_random)
+    gen = torch.Generator().manual_seed(0)
+    content, style = torch.rand(1, 3, 40, 36, generator=gen), torch.rand(1, 3, 40, 36, generator=gen)
+    with torch.no_grad():
+        cf, sf = net(content), net(style)
+        sf2 = net(style.flip(-1))
+    targets = [StyleTarget({n: losses.gram(f[n]) for n in style_layers}, 0.5) for f in (sf, sf2)]
+    content_term = ContentTerm({"relu2_2": cf["relu2_2"]}, 1e-3)
+    terms = [content_term, StyleTerm(targets[:1], {n: 1 / 3 for n in style_layers}, 1e3)]
+    assert set(gram_taps(terms)) == set(style_layers)
+    calls = {"n": 0}
+    real = losses.gram
+    monkeypatch.setattr(losses, "gram", lambda f: calls.__setitem__("n", calls["n"] + 1) or real(f))
+
+    def evaluation(taps):
+        calls["n"] = 0
+        x = (
+            0.5 * content + 0.5 * torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(1))
+        ).requires_grad_()
+        xin = x.contiguous(memory_format=torch.channels_last) if precision == "bfloat16" else x
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            feats = net(xin, taps)
+        total, _ = evaluate(terms, feats, x)
+        total.backward()
+        return total.detach(), x.grad, calls["n"], feats
+
+    taps = {n: losses.gram for n in style_layers}
+    t_plain, g_plain, n_plain, f_plain = evaluation(None)
+    t_tap, g_tap, n_tap, f_tap = evaluation(taps)
+    assert torch.equal(t_plain, t_tap) and torch.equal(g_plain, g_tap)
+    assert n_plain == n_tap == len(style_layers) and set(f_tap.tapped) == set(style_layers) and not f_plain.tapped
+    terms[1] = StyleTerm(targets, {n: 1 / 3 for n in style_layers}, 1e3)  # a blend of two paintings
+    t_plain, g_plain, n_plain, _ = evaluation(None)
+    t_tap, g_tap, n_tap, _ = evaluation(taps)
+    assert n_plain == 2 * len(style_layers) and n_tap == len(style_layers)  # one Gram per layer, not per target
+    torch.testing.assert_close(t_tap, t_plain, rtol=1e-6, atol=0)
+    if precision == "float32":
+        torch.testing.assert_close(g_tap, g_plain, rtol=1e-4, atol=1e-6 * g_plain.abs().max().item())
+    else:  # each target's gradient was rounded to bfloat16 before the sum; here the sum is rounded once
+        cos = torch.nn.functional.cosine_similarity(g_tap.flatten(), g_plain.flatten(), dim=0)
+        assert cos > 0.9999
+        torch.testing.assert_close(g_tap, g_plain, rtol=0.05, atol=0.02 * g_plain.abs().max().item())
+    with torch.no_grad():  # no gradient: nothing is tapped
+        assert not net(content, {n: losses.gram for n in style_layers}).tapped
+
+
+def test_only_the_plain_style_term_is_tapped():
+    from napari_nst.core.objective.losses import GuidedStyleTerm, StyleTerm, TVTerm, gram_taps
+
+    plain = StyleTerm([], {"relu1_1": 1.0}, 1.0)
+    guided = GuidedStyleTerm.__new__(GuidedStyleTerm)  # another statistic: masked Grams
+    assert set(gram_taps([plain, TVTerm(0.1)])) == {"relu1_1"}
+    assert gram_taps([guided]) == {}

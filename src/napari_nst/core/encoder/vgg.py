@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,15 @@ class Conv3x3(nn.Conv2d):
         return super().forward(x)
 
 
+class Features(dict[str, torch.Tensor]):
+    """What :meth:`VGGFeatures.forward` returns: ``{name: activation}``, and in ``tapped``, for
+    each layer given a tap, ``(activation, tap(activation))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tapped: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 class VGGFeatures(nn.Module):
     """VGG ``features`` up to the last requested layer; returns ``{name: activation}``.
 
@@ -307,8 +317,16 @@ class VGGFeatures(nn.Module):
             if isinstance(m, Conv3x3):
                 m.release()
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
+    def forward(
+        self, x: torch.Tensor, taps: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
+    ) -> Features:
+        """``{name: activation}`` of ``x``. ``taps``: functions of a wanted layer's activation, run
+        (with gradients on) as soon as the activation exists, their results in ``out.tapped``. A
+        loss computed there is earlier in autograd's graph than the deeper layers, so backward
+        makes its gradient when the layers above have made theirs, not at its start: the Gram
+        matrices' gradients (relu1_1's alone is 48 MiB at 512x384 px in float32) are then not
+        all alive through the whole backward pass."""
+        out = Features()
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
         x = (x - mean.to(x.dtype)) / std.to(x.dtype)
         idx, layers = 0, self.layers
@@ -319,7 +337,11 @@ class VGGFeatures(nn.Module):
             else:
                 x = layers[idx](x)
             if idx in self.wanted:
-                out[self.wanted[idx]] = x
+                name = self.wanted[idx]
+                out[name] = x
+                tap = taps.get(name) if taps else None
+                if tap is not None and torch.is_grad_enabled() and x.requires_grad:
+                    out.tapped[name] = (x, tap(x))
             idx += 1
         return out
 

@@ -13,7 +13,7 @@ Each term reports its *unweighted* value; the objective multiplies by the term's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,8 +119,24 @@ def style_loss(
     for name, w in layer_weights.items():
         f = features[name]
         n, m = f.shape[-3], f.shape[-2] * f.shape[-1]
-        total = total + w * gram_loss(gram(f), targets[name], n, m)
+        total = total + w * gram_loss(gram_of(features, name), targets[name], n, m)
     return total
+
+
+def gram_of(features: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
+    """:func:`gram` of ``features[name]``, or the one the network made as it computed that layer
+    (``VGGFeatures.forward``'s ``taps``: the same matrix, made earlier in the graph)."""
+    f = features[name]
+    tapped = getattr(features, "tapped", None)
+    hit = tapped.get(name) if tapped else None
+    return hit[1] if hit is not None and hit[0] is f else gram(f)
+
+
+def gram_taps(terms: Sequence[Any]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The taps (``VGGFeatures.forward``) that make the Gram matrices ``terms`` read: those of each
+    plain :class:`StyleTerm`'s layers (the regions' and the other style losses' terms read other
+    statistics)."""
+    return {n: gram for t in terms if type(t) is StyleTerm for n in t.layer_weights}
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

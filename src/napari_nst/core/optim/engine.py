@@ -59,6 +59,7 @@ from napari_nst.core.objective.losses import (
     evaluate,
     gram,
     gram_loss,
+    gram_taps,
 )
 from napari_nst.core.objective.weights import auto_style_weight, resolve_weights
 from napari_nst.core.optim import levers, probe
@@ -1035,11 +1036,12 @@ def _objective(ctx: _Run, terms: list[Any]) -> Objective:
     """The objective of one level as a function of the image, as a CUDA graph where that pays."""
 
     keep = ctx.controls.composite if ctx.controls is not None else None  # regions mapped to None: the content
+    taps = gram_taps(terms)  # the Gram matrices made as the network goes (VGGFeatures.forward: less memory)
 
     def fn(g: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         g = keep(g) if keep is not None else g
         with _autocast(ctx.device, ctx.dtype):
-            feats = ctx.net(g.contiguous(memory_format=torch.channels_last) if ctx.plan.channels_last else g)
+            feats = ctx.net(g.contiguous(memory_format=torch.channels_last) if ctx.plan.channels_last else g, taps)
         return evaluate(terms, feats, g)
 
     graph = ctx.device.type == "cuda" and ctx.levers.cuda_graph
