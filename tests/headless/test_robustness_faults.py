@@ -210,11 +210,11 @@ def test_out_of_memory_names_a_size_that_fits_and_frees_memory(content, style, f
     original = VGGFeatures.forward
     seen: list[weakref.ref] = []
 
-    def forward(self, x):
+    def forward(self, x, taps=None):
         seen.append(weakref.ref(x))
         if x.requires_grad:  # the pastiche's evaluation, after the targets were computed
             raise error()
-        return original(self, x)
+        return original(self, x, taps)
 
     monkeypatch.setattr(VGGFeatures, "forward", forward)
     size = 64
@@ -246,11 +246,11 @@ def test_out_of_memory_is_measured_after_the_run_is_freed(content, style, fast, 
         seen.append(weakref.ref(ctx))
         return ctx
 
-    def forward(self, x):
+    def forward(self, x, taps=None):
         seen.append(weakref.ref(x))
         if x.requires_grad:  # the pastiche's evaluation, after the targets were computed
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
-        return original(self, x)
+        return original(self, x, taps)
 
     def available(device):
         gc.collect()
@@ -272,7 +272,7 @@ def test_out_of_memory_is_measured_after_the_run_is_freed(content, style, fast, 
 def test_out_of_memory_is_not_mistaken_for_other_runtime_errors(content, style, fast, monkeypatch):
     """Only allocation failures become DeviceMemoryError; another torch failure keeps its own type."""
 
-    def forward(self, x):
+    def forward(self, x, taps=None):
         raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
 
     monkeypatch.setattr(VGGFeatures, "forward", forward)

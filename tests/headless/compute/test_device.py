@@ -159,13 +159,13 @@ def test_the_engine_runs_the_network_as_planned(fake, monkeypatch, content, styl
     seen = []
     original = engine.VGGFeatures.forward
 
-    def spy(self, x):
+    def spy(self, x, taps=None):
         if x.requires_grad:
             pools = [m.lean for m in self.layers if hasattr(m, "lean")]
             convs = [m.winograd for m in self.layers if hasattr(m, "winograd")]
             cl = x.is_contiguous(memory_format=torch.channels_last)
             seen.append((cl, all(pools), all(convs), torch.is_autocast_enabled("cpu")))
-        return original(self, x)
+        return original(self, x, taps)
 
     monkeypatch.setattr(engine.VGGFeatures, "forward", spy)
     for fast_bf16 in (False, True):
