@@ -377,12 +377,12 @@ def test_the_float32_finish_of_a_bfloat16_run_keeps_no_winograd_kernels(
     kernels would come on top of a run sized for bfloat16; an explicit float32 run still gets it."""
     from napari_nst import iter_stylize
 
+    caps(bf16=True, nnpack=False)  # before the key, which names whether bfloat16 is fast
     seconds = {BF16_CL_LEAN: 0.1, BF16_CL: 0.12, F32_DIRECT: 0.3, F32_CL: 0.25, F32_CL_WIDE: 0.15}
     table = _table(tune.machine_key(CPU, (24, 32)), seconds)
     assert table.choose("float32") == F32_CL_WIDE
     assert table.choose("float32", kernels=False) == F32_CL
     assert table.choose("auto", kernels=False) == BF16_CL_LEAN  # the others are unchanged
-    caps(bf16=True, nnpack=False)
     tune.store(table)
     plans = []
     real = engine._set_plan
