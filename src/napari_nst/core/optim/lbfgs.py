@@ -62,10 +62,8 @@ class Pairs:
             self._y = torch.empty_like(self._s)
             self._order.clear()
         assert self._y is not None
-        if len(self._order) == self.history:
-            row = self._order.popleft()
-        else:
-            row = min(set(range(self.history)) - set(self._order))
+        # until the buffers are full (again, after clear) the rows in use are 0..len-1
+        row = self._order.popleft() if len(self._order) == self.history else len(self._order)
         self._s[row].copy_(s.reshape(-1))
         self._y[row].copy_(y.reshape(-1))
         self._rho[row] = rho
