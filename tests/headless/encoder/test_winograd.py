@@ -137,3 +137,42 @@ def test_network_with_it_matches_torchs_features_and_input_gradient(vgg16_random
         torch.testing.assert_close(res[1][0][k], res[0][0][k], rtol=0, atol=1e-4 * res[0][0][k].abs().max().item())
     torch.testing.assert_close(res[1][1], res[0][1], rtol=0, atol=1e-4 * res[0][1].abs().max().item())
     assert not torch.equal(res[1][0]["relu5_1"], res[0][0]["relu5_1"])  # it did run another algorithm
+
+
+@pytest.mark.parametrize("shape", [(13, 17), (4, 4), (1, 9), (9, 2), (8, 12)])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_mirror_is_the_correlation_of_the_flipped_input_flipped_back(monkeypatch, shape, transpose):
+    """The backward's ``mirror`` (no flipped copies) against the flips it replaces, whole and a
+    row of tiles at a time (the padded band then starts inside the picture)."""
+    torch.manual_seed(3)
+    w = torch.randn(6, 5, 3, 3)  # asymmetric, 5 -> 6 channels (transposed: 6 -> 5)
+    u = winograd.transform_weight(w)
+    x = torch.randn(1, 6 if transpose else 5, *shape)
+    flipped = winograd.correlate(x.flip(2, 3), u, transpose=transpose).flip(2, 3)
+    tol = 2e-5 * flipped.abs().max().item()  # float32 rounding, summed in another order
+    torch.testing.assert_close(winograd.correlate(x, u, transpose=transpose, mirror=True), flipped, rtol=0, atol=tol)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    torch.testing.assert_close(winograd.correlate(x, u, transpose=transpose, mirror=True), flipped, rtol=0, atol=tol)
+    # and it is not the unmirrored correlation (an asymmetric kernel tells them apart)
+    plain = winograd.correlate(x, u, transpose=transpose)
+    assert (plain - flipped).abs().max() > 100 * tol
+
+
+def test_the_work_space_is_made_once_and_released_with_the_kernels():
+    """Calls of the same or smaller size reuse the work space (no intermediates made per call);
+    releasing a layer's kernel frees it."""
+    torch.manual_seed(4)
+    conv = vgg.Conv3x3(winograd.WIDE_MIN, 8).requires_grad_(False)
+    conv.winograd_wide = True
+    winograd.release_workspace()
+    assert winograd.workspace_bytes() == 0
+    x = torch.randn(1, winograd.WIDE_MIN, 12, 10, requires_grad=True)
+    conv(x).sum().backward()
+    held = winograd.workspace_bytes()
+    assert held > 0
+    buffers = {n: b.data_ptr() for n, b in winograd._WORK.buffers.items()}
+    conv(x[..., :8, :8]).sum().backward()
+    assert winograd.workspace_bytes() == held
+    assert {n: b.data_ptr() for n, b in winograd._WORK.buffers.items()} == buffers
+    conv.release()
+    assert winograd.workspace_bytes() == 0 and conv._u is None

@@ -16,19 +16,23 @@ against oneDNN's direct convolution, which is ~1e-6): the transforms' constants 
 cost some precision. No departure from the objective's formulas.
 
 Memory: the transformed kernel is 4x the kernel (VGG16's layers from conv3_2 to conv5_1: 151 MB
-in all), kept on the module while a run uses it and released at the run's end. The
-backward (the input gradient; the network is frozen) reuses it: the input gradient of a padding-1
-3x3 correlation is the correlation of the output gradient with the kernel flipped and its channels
-swapped, and flipping the gradient before and after the correlation turns the flipped kernel back
-into the kernel, so one ``U`` (read transposed) serves both directions.
+in all), kept on the module while a run uses it and released at the run's end. The intermediates
+(the padded input, a band of rows at a time; the gathered, transformed and multiplied tiles,
+:data:`CHUNK_BYTES` at a time) go into a work space made once per thread (:class:`_Workspace`,
+~20 MB at 512 px) instead of fresh tensors at every call. The backward (the input gradient; the
+network is frozen) reuses the kernel: the input gradient of a padding-1 3x3 correlation is the
+correlation of the output gradient with the kernel flipped and its channels swapped, and flipping
+the gradient before and after the correlation turns the flipped kernel back into the kernel, so
+one ``U`` (read with its channels swapped) serves both directions. The flips themselves are not
+made: :func:`correlate`'s ``mirror`` reverses the transforms' matrices instead.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from napari_nst.core.encoder.layer_names import WIDE_MIN
@@ -36,7 +40,7 @@ from napari_nst.core.encoder.layer_names import WIDE_MIN
 #: the largest intermediate :func:`correlate` makes at once (bytes)
 CHUNK_BYTES = 8 * 2**20
 
-__all__ = ["WIDE_MIN", "WinogradConv3x3Fn", "correlate", "transform_weight"]
+__all__ = ["WIDE_MIN", "WinogradConv3x3Fn", "correlate", "release_workspace", "transform_weight", "workspace_bytes"]
 
 
 M = 4  # output tile
@@ -78,47 +82,114 @@ _G2 = _kron(_G)
 _B1, _A1 = torch.tensor(_BT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64)
 
 
-def _both_axes(m: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:
-    """``m`` ``(k, 6)`` applied along both tile axes of ``v`` ``(6, 6, n)``: ``(k, k, n)``."""
-    m = m.to(v)
-    v = (m @ v.view(6, 6 * n)).view(m.shape[0], 6, n)  # along the first axis
-    return torch.matmul(m, v)  # along the second, for each row of the first
+def _both_axes(m: torch.Tensor, v: torch.Tensor, n: int, mid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``m`` ``(k, 6)`` applied along both tile axes of ``v`` ``(6, 6, n)``: ``(k, k, n)``, written
+    into ``out`` through ``mid`` (flat buffers of the workspace)."""
+    k = m.shape[0]
+    t = torch.mm(m, v.view(6, 6 * n), out=mid[: k * 6 * n].view(k, 6 * n)).view(k, 6, n)  # first axis
+    return torch.matmul(m, t, out=out[: k * k * n].view(k, k, n))  # the second, for each row of the first
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``(Co, Ci, 3, 3)`` -> ``U`` ``(36, Ci, Co)`` float32: each transform position's ``Ci x Co``
-    matrix, written in that layout by one matrix product (a 512 x 512 layer: ~20 ms on 2 cores)."""
+    """``(Co, Ci, 3, 3)`` -> ``U`` ``(36, Co, Ci)`` float32: each transform position's ``Co x Ci``
+    matrix, written by one matrix product from the weight as it lies in memory (no reordered copy)."""
     co, ci = weight.shape[:2]
-    w = weight.detach().to(torch.float32).transpose(0, 1).reshape(ci * co, 9)  # rows (i, o)
-    return (_G2.to(w) @ w.T).view(A * A, ci, co)
+    w = weight.detach().to(torch.float32).reshape(co * ci, 9)  # rows (o, i): a view of a contiguous weight
+    return (_G2.to(w) @ w.T).view(A * A, co, ci)
 
 
-def correlate(x: torch.Tensor, u: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+class _Workspace(threading.local):
+    """Flat float32 buffers that :func:`correlate` writes its intermediates into, per thread,
+    grown to the largest call and kept until :func:`release_workspace`. Made fresh at every call
+    (as they were), the intermediates of each layer fell between the evaluation's longer-lived
+    tensors and fragmented the heap; made once, they do not."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, n: int, like: torch.Tensor) -> torch.Tensor:
+        b = self.buffers.get(name)
+        if b is None or b.numel() < n or b.device != like.device:
+            self.buffers.pop(name, None)  # free the old one before making the larger one
+            b = self.buffers[name] = torch.empty(n, dtype=torch.float32, device=like.device)
+        return b
+
+
+_WORK = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free this thread's :func:`correlate` buffers (a run's end)."""
+    _WORK.buffers.clear()
+
+
+def workspace_bytes() -> int:
+    """What this thread's :func:`correlate` buffers hold now."""
+    return sum(b.numel() * b.element_size() for b in _WORK.buffers.values())
+
+
+def _padded_rows(
+    xc: torch.Tensor, band: torch.Tensor, y0: int, rows: int, top: int, left: int, width: int
+) -> torch.Tensor:
+    """Rows ``y0 .. y0 + rows`` of ``xc`` ``(H, W, C)`` zero-padded (``top`` rows above, ``left``
+    columns to the left, to ``width`` columns), written into the flat buffer ``band``."""
+    h, w, c = xc.shape
+    out = band[: rows * width * c].view(rows, width, c)
+    a, b = max(y0, top), min(y0 + rows, top + h)  # the padded rows that hold image rows
+    if a >= b:
+        out.zero_()
+        return out
+    out[: a - y0].zero_()
+    out[b - y0 :].zero_()
+    out[a - y0 : b - y0, :left].zero_()
+    out[a - y0 : b - y0, left + w :].zero_()
+    out[a - y0 : b - y0, left : left + w].copy_(xc[a - top : b - top])
+    return out
+
+
+def correlate(x: torch.Tensor, u: torch.Tensor, transpose: bool = False, mirror: bool = False) -> torch.Tensor:
     """The 3x3, stride-1, zero-padding-1 correlation of float32 ``x`` ``(1, Ci, H, W)`` with the
-    kernel whose transform is ``u`` (``(36, Ci, Co)``; ``transpose``: ``u`` read as ``(36, Co, Ci)``,
-    channels swapped). Returns ``(1, Co, H, W)`` in channels-last memory format, no bias."""
+    kernel whose transform is ``u`` (``(36, Co, Ci)``; ``transpose``: the kernel with its channels
+    swapped, ``Co`` in and ``Ci`` out). Returns ``(1, Co, H, W)`` in channels-last memory format, no bias.
+
+    ``mirror``: the same with ``x`` and the result flipped in both spatial axes, that is
+    ``flip(correlate(flip(x)))``, without making the flipped copies: a tile of the flipped, padded
+    input is a tile of ``x`` padded on the other sides, reversed, and reversing a tile before the
+    input transform (after the output transform) is reversing the transform matrix's columns (rows).
+    """
     _, c, h, w = x.shape
-    co = u.shape[1] if transpose else u.shape[2]
+    co = u.shape[2] if transpose else u.shape[1]
     th, tw = -(-h // M), -(-w // M)
-    xp = F.pad(x[0].permute(1, 2, 0), (0, 0, 1, M * tw + 1 - w, 1, M * th + 1 - h))  # (M th + 2, M tw + 2, C)
-    tiles = xp.unfold(0, A, M).unfold(1, A, M)  # (th, tw, C, 6, 6), a view
-    k = u.transpose(1, 2) if transpose else u
+    pw = M * tw + 2  # the padded input's width: 1 zero on one side, the rest on the other (and so its height)
+    top, left = (M * th + 1 - h, M * tw + 1 - w) if mirror else (1, 1)
+    xc = x[0].permute(1, 2, 0)  # (H, W, C), a view
+    k = u if transpose else u.transpose(1, 2)  # (36, C in, C out), as bmm multiplies
+    bt, at = (_B1.flip(1), _A1.flip(0)) if mirror else (_B1, _A1)
+    bt, at = bt.to(x), at.to(x)
     # a tensor of its own (not a view), so that the in-place ReLU after it may write to it
     out = torch.empty((1, co, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     hwc = out[0].permute(1, 2, 0)
+    oy, ox = (M * th - h, M * tw - w) if mirror else (0, 0)  # where the result starts in the tiles' grid
     # rows of tiles at a time, so that the intermediates (36 x tiles x channels) stay under
-    # CHUNK_BYTES: the allocator then reuses the same few blocks instead of growing the heap
+    # CHUNK_BYTES, in two buffers used in turn
     rows = max(1, min(th, CHUNK_BYTES // (A * A * tw * max(c, co) * 4)))
+    n = A * A * rows * tw * max(c, co)
+    a, b = _WORK.get("a", n, x), _WORK.get("b", n, x)
+    band = _WORK.get("pad", (M * rows + 2) * pw * c, x)
     for r0 in range(0, th, rows):
         r1 = min(th, r0 + rows)
         t = (r1 - r0) * tw
-        v = tiles[r0:r1].permute(3, 4, 0, 1, 2).reshape(A * A, t * c)  # the tiles, gathered (a copy)
-        v = _both_axes(_B1, v, t * c).view(A * A, t, c)
-        v = torch.bmm(v, k)  # (36, T, Co): the products
-        v = _both_axes(_A1, v, t * co).view(M, M, r1 - r0, tw, co)
-        v = v.permute(2, 0, 3, 1, 4).reshape(M * (r1 - r0), M * tw, co)
-        y0, y1 = r0 * M, min(h, r1 * M)
-        hwc[y0:y1].copy_(v[: y1 - y0, :w])
+        tiles = _padded_rows(xc, band, r0 * M, M * (r1 - r0) + 2, top, left, pw).unfold(0, A, M).unfold(1, A, M)
+        v = a[: A * A * t * c].view(A, A, r1 - r0, tw, c)
+        v.copy_(tiles.permute(3, 4, 0, 1, 2))  # the tiles (r1 - r0, tw, C, 6, 6), gathered
+        v = _both_axes(bt, v.view(A, A, t * c), t * c, b, a).view(A * A, t, c)
+        p = torch.bmm(v, k, out=b[: A * A * t * co].view(A * A, t, co))  # (36, T, Co): the products
+        v = _both_axes(at, p.view(A, A, t * co), t * co, a, b).view(M, M, r1 - r0, tw, co)
+        grid = a[: M * M * t * co].view(r1 - r0, M, tw, M, co)
+        grid.copy_(v.permute(2, 0, 3, 1, 4))  # the output tiles in place in their rows
+        v = grid.view(M * (r1 - r0), M * tw, co)
+        g0, g1 = max(r0 * M, oy), min(r1 * M, oy + h)  # rows of the grid that are in the result
+        hwc[g0 - oy : g1 - oy].copy_(v[g0 - r0 * M : g1 - r0 * M, ox : ox + w])
     return out
 
 
@@ -139,5 +210,4 @@ class WinogradConv3x3Fn(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (u,) = ctx.saved_tensors
-        gx = correlate(gy.flip(2, 3), u, transpose=True)
-        return gx.flip(2, 3), None, None
+        return correlate(gy, u, transpose=True, mirror=True), None, None
