@@ -436,3 +436,65 @@ def test_a_wanted_relu_or_another_pooling_is_not_fused(vgg16_random):
     assert lean.layers[4].fuses_relu(x)
     with torch.no_grad():
         assert not lean.layers[4].fuses_relu(x)  # no backward, nothing to keep: the plain layers
+
+
+def test_relu_backward_writes_over_a_gradient_nothing_else_holds():
+    """The in-place ReLU's gradient is torch's, bit for bit; it is written over the incoming
+    gradient when autograd hands that over alone, and into a new tensor when another node holds it
+    too (``(y + x) * w``: the sum hands one tensor to both of its sides)."""
+    relu = vgg.ReLU(inplace=True)
+    x = torch.randn(2, 3, 5, 7, requires_grad=True, generator=torch.Generator().manual_seed(1))
+    made: list[torch.Tensor] = []
+    real = vgg._relu_backward
+
+    def spy(gy, y):
+        g = real(gy, y)
+        made.append(g.data_ptr() == gy.data_ptr())
+        return g
+
+    for shared in (False, True):
+        a = x * 1.5
+        y = relu(a)
+        assert y is a  # in place, as nn.ReLU(inplace=True)
+        w = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+        # shared: the product's gradient, one tensor, goes to both sides of the sum, y's and x's
+        loss = ((y + x) * w).sum() if shared else (y * y).sum()
+        ref_y = torch.nn.functional.relu(x * 1.5)
+        ref = ((ref_y + x) * w).sum() if shared else (ref_y * ref_y).sum()
+        vgg._relu_backward, made[:] = spy, []
+        try:
+            (g,) = torch.autograd.grad(loss, x)
+        finally:
+            vgg._relu_backward = real
+        (g_ref,) = torch.autograd.grad(ref, x)
+        assert torch.equal(g, g_ref)
+        assert made == [not shared]
+
+
+def test_network_relus_run_in_place_backward_with_torchs_gradient(vgg16_random):
+    """Every ReLU of the network (the fused ones too) writes its gradient over the incoming one in a
+    real forward + backward, and the input gradient is the one of torch's ReLUs, bit for bit."""
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_2"]
+    net = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
+    net.set_lean_pool(False)
+    x = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    calls: list[bool] = []
+    real = vgg._sole_owner
+    vgg._sole_owner = lambda t: calls.append(real(t)) or calls[-1]
+    try:
+        feats = net(x)
+        (g,) = torch.autograd.grad(sum((f * f).mean() for f in feats.values()), x)
+    finally:
+        vgg._sole_owner = real
+    n_relu = sum(isinstance(m, torch.nn.ReLU) for m in net.layers)
+    assert calls == [True] * n_relu  # 10 ReLUs up to relu4_2, three of them with their pool
+    plain = [i for i, m in enumerate(net.layers) if isinstance(m, vgg.ReLU)]
+    try:
+        for i in plain:
+            net.layers[i] = torch.nn.ReLU(inplace=net.layers[i].inplace)
+        net.fusible = set()
+        feats = net(x)
+        (g_ref,) = torch.autograd.grad(sum((f * f).mean() for f in feats.values()), x)
+    finally:
+        vgg._NETS.clear()  # the cached network was changed: the next test builds its own
+    assert torch.equal(g, g_ref)
