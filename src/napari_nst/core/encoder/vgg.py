@@ -77,56 +77,6 @@ class _MaxPool2x2Fn(torch.autograd.Function):
         return gx
 
 
-def _sole_owner(t: torch.Tensor) -> bool:
-    """Whether nothing but the caller holds ``t`` and it is a whole tensor of its own (not a view,
-    not expanded): a gradient autograd hands over that a backward may overwrite. A gradient can be
-    shared, e.g. ``a + b`` hands the same tensor to both sides; torch's ``_use_count`` tells."""
-    use = getattr(t, "_use_count", None)
-    return use is not None and t._base is None and 0 not in t.stride() and not t.requires_grad and use() == 1
-
-
-def _relu_backward(gy: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The ReLU's gradient from its output ``y``: ``gy`` where ``y > 0``, else 0; written over
-    ``gy`` where :func:`_sole_owner` (no new tensor of the activation's size), else a new one."""
-    if _sole_owner(gy):
-        out: torch.Tensor = torch.ops.aten.threshold_backward.grad_input(gy, y, 0, grad_input=gy)
-        return out
-    new: torch.Tensor = torch.ops.aten.threshold_backward(gy, y, 0)
-    return new
-
-
-class _InplaceReluFn(torch.autograd.Function):
-    """``x.relu_()`` whose backward writes its gradient over the incoming one (:func:`_relu_backward`).
-
-    Autograd's ReLU makes a new tensor for its gradient at every ReLU: in float32 at 512x384 px,
-    48 MiB at relu1_1, made while the gradient it comes from and relu1_1's output are still alive.
-    Same values as torch's (the same kernel, tested)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        x.relu_()
-        ctx.mark_dirty(x)
-        ctx.save_for_backward(x)
-        return x
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, gy: torch.Tensor) -> torch.Tensor:
-        (y,) = ctx.saved_tensors
-        return _relu_backward(gy, y)
-
-
-class ReLU(nn.ReLU):
-    """``nn.ReLU``; the in-place one with a gradient on the CPU runs :class:`_InplaceReluFn` (its
-    backward is tested on the CPU only, as :meth:`MaxPool2x2.fuses_relu`)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inplace and torch.is_grad_enabled() and x.requires_grad and not x.is_leaf and x.device.type == "cpu":
-            y: torch.Tensor = _InplaceReluFn.apply(x)
-            return y
-        return super().forward(x)
-
-
 class _ReluMaxPool2x2Fn(torch.autograd.Function):
     """``max_pool2d(relu(x), 2, 2)`` through torch's kernels, keeping only the pooled output and
     torch's indices for backward, for a ReLU whose output nothing else needs.
@@ -155,7 +105,7 @@ class _ReluMaxPool2x2Fn(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, gy: torch.Tensor) -> torch.Tensor:
         y, idx = ctx.saved_tensors
-        g = _relu_backward(gy, y)  # the ReLU's gradient: gy where y > 0, else 0
+        g = torch.ops.aten.threshold_backward(gy, y, 0)  # the ReLU's gradient: gy where y > 0, else 0
         shape, stride = ctx.x_meta
         gx = torch.empty_strided(shape, stride, dtype=gy.dtype, device=gy.device)
         # torch's pooling backward takes the input only for its shape and memory format (the
@@ -271,9 +221,8 @@ class Conv3x3(nn.Conv2d):
         return self._u
 
     def release(self) -> None:
-        """Drop the transformed kernel and the transform's work space (the plan no longer uses them)."""
+        """Drop the transformed kernel (the plan no longer uses it)."""
         self._u = self._u_of = None
-        winograd.release_workspace()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.winograd_wide and self.in_channels >= winograd.WIDE_MIN and x.shape[0] == 1 and self._serves(x):
@@ -314,12 +263,12 @@ class VGGFeatures(nn.Module):
                 # pooling for nicer gradients; "max" keeps torchvision's network as trained.
                 mods.append(MaxPool2x2() if pooling == "max" else nn.AvgPool2d(2, 2))
             else:
-                mods += [Conv3x3(in_ch, v), ReLU(inplace=True)]
+                mods += [Conv3x3(in_ch, v), nn.ReLU(inplace=True)]
                 in_ch = v
         for idx, name in self.wanted.items():
             # a conv output we keep must not be overwritten by the in-place ReLU after it
             if name.startswith("conv") and idx + 1 < len(mods):
-                mods[idx + 1] = ReLU(inplace=False)
+                mods[idx + 1] = nn.ReLU(inplace=False)
         self.layers = nn.Sequential(*mods[: last + 1])
         #: ReLUs before a max pool whose output is not wanted: they may run with the pool
         #: (MaxPool2x2.fuses_relu), so that their full-size output is not kept for backward
