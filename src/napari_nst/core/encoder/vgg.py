@@ -221,8 +221,9 @@ class Conv3x3(nn.Conv2d):
         return self._u
 
     def release(self) -> None:
-        """Drop the transformed kernel (the plan no longer uses it)."""
+        """Drop the transformed kernel and the transform's work space (the plan no longer uses them)."""
         self._u = self._u_of = None
+        winograd.release_workspace()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.winograd_wide and self.in_channels >= winograd.WIDE_MIN and x.shape[0] == 1 and self._serves(x):
