@@ -51,6 +51,8 @@ def main() -> None:
     widget.content.value, widget.style.value = c, s
     widget.size.value, widget.steps.value, widget.device.value = 256, 100, "cpu"
     widget.model.value, widget.weights.value = "vgg16", str(SHARED / "weights" / "vgg16-hed-features.pth")
+    # from x1, whatever the widget remembered: a change to the value it already has sends nothing
+    widget.style_strength.value = 1.0
     app = QApplication.instance()
     widget.run.clicked.emit()
     _wait(app, lambda: widget._run.last is not None and widget._run.last.step >= args.change_at, args.timeout, "steps")
