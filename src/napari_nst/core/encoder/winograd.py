@@ -80,6 +80,11 @@ _G2 = _kron(_G)
 #: the 1-D input and output transforms, applied along each tile axis in turn (12 multiplications
 #: per input value instead of the 2-D matrix's 36: half the time of the transforms at 256 px)
 _B1, _A1 = torch.tensor(_BT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64)
+#: float32 (Bt, At) for :func:`correlate`, plain (False) and mirrored (True: Bt's columns and At's rows reversed)
+_TRANSFORMS = {
+    False: (_B1.float(), _A1.float()),
+    True: (_B1.flip(1).float(), _A1.flip(0).float()),
+}
 
 
 def _both_axes(m: torch.Tensor, v: torch.Tensor, n: int, mid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -164,8 +169,7 @@ def correlate(x: torch.Tensor, u: torch.Tensor, transpose: bool = False, mirror:
     top, left = (M * th + 1 - h, M * tw + 1 - w) if mirror else (1, 1)
     xc = x[0].permute(1, 2, 0)  # (H, W, C), a view
     k = u if transpose else u.transpose(1, 2)  # (36, C in, C out), as bmm multiplies
-    bt, at = (_B1.flip(1), _A1.flip(0)) if mirror else (_B1, _A1)
-    bt, at = bt.to(x), at.to(x)
+    bt, at = (m.to(x.device) for m in _TRANSFORMS[mirror])
     # a tensor of its own (not a view), so that the in-place ReLU after it may write to it
     out = torch.empty((1, co, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     hwc = out[0].permute(1, 2, 0)
