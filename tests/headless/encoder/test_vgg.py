@@ -403,6 +403,7 @@ def test_relu_before_a_pool_runs_with_it_and_keeps_torchs_numbers(vgg16_random, 
     fused = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
     fused.set_lean_pool(False)
     assert fused.fusible == {3, 8}  # relu1_2 and relu2_2; relu1_1 and relu2_1 are wanted
+    fused.blocks = set()  # the ReLU and pool alone here (the whole blocks: test_vgg_blocks...)
     vgg._NETS.clear()  # build_vgg hands out its cached network: the reference must be another one
     ref = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
     vgg._NETS.clear()
@@ -436,3 +437,155 @@ def test_a_wanted_relu_or_another_pooling_is_not_fused(vgg16_random):
     assert lean.layers[4].fuses_relu(x)
     with torch.no_grad():
         assert not lean.layers[4].fuses_relu(x)  # no backward, nothing to keep: the plain layers
+
+
+# --------------------------------------------------------------------------- a block as one function
+
+
+def _pair(vgg16_random, layers):
+    """(the network with its blocks on, the same network layer by layer) for ``layers``."""
+    net = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
+    vgg._NETS.clear()  # build_vgg hands out its cached network: the reference must be another one
+    ref = vgg.build_vgg("vgg16", layers, weights=vgg16_random)
+    vgg._NETS.clear()
+    for n in (net, ref):
+        n.set_lean_pool(False)
+    ref.blocks = set()
+    return net, ref
+
+
+def _grams(out):
+    """A Gram-matrix loss at each wanted layer, as the style loss taps it (gradient reshaped)."""
+    total = 0
+    for t in out.values():
+        f = t.float().reshape(t.shape[1], -1)
+        total = total + (f @ f.T).square().mean() * 1e-3 + t.float().pow(2).mean()
+    return total
+
+
+def _run(net, x, autocast=False, taps=None):
+    xi = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = net(xi, taps)
+        loss = _grams(out) if taps is None else sum(v[1] for v in out.tapped.values()) + _grams(out)
+    loss.backward()
+    return out, xi.grad
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("band", [None, 1])
+def test_vgg_blocks_run_as_one_function_with_the_layers_numbers(vgg16_random, monkeypatch, channels_last, band):
+    """conv1_1 .. pool1 and conv2_1 .. pool2 run as one function each (the second convolution on
+    bands of rows: one band, or two-row bands with band=1): outputs and the image's gradient are
+    those of the layers one by one, up to float32 rounding; odd sizes and ties in the pool
+    windows included, relu1_1 and relu2_1 wanted by a loss and pool2's output too."""
+    if band is not None:
+        monkeypatch.setattr(vgg, "BAND_BYTES", band)
+    layers = ["relu1_1", "relu2_1", "pool2", "relu3_1"]
+    net, ref = _pair(vgg16_random, layers)
+    assert net.blocks == {0, 5}
+    x = torch.rand(1, 3, 37, 30, generator=torch.Generator().manual_seed(0))
+    x[..., :8, :] = 0.5  # flat rows: ties in the windows, and windows whose maximum the ReLU zeroes
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out, grad = _run(net, x)
+    out_r, grad_r = _run(ref, x)
+    assert out["relu1_1"].grad_fn.name().startswith("_ConvPairPoolFn")
+    assert not ref.blocks and out_r["relu1_1"].grad_fn.name() != out["relu1_1"].grad_fn.name()
+    for k in layers:
+        torch.testing.assert_close(out[k], out_r[k], rtol=1e-5, atol=1e-5 * out_r[k].abs().max().item())
+    torch.testing.assert_close(grad, grad_r, rtol=1e-4, atol=1e-5 * grad_r.abs().max().item())
+    assert grad.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_vgg_block_under_bf16_autocast_and_with_taps(vgg16_random, monkeypatch):
+    """bfloat16 autocast (the CPU's bf16 plan, channels_last) with the engine's taps (losses run
+    as soon as relu1_1 exists): the block's outputs and gradient are the layers' to bf16 rounding,
+    and the image's gradient comes back in float32."""
+    monkeypatch.setattr(vgg, "BAND_BYTES", 3000)
+    layers = ["relu1_1", "relu2_1", "relu3_1"]
+    net, ref = _pair(vgg16_random, layers)
+    x = torch.rand(1, 3, 41, 34, generator=torch.Generator().manual_seed(1))
+    x = x.contiguous(memory_format=torch.channels_last)
+    taps = {"relu1_1": lambda t: t.float().mean(), "relu2_1": lambda t: t.float().square().mean()}
+    out, grad = _run(net, x, autocast=True, taps=taps)
+    out_r, grad_r = _run(ref, x, autocast=True, taps=taps)
+    assert out["relu1_1"].dtype == torch.bfloat16 and grad.dtype == torch.float32
+    assert set(out.tapped) == {"relu1_1", "relu2_1"}
+    for k in layers:
+        assert (out[k].float() - out_r[k].float()).norm() <= 2e-2 * out_r[k].float().norm()
+    assert (grad - grad_r).norm() <= 2e-2 * grad_r.norm()
+
+
+def test_vgg_block_adds_to_the_losses_gradient_in_place(vgg16_random, monkeypatch):
+    """The gradient a loss hands over for relu1_1 (reshaped back from the Gram matrix's) is the
+    tensor the block adds conv1_2's gradient to and masks, not a copy; a gradient something else
+    still holds is copied first and left as it was."""
+    net, _ = _pair(vgg16_random, ["relu1_1", "relu2_1"])
+    x = torch.rand(1, 3, 20, 18, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    handed, masked = [], []
+    real = vgg._conv_input_grad
+
+    def spy(g, inp, w):
+        if inp.shape[1] == 3:  # conv1_1's input gradient: from the masked relu1_1 gradient
+            masked.append(g.data_ptr())
+        return real(g, inp, w)
+
+    monkeypatch.setattr(vgg, "_conv_input_grad", spy)
+    out = net(x)
+    out["relu1_1"].register_hook(lambda g: handed.append(g.data_ptr()))  # records, keeps nothing
+    _grams(out).backward()
+    assert handed and masked == handed
+
+    kept = []
+    x.grad = None
+    out = net(x)
+    out["relu1_1"].register_hook(lambda g: kept.append((g, g.clone())))  # holds the gradient
+    _grams(out).backward()
+    ((g, before),) = kept
+    assert torch.equal(g, before)  # not written over
+    assert masked[-1] != g.data_ptr()
+
+
+def test_vgg_block_without_a_loss_at_relu_a(vgg16_random):
+    """relu1_1 wanted by nothing: the block still runs (its ReLU's gradient starts from zero)."""
+    net, ref = _pair(vgg16_random, ["relu2_2"])
+    assert net.blocks == {0}  # relu2_2 is wanted: block 2 is not fused
+    x = torch.rand(1, 3, 24, 22, generator=torch.Generator().manual_seed(3))
+    (out, grad), (out_r, grad_r) = _run(net, x), _run(ref, x)
+    torch.testing.assert_close(out["relu2_2"], out_r["relu2_2"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_r, rtol=1e-4, atol=1e-5 * grad_r.abs().max().item())
+
+
+def test_vgg_block_not_run_where_another_path_serves(vgg16_random):
+    """No gradient, the index-free pool, or a convolution wanted: the layers one by one."""
+    net = vgg.build_vgg("vgg16", ["relu2_1"], weights=vgg16_random)
+    net.set_lean_pool(True)
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    assert not net._runs_block(0, x)  # the index-free pool keeps relu1_2's output anyway
+    net.set_lean_pool(False)
+    assert net._runs_block(0, x)
+    with torch.no_grad():
+        assert not net._runs_block(0, x)
+    assert vgg.build_vgg("vgg16", ["conv1_2", "relu3_1"], weights=vgg16_random).blocks == {5}
+    assert vgg.build_vgg("vgg16", ["relu2_1"], weights=vgg16_random, pooling="avg").blocks == set()
+
+
+def test_sole_owner_tells_a_gradient_that_may_be_written_over():
+    fresh = torch.ones(4, 6)
+    assert vgg._sole_owner(fresh)
+    other = fresh.detach()
+    assert not vgg._sole_owner(fresh)  # its memory held by another tensor too
+    del other
+    assert vgg._sole_owner(fresh)
+    assert not vgg._sole_owner(torch.ones(6).expand(4, 6))  # expanded: one row for all
+    whole = torch.ones(6, 4).T  # the whole of a tensor only the view holds
+    assert vgg._sole_owner(whole)
+    base = torch.ones(6, 4)
+    view, alias = base.T, base.detach()
+    del base
+    assert not vgg._sole_owner(view)  # its memory is held by another tensor too
+    del alias
+    assert vgg._sole_owner(view)
+    assert not vgg._sole_owner(torch.ones(8, 4)[:6])  # part of another tensor
+    assert not vgg._sole_owner(torch.ones(3, requires_grad=True))

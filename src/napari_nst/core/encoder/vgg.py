@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -114,6 +115,165 @@ class _ReluMaxPool2x2Fn(torch.autograd.Function):
             g, gx, [2, 2], [2, 2], [0, 0], [1, 1], False, idx, grad_input=gx
         )
         return gx
+
+
+#: the most bytes of the second convolution's output (and of its gradient) that
+#: :class:`_ConvPairPoolFn` makes at once: a band of rows
+BAND_BYTES = 8 * 2**20
+
+
+def _sole_owner(t: torch.Tensor) -> bool:
+    """Whether a gradient autograd hands over is held by no other tensor and may be written over: a
+    tensor of its own, or a view of the whole of one that only the view holds (a loss's gradient
+    often comes reshaped). A gradient can be shared (``a + b`` hands the same tensor to both
+    sides), expanded (stride 0) or part of another tensor; torch's use counts tell. They count
+    C++ references only: Python ones (a hook that kept the gradient) are the caller's to check
+    (:func:`_free_gradient_refs`)."""
+    if t.requires_grad or 0 in t.stride():
+        return False
+    use = getattr(t, "_use_count", None)
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if use is None or count is None or use() != 1:
+        return False
+    holders = count(t.untyped_storage()._cdata) - 1  # less the temporary storage object
+    base = t._base
+    if base is None:
+        return holders == 1  # no other tensor (a detached alias, a view) on its memory
+    # the view holds its base (1), and so does the temporary ``t._base`` (1); the memory is held
+    # by the two of them only
+    return base._base is None and base.numel() == t.numel() and base._use_count() == 2 and holders == 2
+
+
+class _RefsProbe(torch.autograd.Function):
+    """Measures how many Python references a backward's gradient argument has when nothing else
+    holds it (this interpreter's and torch's own: the argument tuples, the frame): a gradient
+    with more is held by someone else too, e.g. a tensor hook that kept it (torch's use count
+    sees C++ references only)."""
+
+    refs = 0
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.clone(), x.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, ga: torch.Tensor, gb: torch.Tensor) -> torch.Tensor:
+        _RefsProbe.refs = sys.getrefcount(ga)  # the same call as _ConvPairPoolFn.backward's
+        return ga + gb
+
+
+@lru_cache(maxsize=1)
+def _free_gradient_refs() -> int:
+    with torch.enable_grad(), torch.autocast("cpu", enabled=False):
+        x = torch.zeros(2, requires_grad=True)
+        a, b = _RefsProbe.apply(x)
+        (a * 2 + b).sum().backward()
+    return _RefsProbe.refs
+
+
+def _row_bands(h: int, w: int, c: int, itemsize: int) -> list[tuple[int, int]]:
+    """Bands of an even number of rows, ``BAND_BYTES`` of ``(c, rows, w)`` at most, over the rows
+    a 2x2 pool reads (an odd last row is dropped by it)."""
+    h2 = h // 2 * 2
+    rows = max(2, BAND_BYTES // max(1, w * c * itemsize) // 2 * 2)
+    return [(r0, min(h2, r0 + rows)) for r0 in range(0, h2, rows)]
+
+
+def _conv_input_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The input gradient of a 3x3, padding-1 convolution of ``x`` with ``w`` (torch's kernel)."""
+    w = w.to(g.dtype)
+    x = x.to(g.dtype)
+    out: torch.Tensor = torch.ops.aten.convolution_backward(
+        g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]
+    )[0]
+    return out
+
+
+class _ConvPairPoolFn(torch.autograd.Function):
+    """A VGG block's ``conv_a, ReLU, conv_b, ReLU, 2x2 max pool`` as one function, returning
+    ``relu_a``'s output (a loss may want it: relu1_1, relu2_1) and the pooled output.
+
+    Run layer by layer, at relu1_x of a 512x384 px float32 run, the block makes three full-size
+    maps that live only briefly: ``conv_b``'s output in forward, and in backward the pool's
+    gradient and ``conv_b``'s input gradient, while ``relu_a``'s output and the loss's gradient
+    for it are alive (48 MiB each). Here ``conv_b`` runs on bands of rows (:data:`BAND_BYTES`,
+    one row of overlap on each side), each band pooled at once as :class:`_ReluMaxPool2x2Fn`
+    does (the maximum, then the ReLU); backward sends the pooled gradient back through the pool
+    and ``conv_b`` band by band and adds it to the gradient the losses handed over for
+    ``relu_a``'s output, written over in place when nothing else holds it, then applies
+    ``relu_a``'s mask in place. So beside ``relu_a``'s output and its gradient, only bands exist.
+
+    Torch's kernels throughout (oneDNN's convolution, its pooling and threshold kernels); the
+    numbers differ from the layer-by-layer ones only by the float rounding of convolving a band
+    instead of the whole map (tested). Under autocast the convolutions run in its dtype, as they
+    would layer by layer.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, wa: torch.Tensor, ba: torch.Tensor | None, wb: torch.Tensor, bb: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _free_gradient_refs()  # measured once, here rather than in a backward
+        fa = F.conv2d(x, wa, ba, padding=1).relu_()
+        n, _, h, w = fa.shape
+        c = wb.shape[0]
+        layout = torch.channels_last if _is_channels_last(fa) else torch.contiguous_format
+        y = torch.empty((n, c, h // 2, w // 2), dtype=fa.dtype, device=fa.device, memory_format=layout)
+        idx = torch.empty((n, c, h // 2, w // 2), dtype=torch.int64, device=fa.device, memory_format=layout)
+        bands = _row_bands(h, w, c, fa.element_size())
+        for r0, r1 in bands:
+            lo, hi = max(r0 - 1, 0), min(r1 + 1, h)  # the rows the band's outputs read
+            ob = F.conv2d(fa[:, :, lo:hi], wb, bb, padding=1)[:, :, r0 - lo : r1 - lo]
+            yb, ib = torch.ops.aten.max_pool2d_with_indices(ob, [2, 2], [2, 2])
+            y[:, :, r0 // 2 : r1 // 2].copy_(yb.relu_())
+            idx[:, :, r0 // 2 : r1 // 2].copy_(ib)  # positions within the band
+        ctx.save_for_backward(x, fa, y, idx, wa, wb)
+        ctx.bands = bands
+        return fa, y
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, gfa: torch.Tensor | None, gy: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, None, None, None, None]:
+        x, fa, y, idx, wa, wb = ctx.saved_tensors
+        n, _, h, w = fa.shape
+        if gfa is None:
+            g = torch.zeros_like(fa)
+        elif (
+            sys.getrefcount(gfa) <= _free_gradient_refs()
+            and _sole_owner(gfa)
+            and gfa.dtype == fa.dtype
+            and gfa.stride()[1:] == fa.stride()[1:]
+        ):
+            g = gfa  # the losses' gradient, added to in place
+        else:
+            g = torch.empty_like(fa).copy_(gfa)
+        if gy is not None:
+            layout = torch.channels_last if _is_channels_last(fa) else torch.contiguous_format
+            for r0, r1 in ctx.bands:
+                lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
+                rows = slice(r0 // 2, r1 // 2)
+                gp = torch.ops.aten.threshold_backward(gy[:, :, rows], y[:, :, rows], 0)  # the ReLU after the pool
+                # the gradient of the band's convolution outputs: zero on the overlap rows, whose
+                # outputs the forward dropped
+                go = torch.empty((n, wb.shape[0], hi - lo, w), dtype=fa.dtype, device=fa.device, memory_format=layout)
+                go.zero_()
+                inner = go[:, :, r0 - lo : r1 - lo]
+                inner.copy_(
+                    torch.ops.aten.max_pool2d_with_indices_backward(
+                        gp, inner, [2, 2], [2, 2], [0, 0], [1, 1], False, idx[:, :, rows]
+                    )
+                )
+                g[:, :, lo:hi] += _conv_input_grad(go, fa[:, :, lo:hi], wb)
+        torch.ops.aten.threshold_backward.grad_input(g, fa, 0, grad_input=g)  # relu_a's mask, in place
+        gx = _conv_input_grad(g, x, wa).to(x.dtype) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None, None
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 class MaxPool2x2(nn.MaxPool2d):
@@ -225,11 +385,21 @@ class Conv3x3(nn.Conv2d):
         self._u = self._u_of = None
         winograd.release_workspace()
 
+    def _wide(self, x: torch.Tensor) -> bool:
+        return self.winograd_wide and self.in_channels >= winograd.WIDE_MIN and x.shape[0] == 1 and self._serves(x)
+
+    def _nnpack(self, x: torch.Tensor) -> bool:
+        return self.winograd and x.is_contiguous() and self._serves(x)
+
+    def runs_torch(self, x: torch.Tensor) -> bool:
+        """Whether a call with ``x`` runs torch's own convolution (neither Winograd path)."""
+        return self.padding_mode == "zeros" and not self._wide(x) and not self._nnpack(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.winograd_wide and self.in_channels >= winograd.WIDE_MIN and x.shape[0] == 1 and self._serves(x):
+        if self._wide(x):
             out: torch.Tensor = winograd.WinogradConv3x3Fn.apply(x, self.transformed_weight(), self.bias)
             return out
-        if self.winograd and x.is_contiguous() and self._serves(x):
+        if self._nnpack(x):
             y: torch.Tensor = _WinogradConv3x3Fn.apply(x, self.weight, self.bias)
             return y
         return super().forward(x)
@@ -281,6 +451,18 @@ class VGGFeatures(nn.Module):
             and isinstance(self.layers[i + 1], nn.MaxPool2d)  # MaxPool2x2 (forward checks it still is)
             and i not in self.wanted
         }
+        #: blocks ``conv, ReLU, conv, ReLU, max pool`` (first index) that may run as one function,
+        #: :class:`_ConvPairPoolFn`: neither convolution's output wanted, the second ReLU fusible
+        self.blocks = {
+            i
+            for i in range(len(self.layers) - 4)
+            if isinstance(self.layers[i], Conv3x3)
+            and isinstance(self.layers[i + 2], Conv3x3)
+            and i + 3 in self.fusible
+            and not {i, i + 2} & set(self.wanted)
+            and isinstance(self.layers[i + 1], nn.ReLU)
+            and self.layers[i + 1].inplace
+        }
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.eval().requires_grad_(False)
@@ -328,23 +510,50 @@ class VGGFeatures(nn.Module):
         matrices' gradients (relu1_1's alone is 48 MiB at 512x384 px in float32) are then not
         all alive through the whole backward pass."""
         out = Features()
+
+        def keep(i: int, t: torch.Tensor) -> None:
+            if i in self.wanted:
+                name = self.wanted[i]
+                out[name] = t
+                tap = taps.get(name) if taps else None
+                if tap is not None and torch.is_grad_enabled() and t.requires_grad:
+                    out.tapped[name] = (t, tap(t))
+
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
         x = (x - mean.to(x.dtype)) / std.to(x.dtype)
         idx, layers = 0, self.layers
         while idx < len(layers):
+            if idx in self.blocks and idx + 3 in self.fusible and self._runs_block(idx, x):
+                ca, cb = layers[idx], layers[idx + 2]
+                fa, x = _ConvPairPoolFn.apply(x, ca.weight, ca.bias, cb.weight, cb.bias)
+                keep(idx + 1, fa)
+                idx += 4
+                keep(idx, x)
+                idx += 1
+                continue
             pool = layers[idx + 1] if idx in self.fusible else None
             if isinstance(pool, _FusingPool) and pool.fuses_relu(x):
                 x, idx = pool.relu_forward(x), idx + 1  # the ReLU and the pool at once
             else:
                 x = layers[idx](x)
-            if idx in self.wanted:
-                name = self.wanted[idx]
-                out[name] = x
-                tap = taps.get(name) if taps else None
-                if tap is not None and torch.is_grad_enabled() and x.requires_grad:
-                    out.tapped[name] = (x, tap(x))
+            keep(idx, x)
             idx += 1
         return out
+
+    def _runs_block(self, i: int, x: torch.Tensor) -> bool:
+        """Whether the block at ``i`` (in :attr:`blocks`) runs as one function for ``x``: its pool
+        fuses the ReLU before it (torch's pooling, with a gradient, on the CPU) and both
+        convolutions would run torch's kernel (the second reads ``relu_a``'s output, which has
+        ``x``'s batch, device, dtype and layout: what the choice looks at)."""
+        pool, ca, cb = self.layers[i + 4], self.layers[i], self.layers[i + 2]
+        return (
+            isinstance(pool, _FusingPool)
+            and pool.fuses_relu(x)
+            and isinstance(ca, Conv3x3)
+            and isinstance(cb, Conv3x3)
+            and ca.runs_torch(x)
+            and cb.runs_torch(x)
+        )
 
 
 # --------------------------------------------------------------------------- weights
