@@ -135,13 +135,14 @@ def _sole_owner(t: torch.Tensor) -> bool:
     count = getattr(torch._C, "_storage_Use_Count", None)
     if use is None or count is None or use() != 1:
         return False
-    holders = count(t.untyped_storage()._cdata) - 1  # less the temporary storage object
+    holders = int(count(t.untyped_storage()._cdata)) - 1  # less the temporary storage object
     base = t._base
     if base is None:
         return holders == 1  # no other tensor (a detached alias, a view) on its memory
     # the view holds its base (1), and so does the temporary ``t._base`` (1); the memory is held
     # by the two of them only
-    return base._base is None and base.numel() == t.numel() and base._use_count() == 2 and holders == 2
+    base_uses: int = base._use_count()  # type: ignore[attr-defined]
+    return base._base is None and base.numel() == t.numel() and base_uses == 2 and holders == 2
 
 
 class _RefsProbe(torch.autograd.Function):
