@@ -263,12 +263,13 @@ class _ConvPairPoolFn(torch.autograd.Function):
                 # the gradient of the band's convolution outputs: zero on the overlap rows, whose
                 # outputs the forward dropped
                 go = torch.empty((n, wb.shape[0], hi - lo, w), dtype=fa.dtype, device=fa.device, memory_format=layout)
-                go.zero_()
+                go[:, :, : r0 - lo].zero_()
+                go[:, :, r1 - lo :].zero_()
                 inner = go[:, :, r0 - lo : r1 - lo]
-                inner.copy_(
-                    torch.ops.aten.max_pool2d_with_indices_backward(
-                        gp, inner, [2, 2], [2, 2], [0, 0], [1, 1], False, idx[:, :, rows].long()
-                    )
+                # the pool's kernel takes its input only for the shape and layout, and zeroes its
+                # output before scattering: ``inner`` serves as both (as in _ReluMaxPool2x2Fn)
+                torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+                    gp, inner, [2, 2], [2, 2], [0, 0], [1, 1], False, idx[:, :, rows].long(), grad_input=inner
                 )
                 g[:, :, lo:hi] += _conv_input_grad(go, fa[:, :, lo:hi], wb)
         torch.ops.aten.threshold_backward.grad_input(g, fa, 0, grad_input=g)  # relu_a's mask, in place
