@@ -53,3 +53,25 @@ def test_layer_shape_is_the_displayed_slice():
     assert layer_shape(rgb, 2, (0, 1)) == (30, 40)
     pyramid = SimpleNamespace(data=[np.zeros((64, 80)), np.zeros((32, 40))], multiscale=True, ndim=2)
     assert layer_shape(pyramid, 2, (0, 1)) == (64, 80)
+
+
+def test_a_float32_cpu_run_that_fits_without_the_winograd_kernels_drops_them_before_tiles():
+    """Between the whole image's estimate without napari-nst's Winograd kernels and with them, a
+    float32 CPU run is planned whole, without the kernels (not in tiles); the widget says so."""
+    opts = Options(size=512, steps=100, precision="float32", model="vgg16")
+    full = memory.plan((384, 512), opts, 64 * GiB)
+    assert full.kernels and full.tile_size is None and not full.auto
+    kernels = memory.winograd_bytes("vgg16")
+    budget = full.bytes - kernels // 2
+    lean = memory.plan((384, 512), opts, int(budget / memory.MEMORY_HEADROOM) + 1)
+    assert not lean.kernels and lean.tile_size is None and lean.fits and lean.auto
+    assert lean.bytes == full.bytes - kernels and "without the Winograd kernels" in lean.text
+    tiled = memory.plan((384, 512), opts, int((full.bytes - 2 * kernels) / memory.MEMORY_HEADROOM))
+    assert tiled.kernels and tiled.tile_size is not None  # not even without them: tiles, as before
+    bf16_opts = Options(size=512, steps=100, precision="bfloat16", model="vgg16")
+    bf16 = memory.plan((384, 512), bf16_opts, 1, dtype="bfloat16")
+    assert bf16.kernels  # no kernels to drop: bfloat16 plans keep none
+    form = {"size": 512, "steps": 100, "precision": "float32", "model": "vgg16"}
+    est = estimate((384, 512), form, gpu=False, available=int(budget / memory.MEMORY_HEADROOM) + 1)
+    assert est.plan == lean and est.text.endswith("no Winograd kernels (automatic)")
+    assert "without the Winograd kernels" in est.tip

@@ -262,7 +262,9 @@ def format_bytes(n: float) -> str:
 class MemoryPlan:
     """What a run will need and how: ``bytes`` (estimated), ``tile_size`` (None: the whole image at
     once), ``text`` (one line for the user), ``fits`` (False: it does not fit even in tiles; ``text``
-    says what to change), ``auto`` (the tiles were chosen because the whole image does not fit)."""
+    says what to change), ``auto`` (the tiles, or a plan without the Winograd kernels, were chosen
+    because the whole image does not fit otherwise), ``kernels`` (False: a float32 CPU run must not
+    keep napari-nst's Winograd kernels, :func:`winograd_bytes`; it fits without them)."""
 
     bytes: int
     tile_size: int | None
@@ -270,6 +272,7 @@ class MemoryPlan:
     fits: bool = True
     auto: bool = False
     budget: int | None = None
+    kernels: bool = True
 
 
 def tiles_supported(opts: Any, styles: int = 1) -> str:
@@ -351,6 +354,16 @@ def plan(
     need = estimate_memory(shape, *args, _history(False), device_type, getattr(opts, "style_loss", "gram"))
     if budget is None or need <= budget:
         return MemoryPlan(need, None, f"about {format_bytes(need)}", budget=budget)
+    if device_type == "cpu" and dt == "float32" and need - winograd_bytes(model) <= budget:
+        # the whole image fits without the Winograd kernels: the fastest float32 plan that keeps
+        # none (about 15 % slower per evaluation at 512 px, docs/devices.md) beats tiles, which
+        # evaluate more pixels (the halos) and keep a shorter L-BFGS history
+        lean = need - winograd_bytes(model)
+        text = (
+            f"about {format_bytes(lean)}, without the Winograd kernels (with them {format_bytes(need)}, "
+            f"more than the {format_bytes(budget)} it may use)"
+        )
+        return MemoryPlan(lean, None, text, auto=True, budget=budget, kernels=False)
     why_not = tiles_supported(opts, styles)
     tile = 0 if why_not else _auto_tile(shape, budget, opts, dt, device_type)
     if tile:

@@ -384,6 +384,8 @@ def run(
         resume_point(resume, shapes, counts)  # before any work
     mplan = plan_memory(content.shape[:2], shapes[-1], opts, device, dtype, styles)
     ctx = _prepare(content, style, opts, device, dtype, shapes, counts, tune_shape=_tuned_shape(shapes[-1], mplan))
+    if not mplan.kernels and ctx.plan.winograd_wide and levers.current().winograd_wide is None:
+        _set_plan(ctx, ctx.dtype, ctx.float32_plan or network_plan(device, None))  # fastest without kernels
     if ctx.dtype != dtype and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles):
         _static_plan(ctx, dtype)  # the measured precision would need another memory plan: keep the static one
     if ctx.dtype is not None and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles, None):
