@@ -75,3 +75,5 @@ def test_a_float32_cpu_run_that_fits_without_the_winograd_kernels_drops_them_bef
     est = estimate((384, 512), form, gpu=False, available=int(budget / memory.MEMORY_HEADROOM) + 1)
     assert est.plan == lean and est.text.endswith("no Winograd kernels (automatic)")
     assert "without the Winograd kernels" in est.tip
+    assert memory.format_apart(1152 * 2**20, 1100 * 2**20) == ("1152 MiB", "1100 MiB")  # not "1.1 GiB" twice
+    assert memory.format_apart(3 * 2**30, 2**30) == ("3.0 GiB", "1.0 GiB")

@@ -255,6 +255,15 @@ def format_bytes(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+def format_apart(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` as :func:`format_bytes` writes them, or both in MiB where it would write the
+    same for two different amounts ("1.1 GiB, more than the 1.1 GiB")."""
+    fa, fb = format_bytes(a), format_bytes(b)
+    if fa == fb and int(a) != int(b):
+        return f"{a / 2**20:.0f} MiB", f"{b / 2**20:.0f} MiB"
+    return fa, fb
+
+
 # --------------------------------------------------------------------------- the plan
 
 
@@ -359,9 +368,10 @@ def plan(
         # none (about 15 % slower per evaluation at 512 px, docs/devices.md) beats tiles, which
         # evaluate more pixels (the halos) and keep a shorter L-BFGS history
         lean = need - winograd_bytes(model)
+        with_them, may = format_apart(need, budget)
         text = (
-            f"about {format_bytes(lean)}, without the Winograd kernels (with them {format_bytes(need)}, "
-            f"more than the {format_bytes(budget)} it may use)"
+            f"about {format_bytes(lean)}, without the Winograd kernels (with them {with_them}, "
+            f"more than the {may} it may use)"
         )
         return MemoryPlan(lean, None, text, auto=True, budget=budget, kernels=False)
     why_not = tiles_supported(opts, styles)
