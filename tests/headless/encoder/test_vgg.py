@@ -463,6 +463,14 @@ def _grams(out):
     return total
 
 
+def x_format(x):
+    return (
+        torch.channels_last
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        else torch.contiguous_format
+    )
+
+
 def _run(net, x, autocast=False, taps=None):
     xi = x.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -491,6 +499,12 @@ def test_vgg_blocks_run_as_one_function_with_the_layers_numbers(vgg16_random, mo
     out, grad = _run(net, x)
     out_r, grad_r = _run(ref, x)
     assert out["relu1_1"].grad_fn.name().startswith("_ConvPairPoolFn")
+    pair = torch.cat([x, x.flip(-1)]).contiguous(memory_format=x_format(x))  # a batch of two
+    (two, g2), (two_r, g2_r) = _run(net, pair), _run(ref, pair)
+    torch.testing.assert_close(
+        two["relu3_1"], two_r["relu3_1"], rtol=1e-5, atol=1e-5 * two_r["relu3_1"].abs().max().item()
+    )
+    torch.testing.assert_close(g2, g2_r, rtol=1e-4, atol=1e-5 * g2_r.abs().max().item())
     assert not ref.blocks and out_r["relu1_1"].grad_fn.name() != out["relu1_1"].grad_fn.name()
     for k in layers:
         torch.testing.assert_close(out[k], out_r[k], rtol=1e-5, atol=1e-5 * out_r[k].abs().max().item())

@@ -174,8 +174,8 @@ def _free_gradient_refs() -> int:
 
 
 def _row_bands(h: int, w: int, c: int, itemsize: int) -> list[tuple[int, int]]:
-    """Bands of an even number of rows, ``BAND_BYTES`` of ``(c, rows, w)`` at most, over the rows
-    a 2x2 pool reads (an odd last row is dropped by it)."""
+    """Bands of an even number of rows, ``BAND_BYTES`` of ``(c, rows, w)`` at most (``c``: all the
+    batch's channels), over the rows a 2x2 pool reads (an odd last row is dropped by it)."""
     h2 = h // 2 * 2
     rows = max(2, BAND_BYTES // max(1, w * c * itemsize) // 2 * 2)
     return [(r0, min(h2, r0 + rows)) for r0 in range(0, h2, rows)]
@@ -221,7 +221,7 @@ class _ConvPairPoolFn(torch.autograd.Function):
         c = wb.shape[0]
         layout = torch.channels_last if _is_channels_last(fa) else torch.contiguous_format
         y = torch.empty((n, c, h // 2, w // 2), dtype=fa.dtype, device=fa.device, memory_format=layout)
-        bands = _row_bands(h, w, c, fa.element_size())
+        bands = _row_bands(h, w, n * c, fa.element_size())
         # the windows' positions within their band, kept as int32 (half of torch's int64: 12 MiB at
         # pool1 of a 512x384 px run); converted as they are copied in, and back for torch's kernel
         kind = torch.int32 if (bands[0][1] - bands[0][0] + 2) * w < 2**31 else torch.int64
