@@ -365,8 +365,9 @@ def plan(
         return MemoryPlan(need, None, f"about {format_bytes(need)}", budget=budget)
     if device_type == "cpu" and dt == "float32" and need - winograd_bytes(model) <= budget:
         # the whole image fits without the Winograd kernels: the fastest float32 plan that keeps
-        # none (about 15 % slower per evaluation at 512 px, docs/devices.md) beats tiles, which
-        # evaluate more pixels (the halos) and keep a shorter L-BFGS history
+        # none beats tiles, which evaluate more pixels (the halos) and keep a shorter L-BFGS
+        # history (512 px under AVX2: 1.3-1.4x the time per evaluation of the plan with the kernels,
+        # tiles of 480 px 1.9-2.3x, and a higher peak; docs/benchmarks.md)
         lean = need - winograd_bytes(model)
         with_them, may = format_apart(need, budget)
         text = (

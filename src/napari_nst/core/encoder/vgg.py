@@ -233,7 +233,7 @@ class _ConvPairPoolFn(torch.autograd.Function):
             y[:, :, r0 // 2 : r1 // 2].copy_(yb.relu_())
             idx[:, :, r0 // 2 : r1 // 2].copy_(ib)
         ctx.save_for_backward(x, fa, y, idx, wa, wb)
-        ctx.bands = bands
+        ctx.bands, ctx.layout = bands, layout
         return fa, y
 
     @staticmethod
@@ -255,14 +255,15 @@ class _ConvPairPoolFn(torch.autograd.Function):
         else:
             g = torch.empty_like(fa).copy_(gfa)
         if gy is not None:
-            layout = torch.channels_last if _is_channels_last(fa) else torch.contiguous_format
             for r0, r1 in ctx.bands:
                 lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
                 rows = slice(r0 // 2, r1 // 2)
                 gp = torch.ops.aten.threshold_backward(gy[:, :, rows], y[:, :, rows], 0)  # the ReLU after the pool
                 # the gradient of the band's convolution outputs: zero on the overlap rows, whose
                 # outputs the forward dropped
-                go = torch.empty((n, wb.shape[0], hi - lo, w), dtype=fa.dtype, device=fa.device, memory_format=layout)
+                go = torch.empty(
+                    (n, wb.shape[0], hi - lo, w), dtype=fa.dtype, device=fa.device, memory_format=ctx.layout
+                )
                 go[:, :, : r0 - lo].zero_()
                 go[:, :, r1 - lo :].zero_()
                 inner = go[:, :, r0 - lo : r1 - lo]
@@ -554,7 +555,7 @@ class VGGFeatures(nn.Module):
         return (
             isinstance(pool, _FusingPool)
             and pool.fuses_relu(x)
-            and isinstance(ca, Conv3x3)
+            and isinstance(ca, Conv3x3)  # as blocks found them (and for the type checker)
             and isinstance(cb, Conv3x3)
             and ca.runs_torch(x)
             and cb.runs_torch(x)
