@@ -63,6 +63,21 @@ def test_cpu_figures_are_against_the_textbook_measured_in_the_same_run(tmp_path,
         assert f["value"] == times[name]["median"]
 
 
+def test_cpu_memory_is_the_median_of_interleaved_repeats(tmp_path, vgg16_random):
+    argv = ["--dry-run", "--weights", str(vgg16_random), "--results-dir", str(tmp_path), "--parts", "memory"]
+    run_benchmark("cpu", [*argv, "--mem-variants", "default,float32"])
+    (run,) = json.loads((tmp_path / "cpu.json").read_text())["runs"]
+    res = run["results"]["memory"]
+    assert res["repeats"] == 2 and len(res["baseline"]) == 2
+    for f, name in zip(run["figures"], ("default", "float32"), strict=True):
+        reps = res["rows"][name]["repeats"]
+        ratios = [n["peak_rss"] / b["peak_rss"] for n, b in zip(reps, res["baseline"], strict=True)]
+        assert f["name"].endswith(f": {name}") and "median of 2" in f["name"]
+        assert f["ratios"] == pytest.approx(ratios)
+        assert f["ratio"] == pytest.approx(sum(ratios) / 2)
+        assert f["value"] == pytest.approx(sum(n["peak_rss"] for n in reps) / 2 / 2**20)
+
+
 def test_a_child_process_runs_the_function_and_returns_its_result(vgg16_random):
     """What real runs use for peak memory (dry runs call the function in their own process)."""
     from benchmarks import _harness as H
