@@ -363,12 +363,12 @@ def plan(
     need = estimate_memory(shape, *args, _history(False), device_type, getattr(opts, "style_loss", "gram"))
     if budget is None or need <= budget:
         return MemoryPlan(need, None, f"about {format_bytes(need)}", budget=budget)
-    if device_type == "cpu" and dt == "float32" and need - winograd_bytes(model) <= budget:
+    lean = need - winograd_bytes(model) if device_type == "cpu" and dt == "float32" else None
+    if lean is not None and lean <= budget:
         # the whole image fits without the Winograd kernels: the fastest float32 plan that keeps
         # none beats tiles, which evaluate more pixels (the halos) and keep a shorter L-BFGS
-        # history (512 px under AVX2: 1.3-1.4x the time per evaluation of the plan with the kernels,
+        # history (512 px under AVX2: 1.2-1.5x the time per evaluation of the plan with the kernels,
         # tiles of 480 px 1.9-2.3x, and a higher peak; docs/benchmarks.md)
-        lean = need - winograd_bytes(model)
         with_them, may = format_apart(need, budget)
         text = (
             f"about {format_bytes(lean)}, without the Winograd kernels (with them {with_them}, "

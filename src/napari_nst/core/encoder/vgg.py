@@ -182,9 +182,11 @@ def _row_bands(h: int, w: int, c: int, itemsize: int) -> list[tuple[int, int]]:
 
 
 def _conv_input_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The input gradient of a 3x3, padding-1 convolution of ``x`` with ``w`` (torch's kernel)."""
+    """The input gradient of a 3x3, padding-1 convolution of ``x`` with ``w`` (torch's kernel).
+    Only ``x``'s shape, dtype and layout matter (the input gradient does not depend on its
+    values): in another dtype it is not converted, only stood in for."""
     w = w.to(g.dtype)
-    x = x.to(g.dtype)
+    x = x if x.dtype == g.dtype else torch.empty_like(x, dtype=g.dtype)
     out: torch.Tensor = torch.ops.aten.convolution_backward(
         g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]
     )[0]
