@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for p in parts:
         if p not in PARTS:
             raise H.BenchmarkError(f"no part {p!r}: the parts are {', '.join(PARTS)}")
+    if args.mem_repeats < 1:
+        raise H.BenchmarkError(f"--mem-repeats {args.mem_repeats}: give 1 or more runs of each side")
     out: dict[str, Any] = {"figures": []}
     prob = H.setup(args, args.size) if {"per-eval", "quality", "reach"} & set(parts) else None
     for part in parts:
@@ -396,7 +398,7 @@ def part_memory(args: argparse.Namespace) -> dict[str, Any]:
     --mem-repeats times: a process's peak moves by a few per cent between runs (where glibc's heap
     happens to place the evaluations' maps), so a figure is the median of the per-repeat ratios."""
     vs = variants(args.mem_variants)
-    repeats = max(1, args.mem_repeats)
+    repeats = args.mem_repeats
     bases: list[dict[str, Any]] = []
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in vs}
     for i in range(repeats):

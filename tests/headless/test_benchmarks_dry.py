@@ -94,3 +94,11 @@ def test_a_failing_child_process_says_why():
 
     with pytest.raises(H.BenchmarkError, match="(?s)exit 1.*no_such_function"):
         H.run_child("benchmarks.cpu:no_such_function", {})
+
+
+def test_cpu_memory_repeats_below_one_are_refused_before_any_run(tmp_path):
+    from benchmarks import _harness as H
+
+    with pytest.raises(H.BenchmarkError, match="--mem-repeats 0: give 1 or more"):
+        run_benchmark("cpu", ["--parts", "memory", "--mem-repeats", "0", "--results-dir", str(tmp_path)])
+    assert not (tmp_path / "cpu.json").exists()
