@@ -49,6 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "no Winograd": {"levers": {"winograd": False}},
     "wide Winograd": {"levers": {"winograd_wide": True}},
     "no wide Winograd": {"levers": {"winograd_wide": False}},
+    "Winograd from 128": {"levers": {"winograd_wide": True, "winograd_min": 128}},
     "index-free pool": {"levers": {"lean_pool": True}},
     "torch pool": {"levers": {"lean_pool": False}},
     "float32 L-BFGS history": {"levers": {"history_dtype": "float32"}},

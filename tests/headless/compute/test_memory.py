@@ -169,11 +169,12 @@ def test_bad_tile_sizes_are_value_errors_naming_the_fix():
 
 def test_float32_cpu_estimates_count_the_winograd_kernels(monkeypatch):
     """A float32 CPU plan may keep each wide layer's Winograd-transformed kernel (4x its weights)."""
+    from napari_nst.core.encoder.layer_names import NARROW_MIN
     from napari_nst.core.encoder.vgg import Conv3x3, VGGFeatures
-    from napari_nst.core.encoder.winograd import WIDE_MIN
 
     net = VGGFeatures("vgg16", ["relu5_1"])
-    want = sum(4 * m.weight.numel() * 4 for m in net.layers if isinstance(m, Conv3x3) and m.in_channels >= WIDE_MIN)
+    # the most a plan keeps: the one that runs it from 128 input channels
+    want = sum(4 * m.weight.numel() * 4 for m in net.layers if isinstance(m, Conv3x3) and m.in_channels >= NARROW_MIN)
     assert memory.winograd_bytes("vgg16") == want
     runs = {
         "whole": lambda **k: memory.estimate_memory((256, 256), "vgg16", **k),

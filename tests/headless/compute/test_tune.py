@@ -28,6 +28,9 @@ F32_WINO = Candidate("float32", NetworkPlan(channels_last=False, lean_pool=False
 F32_DIRECT = Candidate("float32", NetworkPlan(channels_last=False, lean_pool=False))
 F32_CL = Candidate("float32", NetworkPlan(channels_last=True, lean_pool=False))
 F32_CL_WIDE = Candidate("float32", NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True))
+F32_CL_128 = Candidate(
+    "float32", NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True, winograd_min=128)
+)
 
 
 @pytest.fixture
@@ -84,7 +87,7 @@ def choose(cands, seconds, precision="auto", **kw):
 # --------------------------------------------------------------------------- the choice
 
 
-CANDS = [BF16_CL_LEAN, BF16_CL, F32_DIRECT, F32_WINO, F32_CL, F32_CL_WIDE]
+CANDS = [BF16_CL_LEAN, BF16_CL, F32_DIRECT, F32_WINO, F32_CL, F32_CL_WIDE, F32_CL_128]
 
 
 def test_the_fastest_plan_is_chosen_when_it_beats_the_static_one_by_more_than_the_margin():
@@ -111,6 +114,24 @@ def test_among_near_ties_the_first_in_order_of_preference_is_chosen():
     assert choose(CANDS, seconds) == BF16_CL
     seconds[F32_DIRECT] = 0.15  # now faster by more than the margin
     assert choose(CANDS, seconds) == F32_DIRECT
+
+
+def test_winograd_from_128_channels_replaces_the_wide_plan_only_beyond_the_margin():
+    """The two Winograd plans differ by two layers' worth of time: the one with fewer kernels
+    (wide) is kept in a near tie; a plan that keeps no kernels excludes both."""
+    within, beyond = 1.0 - 0.5 * tune.MARGIN, 1.0 / (1.0 + 2 * tune.MARGIN)
+    seconds = {c: 0.4 for c in CANDS} | {F32_CL_WIDE: 0.20, F32_CL_128: 0.20 * within}
+    assert choose(CANDS, seconds, "float32") == F32_CL_WIDE
+    seconds[F32_CL_128] = 0.20 * beyond
+    assert choose(CANDS, seconds, "float32") == F32_CL_128
+    clock = Clock()
+    rows, rounds, spent = tune.race(CANDS, fake_passes(clock, seconds), timer=clock)
+    table = tune.Table(tune.MachineKey("cpu", "m", "i", "t", 1, 256), (1, 1), rows, spent, rounds)
+    assert table.choose("float32", kernels=False) == F32_DIRECT
+    assert F32_CL_128.label != F32_CL_WIDE.label and "128" in F32_CL_128.label
+    assert Candidate.from_dict(F32_CL_128.as_dict()) == F32_CL_128
+    old = {k: v for k, v in F32_CL_WIDE.as_dict().items() if k != "winograd_min"}  # a version-2 row
+    assert Candidate.from_dict(old) == F32_CL_WIDE
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -172,9 +193,9 @@ def test_candidates_follow_the_capabilities(caps):
     caps(bf16=True, nnpack=True)
     assert tune.candidates(CPU) == CANDS  # the static plan (bf16) first, its precision next
     caps(bf16=False, nnpack=True)
-    assert tune.candidates(CPU) == [F32_DIRECT, F32_WINO, F32_CL, F32_CL_WIDE]  # no emulated bfloat16
+    assert tune.candidates(CPU) == [F32_DIRECT, F32_WINO, F32_CL, F32_CL_WIDE, F32_CL_128]  # no emulated bfloat16
     caps(bf16=False, nnpack=False)
-    assert tune.candidates(CPU) == [F32_DIRECT, F32_CL, F32_CL_WIDE]  # ours needs no NNPACK
+    assert tune.candidates(CPU) == [F32_DIRECT, F32_CL, F32_CL_WIDE, F32_CL_128]  # ours needs no NNPACK
     assert tune.candidates(torch.device("mps")) == []
 
 
@@ -368,6 +389,31 @@ def test_a_run_measured_fastest_with_wide_winograd_uses_it_and_releases_its_kern
     nets = [net for _, net in vgg._NETS.values()]  # the engine's networks, kept for the next run
     wide = [m for n in nets for m in n.modules() if isinstance(m, vgg.Conv3x3) and m.winograd_wide]
     assert wide and all(m._u is None for m in wide)  # the transformed kernels went with the run
+
+
+def test_a_run_measured_fastest_with_winograd_from_128_channels_runs_conv3_1_through_it(
+    config, caps, fast, content, style, monkeypatch
+):
+    from napari_nst import iter_stylize
+    from napari_nst.core.encoder import vgg, winograd
+
+    caps(bf16=False, nnpack=False)
+    seconds = {F32_DIRECT: 0.3, F32_CL: 0.25, F32_CL_WIDE: 0.1, F32_CL_128: 0.08}
+    tune.store(_table(tune.machine_key(CPU, (24, 32)), seconds))
+    layers: set[int] = set()
+    real = winograd.correlate
+
+    def spy(x, u, transpose=False, mirror=False):
+        layers.add(u.shape[2])  # the layer's input channels
+        return real(x, u, transpose=transpose, mirror=mirror)
+
+    monkeypatch.setattr(winograd, "correlate", spy)
+    recs = list(iter_stylize(content, style, **fast))
+    assert np.isfinite(recs[-1].losses["total"]) and len(recs) == fast["steps"]
+    assert 128 in layers and min(layers) == 128  # conv2_2 or conv3_1, never a 64-channel layer
+    nets = [net for _, net in vgg._NETS.values()]
+    used = [m for n in nets for m in n.modules() if isinstance(m, vgg.Conv3x3) and m.in_channels >= 128]
+    assert used and all(m._u is None for m in used)  # released with the run
 
 
 def test_the_float32_finish_of_a_bfloat16_run_keeps_no_winograd_kernels(

@@ -540,10 +540,10 @@ def test_vgg_block_adds_to_the_losses_gradient_in_place(vgg16_random, monkeypatc
     handed, masked = [], []
     real = vgg._conv_input_grad
 
-    def spy(g, inp, w):
+    def spy(g, inp, w, u=None):
         if inp.shape[1] == 3:  # conv1_1's input gradient: from the masked relu1_1 gradient
             masked.append(g.data_ptr())
-        return real(g, inp, w)
+        return real(g, inp, w, u)
 
     monkeypatch.setattr(vgg, "_conv_input_grad", spy)
     out = net(x)

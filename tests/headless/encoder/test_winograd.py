@@ -176,3 +176,47 @@ def test_the_work_space_is_made_once_and_released_with_the_kernels():
     assert {n: b.data_ptr() for n, b in winograd._WORK.buffers.items()} == buffers
     conv.release()
     assert winograd.workspace_bytes() == 0 and conv._u is None
+
+
+@pytest.mark.parametrize("band_bytes", [vgg.BAND_BYTES, 1])  # whole maps; two rows at a time
+def test_the_128_channel_plan_runs_inside_the_fused_blocks_and_matches_torch(vgg16_random, monkeypatch, band_bytes):
+    """From 128 input channels conv2_2 (inside block 2, :class:`vgg._ConvPairPoolFn`, on bands of
+    rows) and conv3_1 go through the transform too: the block still runs as one function, forward
+    and input gradient equal torch's to float32 rounding, and the layers under 128 channels keep
+    no kernel."""
+    monkeypatch.setattr(vgg, "BAND_BYTES", band_bytes)
+    net = vgg.build_vgg("vgg16", ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], weights=str(vgg16_random))
+    net.set_lean_pool(False)  # torch's pool, as the float32 plans run: the blocks fuse
+    assert net.blocks == {0, 5, 12}  # conv1_x, conv2_x, conv3_2 and conv3_3, each with its pool
+    x = torch.rand(1, 3, 30, 44)
+    calls: list[int] = []
+    real = winograd.correlate
+
+    def counted(inp, u, transpose=False, mirror=False):
+        calls.append(u.shape[2])  # the layer's input channels (u: 36 x out x in)
+        return real(inp, u, transpose=transpose, mirror=mirror)
+
+    monkeypatch.setattr(winograd, "correlate", counted)
+    res = []
+    for on, least in ((False, winograd.WIDE_MIN), (True, 128)):
+        net.set_winograd_wide(on, min_channels=least)
+        xi = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        f = net(xi)
+        assert f["relu2_1"].grad_fn.name().startswith("_ConvPairPoolFn")
+        sum(v.pow(2).mean() for v in f.values()).backward()
+        res.append(({k: v.detach() for k, v in f.items()}, xi.grad))
+    assert set(calls) == {128, 256}  # conv2_2 and conv3_1, then the wide layers; never a 64-channel one
+    convs = [m for m in net.layers if isinstance(m, vgg.Conv3x3)]
+    assert all((m._u is not None) == (m.in_channels >= 128) for m in convs)
+    for k in res[0][0]:
+        torch.testing.assert_close(res[1][0][k], res[0][0][k], rtol=0, atol=1e-4 * res[0][0][k].abs().max().item())
+    torch.testing.assert_close(res[1][1], res[0][1], rtol=0, atol=1e-4 * res[0][1].abs().max().item())
+    assert not torch.equal(res[1][0]["relu3_1"], res[0][0]["relu3_1"])  # it did run another algorithm
+    # back to the wide plan: the 128-channel layers drop their kernels, the wide ones and the
+    # shared work space stay
+    held = winograd.workspace_bytes()
+    net.set_winograd_wide(True)
+    assert all((m._u is not None) == (m.in_channels >= winograd.WIDE_MIN) for m in convs)
+    assert winograd.workspace_bytes() == held > 0
+    net.set_winograd_wide(False)
+    assert all(m._u is None for m in convs) and winograd.workspace_bytes() == 0

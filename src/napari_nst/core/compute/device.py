@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from napari_nst.core.compute.memory import host_available
+from napari_nst.core.encoder.layer_names import WIDE_MIN
 from napari_nst.core.errors import OptionError, PrecisionWarning
 
 #: first CUDA compute capability with bfloat16 in hardware (Ampere, sm_80): below it
@@ -149,6 +150,9 @@ class NetworkPlan:
     #: the layers of >= 256 input channels through napari-nst's Winograd F(4x4, 3x3) (encoder/winograd.py);
     #: only where the tuner measured it faster (no static rule chooses it)
     winograd_wide: bool = False
+    #: with ``winograd_wide``, the fewest input channels of a layer that runs it (``WIDE_MIN`` 256,
+    #: or ``NARROW_MIN`` 128: conv2_2 and conv3_1 too)
+    winograd_min: int = WIDE_MIN
 
     @property
     def layout(self) -> str:
@@ -160,7 +164,7 @@ def apply_network_plan(net: Any, plan: NetworkPlan, release: bool = True) -> Non
     format is the input's, set by the caller); ``release``: see ``set_winograd_wide``."""
     net.set_lean_pool(plan.lean_pool)
     net.set_winograd(plan.winograd)
-    net.set_winograd_wide(plan.winograd_wide, release=release)
+    net.set_winograd_wide(plan.winograd_wide, release=release, min_channels=plan.winograd_min)
 
 
 def network_plan(device: torch.device, dtype: torch.dtype | None) -> NetworkPlan:

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from napari_nst.core.compute import device as D
 from napari_nst.core.compute.device import NetworkPlan
 from napari_nst.core.config import config_dir
+from napari_nst.core.encoder.layer_names import NARROW_MIN, WIDE_MIN
 from napari_nst.core.encoder.vgg import Conv3x3, VGGFeatures, nnpack_available
 from napari_nst.core.objective.losses import content_loss, gram, gram_loss
 
@@ -55,7 +56,9 @@ log = logging.getLogger("napari_nst")
 TUNE_ENV = "NAPARI_NST_TUNE"
 #: the measured plans, in :func:`napari_nst.core.config.config_dir`
 CACHE_FILE = "plans.json"
-CACHE_VERSION = 2  # 2: the candidate with Winograd F(4x4) on the wide layers (tables without it are measured again)
+#: 2: the candidate with Winograd F(4x4) on the wide layers; 3: the one with it from 128 channels (tables
+#: without them are measured again)
+CACHE_VERSION = 3
 #: entries kept in the cache file (the oldest go first)
 CACHE_ENTRIES = 64
 #: seconds of timing, the warm-up round included (at least MIN_ROUNDS rounds are timed whatever it takes)
@@ -94,7 +97,9 @@ class Candidate:
     def label(self) -> str:
         conv = "NNPACK Winograd" if self.plan.winograd else "direct"
         if self.plan.winograd_wide:  # short: the widget shows the table in its dock
-            conv = "Winograd 4x4 wide"
+            conv = (
+                "Winograd 4x4 wide" if self.plan.winograd_min >= WIDE_MIN else f"Winograd 4x4 {self.plan.winograd_min}+"
+            )
         pool = "index-free pool" if self.plan.lean_pool else "torch pool"
         return f"{self.precision}, {self.plan.layout}, {conv} conv, {pool}"
 
@@ -108,6 +113,7 @@ class Candidate:
             lean_pool=bool(d["lean_pool"]),
             winograd=bool(d["winograd"]),
             winograd_wide=bool(d.get("winograd_wide", False)),
+            winograd_min=int(d.get("winograd_min", WIDE_MIN)),
         )
         if d["precision"] not in PRECISIONS:
             raise ValueError(f"unknown precision {d['precision']!r}")
@@ -190,8 +196,9 @@ def candidates(device: torch.device) -> list[Candidate]:
     * CPU: float32 with oneDNN's direct convolutions (the textbook's network) contiguous and
       channels-last, and with NNPACK's Winograd convolutions (contiguous only; where torch has
       NNPACK), and channels-last with napari-nst's Winograd F(4x4, 3x3) on the layers of 256 or
-      more input channels (``encoder/winograd.py``; last of the float32 plans, so a near tie keeps
-      the plan without its transformed kernels, 4x those layers' weights); bfloat16 (only where
+      more input channels, then of 128 or more (``encoder/winograd.py``; last of the float32
+      plans, so a near tie keeps the plan without its transformed kernels, 4x those layers'
+      weights, then the one with fewer of them); bfloat16 (only where
       it runs in hardware: emulated it is tens of times slower) channels-last with the index-free
       or torch's pool (contiguous bfloat16 was 1.1-1.2x channels-last in every measurement).
     * CUDA: float32 and (compute capability >= 8.0) bfloat16, each contiguous and channels-last,
@@ -224,6 +231,11 @@ def candidates(device: torch.device) -> list[Candidate]:
             add(Candidate(p, NetworkPlan(channels_last=False, lean_pool=False)))
             add(Candidate(p, NetworkPlan(channels_last=True, lean_pool=False)))
             add(Candidate(p, NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True)))
+            add(
+                Candidate(
+                    p, NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True, winograd_min=NARROW_MIN)
+                )
+            )
     return out
 
 
@@ -488,7 +500,7 @@ def measure(
     targets: dict[str, torch.Tensor] = {}
     lean = [m.lean for m in net.modules() if hasattr(m, "lean")]
     convs = [m for m in net.modules() if isinstance(m, Conv3x3)]
-    algos = [(m.winograd, m.winograd_wide) for m in convs]
+    algos = [(m.winograd, m.winograd_wide, m.winograd_min) for m in convs]
     layers = list(net.wanted.values())
     content = [n for n in content_layers if n in layers]
     style = [n for n in style_layers if n in layers]
@@ -503,10 +515,10 @@ def measure(
     finally:
         for m, v in zip([m for m in net.modules() if hasattr(m, "lean")], lean, strict=True):
             m.lean = v
-        for m, (nnpack, wide) in zip(convs, algos, strict=True):
-            m.winograd, m.winograd_wide = nnpack, wide
-            if not wide:
-                m.release()
+        for m, (nnpack, wide, least) in zip(convs, algos, strict=True):
+            m.winograd, m.winograd_wide, m.winograd_min = nnpack, wide, least
+            if not (wide and m.in_channels >= least):
+                m.release(workspace=not wide)
     if rounds == 0:
         return None
     when = time.strftime("%Y-%m-%d %H:%M")

@@ -17,11 +17,14 @@ from typing import Any
 
 from napari_nst.core.errors import OptionError
 
-#: input channels from which VGG's 3x3 layers may go through napari-nst's Winograd F(4x4, 3x3)
-#: (encoder/winograd.py; here so that the memory estimate needs no torch): 256 and 512 channel
-#: layers measured 1.4-1.9x faster than oneDNN's direct convolution (AVX2, 2 threads, 192x256 px
-#: input), 128 channels even, 64 channels 1.6x slower
+#: input channels from which VGG's 3x3 layers go through napari-nst's Winograd F(4x4, 3x3) in the
+#: plan "winograd_wide" (encoder/winograd.py; here so that the memory estimate needs no torch)
 WIDE_MIN = 256
+#: the same for the plan that takes the 128-channel layers too (conv2_2, conv3_1). Which of the two
+#: is faster differs between CPUs (a forward + input gradient of conv3_1 at 64x48 px: 0.59x oneDNN's
+#: direct convolution under AVX2, 0.91x with AVX-512; conv2_2 at 128x96 px: 0.63x and 1.30x), so
+#: the tuner measures both (core/compute/tune.py)
+NARROW_MIN = 128
 
 # torchvision's VGG configurations: numbers are conv output channels, "M" a 2x2 pooling
 _CFGS: dict[str, list[Any]] = {

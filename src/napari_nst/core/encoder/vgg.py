@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -181,10 +181,25 @@ def _row_bands(h: int, w: int, c: int, itemsize: int) -> list[tuple[int, int]]:
     return [(r0, min(h2, r0 + rows)) for r0 in range(0, h2, rows)]
 
 
-def _conv_input_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The input gradient of a 3x3, padding-1 convolution of ``x`` with ``w`` (torch's kernel).
-    Only ``x``'s shape, dtype and layout matter (the input gradient does not depend on its
-    values): in another dtype it is not converted, only stood in for."""
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, u: torch.Tensor | None) -> torch.Tensor:
+    """A 3x3, padding-1 convolution: torch's, or where ``u`` (``w``'s Winograd transform) is
+    given, :func:`winograd.correlate` plus the bias."""
+    if u is None:
+        return F.conv2d(x, w, b, padding=1)
+    y = winograd.correlate(x, u)
+    if b is not None:
+        y += b.view(1, -1, 1, 1)
+    return y
+
+
+def _conv_input_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+    """The input gradient of a 3x3, padding-1 convolution of ``x`` with ``w`` (torch's kernel; where
+    ``u``, ``w``'s Winograd transform, is given: :func:`winograd.correlate` through it, as
+    :class:`winograd.WinogradConv3x3Fn` does). Only ``x``'s shape, dtype and layout matter (the
+    input gradient does not depend on its values): in another dtype it is not converted, only
+    stood in for."""
+    if u is not None:
+        return winograd.correlate(g, u, transpose=True, mirror=True)
     w = w.to(g.dtype)
     x = x if x.dtype == g.dtype else torch.empty_like(x, dtype=g.dtype)
     out: torch.Tensor = torch.ops.aten.convolution_backward(
@@ -207,18 +222,27 @@ class _ConvPairPoolFn(torch.autograd.Function):
     ``relu_a``'s output, written over in place when nothing else holds it, then applies
     ``relu_a``'s mask in place. So beside ``relu_a``'s output and its gradient, only bands exist.
 
-    Torch's kernels throughout (oneDNN's convolution, its pooling and threshold kernels); the
-    numbers differ from the layer-by-layer ones only by the float rounding of convolving a band
+    Torch's kernels throughout (oneDNN's convolution, its pooling and threshold kernels), or for a
+    convolution given its Winograd-transformed kernel (``ua``, ``ub``: the plan runs that layer
+    through :func:`winograd.correlate`) that, forward and for the input gradient, on the same bands;
+    the numbers differ from the layer-by-layer ones only by the float rounding of convolving a band
     instead of the whole map (tested). Under autocast the convolutions run in its dtype, as they
     would layer by layer.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, wa: torch.Tensor, ba: torch.Tensor | None, wb: torch.Tensor, bb: torch.Tensor | None
+        ctx: Any,
+        x: torch.Tensor,
+        wa: torch.Tensor,
+        ba: torch.Tensor | None,
+        wb: torch.Tensor,
+        bb: torch.Tensor | None,
+        ua: torch.Tensor | None = None,
+        ub: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         _free_gradient_refs()  # measured once, here rather than in a backward
-        fa = F.conv2d(x, wa, ba, padding=1).relu_()
+        fa = _conv(x, wa, ba, ua).relu_()
         n, _, h, w = fa.shape
         c = wb.shape[0]
         layout = torch.channels_last if _is_channels_last(fa) else torch.contiguous_format
@@ -230,11 +254,11 @@ class _ConvPairPoolFn(torch.autograd.Function):
         idx = torch.empty((n, c, h // 2, w // 2), dtype=kind, device=fa.device, memory_format=layout)
         for r0, r1 in bands:
             lo, hi = max(r0 - 1, 0), min(r1 + 1, h)  # the rows the band's outputs read
-            ob = F.conv2d(fa[:, :, lo:hi], wb, bb, padding=1)[:, :, r0 - lo : r1 - lo]
+            ob = _conv(fa[:, :, lo:hi], wb, bb, ub)[:, :, r0 - lo : r1 - lo]
             yb, ib = torch.ops.aten.max_pool2d_with_indices(ob, [2, 2], [2, 2])
             y[:, :, r0 // 2 : r1 // 2].copy_(yb.relu_())
             idx[:, :, r0 // 2 : r1 // 2].copy_(ib)
-        ctx.save_for_backward(x, fa, y, idx, wa, wb)
+        ctx.save_for_backward(x, fa, y, idx, wa, wb, ua, ub)
         ctx.bands, ctx.layout = bands, layout
         return fa, y
 
@@ -242,8 +266,8 @@ class _ConvPairPoolFn(torch.autograd.Function):
     @once_differentiable
     def backward(
         ctx: Any, gfa: torch.Tensor | None, gy: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, None, None, None, None]:
-        x, fa, y, idx, wa, wb = ctx.saved_tensors
+    ) -> tuple[torch.Tensor | None, None, None, None, None, None, None]:
+        x, fa, y, idx, wa, wb, ua, ub = ctx.saved_tensors
         n, _, h, w = fa.shape
         if gfa is None:
             g = torch.zeros_like(fa)
@@ -274,10 +298,10 @@ class _ConvPairPoolFn(torch.autograd.Function):
                 torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
                     gp, inner, [2, 2], [2, 2], [0, 0], [1, 1], False, idx[:, :, rows].long(), grad_input=inner
                 )
-                g[:, :, lo:hi] += _conv_input_grad(go, fa[:, :, lo:hi], wb)
+                g[:, :, lo:hi] += _conv_input_grad(go, fa[:, :, lo:hi], wb, ub)
         torch.ops.aten.threshold_backward.grad_input(g, fa, 0, grad_input=g)  # relu_a's mask, in place
-        gx = _conv_input_grad(g, x, wa).to(x.dtype) if ctx.needs_input_grad[0] else None
-        return gx, None, None, None, None
+        gx = _conv_input_grad(g, x, wa, ua).to(x.dtype) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None, None, None, None
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
@@ -368,6 +392,8 @@ class Conv3x3(nn.Conv2d):
         super().__init__(c_in, c_out, 3, padding=1)
         self.winograd = False
         self.winograd_wide = False
+        #: the fewest input channels with which ``winograd_wide`` applies to this layer
+        self.winograd_min = winograd.WIDE_MIN
         self._u: torch.Tensor | None = None  # winograd.transform_weight(self.weight)
         self._u_of: tuple[int, int, torch.device] | None = None  # the weight it was made from
 
@@ -388,13 +414,15 @@ class Conv3x3(nn.Conv2d):
             self._u, self._u_of = winograd.transform_weight(self.weight), key
         return self._u
 
-    def release(self) -> None:
-        """Drop the transformed kernel and the transform's work space (the plan no longer uses them)."""
+    def release(self, workspace: bool = True) -> None:
+        """Drop the transformed kernel and (``workspace``) the transform's work space, which every
+        layer shares (the plan no longer uses them)."""
         self._u = self._u_of = None
-        winograd.release_workspace()
+        if workspace:
+            winograd.release_workspace()
 
     def _wide(self, x: torch.Tensor) -> bool:
-        return self.winograd_wide and self.in_channels >= winograd.WIDE_MIN and x.shape[0] == 1 and self._serves(x)
+        return self.winograd_wide and self.in_channels >= self.winograd_min and x.shape[0] == 1 and self._serves(x)
 
     def _nnpack(self, x: torch.Tensor) -> bool:
         return self.winograd and x.is_contiguous() and self._serves(x)
@@ -402,6 +430,15 @@ class Conv3x3(nn.Conv2d):
     def runs_torch(self, x: torch.Tensor) -> bool:
         """Whether a call with ``x`` runs torch's own convolution (neither Winograd path)."""
         return self.padding_mode == "zeros" and not self._wide(x) and not self._nnpack(x)
+
+    def runs_in_block(self, x: torch.Tensor) -> bool:
+        """Whether a call with ``x`` runs a convolution :class:`_ConvPairPoolFn` can run on bands:
+        torch's or the Winograd F(4x4, 3x3) (not NNPACK's)."""
+        return self.padding_mode == "zeros" and (self._wide(x) or not self._nnpack(x))
+
+    def kernel_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The transformed kernel where a call with ``x`` runs the Winograd F(4x4, 3x3); else None."""
+        return self.transformed_weight() if self._wide(x) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._wide(x):
@@ -490,15 +527,16 @@ class VGGFeatures(nn.Module):
                 m.winograd = on
         return on
 
-    def set_winograd_wide(self, on: bool, release: bool = True) -> bool:
-        """The wide layers' convolutions through napari-nst's Winograd F(4x4, 3x3) (see
-        :class:`Conv3x3`); off releases their transformed kernels unless ``release`` is False (the
-        tuner, switching plans between passes, keeps them). Returns ``on``."""
+    def set_winograd_wide(self, on: bool, release: bool = True, min_channels: int = winograd.WIDE_MIN) -> bool:
+        """The convolutions of layers with at least ``min_channels`` input channels through
+        napari-nst's Winograd F(4x4, 3x3) (see :class:`Conv3x3`); a layer that no longer uses it
+        releases its transformed kernel unless ``release`` is False (the tuner, switching plans
+        between passes, keeps them). Returns ``on``."""
         for m in self.layers:
             if isinstance(m, Conv3x3):
-                m.winograd_wide = bool(on)
-                if release and not on:
-                    m.release()
+                m.winograd_wide, m.winograd_min = bool(on), int(min_channels)
+                if release and not (on and m.in_channels >= m.winograd_min):
+                    m.release(workspace=not on)  # on: the other layers still use the work space
         return bool(on)
 
     def release_transforms(self) -> None:
@@ -532,8 +570,10 @@ class VGGFeatures(nn.Module):
         idx, layers = 0, self.layers
         while idx < len(layers):
             if idx in self.blocks and idx + 3 in self.fusible and self._runs_block(idx, x):
-                ca, cb = layers[idx], layers[idx + 2]
-                fa, x = _ConvPairPoolFn.apply(x, ca.weight, ca.bias, cb.weight, cb.bias)
+                ca, cb = cast(Conv3x3, layers[idx]), cast(Conv3x3, layers[idx + 2])  # _runs_block checked
+                fa, x = _ConvPairPoolFn.apply(
+                    x, ca.weight, ca.bias, cb.weight, cb.bias, ca.kernel_for(x), cb.kernel_for(x)
+                )
                 keep(idx + 1, fa)
                 idx += 4
                 keep(idx, x)
@@ -551,16 +591,17 @@ class VGGFeatures(nn.Module):
     def _runs_block(self, i: int, x: torch.Tensor) -> bool:
         """Whether the block at ``i`` (in :attr:`blocks`) runs as one function for ``x``: its pool
         fuses the ReLU before it (torch's pooling, with a gradient, on the CPU) and both
-        convolutions would run torch's kernel (the second reads ``relu_a``'s output, which has
-        ``x``'s batch, device, dtype and layout: what the choice looks at)."""
+        convolutions would run torch's kernel or the Winograd F(4x4, 3x3) (the second reads
+        ``relu_a``'s output, which has ``x``'s batch, device, dtype and layout: what the choice
+        looks at)."""
         pool, ca, cb = self.layers[i + 4], self.layers[i], self.layers[i + 2]
         return (
             isinstance(pool, _FusingPool)
             and pool.fuses_relu(x)
             and isinstance(ca, Conv3x3)  # as blocks found them (and for the type checker)
             and isinstance(cb, Conv3x3)
-            and ca.runs_torch(x)
-            and cb.runs_torch(x)
+            and ca.runs_in_block(x)
+            and cb.runs_in_block(x)
         )
 
 

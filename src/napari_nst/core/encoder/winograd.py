@@ -4,28 +4,32 @@ Each 6x6 input tile ``d`` and the kernel ``g`` are transformed (``V = B^T d B``,
 multiplied element-wise over the 36 transform positions (36 matrix products over channels, one
 batched ``bmm``) and transformed back to a 4x4 output tile (``A^T M A``): 36 multiplications
 per 16 outputs instead of 144, so 4x fewer than the direct convolution. Where the channel count is
-large the products dominate and run as well-shaped GEMMs; where it is small (VGG's 64 and 128
-channel layers at full size) the transforms' memory traffic dominates and the direct convolution is
-faster (a whole 256 px evaluation under AVX2: 0.74x the textbook's with it from 256 channels,
-0.83x from 128), so only the layers with at least :data:`WIDE_MIN` input channels use it
-(:class:`napari_nst.core.encoder.vgg.Conv3x3`).
+large the products dominate and run as well-shaped GEMMs; the fewer the channels, the more the
+transforms' memory traffic weighs, and CPUs differ in where that tips: a forward and input gradient
+of conv3_1 (128 -> 256 channels, 64x48 px) took 0.59x oneDNN's direct convolution under AVX2 and
+0.91x with AVX-512, conv2_2 (128 channels, 128x96 px) 0.63x and 1.30x. So a plan runs it on the
+layers with at least :data:`WIDE_MIN` (256) input channels, or with at least ``NARROW_MIN`` (128:
+conv2_2 and conv3_1 too; one forward + backward of the network at 256 px under AVX2 0.94x the
+plan from 256), and the 64-channel layers never (the network with them 1.05x).
+:class:`napari_nst.core.encoder.vgg.Conv3x3` runs it; a VGG block run as one function
+(``vgg._ConvPairPoolFn``) runs it on its bands of rows.
 
-Whether a run uses it at all is measured, not assumed (``core.compute.tune``: the plan
-"winograd_wide"). The result is the same convolution to float32 rounding (relative error ~1e-5
-against oneDNN's direct convolution, which is ~1e-6): the transforms' constants (1/4, 1/6, 1/24)
-cost some precision. No departure from the objective's formulas.
+Whether a run uses it at all, and from which layer, is measured, not assumed (``core.compute.tune``:
+the plans "winograd_wide", from 256 or from 128 channels). The result is the same convolution to
+float32 rounding (relative error ~1e-5 against oneDNN's direct convolution, which is ~1e-6): the
+transforms' constants (1/4, 1/6, 1/24) cost some precision. No departure from the objective's
+formulas.
 
-Memory: the transformed kernel is 4x the kernel (VGG16's layers from conv3_2 to conv5_1: 151 MB
-in all), kept on the module while a run uses it and released at the run's end. The intermediates
-(the padded input, a band of rows at a time; the gathered, transformed and multiplied tiles,
-:data:`CHUNK_BYTES` at a time) go into a work space made once per thread (:class:`_Workspace`,
-~20 MB at 512 px) instead of fresh tensors at every call. The backward (the input gradient; the
-network is frozen) reuses the kernel: the input gradient of a padding-1 3x3 correlation is the
-correlation of the output gradient with the kernel flipped and its channels swapped, and flipping
-the gradient before and after the correlation turns the flipped kernel back into the kernel, so
-one ``U`` (read with its channels swapped) serves both directions. The flips themselves are not
-made: :func:`correlate`'s ``mirror`` reverses the transforms' matrices instead.
-"""
+Memory: the transformed kernel is 4x the kernel (VGG16's layers from conv3_2 to conv5_1: 151 MB in
+all, 158 MB from conv2_2), kept on the module while a run uses it and released at the run's end. The
+intermediates (the padded input, a band of rows at a time; the gathered, transformed and multiplied
+tiles, :data:`CHUNK_BYTES` at a time) go into a work space made once per thread
+(:class:`_Workspace`, ~20 MB at 512 px) instead of fresh tensors at every call. The backward (the
+input gradient; the network is frozen) reuses the kernel: the input gradient of a padding-1 3x3
+correlation is the correlation of the output gradient with the kernel flipped and its channels
+swapped, and flipping the gradient before and after the correlation turns the flipped kernel back
+into the kernel, so one ``U`` (read with its channels swapped) serves both directions. The flips
+themselves are not made: :func:`correlate`'s ``mirror`` reverses the transforms' matrices instead."""
 
 from __future__ import annotations
 

@@ -513,6 +513,8 @@ def _with_knobs(plan: NetworkPlan, opts: Options) -> NetworkPlan:
     for knob in ("channels_last", "lean_pool", "winograd", "winograd_wide"):  # only to measure what each buys
         if getattr(lv, knob) is not None:
             plan = dataclasses.replace(plan, **{knob: bool(getattr(lv, knob))})
+    if lv.winograd_min is not None:
+        plan = dataclasses.replace(plan, winograd_min=int(lv.winograd_min))
     return plan
 
 

@@ -32,6 +32,8 @@ class Levers:
     lean_pool: bool | None = None
     winograd: bool | None = None
     winograd_wide: bool | None = None
+    #: with ``winograd_wide``: the fewest input channels of a layer that runs it (256 or 128)
+    winograd_min: int | None = None
     #: weight of each coarser pyramid level relative to the one below it (None: the engine's constant)
     pyramid_gamma: float | None = None
     #: replay each level's evaluation as a CUDA graph on NVIDIA GPUs
