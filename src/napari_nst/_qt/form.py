@@ -40,12 +40,38 @@ NONE_CHOICES = {"preserve_color": "off"}
 TEXT_KINDS = ("auto_float", "names", "floats", "float", "bytes", "scales")
 
 
+def _special_text(box: SpinBox, text: str) -> None:
+    """Show ``text`` instead of the number while ``box`` is at its minimum, and read it (or an empty
+    field) back as the minimum. Qt's ``setSpecialValueText`` does this for a QSpinBox, but magicgui's
+    SpinBox is superqt's QLargeIntSpinBox, which writes the number itself (a nullable Tile size
+    showed "63" for automatic)."""
+    native = box.native
+    native.setSpecialValueText(text)  # for a spin box that honours it
+    update, interpret = native._updateEdit, native._interpret
+
+    def _update_edit() -> None:
+        if native.value() == native.minimum():
+            if native.lineEdit().text() != text:
+                native.lineEdit().setText(text)
+            return
+        update()
+
+    def _interpret(policy: Any) -> None:
+        if native.lineEdit().displayText().strip() in (text, ""):
+            native._setValue(native.minimum(), policy)
+            return
+        interpret(policy)
+
+    native._updateEdit, native._interpret = _update_edit, _interpret
+    _update_edit()
+
+
 def _int_box(spec: Spec, value: Any) -> SpinBox:
     lo = int(spec.lo) if spec.lo is not None else 0
     hi = min(int(spec.hi), QT_INT_MAX) if spec.hi is not None else QT_INT_MAX
     if spec.nullable and not spec.none.startswith("by device"):  # e.g. frame_steps: None shown as "auto"
         box = SpinBox(min=lo - 1, max=hi, step=int(spec.step or 1), value=value if value is not None else lo - 1)
-        box.native.setSpecialValueText(AUTO)
+        _special_text(box, AUTO)
         return box
     return SpinBox(min=lo, max=hi, step=int(spec.step or 1), value=value if value is not None else lo)
 
@@ -59,7 +85,7 @@ def _float_field(spec: Spec) -> ValueWidget[Any]:
 def _seed_box(spec: Spec) -> SpinBox:
     hi = min(int(spec.hi), QT_INT_MAX) if spec.hi is not None else QT_INT_MAX
     box = SpinBox(min=-1, max=hi, value=-1 if spec.default is None else int(spec.default))
-    box.native.setSpecialValueText("random")
+    _special_text(box, "random")
     return box
 
 
