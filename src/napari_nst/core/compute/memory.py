@@ -368,9 +368,8 @@ def plan(
     if lean is not None and lean <= budget:
         # the whole image fits without the Winograd kernels: the fastest float32 plan that keeps
         # none beats tiles, which evaluate more pixels (the halos) and keep a shorter L-BFGS
-        # history (512 px under AVX2: 1.2-1.5x the time per evaluation of the plan with the kernels,
-        # tiles of 480 px 1.9-2.3x, and a higher peak; benchmarks/results/cpu.json, the AVX2 memory
-        # run of 2026-12-07 with four variants)
+        # history (512 px, AVX2: 1.2-1.5x the time per evaluation of the plan with the kernels, tiles
+        # of 480 px 1.9-2.3x and a higher peak; benchmarks/results/cpu.json, AVX2 memory runs)
         with_them, may = format_apart(need, budget)
         text = (
             f"about {format_bytes(lean)}, without the Winograd kernels (with them {with_them}, "
