@@ -150,6 +150,7 @@ class StyleTransferWidget(Container[Any]):
     def _show_advanced(self, show: bool) -> None:
         for w in self._advanced:
             w.visible = bool(show)
+        self.plan_table.visible = bool(show) and bool(self.plan_table.value)  # an empty row until measured
 
     def _show_remembered(self) -> None:
         text = self.settings.summary()

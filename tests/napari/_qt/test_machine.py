@@ -27,6 +27,7 @@ def test_the_button_measures_in_the_engine_process_and_shows_the_table(
     widget = open_widget(make_napari_viewer())
     widget.show_advanced.value = True
     assert not widget.measure_plan.native.isHidden() and not widget.plan_table.value
+    assert widget.plan_table.native.isHidden()  # no empty row before a measurement
     widget.size.value = 320
     widget.measure_plan.clicked.emit()
     qtbot.waitUntil(lambda: widget.measure_plan.enabled, timeout=20_000)
