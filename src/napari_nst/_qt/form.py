@@ -60,7 +60,11 @@ def _special_text(box: SpinBox, text: str) -> None:
         if native.lineEdit().displayText().strip() in (text, ""):
             native._setValue(native.minimum(), policy)
             return
-        interpret(policy)
+        try:
+            interpret(policy)
+        except ValueError:  # not a whole number (superqt's own raises): the value stays, shown again
+            native.lineEdit().setText("")
+            _update_edit()
 
     native._updateEdit, native._interpret = _update_edit, _interpret
     _update_edit()

@@ -42,3 +42,6 @@ def test_nullable_number_fields_show_their_word_and_read_typed_numbers(make_napa
         box.native.lineEdit().setText("auto")  # the word itself, entered, stays the lowest value
         qtbot.keyClick(box.native, Qt.Key.Key_Return)
         assert box.value == box.min and box.native.text() == "auto", name
+        box.native.lineEdit().setText("12.5x")  # not a whole number: no error, the value stays
+        qtbot.keyClick(box.native, Qt.Key.Key_Return)
+        assert box.value == box.min and box.native.text() == "auto", name
