@@ -116,6 +116,20 @@ def _static_plans(monkeypatch):
     monkeypatch.setenv("NAPARI_NST_TUNE", "0")
 
 
+@pytest.fixture
+def kernel_free_estimates(monkeypatch):
+    """On a float32 CPU (AVX2), memory estimates without the Winograd kernels a measured plan may
+    keep: the tests run the static plan (``_static_plans``), which keeps none. Counted, they let
+    the whole image without them fit before any tile does, so no cap could leave tiles."""
+    import torch
+
+    from napari_nst.core.compute import memory
+    from napari_nst.core.compute.device import autocast_dtype
+
+    if autocast_dtype("auto", torch.device("cpu")) is None:
+        monkeypatch.setattr(memory, "winograd_bytes", lambda model: 0)
+
+
 @pytest.fixture(autouse=True)
 def _simulated_precision(monkeypatch):
     """``NAPARI_NST_TEST_PRECISION=float32``: the CPU's fast-bf16 check says no, as on AVX2."""

@@ -9,17 +9,10 @@ from PIL import Image
 from benchmarks.__main__ import parse, run_benchmark
 
 
-def test_dry_run_writes_results_from_paths_given_as_arguments(tmp_path, content, style, vgg16_random, monkeypatch):
+def test_dry_run_writes_results_from_paths_given_as_arguments(
+    tmp_path, content, style, vgg16_random, kernel_free_estimates
+):
     import torch
-
-    from napari_nst.core.compute import memory
-    from napari_nst.core.compute.device import autocast_dtype
-
-    if autocast_dtype("auto", torch.device("cpu")) is None:
-        # a float32 CPU (AVX2): the estimates count the Winograd kernels a measured plan may keep,
-        # and without them the whole image fits before any tile does. The tests run the static
-        # plan, which keeps none: so count none, and the dry run's cap leaves tiles only
-        monkeypatch.setattr(memory, "winograd_bytes", lambda model: 0)
 
     cp, sp = tmp_path / "c.png", tmp_path / "s.png"
     Image.fromarray(content).resize((96, 72)).save(cp)

@@ -47,6 +47,8 @@ def _special_text(box: SpinBox, text: str) -> None:
     showed "63" for automatic)."""
     native = box.native
     native.setSpecialValueText(text)  # for a spin box that honours it
+    if not all(hasattr(native, n) for n in ("_updateEdit", "_interpret", "_setValue")):
+        return  # another spin box than superqt's: Qt's special value text serves
     update, interpret = native._updateEdit, native._interpret
 
     def _update_edit() -> None:

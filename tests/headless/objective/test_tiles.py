@@ -144,14 +144,7 @@ def _cap_for_tiles_of_96(shape):
     return cap
 
 
-def test_the_engine_tiles_what_does_not_fit_and_says_so(fast, content, style, monkeypatch):
-    from napari_nst.core.compute.device import autocast_dtype
-
-    if autocast_dtype("auto", torch.device("cpu")) is None:
-        # a float32 CPU (AVX2): the estimates count the Winograd kernels a measured plan may keep,
-        # and without them the whole image fits first (test_tune tests that path). The tests run
-        # the static plan, which keeps none: so count none, and the cap leaves tiles only
-        monkeypatch.setattr(memory, "winograd_bytes", lambda model: 0)
+def test_the_engine_tiles_what_does_not_fit_and_says_so(fast, content, style, kernel_free_estimates):
     recs = _run(content, style, **dict(fast, size=160, steps=3, max_memory=_cap_for_tiles_of_96((114, 160)), seed=0))
     assert {r.tile_size for r in recs} == {96}
     assert "tiles of 96 px" in recs[-1].note and "may use" in recs[-1].note

@@ -517,7 +517,7 @@ def measure(
             m.lean = v
         for m, (nnpack, wide, least) in zip(convs, algos, strict=True):
             m.winograd, m.winograd_wide, m.winograd_min = nnpack, wide, least
-            if not (wide and m.in_channels >= least):
+            if not m.wide:
                 m.release(workspace=not wide)
     if rounds == 0:
         return None

@@ -421,8 +421,13 @@ class Conv3x3(nn.Conv2d):
         if workspace:
             winograd.release_workspace()
 
+    @property
+    def wide(self) -> bool:
+        """Whether the plan runs this layer through the Winograd F(4x4, 3x3) (where a call can)."""
+        return self.winograd_wide and self.in_channels >= self.winograd_min
+
     def _wide(self, x: torch.Tensor) -> bool:
-        return self.winograd_wide and self.in_channels >= self.winograd_min and x.shape[0] == 1 and self._serves(x)
+        return self.wide and x.shape[0] == 1 and self._serves(x)
 
     def _nnpack(self, x: torch.Tensor) -> bool:
         return self.winograd and x.is_contiguous() and self._serves(x)
@@ -535,7 +540,7 @@ class VGGFeatures(nn.Module):
         for m in self.layers:
             if isinstance(m, Conv3x3):
                 m.winograd_wide, m.winograd_min = bool(on), int(min_channels)
-                if release and not (on and m.in_channels >= m.winograd_min):
+                if release and not m.wide:
                     m.release(workspace=not on)  # on: the other layers still use the work space
         return bool(on)
 
