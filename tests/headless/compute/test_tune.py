@@ -87,7 +87,7 @@ def choose(cands, seconds, precision="auto", **kw):
 # --------------------------------------------------------------------------- the choice
 
 
-CANDS = [BF16_CL_LEAN, BF16_CL, F32_DIRECT, F32_WINO, F32_CL, F32_CL_WIDE, F32_CL_128]
+CANDS = [BF16_CL_LEAN, BF16_CL, F32_DIRECT, F32_WINO, F32_CL, F32_CL_128, F32_CL_WIDE]
 
 
 def test_the_fastest_plan_is_chosen_when_it_beats_the_static_one_by_more_than_the_margin():
@@ -116,14 +116,14 @@ def test_among_near_ties_the_first_in_order_of_preference_is_chosen():
     assert choose(CANDS, seconds) == F32_DIRECT
 
 
-def test_winograd_from_128_channels_replaces_the_wide_plan_only_beyond_the_margin():
-    """The two Winograd plans differ by two layers' worth of time: the one with fewer kernels
-    (wide) is kept in a near tie; a plan that keeps no kernels excludes both."""
+def test_the_wide_winograd_plan_replaces_the_one_from_128_channels_only_beyond_the_margin():
+    """The two Winograd plans differ by two layers' worth of time: the one from 128 channels is
+    kept in a near tie; a plan that keeps no kernels excludes both."""
     within, beyond = 1.0 - 0.5 * tune.MARGIN, 1.0 / (1.0 + 2 * tune.MARGIN)
-    seconds = {c: 0.4 for c in CANDS} | {F32_CL_WIDE: 0.20, F32_CL_128: 0.20 * within}
-    assert choose(CANDS, seconds, "float32") == F32_CL_WIDE
-    seconds[F32_CL_128] = 0.20 * beyond
+    seconds = {c: 0.4 for c in CANDS} | {F32_CL_128: 0.20, F32_CL_WIDE: 0.20 * within}
     assert choose(CANDS, seconds, "float32") == F32_CL_128
+    seconds[F32_CL_WIDE] = 0.20 * beyond
+    assert choose(CANDS, seconds, "float32") == F32_CL_WIDE
     clock = Clock()
     rows, rounds, spent = tune.race(CANDS, fake_passes(clock, seconds), timer=clock)
     table = tune.Table(tune.MachineKey("cpu", "m", "i", "t", 1, 256), (1, 1), rows, spent, rounds)
@@ -193,9 +193,9 @@ def test_candidates_follow_the_capabilities(caps):
     caps(bf16=True, nnpack=True)
     assert tune.candidates(CPU) == CANDS  # the static plan (bf16) first, its precision next
     caps(bf16=False, nnpack=True)
-    assert tune.candidates(CPU) == [F32_DIRECT, F32_WINO, F32_CL, F32_CL_WIDE, F32_CL_128]  # no emulated bfloat16
+    assert tune.candidates(CPU) == [F32_DIRECT, F32_WINO, F32_CL, F32_CL_128, F32_CL_WIDE]  # no emulated bfloat16
     caps(bf16=False, nnpack=False)
-    assert tune.candidates(CPU) == [F32_DIRECT, F32_CL, F32_CL_WIDE, F32_CL_128]  # ours needs no NNPACK
+    assert tune.candidates(CPU) == [F32_DIRECT, F32_CL, F32_CL_128, F32_CL_WIDE]  # ours needs no NNPACK
     assert tune.candidates(torch.device("mps")) == []
 
 

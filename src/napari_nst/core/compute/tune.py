@@ -196,9 +196,11 @@ def candidates(device: torch.device) -> list[Candidate]:
     * CPU: float32 with oneDNN's direct convolutions (the textbook's network) contiguous and
       channels-last, and with NNPACK's Winograd convolutions (contiguous only; where torch has
       NNPACK), and channels-last with napari-nst's Winograd F(4x4, 3x3) on the layers of 256 or
-      more input channels, then of 128 or more (``encoder/winograd.py``; last of the float32
-      plans, so a near tie keeps the plan without its transformed kernels, 4x those layers'
-      weights, then the one with fewer of them); bfloat16 (only where
+      more input channels, and on those of 128 or more (``encoder/winograd.py``; last of the
+      float32 plans, so a near tie keeps a plan without transformed kernels, 4x those layers'
+      weights; of the two, the one from 128 channels first: the two layers it adds keep 7 MB,
+      and where the transform pays at all it was the faster, 0.91x per evaluation under AVX2,
+      docs/benchmarks.md); bfloat16 (only where
       it runs in hardware: emulated it is tens of times slower) channels-last with the index-free
       or torch's pool (contiguous bfloat16 was 1.1-1.2x channels-last in every measurement).
     * CUDA: float32 and (compute capability >= 8.0) bfloat16, each contiguous and channels-last,
@@ -230,12 +232,12 @@ def candidates(device: torch.device) -> list[Candidate]:
                 add(Candidate(p, NetworkPlan(channels_last=False, lean_pool=False, winograd=True)))
             add(Candidate(p, NetworkPlan(channels_last=False, lean_pool=False)))
             add(Candidate(p, NetworkPlan(channels_last=True, lean_pool=False)))
-            add(Candidate(p, NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True)))
             add(
                 Candidate(
                     p, NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True, winograd_min=NARROW_MIN)
                 )
             )
+            add(Candidate(p, NetworkPlan(channels_last=True, lean_pool=False, winograd_wide=True)))
     return out
 
 

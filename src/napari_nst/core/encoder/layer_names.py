@@ -21,9 +21,8 @@ from napari_nst.core.errors import OptionError
 #: plan "winograd_wide" (encoder/winograd.py; here so that the memory estimate needs no torch)
 WIDE_MIN = 256
 #: the same for the plan that takes the 128-channel layers too (conv2_2, conv3_1). Which of the two
-#: is faster differs between CPUs (a forward + input gradient of conv3_1 at 64x48 px: 0.59x oneDNN's
-#: direct convolution under AVX2, 0.91x with AVX-512; conv2_2 at 128x96 px: 0.63x and 1.30x), so
-#: the tuner measures both (core/compute/tune.py)
+#: is faster differs between CPUs (per evaluation at 256 px: 0.91x the wide plan's under AVX2, 1.03x
+#: in float32 with AVX-512; benchmarks/results/cpu.json), so the tuner measures both (core/compute/tune.py)
 NARROW_MIN = 128
 
 # torchvision's VGG configurations: numbers are conv output channels, "M" a 2x2 pooling

@@ -5,12 +5,10 @@ multiplied element-wise over the 36 transform positions (36 matrix products over
 batched ``bmm``) and transformed back to a 4x4 output tile (``A^T M A``): 36 multiplications
 per 16 outputs instead of 144, so 4x fewer than the direct convolution. Where the channel count is
 large the products dominate and run as well-shaped GEMMs; the fewer the channels, the more the
-transforms' memory traffic weighs, and CPUs differ in where that tips: a forward and input gradient
-of conv3_1 (128 -> 256 channels, 64x48 px) took 0.59x oneDNN's direct convolution under AVX2 and
-0.91x with AVX-512, conv2_2 (128 channels, 128x96 px) 0.63x and 1.30x. So a plan runs it on the
+transforms' memory traffic weighs, and CPUs differ in where that tips. So a plan runs it on the
 layers with at least :data:`WIDE_MIN` (256) input channels, or with at least ``NARROW_MIN`` (128:
-conv2_2 and conv3_1 too; one forward + backward of the network at 256 px under AVX2 0.94x the
-plan from 256), and the 64-channel layers never (the network with them 1.05x).
+conv2_2 and conv3_1 too; per evaluation at 256 px 0.91x the plan from 256 under AVX2, 1.03x in
+float32 with AVX-512: benchmarks/results/cpu.json), and the 64-channel layers never.
 :class:`napari_nst.core.encoder.vgg.Conv3x3` runs it; a VGG block run as one function
 (``vgg._ConvPairPoolFn``) runs it on its bands of rows.
 
