@@ -199,8 +199,8 @@ def candidates(device: torch.device) -> list[Candidate]:
       more input channels, and on those of 128 or more (``encoder/winograd.py``; last of the
       float32 plans, so a near tie keeps a plan without transformed kernels, 4x those layers'
       weights; of the two, the one from 128 channels first: the two layers it adds keep 7 MB,
-      and where the transform pays at all it was the faster, 0.91x per evaluation under AVX2,
-      docs/benchmarks.md); bfloat16 (only where
+      and where the transform pays at all it was the faster, 0.91-1.00x per evaluation under
+      AVX2, benchmarks/results/cpu.json); bfloat16 (only where
       it runs in hardware: emulated it is tens of times slower) channels-last with the index-free
       or torch's pool (contiguous bfloat16 was 1.1-1.2x channels-last in every measurement).
     * CUDA: float32 and (compute capability >= 8.0) bfloat16, each contiguous and channels-last,

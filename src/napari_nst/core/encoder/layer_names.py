@@ -21,7 +21,7 @@ from napari_nst.core.errors import OptionError
 #: plan "winograd_wide" (encoder/winograd.py; here so that the memory estimate needs no torch)
 WIDE_MIN = 256
 #: the same for the plan that takes the 128-channel layers too (conv2_2, conv3_1). Which of the two
-#: is faster differs between CPUs (per evaluation at 256 px: 0.91x the wide plan's under AVX2, 1.03x
+#: is faster differs between CPUs (per evaluation at 256 px: 0.91-1.00x the wide plan's under AVX2, 1.03x
 #: in float32 with AVX-512; benchmarks/results/cpu.json), so the tuner measures both (core/compute/tune.py)
 NARROW_MIN = 128
 

@@ -7,7 +7,7 @@ per 16 outputs instead of 144, so 4x fewer than the direct convolution. Where th
 large the products dominate and run as well-shaped GEMMs; the fewer the channels, the more the
 transforms' memory traffic weighs, and CPUs differ in where that tips. So a plan runs it on the
 layers with at least :data:`WIDE_MIN` (256) input channels, or with at least ``NARROW_MIN`` (128:
-conv2_2 and conv3_1 too; per evaluation at 256 px 0.91x the plan from 256 under AVX2, 1.03x in
+conv2_2 and conv3_1 too; per evaluation at 256 px 0.91-1.00x the plan from 256 under AVX2, 1.03x in
 float32 with AVX-512: benchmarks/results/cpu.json), and the 64-channel layers never.
 :class:`napari_nst.core.encoder.vgg.Conv3x3` runs it; a VGG block run as one function
 (``vgg._ConvPairPoolFn``) runs it on its bands of rows.
