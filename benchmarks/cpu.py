@@ -19,7 +19,8 @@ measured in the same run. Parts (``--parts``, default all):
 
 Every image is scored with the harness's one float32 objective. Variants are names of
 ``PRESETS`` joined with '+' (``float32+no Winograd``) or a JSON object {name: {options, "levers":
-{...}}}; levers are the engine's internal switches (``_harness.LEVER_NAMES``).
+{...}}}; levers are the engine's internal switches (``_harness.LEVER_NAMES``). A memory variant
+may also give "env": environment variables of its own process (the C allocator's, for example).
 
     python -m benchmarks cpu                                       # everything (hours on 2 cores)
     python -m benchmarks cpu --parts per-eval --clock cpu --threads 1
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -146,6 +148,14 @@ def variants(spec: str) -> dict[str, dict[str, Any]]:
     return result
 
 
+def _options(variant: dict[str, Any], own_process: bool = False) -> dict[str, Any]:
+    """A variant's napari-nst options (without its levers and environment). Its "env" needs a
+    process of its own (``own_process``: the memory part's runs); elsewhere it is refused."""
+    if "env" in variant and not own_process:
+        raise H.BenchmarkError('a variant with "env" runs only in the memory part (each run in its own process)')
+    return {k: v for k, v in variant.items() if k not in ("levers", "env")}
+
+
 def describe(v: dict[str, Any]) -> str:
     flat = {k: val for k, val in v.items() if k != "levers"} | v.get("levers", {})
     return ", ".join(f"{k}={val}" for k, val in flat.items()) or "default"
@@ -155,7 +165,7 @@ def nst_run(prob: H.Problem, variant: dict[str, Any], size: int, steps: int, **k
     """One napari-nst run of ``variant``; its records (the images every ``preview_every``)."""
     from napari_nst.core.optim import engine
 
-    options = {k: v for k, v in variant.items() if k != "levers"}
+    options = _options(variant)
     opts = H.nst_options(prob, size, steps, **{**options, **kw})
     with H.levers(**variant.get("levers", {})):
         return list(engine.run(prob.content, prob.style, opts))
@@ -189,7 +199,7 @@ def time_nst(prob: H.Problem, variant: dict[str, Any], size: int, evals: int, cl
 
     now = H.CLOCKS[clock]
     warm = max(warm, 2)
-    options = {"scales": 1, **{k: v for k, v in variant.items() if k != "levers"}, "preview_every": 10**6}
+    options = {"scales": 1, **_options(variant), "preview_every": 10**6}
     opts = H.nst_options(prob, size, evals + warm, **options)
     t = []
     with H.levers(**variant.get("levers", {})):
@@ -359,7 +369,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         ts = [t for _, t, _ in tr]
     else:
         v = spec["variant"]
-        options = {**spec.get("options", {}), **{k: x for k, x in v.items() if k != "levers"}}
+        options = {**spec.get("options", {}), **_options(v, own_process=True)}
         opts = H.nst_options(prob, spec["size"], steps, preview_every=10**6, **options)
         ts = []
         with H.levers(**v.get("levers", {})):
@@ -376,6 +386,9 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         "s_per_eval": (ts[-1] - ts[k - 1]) / (len(ts) - k) if k else ts[-1] / len(ts),
         "peak_rss": H.vm_hwm(),
     }
+    env = spec.get("variant", {}).get("env")
+    if env:  # what this process had
+        out["env"] = {k: os.environ.get(k) for k in env}
     if cpu:
         out["cpu_s_per_eval"] = (cpu[-1] - cpu[k - 1]) / (len(cpu) - k) if k else None
         out["objective"] = H.objective(prob, last.image)
@@ -391,7 +404,7 @@ def _spec(args: argparse.Namespace, side: str, size: int, steps: int, variant: d
 def _children(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each spec's run in its own process, one after the other (no run shares the machine's memory
     or cores with another)."""
-    return [H.run_child("benchmarks.cpu:memory_child", s) for s in specs]
+    return [H.run_child("benchmarks.cpu:memory_child", s, s["variant"].get("env")) for s in specs]
 
 
 def part_memory(args: argparse.Namespace) -> dict[str, Any]:

@@ -102,3 +102,30 @@ def test_cpu_memory_repeats_below_one_are_refused_before_any_run(tmp_path):
     with pytest.raises(H.BenchmarkError, match="--mem-repeats 0: give 1 or more"):
         run_benchmark("cpu", ["--parts", "memory", "--mem-repeats", "0", "--results-dir", str(tmp_path)])
     assert not (tmp_path / "cpu.json").exists()
+
+
+def test_a_memory_variant_runs_with_its_own_environment(vgg16_random):
+    """A memory variant's "env" is the environment of its run's process (and is recorded); the
+    parts that run in the benchmark's own process refuse it."""
+    from benchmarks import _harness as H
+    from benchmarks.cpu import _children, _spec
+
+    args = __import__("argparse").Namespace(
+        content="generated:content", style="generated:style", weights=str(vgg16_random), threads=1
+    )
+    env = {"NAPARI_NST_BENCH_PROBE": "yes"}
+    plain, given = _children([_spec(args, "napari-nst", 32, 2, {}), _spec(args, "napari-nst", 32, 2, {"env": env})])
+    assert "env" not in plain and given["env"] == env
+    with pytest.raises(H.BenchmarkError, match='"env" runs only in the memory part'):
+        run_benchmark(
+            "cpu",
+            [
+                "--dry-run",
+                "--weights",
+                str(vgg16_random),
+                "--parts",
+                "per-eval",
+                "--variants",
+                json.dumps({"allocator": {"env": env}}),
+            ],
+        )
