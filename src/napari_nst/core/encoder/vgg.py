@@ -183,23 +183,17 @@ def _row_bands(h: int, w: int, c: int, itemsize: int) -> list[tuple[int, int]]:
 
 def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, u: torch.Tensor | None) -> torch.Tensor:
     """A 3x3, padding-1 convolution: torch's, or where ``u`` (``w``'s Winograd transform) is
-    given, :func:`winograd.correlate` plus the bias."""
-    if u is None:
-        return F.conv2d(x, w, b, padding=1)
-    y = winograd.correlate(x, u)
-    if b is not None:
-        y += b.view(1, -1, 1, 1)
-    return y
+    given, :func:`winograd.conv3x3`."""
+    return F.conv2d(x, w, b, padding=1) if u is None else winograd.conv3x3(x, u, b)
 
 
 def _conv_input_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
     """The input gradient of a 3x3, padding-1 convolution of ``x`` with ``w`` (torch's kernel; where
-    ``u``, ``w``'s Winograd transform, is given: :func:`winograd.correlate` through it, as
-    :class:`winograd.WinogradConv3x3Fn` does). Only ``x``'s shape, dtype and layout matter (the
+    ``u``, ``w``'s Winograd transform, is given: :func:`winograd.conv3x3_input_grad`). Only ``x``'s shape, dtype and layout matter (the
     input gradient does not depend on its values): in another dtype it is not converted, only
     stood in for."""
     if u is not None:
-        return winograd.correlate(g, u, transpose=True, mirror=True)
+        return winograd.conv3x3_input_grad(g, u)
     w = w.to(g.dtype)
     x = x if x.dtype == g.dtype else torch.empty_like(x, dtype=g.dtype)
     out: torch.Tensor = torch.ops.aten.convolution_backward(

@@ -42,7 +42,16 @@ from napari_nst.core.encoder.layer_names import WIDE_MIN
 #: the largest intermediate :func:`correlate` makes at once (bytes)
 CHUNK_BYTES = 8 * 2**20
 
-__all__ = ["WIDE_MIN", "WinogradConv3x3Fn", "correlate", "release_workspace", "transform_weight", "workspace_bytes"]
+__all__ = [
+    "WIDE_MIN",
+    "WinogradConv3x3Fn",
+    "conv3x3",
+    "conv3x3_input_grad",
+    "correlate",
+    "release_workspace",
+    "transform_weight",
+    "workspace_bytes",
+]
 
 
 M = 4  # output tile
@@ -199,21 +208,31 @@ def correlate(x: torch.Tensor, u: torch.Tensor, transpose: bool = False, mirror:
     return out
 
 
+def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The padding-1 3x3 convolution whose transformed kernel is ``u``: :func:`correlate` plus the bias."""
+    y = correlate(x, u)
+    if bias is not None:
+        y += bias.view(1, -1, 1, 1)
+    return y
+
+
+def conv3x3_input_grad(gy: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The input gradient of :func:`conv3x3` for the output gradient ``gy``, through the same ``u``
+    (module docstring)."""
+    return correlate(gy, u, transpose=True, mirror=True)
+
+
 class WinogradConv3x3Fn(torch.autograd.Function):
-    """Forward :func:`correlate` plus the bias; backward the input gradient only (frozen weights),
-    through the same ``U`` (module docstring). Keeps ``U`` (the module's, not a copy) for backward,
-    not the input."""
+    """Forward :func:`conv3x3`; backward the input gradient only (frozen weights),
+    :func:`conv3x3_input_grad`. Keeps ``U`` (the module's, not a copy) for backward, not the input."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(u)
-        y = correlate(x, u)
-        if bias is not None:
-            y += bias.view(1, -1, 1, 1)
-        return y
+        return conv3x3(x, u, bias)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (u,) = ctx.saved_tensors
-        return correlate(gy, u, transpose=True, mirror=True), None, None
+        return conv3x3_input_grad(gy, u), None, None
