@@ -133,6 +133,12 @@ def variants(spec: str) -> dict[str, dict[str, Any]]:
         out = json.loads(spec)
         if not isinstance(out, dict) or not all(isinstance(v, dict) for v in out.values()):
             raise H.BenchmarkError('variants as JSON: an object {"name": {options, "levers": {...}}}')
+        for name, v in out.items():
+            env = v.get("env", {})
+            if not isinstance(env, dict) or not all(isinstance(x, str) for x in [*env, *env.values()]):
+                raise H.BenchmarkError(
+                    f'variant {name!r}: "env" must map names to text, like {{"MALLOC_ARENA_MAX": "2"}}; got {env!r}'
+                )
         return out
     result: dict[str, dict[str, Any]] = {}
     for name in (n.strip() for n in spec.split(",") if n.strip()):

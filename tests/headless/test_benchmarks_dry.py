@@ -129,3 +129,13 @@ def test_a_memory_variant_runs_with_its_own_environment(vgg16_random):
                 json.dumps({"allocator": {"env": env}}),
             ],
         )
+
+
+@pytest.mark.parametrize("env", [{"MALLOC_ARENA_MAX": 2}, ["MALLOC_ARENA_MAX=2"], {"A": None}])
+def test_a_memory_variants_environment_must_be_text(env, tmp_path):
+    from benchmarks import _harness as H
+
+    variants = json.dumps({"allocator": {"env": env}})
+    with pytest.raises(H.BenchmarkError, match='"env" must map names to text'):
+        run_benchmark("cpu", ["--parts", "memory", "--mem-variants", variants, "--results-dir", str(tmp_path)])
+    assert not (tmp_path / "cpu.json").exists()
