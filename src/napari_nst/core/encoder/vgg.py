@@ -189,9 +189,9 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, u: torch.Ten
 
 def _conv_input_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
     """The input gradient of a 3x3, padding-1 convolution of ``x`` with ``w`` (torch's kernel; where
-    ``u``, ``w``'s Winograd transform, is given: :func:`winograd.conv3x3_input_grad`). Only ``x``'s shape, dtype and layout matter (the
-    input gradient does not depend on its values): in another dtype it is not converted, only
-    stood in for."""
+    ``u``, ``w``'s Winograd transform, is given: :func:`winograd.conv3x3_input_grad`). Only
+    ``x``'s shape, dtype and layout matter (the input gradient does not depend on its values): in
+    another dtype it is not converted, only stood in for."""
     if u is not None:
         return winograd.conv3x3_input_grad(g, u)
     w = w.to(g.dtype)
