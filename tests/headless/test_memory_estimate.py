@@ -55,25 +55,34 @@ def test_layer_shape_is_the_displayed_slice():
     assert layer_shape(pyramid, 2, (0, 1)) == (64, 80)
 
 
-def test_a_float32_cpu_run_that_fits_without_the_winograd_kernels_drops_them_before_tiles():
-    """Between the whole image's estimate without napari-nst's Winograd kernels and with them, a
-    float32 CPU run is planned whole, without the kernels (not in tiles); the widget says so."""
-    opts = Options(size=512, steps=100, precision="float32", model="vgg16")
-    full = memory.plan((384, 512), opts, 64 * GiB)
+def test_a_float32_cpu_run_that_fits_without_kept_winograd_kernels_makes_them_at_each_call():
+    """Between the whole image's estimate with napari-nst's Winograd kernels made at each call and
+    with them kept, a small float32 CPU run is planned whole, making them per call (not in tiles);
+    the widget says so. A large run makes them per call anyway: its estimate counts the buffer."""
+    opts = Options(size=320, steps=100, precision="float32", model="vgg16")
+    assert memory.keeps_kernels((240, 320))
+    full = memory.plan((240, 320), opts, 64 * GiB)
     assert full.kernels and full.tile_size is None and not full.auto
-    kernels = memory.winograd_bytes("vgg16")
-    budget = full.bytes - kernels // 2
-    lean = memory.plan((384, 512), opts, int(budget / memory.MEMORY_HEADROOM) + 1)
+    saved = memory.winograd_bytes("vgg16") - memory.winograd_call_bytes("vgg16")
+    assert saved > 100 * 2**20  # 158 MB kept, 36 MiB made per call (VGG16)
+    budget = full.bytes - saved // 2
+    lean = memory.plan((240, 320), opts, int(budget / memory.MEMORY_HEADROOM) + 1)
     assert not lean.kernels and lean.tile_size is None and lean.fits and lean.auto
-    assert lean.bytes == full.bytes - kernels and "without the Winograd kernels" in lean.text
-    tiled = memory.plan((384, 512), opts, int((full.bytes - 2 * kernels) / memory.MEMORY_HEADROOM))
-    assert tiled.kernels and tiled.tile_size is not None  # not even without them: tiles, as before
-    bf16_opts = Options(size=512, steps=100, precision="bfloat16", model="vgg16")
-    bf16 = memory.plan((384, 512), bf16_opts, 1, dtype="bfloat16")
+    assert lean.bytes == full.bytes - saved and "making the Winograd kernels at each call" in lean.text
+    tiled = memory.plan((240, 320), opts, int((lean.bytes - 2**20) / memory.MEMORY_HEADROOM))
+    assert tiled.kernels and tiled.tile_size is not None  # not even so: tiles, as before
+    bf16_opts = Options(size=320, steps=100, precision="bfloat16", model="vgg16")
+    bf16 = memory.plan((240, 320), bf16_opts, 1, dtype="bfloat16")
     assert bf16.kernels  # no kernels to drop: bfloat16 plans keep none
-    form = {"size": 512, "steps": 100, "precision": "float32", "model": "vgg16"}
-    est = estimate((384, 512), form, gpu=False, available=int(budget / memory.MEMORY_HEADROOM) + 1)
-    assert est.plan == lean and est.text.endswith("no Winograd kernels (automatic)")
-    assert "without the Winograd kernels" in est.tip
+    form = {"size": 320, "steps": 100, "precision": "float32", "model": "vgg16"}
+    est = estimate((240, 320), form, gpu=False, available=int(budget / memory.MEMORY_HEADROOM) + 1)
+    assert est.plan == lean and est.text.endswith("Winograd kernels per call (automatic)")
+    assert "making the Winograd kernels at each call" in est.tip
+    # 512x384 px: per call by default, so the estimate is already the lean one and nothing is said
+    big = Options(size=512, steps=100, precision="float32", model="vgg16")
+    assert not memory.keeps_kernels((384, 512))
+    p = memory.plan((384, 512), big, 64 * GiB)
+    kept = memory.estimate_memory((384, 512), "vgg16", "float32", kernels=True)
+    assert p.kernels and not p.auto and p.bytes == kept - saved
     assert memory.format_apart(1152 * 2**20, 1100 * 2**20) == ("1152 MiB", "1100 MiB")  # not "1.1 GiB" twice
     assert memory.format_apart(3 * 2**30, 2**30) == ("3.0 GiB", "1.0 GiB")

@@ -86,5 +86,5 @@ def estimate(
         how = "automatic" if p.auto else "Tile size"
         return Estimate(f"≈ {format_bytes(p.bytes)}, tiles of {p.tile_size} px ({how})", tip, p)
     if not p.kernels:
-        return Estimate(f"≈ {format_bytes(p.bytes)}, no Winograd kernels (automatic)", tip, p)
+        return Estimate(f"≈ {format_bytes(p.bytes)}, Winograd kernels per call (automatic)", tip, p)
     return Estimate(f"≈ {format_bytes(p.bytes)}", tip, p)

@@ -440,12 +440,13 @@ def test_the_float32_finish_of_a_bfloat16_run_keeps_no_winograd_kernels(
     assert np.isfinite(recs[-1].losses["total"])
 
 
-def test_a_run_that_fits_only_without_the_winograd_kernels_runs_the_fastest_plan_without_them(
+def test_a_run_that_fits_only_without_kept_winograd_kernels_makes_them_at_each_call(
     config, caps, fast, content, style, monkeypatch
 ):
-    """max_memory between the float32 estimate without the transformed kernels and with them: the
-    run is not tiled, it takes the fastest measured float32 plan that keeps no kernels, and its
-    records say why. With room for them, the same run uses the Winograd plan measured fastest."""
+    """max_memory between the float32 estimate with the transformed kernels made at each call and
+    with them kept: the run is not tiled, it keeps the Winograd plan measured fastest, its layers
+    make the kernels at every call (none is kept), and its records say why. With room for them, the
+    same small run keeps them."""
     from napari_nst import iter_stylize
     from napari_nst.core.compute import memory
     from napari_nst.core.encoder import vgg, winograd
@@ -453,18 +454,29 @@ def test_a_run_that_fits_only_without_the_winograd_kernels_runs_the_fastest_plan
     caps(bf16=False, nnpack=False)
     seconds = {F32_DIRECT: 0.3, F32_CL: 0.25, F32_CL_WIDE: 0.1}
     tune.store(_table(tune.machine_key(CPU, (24, 32)), seconds))
-    calls = []
+    kernels, kept = [], []
     real = winograd.WinogradConv3x3Fn.apply
-    monkeypatch.setattr(winograd.WinogradConv3x3Fn, "apply", lambda *a: calls.append(1) or real(*a))
+
+    def spy(x, k, bias):
+        kernels.append(k.dim())  # 3: a kept transform (36, Co, Ci); 4: the weight, transformed now
+        kept.append(
+            any(m._u is not None for n in vgg._NETS.values() for m in n[1].modules() if isinstance(m, vgg.Conv3x3))
+        )
+        return real(x, k, bias)
+
+    monkeypatch.setattr(winograd.WinogradConv3x3Fn, "apply", spy)
     plans = []
     set_plan = engine._set_plan
     monkeypatch.setattr(engine, "_set_plan", lambda ctx, dt, plan: plans.append(plan) or set_plan(ctx, dt, plan))
+    assert memory.keeps_kernels((24, 32))  # small enough to keep them, were there room
     need = memory.estimate_memory((24, 32), "vgg16", "float32")
-    cap = need - memory.winograd_bytes("vgg16") // 2
+    lean = memory.estimate_memory((24, 32), "vgg16", "float32", kernels=False)
+    assert need - lean == memory.winograd_bytes("vgg16") - memory.winograd_call_bytes("vgg16")
+    cap = (need + lean) // 2
     recs = list(iter_stylize(content, style, **fast, precision="float32", max_memory=cap))
-    assert not calls and plans == [F32_CL.plan]
-    assert "without the Winograd kernels" in recs[0].note and recs[-1].tile_size == 0
-    nets = [net for _, net in vgg._NETS.values()]
-    assert not any(m.winograd_wide for n in nets for m in n.modules() if isinstance(m, vgg.Conv3x3))
+    assert kernels and set(kernels) == {4} and not any(kept) and not plans  # the measured plan, kernels per call
+    assert "making the Winograd kernels at each call" in recs[0].note and recs[-1].tile_size == 0
+    assert np.isfinite(recs[-1].losses["total"])
+    kernels.clear()
     recs = list(iter_stylize(content, style, **fast, precision="float32"))
-    assert calls and np.isfinite(recs[-1].losses["total"])
+    assert kernels and set(kernels) == {3} and np.isfinite(recs[-1].losses["total"])

@@ -220,3 +220,39 @@ def test_the_128_channel_plan_runs_inside_the_fused_blocks_and_matches_torch(vgg
     assert winograd.workspace_bytes() == held > 0
     net.set_winograd_wide(False)
     assert all(m._u is None for m in convs) and winograd.workspace_bytes() == 0
+
+
+def test_kernels_made_at_each_call_give_the_kept_kernels_numbers_and_keep_none(vgg16_random, monkeypatch):
+    """``keep_kernels(False)`` (a large level): each layer's transform is made at every call into
+    the work space's one buffer, once per call of a fused block whatever its bands, and the
+    features and input gradient are exactly those of the kept kernels; no layer keeps one."""
+    monkeypatch.setattr(vgg, "BAND_BYTES", 1)  # conv2_2 on many bands of rows
+    net = vgg.build_vgg("vgg16", ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], weights=str(vgg16_random))
+    net.set_lean_pool(False)
+    net.set_winograd_wide(True, min_channels=128)  # conv2_2 (in block 2), conv3_x, conv4_1
+    convs = [m for m in net.layers if isinstance(m, vgg.Conv3x3)]
+    made: list[tuple[int, ...]] = []
+    real = winograd.transform_weight
+    monkeypatch.setattr(
+        winograd, "transform_weight", lambda w, out=None: made.append(tuple(w.shape[:2])) or real(w, out)
+    )
+    x = torch.rand(1, 3, 30, 44)
+    res = []
+    for keep in (True, False):
+        net.keep_kernels(keep)
+        made.clear()
+        xi = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        f = net(xi)
+        sum(v.pow(2).mean() for v in f.values()).backward()
+        res.append(({k: v.detach() for k, v in f.items()}, xi.grad, list(made)))
+        assert all((m._u is not None) == (keep and m.in_channels >= 128) for m in convs)
+    wide = [(m.out_channels, m.in_channels) for m in convs if m.in_channels >= 128]
+    assert len(wide) == 5 and sorted(res[0][2]) == sorted(wide)  # kept: each made once
+    assert sorted(res[1][2]) == sorted(wide * 2)  # per call: once forward, once backward, not per band
+    for k in res[0][0]:
+        assert torch.equal(res[1][0][k], res[0][0][k]), k
+    assert torch.equal(res[1][1], res[0][1])
+    assert winograd._WORK.buffers["u"].numel() == 36 * 256 * 512  # the largest layer's, conv4_1
+    net.keep_kernels(True)
+    net.set_winograd_wide(False)
+    assert winograd.workspace_bytes() == 0

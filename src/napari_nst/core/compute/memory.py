@@ -45,26 +45,50 @@ SLICED_BYTES_PER_PX = 2 * 488 + 64 * 4
 SLICED_FIXED_BYTES = 2**21 * (8 + 4 + 8)
 #: the network's weights, their bfloat16 copies, the style image's pass and allocator slack
 FIXED_BYTES = 320 * 2**20
-#: CPU float32 plans may run the wide layers through napari-nst's Winograd F(4x4, 3x3), which keeps
-#: each one's transformed kernel (36/9 = 4x its float32 weights; encoder/winograd.py): counted in
-#: every float32 CPU estimate, since the plan is measured only when the run starts
+#: CPU float32 plans may run the wide layers through napari-nst's Winograd F(4x4, 3x3), whose
+#: transformed kernels are 36/9 = 4x the layers' float32 weights (encoder/winograd.py): counted in
+#: every float32 CPU estimate, since the plan is measured only when the run starts. A level (or a
+#: tile) smaller than KEEP_KERNELS_BELOW pixels keeps them (winograd_bytes); a larger one makes each
+#: at every call into one buffer (winograd_call_bytes): at 512x384 px (AVX2, 2 cores) 118-141 MiB
+#: less peak for about 0.03 s more per evaluation of 0.85 s, a cost that does not grow with the
+#: image, so below this size it would weigh more than 5 % (the kernels for 2 x 8 calls; 512x512
+#: layers' 36 MB in 5 ms each). A memory plan that does not fit with them kept makes them per call
+#: at any size (MemoryPlan.kernels).
+KEEP_KERNELS_BELOW = 2**17
+
+
+def _wide_layers(model: str) -> list[tuple[int, int]]:
+    """(input, output) channels of ``model``'s layers up to conv5_1 with at least ``NARROW_MIN``
+    input channels: those a plan may run through the Winograd F(4x4, 3x3)."""
+    out, c_in, pools = [], 3, 0
+    for v in _CFGS[model if model in _CFGS else "vgg19"]:
+        if v == "M":
+            pools += 1
+            continue
+        if c_in >= NARROW_MIN:
+            out.append((c_in, int(v)))
+        c_in = int(v)
+        if pools == 4:  # conv5_1: the deepest layer the objective uses
+            break
+    return out
 
 
 def winograd_bytes(model: str) -> int:
     """Bytes of the transformed kernels of ``model``'s layers up to conv5_1 with at least
     ``NARROW_MIN`` input channels, the most a plan keeps (vgg16: 158 MB, vgg19: 205 MB; the plan
     from ``WIDE_MIN`` channels keeps 7 MB less)."""
-    total, c_in, pools = 0, 3, 0
-    for v in _CFGS[model if model in _CFGS else "vgg19"]:
-        if v == "M":
-            pools += 1
-            continue
-        if c_in >= NARROW_MIN:
-            total += 36 * c_in * int(v) * 4
-        c_in = int(v)
-        if pools == 4:  # conv5_1: the deepest layer the objective uses
-            break
-    return total
+    return sum(36 * ci * co * 4 for ci, co in _wide_layers(model))
+
+
+def winograd_call_bytes(model: str) -> int:
+    """Bytes of the buffer a plan that makes the transformed kernels at every call holds: the
+    largest layer's (512 x 512 channels: 36 MiB)."""
+    return max(36 * ci * co * 4 for ci, co in _wide_layers(model))
+
+
+def keeps_kernels(shape: tuple[int, int]) -> bool:
+    """Whether a level (or tile) of ``shape`` keeps the Winograd kernels (see KEEP_KERNELS_BELOW)."""
+    return int(shape[0]) * int(shape[1]) < KEEP_KERNELS_BELOW
 
 
 #: fraction of the free memory a run may plan to use
@@ -103,10 +127,12 @@ def _activation(model: str, dtype: Any, device_type: str) -> int:
     return int(act * CUDNN_WORKSPACE_FACTOR) if device_type == "cuda" else act
 
 
-def _fixed(model: str, dtype: Any, device_type: str) -> int:
-    """``FIXED_BYTES``, plus :func:`winograd_bytes` for a float32 CPU run."""
-    cpu_f32 = device_type == "cpu" and _dtype_name(dtype) == "float32"
-    return FIXED_BYTES + (winograd_bytes(model) if cpu_f32 else 0)
+def _fixed(model: str, dtype: Any, device_type: str, kernels: bool) -> int:
+    """``FIXED_BYTES``, plus for a float32 CPU run :func:`winograd_bytes` (``kernels``: kept) or
+    :func:`winograd_call_bytes` (made at every call)."""
+    if device_type != "cpu" or _dtype_name(dtype) != "float32":
+        return FIXED_BYTES
+    return FIXED_BYTES + (winograd_bytes(model) if kernels else winograd_call_bytes(model))
 
 
 def estimate_memory(
@@ -117,11 +143,13 @@ def estimate_memory(
     history: int = LBFGS_HISTORY,
     device_type: str = "cpu",
     style_loss: str = "gram",
+    kernels: bool | None = None,
 ) -> int:
     """Bytes a whole-image run at working ``shape`` (H, W) needs on its device beyond what is in use.
 
     ``dtype``: ``"bfloat16"`` or ``"float32"`` (None: float32). A linear model of the measurements:
-    ``FIXED_BYTES`` (plus :func:`winograd_bytes` for a float32 CPU run) + pixels x (network bytes
+    ``FIXED_BYTES`` (plus for a float32 CPU run the Winograd kernels: kept, ``kernels`` True, or
+    made per call; None: as :func:`keeps_kernels` says for ``shape``) + pixels x (network bytes
     per pixel + optimiser state, each vector up to 4/3 of the image: the pyramid's coarser layers,
     Options.pyramid); ``style_loss="sliced"`` adds ``SLICED_BYTES_PER_PX`` and
     ``SLICED_FIXED_BYTES``.
@@ -131,7 +159,7 @@ def estimate_memory(
     fixed = SLICED_FIXED_BYTES if style_loss == "sliced" else 0
     return (
         fixed
-        + _fixed(model, dtype, device_type)
+        + _fixed(model, dtype, device_type, keeps_kernels(shape) if kernels is None else kernels)
         + px * (_activation(model, dtype, device_type) + int(_vectors(optimizer, history) * 16) + extra)
     )
 
@@ -148,9 +176,14 @@ def estimate_tiled(
     """Bytes a run at working ``shape`` needs when evaluated in tiles of ``tile_size`` px (halo included):
     the network's activations of one tile, the image-sized optimiser state and tensors."""
     h, w = int(shape[0]), int(shape[1])
-    tile_px = min(h, tile_size) * min(w, tile_size)
+    tile = (min(h, tile_size), min(w, tile_size))
+    tile_px = tile[0] * tile[1]
     per_px = int(_vectors(optimizer, history) * 16) + TILED_IMAGE_BYTES_PER_PX
-    return _fixed(model, dtype, device_type) + tile_px * _activation(model, dtype, device_type) + h * w * per_px
+    return (
+        _fixed(model, dtype, device_type, keeps_kernels(tile))
+        + tile_px * _activation(model, dtype, device_type)
+        + h * w * per_px
+    )
 
 
 def largest_fitting_size(
@@ -272,9 +305,10 @@ def format_apart(a: float, b: float) -> tuple[str, str]:
 class MemoryPlan:
     """What a run will need and how: ``bytes`` (estimated), ``tile_size`` (None: the whole image at
     once), ``text`` (one line for the user), ``fits`` (False: it does not fit even in tiles; ``text``
-    says what to change), ``auto`` (the tiles, or a plan without the Winograd kernels, were chosen
+    says what to change), ``auto`` (the tiles, or Winograd kernels made per call, were chosen
     because the whole image does not fit otherwise), ``kernels`` (False: a float32 CPU run must not
-    keep napari-nst's Winograd kernels, :func:`winograd_bytes`; it fits without them)."""
+    keep napari-nst's Winograd kernels, :func:`winograd_bytes`, even where its levels are small
+    enough to keep them: it fits when it makes them at every call)."""
 
     bytes: int
     tile_size: int | None
@@ -364,15 +398,16 @@ def plan(
     need = estimate_memory(shape, *args, _history(False), device_type, getattr(opts, "style_loss", "gram"))
     if budget is None or need <= budget:
         return MemoryPlan(need, None, f"about {format_bytes(need)}", budget=budget)
-    lean = need - winograd_bytes(model) if device_type == "cpu" and dt == "float32" else None
-    if lean is not None and lean <= budget:
-        # the whole image fits without the Winograd kernels: the fastest float32 plan that keeps
-        # none beats tiles, which evaluate more pixels (the halos) and keep a shorter L-BFGS
-        # history (512 px, AVX2: 1.2-1.5x the time per evaluation of the plan with the kernels, tiles
-        # of 480 px 1.9-2.3x and a higher peak; benchmarks/results/cpu.json, AVX2 memory runs)
+    kept = device_type == "cpu" and dt == "float32" and keeps_kernels(shape)
+    lean = estimate_memory(shape, *args, _history(False), device_type, getattr(opts, "style_loss", "gram"), False)
+    if kept and lean <= budget:
+        # the whole image fits with the Winograd kernels made at every call: that beats tiles,
+        # which evaluate more pixels (the halos) and keep a shorter L-BFGS history (tiles of 480 px
+        # at 512 px, AVX2: 1.9-2.3x the time per evaluation and a higher peak), and a plan without
+        # the transform (1.2-1.5x; benchmarks/results/cpu.json, AVX2 memory runs)
         with_them, may = format_apart(need, budget)
         text = (
-            f"about {format_bytes(lean)}, without the Winograd kernels (with them {with_them}, "
+            f"about {format_bytes(lean)}, making the Winograd kernels at each call (keeping them {with_them}, "
             f"more than the {may} it may use)"
         )
         return MemoryPlan(lean, None, text, auto=True, budget=budget, kernels=False)

@@ -7,11 +7,12 @@ frozen, in eval mode, and takes RGB in [0, 1]: the ImageNet normalisation is ins
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -246,9 +247,10 @@ class _ConvPairPoolFn(torch.autograd.Function):
         # pool1 of a 512x384 px run); converted as they are copied in, and back for torch's kernel
         kind = torch.int32 if (bands[0][1] - bands[0][0] + 2) * w < 2**31 else torch.int64
         idx = torch.empty((n, c, h // 2, w // 2), dtype=kind, device=fa.device, memory_format=layout)
+        kb = winograd.kernel(ub) if ub is not None else None  # a kernel made per call: once for all bands
         for r0, r1 in bands:
             lo, hi = max(r0 - 1, 0), min(r1 + 1, h)  # the rows the band's outputs read
-            ob = _conv(fa[:, :, lo:hi], wb, bb, ub)[:, :, r0 - lo : r1 - lo]
+            ob = _conv(fa[:, :, lo:hi], wb, bb, kb)[:, :, r0 - lo : r1 - lo]
             yb, ib = torch.ops.aten.max_pool2d_with_indices(ob, [2, 2], [2, 2])
             y[:, :, r0 // 2 : r1 // 2].copy_(yb.relu_())
             idx[:, :, r0 // 2 : r1 // 2].copy_(ib)
@@ -275,6 +277,7 @@ class _ConvPairPoolFn(torch.autograd.Function):
         else:
             g = torch.empty_like(fa).copy_(gfa)
         if gy is not None:
+            kb = winograd.kernel(ub) if ub is not None else None
             for r0, r1 in ctx.bands:
                 lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
                 rows = slice(r0 // 2, r1 // 2)
@@ -292,7 +295,7 @@ class _ConvPairPoolFn(torch.autograd.Function):
                 torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
                     gp, inner, [2, 2], [2, 2], [0, 0], [1, 1], False, idx[:, :, rows].long(), grad_input=inner
                 )
-                g[:, :, lo:hi] += _conv_input_grad(go, fa[:, :, lo:hi], wb, ub)
+                g[:, :, lo:hi] += _conv_input_grad(go, fa[:, :, lo:hi], wb, kb)
         torch.ops.aten.threshold_backward.grad_input(g, fa, 0, grad_input=g)  # relu_a's mask, in place
         gx = _conv_input_grad(g, x, wa, ua).to(x.dtype) if ctx.needs_input_grad[0] else None
         return gx, None, None, None, None, None, None
@@ -377,10 +380,12 @@ class Conv3x3(nn.Conv2d):
     * ``winograd`` (contiguous input): NNPACK's Winograd F(6x6, 3x3), :class:`_WinogradConv3x3Fn`;
     * ``winograd_wide`` (layers of at least :data:`winograd.WIDE_MIN` input channels, one image at a
       time): napari-nst's own Winograd F(4x4, 3x3) (:mod:`napari_nst.core.encoder.winograd`), which keeps the
-      transformed kernel on the module while it is on.
+      transformed kernel on the module while it is on and ``keep_kernel`` is True, else makes it at
+      every call (into the work space: less memory, a few milliseconds per call).
 
     The engine sets them per run (``VGGFeatures.set_winograd``, ``set_winograd_wide``; the choice
-    is the compute plan's, measured by ``core.compute.tune``)."""
+    is the compute plan's, measured by ``core.compute.tune``) and ``keep_kernel`` per level
+    (``VGGFeatures.keep_kernels``: the memory plan's)."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__(c_in, c_out, 3, padding=1)
@@ -388,6 +393,8 @@ class Conv3x3(nn.Conv2d):
         self.winograd_wide = False
         #: the fewest input channels with which ``winograd_wide`` applies to this layer
         self.winograd_min = winograd.WIDE_MIN
+        #: with ``winograd_wide``: keep the transformed kernel (True) or make it at every call
+        self.keep_kernel = True
         self._u: torch.Tensor | None = None  # winograd.transform_weight(self.weight)
         self._u_of: tuple[int, int, torch.device] | None = None  # the weight it was made from
 
@@ -436,12 +443,20 @@ class Conv3x3(nn.Conv2d):
         return self.padding_mode == "zeros" and (self._wide(x) or not self._nnpack(x))
 
     def kernel_for(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The transformed kernel where a call with ``x`` runs the Winograd F(4x4, 3x3); else None."""
-        return self.transformed_weight() if self._wide(x) else None
+        """Where a call with ``x`` runs the Winograd F(4x4, 3x3), what :mod:`winograd`'s functions
+        take for the kernel: the kept transform (``keep_kernel``), else the weight, transformed at
+        each call (:func:`winograd.kernel`); else None."""
+        if not self._wide(x):
+            return None
+        if self.keep_kernel:
+            return self.transformed_weight()
+        self._u = self._u_of = None  # a transform kept before (a smaller level) is not needed now
+        return self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._wide(x):
-            out: torch.Tensor = winograd.WinogradConv3x3Fn.apply(x, self.transformed_weight(), self.bias)
+        k = self.kernel_for(x)
+        if k is not None:
+            out: torch.Tensor = winograd.WinogradConv3x3Fn.apply(x, k, self.bias)
             return out
         if self._nnpack(x):
             y: torch.Tensor = _WinogradConv3x3Fn.apply(x, self.weight, self.bias)
@@ -537,6 +552,16 @@ class VGGFeatures(nn.Module):
                 if release and not m.wide:
                     m.release(workspace=not on)  # on: the other layers still use the work space
         return bool(on)
+
+    def keep_kernels(self, keep: bool) -> None:
+        """Whether the layers that run napari-nst's Winograd F(4x4, 3x3) keep their transformed
+        kernels (True) or make them at every call (False: their memory, 151 MB for VGG16, is not
+        held; the memory plan's choice per level, ``core.compute.memory.keeps_kernels``)."""
+        for m in self.layers:
+            if isinstance(m, Conv3x3):
+                m.keep_kernel = bool(keep)
+                if not keep:
+                    m._u = m._u_of = None
 
     def release_transforms(self) -> None:
         """Drop the Winograd-transformed kernels (made again at the next call that needs them): a
@@ -676,6 +701,8 @@ def _fit(net: VGGFeatures, features: dict[str, torch.Tensor], model: str, source
                 f"{source} does not fit {model}: features.{key} has shape "
                 f"{tuple(features[key].shape)}, expected {tuple(param.shape)}{hint}"
             )
+    if isinstance(features, _Weights):
+        features.check_finite(own, source)
     # The parameters *are* the cached tensors (assign=True), not copies of them: every network
     # built from one weights file shares one copy of the weights (38 MiB for vgg16 to relu5_1)
     # with the cache and with each other. They are frozen and nothing here changes them in place.
@@ -701,7 +728,7 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     except OSError as exc:  # permissions, a FIFO, ...
         raise WeightsError(f"cannot open the weights file {str(p)!r}: {exc.strerror or exc}") from None
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = _torch_load(p, head)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         msg = str(exc)
         if head != b"PK" and not head.startswith(b"\x80"):  # neither torch.save's zip nor a pickle
@@ -724,6 +751,20 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return _features_only(state, f"the weights file {str(p)!r}")
 
 
+def _torch_load(p: Path, head: bytes) -> Any:
+    """``torch.load`` of a weights file, memory-mapped where it is torch.save's zip format: only
+    the pages of the layers a network uses are read, and they are the file's pages (shared by
+    every process that maps it; VGG16's conv5_2 and conv5_3, 18 MiB, are never read for relu5_1).
+    The file must not be rewritten in place while a network uses it (as with any mapped file);
+    a new file at the same path is read again (:func:`_weights_key`)."""
+    if head == b"PK":
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # e.g. a file system that cannot map it: read it whole (which reports its errors)
+            pass
+    return torch.load(p, map_location="cpu", weights_only=True)
+
+
 def _first_sentence(msg: str) -> str:
     return re.split(r"(?<=[.!])\s", msg.strip(), maxsplit=1)[0] if msg.strip() else ""
 
@@ -738,6 +779,9 @@ def _torchvision_weights(model: str) -> dict[str, torch.Tensor]:
     filename = url.rsplit("/", 1)[-1]
     cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
     try:
+        if cache.is_file():  # downloaded (and its hash checked) before: mapped, as a weights file is
+            with contextlib.suppress(Exception):
+                return _features_only(_torch_load(cache, b"PK"), f"torchvision's {model} weights")
         # what enum.get_state_dict() does, through torch.hub's public function and cache
         state = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True)
     except Exception as exc:  # URLError, HTTPError, OSError, socket errors ...
@@ -756,13 +800,30 @@ def _torchvision_weights(model: str) -> dict[str, torch.Tensor]:
 @lru_cache(maxsize=1)
 def _cached_features(model: str, weights: str | None, stamp: tuple[int, int]) -> dict[str, torch.Tensor]:
     # ``stamp`` (mtime, size) makes a rewritten file a new cache entry
-    features = load_weights_file(weights) if weights else _torchvision_weights(model)
-    # checked once per file read, not at every build (0.4 s of a warm engine's run on a 2-core CPU)
-    source = f"the weights file {weights!r}" if weights else f"torchvision's {model} weights"
-    for key, t in features.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise WeightsError(f"{source} is corrupt: features.{key} has NaN or infinite values")
-    return features
+    return _Weights(load_weights_file(weights) if weights else _torchvision_weights(model))
+
+
+class _Weights(dict[str, torch.Tensor]):
+    """A weights file's ``features.*`` tensors as read, and which of them were checked finite."""
+
+    checked: set[str]
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(tensors)
+        self.checked = set()
+
+    def check_finite(self, keys: Iterable[str], source: str) -> None:
+        """Raise :class:`WeightsError` where one of ``keys``' tensors has NaN or infinite values:
+        the layers a network uses, each checked once per file read, not at every build (0.4 s of
+        a warm engine's run on a 2-core CPU), and the layers it does not use never (a mapped file
+        then reads only the used ones)."""
+        for key in keys:
+            t = self.get(key)
+            if key in self.checked or t is None:
+                continue
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise WeightsError(f"{source} is corrupt: features.{key} has NaN or infinite values")
+            self.checked.add(key)
 
 
 def _weights_key(weights: str | os.PathLike[str] | None) -> tuple[str | None, tuple[int, int]]:

@@ -19,7 +19,10 @@ transforms' constants (1/4, 1/6, 1/24) cost some precision. No departure from th
 formulas.
 
 Memory: the transformed kernel is 4x the kernel (VGG16's layers from conv3_2 to conv5_1: 151 MB in
-all, 158 MB from conv2_2), kept on the module while a run uses it and released at the run's end. The
+all, 158 MB from conv2_2). A small level keeps it on the module while the run uses it (released at
+the run's end); a large one makes it at every call into one buffer of the work space
+(:func:`kernel`: 36 MB for a 512-channel layer), which costs the same few milliseconds at any size
+(:data:`napari_nst.core.compute.memory.KEEP_KERNELS_BELOW`). The
 intermediates (the padded input, a band of rows at a time; the gathered, transformed and multiplied
 tiles, :data:`CHUNK_BYTES` at a time) go into a work space made once per thread
 (:class:`_Workspace`, ~20 MB at 512 px) instead of fresh tensors at every call. The backward (the
@@ -48,6 +51,7 @@ __all__ = [
     "conv3x3",
     "conv3x3_input_grad",
     "correlate",
+    "kernel",
     "release_workspace",
     "transform_weight",
     "workspace_bytes",
@@ -106,12 +110,26 @@ def _both_axes(m: torch.Tensor, v: torch.Tensor, n: int, mid: torch.Tensor, out:
     return torch.matmul(m, t, out=out[: k * k * n].view(k, k, n))  # the second, for each row of the first
 
 
-def transform_weight(weight: torch.Tensor) -> torch.Tensor:
+def transform_weight(weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``(Co, Ci, 3, 3)`` -> ``U`` ``(36, Co, Ci)`` float32: each transform position's ``Co x Ci``
-    matrix, written by one matrix product from the weight as it lies in memory (no reordered copy)."""
+    matrix, written by one matrix product from the weight as it lies in memory (no reordered copy);
+    into ``out`` (a flat float32 buffer of at least ``36 Co Ci`` values) where given."""
     co, ci = weight.shape[:2]
     w = weight.detach().to(torch.float32).reshape(co * ci, 9)  # rows (o, i): a view of a contiguous weight
-    return (_G2.to(w) @ w.T).view(A * A, co, ci)
+    g2 = _G2.to(w)
+    if out is None:
+        return (g2 @ w.T).view(A * A, co, ci)
+    return torch.mm(g2, w.T, out=out[: A * A * co * ci].view(A * A, co * ci)).view(A * A, co, ci)
+
+
+def kernel(k: torch.Tensor) -> torch.Tensor:
+    """The transformed kernel ``U`` ``(36, Co, Ci)`` for ``k``: ``k`` itself where it is one, or
+    for a kernel ``(Co, Ci, 3, 3)`` its transform made now into this thread's work space (the same
+    numbers as :func:`transform_weight`'s, valid until the next call makes another)."""
+    if k.dim() == 3:
+        return k
+    co, ci = k.shape[:2]
+    return transform_weight(k, _WORK.get("u", A * A * co * ci, k))
 
 
 class _Workspace(threading.local):
@@ -165,14 +183,16 @@ def _padded_rows(
 
 def correlate(x: torch.Tensor, u: torch.Tensor, transpose: bool = False, mirror: bool = False) -> torch.Tensor:
     """The 3x3, stride-1, zero-padding-1 correlation of float32 ``x`` ``(1, Ci, H, W)`` with the
-    kernel whose transform is ``u`` (``(36, Co, Ci)``; ``transpose``: the kernel with its channels
-    swapped, ``Co`` in and ``Ci`` out). Returns ``(1, Co, H, W)`` in channels-last memory format, no bias.
+    kernel whose transform is ``u`` (``(36, Co, Ci)``, or the kernel ``(Co, Ci, 3, 3)`` itself,
+    transformed now: :func:`kernel`; ``transpose``: the kernel with its channels swapped, ``Co`` in
+    and ``Ci`` out). Returns ``(1, Co, H, W)`` in channels-last memory format, no bias.
 
     ``mirror``: the same with ``x`` and the result flipped in both spatial axes, that is
     ``flip(correlate(flip(x)))``, without making the flipped copies: a tile of the flipped, padded
     input is a tile of ``x`` padded on the other sides, reversed, and reversing a tile before the
     input transform (after the output transform) is reversing the transform matrix's columns (rows).
     """
+    u = kernel(u)
     _, c, h, w = x.shape
     co = u.shape[2] if transpose else u.shape[1]
     th, tw = -(-h // M), -(-w // M)
@@ -209,7 +229,8 @@ def correlate(x: torch.Tensor, u: torch.Tensor, transpose: bool = False, mirror:
 
 
 def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The padding-1 3x3 convolution whose transformed kernel is ``u``: :func:`correlate` plus the bias."""
+    """The padding-1 3x3 convolution whose transformed kernel is ``u`` (or the kernel, transformed
+    at the call: :func:`kernel`): :func:`correlate` plus the bias."""
     y = correlate(x, u)
     if bias is not None:
         y += bias.view(1, -1, 1, 1)
@@ -224,7 +245,8 @@ def conv3x3_input_grad(gy: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 class WinogradConv3x3Fn(torch.autograd.Function):
     """Forward :func:`conv3x3`; backward the input gradient only (frozen weights),
-    :func:`conv3x3_input_grad`. Keeps ``U`` (the module's, not a copy) for backward, not the input."""
+    :func:`conv3x3_input_grad`. Keeps ``u`` (the module's kept transform, or its weight, transformed
+    again in backward; not a copy) for backward, not the input."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

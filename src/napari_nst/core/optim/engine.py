@@ -218,6 +218,9 @@ class _Run:
     held: _Held | None = None  # the last finished evaluation's image, kept on the device (see pastiche)
     resume: Pastiche | None = None  # continue from this pastiche (its step) instead of the start
     float32_plan: NetworkPlan | None = None  # the plan a bfloat16 level finishes in (_Finish; None: it does not)
+    # whether the memory plan lets small levels keep the Winograd kernels (core/compute/memory.py,
+    # KEEP_KERNELS_BELOW; False: every level makes them at each call)
+    keep_kernels: bool = True
     finished_from: tuple[torch.dtype | None, NetworkPlan] | None = None  # the level's own, after a switch
     # options changed during the run (core/live.py): the mailbox read before each evaluation, the
     # images as given (to build the controls again), and the level's targets kept for a rebuild
@@ -384,8 +387,7 @@ def run(
         resume_point(resume, shapes, counts)  # before any work
     mplan = plan_memory(content.shape[:2], shapes[-1], opts, device, dtype, styles)
     ctx = _prepare(content, style, opts, device, dtype, shapes, counts, tune_shape=_tuned_shape(shapes[-1], mplan))
-    if not mplan.kernels and ctx.plan.winograd_wide and levers.current().winograd_wide is None:
-        _set_plan(ctx, ctx.dtype, ctx.float32_plan or network_plan(device, None))  # fastest without kernels
+    ctx.keep_kernels = mplan.kernels
     if ctx.dtype != dtype and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles):
         _static_plan(ctx, dtype)  # the measured precision would need another memory plan: keep the static one
     if ctx.dtype is not None and not _same_memory_plan(content.shape[:2], shapes[-1], opts, ctx, mplan, styles, None):
@@ -777,6 +779,10 @@ def _level(
         _set_plan(ctx, *ctx.finished_from)
         ctx.finished_from = None
     tiling = _tiling(ctx, shape)
+    # a large level (or tile) makes the Winograd kernels at every call instead of keeping them
+    seen = shape if tiling is None else (min(shape[0], tiling.size), min(shape[1], tiling.size))
+    keep = ctx.levers.keep_kernels
+    ctx.net.keep_kernels(ctx.keep_kernels and memory.keeps_kernels(seen) if keep is None else keep)
     if ctx.targets_memo is not None:
         ctx.targets_memo.clear()  # the previous level's
     st = _LevelState.start(ctx, shape, tiling, x)

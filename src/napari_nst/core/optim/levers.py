@@ -34,6 +34,9 @@ class Levers:
     winograd_wide: bool | None = None
     #: with ``winograd_wide``: the fewest input channels of a layer that runs it (256 or 128)
     winograd_min: int | None = None
+    #: with ``winograd_wide``: keep the transformed kernels (True) or make them at every call (False)
+    #: at every level (None: the memory plan's choice by level size, ``compute.memory.keeps_kernels``)
+    keep_kernels: bool | None = None
     #: weight of each coarser pyramid level relative to the one below it (None: the engine's constant)
     pyramid_gamma: float | None = None
     #: replay each level's evaluation as a CUDA graph on NVIDIA GPUs
