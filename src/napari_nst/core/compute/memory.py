@@ -398,9 +398,8 @@ def plan(
     need = estimate_memory(shape, *args, _history(False), device_type, getattr(opts, "style_loss", "gram"))
     if budget is None or need <= budget:
         return MemoryPlan(need, None, f"about {format_bytes(need)}", budget=budget)
-    kept = device_type == "cpu" and dt == "float32" and keeps_kernels(shape)
     lean = estimate_memory(shape, *args, _history(False), device_type, getattr(opts, "style_loss", "gram"), False)
-    if kept and lean <= budget:
+    if lean < need and lean <= budget:  # lean < need: a float32 CPU run whose levels would keep the kernels
         # the whole image fits with the Winograd kernels made at every call: that beats tiles,
         # which evaluate more pixels (the halos) and keep a shorter L-BFGS history (tiles of 480 px
         # at 512 px, AVX2: 1.9-2.3x the time per evaluation and a higher peak), and a plan without
