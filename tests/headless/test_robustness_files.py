@@ -488,3 +488,26 @@ def test_cli_odd_files_work(tmp_path, fast):
     out = folder / "out ✓.png"
     assert _cli(rotated, pal, out, str(weights)) == 0
     assert np.asarray(Image.open(out)).shape == (32, 19, 3)  # the portrait stays a portrait
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_weights_files_are_mapped_and_only_the_used_layers_checked(tmp_path, vgg16_random):
+    """A torch.save (zip) weights file is memory-mapped (only the used layers' pages are read):
+    a network to relu2_1 builds from a file whose conv5_3 is NaN, one that uses conv5_3 is refused
+    naming it. A legacy (non-zip) file is read whole, as before."""
+    state = torch.load(vgg16_random, weights_only=True)
+    state["features.28.weight"] = torch.full_like(state["features.28.weight"], float("nan"))  # conv5_3
+    path = tmp_path / "nan_in_conv5_3.pth"
+    torch.save(state, path)
+    vgg._cached_features.cache_clear()
+    net = vgg.build_vgg("vgg16", ["relu1_1", "relu2_1"], weights=path)
+    assert str(path) in Path("/proc/self/maps").read_text()
+    assert torch.isfinite(net.layers[0].weight).all()
+    with pytest.raises(WeightsError, match=r"features\.28\.weight has NaN"):
+        vgg.build_vgg("vgg16", ["relu5_3"], weights=path)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(torch.load(vgg16_random, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    vgg._cached_features.cache_clear()
+    net = vgg.build_vgg("vgg16", ["relu1_1"], weights=legacy)
+    assert str(legacy) not in Path("/proc/self/maps").read_text() and net.layers[0].weight.shape == (64, 3, 3, 3)
+    vgg._cached_features.cache_clear()

@@ -185,8 +185,9 @@ class Options:
         96 px (vgg up to relu5_1) and smaller than the image.
     max_memory : int or str or None
         The most memory the run may plan to use: bytes, or text like ``8GB`` or ``512MiB``. A
-        larger float32 CPU run first drops napari-nst's Winograd kernels (a slower plan) if that
-        fits, else it is tiled (see ``tile_size``). None: the free memory.
+        larger float32 CPU run first makes napari-nst's Winograd kernels at every call instead of
+        keeping them (slightly slower) if that fits, else it is tiled (see ``tile_size``). None:
+        the free memory.
     style_regions : list of int arrays or None
         Which part of each style image supplies each region's style. Guided Gram matrices on
         the style side (Gatys and colleagues' 2017 paper): one label image per style image, of

@@ -44,6 +44,8 @@ from napari_nst.core.encoder.layer_names import WIDE_MIN
 
 #: the largest intermediate :func:`correlate` makes at once (bytes)
 CHUNK_BYTES = 8 * 2**20
+#: a work space buffer that may shrink is made again where it is more than this many times a call's need
+SHRINK = 4
 
 __all__ = [
     "WIDE_MIN",
@@ -129,7 +131,7 @@ def kernel(k: torch.Tensor) -> torch.Tensor:
     if k.dim() == 3:
         return k
     co, ci = k.shape[:2]
-    return transform_weight(k, _WORK.get("u", A * A * co * ci, k))
+    return transform_weight(k, _WORK.get("u", A * A * co * ci, k, shrink=True))
 
 
 class _Workspace(threading.local):
@@ -141,9 +143,14 @@ class _Workspace(threading.local):
     def __init__(self) -> None:
         self.buffers: dict[str, torch.Tensor] = {}
 
-    def get(self, name: str, n: int, like: torch.Tensor) -> torch.Tensor:
+    def get(self, name: str, n: int, like: torch.Tensor, shrink: bool = False) -> torch.Tensor:
+        """The buffer ``name`` of at least ``n`` values (made, or grown, as needed). ``shrink``:
+        also made again, at ``n``, where it holds more than :data:`SHRINK` times ``n`` (the
+        transformed kernels' buffer: the backward pass reaches the shallow layers, whose kernels
+        are 16x smaller than conv5_1's, when the evaluation's memory peaks; 20 MiB less at the
+        peak of a 512 px run)."""
         b = self.buffers.get(name)
-        if b is None or b.numel() < n or b.device != like.device:
+        if b is None or b.numel() < n or b.device != like.device or (shrink and b.numel() > SHRINK * n):
             self.buffers.pop(name, None)  # free the old one before making the larger one
             b = self.buffers[name] = torch.empty(n, dtype=torch.float32, device=like.device)
         return b
