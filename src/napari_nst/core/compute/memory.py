@@ -49,11 +49,11 @@ FIXED_BYTES = 320 * 2**20
 #: transformed kernels are 36/9 = 4x the layers' float32 weights (encoder/winograd.py): counted in
 #: every float32 CPU estimate, since the plan is measured only when the run starts. A level (or a
 #: tile) smaller than KEEP_KERNELS_BELOW pixels keeps them (winograd_bytes); a larger one makes each
-#: at every call into one buffer (winograd_call_bytes): at 512x384 px (AVX2, 2 cores) 118-141 MiB
-#: less peak for about 0.03 s more per evaluation of 0.85 s, a cost that does not grow with the
-#: image, so below this size it would weigh more than 5 % (the kernels for 2 x 8 calls; 512x512
-#: layers' 36 MB in 5 ms each). A memory plan that does not fit with them kept makes them per call
-#: at any size (MemoryPlan.kernels).
+#: at every call into one buffer (winograd_call_bytes): a whole 512 px run (AVX2 on a 2-core
+#: EPYC) peaks 96-129 MiB lower at 0.96-1.02x the time per evaluation (benchmarks/results/cpu.json).
+#: The transforms cost about 0.03 s per evaluation (2 x 8 calls; a 512x512 layer's 36 MB in 5 ms)
+#: whatever the image, so below this size they would weigh more than 5 %. A memory plan that does
+#: not fit with the kernels kept makes them per call at any size (MemoryPlan.kernels).
 KEEP_KERNELS_BELOW = 2**17
 
 
