@@ -50,7 +50,7 @@ FIXED_BYTES = 320 * 2**20
 #: every float32 CPU estimate, since the plan is measured only when the run starts. A level (or a
 #: tile) smaller than KEEP_KERNELS_BELOW pixels keeps them (winograd_bytes); a larger one makes each
 #: at every call into one buffer (winograd_call_bytes): a whole 512 px run (AVX2 on a 2-core
-#: EPYC) peaks 96-142 MiB lower (benchmarks/results/cpu.json, 6 repeats). The transforms cost
+#: EPYC) peaks 96-144 MiB lower (benchmarks/results/cpu.json, 6 repeats). The transforms cost
 #: about 0.03 s per evaluation (2 x 8 calls; a 512x512 layer's 36 MB in 5 ms), 4 % of a 512x384
 #: px evaluation, whatever the image, so below this size they would weigh more than 5 %. A memory plan that does
 #: not fit with the kernels kept makes them per call at any size (MemoryPlan.kernels).
