@@ -448,10 +448,7 @@ class Conv3x3(nn.Conv2d):
         each call (:func:`winograd.kernel`); else None."""
         if not self._wide(x):
             return None
-        if self.keep_kernel:
-            return self.transformed_weight()
-        self._u = self._u_of = None  # a transform kept before (a smaller level) is not needed now
-        return self.weight
+        return self.transformed_weight() if self.keep_kernel else self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_for(x)
