@@ -16,6 +16,9 @@ measured in the same run. Parts (``--parts``, default all):
               --mem-variants in its own process, interleaved --mem-repeats times, median of the
               per-repeat ratios;
 ``scaling``   time per evaluation and peak memory at each of --sizes, own process each.
+``kernels``   time per evaluation in float32 with napari-nst's Winograd convolutions (plus
+              --kernel-levers) at each of --kernel-sizes, the transformed kernels made at every call
+              against kept for the run (what ``memory.KEEP_KERNELS_BELOW`` trades), interleaved.
 
 Every image is scored with the harness's one float32 objective. Variants are names of
 ``PRESETS`` joined with '+' (``float32+no Winograd``) or a JSON object {name: {options, "levers":
@@ -26,6 +29,7 @@ may also give "env": environment variables of its own process (the C allocator's
     python -m benchmarks cpu --parts per-eval --clock cpu --threads 1
     python -m benchmarks cpu --isa avx2 --parts reach --steps 300 --clock cpu --threads 1
     python -m benchmarks cpu --parts memory --mem-variants "default,float32 L-BFGS history"
+    python -m benchmarks cpu --isa avx2 --parts kernels --kernel-levers '{"winograd_min": 128}'
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 
 from . import _harness as H
 
-PARTS = ("per-eval", "quality", "reach", "memory", "scaling")
+PARTS = ("per-eval", "quality", "reach", "memory", "scaling", "kernels")
 
 #: named variants of napari-nst (Options keywords, and "levers": the engine's internal switches)
 PRESETS: dict[str, dict[str, Any]] = {
@@ -92,13 +96,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--sizes", default="128,256,512,1024", help="scaling: long edges")
     ap.add_argument("--scaling-steps", type=int, default=6)
+    ap.add_argument("--kernel-sizes", default="256,512", help="kernels: long edges")
+    ap.add_argument(
+        "--kernel-levers",
+        default="{}",
+        help='kernels: JSON levers on top of {"winograd_wide": true} (e.g. {"winograd_min": 128})',
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.dry_run:
         args.size, args.evals, args.repeats, args.warm = 48, 2, 2, 0
         args.quality_steps, args.steps, args.mem_size, args.mem_steps, args.mem_repeats = 3, 3, 48, 3, 2
-        args.sizes, args.scaling_steps = "32", 3
+        args.sizes, args.scaling_steps, args.kernel_sizes = "32", 3, "48"
     parts = PARTS if args.parts == "all" else tuple(args.parts.split(","))
     for p in parts:
         if p not in PARTS:
@@ -106,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.mem_repeats < 1:
         raise H.BenchmarkError(f"--mem-repeats {args.mem_repeats}: give 1 or more runs of each side")
     out: dict[str, Any] = {"figures": []}
-    prob = H.setup(args, args.size) if {"per-eval", "quality", "reach"} & set(parts) else None
+    prob = H.setup(args, args.size) if {"per-eval", "quality", "reach", "kernels"} & set(parts) else None
     for part in parts:
         H.say(f"[{part}]")
         t0 = time.perf_counter()
@@ -116,6 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "reach": lambda: part_reach(args, prob),
             "memory": lambda: part_memory(args),
             "scaling": lambda: part_scaling(args),
+            "kernels": lambda: part_kernels(args, prob),
         }[part]()
         out["figures"] += [{**f, "part": part} for f in res.pop("figures")]
         out[part] = res
@@ -234,6 +245,41 @@ def part_per_eval(args: argparse.Namespace, prob: H.Problem) -> dict[str, Any]:
         for name in vs
     ]
     return {"figures": figures, "shape": list(prob.shape), "variants": vs, "times": res}
+
+
+def part_kernels(args: argparse.Namespace, prob: H.Problem) -> dict[str, Any]:
+    """Per call against kept, float32 Winograd at each of ``--kernel-sizes`` (the ratio of each repeat
+    to the kept kernels' time in the same repeat; its median is the figure)."""
+    extra = json.loads(args.kernel_levers)
+    if not isinstance(extra, dict):
+        raise H.BenchmarkError('--kernel-levers: a JSON object of levers, e.g. {"winograd_min": 128}')
+    plan = {"winograd_wide": True, **extra}
+    label = ", ".join(f"{k}={v}" for k, v in plan.items())
+    figures, times = [], {}
+    for size in [int(v) for v in args.kernel_sizes.split(",") if v]:
+        p = prob if size == prob.size else H.setup(args, size)
+        side = {
+            name: {"precision": "float32", "levers": {**plan, "keep_kernels": keep}}
+            for name, keep in (("kept", True), ("per call", False))
+        }
+        fns = {
+            name: lambda v=v, p=p, size=size: time_nst(p, v, size, args.evals, args.clock, args.warm)
+            for name, v in side.items()
+        }
+        res = H.interleaved(fns, args.repeats, baseline="kept")
+        h, w = p.shape
+        times[f"{w}x{h}"] = res
+        figures.append(
+            H.figure(
+                f"time per evaluation, {w}x{h} px, float32 ({label}): Winograd kernels made at every call",
+                res["per call"]["ratio"],
+                "kernels kept",
+                res["per call"]["median"],
+                "s",
+                baseline_value=res["kept"]["median"],
+            )
+        )
+    return {"figures": figures, "levers": plan, "times": times}
 
 
 def part_quality(args: argparse.Namespace, prob: H.Problem) -> dict[str, Any]:

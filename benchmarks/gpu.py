@@ -1,4 +1,4 @@
-"""GPU: napari-nst's defaults beside the textbook recipe at 512/1024/2048 px, and tiles at 2048/4096 px.
+"""GPU: the defaults against the textbook at 512-2048 px, tiles, the tuner, and the CUDA graph per path.
 
 One prepared call on a GPU machine that has only the repository (the weights and pictures copied
 into an ignored folder of it, paths given as arguments or in the environment)::
@@ -26,6 +26,18 @@ Tiles: for each of ``--tile-sizes``, ``--tile-steps`` evaluations of the whole i
 its peak memory recorded, within ``--tile-budget`` seconds (a run whose predicted cost would pass it
 is skipped and the row says so).
 
+Tuner: for each of ``--tune-sizes``, the compute plans measured as a first run on the device
+measures them (cuDNN's benchmark mode within each plan): the table, each precision's choice, the
+seconds it took, and the plan ``auto`` takes against the built-in one (nothing is kept in the
+tuner's cache file).
+
+Graph: the plain objective, the artistic controls (two styles on two regions, luminance) and a
+stack of three frames (the temporal term) at ``--graph-size``, and tiles of ``--tile`` px at
+``--graph-tiled``, each ``--graph-steps`` evaluations with the CUDA graph and without it,
+interleaved after a warm-up run, within ``--graph-budget`` seconds. Each run records how many
+graphs the engine captured and any capture it gave up (so that a path which falls back to eager
+evaluation shows as such, not as a graph's timing).
+
 ``--dry-run`` runs the same code on the CPU at a toy size (a check of the script).
 """
 
@@ -33,14 +45,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from . import _harness as H
 
-PARTS = ("sizes", "tiles")  # the page's groups of figures: against the textbook, against the whole image
+# the page's groups of figures: against the textbook, against the whole image, against the built-in
+# plan (the tuner), against the same run without a CUDA graph
+PARTS = ("sizes", "tiles", "tuner", "graph")
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -62,6 +79,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tile-max-memory", default="8GB", help="max_memory of the run whose tiles the engine picks")
     ap.add_argument("--tile-whole-max", type=int, default=4096, help="largest size also run as a whole image")
     ap.add_argument("--tile-budget", type=float, default=150.0, help="seconds for the tiles section")
+    ap.add_argument("--tune-sizes", default="256,512", help="sizes the tuner measures the plans for ('' = none)")
+    ap.add_argument("--tune-budget", type=float, default=None, help="the tuner's budget (default: its own)")
+    ap.add_argument("--graph-size", type=int, default=512, help="size of the graph section's runs (tiles: --tile)")
+    ap.add_argument("--graph-tiled", type=int, default=2048, help="size of the graph section's tiled run (0 = none)")
+    ap.add_argument("--graph-steps", type=int, default=100, help="evaluations of each graph-section run")
+    ap.add_argument("--graph-repeats", type=int, default=2)
+    ap.add_argument("--graph-budget", type=float, default=120.0, help="seconds for the graph section")
 
 
 def _cap_for_tiles_of_96(device: str, shape: tuple[int, int] = (96, 128)) -> int:
@@ -83,6 +107,9 @@ def dry_run(args: argparse.Namespace) -> None:
     args.tile_sizes, args.tile, args.tile_steps = "128", 96, 2
     args.tile_max_memory = str(_cap_for_tiles_of_96(args.device or "cpu"))
     args.tile_budget = 3600.0  # every tiles-section run, however loaded the machine (a test runs this)
+    args.tune_sizes, args.tune_budget = "64", 0.2
+    args.graph_size, args.graph_tiled, args.graph_steps, args.graph_repeats = 64, 128, 2, 1
+    args.graph_budget = 3600.0
     args.device = args.device or "cpu"
 
 
@@ -237,6 +264,206 @@ def bench_tiles(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
     return rows
 
 
+# --------------------------------------------------------------------------- the tuner on this device
+
+
+def bench_tuner(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
+    """What a first run on ``device`` measures for each of ``--tune-sizes``: the compute plans'
+    table, the plan each precision gets and the seconds spent (nothing is kept in the tuner's cache)."""
+    from napari_nst.core.compute import tune
+    from napari_nst.core.options import Options
+
+    rows: list[dict[str, Any]] = []
+    for size in [int(v) for v in args.tune_sizes.split(",") if v]:
+        opts = Options(size=size, steps=1, model=H.MODEL, weights=H.weights_file(args.weights), device=device)
+        t0 = time.perf_counter()
+        table = tune.tune_options(opts, budget=args.tune_budget or tune.BUDGET, keep=False)
+        wall = time.perf_counter() - t0
+        if table is None:
+            rows.append({"size": size, "error": "nothing to time on this device"})
+            continue
+        chosen = {p: table.choose(p) for p in ("auto", *tune.PRECISIONS)}
+        auto = next(r for r in table.rows if r.candidate == chosen["auto"])
+        rows.append(
+            {
+                "size": size,
+                "shape": list(table.shape),
+                "wall_s": wall,
+                "table": table.as_dict(),
+                "chosen": {p: c.label if c else None for p, c in chosen.items()},
+                "auto_ratio": auto.ratio,
+                "auto_s": auto.median,
+            }
+        )
+        H.say(table.text(chosen))
+    return rows
+
+
+# --------------------------------------------------------------------------- the CUDA graph per path
+
+
+class GraphSpy:
+    """While entered: counts the engine's CUDA graph captures (``graphed.Objective._capture``) and
+    keeps the warnings it logs about them; the engine's code runs unchanged."""
+
+    def __init__(self) -> None:
+        self.captures = 0
+        self.failures: list[str] = []
+
+    def __enter__(self) -> GraphSpy:
+        from napari_nst.core.objective import graphed
+
+        self._orig = orig = graphed.Objective._capture
+
+        def capture(obj: Any, image: Any) -> None:
+            self.captures += 1
+            orig(obj, image)
+
+        graphed.Objective._capture = capture  # type: ignore[method-assign]
+        self._handler = _Keep(self.failures)
+        logging.getLogger("napari_nst").addHandler(self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        from napari_nst.core.objective import graphed
+
+        graphed.Objective._capture = self._orig  # type: ignore[method-assign]
+        logging.getLogger("napari_nst").removeHandler(self._handler)
+
+
+class _Keep(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "CUDA graph" in record.getMessage():
+            self.into.append(record.getMessage())
+
+
+def graph_paths(args: argparse.Namespace, prob: H.Problem) -> dict[str, Callable[[int], Any]]:
+    """The runs of the graph section, each ``make(steps)`` -> an iterator of progress records: the
+    plain objective, the artistic controls (two styles on two regions, luminance), a stack of three
+    frames (the temporal term) and, at ``--graph-tiled`` px, tiles of ``--tile`` px. The second
+    style is the style picture turned upside down (the cost does not depend on the picture)."""
+    import napari_nst
+
+    from .stack import sequence
+
+    size = args.graph_size
+    base = {"model": H.MODEL, "weights": prob.weights, "device": str(prob.device), "scales": 1, "seed": 0}
+    base["preview_every"] = 10**6
+    s1, s2 = prob.style, np.ascontiguousarray(prob.style[::-1, ::-1])
+    labels = np.zeros(prob.content.shape[:2], np.int32)
+    labels[:, prob.content.shape[1] // 2 :] = 1
+    frames = sequence((prob.content * 255).round().astype(np.uint8), size, 3, (3, 1))
+    paths: dict[str, Callable[[int], Any]] = {
+        "plain": lambda n: napari_nst.iter_stylize(prob.content, s1, size=size, steps=n, **base),
+        "two styles on two regions, luminance": lambda n: napari_nst.iter_stylize(
+            prob.content,
+            [s1, s2],
+            size=size,
+            steps=n,
+            regions=labels,
+            region_styles={0: 0, 1: 1},
+            preserve_color="luminance",
+            **base,
+        ),
+        "stack of 3 frames": lambda n: napari_nst.iter_stylize_stack(frames, s1, size=size, steps=n, **base),
+    }
+    if args.graph_tiled:
+        paths[f"tiles of {args.tile} px"] = lambda n: napari_nst.iter_stylize(
+            prob.content, s1, size=args.graph_tiled, steps=n, tile_size=args.tile, **base
+        )
+    return paths
+
+
+def _timed_path(make: Callable[[int], Any], steps: int, dev: Any, graph: bool) -> dict[str, Any]:
+    """One run of a path with the CUDA graph on or off: seconds, evaluations, final objective, captures."""
+    with H.levers(cuda_graph=graph), GraphSpy() as spy:
+        H.sync(dev)
+        t0, n, last = time.perf_counter(), 0, None
+        for rec in make(steps):
+            n, last = n + 1, rec
+        H.sync(dev)
+        sec = time.perf_counter() - t0
+    assert last is not None
+    return {
+        "seconds": sec,
+        "evaluations": n,
+        "total": float(last.losses["total"]),
+        "shape": list(last.shape),
+        "captures": spy.captures,
+        "failures": spy.failures,
+    }
+
+
+def bench_graph(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
+    """Each path with and without the CUDA graph, interleaved (the order alternating), after a short
+    warm-up run of each; within ``--graph-budget`` seconds (a repeat that would pass it is skipped)."""
+    import torch
+
+    dev = torch.device(device)
+    prob = H.setup(args, args.graph_size, device)
+    deadline = time.perf_counter() + args.graph_budget
+    rows: list[dict[str, Any]] = []
+    for name, make in graph_paths(args, prob).items():
+        row: dict[str, Any] = {"path": name, "eager": [], "graph": [], "skipped_repeats": 0}
+        if time.perf_counter() > deadline:
+            rows.append({**row, "skipped": "time budget"})
+            continue
+        _timed_path(make, min(4, args.graph_steps), dev, graph=True)  # warm-up: cuDNN, the weights, the targets
+        for rep in range(args.graph_repeats):
+            cost = sum(r[-1]["seconds"] for r in (row["eager"], row["graph"]) if r)
+            if rep and time.perf_counter() + cost > deadline:
+                row["skipped_repeats"] = args.graph_repeats - rep
+                break
+            for graph in (False, True) if rep % 2 == 0 else (True, False):
+                row["graph" if graph else "eager"].append(_timed_path(make, args.graph_steps, dev, graph))
+        rows.append(row)
+        H.say(json.dumps(row, default=float))
+    return rows
+
+
+def tuner_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        if "table" not in r:
+            continue
+        h, w = r["shape"]
+        out.append(
+            H.figure(
+                f"runs of {r['size']} px, the plan measured for auto ({r['chosen']['auto']}): one pass at {w}x{h} px",
+                r["auto_ratio"],
+                "the built-in plan",
+                r["auto_s"],
+                "s",
+            )
+        )
+        out.append(H.figure(f"runs of {r['size']} px: measuring the plans", None, "", r["table"]["seconds"], "s"))
+    for f in out:
+        f["part"] = "tuner"
+    return out
+
+
+def graph_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        if not r.get("eager") or not r.get("graph"):
+            continue
+        eager = statistics.median(x["seconds"] / x["evaluations"] for x in r["eager"])
+        graph = statistics.median(x["seconds"] / x["evaluations"] for x in r["graph"])
+        h, w = r["graph"][0]["shape"]
+        used = min(x["captures"] for x in r["graph"]) > 0 and not any(x["failures"] for x in r["graph"])
+        how = "with the CUDA graph" if used else "with the CUDA graph asked for (none captured)"
+        out.append(
+            H.figure(f"{r['path']}, {w}x{h} px: time per evaluation {how}", graph / eager, "no graph", graph, "s")
+        )
+    for f in out:
+        f["part"] = "graph"
+    return out
+
+
 def figures(rows: list[dict[str, Any]], tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The page's rows: part "sizes" (against the textbook) and "tiles" (against the whole image)."""
     out = []
@@ -349,4 +576,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args._checkpoint({**res, "figures": figures(res["rows"], [])})
     res["tiles"] = bench_tiles(args, device)
     res["figures"] = figures(res["rows"], res["tiles"])
+    args._checkpoint(res)
+    res["tuner"] = bench_tuner(args, device)
+    res["figures"] += tuner_figures(res["tuner"])
+    args._checkpoint(res)
+    res["graph"] = bench_graph(args, device)
+    res["figures"] += graph_figures(res["graph"])
     return res

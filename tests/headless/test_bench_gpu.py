@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from benchmarks.__main__ import parse, run_benchmark
 
 
 def test_dry_run_writes_results_from_paths_given_as_arguments(
-    tmp_path, content, style, vgg16_random, kernel_free_estimates
+    tmp_path, content, style, vgg16_random, kernel_free_estimates, monkeypatch
 ):
     import torch
 
@@ -19,6 +20,7 @@ def test_dry_run_writes_results_from_paths_given_as_arguments(
     Image.fromarray(style).resize((80, 80)).save(sp)
     before = torch.backends.cudnn.benchmark
     argv = ["--dry-run", "--weights", str(vgg16_random), "--content", str(cp), "--style", str(sp)]
+    monkeypatch.setenv("NAPARI_NST_CONFIG_DIR", str(tmp_path / "config"))
     try:
         run_benchmark("gpu", [*argv, "--results-dir", str(tmp_path / "out")])
     finally:
@@ -47,6 +49,49 @@ def test_dry_run_writes_results_from_paths_given_as_arguments(
     assert "128x96 px, tiles of 96 px: time per evaluation" in names
     time_row = run["figures"][names.index("64x48 px, 4 evaluations: time")]
     assert time_row["ratio"] == row["time_ratio"] and time_row["against"] == "textbook"
+    # the tuner: the table a first run measures, nothing kept in the cache
+    (tuned,) = res["tuner"]
+    assert tuned["size"] == 64 and tuned["chosen"]["auto"] and tuned["table"]["rows"]
+    assert not (tmp_path / "config" / "plans.json").exists()
+    # the CUDA graph per path: each run with and without it; on a CPU no graph is captured, and
+    # the figure says so
+    assert [r["path"] for r in res["graph"]] == [
+        "plain",
+        "two styles on two regions, luminance",
+        "stack of 3 frames",
+        "tiles of 96 px",
+    ]
+    for r in res["graph"]:
+        assert len(r["eager"]) == len(r["graph"]) == 1, r
+        runs = r["eager"] + r["graph"]
+        assert all(x["evaluations"] >= 2 and x["captures"] == 0 and not x["failures"] for x in runs), r
+        assert r["eager"][0]["total"] == pytest.approx(r["graph"][0]["total"], rel=1e-4)
+    graph_names = [f["name"] for f in run["figures"] if f["part"] == "graph"]
+    assert len(graph_names) == 4 and all("(none captured)" in n for n in graph_names)
+    assert {f["part"] for f in run["figures"]} == {"sizes", "tiles", "tuner", "graph"}
+
+
+def test_graph_spy_counts_captures_and_keeps_the_fallback_warning(monkeypatch):
+    import torch
+
+    from benchmarks.gpu import GraphSpy
+    from napari_nst.core.objective import graphed
+
+    def refuse(obj, image):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphed.Objective, "_capture", refuse)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)  # the fallback's, on a CPU
+
+    def fn(g):
+        t = (g**2).sum()
+        return t, {"total": t}
+
+    with GraphSpy() as spy:
+        total, _, grad = graphed.Objective(fn, graph=True)(torch.ones(1, 3, 4, 4))
+    assert spy.captures == 1 and len(spy.failures) == 1 and "not permitted" in spy.failures[0]
+    assert float(total) == 48.0 and torch.equal(grad, torch.full((1, 3, 4, 4), 2.0))  # evaluated eagerly
+    assert graphed.Objective._capture is refuse  # put back
 
 
 def test_weights_and_pictures_can_come_from_the_environment(monkeypatch):

@@ -47,7 +47,8 @@ def test_dry_run_records_figures(name, tmp_path, vgg16_random):
     assert any(f["ratio"] is not None for f in figures)
     if name in ("cpu", "tiles"):  # every part ran and is tagged
         parts = {f["part"] for f in figures}
-        assert parts == ({"per-eval", "quality", "reach", "memory", "scaling"} if name == "cpu" else {"quality", "rss"})
+        cpu = {"per-eval", "quality", "reach", "memory", "scaling", "kernels"}
+        assert parts == (cpu if name == "cpu" else {"quality", "rss"})
 
 
 def test_cpu_figures_are_against_the_textbook_measured_in_the_same_run(tmp_path, vgg16_random):
@@ -61,6 +62,33 @@ def test_cpu_figures_are_against_the_textbook_measured_in_the_same_run(tmp_path,
         ratios = [v / b for v, b in zip(times[name]["all"], times["baseline"]["all"], strict=True)]
         assert f["ratio"] == pytest.approx(sorted(ratios)[0] / 2 + sorted(ratios)[1] / 2)
         assert f["value"] == times[name]["median"]
+
+
+def test_cpu_kernels_part_sets_per_call_against_kept_kernels_in_float32_winograd(tmp_path, vgg16_random, monkeypatch):
+    from benchmarks import cpu
+
+    seen = []
+    real = cpu.time_nst
+
+    def spy(prob, variant, size, *a, **k):
+        seen.append((size, variant))
+        return real(prob, variant, size, *a, **k)
+
+    monkeypatch.setattr(cpu, "time_nst", spy)
+    argv = ["--dry-run", "--weights", str(vgg16_random), "--results-dir", str(tmp_path), "--parts", "kernels"]
+    run_benchmark("cpu", [*argv, "--kernel-levers", '{"winograd_min": 128}'])
+    (run,) = json.loads((tmp_path / "cpu.json").read_text())["runs"]
+    res = run["results"]["kernels"]
+    assert res["levers"] == {"winograd_wide": True, "winograd_min": 128}
+    # two interleaved repeats, kept then per call, both float32 with the Winograd plan
+    keeps = [v["levers"]["keep_kernels"] for _, v in seen]
+    assert keeps == [True, False, True, False] and {s for s, _ in seen} == {48}
+    assert all(v["precision"] == "float32" and v["levers"]["winograd_min"] == 128 for _, v in seen)
+    (f,) = run["figures"]
+    times = res["times"]["48x36"]
+    ratios = [c / k for c, k in zip(times["per call"]["all"], times["kept"]["all"], strict=True)]
+    assert f["against"] == "kernels kept" and f["part"] == "kernels"
+    assert f["ratio"] == pytest.approx(sum(ratios) / 2) and f["value"] == times["per call"]["median"]
 
 
 def test_cpu_memory_is_the_median_of_interleaved_repeats(tmp_path, vgg16_random):

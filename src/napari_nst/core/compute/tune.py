@@ -682,17 +682,18 @@ def tune(
     style_layers: Sequence[str],
     image: torch.Tensor | None = None,
     budget: float = BUDGET,
+    keep: bool = True,
 ) -> Table | None:
     """Measure the plans for a run at working ``shape`` now and keep the table (``napari-nst
-    tune``, the widget's button). ``image``: (1, 3, H, W) in [0, 1] on ``device`` (default: a smooth
-    random picture of ``shape``)."""
+    tune``, the widget's button; ``keep=False``: only return it). ``image``: (1, 3, H, W) in [0, 1]
+    on ``device`` (default: a smooth random picture of ``shape``)."""
     if image is None:
         gen = torch.Generator().manual_seed(0)
         small = torch.rand(1, 3, max(1, shape[0] // 8), max(1, shape[1] // 8), generator=gen)
         image = F.interpolate(small, size=shape, mode="bilinear", align_corners=False).to(device)
     net = net.to(device)
     table = measure(net, image, content_layers, style_layers, shape=shape, budget=budget)
-    if table is not None:
+    if table is not None and keep:
         err = store(table)
         if err:
             log.warning(err)
@@ -715,9 +716,10 @@ def network_for(opts: Any) -> VGGFeatures:
     return VGGFeatures(opts.model or "vgg19", opts.layers, opts.pooling)
 
 
-def tune_options(opts: Any, budget: float = BUDGET) -> Table | None:
-    """Measure (and keep) the plans for runs with ``opts`` (``napari-nst tune``, the widget's
-    button): on its device, at its size (by device when None), on its network."""
+def tune_options(opts: Any, budget: float = BUDGET, keep: bool = True) -> Table | None:
+    """Measure (and keep, unless ``keep`` is False) the plans for runs with ``opts`` (``napari-nst
+    tune``, the widget's button, the GPU benchmark): on its device, at its size (by device when
+    None), on its network."""
     device = D.pick_device(opts.device)
     opts = opts.for_device(gpu=device.type != "cpu")
     net = network_for(opts)
@@ -725,4 +727,5 @@ def tune_options(opts: Any, budget: float = BUDGET) -> Table | None:
         import copy
 
         net = copy.deepcopy(net)
-    return tune(net, device, timing_shape(int(opts.size)), opts.content_layers, opts.style_layers, budget=budget)
+    shape = timing_shape(int(opts.size))
+    return tune(net, device, shape, opts.content_layers, opts.style_layers, budget=budget, keep=keep)
