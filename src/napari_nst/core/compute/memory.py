@@ -50,10 +50,12 @@ FIXED_BYTES = 320 * 2**20
 #: every float32 CPU estimate, since the plan is measured only when the run starts. A level (or a
 #: tile) smaller than KEEP_KERNELS_BELOW pixels keeps them (winograd_bytes); a larger one makes each
 #: at every call into one buffer (winograd_call_bytes): a whole 512 px run (AVX2 on a 2-core
-#: EPYC) peaks 96-144 MiB lower (benchmarks/results/cpu.json, 6 repeats). The transforms cost
-#: about 0.03 s per evaluation (2 x 8 calls; a 512x512 layer's 36 MB in 5 ms), 4 % of a 512x384
-#: px evaluation, whatever the image, so below this size they would weigh more than 5 %. A memory plan that does
-#: not fit with the kernels kept makes them per call at any size (MemoryPlan.kernels).
+#: EPYC) peaks 96-144 MiB lower (benchmarks/results/cpu.json, 6 repeats). The transforms cost a
+#: fixed 0.03-0.06 s per evaluation whatever the image (2 x 8 calls): per call took 1.19-1.22x the
+#: kept kernels' time per evaluation at 256x192 px and 1.01-1.09x at 512x384 px (``python -m
+#: benchmarks cpu --parts kernels``, AVX2 and AVX-512 on a 2-core EPYC), so small levels, where
+#: memory is not short, keep them. A memory plan that does not fit with the kernels kept makes them
+#: per call at any size (MemoryPlan.kernels).
 KEEP_KERNELS_BELOW = 2**17
 
 
