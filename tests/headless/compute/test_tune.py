@@ -289,6 +289,20 @@ def test_a_machine_measures_once_per_key_and_a_new_key_measures_again(config, co
     assert counted["n"] == 5
 
 
+def test_runs_timed_on_the_same_crop_share_one_table(config, counted):
+    """A run larger than MAX_PIXELS is timed on a crop of that many pixels: every such run of one
+    aspect (and the runs whose own shape is about that size) reads the table the first measured."""
+    assert tune.timed_shape((384, 512)) == tune.timed_shape((768, 1024)) == (221, 295)
+    assert tune.timed_shape((192, 256)) == (192, 256)
+    keys = {tune.machine_key(CPU, s) for s in [(192, 256), (384, 512), (768, 1024), (1536, 2048)]}
+    assert len(keys) == 1 and next(iter(keys)).size == 256
+    assert tune.machine_key(CPU, (96, 128)).size == 128  # a smaller run is timed at its own size
+    assert tune.machine_key(CPU, (512, 2048)).size == 512  # a panorama's crop is another shape
+    _decide((384, 512))
+    _decide((768, 1024))
+    assert counted["n"] == 1
+
+
 def test_other_devices_have_other_keys(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: (8, 0))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

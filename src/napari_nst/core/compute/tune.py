@@ -8,7 +8,8 @@ Winograd convolutions took 2.3x the textbook's oneDNN float32, which one thread 
 real network and objective at the run's size, within :data:`BUDGET` seconds, and keeps the table in
 ``plans.json`` next to the widget's remembered settings (:func:`napari_nst.core.config.config_dir`).
 Later runs with the same key (device, CPU or GPU model, instruction set, torch version, thread count,
-size class) read it back.
+size class of the shape timed) read it back; a run larger than :data:`MAX_PIXELS` is timed on a crop
+of that many pixels, so the runs from about 256 px up (of one aspect) share one table.
 
 Noise: the candidates are timed in rounds, interleaved, each against the static rule's plan timed in
 the same round, every other round in reverse order (the median of those ratios ranks them, so a
@@ -155,12 +156,16 @@ class MachineKey:
     def text(self) -> str:
         return (
             f"{self.device} ({self.model}; {self.isa}), torch {self.torch}, {self.threads} thread(s), "
-            f"size class {self.size} px"
+            f"size class {self.size} px (of the shape timed)"
         )
 
 
 def machine_key(device: torch.device, shape: tuple[int, int]) -> MachineKey:
-    """This machine's key for a run at working ``shape`` on ``device``."""
+    """This machine's key for a run at working ``shape`` on ``device``. Its size class is that of
+    the shape timed (:func:`timed_shape`): larger runs are timed on a crop of the same size, so
+    every run from about 256 px up (of one aspect) shares one table instead of measuring the same
+    crop again for each size class."""
+    klass = size_class(timed_shape(shape))
     if device.type == "cuda":
         idx = D.cuda_index(device)
         major, minor = D.cuda_capability(device)
@@ -170,13 +175,13 @@ def machine_key(device: torch.device, shape: tuple[int, int]) -> MachineKey:
             f"sm_{major}{minor}",
             torch.__version__,
             torch.get_num_threads(),
-            size_class(shape),
+            klass,
         )
     isa = (
         f"ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {os.environ.get('ONEDNN_MAX_CPU_ISA', 'native')}, "
         f"fast bf16 {'yes' if D.cpu_has_fast_bf16() else 'no'}"
     )
-    return MachineKey(device.type, cpu_model(), isa, torch.__version__, torch.get_num_threads(), size_class(shape))
+    return MachineKey(device.type, cpu_model(), isa, torch.__version__, torch.get_num_threads(), klass)
 
 
 def static_candidate(device: torch.device, precision: str) -> Candidate:
@@ -468,13 +473,22 @@ def _objective_pass(
         float(grad[0, 0, 0, 0])  # the result is there
 
 
-def timing_image(image: torch.Tensor, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """``image`` (1, 3, H, W), or its central crop of at most ``max_pixels`` pixels (aspect kept)."""
-    h, w = int(image.shape[-2]), int(image.shape[-1])
+def timed_shape(shape: tuple[int, int], max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The shape timed for a run at working ``shape``: itself, or a crop of at most ``max_pixels``
+    pixels with its aspect."""
+    h, w = int(shape[0]), int(shape[1])
     if h * w <= max_pixels:
-        return image
+        return h, w
     f = math.sqrt(max_pixels / (h * w))
-    ch, cw = max(1, int(h * f)), max(1, int(w * f))
+    return max(1, int(h * f)), max(1, int(w * f))
+
+
+def timing_image(image: torch.Tensor, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """``image`` (1, 3, H, W), or its central crop of :func:`timed_shape`."""
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    ch, cw = timed_shape((h, w), max_pixels)
+    if (ch, cw) == (h, w):
+        return image
     top, left = (h - ch) // 2, (w - cw) // 2
     return image[..., top : top + ch, left : left + cw].contiguous()
 
