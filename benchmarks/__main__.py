@@ -15,7 +15,8 @@ from . import _harness as H
 
 USAGE = """usage: python -m benchmarks --list
        python -m benchmarks NAME [options]     (python -m benchmarks NAME --help)
-       python -m benchmarks report [--results-dir DIR] [--out docs/benchmarks.md]"""
+       python -m benchmarks report [--results-dir DIR] [--out docs/benchmarks.md]
+       python -m benchmarks gpu-pack [--weights W]  (the files a GPU machine's call reads, and the call)"""
 
 
 def _module(name: str) -> ModuleType:
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             from . import report
 
             return report.main(argv[1:])
+        if argv[0] == "gpu-pack":
+            from . import gpu
+
+            return gpu.pack_main(argv[1:])
         name, rest = argv[0], argv[1:]
         args = parse(name, rest)
         if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in H.AVX2_ENV.items()):

@@ -49,6 +49,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tile-max-memory", default="8GB", help="max_memory of the run whose tiles the engine picks")
     ap.add_argument("--tile-whole-max", type=int, default=4096, help="largest size also run as a whole image")
     ap.add_argument("--tile-budget", type=float, default=150.0, help="seconds for the tiles section")
-    ap.add_argument("--tune-sizes", default="256,512", help="sizes the tuner measures the plans for ('' = none)")
+    ap.add_argument("--tune-sizes", default="512,2048", help="sizes the tuner measures the plans for ('' = none)")
     ap.add_argument("--tune-budget", type=float, default=None, help="the tuner's budget (default: its own)")
     ap.add_argument("--graph-size", type=int, default=512, help="size of the graph section's runs (tiles: --tile)")
     ap.add_argument("--graph-tiled", type=int, default=2048, help="size of the graph section's tiled run (0 = none)")
@@ -535,6 +536,87 @@ def figures(rows: list[dict[str, Any]], tiles: list[dict[str, Any]]) -> list[dic
     for f in out:
         f.setdefault("part", "tiles")
     return out
+
+
+# --------------------------------------------------------------------------- what travels to the GPU machine
+
+#: the GPU call's files, in an ignored folder of the repository (``carry`` takes it along)
+PACK_DIR = ".gpu-data"
+#: what may travel with a call: the working tree and the carried folder together (the device tool's limit)
+TRAVEL_LIMIT = 64 * 2**20
+
+
+def pack(dest: Path, weights: str, pictures: tuple[str, str] = ("tubingen", "starry_night")) -> dict[str, Path]:
+    """Write what the GPU call reads into ``dest``: the weights of the layers the benchmarks use
+    (VGG16 up to its deepest content or style layer: conv5_2 and conv5_3 stay behind, 19 MB of the
+    59 MB that would not travel beside the repository) and the two pictures. Returns their paths."""
+    import shutil
+
+    import torch
+
+    from napari_nst.core.encoder.layer_names import layer_names
+    from napari_nst.core.options import CONTENT_LAYERS, STYLE_LAYERS
+
+    names = layer_names(H.MODEL)
+    last = max(names.index(n) for n in (*CONTENT_LAYERS, *STYLE_LAYERS))
+    state = torch.load(H.weights_file(weights), map_location="cpu", weights_only=True)
+    kept = {k: v for k, v in state.items() if int(k.split(".")[1]) <= last}
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {"weights": dest / f"{H.MODEL}-to-{names[last]}.pth"}
+    torch.save(kept, out["weights"])
+    for key, name in zip(("content", "style"), pictures, strict=True):
+        src = Path(name) if Path(name).is_file() else H.SHARED / "images" / f"{name}.jpg"
+        out[key] = dest / src.name
+        shutil.copyfile(src, out[key])
+    return out
+
+
+def _ignore(dest: Path) -> None:
+    """Add ``dest`` (inside the repository) to .git/info/exclude, so that it travels only as carried."""
+    rel = dest.resolve().relative_to(H.ROOT.resolve()).as_posix()
+    exclude = H.ROOT / ".git" / "info" / "exclude"
+    lines = exclude.read_text().splitlines() if exclude.is_file() else []
+    if f"/{rel}/" not in lines:
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        exclude.write_text("\n".join([*lines, f"/{rel}/"]) + "\n")
+
+
+def _tree_bytes() -> int:
+    """Bytes of what travels of the working tree: tracked files and untracked ones git does not ignore."""
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=H.ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return sum((H.ROOT / n).stat().st_size for n in out.decode().split("\0") if n and (H.ROOT / n).is_file())
+
+
+def pack_main(argv: list[str]) -> int:
+    """``python -m benchmarks gpu-pack [--weights W]``: write PACK_DIR and print the device call."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks gpu-pack", description=pack.__doc__)
+    ap.add_argument("--weights", default=str(H.SHARED_WEIGHTS))
+    ap.add_argument("--dest", default=PACK_DIR, help="a folder inside the repository")
+    args = ap.parse_args(argv)
+    dest = (H.ROOT / args.dest).resolve()
+    files = pack(dest, args.weights)
+    _ignore(dest)
+    size = sum(f.stat().st_size for f in files.values()) + _tree_bytes()
+    rel = {k: v.relative_to(H.ROOT.resolve()).as_posix() for k, v in files.items()}
+    limit = TRAVEL_LIMIT // 2**20
+    print(f"wrote {args.dest}/: with the working tree {size / 2**20:.1f} MiB travel (at most {limit} MiB)")
+    if size > TRAVEL_LIMIT:
+        print("too much to travel: leave out what the tree need not carry (untracked files, large outputs)")
+        return 1
+    print(f'device run: carry ["{args.dest}"], command:')
+    print(
+        f"PYTHONPATH=src timeout 560 python3 -m benchmarks gpu --weights {rel['weights']} --content {rel['content']} "
+        f"--style {rel['style']} --time-budget 200 --tile-budget 100 --graph-budget 100; "
+        'cp benchmarks/results/gpu.json "$OUT"/'
+    )
+    return 0
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

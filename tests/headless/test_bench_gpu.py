@@ -102,3 +102,32 @@ def test_weights_and_pictures_can_come_from_the_environment(monkeypatch):
     assert (args.weights, args.content, args.style) == ("/w.pth", "/c.jpg", "/s.jpg")
     assert args.sizes == "512,1024,2048" and args.steps == 500
     assert args.tile_sizes == "2048,4096" and args.tile == 1024
+
+
+def test_gpu_pack_keeps_the_layers_the_benchmark_uses_and_the_pictures(tmp_path, vgg16_random, monkeypatch):
+    """The GPU machine gets only the repository and what is carried (64 MiB in all): the weights
+    travel without the layers past relu5_1, the same tensors for those the runs use."""
+    import torch
+
+    from benchmarks import _harness as H
+    from benchmarks import gpu
+    from napari_nst.core.encoder.vgg import build_vgg
+    from napari_nst.core.options import CONTENT_LAYERS, STYLE_LAYERS
+
+    files = gpu.pack(tmp_path / "pack", str(vgg16_random))
+    assert files["weights"].name == "vgg16-to-relu5_1.pth"
+    full = torch.load(vgg16_random, weights_only=True)
+    kept = torch.load(files["weights"], weights_only=True)
+    assert set(kept) == {k for k in full if int(k.split(".")[1]) <= 24}  # conv5_1 is features.24
+    assert "features.26.weight" in full and all(torch.equal(kept[k], full[k]) for k in kept)
+    net = build_vgg("vgg16", [*CONTENT_LAYERS, *STYLE_LAYERS], weights=str(files["weights"]), pooling="max")
+    assert net(torch.rand(1, 3, 32, 32))["relu5_1"].shape[1] == 512
+    assert files["content"].name == "tubingen.jpg" and files["style"].name == "starry_night.jpg"
+    assert files["content"].read_bytes() == (H.SHARED / "images" / "tubingen.jpg").read_bytes()
+    # the folder is ignored by git (it travels only as carried), once
+    monkeypatch.setattr(H, "ROOT", tmp_path)
+    (tmp_path / ".git" / "info").mkdir(parents=True)
+    (tmp_path / ".git" / "info" / "exclude").write_text("# git's own\n")
+    gpu._ignore(tmp_path / "pack")
+    gpu._ignore(tmp_path / "pack")
+    assert (tmp_path / ".git" / "info" / "exclude").read_text() == "# git's own\n/pack/\n"

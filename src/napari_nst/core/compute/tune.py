@@ -8,8 +8,9 @@ Winograd convolutions took 2.3x the textbook's oneDNN float32, which one thread 
 real network and objective at the run's size, within :data:`BUDGET` seconds, and keeps the table in
 ``plans.json`` next to the widget's remembered settings (:func:`napari_nst.core.config.config_dir`).
 Later runs with the same key (device, CPU or GPU model, instruction set, torch version, thread count,
-size class of the shape timed) read it back; a run larger than :data:`MAX_PIXELS` is timed on a crop
-of that many pixels, so the runs from about 256 px up (of one aspect) share one table.
+size class of the shape timed) read it back; a run larger than :data:`MAX_PIXELS` (on a GPU
+:data:`MAX_PIXELS_GPU`) is timed on a crop of that many pixels, so the runs from about 256 px up
+(1024 px on a GPU), of one aspect, share one table.
 
 Noise: the candidates are timed in rounds, interleaved, each against the static rule's plan timed in
 the same round, every other round in reverse order (the median of those ratios ranks them, so a
@@ -72,9 +73,18 @@ OVERRUN = 3.0
 MARGIN = 0.04
 #: after MIN_ROUNDS, a candidate slower than this factor times the fastest is timed no more
 PRUNE = 1.3
-#: the largest image timed (pixels): a larger run is timed on a central crop of this many pixels,
-#: so that measuring stays within the budget (a 256x256 forward + backward is ~0.1-0.3 s on 2 cores)
+#: the largest image timed on a CPU (pixels): a larger run is timed on a central crop of this many
+#: pixels, so that measuring stays within the budget (a 256x256 forward + backward is ~0.1-0.3 s on 2 cores)
 MAX_PIXELS = 256 * 256
+#: ... on a GPU: a pass at 256x256 px is a few milliseconds of kernel launches there, which rank the
+#: plans as the large images a GPU runs would not (a 1024x768 pass is tens of milliseconds)
+MAX_PIXELS_GPU = 1024 * 1024
+
+
+def max_pixels(device: torch.device) -> int:
+    """The largest image timed on ``device`` (MAX_PIXELS, or MAX_PIXELS_GPU off the CPU)."""
+    return MAX_PIXELS if device.type == "cpu" else MAX_PIXELS_GPU
+
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -163,9 +173,9 @@ class MachineKey:
 def machine_key(device: torch.device, shape: tuple[int, int]) -> MachineKey:
     """This machine's key for a run at working ``shape`` on ``device``. Its size class is that of
     the shape timed (:func:`timed_shape`): larger runs are timed on a crop of the same size, so
-    every run from about 256 px up (of one aspect) shares one table instead of measuring the same
-    crop again for each size class."""
-    klass = size_class(timed_shape(shape))
+    every run from about 256 px up on a CPU (1024 px on a GPU), of one aspect, shares one table
+    instead of measuring the same crop again for each size class."""
+    klass = size_class(timed_shape(shape, max_pixels(device)))
     if device.type == "cuda":
         idx = D.cuda_index(device)
         major, minor = D.cuda_capability(device)
@@ -483,10 +493,11 @@ def timed_shape(shape: tuple[int, int], max_pixels: int = MAX_PIXELS) -> tuple[i
     return max(1, int(h * f)), max(1, int(w * f))
 
 
-def timing_image(image: torch.Tensor, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """``image`` (1, 3, H, W), or its central crop of :func:`timed_shape`."""
+def timing_image(image: torch.Tensor, most: int | None = None) -> torch.Tensor:
+    """``image`` (1, 3, H, W), or its central crop of :func:`timed_shape` (at most ``most`` pixels;
+    default: :func:`max_pixels` of its device)."""
     h, w = int(image.shape[-2]), int(image.shape[-1])
-    ch, cw = timed_shape((h, w), max_pixels)
+    ch, cw = timed_shape((h, w), max_pixels(image.device) if most is None else most)
     if (ch, cw) == (h, w):
         return image
     top, left = (h - ch) // 2, (w - cw) // 2
@@ -504,7 +515,7 @@ def measure(
     timer: Callable[[], float] | None = None,
 ) -> Table | None:
     """Time :func:`candidates` on ``net`` (moved to the image's device) with ``image`` (1, 3, H, W)
-    in [0, 1] (cropped to :data:`MAX_PIXELS`); the key's size class is ``shape``'s (default: the
+    in [0, 1] (cropped to :func:`max_pixels`); the key's size class is ``shape``'s (default: the
     image's). None where there is nothing to time. The network's pooling and convolution switches
     are left as they were."""
     device = image.device
