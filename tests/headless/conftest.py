@@ -12,6 +12,7 @@ processes (test_remote) see the real CPU, unless ONEDNN_MAX_CPU_ISA is set.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("NAPARI_NST_SHARED", ROOT.parent / "shared"))  # as the benchmarks read it
 HED_WEIGHTS = SHARED / "weights" / "vgg16-hed-features.pth"
 IMAGES = SHARED / "images"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell starts a background job (`cmd &` without job control) with SIGINT ignored, and every
+    # process it starts inherits that: the Ctrl-C tests' processes would never see their SIGINT.
+    # Python's own handler here makes the processes the tests start begin with the default again.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _random_state(model: str, seed: int = 0) -> dict:

@@ -7,6 +7,7 @@ Every test reproduces the user's order: the viewer exists first, then the widget
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,14 @@ torch.manual_seed(0)
 net = VGGFeatures("vgg16", [layer_names("vgg16")[-1]])
 torch.save({f"features.{k}": v for k, v in net.layers.state_dict().items()}, sys.argv[1])
 """
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell starts a background job (`cmd &` without job control) with SIGINT ignored, and every
+    # process it starts inherits that: the Ctrl-C tests' processes would never see their SIGINT.
+    # Python's own handler here makes the processes the tests start begin with the default again.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -58,9 +58,9 @@ log = logging.getLogger("napari_nst")
 TUNE_ENV = "NAPARI_NST_TUNE"
 #: the measured plans, in :func:`napari_nst.core.config.config_dir`
 CACHE_FILE = "plans.json"
-#: 2: the candidate with Winograd F(4x4) on the wide layers; 3: the one with it from 128 channels (tables
-#: without them are measured again)
-CACHE_VERSION = 3
+#: 2: the candidate with Winograd F(4x4) on the wide layers; 3: the one with it from 128 channels; 4: the
+#: size class of the shape timed, a GPU timing up to 1024x1024 px (older tables are measured again)
+CACHE_VERSION = 4
 #: entries kept in the cache file (the oldest go first)
 CACHE_ENTRIES = 64
 #: seconds of timing, the warm-up round included (at least MIN_ROUNDS rounds are timed whatever it takes)
