@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import re
 import signal
 import sys
@@ -788,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "batch": _batch,
             "tune": _tune,
         }
-        with _sigterm_raises(args.command != "demo"):
+        with _sigterm_raises(args.command != "demo"), _announce_measuring(not getattr(args, "quiet", False)):
             return {**commands, "demo": _demo}[args.command](args)
     except (ValueError, MemoryError, RuntimeError, OSError, MissingExtraError) as exc:
         msg = as_flags(" ".join(str(exc).split()))  # one line, in the command line's words
@@ -798,6 +799,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         terminated = isinstance(exc, Terminated)
         print(f"napari-nst: {'terminated' if terminated else 'interrupted'}; nothing to save yet", file=sys.stderr)
         return EXIT_SIGTERM if terminated else EXIT_SIGINT
+
+
+@contextmanager
+def _announce_measuring(show: bool) -> Iterator[None]:
+    """Print, before a first run on this machine measures its compute plan, what it times
+    (core/compute/tune.py's ``announce``), so that the pause before the first step is explained."""
+    logger = logging.getLogger("napari_nst.tune")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("napari-nst: %(message)s"))
+    level = logger.level
+    if show:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

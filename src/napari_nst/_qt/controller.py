@@ -68,7 +68,10 @@ class RunController:
         )
         self.run, self._box[:], self._result = run, [run], None
         self._view.plot.clear(plan.steps)
-        self._view.show_status("Starting the engine (loading torch and the network) ...")
+        self._view.show_status(
+            "Starting the engine (loading torch and the network; a first run on this machine "
+            "also measures its fastest compute plan, a few seconds) ..."
+        )
         # No napari.utils.progress bar in the activity dock: with Mesa's software OpenGL it kept napari
         # at about a quarter of a core from its creation on, even after close (measured with
         # time.process_time in an idle viewer: 1 % -> 25 %); the status line and the loss plot

@@ -6,6 +6,7 @@ No assertion here depends on how fast this machine is."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 
@@ -287,6 +288,23 @@ def test_a_machine_measures_once_per_key_and_a_new_key_measures_again(config, co
     assert counted["n"] == 5
     _decide()
     assert counted["n"] == 5
+
+
+def test_a_run_that_measures_says_so_first_and_the_command_line_prints_it(config, counted, caplog, capsys):
+    from napari_nst.cli import _announce_measuring
+
+    with caplog.at_level(logging.INFO, logger="napari_nst.tune"):
+        _decide()
+        _decide()  # read back: nothing to say
+    said = [r.getMessage() for r in caplog.records if r.name == "napari_nst.tune"]
+    assert len(said) == 1 and "measuring the fastest compute plan" in said[0]
+    assert f"of {len(tune.candidates(CPU))} plans at 64x48 px" in said[0]
+    for show in (True, False):
+        with _announce_measuring(show):
+            tune.announce.info("measuring %s", "now")
+        err = capsys.readouterr().err
+        assert err == ("napari-nst: measuring now\n" if show else "")
+    assert not tune.announce.handlers  # the command line's handler is gone after the command
 
 
 def test_runs_timed_on_the_same_crop_share_one_table(config, counted):

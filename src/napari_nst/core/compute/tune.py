@@ -53,6 +53,8 @@ from napari_nst.core.encoder.vgg import Conv3x3, VGGFeatures, nnpack_available
 from napari_nst.core.objective.losses import content_loss, gram, gram_loss
 
 log = logging.getLogger("napari_nst")
+#: says, before a run measures, what it is about to time (the command line prints it; INFO)
+announce = logging.getLogger("napari_nst.tune")
 
 #: environment variable: "0" = no measurement, the static rules of device.py
 TUNE_ENV = "NAPARI_NST_TUNE"
@@ -657,6 +659,15 @@ def plan_for_run(
     table = load(key)
     note = ""
     if table is None:
+        h, w = timed_shape(shape, max_pixels(device))
+        announce.info(
+            "measuring the fastest compute plan on this machine, once for runs like this one: a warm-up "
+            "pass and %d or more timed rounds of %d plans at %dx%d px ...",
+            MIN_ROUNDS,
+            len(candidates(device)),
+            w,
+            h,
+        )
         try:
             table = measure(net, image(), content_layers, style_layers, shape=shape)
         except Exception as exc:  # out of memory, a backend that fails: the static rules hold
