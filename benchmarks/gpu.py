@@ -114,6 +114,17 @@ def dry_run(args: argparse.Namespace) -> None:
     args.device = args.device or "cpu"
 
 
+def sizes_of(text: str, flag: str) -> list[int]:
+    """``"512,2048"`` -> [512, 2048] ('' -> []); anything else fails, naming ``flag``."""
+    try:
+        out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise H.BenchmarkError(f"{flag} {text!r}: give whole numbers separated by commas, e.g. 512,2048") from None
+    if any(v < 1 for v in out):
+        raise H.BenchmarkError(f"{flag} {text!r}: every number must be 1 or more")
+    return out
+
+
 def reset_peak(dev: Any) -> None:
     import torch
 
@@ -247,7 +258,7 @@ def bench_tiles(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
     """Whole image vs tiles at each of ``--tile-sizes``, within ``--tile-budget`` seconds."""
     rows: list[dict[str, Any]] = []
     deadline = time.perf_counter() + args.tile_budget
-    for size in [int(v) for v in args.tile_sizes.split(",") if v]:
+    for size in sizes_of(args.tile_sizes, "--tile-sizes"):
         for tile, cap in ((None, None), (args.tile, None), (None, args.tile_max_memory)):
             if tile is None and cap is None and size > args.tile_whole_max:
                 continue
@@ -275,7 +286,7 @@ def bench_tuner(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
     from napari_nst.core.options import Options
 
     rows: list[dict[str, Any]] = []
-    for size in [int(v) for v in args.tune_sizes.split(",") if v]:
+    for size in sizes_of(args.tune_sizes, "--tune-sizes"):
         opts = Options(size=size, steps=1, model=H.MODEL, weights=H.weights_file(args.weights), device=device)
         t0 = time.perf_counter()
         table = tune.tune_options(opts, budget=args.tune_budget or tune.BUDGET, keep=False)
@@ -601,6 +612,8 @@ def pack_main(argv: list[str]) -> int:
     ap.add_argument("--dest", default=PACK_DIR, help="a folder inside the repository")
     args = ap.parse_args(argv)
     dest = (H.ROOT / args.dest).resolve()
+    if not dest.is_relative_to(H.ROOT.resolve()) or dest == H.ROOT.resolve():
+        raise H.BenchmarkError(f"--dest {args.dest!r}: give a folder inside the repository (only it travels)")
     files = pack(dest, args.weights)
     _ignore(dest)
     size = sum(f.stat().st_size for f in files.values()) + _tree_bytes()
@@ -631,8 +644,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.tf32 != "default":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     device = args.device or str(engine.pick_device("auto"))
-    sizes = [int(s) for s in args.sizes.split(",")]
-    reps = [int(r) for r in args.repeats.split(",")]
+    for text, flag in ((args.tile_sizes, "--tile-sizes"), (args.tune_sizes, "--tune-sizes")):
+        sizes_of(text, flag)  # a typo fails now, not after the sections before it
+    sizes = sizes_of(args.sizes, "--sizes")
+    reps = sizes_of(args.repeats, "--repeats")
+    if not sizes or not reps:
+        raise H.BenchmarkError("--sizes and --repeats need at least one number each")
     reps = (reps + [reps[-1]] * len(sizes))[: len(sizes)]
     res: dict[str, Any] = {
         "device": device,

@@ -131,3 +131,17 @@ def test_gpu_pack_keeps_the_layers_the_benchmark_uses_and_the_pictures(tmp_path,
     gpu._ignore(tmp_path / "pack")
     gpu._ignore(tmp_path / "pack")
     assert (tmp_path / ".git" / "info" / "exclude").read_text() == "# git's own\n/pack/\n"
+
+
+def test_bad_sizes_and_a_pack_folder_outside_the_repository_fail_with_the_flag_named(tmp_path):
+    from benchmarks import _harness as H
+    from benchmarks import gpu
+
+    assert gpu.sizes_of("512,2048", "--tune-sizes") == [512, 2048] and gpu.sizes_of("", "--tile-sizes") == []
+    with pytest.raises(H.BenchmarkError, match="--tune-sizes 'abc': give whole numbers"):
+        gpu.sizes_of("abc", "--tune-sizes")
+    with pytest.raises(H.BenchmarkError, match="--sizes '0': every number must be 1 or more"):
+        gpu.sizes_of("0", "--sizes")
+    with pytest.raises(H.BenchmarkError, match="give a folder inside the repository"):
+        gpu.pack_main(["--dest", str(tmp_path / "elsewhere")])
+    assert not (tmp_path / "elsewhere").exists()  # nothing written
