@@ -26,10 +26,9 @@ Tiles: for each of ``--tile-sizes``, ``--tile-steps`` evaluations of the whole i
 its peak memory recorded, within ``--tile-budget`` seconds (a run whose predicted cost would pass it
 is skipped and the row says so).
 
-Tuner: for each of ``--tune-sizes``, the compute plans measured as a first run on the device
-measures them (cuDNN's benchmark mode within each plan): the table, each precision's choice, the
-seconds it took, and the plan ``auto`` takes against the built-in one (nothing is kept in the
-tuner's cache file).
+Tuner: for each of ``--tune-sizes``, what a first run on the device measures (cuDNN's benchmark
+mode within each plan): the table, each precision's choice, the seconds it took, and the plan
+``auto`` takes against the built-in one (nothing is kept in the tuner's cache file).
 
 Graph: the plain objective, the artistic controls (two styles on two regions, luminance) and a
 stack of three frames (the temporal term) at ``--graph-size``, and tiles of ``--tile`` px at

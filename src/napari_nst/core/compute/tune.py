@@ -517,8 +517,8 @@ def measure(
     timer: Callable[[], float] | None = None,
 ) -> Table | None:
     """Time :func:`candidates` on ``net`` (moved to the image's device) with ``image`` (1, 3, H, W)
-    in [0, 1] (cropped to :func:`max_pixels`); the key's size class is ``shape``'s (default: the
-    image's). None where there is nothing to time. The network's pooling and convolution switches
+    in [0, 1] (cropped to :func:`max_pixels`); the key is :func:`machine_key` of ``shape`` (default:
+    the image's). None where there is nothing to time. The network's pooling and convolution switches
     are left as they were."""
     device = image.device
     cands = candidates(device)
