@@ -558,7 +558,7 @@ class VGGFeatures(nn.Module):
             if isinstance(m, Conv3x3):
                 m.keep_kernel = bool(keep)
                 if not keep:
-                    m._u = m._u_of = None
+                    m.release(workspace=False)  # the buffer it makes them in is the work space's
 
     def release_transforms(self) -> None:
         """Drop the Winograd-transformed kernels (made again at the next call that needs them): a
